@@ -1,0 +1,52 @@
+# Finds loom's dependencies. Required: Abseil, OpenBLAS, OpenMP, Open MPI, GoogleTest (tests) and
+# Google Benchmark (bench). Optional and only reported for now: CUDA toolkit, NCCL, cuDNN — the
+# kernel dispatch has a device seam that the CUDA backend fills in a later change.
+
+find_package(absl REQUIRED CONFIG)
+find_package(OpenBLAS REQUIRED CONFIG)
+find_package(OpenMP REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(Threads REQUIRED)
+if(LOOM_BUILD_TESTS)
+  find_package(GTest REQUIRED CONFIG)
+endif()
+if(LOOM_BUILD_BENCH)
+  find_package(benchmark REQUIRED CONFIG)
+endif()
+
+add_library(loom_openblas INTERFACE)
+target_include_directories(loom_openblas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
+target_link_libraries(loom_openblas INTERFACE ${OpenBLAS_LIBRARIES})
+
+message(STATUS "loom: OpenBLAS ${OpenBLAS_VERSION}: found (${OpenBLAS_LIBRARIES})")
+message(STATUS "loom: MPI ${MPI_C_VERSION}: found (${MPI_C_LIBRARIES})")
+message(STATUS "loom: MPIEXEC: ${MPIEXEC_EXECUTABLE}")
+
+# --- GPU stack: detected and reported, not yet used. ---
+find_package(CUDAToolkit QUIET)
+if(CUDAToolkit_FOUND)
+  message(STATUS "loom: CUDA toolkit ${CUDAToolkit_VERSION}: found (${CUDAToolkit_BIN_DIR})")
+else()
+  message(STATUS "loom: CUDA toolkit: not found")
+endif()
+
+set(_loom_gpu_hints ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda
+    /usr/local)
+find_path(LOOM_NCCL_INCLUDE_DIR nccl.h HINTS ${_loom_gpu_hints} PATH_SUFFIXES include)
+find_library(LOOM_NCCL_LIBRARY nccl HINTS ${_loom_gpu_hints} PATH_SUFFIXES lib lib64)
+if(LOOM_NCCL_INCLUDE_DIR AND LOOM_NCCL_LIBRARY)
+  message(STATUS "loom: NCCL: found (${LOOM_NCCL_LIBRARY})")
+  set(LOOM_HAVE_NCCL ON)
+else()
+  message(STATUS "loom: NCCL: not found")
+  set(LOOM_HAVE_NCCL OFF)
+endif()
+find_path(LOOM_CUDNN_INCLUDE_DIR cudnn.h HINTS ${_loom_gpu_hints} PATH_SUFFIXES include)
+find_library(LOOM_CUDNN_LIBRARY cudnn HINTS ${_loom_gpu_hints} PATH_SUFFIXES lib lib64)
+if(LOOM_CUDNN_INCLUDE_DIR AND LOOM_CUDNN_LIBRARY)
+  message(STATUS "loom: cuDNN: found (${LOOM_CUDNN_LIBRARY})")
+  set(LOOM_HAVE_CUDNN ON)
+else()
+  message(STATUS "loom: cuDNN: not found")
+  set(LOOM_HAVE_CUDNN OFF)
+endif()

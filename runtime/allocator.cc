@@ -1,0 +1,84 @@
+#include "runtime/allocator.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_format.h"
+#include "runtime/base/check.h"
+
+namespace loom::runtime {
+
+absl::string_view MemoryTagName(MemoryTag tag) {
+  switch (tag) {
+    case MemoryTag::kParam:
+      return "param";
+    case MemoryTag::kGrad:
+      return "grad";
+    case MemoryTag::kOptimizer:
+      return "optimizer";
+    case MemoryTag::kActivation:
+      return "activation";
+    case MemoryTag::kComm:
+      return "comm";
+    case MemoryTag::kWorkspace:
+      return "workspace";
+  }
+  return "unknown";
+}
+
+Allocator& Allocator::Default() {
+  static Allocator* allocator = new Allocator();  // never destroyed: tensors may outlive main
+  return *allocator;
+}
+
+void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
+  if (bytes == 0) return nullptr;
+  const size_t rounded =
+      (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
+  void* p = std::aligned_alloc(kAllocationAlignment, rounded);
+  LOOM_CHECK(p != nullptr) << "out of host memory allocating " << bytes << " bytes for tag "
+                           << MemoryTagName(tag) << "; " << Summary();
+  Counter& c = counters_[static_cast<int>(tag)];
+  const int64_t now =
+      c.current.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
+  int64_t peak = c.peak.load();
+  while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+  }
+  c.allocations.fetch_add(1);
+  return p;
+}
+
+void Allocator::Free(void* ptr, size_t bytes, MemoryTag tag) {
+  if (ptr == nullptr) return;
+  std::free(ptr);
+  Counter& c = counters_[static_cast<int>(tag)];
+  c.current.fetch_sub(static_cast<int64_t>(bytes));
+  c.allocations.fetch_sub(1);
+}
+
+MemoryStats Allocator::Stats(MemoryTag tag) const {
+  const Counter& c = counters_[static_cast<int>(tag)];
+  return MemoryStats{c.current.load(), c.peak.load(), c.allocations.load()};
+}
+
+int64_t Allocator::TotalCurrentBytes() const {
+  int64_t total = 0;
+  for (const Counter& c : counters_) total += c.current.load();
+  return total;
+}
+
+void Allocator::ResetPeaks() {
+  for (Counter& c : counters_) c.peak.store(c.current.load());
+}
+
+std::string Allocator::Summary() const {
+  std::string out;
+  for (int t = 0; t < kNumMemoryTags; ++t) {
+    const MemoryStats s = Stats(static_cast<MemoryTag>(t));
+    absl::StrAppendFormat(&out, "%s%s %.2f MiB (peak %.2f MiB)", t == 0 ? "" : ", ",
+                          MemoryTagName(static_cast<MemoryTag>(t)), s.current_bytes / 1048576.0,
+                          s.peak_bytes / 1048576.0);
+  }
+  return out;
+}
+
+}  // namespace loom::runtime

@@ -1,0 +1,74 @@
+// CPU memory with accounting per purpose. Every allocation carries a MemoryTag; current and peak
+// bytes per tag are what ZeRO, recompute and the planner are checked against (bytes, not time).
+//
+//   Allocator& a = Allocator::Default();
+//   void* p = a.Allocate(1 << 20, MemoryTag::kGrad);   // 64-byte aligned
+//   a.Stats(MemoryTag::kGrad).current_bytes;            // 1 MiB
+//   a.Free(p, 1 << 20, MemoryTag::kGrad);
+//
+// Tensors allocate through an Allocator (Tensor::Empty); most code never calls it directly. Tests
+// and the `local` communicator backend (ranks as threads) create one Allocator per rank.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace loom::runtime {
+
+enum class MemoryTag : uint8_t {
+  kParam,
+  kGrad,
+  kOptimizer,
+  kActivation,
+  kComm,
+  kWorkspace,
+};
+inline constexpr int kNumMemoryTags = 6;
+absl::string_view MemoryTagName(MemoryTag tag);  // "param", "grad", ...
+
+struct MemoryStats {
+  int64_t current_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t allocations = 0;  // number of live allocations
+};
+
+inline constexpr size_t kAllocationAlignment = 64;
+
+// Thread-safe. Counts the bytes requested (not the rounded-up size) so figures match formulas.
+class Allocator {
+ public:
+  Allocator() = default;
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+
+  // The process-wide CPU allocator.
+  static Allocator& Default();
+
+  // Returns 64-byte aligned host memory of `bytes` bytes (nullptr for 0 bytes), not initialised.
+  // Aborts with a message naming the tag and size if the system is out of memory.
+  void* Allocate(size_t bytes, MemoryTag tag);
+  // `bytes` and `tag` must be those given to Allocate.
+  void Free(void* ptr, size_t bytes, MemoryTag tag);
+
+  MemoryStats Stats(MemoryTag tag) const;
+  int64_t TotalCurrentBytes() const;
+  // Sets every tag's peak to its current value (start of a measured region).
+  void ResetPeaks();
+  // One line: "param 1.50 MiB (peak 1.50 MiB), grad ...".
+  std::string Summary() const;
+
+ private:
+  struct Counter {
+    std::atomic<int64_t> current{0};
+    std::atomic<int64_t> peak{0};
+    std::atomic<int64_t> allocations{0};
+  };
+  std::array<Counter, kNumMemoryTags> counters_;
+};
+
+}  // namespace loom::runtime

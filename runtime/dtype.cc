@@ -1,0 +1,240 @@
+#include "runtime/dtype.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/base/check.h"
+
+namespace loom::runtime {
+namespace {
+
+// A narrow binary floating-point format: exponent bits, mantissa bits (bias 2^(E-1)-1).
+struct Format {
+  int exponent_bits;
+  int mantissa_bits;
+  int bias() const { return (1 << (exponent_bits - 1)) - 1; }
+};
+
+constexpr Format kF16Format{5, 10};
+constexpr Format kE4M3Format{4, 3};
+constexpr Format kE5M2Format{5, 2};
+
+// Rounds |x| (finite, not NaN, given by its f32 bits without the sign) to the format with
+// round-to-nearest-even, assuming an unbounded exponent above. Returns the magnitude's bit pattern;
+// a result beyond the format's largest finite value is left for the caller to saturate or turn
+// into Inf. Handles subnormal results; f32 subnormals are far below every target's range.
+uint32_t RoundMagnitude(uint32_t abs_bits, Format f) {
+  const int exp32 = static_cast<int>(abs_bits >> 23);
+  if (exp32 == 0) return 0;
+  const uint32_t sig = (1u << 23) | (abs_bits & 0x7FFFFFu);  // 24-bit significand
+  const int e = exp32 - 127;                                 // unbiased exponent
+  const int emin = 1 - f.bias();
+  int shift;      // bits of `sig` dropped by rounding
+  uint32_t base;  // exponent field already placed, for normal results
+  if (e >= emin) {
+    shift = 23 - f.mantissa_bits;
+    base = static_cast<uint32_t>(e + f.bias()) << f.mantissa_bits;
+    // Drop the implicit bit: the exponent field carries it.
+    const uint32_t kept = (sig & 0x7FFFFFu) >> shift;
+    const uint32_t rem = sig & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    uint32_t out = base + kept;
+    if (rem > half || (rem == half && (kept & 1u))) ++out;  // a carry bumps the exponent: correct
+    return out;
+  }
+  shift = 23 - f.mantissa_bits + (emin - e);
+  if (shift > 24) return 0;  // below half the smallest subnormal
+  const uint32_t kept = sig >> shift;
+  const uint32_t rem = sig & ((1u << shift) - 1);
+  const uint32_t half = 1u << (shift - 1);
+  uint32_t out = kept;
+  if (rem > half || (rem == half && (kept & 1u))) ++out;  // may carry into the smallest normal
+  return out;
+}
+
+// Decodes a narrow float's finite magnitude bits (exponent field not all ones unless the format
+// uses it for finite values).
+float DecodeMagnitude(uint32_t mag, Format f) {
+  const uint32_t exp_field = mag >> f.mantissa_bits;
+  const uint32_t mant = mag & ((1u << f.mantissa_bits) - 1);
+  if (exp_field == 0) {
+    return std::ldexp(static_cast<float>(mant), 1 - f.bias() - f.mantissa_bits);
+  }
+  const uint32_t bits = ((exp_field - f.bias() + 127) << 23) | (mant << (23 - f.mantissa_bits));
+  return std::bit_cast<float>(bits);
+}
+
+float WithSign(float v, bool negative) { return negative ? -v : v; }
+
+}  // namespace
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+      return 2;
+    case DType::kF8E4M3:
+    case DType::kF8E5M2:
+      return 1;
+    case DType::kI64:
+      return 8;
+  }
+  LOOM_CHECK(false) << "unknown dtype " << static_cast<int>(dtype);
+}
+
+absl::string_view DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    case DType::kF8E4M3:
+      return "f8e4m3";
+    case DType::kF8E5M2:
+      return "f8e5m2";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
+  }
+  return "unknown";
+}
+
+bool IsFloatingPoint(DType dtype) { return dtype != DType::kI32 && dtype != DType::kI64; }
+
+std::ostream& operator<<(std::ostream& os, DType dtype) { return os << DTypeName(dtype); }
+
+uint16_t F32ToBF16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  if (std::isnan(x)) return static_cast<uint16_t>((bits >> 16) | 0x0040u);  // keep sign, quiet
+  // Round to nearest even on the low 16 bits; overflow carries into Inf as IEEE requires.
+  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+float BF16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+
+uint16_t F32ToF16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs_bits = bits & 0x7FFFFFFFu;
+  if (abs_bits > 0x7F800000u) return sign | 0x7E00u;  // NaN
+  if (abs_bits == 0x7F800000u) return sign | 0x7C00u;
+  const uint32_t mag = RoundMagnitude(abs_bits, kF16Format);
+  return sign | static_cast<uint16_t>(mag >= 0x7C00u ? 0x7C00u : mag);
+}
+
+float F16ToF32(uint16_t bits) {
+  const bool negative = bits & 0x8000u;
+  const uint32_t mag = bits & 0x7FFFu;
+  if ((mag >> 10) == 0x1Fu) {
+    return (mag & 0x3FFu) ? std::bit_cast<float>((negative ? 0xFFC00000u : 0x7FC00000u) |
+                                                 ((mag & 0x3FFu) << 13))
+                          : WithSign(INFINITY, negative);
+  }
+  return WithSign(DecodeMagnitude(mag, kF16Format), negative);
+}
+
+uint8_t F32ToF8E4M3(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
+  const uint32_t abs_bits = bits & 0x7FFFFFFFu;
+  if (abs_bits > 0x7F800000u) return sign | 0x7Fu;   // the format's only NaN
+  if (abs_bits == 0x7F800000u) return sign | 0x7Eu;  // saturate Inf to ±448
+  const uint32_t mag = RoundMagnitude(abs_bits, kE4M3Format);
+  return sign | static_cast<uint8_t>(mag > 0x7Eu ? 0x7Eu : mag);
+}
+
+float F8E4M3ToF32(uint8_t bits) {
+  const bool negative = bits & 0x80u;
+  const uint32_t mag = bits & 0x7Fu;
+  if (mag == 0x7Fu) return std::bit_cast<float>(negative ? 0xFFC00000u : 0x7FC00000u);
+  return WithSign(DecodeMagnitude(mag, kE4M3Format), negative);
+}
+
+uint8_t F32ToF8E5M2(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
+  const uint32_t abs_bits = bits & 0x7FFFFFFFu;
+  if (abs_bits > 0x7F800000u) return sign | 0x7Eu;  // quiet NaN
+  if (abs_bits == 0x7F800000u) return sign | 0x7Cu;
+  const uint32_t mag = RoundMagnitude(abs_bits, kE5M2Format);
+  return sign | static_cast<uint8_t>(mag >= 0x7Cu ? 0x7Cu : mag);
+}
+
+float F8E5M2ToF32(uint8_t bits) {
+  const bool negative = bits & 0x80u;
+  const uint32_t mag = bits & 0x7Fu;
+  if ((mag >> 2) == 0x1Fu) {
+    return (mag & 0x3u) ? std::bit_cast<float>(negative ? 0xFFC00000u : 0x7FC00000u)
+                        : WithSign(INFINITY, negative);
+  }
+  return WithSign(DecodeMagnitude(mag, kE5M2Format), negative);
+}
+
+float LoadAsF32(const void* data, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::kF32:
+      return static_cast<const float*>(data)[i];
+    case DType::kBF16:
+      return BF16ToF32(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF16:
+      return F16ToF32(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF8E4M3:
+      return F8E4M3ToF32(static_cast<const uint8_t*>(data)[i]);
+    case DType::kF8E5M2:
+      return F8E5M2ToF32(static_cast<const uint8_t*>(data)[i]);
+    default:
+      LOOM_CHECK(false) << "LoadAsF32: " << dtype << " is not a floating dtype";
+  }
+}
+
+namespace {
+
+void StoreFromF32(float v, void* data, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::kF32:
+      static_cast<float*>(data)[i] = v;
+      return;
+    case DType::kBF16:
+      static_cast<uint16_t*>(data)[i] = F32ToBF16(v);
+      return;
+    case DType::kF16:
+      static_cast<uint16_t*>(data)[i] = F32ToF16(v);
+      return;
+    case DType::kF8E4M3:
+      static_cast<uint8_t*>(data)[i] = F32ToF8E4M3(v);
+      return;
+    case DType::kF8E5M2:
+      static_cast<uint8_t*>(data)[i] = F32ToF8E5M2(v);
+      return;
+    default:
+      LOOM_CHECK(false) << "StoreFromF32: " << dtype << " is not a floating dtype";
+  }
+}
+
+}  // namespace
+
+void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
+  LOOM_CHECK(src_dtype == DType::kF32 || dst_dtype == DType::kF32)
+      << "ConvertBuffer: one side must be f32, got " << src_dtype << " -> " << dst_dtype;
+  if (src_dtype == DType::kF32 && dst_dtype == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  if (src_dtype == DType::kF32) {
+    const float* s = static_cast<const float*>(src);
+    for (int64_t i = 0; i < n; ++i) StoreFromF32(s[i], dst, dst_dtype, i);
+    return;
+  }
+  float* d = static_cast<float*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = LoadAsF32(src, src_dtype, i);
+}
+
+}  // namespace loom::runtime

@@ -1,0 +1,25 @@
+// Pointwise activations for MLPs: GELU (tanh form, as GPT-2) and SwiGLU, forward and backward.
+//
+//   GeluForward(h, a);                 // a = gelu(h)
+//   GeluBackward(da, h, dh);           // dh += gelu'(h) · da
+//   SwiGLUForward(gate, up, a);        // a = silu(gate) · up
+//   SwiGLUBackward(da, gate, up, dgate, dup);
+//
+// f32, any shape (all arguments of one call share it), host memory, synchronous; backward
+// outputs are accumulated.
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace loom::runtime::kernels {
+
+// gelu(x) = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+void GeluForward(const Tensor& x, Tensor& out);
+void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx);
+
+// out = silu(gate) · up, silu(g) = g · sigmoid(g)
+void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out);
+void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                    Tensor& dup);
+
+}  // namespace loom::runtime::kernels

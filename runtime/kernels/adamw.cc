@@ -1,0 +1,31 @@
+#include "runtime/kernels/adamw.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/kernels/arg_check.h"
+#include "runtime/kernels/cpu/cpu_kernels.h"
+
+namespace loom::runtime::kernels {
+
+void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
+                 const AdamWConfig& config, int64_t step, Tensor* copy_out) {
+  const Tensor none;
+  const Tensor& out = copy_out != nullptr ? *copy_out : none;
+  ArgCheck check("AdamWUpdate",
+                 {{"master", &master}, {"grad", &grad}, {"m", &m}, {"v", &v}, {"copy_out", &out}});
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&master, &grad, &m, &v}) {
+    check.ExpectDType(*t, DType::kF32);
+    check.Expect(t->numel() == master.numel(), "every tensor needs master's element count");
+  }
+  if (copy_out != nullptr) {
+    check.Expect(out.dtype() == DType::kBF16 || out.dtype() == DType::kF16,
+                 "copy_out must be bf16 or f16");
+    check.Expect(out.numel() == master.numel(), "copy_out needs master's element count");
+  }
+  check.Expect(step >= 1, absl::StrCat("step must be >= 1, got ", step));
+  check.RequireCpu();
+  cpu::AdamWUpdate(master, grad, m, v, config, step, copy_out);
+}
+
+}  // namespace loom::runtime::kernels

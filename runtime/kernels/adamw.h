@@ -1,0 +1,33 @@
+// The AdamW update on a flat parameter shard (decoupled weight decay, Loshchilov & Hutter), with
+// f32 master weights and an optional rounded copy for bf16/f16 compute.
+//
+//   AdamWConfig cfg{.lr = 6e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+//                   .weight_decay = 0.1f};
+//   AdamWUpdate(master, grad, m, v, cfg, /*step=*/t, &param_bf16);   // or nullptr
+//
+// Per element, as torch.optim.AdamW:
+//   p -= lr·wd·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
+//   p -= lr · (m / (1-β1ᵗ)) / (√(v / (1-β2ᵗ)) + eps)
+// master, grad, m, v: f32, same element count (shapes may differ, e.g. a flat shard); step t >= 1.
+// copy_out, if given, receives round-to-nearest-even bf16 or f16 of the updated master weights.
+// Host memory, synchronous.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace loom::runtime::kernels {
+
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
+                 const AdamWConfig& config, int64_t step, Tensor* copy_out = nullptr);
+
+}  // namespace loom::runtime::kernels

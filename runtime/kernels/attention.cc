@@ -1,0 +1,51 @@
+#include "runtime/kernels/attention.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/kernels/arg_check.h"
+#include "runtime/kernels/cpu/cpu_kernels.h"
+
+namespace loom::runtime::kernels {
+namespace {
+
+// Validates qkv [B, T, 3C] and returns {B, T, C}.
+std::array<int64_t, 3> CheckQkv(const ArgCheck& check, const Tensor& qkv, int64_t num_heads) {
+  check.ExpectDType(qkv, DType::kF32);
+  check.ExpectRank(qkv, 3);
+  check.Expect(num_heads >= 1, absl::StrCat("num_heads must be >= 1, got ", num_heads));
+  const int64_t c3 = qkv.dim(2);
+  check.Expect(c3 % (3 * num_heads) == 0, absl::StrCat("qkv's last dimension ", c3,
+                                                       " must be 3 · num_heads · head_dim with "
+                                                       "num_heads = ",
+                                                       num_heads));
+  return {qkv.dim(0), qkv.dim(1), c3 / 3};
+}
+
+}  // namespace
+
+void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs) {
+  ArgCheck check("AttentionForward", {{"qkv", &qkv}, {"out", &out}, {"probs", &probs}});
+  const auto [b, t, c] = CheckQkv(check, qkv, num_heads);
+  check.ExpectDType(out, DType::kF32);
+  check.ExpectShape(out, {b, t, c});
+  check.ExpectDType(probs, DType::kF32);
+  check.ExpectShape(probs, {b, num_heads, t, t});
+  check.RequireCpu();
+  cpu::AttentionForward(qkv, num_heads, out, probs);
+}
+
+void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
+                       int64_t num_heads, Tensor& dqkv) {
+  ArgCheck check("AttentionBackward",
+                 {{"dout", &dout}, {"qkv", &qkv}, {"probs", &probs}, {"dqkv", &dqkv}});
+  const auto [b, t, c] = CheckQkv(check, qkv, num_heads);
+  check.ExpectDType(dout, DType::kF32);
+  check.ExpectShape(dout, {b, t, c});
+  check.ExpectDType(probs, DType::kF32);
+  check.ExpectShape(probs, {b, num_heads, t, t});
+  check.ExpectDType(dqkv, DType::kF32);
+  check.ExpectShape(dqkv, qkv.shape());
+  check.RequireCpu();
+  cpu::AttentionBackward(dout, qkv, probs, num_heads, dqkv);
+}
+
+}  // namespace loom::runtime::kernels

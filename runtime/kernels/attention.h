@@ -1,0 +1,22 @@
+// Causal multi-head self-attention over a fused QKV projection, forward and backward.
+//
+//   // qkv: [B, T, 3·C] as [q heads | k heads | v heads], C = num_heads · head_dim
+//   AttentionForward(qkv, num_heads, out, probs);     // out: [B, T, C]; probs: [B, NH, T, T]
+//   AttentionBackward(dout, qkv, probs, num_heads, dqkv);   // dqkv accumulated
+//
+// Scores are q·k / √head_dim with a causal mask (position t sees 0..t); probs keeps the softmax
+// (zeros above the diagonal) for the backward. The layout matches GPT-2's c_attn output, and a
+// tensor-parallel rank passes its local heads the same way. f32, host memory, synchronous.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace loom::runtime::kernels {
+
+void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs);
+void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
+                       int64_t num_heads, Tensor& dqkv);
+
+}  // namespace loom::runtime::kernels

@@ -1,0 +1,57 @@
+// The CPU kernel backend: the implementations behind runtime/kernels/*.h, called after the public
+// entry point has validated dtypes, shapes and devices. Same arguments and meaning as the public
+// functions (see those headers); nothing here checks its inputs again.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/kernels/adamw.h"
+#include "runtime/kernels/matmul.h"
+#include "runtime/tensor.h"
+
+namespace loom::runtime::kernels::cpu {
+
+void Matmul(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
+            const MatmulOptions& options);
+
+void BiasAdd(Tensor& x, const Tensor& bias);
+void BiasBackward(const Tensor& dout, Tensor& dbias);
+
+void LayerNormForward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out,
+                      Tensor& mean, Tensor& rstd);
+void LayerNormBackward(const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& mean,
+                       const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db);
+void RMSNormForward(const Tensor& x, const Tensor& w, float eps, Tensor& out, Tensor& rstd);
+void RMSNormBackward(const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                     Tensor& dx, Tensor& dw);
+
+void GeluForward(const Tensor& x, Tensor& out);
+void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx);
+void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out);
+void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                    Tensor& dup);
+
+void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs);
+void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
+                       int64_t num_heads, Tensor& dqkv);
+
+void CrossEntropyStats(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                       Tensor& row_max, Tensor& sum_exp, Tensor& target_logit);
+void CrossEntropyRescaleSumExp(const Tensor& local_max, const Tensor& global_max, Tensor& sum_exp);
+void CrossEntropyLoss(const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,
+                      Tensor& losses);
+void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                          const Tensor& row_max, const Tensor& sum_exp, const Tensor& dloss,
+                          Tensor& dlogits);
+
+void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor& out);
+void EmbeddingBackward(const Tensor& dout, const Tensor& ids, Tensor& dtable);
+
+void Add(const Tensor& a, const Tensor& b, Tensor& out);
+void Scale(Tensor& x, float factor);
+double SumOfSquares(const Tensor& x);
+
+void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
+                 const AdamWConfig& config, int64_t step, Tensor* copy_out);
+
+}  // namespace loom::runtime::kernels::cpu

@@ -1,0 +1,60 @@
+#include <vector>
+
+#include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/parallel.h"
+
+namespace loom::runtime::kernels::cpu {
+namespace {
+
+constexpr int64_t kGrain = 16384;
+constexpr int64_t kSumBlock = 4096;
+
+template <typename Load>
+double BlockedSumOfSquares(int64_t n, Load load) {
+  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks));
+  ParallelFor(blocks, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      double s = 0.0;
+      const int64_t stop = std::min(n, (blk + 1) * kSumBlock);
+      for (int64_t i = blk * kSumBlock; i < stop; ++i) {
+        const double v = load(i);
+        s += v * v;
+      }
+      partial[blk] = s;
+    }
+  });
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+}  // namespace
+
+void Add(const Tensor& a, const Tensor& b, Tensor& out) {
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* po = out.data<float>();
+  ParallelFor(a.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) po[i] = pa[i] + pb[i];
+  });
+}
+
+void Scale(Tensor& x, float factor) {
+  float* px = x.data<float>();
+  ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) px[i] *= factor;
+  });
+}
+
+double SumOfSquares(const Tensor& x) {
+  if (x.dtype() == DType::kF32) {
+    const float* p = x.data<float>();
+    return BlockedSumOfSquares(x.numel(), [p](int64_t i) { return p[i]; });
+  }
+  const void* p = x.raw_data();
+  const DType dt = x.dtype();
+  return BlockedSumOfSquares(x.numel(), [p, dt](int64_t i) { return LoadAsF32(p, dt, i); });
+}
+
+}  // namespace loom::runtime::kernels::cpu

@@ -1,0 +1,127 @@
+#include "runtime/tensor.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace loom::runtime {
+
+absl::string_view DeviceName(Device device) { return device == Device::kCpu ? "cpu" : "cuda"; }
+
+std::string ShapeToString(const Shape& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+int64_t NumElements(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    LOOM_CHECK_GE(d, 0) << "negative dimension in shape " << ShapeToString(shape);
+    n *= d;
+  }
+  return n;
+}
+
+Storage::Storage(size_t bytes, MemoryTag tag, Allocator* allocator)
+    : data_(allocator->Allocate(bytes, tag)), bytes_(bytes), tag_(tag), allocator_(allocator) {}
+
+Storage::~Storage() { allocator_->Free(data_, bytes_, tag_); }
+
+Tensor Tensor::Empty(const Shape& shape, DType dtype, MemoryTag tag, Allocator* allocator) {
+  Tensor t;
+  t.shape_ = shape;
+  t.numel_ = NumElements(shape);
+  t.dtype_ = dtype;
+  t.tag_ = tag;
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), tag,
+                                         allocator != nullptr ? allocator : &Allocator::Default());
+  return t;
+}
+
+Tensor Tensor::Zeros(const Shape& shape, DType dtype, MemoryTag tag, Allocator* allocator) {
+  Tensor t = Empty(shape, dtype, tag, allocator);
+  if (t.nbytes() > 0) std::memset(t.raw_data(), 0, t.nbytes());
+  return t;
+}
+
+int64_t Tensor::dim(int i) const {
+  const int r = rank();
+  const int j = i < 0 ? i + r : i;
+  LOOM_CHECK(j >= 0 && j < r) << "dimension " << i << " out of range for " << DebugString();
+  return shape_[j];
+}
+
+void* Tensor::raw_data() const {
+  if (storage_ == nullptr || storage_->data() == nullptr) return nullptr;
+  return static_cast<char*>(storage_->data()) + offset_bytes_;
+}
+
+Tensor Tensor::Slice(int64_t begin, int64_t end) const {
+  LOOM_CHECK_GE(rank(), 1) << "Tensor::Slice on a scalar " << DebugString();
+  LOOM_CHECK(0 <= begin && begin <= end && end <= shape_[0])
+      << "Tensor::Slice [" << begin << ", " << end << ") out of range for " << DebugString();
+  Tensor t = *this;
+  const int64_t row = shape_[0] == 0 ? 0 : numel_ / shape_[0];
+  t.shape_[0] = end - begin;
+  t.numel_ = row * (end - begin);
+  t.offset_bytes_ = offset_bytes_ + static_cast<size_t>(begin * row) * DTypeSize(dtype_);
+  return t;
+}
+
+Tensor Tensor::Reshape(const Shape& shape) const {
+  Shape s = shape;
+  int infer = -1;
+  int64_t known = 1;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      LOOM_CHECK_EQ(infer, -1) << "Tensor::Reshape: more than one -1 in " << ShapeToString(shape);
+      infer = static_cast<int>(i);
+    } else {
+      known *= s[i];
+    }
+  }
+  if (infer >= 0) {
+    LOOM_CHECK(known > 0 && numel_ % known == 0)
+        << "Tensor::Reshape: cannot infer -1 in " << ShapeToString(shape) << " for "
+        << DebugString();
+    s[infer] = numel_ / known;
+  }
+  LOOM_CHECK_EQ(NumElements(s), numel_)
+      << "Tensor::Reshape: " << DebugString() << " to " << ShapeToString(shape);
+  Tensor t = *this;
+  t.shape_ = std::move(s);
+  return t;
+}
+
+Tensor Tensor::Clone(Allocator* allocator) const {
+  Tensor t = Empty(shape_, dtype_, tag_, allocator);
+  if (nbytes() > 0) std::memcpy(t.raw_data(), raw_data(), nbytes());
+  return t;
+}
+
+std::vector<float> Tensor::ToF32Vector() const {
+  LOOM_CHECK(IsFloatingPoint(dtype_)) << "Tensor::ToF32Vector on " << DebugString();
+  std::vector<float> out(static_cast<size_t>(numel_));
+  ConvertBuffer(raw_data(), dtype_, out.data(), DType::kF32, numel_);
+  return out;
+}
+
+void Tensor::Fill(float value) {
+  if (dtype_ == DType::kI32) {
+    std::fill_n(data<int32_t>(), numel_, static_cast<int32_t>(value));
+    return;
+  }
+  if (dtype_ == DType::kI64) {
+    std::fill_n(data<int64_t>(), numel_, static_cast<int64_t>(value));
+    return;
+  }
+  const std::vector<float> values(static_cast<size_t>(numel_), value);
+  ConvertBuffer(values.data(), DType::kF32, raw_data(), dtype_, numel_);
+}
+
+std::string Tensor::DebugString() const {
+  return absl::StrCat(DTypeName(dtype_), ShapeToString(shape_),
+                      device_ == Device::kCpu ? "" : "@cuda");
+}
+
+}  // namespace loom::runtime

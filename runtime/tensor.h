@@ -1,0 +1,118 @@
+// Tensor: a typed, shaped, contiguous row-major view of reference-counted storage.
+//
+//   Tensor x = Tensor::Empty({B, T, C}, DType::kF32, MemoryTag::kActivation);
+//   float* p = x.data<float>();                 // checked against the dtype
+//   Tensor rows = x.Reshape({B * T, C}).Slice(0, 16);   // views share storage
+//   Tensor w = Tensor::FromVector({2, 2}, std::vector<float>{1, 2, 3, 4}, MemoryTag::kParam);
+//
+// Copies of a Tensor are shallow (they share storage). Views exist only along dim 0 (Slice) and by
+// reshape, so every tensor is contiguous. Device memory appears when the CUDA backend lands; today
+// every tensor lives on the host (Device::kCpu).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "runtime/allocator.h"
+#include "runtime/base/check.h"
+#include "runtime/dtype.h"
+
+namespace loom::runtime {
+
+enum class Device : uint8_t { kCpu, kCuda };
+absl::string_view DeviceName(Device device);
+
+using Shape = std::vector<int64_t>;
+std::string ShapeToString(const Shape& shape);  // "[4, 7]"
+int64_t NumElements(const Shape& shape);
+
+// Owns one allocation and returns it to its allocator when the last tensor using it goes away.
+class Storage {
+ public:
+  Storage(size_t bytes, MemoryTag tag, Allocator* allocator);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  MemoryTag tag() const { return tag_; }
+
+ private:
+  void* data_;
+  size_t bytes_;
+  MemoryTag tag_;
+  Allocator* allocator_;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined: defined() is false
+
+  // Uninitialised host tensor. `allocator` defaults to Allocator::Default().
+  static Tensor Empty(const Shape& shape, DType dtype, MemoryTag tag,
+                      Allocator* allocator = nullptr);
+  static Tensor Zeros(const Shape& shape, DType dtype, MemoryTag tag,
+                      Allocator* allocator = nullptr);
+  // f32 / i32 / i64 tensor holding `values` (their count must equal the shape's element count).
+  template <typename T>
+  static Tensor FromVector(const Shape& shape, const std::vector<T>& values, MemoryTag tag,
+                           Allocator* allocator = nullptr);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  // Size of dimension i; negative i counts from the end.
+  int64_t dim(int i) const;
+  int64_t numel() const { return numel_; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  MemoryTag tag() const { return tag_; }
+  size_t nbytes() const { return static_cast<size_t>(numel_) * DTypeSize(dtype_); }
+
+  // Typed pointer to the first element; aborts if T does not match dtype().
+  template <typename T>
+  T* data() const {
+    LOOM_CHECK(DTypeOf<T>::value == dtype_)
+        << "Tensor::data<" << DTypeName(DTypeOf<T>::value) << ">() on a " << DebugString();
+    return static_cast<T*>(raw_data());
+  }
+  void* raw_data() const;
+
+  // Rows [begin, end) along dim 0, sharing storage.
+  Tensor Slice(int64_t begin, int64_t end) const;
+  // Same storage, new shape with the same element count; one dimension may be -1 (inferred).
+  Tensor Reshape(const Shape& shape) const;
+  // A deep copy with its own storage (same tag unless one is given).
+  Tensor Clone(Allocator* allocator = nullptr) const;
+  // Elements as f32 (floating dtypes only); handy for tests and logging.
+  std::vector<float> ToF32Vector() const;
+  // Writes `value` (converted to dtype()) to every element.
+  void Fill(float value);
+
+  std::string DebugString() const;  // "f32[4, 7]"
+
+ private:
+  std::shared_ptr<Storage> storage_;
+  size_t offset_bytes_ = 0;
+  Shape shape_;
+  int64_t numel_ = 0;
+  DType dtype_ = DType::kF32;
+  Device device_ = Device::kCpu;
+  MemoryTag tag_ = MemoryTag::kWorkspace;
+};
+
+template <typename T>
+Tensor Tensor::FromVector(const Shape& shape, const std::vector<T>& values, MemoryTag tag,
+                          Allocator* allocator) {
+  Tensor t = Empty(shape, DTypeOf<T>::value, tag, allocator);
+  LOOM_CHECK_EQ(static_cast<int64_t>(values.size()), t.numel())
+      << "Tensor::FromVector: values do not fill shape " << ShapeToString(shape);
+  std::copy(values.begin(), values.end(), t.data<T>());
+  return t;
+}
+
+}  // namespace loom::runtime

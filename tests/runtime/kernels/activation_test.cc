@@ -1,0 +1,85 @@
+// GELU (tanh form) and SwiGLU: forward against formulas evaluated in double, backward against
+// central finite differences.
+#include "runtime/kernels/activation.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "tests/runtime/kernels/test_util.h"
+
+namespace loom::runtime::kernels {
+namespace {
+
+using testing::Dot;
+using testing::ExpectAllNear;
+using testing::ExpectGradientMatches;
+using testing::RandomTensor;
+
+std::vector<Shape> Shapes() { return {{1}, {7}, {33, 3}, {4099}}; }
+
+TEST(GeluTest, ForwardMatchesFormula) {
+  for (const Shape& shape : Shapes()) {
+    Tensor x = RandomTensor(shape, 1, 3.0f);
+    Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+    GeluForward(x, out);
+    std::vector<double> expected;
+    for (float v : x.ToF32Vector()) {
+      const double d = v;
+      expected.push_back(0.5 * d *
+                         (1 + std::tanh(std::sqrt(2 / M_PI) * (d + 0.044715 * d * d * d))));
+    }
+    ExpectAllNear(out, expected, 1e-6, 1e-5, "GELU " + ShapeToString(shape));
+  }
+}
+
+TEST(GeluTest, BackwardMatchesFiniteDifferences) {
+  for (const Shape& shape : Shapes()) {
+    Tensor x = RandomTensor(shape, 2, 2.0f);
+    Tensor dout = RandomTensor(shape, 3);
+    Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+    Tensor dx = Tensor::Zeros(shape, DType::kF32, MemoryTag::kGrad);
+    GeluBackward(dout, x, dx);
+    ExpectGradientMatches(
+        [&] {
+          GeluForward(x, out);
+          return Dot(out, dout);
+        },
+        x, dx, "GELU dx " + ShapeToString(shape));
+  }
+}
+
+TEST(SwiGLUTest, ForwardMatchesFormula) {
+  for (const Shape& shape : Shapes()) {
+    Tensor gate = RandomTensor(shape, 4, 3.0f);
+    Tensor up = RandomTensor(shape, 5);
+    Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+    SwiGLUForward(gate, up, out);
+    const std::vector<float> g = gate.ToF32Vector(), u = up.ToF32Vector();
+    std::vector<double> expected;
+    for (size_t i = 0; i < g.size(); ++i)
+      expected.push_back(g[i] / (1 + std::exp(-double{g[i]})) * u[i]);
+    ExpectAllNear(out, expected, 1e-6, 1e-5, "SwiGLU " + ShapeToString(shape));
+  }
+}
+
+TEST(SwiGLUTest, BackwardMatchesFiniteDifferences) {
+  for (const Shape& shape : Shapes()) {
+    Tensor gate = RandomTensor(shape, 6, 2.0f);
+    Tensor up = RandomTensor(shape, 7);
+    Tensor dout = RandomTensor(shape, 8);
+    Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+    Tensor dgate = Tensor::Zeros(shape, DType::kF32, MemoryTag::kGrad);
+    Tensor dup = Tensor::Zeros(shape, DType::kF32, MemoryTag::kGrad);
+    SwiGLUBackward(dout, gate, up, dgate, dup);
+    auto loss = [&] {
+      SwiGLUForward(gate, up, out);
+      return Dot(out, dout);
+    };
+    ExpectGradientMatches(loss, gate, dgate, "SwiGLU dgate " + ShapeToString(shape));
+    ExpectGradientMatches(loss, up, dup, "SwiGLU dup " + ShapeToString(shape));
+  }
+}
+
+}  // namespace
+}  // namespace loom::runtime::kernels

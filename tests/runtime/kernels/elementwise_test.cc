@@ -1,0 +1,58 @@
+// Add / AddInto / Scale are exact; SumOfSquares matches a double reference and is bitwise equal
+// for any thread count; 16-bit inputs are summed from their exact values.
+#include "runtime/kernels/elementwise.h"
+
+#include <gtest/gtest.h>
+
+#include "runtime/parallel.h"
+#include "tests/runtime/kernels/test_util.h"
+
+namespace loom::runtime::kernels {
+namespace {
+
+using testing::RandomTensor;
+
+TEST(ElementwiseTest, AddAddIntoScale) {
+  for (int64_t n : {1, 7, 33, 4099, 100003}) {
+    Tensor a = RandomTensor({n}, 1), b = RandomTensor({n}, 2);
+    Tensor out = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
+    Add(a, b, out);
+    const std::vector<float> av = a.ToF32Vector(), bv = b.ToF32Vector();
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(out.data<float>()[i], av[i] + bv[i]);
+    AddInto(a, b);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(a.data<float>()[i], av[i] + bv[i]);
+    Scale(b, 0.25f);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(b.data<float>()[i], bv[i] * 0.25f);
+  }
+}
+
+TEST(ElementwiseTest, SumOfSquaresMatchesReferenceForAnyThreadCount) {
+  for (int64_t n : {0, 1, 7, 4099, 1 << 20}) {
+    Tensor x = RandomTensor({n}, 3);
+    double expected = 0;
+    for (float v : x.ToF32Vector()) expected += double{v} * v;
+    SetNumThreads(1);
+    const double one = SumOfSquares(x);
+    SetNumThreads(2);
+    const double two = SumOfSquares(x);
+    SetNumThreads(5);
+    const double five = SumOfSquares(x);
+    EXPECT_NEAR(one, expected, 1e-9 * std::max(1.0, expected)) << n;
+    EXPECT_EQ(one, two) << n;
+    EXPECT_EQ(one, five) << n;
+  }
+}
+
+TEST(ElementwiseTest, SumOfSquaresOfSixteenBitValues) {
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    Tensor x32 = RandomTensor({4099}, 4);
+    Tensor x = Tensor::Empty({4099}, dt, MemoryTag::kGrad);
+    ConvertBuffer(x32.raw_data(), DType::kF32, x.raw_data(), dt, x.numel());
+    double expected = 0;
+    for (float v : x.ToF32Vector()) expected += double{v} * v;  // exact decoded values
+    EXPECT_NEAR(SumOfSquares(x), expected, 1e-9 * expected) << DTypeName(dt);
+  }
+}
+
+}  // namespace
+}  // namespace loom::runtime::kernels

@@ -1,0 +1,181 @@
+// Matmul and BiasAdd: forward against a naive double-precision GEMM for every transpose
+// combination on odd and even shapes; backward against central finite differences; 16-bit
+// operands against the product of their exactly decoded values.
+#include "runtime/kernels/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include "runtime/kernels/bias_add.h"
+#include "tests/runtime/kernels/test_util.h"
+
+namespace loom::runtime::kernels {
+namespace {
+
+using testing::Dot;
+using testing::ExpectAllNear;
+using testing::ExpectGradientMatches;
+using testing::RandomTensor;
+
+// Naive out = alpha · op(a) · op(b) + beta · out0 in double; a, b given as f32 values.
+std::vector<double> ReferenceGemm(const std::vector<float>& a, const std::vector<float>& b,
+                                  const std::vector<float>& out0, int64_t m, int64_t n, int64_t k,
+                                  const MatmulOptions& o) {
+  std::vector<double> out(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (int64_t p = 0; p < k; ++p) {
+        const double av = o.trans_a ? a[p * m + i] : a[i * k + p];
+        const double bv = o.trans_b ? b[j * k + p] : b[p * n + j];
+        s += av * bv;
+      }
+      out[i * n + j] = o.alpha * s + (o.beta == 0.0f ? 0.0 : o.beta * out0[i * n + j]);
+    }
+  }
+  return out;
+}
+
+struct GemmShape {
+  int64_t m, n, k;
+};
+
+std::vector<GemmShape> Shapes() { return {{1, 1, 1}, {7, 5, 33}, {33, 7, 4}, {4, 4099, 3}}; }
+
+TEST(MatmulTest, ForwardMatchesNaiveForAllTransposes) {
+  uint32_t seed = 1;
+  for (const GemmShape& s : Shapes()) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (float beta : {0.0f, 1.0f}) {
+          const MatmulOptions o{.trans_a = ta, .trans_b = tb, .alpha = 0.5f, .beta = beta};
+          Tensor a = RandomTensor(ta ? Shape{s.k, s.m} : Shape{s.m, s.k}, seed++);
+          Tensor b = RandomTensor(tb ? Shape{s.n, s.k} : Shape{s.k, s.n}, seed++);
+          Tensor out = RandomTensor({s.m, s.n}, seed++);
+          const std::vector<float> out0 = out.ToF32Vector();
+          Matmul(a, b, out, o);
+          ExpectAllNear(
+              out, ReferenceGemm(a.ToF32Vector(), b.ToF32Vector(), out0, s.m, s.n, s.k, o), 1e-5,
+              1e-5,
+              "m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) + " k=" +
+                  std::to_string(s.k) + " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulTest, LeadingDimensionsFoldIntoRows) {
+  Tensor a = RandomTensor({2, 3, 5}, 11);
+  Tensor b = RandomTensor({5, 7}, 12);
+  Tensor out = Tensor::Empty({2, 3, 7}, DType::kF32, MemoryTag::kActivation);
+  Matmul(a, b, out);
+  ExpectAllNear(out, ReferenceGemm(a.ToF32Vector(), b.ToF32Vector(), {}, 6, 7, 5, {}), 1e-5, 1e-5,
+                "3-D a");
+}
+
+TEST(MatmulTest, EmptyInnerDimensionScalesOut) {
+  Tensor a = Tensor::Empty({3, 0}, DType::kF32, MemoryTag::kActivation);
+  Tensor b = Tensor::Empty({0, 2}, DType::kF32, MemoryTag::kActivation);
+  Tensor out = Tensor::FromVector<float>({3, 2}, {1, 2, 3, 4, 5, 6}, MemoryTag::kActivation);
+  Matmul(a, b, out, {.beta = 2.0f});
+  EXPECT_EQ(out.ToF32Vector(), (std::vector<float>{2, 4, 6, 8, 10, 12}));
+  Matmul(a, b, out);
+  EXPECT_EQ(out.ToF32Vector(), (std::vector<float>(6, 0.0f)));
+}
+
+Tensor ToDType(const Tensor& t, DType dtype) {
+  Tensor out = Tensor::Empty(t.shape(), dtype, MemoryTag::kActivation);
+  ConvertBuffer(t.raw_data(), DType::kF32, out.raw_data(), dtype, t.numel());
+  return out;
+}
+
+TEST(MatmulTest, SixteenBitOperandsAccumulateInF32) {
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    const int64_t m = 9, n = 17, k = 513;
+    Tensor a = ToDType(RandomTensor({m, k}, 21), dt);
+    Tensor b = ToDType(RandomTensor({n, k}, 22), dt);
+    const MatmulOptions o{.trans_b = true};
+    // Reference: exact product of the rounded operands.
+    const std::vector<double> ref = ReferenceGemm(a.ToF32Vector(), b.ToF32Vector(), {}, m, n, k, o);
+    Tensor out32 = Tensor::Empty({m, n}, DType::kF32, MemoryTag::kActivation);
+    Matmul(a, b, out32, o);
+    ExpectAllNear(out32, ref, 1e-4, 1e-5, std::string(DTypeName(dt)) + " -> f32");
+    // A 16-bit result is the f32 result rounded once (relative error <= 2^-8 for bf16).
+    Tensor out16 = Tensor::Empty({m, n}, dt, MemoryTag::kActivation);
+    Matmul(a, b, out16, o);
+    ExpectAllNear(out16, ref, 1e-3, dt == DType::kBF16 ? 1.0 / 256 : 1.0 / 2048,
+                  std::string(DTypeName(dt)) + " -> " + std::string(DTypeName(dt)));
+  }
+}
+
+TEST(MatmulTest, BackwardMatchesFiniteDifferences) {
+  uint32_t seed = 100;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      const int64_t m = 7, n = 5, k = 33;
+      const MatmulOptions o{.trans_a = ta, .trans_b = tb, .alpha = 1.5f};
+      Tensor a = RandomTensor(ta ? Shape{k, m} : Shape{m, k}, seed++);
+      Tensor b = RandomTensor(tb ? Shape{n, k} : Shape{k, n}, seed++);
+      Tensor dout = RandomTensor({m, n}, seed++);
+      Tensor out = Tensor::Empty({m, n}, DType::kF32, MemoryTag::kActivation);
+      Tensor da = Tensor::Zeros(a.shape(), DType::kF32, MemoryTag::kGrad);
+      Tensor db = Tensor::Zeros(b.shape(), DType::kF32, MemoryTag::kGrad);
+      MatmulBackward(a, b, dout, &da, &db, o);
+      auto loss = [&] {
+        Matmul(a, b, out, o);
+        return Dot(out, dout);
+      };
+      const std::string what = "ta=" + std::to_string(ta) + " tb=" + std::to_string(tb);
+      ExpectGradientMatches(loss, a, da, "da " + what);
+      ExpectGradientMatches(loss, b, db, "db " + what);
+    }
+  }
+}
+
+TEST(MatmulTest, BackwardAccumulatesAndFoldsLeadingDims) {
+  Tensor a = RandomTensor({2, 3, 4}, 31);
+  Tensor b = RandomTensor({6, 4}, 32);
+  Tensor dout = RandomTensor({2, 3, 6}, 33);
+  Tensor out = Tensor::Empty({2, 3, 6}, DType::kF32, MemoryTag::kActivation);
+  Tensor da = Tensor::Zeros(a.shape(), DType::kF32, MemoryTag::kGrad);
+  Tensor db = Tensor::Zeros(b.shape(), DType::kF32, MemoryTag::kGrad);
+  MatmulBackward(a, b, dout, &da, &db, {.trans_b = true});
+  auto loss = [&] {
+    Matmul(a, b, out, {.trans_b = true});
+    return Dot(out, dout);
+  };
+  ExpectGradientMatches(loss, a, da, "da (3-D)");
+  ExpectGradientMatches(loss, b, db, "db (3-D)");
+  // A second backward adds the same gradient again.
+  const std::vector<float> once = db.ToF32Vector();
+  MatmulBackward(a, b, dout, nullptr, &db, {.trans_b = true});
+  const std::vector<float> twice = db.ToF32Vector();
+  for (size_t i = 0; i < once.size(); ++i) EXPECT_FLOAT_EQ(twice[i], 2.0f * once[i]);
+}
+
+TEST(BiasAddTest, ForwardAndBackward) {
+  for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{3, 2, 4099}}) {
+    Tensor x = RandomTensor(shape, 41);
+    Tensor bias = RandomTensor({shape.back()}, 42);
+    const std::vector<float> x0 = x.ToF32Vector();
+    const std::vector<float> b0 = bias.ToF32Vector();
+    BiasAdd(x, bias);
+    std::vector<double> expected(x0.size());
+    for (size_t i = 0; i < x0.size(); ++i) expected[i] = x0[i] + double{b0[i % b0.size()]};
+    ExpectAllNear(x, expected, 0, 1e-7, "BiasAdd " + ShapeToString(shape));
+
+    Tensor y = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+    Tensor dout = RandomTensor(shape, 43);
+    Tensor dbias = Tensor::Zeros({shape.back()}, DType::kF32, MemoryTag::kGrad);
+    BiasBackward(dout, dbias);
+    auto loss = [&] {
+      std::copy(x0.begin(), x0.end(), y.data<float>());
+      BiasAdd(y, bias);
+      return Dot(y, dout);
+    };
+    ExpectGradientMatches(loss, bias, dbias, "dbias " + ShapeToString(shape));
+  }
+}
+
+}  // namespace
+}  // namespace loom::runtime::kernels

@@ -1,0 +1,79 @@
+// Tensor: shapes, typed access, views along dim 0, reshape, clone, and shared storage lifetime.
+#include "runtime/tensor.h"
+
+#include <gtest/gtest.h>
+
+namespace loom::runtime {
+namespace {
+
+TEST(TensorTest, ShapeAndSize) {
+  Allocator alloc;
+  Tensor t = Tensor::Zeros({3, 5, 7}, DType::kBF16, MemoryTag::kActivation, &alloc);
+  EXPECT_TRUE(t.defined());
+  EXPECT_EQ(t.rank(), 3);
+  EXPECT_EQ(t.dim(0), 3);
+  EXPECT_EQ(t.dim(-1), 7);
+  EXPECT_EQ(t.numel(), 105);
+  EXPECT_EQ(t.nbytes(), 210u);
+  EXPECT_EQ(t.DebugString(), "bf16[3, 5, 7]");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % kAllocationAlignment, 0u);
+  for (float v : t.ToF32Vector()) EXPECT_EQ(v, 0.0f);
+  EXPECT_FALSE(Tensor().defined());
+}
+
+TEST(TensorTest, SliceIsAViewAlongDimZero) {
+  Tensor t = Tensor::FromVector<float>({4, 3}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
+                                       MemoryTag::kActivation);
+  Tensor rows = t.Slice(1, 3);
+  EXPECT_EQ(rows.shape(), (Shape{2, 3}));
+  EXPECT_EQ(rows.ToF32Vector(), (std::vector<float>{3, 4, 5, 6, 7, 8}));
+  rows.data<float>()[0] = -1.0f;  // writes through to the parent
+  EXPECT_EQ(t.data<float>()[3], -1.0f);
+  EXPECT_EQ(t.Slice(4, 4).numel(), 0);
+}
+
+TEST(TensorTest, ReshapeSharesStorageAndInfers) {
+  Tensor t = Tensor::Zeros({2, 6}, DType::kF32, MemoryTag::kActivation);
+  Tensor r = t.Reshape({3, -1});
+  EXPECT_EQ(r.shape(), (Shape{3, 4}));
+  r.data<float>()[11] = 5.0f;
+  EXPECT_EQ(t.data<float>()[11], 5.0f);
+  Tensor c = t.Clone();
+  c.data<float>()[11] = 6.0f;
+  EXPECT_EQ(t.data<float>()[11], 5.0f);
+}
+
+TEST(TensorTest, FillConvertsToDType) {
+  Tensor h = Tensor::Empty({5}, DType::kF16, MemoryTag::kActivation);
+  h.Fill(1.5f);
+  for (float v : h.ToF32Vector()) EXPECT_EQ(v, 1.5f);
+  Tensor i = Tensor::Empty({3}, DType::kI64, MemoryTag::kActivation);
+  i.Fill(-4.0f);
+  EXPECT_EQ(i.data<int64_t>()[2], -4);
+}
+
+TEST(TensorTest, StorageLivesWhileAnyViewDoes) {
+  Allocator alloc;
+  Tensor view;
+  {
+    Tensor t = Tensor::Empty({1024}, DType::kF32, MemoryTag::kParam, &alloc);
+    view = t.Slice(10, 20);
+  }
+  EXPECT_EQ(alloc.Stats(MemoryTag::kParam).current_bytes, 4096);
+  view = Tensor();
+  EXPECT_EQ(alloc.Stats(MemoryTag::kParam).current_bytes, 0);
+}
+
+TEST(TensorDeathTest, WrongTypedAccessNamesDTypeAndShape) {
+  Tensor t = Tensor::Zeros({2, 3}, DType::kF32, MemoryTag::kActivation);
+  EXPECT_DEATH(t.data<int32_t>(), R"(Tensor::data<i32>\(\) on a f32\[2, 3\])");
+}
+
+TEST(TensorDeathTest, BadViewsAbortWithShapes) {
+  Tensor t = Tensor::Zeros({2, 3}, DType::kF32, MemoryTag::kActivation);
+  EXPECT_DEATH(t.Slice(1, 3), R"(Slice \[1, 3\) out of range for f32\[2, 3\])");
+  EXPECT_DEATH(t.Reshape({4, 2}), R"(Reshape: f32\[2, 3\] to \[4, 2\])");
+}
+
+}  // namespace
+}  // namespace loom::runtime
