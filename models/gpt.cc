@@ -1,0 +1,188 @@
+#include "models/gpt.h"
+
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "parallel/layers/attention.h"
+#include "parallel/layers/mlp.h"
+#include "runtime/rng.h"
+
+namespace loom::models {
+
+using parallel::Parameter;
+using parallel::Stash;
+using runtime::Tensor;
+
+absl::StatusOr<GptConfig> GptConfig::Preset(absl::string_view name) {
+  GptConfig c;
+  c.name = std::string(name);
+  if (name == "tiny") {
+    c.vocab_size = 64;
+    c.context_length = 64;
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.dim = 64;
+  } else if (name == "cpu-small") {
+    c.vocab_size = 4096;
+    c.context_length = 256;
+    c.num_layers = 6;
+    c.num_heads = 6;
+    c.dim = 384;
+  } else if (name == "gpt2-124m") {
+    c.vocab_size = 50257;
+    c.context_length = 1024;
+    c.num_layers = 12;
+    c.num_heads = 12;
+    c.dim = 768;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown GPT preset '", name, "'; choose tiny, cpu-small or gpt2-124m"));
+  }
+  return c;
+}
+
+std::vector<std::string> GptConfig::PresetNames() { return {"tiny", "cpu-small", "gpt2-124m"}; }
+
+absl::Status GptConfig::Validate() const {
+  for (const auto& [field, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
+                                     {"context_length", context_length},
+                                     {"num_layers", num_layers},
+                                     {"num_heads", num_heads},
+                                     {"dim", dim}}) {
+    if (value <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GPT config '", name, "': ", field, " must be positive, got ", value));
+    }
+  }
+  if (dim % num_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("GPT config '", name, "': num_heads ", num_heads,
+                                                   " does not divide dim ", dim));
+  }
+  return absl::OkStatus();
+}
+
+std::string GptConfig::ToString() const {
+  return absl::StrFormat("%s: vocab %d, context %d, layers %d, heads %d, dim %d, %s, %s", name,
+                         vocab_size, context_length, num_layers, num_heads, dim,
+                         mlp == Mlp::kGelu ? "gelu" : "swiglu",
+                         norm == Norm::kLayerNorm ? "layernorm" : "rmsnorm");
+}
+
+namespace {
+
+std::unique_ptr<parallel::Layer> MakeNorm(const GptConfig& c, const std::string& prefix) {
+  if (c.norm == GptConfig::Norm::kLayerNorm) {
+    return std::make_unique<parallel::LayerNorm>(prefix, c.dim);
+  }
+  return std::make_unique<parallel::RMSNorm>(prefix, c.dim);
+}
+
+std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& prefix) {
+  if (c.mlp == GptConfig::Mlp::kGelu) {
+    return std::make_unique<parallel::GeluMlp>(prefix, c.dim, 4 * c.dim);
+  }
+  // SwiGLU keeps the parameter count of a 4·C GELU MLP with a hidden size of 8/3·C.
+  return std::make_unique<parallel::SwiGluMlp>(prefix, c.dim, 8 * c.dim / 3);
+}
+
+}  // namespace
+
+GptModel::GptModel(const GptConfig& config)
+    : config_(config),
+      wte_("wte", config.vocab_size, config.dim),
+      wpe_("wpe", config.context_length, config.dim),
+      ln_f_(MakeNorm(config, "ln_f")),
+      lm_head_(wte_.weight()) {
+  const absl::Status valid = config.Validate();
+  LOOM_CHECK(valid.ok()) << valid.message();
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    const std::string p = absl::StrCat("h.", i);
+    blocks_.push_back(std::make_unique<parallel::TransformerBlock>(
+        MakeNorm(config, p + ".ln_1"),
+        std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads),
+        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp")));
+  }
+}
+
+void GptModel::Initialize(uint64_t seed) {
+  const float residual_std =
+      config_.init_std / std::sqrt(2.0f * static_cast<float>(config_.num_layers));
+  for (Parameter* p : Parameters()) {
+    p->Allocate();
+    Tensor& v = p->value();
+    const std::string& name = p->name();
+    const bool is_norm = absl::StrContains(name, "ln_") || absl::StrContains(name, "norm");
+    if (absl::EndsWith(name, ".bias")) {
+      v.Fill(0.0f);
+    } else if (is_norm) {
+      v.Fill(1.0f);
+    } else {
+      const bool residual =
+          absl::StrContains(name, "c_proj.weight") || absl::StrContains(name, "down_proj.weight");
+      runtime::FillNormal(v, seed, name, 0, 0.0f, residual ? residual_std : config_.init_std);
+    }
+  }
+}
+
+Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {
+  LOOM_CHECK(inputs.rank() == 2 && inputs.dim(1) <= config_.context_length)
+      << "GptModel: inputs must be [B, T] with T <= " << config_.context_length << ", got "
+      << inputs.DebugString();
+  Tensor x = wpe_.Forward(stash, wte_.Forward(stash, inputs));
+  for (auto& block : blocks_) x = block->Forward(stash, x);
+  return lm_head_.Forward(stash, ln_f_->Forward(stash, x));
+}
+
+float GptModel::ForwardLoss(Stash& stash, const Tensor& inputs, const Tensor& targets) {
+  return loss_.Forward(stash, Logits(stash, inputs), targets);
+}
+
+void GptModel::Backward(Stash& stash, float scale) {
+  Tensor dx = parallel::Backward(lm_head_, stash, loss_.Backward(stash, scale));
+  dx = parallel::Backward(*ln_f_, stash, dx);
+  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
+    dx = parallel::Backward(**it, stash, dx);
+  }
+  dx = parallel::Backward(wpe_, stash, dx);
+  parallel::Backward(wte_, stash, dx);
+}
+
+std::vector<Parameter*> GptModel::Parameters() {
+  std::vector<Parameter*> params = {&wte_.weight()};
+  for (Parameter* p : wpe_.Parameters()) params.push_back(p);
+  for (auto& block : blocks_) {
+    for (Parameter* p : block->Parameters()) params.push_back(p);
+  }
+  for (Parameter* p : ln_f_->Parameters()) params.push_back(p);
+  return params;
+}
+
+Parameter* GptModel::FindParameter(absl::string_view name) {
+  for (Parameter* p : Parameters()) {
+    if (p->name() == name) return p;
+  }
+  return nullptr;
+}
+
+int64_t GptModel::NumParameters() {
+  int64_t n = 0;
+  for (Parameter* p : Parameters()) n += runtime::NumElements(p->global_shape());
+  return n;
+}
+
+void GptModel::ZeroGrad() {
+  for (Parameter* p : Parameters()) p->ZeroGrad();
+}
+
+void GptModel::SetRecompute(bool recompute) {
+  for (auto& block : blocks_) block->set_recompute(recompute);
+}
+
+double GptModel::TrainingFlopsPerToken(int64_t seq_len) {
+  const double n = static_cast<double>(NumParameters() - config_.context_length * config_.dim);
+  return 6.0 * n + 12.0 * static_cast<double>(config_.num_layers * seq_len * config_.dim);
+}
+
+}  // namespace loom::models

@@ -1,0 +1,93 @@
+// GPT: the GPT-2 architecture (learned positions, pre-norm blocks, GELU MLP, LM head tied to the
+// token embedding) built only from loom's public layer API, with Hugging Face GPT-2 parameter
+// names and layouts.
+//
+//   LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset("tiny"));
+//   GptModel model(config);
+//   model.Initialize(/*seed=*/1337);
+//   Stash stash;
+//   float loss = model.ForwardLoss(stash, inputs, targets);   // i32 [B, T] each
+//   model.Backward(stash, /*scale=*/1.0f);                    // grads += ∂(scale·loss)/∂θ
+//
+// Variants (for tests and later models): RMSNorm instead of LayerNorm, SwiGLU instead of GELU.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "parallel/layers/block.h"
+#include "parallel/layers/embedding.h"
+#include "parallel/layers/loss.h"
+#include "parallel/layers/norm.h"
+
+namespace loom::models {
+
+struct GptConfig {
+  enum class Mlp { kGelu, kSwiGlu };
+  enum class Norm { kLayerNorm, kRMSNorm };
+
+  std::string name = "custom";
+  int64_t vocab_size = 0;
+  int64_t context_length = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t dim = 0;
+  Mlp mlp = Mlp::kGelu;
+  Norm norm = Norm::kLayerNorm;
+  float init_std = 0.02f;
+
+  // "tiny" (tests), "cpu-small" (6 layers, d 384, 6 heads, context 256, vocab 4096),
+  // "gpt2-124m" (12 layers, d 768, 12 heads, context 1024, vocab 50257).
+  static absl::StatusOr<GptConfig> Preset(absl::string_view name);
+  static std::vector<std::string> PresetNames();
+  // InvalidArgument naming the field when sizes are not positive or heads do not divide dim.
+  absl::Status Validate() const;
+  std::string ToString() const;
+};
+
+class GptModel {
+ public:
+  explicit GptModel(const GptConfig& config);  // config must be valid
+
+  const GptConfig& config() const { return config_; }
+
+  // Allocates every parameter and fills it from the counter-based RNG: weights ~ N(0, init_std)
+  // (residual projections c_proj scaled by 1/√(2·layers), as GPT-2), biases 0, norm weights 1.
+  void Initialize(uint64_t seed);
+
+  // inputs: i32 [B, T], T <= context_length. Returns logits [B, T, vocab].
+  runtime::Tensor Logits(parallel::Stash& stash, const runtime::Tensor& inputs);
+  // Logits then the mean cross-entropy against targets (i32 [B, T]).
+  float ForwardLoss(parallel::Stash& stash, const runtime::Tensor& inputs,
+                    const runtime::Tensor& targets);
+  // Backward of scale · (mean loss of the last ForwardLoss on this stash); adds into grads.
+  void Backward(parallel::Stash& stash, float scale);
+
+  // Every parameter once, in a fixed order (embedding first, then blocks, then ln_f).
+  std::vector<parallel::Parameter*> Parameters();
+  parallel::Parameter* FindParameter(absl::string_view name);
+  int64_t NumParameters();
+  void ZeroGrad();
+  void SetRecompute(bool recompute);
+
+  // Training FLOPs per token (forward + backward), the PaLM estimate: 6·N + 12·L·T·C, with N the
+  // parameters excluding position embeddings (the tied token embedding counts once, as the LM
+  // head's matmul), L layers, T = seq_len, C = dim. The second term is attention's QKᵀ and P·V
+  // without the causal discount.
+  double TrainingFlopsPerToken(int64_t seq_len);
+
+ private:
+  GptConfig config_;
+  parallel::Embedding wte_;
+  parallel::PositionEmbedding wpe_;
+  std::vector<std::unique_ptr<parallel::TransformerBlock>> blocks_;
+  std::unique_ptr<parallel::Layer> ln_f_;
+  parallel::TiedLmHead lm_head_;
+  parallel::CrossEntropyLoss loss_;
+};
+
+}  // namespace loom::models

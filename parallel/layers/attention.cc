@@ -1,0 +1,49 @@
+#include "parallel/layers/attention.h"
+
+#include "runtime/base/check.h"
+#include "runtime/kernels/attention.h"
+
+namespace loom::parallel {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+namespace kernels = runtime::kernels;
+
+CausalSelfAttention::CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads)
+    : num_heads_(num_heads),
+      c_attn_(prefix + ".c_attn", dim, 3 * dim),
+      c_proj_(prefix + ".c_proj", dim, dim) {
+  LOOM_CHECK(num_heads > 0 && dim % num_heads == 0)
+      << prefix << ": dim " << dim << " is not divisible by num_heads " << num_heads;
+}
+
+Tensor CausalSelfAttention::Forward(Stash& stash, const Tensor& x) {
+  const int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2);
+  Tensor qkv = c_attn_.Forward(stash, x);
+  Tensor heads = Tensor::Empty({b, t, c}, DType::kF32, MemoryTag::kActivation);
+  Tensor probs = Tensor::Empty({b, num_heads_, t, t}, DType::kF32, MemoryTag::kActivation);
+  kernels::AttentionForward(qkv, num_heads_, heads, probs);
+  stash.Put(this, "qkv", qkv);
+  stash.Put(this, "probs", probs);
+  return c_proj_.Forward(stash, heads);
+}
+
+Tensor CausalSelfAttention::BackwardInput(Stash& stash, const Tensor& dy) {
+  Tensor dheads = c_proj_.BackwardInput(stash, dy);
+  const Tensor qkv = stash.Get(this, "qkv");
+  Tensor dqkv = Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kActivation);
+  kernels::AttentionBackward(dheads, qkv, stash.Get(this, "probs"), num_heads_, dqkv);
+  return c_attn_.BackwardInput(stash, dqkv);
+}
+
+void CausalSelfAttention::BackwardWeight(Stash& stash) {
+  c_proj_.BackwardWeight(stash);
+  c_attn_.BackwardWeight(stash);
+}
+
+std::vector<Parameter*> CausalSelfAttention::Parameters() {
+  return ConcatParameters({&c_attn_, &c_proj_});
+}
+
+}  // namespace loom::parallel

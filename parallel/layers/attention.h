@@ -1,0 +1,36 @@
+// Causal multi-head self-attention (GPT-2): fused qkv projection, attention, output projection.
+//
+//   CausalSelfAttention attn("h.0.attn", /*dim=*/384, /*num_heads=*/6);
+//   Tensor y = attn.Forward(stash, x);       // x, y: [B, T, 384]
+//
+// Parameters (GPT-2 names, [in, out] layout): <prefix>.c_attn.{weight,bias} [C, 3C], [3C] and
+// <prefix>.c_proj.{weight,bias} [C, C], [C]. f32, host.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "parallel/layer.h"
+#include "parallel/layers/linear.h"
+
+namespace loom::parallel {
+
+class CausalSelfAttention : public Layer {
+ public:
+  CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads);
+  runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
+  runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
+  void BackwardWeight(Stash& stash) override;
+  std::vector<Parameter*> Parameters() override;
+
+  Linear& c_attn() { return c_attn_; }
+  Linear& c_proj() { return c_proj_; }
+
+ private:
+  int64_t num_heads_;
+  Linear c_attn_;
+  Linear c_proj_;
+};
+
+}  // namespace loom::parallel

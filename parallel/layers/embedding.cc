@@ -1,0 +1,97 @@
+#include "parallel/layers/embedding.h"
+
+#include "runtime/base/check.h"
+#include "runtime/kernels/bias_add.h"
+#include "runtime/kernels/embedding.h"
+#include "runtime/kernels/matmul.h"
+
+namespace loom::parallel {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Shape;
+using runtime::Tensor;
+namespace kernels = runtime::kernels;
+
+Embedding::Embedding(const std::string& prefix, int64_t num_embeddings, int64_t dim)
+    : weight_(prefix + ".weight", {num_embeddings, dim}, ShardSpec::Replicated(), true) {
+  weight_.AddUse();
+}
+
+Tensor Embedding::Forward(Stash& stash, const Tensor& ids) {
+  Shape shape = ids.shape();
+  shape.push_back(weight_.value().dim(1));
+  Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+  kernels::EmbeddingForward(ids, weight_.value(), out);
+  stash.Put(this, "ids", ids);
+  return out;
+}
+
+Tensor Embedding::BackwardInput(Stash& stash, const Tensor& dy) {
+  stash.Put(this, "dy", dy);
+  return Tensor();
+}
+
+void Embedding::BackwardWeight(Stash& stash) {
+  kernels::EmbeddingBackward(stash.Get(this, "dy"), stash.Get(this, "ids"), weight_.grad());
+  weight_.ContributionDone();
+  stash.Erase(this, "dy");
+}
+
+PositionEmbedding::PositionEmbedding(const std::string& prefix, int64_t max_positions, int64_t dim)
+    : weight_(prefix + ".weight", {max_positions, dim}, ShardSpec::Replicated(), true) {
+  weight_.AddUse();
+}
+
+// Adding weight[0:T] to every sequence is a bias add over rows of length T·C.
+Tensor PositionEmbedding::Forward(Stash& /*stash*/, const Tensor& x) {
+  const int64_t t = x.dim(1);
+  LOOM_CHECK_LE(t, weight_.value().dim(0))
+      << "PositionEmbedding " << weight_.name() << ": sequence length exceeds the context";
+  Tensor y = x.Clone();
+  Tensor rows = y.Reshape({x.dim(0), -1});
+  kernels::BiasAdd(rows, weight_.value().Slice(0, t).Reshape({-1}));
+  return y;
+}
+
+Tensor PositionEmbedding::BackwardInput(Stash& stash, const Tensor& dy) {
+  stash.Put(this, "dy", dy);
+  return dy;
+}
+
+void PositionEmbedding::BackwardWeight(Stash& stash) {
+  const Tensor dy = stash.Get(this, "dy");
+  const int64_t t = dy.dim(1);
+  Tensor dw = weight_.grad().Slice(0, t).Reshape({-1});
+  kernels::BiasBackward(dy.Reshape({dy.dim(0), -1}), dw);
+  weight_.ContributionDone();
+  stash.Erase(this, "dy");
+}
+
+TiedLmHead::TiedLmHead(Parameter& embedding) : embedding_(embedding) { embedding_.AddUse(); }
+
+Tensor TiedLmHead::Forward(Stash& stash, const Tensor& x) {
+  Shape shape = x.shape();
+  shape.back() = embedding_.value().dim(0);
+  Tensor logits = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+  kernels::Matmul(x, embedding_.value(), logits, {.trans_b = true});
+  stash.Put(this, "x", x);
+  return logits;
+}
+
+Tensor TiedLmHead::BackwardInput(Stash& stash, const Tensor& dlogits) {
+  const Tensor x = stash.Get(this, "x");
+  Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
+  kernels::MatmulBackward(x, embedding_.value(), dlogits, &dx, nullptr, {.trans_b = true});
+  stash.Put(this, "dy", dlogits);
+  return dx;
+}
+
+void TiedLmHead::BackwardWeight(Stash& stash) {
+  kernels::MatmulBackward(stash.Get(this, "x"), embedding_.value(), stash.Get(this, "dy"), nullptr,
+                          &embedding_.grad(), {.trans_b = true});
+  embedding_.ContributionDone();
+  stash.Erase(this, "dy");
+}
+
+}  // namespace loom::parallel

@@ -1,0 +1,63 @@
+#include "parallel/layers/linear.h"
+
+#include "runtime/kernels/bias_add.h"
+#include "runtime/kernels/matmul.h"
+
+namespace loom::parallel {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Shape;
+using runtime::Tensor;
+namespace kernels = runtime::kernels;
+
+Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_features,
+               LinearOptions options)
+    : in_(in_features),
+      out_(out_features),
+      options_(options),
+      weight_(prefix + ".weight",
+              options.layout == WeightLayout::kInOut ? Shape{in_features, out_features}
+                                                     : Shape{out_features, in_features},
+              ShardSpec::Replicated(), /*weight_decay=*/true),
+      bias_(prefix + ".bias", {out_features}, ShardSpec::Replicated(), /*weight_decay=*/false) {
+  weight_.AddUse();
+  if (options_.bias) bias_.AddUse();
+}
+
+Tensor Linear::Forward(Stash& stash, const Tensor& x) {
+  Shape out_shape = x.shape();
+  out_shape.back() = out_;
+  Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
+  kernels::Matmul(x, weight_.value(), y, {.trans_b = trans_b()});
+  if (options_.bias) kernels::BiasAdd(y, bias_.value());
+  stash.Put(this, "x", x);
+  return y;
+}
+
+Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
+  Tensor dx = Tensor::Zeros(stash.Get(this, "x").shape(), DType::kF32, MemoryTag::kActivation);
+  kernels::MatmulBackward(stash.Get(this, "x"), weight_.value(), dy, &dx, nullptr,
+                          {.trans_b = trans_b()});
+  stash.Put(this, "dy", dy);
+  return dx;
+}
+
+void Linear::BackwardWeight(Stash& stash) {
+  const Tensor dy = stash.Get(this, "dy");
+  kernels::MatmulBackward(stash.Get(this, "x"), weight_.value(), dy, nullptr, &weight_.grad(),
+                          {.trans_b = trans_b()});
+  weight_.ContributionDone();
+  if (options_.bias) {
+    kernels::BiasBackward(dy, bias_.grad());
+    bias_.ContributionDone();
+  }
+  stash.Erase(this, "dy");
+}
+
+std::vector<Parameter*> Linear::Parameters() {
+  if (options_.bias) return {&weight_, &bias_};
+  return {&weight_};
+}
+
+}  // namespace loom::parallel

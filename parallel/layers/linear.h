@@ -1,0 +1,52 @@
+// Linear: y = x · W + b over the last dimension, with the weight stored either [in, out]
+// (Hugging Face GPT-2 "Conv1D" layout) or [out, in] (torch.nn.Linear / Llama layout).
+//
+//   Linear fc("h.0.mlp.c_fc", 384, 1536, {.bias = true, .layout = WeightLayout::kInOut});
+//   Tensor y = fc.Forward(stash, x);          // x: [..., 384] -> y: [..., 1536]
+//   Tensor dx = fc.BackwardInput(stash, dy);
+//   fc.BackwardWeight(stash);                 // dW += xᵀ·dy, db += Σ dy
+//
+// Parameters are "<prefix>.weight" (decayed) and "<prefix>.bias" (not decayed). f32, host.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "parallel/layer.h"
+
+namespace loom::parallel {
+
+enum class WeightLayout { kInOut, kOutIn };
+
+struct LinearOptions {
+  bool bias = true;
+  WeightLayout layout = WeightLayout::kInOut;
+};
+
+class Linear : public Layer {
+ public:
+  Linear(const std::string& prefix, int64_t in_features, int64_t out_features,
+         LinearOptions options = {});
+
+  runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
+  runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
+  void BackwardWeight(Stash& stash) override;
+  std::vector<Parameter*> Parameters() override;
+
+  Parameter& weight() { return weight_; }
+  Parameter* bias() { return options_.bias ? &bias_ : nullptr; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+ private:
+  bool trans_b() const { return options_.layout == WeightLayout::kOutIn; }
+
+  int64_t in_;
+  int64_t out_;
+  LinearOptions options_;
+  Parameter weight_;
+  Parameter bias_;
+};
+
+}  // namespace loom::parallel

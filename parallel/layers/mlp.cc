@@ -1,0 +1,88 @@
+#include "parallel/layers/mlp.h"
+
+#include "runtime/kernels/activation.h"
+#include "runtime/kernels/elementwise.h"
+
+namespace loom::parallel {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+namespace kernels = runtime::kernels;
+
+namespace {
+
+Tensor Like(const Tensor& t) {
+  return Tensor::Empty(t.shape(), DType::kF32, MemoryTag::kActivation);
+}
+Tensor ZerosLike(const Tensor& t) {
+  return Tensor::Zeros(t.shape(), DType::kF32, MemoryTag::kActivation);
+}
+
+}  // namespace
+
+GeluMlp::GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden)
+    : c_fc_(prefix + ".c_fc", dim, hidden), c_proj_(prefix + ".c_proj", hidden, dim) {}
+
+Tensor GeluMlp::Forward(Stash& stash, const Tensor& x) {
+  Tensor h = c_fc_.Forward(stash, x);
+  Tensor a = Like(h);
+  kernels::GeluForward(h, a);
+  stash.Put(this, "h", h);
+  return c_proj_.Forward(stash, a);
+}
+
+Tensor GeluMlp::BackwardInput(Stash& stash, const Tensor& dy) {
+  Tensor da = c_proj_.BackwardInput(stash, dy);
+  const Tensor h = stash.Get(this, "h");
+  Tensor dh = ZerosLike(h);
+  kernels::GeluBackward(da, h, dh);
+  return c_fc_.BackwardInput(stash, dh);
+}
+
+void GeluMlp::BackwardWeight(Stash& stash) {
+  c_proj_.BackwardWeight(stash);
+  c_fc_.BackwardWeight(stash);
+}
+
+std::vector<Parameter*> GeluMlp::Parameters() { return ConcatParameters({&c_fc_, &c_proj_}); }
+
+SwiGluMlp::SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden)
+    : gate_proj_(prefix + ".gate_proj", dim, hidden,
+                 {.bias = false, .layout = WeightLayout::kOutIn}),
+      up_proj_(prefix + ".up_proj", dim, hidden, {.bias = false, .layout = WeightLayout::kOutIn}),
+      down_proj_(prefix + ".down_proj", hidden, dim,
+                 {.bias = false, .layout = WeightLayout::kOutIn}) {}
+
+Tensor SwiGluMlp::Forward(Stash& stash, const Tensor& x) {
+  Tensor gate = gate_proj_.Forward(stash, x);
+  Tensor up = up_proj_.Forward(stash, x);
+  Tensor a = Like(gate);
+  kernels::SwiGLUForward(gate, up, a);
+  stash.Put(this, "gate", gate);
+  stash.Put(this, "up", up);
+  return down_proj_.Forward(stash, a);
+}
+
+Tensor SwiGluMlp::BackwardInput(Stash& stash, const Tensor& dy) {
+  Tensor da = down_proj_.BackwardInput(stash, dy);
+  const Tensor gate = stash.Get(this, "gate");
+  const Tensor up = stash.Get(this, "up");
+  Tensor dgate = ZerosLike(gate), dup = ZerosLike(up);
+  kernels::SwiGLUBackward(da, gate, up, dgate, dup);
+  Tensor dx = gate_proj_.BackwardInput(stash, dgate);
+  kernels::AddInto(dx, up_proj_.BackwardInput(stash, dup));
+  return dx;
+}
+
+void SwiGluMlp::BackwardWeight(Stash& stash) {
+  down_proj_.BackwardWeight(stash);
+  up_proj_.BackwardWeight(stash);
+  gate_proj_.BackwardWeight(stash);
+}
+
+std::vector<Parameter*> SwiGluMlp::Parameters() {
+  return ConcatParameters({&gate_proj_, &up_proj_, &down_proj_});
+}
+
+}  // namespace loom::parallel

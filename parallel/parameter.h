@@ -1,0 +1,75 @@
+// Parameter: a named, trainable tensor with its gradient, global shape and shard spec.
+//
+//   Parameter w("h.0.mlp.c_fc.weight", {384, 1536}, ShardSpec::Replicated(), /*decay=*/true);
+//   w.Initialize(init);                  // value + zeroed grad, both f32
+//   Matmul(x, w.value(), y);             // layers read value() and accumulate into grad()
+//   w.ContributionDone();                // fires the grad-ready hook once all uses contributed
+//
+// Names follow Hugging Face conventions where one exists (GPT-2: "wte.weight",
+// "h.0.attn.c_attn.weight"), so checkpoints load in the usual tools. The shard spec says how the
+// global parameter maps onto ranks; DP, ZeRO, checkpoints and the planner read it. Today every
+// parameter is held whole (replicated); TP/EP layers will create split and expert-owned ones.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "runtime/tensor.h"
+
+namespace loom::parallel {
+
+// How a parameter's global tensor is laid out across ranks.
+struct ShardSpec {
+  enum class Kind { kReplicated, kSplit, kExpert };
+  Kind kind = Kind::kReplicated;
+  int dim = -1;      // kSplit: the split dimension
+  std::string axis;  // kSplit / kExpert: the mesh axis ("tp", "ep")
+
+  static ShardSpec Replicated() { return {}; }
+  std::string ToString() const;
+};
+
+class Parameter {
+ public:
+  // Called with the parameter when its gradient for the current backward is complete.
+  using GradReadyHook = std::function<void(Parameter&)>;
+
+  Parameter(std::string name, runtime::Shape global_shape, ShardSpec spec, bool weight_decay);
+
+  const std::string& name() const { return name_; }
+  const runtime::Shape& global_shape() const { return global_shape_; }
+  const ShardSpec& shard_spec() const { return spec_; }
+  // True for matrices (weight decay applies, as in GPT-2 training); false for biases, norms.
+  bool weight_decay() const { return weight_decay_; }
+
+  // f32 value and gradient of this rank's shard (the whole parameter when replicated).
+  runtime::Tensor& value() { return value_; }
+  const runtime::Tensor& value() const { return value_; }
+  runtime::Tensor& grad() { return grad_; }
+  const runtime::Tensor& grad() const { return grad_; }
+
+  // Allocates value (tag param) and a zeroed grad (tag grad) of the local shape.
+  void Allocate(runtime::Allocator* allocator = nullptr);
+  void ZeroGrad();
+
+  // Number of places in the model that use this parameter (2 for a tied embedding / LM head).
+  void AddUse() { ++uses_; }
+  int uses() const { return uses_; }
+  // Each use calls this after adding its contribution to grad(); the last one of a backward pass
+  // calls the hook.
+  void ContributionDone();
+  void SetGradReadyHook(GradReadyHook hook) { hook_ = std::move(hook); }
+
+ private:
+  std::string name_;
+  runtime::Shape global_shape_;
+  ShardSpec spec_;
+  bool weight_decay_;
+  runtime::Tensor value_;
+  runtime::Tensor grad_;
+  int uses_ = 0;
+  int contributions_ = 0;
+  GradReadyHook hook_;
+};
+
+}  // namespace loom::parallel

@@ -1,0 +1,139 @@
+// GPT model: every parameter's gradient against central finite differences of the mean loss (for
+// the GPT-2 variant and the RMSNorm + SwiGLU variant), full recompute equal bit for bit to the
+// stashing run, each parameter's grad-ready hook firing exactly once per backward (the tied
+// embedding only after both uses), and layout-independent initialisation.
+#include "models/gpt.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "runtime/rng.h"
+#include "tests/runtime/kernels/test_util.h"
+
+namespace loom::models {
+namespace {
+
+using parallel::Parameter;
+using parallel::Stash;
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+using runtime::kernels::testing::ExpectGradientMatches;
+using runtime::kernels::testing::RandomIds;
+
+GptConfig SmallConfig(GptConfig::Mlp mlp, GptConfig::Norm norm) {
+  GptConfig c;
+  c.name = "test";
+  c.vocab_size = 11;
+  c.context_length = 8;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.dim = 8;
+  c.mlp = mlp;
+  c.norm = norm;
+  c.init_std = 0.3f;  // larger than GPT-2's 0.02 so every path carries visible gradient
+  return c;
+}
+
+void CheckAllGradients(const GptConfig& config) {
+  GptModel model(config);
+  model.Initialize(7);
+  const Tensor inputs = RandomIds({2, 7}, 11, 1);
+  const Tensor targets = RandomIds({2, 7}, 11, 2);
+  Stash stash;
+  model.ZeroGrad();
+  model.ForwardLoss(stash, inputs, targets);
+  model.Backward(stash, 1.0f);
+  auto loss = [&] {
+    Stash s;
+    return static_cast<double>(model.ForwardLoss(s, inputs, targets));
+  };
+  for (Parameter* p : model.Parameters()) {
+    ExpectGradientMatches(loss, p->value(), p->grad(), p->name(),
+                          {.step = 2e-3, .atol = 2e-4, .rtol = 1e-2});
+  }
+}
+
+TEST(GptTest, Gpt2GradientsMatchFiniteDifferences) {
+  CheckAllGradients(SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm));
+}
+
+TEST(GptTest, RmsNormSwiGluGradientsMatchFiniteDifferences) {
+  CheckAllGradients(SmallConfig(GptConfig::Mlp::kSwiGlu, GptConfig::Norm::kRMSNorm));
+}
+
+TEST(GptTest, RecomputeIsBitwiseEqual) {
+  const GptConfig config = SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm);
+  std::map<std::string, std::vector<float>> grads[2];
+  float losses[2];
+  int64_t stash_bytes[2];
+  for (int recompute = 0; recompute < 2; ++recompute) {
+    GptModel model(config);
+    model.Initialize(3);
+    model.SetRecompute(recompute == 1);
+    Stash stash;
+    losses[recompute] =
+        model.ForwardLoss(stash, RandomIds({2, 8}, 11, 4), RandomIds({2, 8}, 11, 5));
+    stash_bytes[recompute] = stash.bytes();
+    model.Backward(stash, 1.0f);
+    for (Parameter* p : model.Parameters()) grads[recompute][p->name()] = p->grad().ToF32Vector();
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(grads[0], grads[1]);
+  EXPECT_LT(stash_bytes[1], stash_bytes[0] / 2) << "recompute should stash far less";
+}
+
+TEST(GptTest, GradReadyHookFiresOncePerParameterAfterAllUses) {
+  GptModel model(SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm));
+  model.Initialize(1);
+  std::vector<std::string> order;
+  for (Parameter* p : model.Parameters()) {
+    p->SetGradReadyHook([&order](Parameter& q) { order.push_back(q.name()); });
+  }
+  for (int step = 0; step < 2; ++step) {
+    order.clear();
+    Stash stash;
+    model.ForwardLoss(stash, RandomIds({1, 5}, 11, 6), RandomIds({1, 5}, 11, 7));
+    model.Backward(stash, 1.0f);
+    EXPECT_EQ(order.size(), model.Parameters().size());
+    std::map<std::string, int> count;
+    for (const std::string& n : order) ++count[n];
+    for (const auto& [name, c] : count) EXPECT_EQ(c, 1) << name;
+    // The tied embedding is used by the LM head (first in backward) and the embedding (last).
+    EXPECT_EQ(order.back(), "wte.weight");
+    EXPECT_EQ(order.front(), "ln_f.weight");
+  }
+}
+
+TEST(GptTest, InitializationIsTheCounterBasedStream) {
+  GptModel a(SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm));
+  a.Initialize(42);
+  const Parameter* w = a.FindParameter("h.1.mlp.c_fc.weight");
+  ASSERT_NE(w, nullptr);
+  // Elements [5, 17) of the parameter, generated alone, equal the model's values.
+  Tensor slice = Tensor::Empty({12}, DType::kF32, MemoryTag::kWorkspace);
+  runtime::FillNormal(slice, 42, "h.1.mlp.c_fc.weight", 5, 0.0f, 0.3f);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(slice.data<float>()[i], w->value().data<float>()[5 + i]);
+  EXPECT_EQ(a.FindParameter("h.0.ln_1.weight")->value().ToF32Vector(), std::vector<float>(8, 1.0f));
+  EXPECT_EQ(a.FindParameter("h.0.attn.c_attn.bias")->value().ToF32Vector(),
+            std::vector<float>(24, 0.0f));
+  EXPECT_EQ(a.FindParameter("h.0.attn.c_attn.weight")->global_shape(), (runtime::Shape{8, 24}));
+}
+
+TEST(GptTest, PresetsAndValidation) {
+  for (const std::string& name : GptConfig::PresetNames()) {
+    absl::StatusOr<GptConfig> c = GptConfig::Preset(name);
+    ASSERT_TRUE(c.ok()) << name;
+    EXPECT_TRUE(c->Validate().ok()) << name;
+  }
+  GptModel gpt2(GptConfig::Preset("gpt2-124m").value());
+  EXPECT_EQ(gpt2.NumParameters(), 124439808);  // Hugging Face gpt2 (tied head counted once)
+  EXPECT_FALSE(GptConfig::Preset("huge").ok());
+  GptConfig bad = SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm);
+  bad.num_heads = 3;
+  EXPECT_EQ(bad.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace loom::models
