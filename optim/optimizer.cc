@@ -20,10 +20,10 @@ Tensor StateLike(const Tensor& param) {
 }
 
 // Copies of the state tensors whose names end in `suffix`, keyed by the parameter name before it.
-std::map<std::string, Tensor> StateWithSuffix(const std::vector<NamedState>& state,
+std::map<std::string, Tensor> StateWithSuffix(const std::vector<NamedTensor>& state,
                                               absl::string_view suffix) {
   std::map<std::string, Tensor> out;
-  for (const NamedState& s : state) {
+  for (const NamedTensor& s : state) {
     absl::string_view name = s.name;
     if (absl::ConsumeSuffix(&name, suffix)) out[std::string(name)] = s.tensor.Clone();
   }
@@ -72,8 +72,8 @@ void AdamW::Step(const std::vector<ParamSlot>& slots, float lr) {
   }
 }
 
-std::vector<NamedState> AdamW::State() const {
-  std::vector<NamedState> out;
+std::vector<NamedTensor> AdamW::State() const {
+  std::vector<NamedTensor> out;
   for (const auto& [name, mo] : moments_) {
     out.push_back({name + ".exp_avg", mo.m});
     out.push_back({name + ".exp_avg_sq", mo.v});
@@ -81,7 +81,7 @@ std::vector<NamedState> AdamW::State() const {
   return out;
 }
 
-absl::Status AdamW::LoadState(const std::vector<NamedState>& state, int64_t step) {
+absl::Status AdamW::LoadState(const std::vector<NamedTensor>& state, int64_t step) {
   std::map<std::string, Tensor> m = StateWithSuffix(state, ".exp_avg");
   std::map<std::string, Tensor> v = StateWithSuffix(state, ".exp_avg_sq");
   std::map<std::string, Moments> moments;
@@ -129,13 +129,13 @@ void Sgd::Step(const std::vector<ParamSlot>& slots, float lr) {
   }
 }
 
-std::vector<NamedState> Sgd::State() const {
-  std::vector<NamedState> out;
+std::vector<NamedTensor> Sgd::State() const {
+  std::vector<NamedTensor> out;
   for (const auto& [name, buf] : momentum_) out.push_back({name + ".momentum_buffer", buf});
   return out;
 }
 
-absl::Status Sgd::LoadState(const std::vector<NamedState>& state, int64_t step) {
+absl::Status Sgd::LoadState(const std::vector<NamedTensor>& state, int64_t step) {
   std::map<std::string, Tensor> buffers = StateWithSuffix(state, ".momentum_buffer");
   for (const auto& [name, buf] : buffers) {
     LOOM_RETURN_IF_ERROR(CheckStateTensor(name + ".momentum_buffer", buf));

@@ -5,7 +5,7 @@
 //   AdamW adamw({.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f});
 //   std::vector<ParamSlot> slots = {{"h.0.mlp.c_fc.weight", w, dw, /*decay=*/true}, ...};
 //   adamw.Step(slots, /*lr=*/6e-4f);          // updates w in place, step() becomes 1
-//   std::vector<NamedState> state = adamw.State();   // moments, for checkpoints
+//   std::vector<NamedTensor> state = adamw.State();   // moments, for checkpoints
 //
 // Weight decay applies only to slots with decay = true (matrices and embeddings, as GPT-2
 // training does). f32, host memory, synchronous.
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/io/safetensors.h"
 #include "runtime/kernels/adamw.h"
 #include "runtime/tensor.h"
 
@@ -29,11 +30,9 @@ struct ParamSlot {
   bool decay = false;
 };
 
-// One optimizer state tensor ("<param name>.exp_avg", ...), for checkpoints.
-struct NamedState {
-  std::string name;
-  runtime::Tensor tensor;
-};
+// Optimizer state tensors are named "<param name>.exp_avg", "<param name>.exp_avg_sq" (AdamW) or
+// "<param name>.momentum_buffer" (SGD), as torch.optim names them, for checkpoints.
+using runtime::io::NamedTensor;
 
 class Optimizer {
  public:
@@ -43,10 +42,10 @@ class Optimizer {
   virtual void Step(const std::vector<ParamSlot>& slots, float lr) = 0;
   int64_t step() const { return step_; }
   // State tensors (shared, not copies) and the step count, for checkpoints.
-  virtual std::vector<NamedState> State() const = 0;
+  virtual std::vector<NamedTensor> State() const = 0;
   // Replaces all state with copies of what State() returned; InvalidArgument naming the tensor on
   // a malformed entry. A later Step aborts if a slot has no restored state (never silently fresh).
-  virtual absl::Status LoadState(const std::vector<NamedState>& state, int64_t step) = 0;
+  virtual absl::Status LoadState(const std::vector<NamedTensor>& state, int64_t step) = 0;
 
  protected:
   int64_t step_ = 0;
@@ -63,8 +62,8 @@ class AdamW : public Optimizer {
  public:
   explicit AdamW(AdamWOptions options) : options_(options) {}
   void Step(const std::vector<ParamSlot>& slots, float lr) override;
-  std::vector<NamedState> State() const override;
-  absl::Status LoadState(const std::vector<NamedState>& state, int64_t step) override;
+  std::vector<NamedTensor> State() const override;
+  absl::Status LoadState(const std::vector<NamedTensor>& state, int64_t step) override;
 
  private:
   struct Moments {
@@ -86,8 +85,8 @@ class Sgd : public Optimizer {
  public:
   explicit Sgd(SgdOptions options) : options_(options) {}
   void Step(const std::vector<ParamSlot>& slots, float lr) override;
-  std::vector<NamedState> State() const override;
-  absl::Status LoadState(const std::vector<NamedState>& state, int64_t step) override;
+  std::vector<NamedTensor> State() const override;
+  absl::Status LoadState(const std::vector<NamedTensor>& state, int64_t step) override;
 
  private:
   SgdOptions options_;

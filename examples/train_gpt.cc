@@ -1,0 +1,248 @@
+// train_gpt: trains (or evaluates) a GPT on one rank. See docs/train_gpt.md.
+//
+//   build/examples/train_gpt --preset tiny --steps 300 --metrics_out /tmp/m.jsonl
+//   build/examples/train_gpt --preset cpu-small --data shard.bin --save_dir /tmp/ckpt --resume
+//   build/examples/train_gpt --eval --init_from model.safetensors --data val.bin --eval_batches 8
+#include <cblas.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "models/gpt_weights.h"
+#include "models/trainer.h"
+#include "runtime/allocator.h"
+#include "runtime/base/status_macros.h"
+#include "runtime/parallel.h"
+
+ABSL_FLAG(std::string, preset, "tiny", "model preset: tiny, cpu-small or gpt2-124m");
+ABSL_FLAG(std::string, data, "",
+          "token file: an llm.c shard (magic 20240520) or any other file as byte tokens; empty: "
+          "the embedded synthetic sorting task");
+ABSL_FLAG(int64_t, steps, 100, "optimizer steps to run (total, counting resumed ones)");
+ABSL_FLAG(int64_t, batch, 8, "sequences per step (B)");
+ABSL_FLAG(int64_t, seq_len, 0, "tokens per sequence (T); 0: the preset's context length");
+ABSL_FLAG(int64_t, vocab_size, 0, "override the preset's vocabulary size (0: keep it)");
+ABSL_FLAG(std::string, optimizer, "adamw", "adamw or sgd (with --momentum)");
+ABSL_FLAG(double, lr, 1e-3, "peak learning rate");
+ABSL_FLAG(double, min_lr, -1.0, "cosine floor; negative: lr / 10");
+ABSL_FLAG(int64_t, warmup_steps, 0, "linear warmup steps");
+ABSL_FLAG(double, weight_decay, 0.1, "decoupled weight decay on matrices and embeddings");
+ABSL_FLAG(double, momentum, 0.9, "SGD momentum");
+ABSL_FLAG(double, grad_clip, 1.0, "global gradient-norm clip; <= 0 disables");
+ABSL_FLAG(uint64_t, seed, 1337, "seed for initialisation and the embedded task");
+ABSL_FLAG(bool, recompute, false, "recompute each block's activations during backward");
+ABSL_FLAG(int32_t, threads, 0, "intra-op threads; 0: LOOM_NUM_THREADS or cores / local ranks");
+ABSL_FLAG(std::string, save_dir, "", "directory for resumable checkpoints (step-N subdirectories)");
+ABSL_FLAG(int64_t, save_every, 0, "also checkpoint every N steps (0: only at the end)");
+ABSL_FLAG(bool, resume, false, "continue from the newest checkpoint in --save_dir");
+ABSL_FLAG(std::string, init_from, "", "start from these safetensors weights (Hugging Face names)");
+ABSL_FLAG(std::string, export, "", "write the final weights to this .safetensors file");
+ABSL_FLAG(std::string, metrics_out, "", "append one JSON object per step to this file");
+ABSL_FLAG(bool, eval, false,
+          "evaluate instead of training: mean loss of the first --eval_batches batches of --data "
+          "(default: a held-out stream of the embedded task, seed + 1)");
+ABSL_FLAG(int64_t, eval_batches, 8, "batches of B x T + 1 consecutive tokens for --eval");
+ABSL_FLAG(double, peak_gflops, 0.0, "peak GFLOP/s for MFU; 0: measure an sgemm at start-up");
+
+namespace loom {
+namespace {
+
+using models::StepMetrics;
+using models::Trainer;
+using models::TrainOptions;
+
+absl::StatusOr<TrainOptions> OptionsFromFlags() {
+  TrainOptions o;
+  o.preset = absl::GetFlag(FLAGS_preset);
+  o.data = absl::GetFlag(FLAGS_data);
+  o.steps = absl::GetFlag(FLAGS_steps);
+  o.batch = absl::GetFlag(FLAGS_batch);
+  o.seq_len = absl::GetFlag(FLAGS_seq_len);
+  o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  o.optimizer = absl::GetFlag(FLAGS_optimizer);
+  o.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  o.min_lr = static_cast<float>(absl::GetFlag(FLAGS_min_lr));
+  o.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
+  o.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  o.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
+  o.grad_clip = static_cast<float>(absl::GetFlag(FLAGS_grad_clip));
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.recompute = absl::GetFlag(FLAGS_recompute);
+  o.save_dir = absl::GetFlag(FLAGS_save_dir);
+  o.resume = absl::GetFlag(FLAGS_resume);
+  o.init_from = absl::GetFlag(FLAGS_init_from);
+  if (absl::GetFlag(FLAGS_save_every) < 0) {
+    return absl::InvalidArgumentError("--save_every must be >= 0");
+  }
+  if (absl::GetFlag(FLAGS_save_every) > 0 && o.save_dir.empty()) {
+    return absl::InvalidArgumentError("--save_every needs --save_dir");
+  }
+  if (absl::GetFlag(FLAGS_threads) < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (absl::GetFlag(FLAGS_peak_gflops) < 0) {
+    return absl::InvalidArgumentError("--peak_gflops must be >= 0");
+  }
+  return o;
+}
+
+// Peak f32 GFLOP/s of this process's threads: a 1024³ sgemm repeated for about 0.3 s.
+double MeasurePeakGflops() {
+  const int n = 1024;
+  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n);
+  for (int warm = 0; warm < 3; ++warm) {  // wake the BLAS threads and the caches
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+  }
+  int reps = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double seconds = 0.0;
+  while (seconds < 0.3) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    ++reps;
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return 2.0 * n * n * n * reps / seconds / 1e9;
+}
+
+// Appends JSON lines to --metrics_out (if given); every line is flushed as it is written.
+class MetricsWriter {
+ public:
+  absl::Status Open(const std::string& path) {
+    if (path.empty()) return absl::OkStatus();
+    out_.open(path, std::ios::app);
+    if (!out_) return absl::NotFoundError(absl::StrCat("--metrics_out ", path, ": cannot open"));
+    return absl::OkStatus();
+  }
+  void Write(const nlohmann::json& j) {
+    if (out_.is_open()) out_ << j.dump() << '\n' << std::flush;
+  }
+
+ private:
+  std::ofstream out_;
+};
+
+nlohmann::json MemoryJson() {
+  nlohmann::json j;
+  const runtime::Allocator& a = runtime::Allocator::Default();
+  for (int t = 0; t < runtime::kNumMemoryTags; ++t) {
+    const auto tag = static_cast<runtime::MemoryTag>(t);
+    j[std::string(runtime::MemoryTagName(tag))] = a.Stats(tag).peak_bytes;
+  }
+  return j;
+}
+
+absl::Status RunEval(Trainer& trainer, MetricsWriter& metrics) {
+  const TrainOptions& o = trainer.options();
+  LOOM_ASSIGN_OR_RETURN(models::data::TokenDataset data, models::LoadDataset(o.data, o.seed + 1));
+  const int64_t batches = absl::GetFlag(FLAGS_eval_batches);
+  LOOM_ASSIGN_OR_RETURN(double loss, trainer.Evaluate(data, batches));
+  std::printf("eval_loss %.6f (%lld batches of %lld x %lld tokens from %s)\n", loss,
+              static_cast<long long>(batches), static_cast<long long>(o.batch),
+              static_cast<long long>(trainer.seq_len()), data.name().c_str());
+  metrics.Write({{"eval_loss", loss},
+                 {"eval_batches", batches},
+                 {"batch", o.batch},
+                 {"seq_len", trainer.seq_len()},
+                 {"data", data.name()}});
+  return absl::OkStatus();
+}
+
+absl::Status RunTraining(Trainer& trainer, MetricsWriter& metrics, double peak_gflops) {
+  const TrainOptions& o = trainer.options();
+  const int64_t save_every = absl::GetFlag(FLAGS_save_every);
+  while (trainer.step() < o.steps) {
+    LOOM_ASSIGN_OR_RETURN(StepMetrics m, trainer.Step());
+    const double mfu = m.gflops / peak_gflops;
+    std::printf(
+        "step %5lld/%lld | loss %.6f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tok/s | "
+        "%7.2f GFLOP/s | MFU %5.1f%%\n",
+        static_cast<long long>(m.step), static_cast<long long>(o.steps), m.loss, m.lr, m.grad_norm,
+        m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu);
+    std::fflush(stdout);
+    metrics.Write({{"step", m.step},
+                   {"loss", m.loss},
+                   {"lr", m.lr},
+                   {"grad_norm", m.grad_norm},
+                   {"step_ms", m.step_ms},
+                   {"tokens_per_s", m.tokens_per_s},
+                   {"gflops", m.gflops},
+                   {"mfu", mfu},
+                   {"peak_bytes", MemoryJson()}});
+    if (save_every > 0 && m.step % save_every == 0 && m.step < o.steps) {
+      LOOM_RETURN_IF_ERROR(trainer.SaveCheckpoint());
+    }
+  }
+  if (!o.save_dir.empty()) {
+    LOOM_RETURN_IF_ERROR(trainer.SaveCheckpoint());
+    std::printf("saved checkpoint of step %lld to %s\n", static_cast<long long>(trainer.step()),
+                o.save_dir.c_str());
+  }
+  const std::string export_path = absl::GetFlag(FLAGS_export);
+  if (!export_path.empty()) {
+    LOOM_RETURN_IF_ERROR(models::ExportGptWeights(trainer.model(), export_path));
+    std::printf("exported weights to %s\n", export_path.c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Main() {
+  LOOM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags());
+  if (absl::GetFlag(FLAGS_threads) > 0) runtime::SetNumThreads(absl::GetFlag(FLAGS_threads));
+  MetricsWriter metrics;
+  LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(options));
+  std::printf("model %s, %lld parameters | data %s (%lld tokens) | B %lld, T %lld | threads %d\n",
+              trainer->model().config().ToString().c_str(),
+              static_cast<long long>(trainer->model().NumParameters()),
+              trainer->dataset().description().c_str(),
+              static_cast<long long>(trainer->dataset().size()),
+              static_cast<long long>(options.batch), static_cast<long long>(trainer->seq_len()),
+              runtime::NumThreads());
+  if (!trainer->resumed_from().empty()) {
+    std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
+                static_cast<long long>(trainer->step()));
+  }
+  if (absl::GetFlag(FLAGS_eval)) return RunEval(*trainer, metrics);
+  double peak = absl::GetFlag(FLAGS_peak_gflops);
+  if (peak == 0.0) {
+    peak = MeasurePeakGflops();
+    std::printf("peak %.1f GFLOP/s (measured: sgemm 1024^3 on %d threads)\n", peak,
+                runtime::NumThreads());
+  }
+  std::printf("FLOPs per token %.4g (6N + 12 L T C)\n",
+              trainer->model().TrainingFlopsPerToken(trainer->seq_len()));
+  return RunTraining(*trainer, metrics, peak);
+}
+
+}  // namespace
+}  // namespace loom
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Trains a GPT on one rank, or evaluates one with --eval.\n"
+      "  train_gpt --preset tiny --steps 300 --metrics_out metrics.jsonl\n"
+      "See docs/train_gpt.md for every flag and the output formats.");
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "train_gpt: unexpected argument '%s' (flags look like --steps=10)\n",
+                 positional[1]);
+    return 2;
+  }
+  const absl::Status status = loom::Main();
+  if (!status.ok()) {
+    std::fprintf(stderr, "train_gpt: %s\n", std::string(status.ToString()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,33 @@
+// GPT weights as safetensors with Hugging Face GPT-2 names and layouts.
+//
+//   LOOM_RETURN_IF_ERROR(ExportGptWeights(model, "/out/model.safetensors"));
+//   LOOM_RETURN_IF_ERROR(ImportGptWeights(model, "/hf/gpt2/model.safetensors"));
+//
+// Export writes every parameter (f32, in model order, Conv1D weights [in, out]) plus metadata
+// {"format": "pt", "loom_config": ...}; the tied LM head is not written (as transformers does).
+// Import accepts such files and those of transformers' GPT2LMHeadModel: a "transformer." prefix is
+// stripped, "lm_head.weight" must equal "wte.weight" (tied), the attention-mask buffers
+// "h.N.attn.bias" / "h.N.attn.masked_bias" are skipped, and bf16/f16 tensors are widened to f32.
+// Any other unknown name, a missing parameter or a shape mismatch is InvalidArgument naming the
+// file and the tensor; nothing in the model changes unless the whole file is valid.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "models/gpt.h"
+#include "runtime/io/safetensors.h"
+
+namespace loom::models {
+
+// The model's parameters as (name, value) pairs, sharing storage.
+std::vector<runtime::io::NamedTensor> GptParameterTensors(GptModel& model);
+
+absl::Status ExportGptWeights(GptModel& model, const std::string& path);
+// Copies `file`'s tensors into the (allocated) model; `source` names the file in errors.
+absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile& file,
+                            const std::string& source);
+absl::Status ImportGptWeights(GptModel& model, const std::string& path);
+
+}  // namespace loom::models

@@ -1,0 +1,219 @@
+#include "models/trainer.h"
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "models/data/synthetic_task.h"
+#include "models/gpt_weights.h"
+#include "optim/grad_norm.h"
+#include "runtime/base/logging.h"
+#include "runtime/base/status_macros.h"
+#include "runtime/io/checkpoint.h"
+
+namespace loom::models {
+
+using runtime::Tensor;
+namespace io = runtime::io;
+
+namespace {
+
+constexpr int64_t kEmbeddedTokens = int64_t{1} << 20;
+constexpr char kModelFile[] = "model.safetensors";
+constexpr char kOptimizerFile[] = "optimizer.safetensors";
+constexpr char kStateFile[] = "trainer.json";
+
+absl::Status ValidateOptions(const TrainOptions& o) {
+  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (o.steps < 0) return bad("--steps must be >= 0, got ", o.steps);
+  if (o.batch < 1) return bad("--batch must be >= 1, got ", o.batch);
+  if (o.seq_len < 0) return bad("--seq_len must be >= 0 (0: the context length), got ", o.seq_len);
+  if (o.vocab_size < 0) return bad("--vocab_size must be >= 0, got ", o.vocab_size);
+  if (o.optimizer != "adamw" && o.optimizer != "sgd") {
+    return bad("--optimizer must be adamw or sgd, got '", o.optimizer, "'");
+  }
+  if (o.resume && o.save_dir.empty()) return bad("--resume needs --save_dir");
+  if (o.resume && !o.init_from.empty()) {
+    return bad("--resume and --init_from both choose the starting weights; pass one");
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<optim::Optimizer> MakeOptimizer(const TrainOptions& o) {
+  if (o.optimizer == "sgd") {
+    return std::make_unique<optim::Sgd>(
+        optim::SgdOptions{.momentum = o.momentum, .weight_decay = o.weight_decay});
+  }
+  return std::make_unique<optim::AdamW>(optim::AdamWOptions{
+      .beta1 = o.beta1, .beta2 = o.beta2, .eps = 1e-8f, .weight_decay = o.weight_decay});
+}
+
+// The options a resumed run must share with the run that wrote the checkpoint.
+nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t seq_len) {
+  return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"data", o.data},
+          {"batch", o.batch},        {"seq_len", seq_len},         {"seed", o.seed},
+          {"optimizer", o.optimizer}};
+}
+
+}  // namespace
+
+absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed) {
+  if (path.empty()) return data::MakeSyntheticDataset(seed, kEmbeddedTokens);
+  return data::LoadTokenFile(path);
+}
+
+Trainer::Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset> dataset,
+                 std::unique_ptr<GptModel> model, int64_t seq_len)
+    : options_(options),
+      dataset_(std::move(dataset)),
+      model_(std::move(model)),
+      seq_len_(seq_len),
+      optimizer_(MakeOptimizer(options)),
+      schedule_({.max_lr = options.lr,
+                 .min_lr = options.min_lr < 0.0f ? options.lr / 10.0f : options.min_lr,
+                 .warmup_steps = options.warmup_steps,
+                 .total_steps = std::max<int64_t>(1, options.steps)}) {}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options) {
+  LOOM_RETURN_IF_ERROR(ValidateOptions(options));
+  LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(options.preset));
+  LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed));
+  if (options.vocab_size > 0) config.vocab_size = options.vocab_size;
+  if (dataset.vocab_size() > config.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the data (", dataset.name(), ") has vocabulary ", dataset.vocab_size(),
+                     " but preset ", options.preset, " has ", config.vocab_size,
+                     "; pass --vocab_size ", dataset.vocab_size(), " or larger"));
+  }
+  const int64_t seq_len = options.seq_len > 0 ? options.seq_len : config.context_length;
+  if (seq_len > config.context_length) {
+    return absl::InvalidArgumentError(absl::StrCat("--seq_len ", seq_len,
+                                                   " exceeds the context length ",
+                                                   config.context_length, " of ", options.preset));
+  }
+  LOOM_RETURN_IF_ERROR(config.Validate());
+  auto model = std::make_unique<GptModel>(config);
+  model->Initialize(options.seed);
+  model->SetRecompute(options.recompute);
+  if (!options.init_from.empty()) {
+    LOOM_RETURN_IF_ERROR(ImportGptWeights(*model, options.init_from));
+  }
+  auto owned = std::make_unique<data::TokenDataset>(std::move(dataset));
+  std::unique_ptr<Trainer> t(new Trainer(options, std::move(owned), std::move(model), seq_len));
+  LOOM_RETURN_IF_ERROR(t->schedule_.Validate());
+  LOOM_ASSIGN_OR_RETURN(data::BatchSampler sampler,
+                        data::BatchSampler::Create(*t->dataset_, options.batch, seq_len,
+                                                   /*rank=*/0, /*world_size=*/1));
+  t->sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
+  if (options.resume) LOOM_RETURN_IF_ERROR(t->Resume());
+  return t;
+}
+
+std::vector<optim::ParamSlot> Trainer::Slots() {
+  std::vector<optim::ParamSlot> slots;
+  for (parallel::Parameter* p : model_->Parameters()) {
+    slots.push_back({p->name(), p->value(), p->grad(), p->weight_decay()});
+  }
+  return slots;
+}
+
+absl::StatusOr<StepMetrics> Trainer::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  const data::Batch batch = sampler_->Next();
+  model_->ZeroGrad();
+  parallel::Stash stash;
+  StepMetrics m;
+  m.loss = model_->ForwardLoss(stash, batch.inputs, batch.targets);
+  model_->Backward(stash, 1.0f);
+  stash.Clear();
+  std::vector<Tensor> grads;
+  for (parallel::Parameter* p : model_->Parameters()) grads.push_back(p->grad());
+  m.grad_norm = optim::ClipGradNorm(grads, options_.grad_clip);
+  m.lr = schedule_.At(optimizer_->step());
+  optimizer_->Step(Slots(), m.lr);
+  m.step = optimizer_->step();
+  m.step_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  m.tokens_per_s = static_cast<double>(tokens_per_step()) / (m.step_ms / 1000.0);
+  m.gflops = m.tokens_per_s * model_->TrainingFlopsPerToken(seq_len_) / 1e9;
+  if (!std::isfinite(m.loss)) {
+    return absl::InternalError(
+        absl::StrCat("loss is ", m.loss, " at step ", m.step, "; lower --lr or check the data"));
+  }
+  return m;
+}
+
+std::string Trainer::StateJson() const {
+  nlohmann::json j = {{"format", "loom-train-state"},
+                      {"version", 1},
+                      {"step", optimizer_->step()},
+                      {"data_position", sampler_->position()},
+                      {"rng", {{"seed", options_.seed}, {"kind", "philox4x32-10, counter-based"}}},
+                      {"lr_schedule",
+                       {{"max_lr", schedule_.options().max_lr},
+                        {"min_lr", schedule_.options().min_lr},
+                        {"warmup_steps", schedule_.options().warmup_steps},
+                        {"total_steps", schedule_.options().total_steps}}},
+                      {"run", RunIdentity(options_, model_->config(), seq_len_)}};
+  return j.dump(2);
+}
+
+absl::Status Trainer::SaveCheckpoint() {
+  if (options_.save_dir.empty()) {
+    return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
+  }
+  LOOM_ASSIGN_OR_RETURN(std::string weights,
+                        io::SerializeSafetensors(GptParameterTensors(*model_)));
+  LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_->State()));
+  return io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
+                            {{kModelFile, std::move(weights)},
+                             {kOptimizerFile, std::move(optimizer)},
+                             {kStateFile, StateJson()}});
+}
+
+absl::Status Trainer::Resume() {
+  LOOM_ASSIGN_OR_RETURN(std::string dir, io::FindLatestCheckpoint(options_.save_dir));
+  LOOM_ASSIGN_OR_RETURN(io::LoadedCheckpoint ckpt, io::LoadCheckpoint(dir));
+  for (const char* name : {kModelFile, kOptimizerFile, kStateFile}) {
+    if (!ckpt.files.contains(name)) {
+      return absl::DataLossError(absl::StrCat(dir, ": checkpoint has no ", name));
+    }
+  }
+  const nlohmann::json state = nlohmann::json::parse(ckpt.files[kStateFile], nullptr, false);
+  if (state.is_discarded() || !state.is_object() || !state.contains("run")) {
+    return absl::DataLossError(absl::StrCat(dir, "/", kStateFile, ": not a loom train state"));
+  }
+  const nlohmann::json expected = RunIdentity(options_, model_->config(), seq_len_);
+  for (const auto& [field, value] : expected.items()) {
+    if (state["run"].value(field, nlohmann::json()) != value) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " was written with ", field, "=", state["run"].value(field, nlohmann::json()).dump(),
+          " but this run has ", field, "=", value.dump(), "; resume with the same setting"));
+    }
+  }
+  LOOM_ASSIGN_OR_RETURN(io::SafetensorsFile weights,
+                        io::ParseSafetensors(ckpt.files[kModelFile], dir + "/" + kModelFile));
+  LOOM_RETURN_IF_ERROR(LoadGptWeights(*model_, weights, dir + "/" + kModelFile));
+  LOOM_ASSIGN_OR_RETURN(io::SafetensorsFile opt,
+                        io::ParseSafetensors(ckpt.files[kOptimizerFile], dir + "/" + kOptimizerFile,
+                                             runtime::MemoryTag::kOptimizer));
+  LOOM_RETURN_IF_ERROR(optimizer_->LoadState(opt.tensors, ckpt.step));
+  LOOM_RETURN_IF_ERROR(sampler_->SetPosition(state.value("data_position", int64_t{-1})));
+  resumed_from_ = dir;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Trainer::Evaluate(const data::TokenDataset& dataset, int64_t batches) {
+  if (batches < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--eval_batches must be >= 1, got ", batches));
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < batches; ++i) {
+    LOOM_ASSIGN_OR_RETURN(data::Batch b, data::EvalBatch(dataset, options_.batch, seq_len_, i));
+    parallel::Stash stash;
+    total += model_->ForwardLoss(stash, b.inputs, b.targets);
+  }
+  return total / static_cast<double>(batches);
+}
+
+}  // namespace loom::models

@@ -1,0 +1,104 @@
+// Single-rank GPT training: data, model, optimizer, schedule, checkpoints and evaluation behind
+// one object that examples/train_gpt drives (and that data parallelism extends in issue #5).
+//
+//   TrainOptions opt;                    // preset "tiny", embedded data, AdamW
+//   opt.steps = 200;
+//   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> t, Trainer::Create(opt));
+//   while (t->step() < opt.steps) {
+//     LOOM_ASSIGN_OR_RETURN(StepMetrics m, t->Step());
+//   }
+//   LOOM_RETURN_IF_ERROR(t->SaveCheckpoint());
+//
+// Everything is deterministic: the same options give bitwise identical losses and weights, and a
+// run resumed from a checkpoint continues exactly as the uninterrupted run would have.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "models/data/batch_sampler.h"
+#include "models/data/token_dataset.h"
+#include "models/gpt.h"
+#include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
+
+namespace loom::models {
+
+struct TrainOptions {
+  std::string preset = "tiny";
+  int64_t vocab_size = 0;  // 0: the preset's; must cover the data's vocabulary
+  std::string data;        // token file (llm.c shard or text bytes); empty: the embedded task
+  int64_t steps = 100;
+  int64_t batch = 8;
+  int64_t seq_len = 0;              // 0: the model's context length
+  std::string optimizer = "adamw";  // adamw | sgd
+  float lr = 1e-3f;
+  float min_lr = 0.0f;  // cosine floor; negative means lr / 10
+  int64_t warmup_steps = 0;
+  float weight_decay = 0.1f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float momentum = 0.9f;   // sgd
+  float grad_clip = 1.0f;  // <= 0 disables
+  uint64_t seed = 1337;
+  bool recompute = false;
+  std::string save_dir;   // checkpoints go to <save_dir>/step-N
+  bool resume = false;    // continue from the newest checkpoint in save_dir
+  std::string init_from;  // safetensors weights to start from (instead of random init)
+};
+
+struct StepMetrics {
+  int64_t step = 0;  // 1-based number of the step just taken
+  float loss = 0.0f;
+  float lr = 0.0f;
+  double grad_norm = 0.0;
+  double step_ms = 0.0;
+  double tokens_per_s = 0.0;
+  double gflops = 0.0;  // achieved, from GptModel::TrainingFlopsPerToken
+};
+
+class Trainer {
+ public:
+  // Validates the options (InvalidArgument naming the flag), loads the data, builds and
+  // initialises the model (random, --init_from, or the latest checkpoint with --resume).
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options);
+
+  // One optimizer step on the next batch.
+  absl::StatusOr<StepMetrics> Step();
+  // Writes a checkpoint of the current step to options.save_dir.
+  absl::Status SaveCheckpoint();
+  // Mean loss over the first `batches` eval batches of `dataset` (see data::EvalBatch).
+  absl::StatusOr<double> Evaluate(const data::TokenDataset& dataset, int64_t batches);
+
+  int64_t step() const { return optimizer_->step(); }
+  int64_t tokens_per_step() const { return options_.batch * seq_len_; }
+  int64_t seq_len() const { return seq_len_; }
+  GptModel& model() { return *model_; }
+  const data::TokenDataset& dataset() const { return *dataset_; }
+  const TrainOptions& options() const { return options_; }
+  // Where --resume restored from (empty if not resumed).
+  const std::string& resumed_from() const { return resumed_from_; }
+
+ private:
+  Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset> dataset,
+          std::unique_ptr<GptModel> model, int64_t seq_len);
+  absl::Status Resume();
+  std::vector<optim::ParamSlot> Slots();
+  std::string StateJson() const;
+
+  TrainOptions options_;
+  std::unique_ptr<data::TokenDataset> dataset_;
+  std::unique_ptr<GptModel> model_;
+  int64_t seq_len_;
+  std::unique_ptr<data::BatchSampler> sampler_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  optim::CosineSchedule schedule_;
+  std::string resumed_from_;
+};
+
+// The dataset named by `path` (LoadTokenFile) or, when empty, the embedded synthetic task.
+absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed);
+
+}  // namespace loom::models
