@@ -1,0 +1,214 @@
+// End-to-end tests of the train_gpt program (run as a subprocess under `timeout`):
+//  - tiny preset on the embedded task: held-out eval loss below kSyntheticLossThreshold after 300
+//    steps, starting above 3 nats (so the test fails if nothing is learned);
+//  - the metrics file has one complete object per step;
+//  - resume: 20 steps straight vs 10 + save + resume + 10 gives bitwise identical losses and
+//    byte-identical exported weights;
+//  - corrupted checkpoints and weight files fail with a clear error and train nothing;
+//  - bad flags and data files fail with messages that say what to change.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "models/data/synthetic_task.h"
+
+namespace loom {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int rc;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class TrainGptTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("train_gpt_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // Runs train_gpt with `args` under a 300 s timeout and 2 threads.
+  Result Run(const std::string& args) const {
+    const std::string out = Path("stdout.txt"), err = Path("stderr.txt");
+    const std::string cmd =
+        "LOOM_NUM_THREADS=2 timeout 300 " LOOM_TRAIN_GPT " " + args + " >" + out + " 2>" + err;
+    const int status = std::system(cmd.c_str());
+    return {WEXITSTATUS(status), ReadAll(out), ReadAll(err)};
+  }
+
+  std::vector<nlohmann::json> ReadMetrics(const std::string& path) const {
+    std::vector<nlohmann::json> out;
+    std::ifstream f(path);
+    for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(TrainGptTest, TinyPresetLearnsTheEmbeddedTask) {
+  const Result train = Run("--preset tiny --steps 300 --lr 3e-3 --warmup_steps 20 --metrics_out " +
+                           Path("m.jsonl") + " --export " + Path("w.safetensors"));
+  ASSERT_EQ(train.rc, 0) << train.err;
+  const std::vector<nlohmann::json> m = ReadMetrics(Path("m.jsonl"));
+  ASSERT_EQ(m.size(), 300u);
+  for (size_t i = 0; i < m.size(); ++i) {
+    EXPECT_EQ(m[i]["step"], i + 1);
+    for (const char* key :
+         {"loss", "lr", "grad_norm", "step_ms", "tokens_per_s", "gflops", "mfu"}) {
+      ASSERT_TRUE(m[i].contains(key)) << key << " missing at step " << i + 1;
+    }
+  }
+  EXPECT_GT(m.front()["loss"].get<double>(), 3.0) << "an untrained model should be near ln 64";
+  const Result eval = Run("--preset tiny --eval --eval_batches 8 --init_from " +
+                          Path("w.safetensors") + " --metrics_out " + Path("e.jsonl"));
+  ASSERT_EQ(eval.rc, 0) << eval.err;
+  const std::vector<nlohmann::json> e = ReadMetrics(Path("e.jsonl"));
+  ASSERT_EQ(e.size(), 1u);
+  const double eval_loss = e[0]["eval_loss"].get<double>();
+  EXPECT_LT(eval_loss, models::data::kSyntheticLossThreshold) << eval.out;
+  EXPECT_GE(eval_loss, models::data::kSyntheticLossFloor - 0.02) << "below the entropy floor?";
+  EXPECT_NE(eval.out.find("eval_loss"), std::string::npos);
+}
+
+TEST_F(TrainGptTest, ResumeIsBitwiseIdentical) {
+  const std::string common = "--preset tiny --lr 3e-3 --warmup_steps 5 --batch 4 ";
+  ASSERT_EQ(Run(common + "--steps 20 --metrics_out " + Path("a.jsonl") + " --export " +
+                Path("a.safetensors"))
+                .rc,
+            0);
+  const Result first = Run(common + "--steps 20 --save_every 10 --save_dir " + Path("ckpt") +
+                           " --metrics_out " + Path("b1.jsonl"));
+  ASSERT_EQ(first.rc, 0) << first.err;
+  // Keep only the step-10 checkpoint, as if the run had stopped there.
+  fs::remove_all(Path("ckpt/step-00000020"));
+  ASSERT_TRUE(fs::exists(Path("ckpt/step-00000010/COMMIT")));
+  const Result resumed =
+      Run(common + "--steps 20 --resume --save_dir " + Path("ckpt") + " --metrics_out " +
+          Path("b2.jsonl") + " --export " + Path("b.safetensors"));
+  ASSERT_EQ(resumed.rc, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed from"), std::string::npos);
+  const std::vector<nlohmann::json> a = ReadMetrics(Path("a.jsonl"));
+  const std::vector<nlohmann::json> b = ReadMetrics(Path("b2.jsonl"));
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(b[i]["step"], 11 + i);
+    EXPECT_EQ(b[i]["loss"].get<float>(), a[10 + i]["loss"].get<float>()) << "step " << 11 + i;
+    EXPECT_EQ(b[i]["grad_norm"].get<double>(), a[10 + i]["grad_norm"].get<double>());
+  }
+  EXPECT_EQ(ReadAll(Path("a.safetensors")), ReadAll(Path("b.safetensors")))
+      << "final weights differ";
+}
+
+class CorruptCheckpointTest : public TrainGptTest {
+ protected:
+  // Trains 3 steps into ckpt/step-00000003 and returns that directory.
+  std::string MakeCheckpoint() {
+    EXPECT_EQ(Run("--preset tiny --steps 3 --batch 2 --save_dir " + Path("ckpt")).rc, 0);
+    return Path("ckpt/step-00000003");
+  }
+  // --resume must fail naming `expected` and take no step.
+  void ExpectResumeFails(const std::string& expected) {
+    const Result r = Run("--preset tiny --steps 6 --batch 2 --resume --save_dir " + Path("ckpt"));
+    EXPECT_NE(r.rc, 0);
+    EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("step "), std::string::npos) << "trained on a corrupt checkpoint";
+  }
+};
+
+TEST_F(CorruptCheckpointTest, TruncatedFile) {
+  const std::string dir = MakeCheckpoint();
+  fs::resize_file(dir + "/model.safetensors", fs::file_size(dir + "/model.safetensors") / 2);
+  ExpectResumeFails("model.safetensors");
+}
+
+TEST_F(CorruptCheckpointTest, FlippedByte) {
+  const std::string dir = MakeCheckpoint();
+  std::fstream f(dir + "/optimizer.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(5000);
+  char c;
+  f.read(&c, 1);
+  c ^= 0x10;
+  f.seekp(5000);
+  f.write(&c, 1);
+  f.close();
+  ExpectResumeFails("optimizer.safetensors");
+}
+
+TEST_F(CorruptCheckpointTest, MissingCommitMarker) {
+  const std::string dir = MakeCheckpoint();
+  fs::remove(dir + "/COMMIT");
+  const Result r = Run("--preset tiny --steps 6 --batch 2 --resume --save_dir " + Path("ckpt"));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("checkpoint"), std::string::npos) << r.err;
+}
+
+TEST_F(CorruptCheckpointTest, AbsurdHeaderLengthInWeights) {
+  std::ofstream f(Path("bad.safetensors"), std::ios::binary);
+  const uint64_t absurd = uint64_t{1} << 60;
+  f.write(reinterpret_cast<const char*>(&absurd), 8);
+  f << "{}";
+  f.close();
+  const Result r = Run("--preset tiny --steps 2 --init_from " + Path("bad.safetensors"));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("bad.safetensors"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("header"), std::string::npos) << r.err;
+}
+
+TEST_F(TrainGptTest, BadInputsSayWhatToChange) {
+  struct Case {
+    std::string args;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"--no_such_flag", "Unknown command line flag 'no_such_flag'"},
+      {"--steps abc", "Illegal value 'abc' specified for flag 'steps'"},
+      {"--batch 0", "--batch must be >= 1"},
+      {"--preset huge", "unknown GPT preset 'huge'"},
+      {"--seq_len 65", "--seq_len 65 exceeds the context length 64"},
+      {"--resume", "--resume needs --save_dir"},
+      {"--optimizer lion", "--optimizer must be adamw or sgd"},
+      {"--data " + Path("missing.bin"), "missing.bin"},
+      {"--eval --eval_batches 0", "--eval_batches must be >= 1"},
+      {"extra_positional", "unexpected argument 'extra_positional'"},
+  };
+  for (const Case& c : cases) {
+    const Result r = Run(c.args + " --steps 1");
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.args << "\n" << r.err;
+  }
+}
+
+TEST_F(TrainGptTest, TextFileNeedsAByteVocabulary) {
+  std::ofstream(Path("text.txt")) << std::string(20000, 'a') + "hello loom, hello world\n";
+  const Result small = Run("--data " + Path("text.txt") + " --steps 1");
+  EXPECT_NE(small.rc, 0);
+  EXPECT_NE(small.err.find("pass --vocab_size 256"), std::string::npos) << small.err;
+  const Result ok = Run("--data " + Path("text.txt") + " --vocab_size 256 --steps 2");
+  EXPECT_EQ(ok.rc, 0) << ok.err;
+}
+
+}  // namespace
+}  // namespace loom
