@@ -42,7 +42,9 @@ int NumThreads() {
 void SetNumThreads(int n) {
   LOOM_CHECK_GE(n, 1) << "SetNumThreads";
   g_num_threads.store(n, std::memory_order_relaxed);
-  openblas_set_num_threads(n);
+  // loom splits GEMMs across its own threads (kernels/cpu/matmul.cc); a second, multi-threaded
+  // pool inside OpenBLAS would only compete with them for the same cores.
+  openblas_set_num_threads(1);
 }
 
 void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> fn) {

@@ -1,6 +1,6 @@
 // Intra-op parallelism: a per-process thread count and a ParallelFor over index ranges.
 //
-//   runtime::SetNumThreads(4);                      // also sets OpenBLAS's thread count
+//   runtime::SetNumThreads(4);                      // loom's threads; OpenBLAS runs single-threaded
 //   runtime::ParallelFor(rows, /*grain=*/16, [&](int64_t begin, int64_t end) {
 //     for (int64_t r = begin; r < end; ++r) NormalizeRow(r);
 //   });
@@ -18,7 +18,8 @@
 namespace loom::runtime {
 
 int NumThreads();
-// n >= 1. Applies to this process (all threads); also sets OpenBLAS's thread count.
+// n >= 1. Applies to this process (all threads). Also pins OpenBLAS to one thread: loom's GEMM
+// wrapper splits each product across loom's own threads instead.
 void SetNumThreads(int n);
 // What NumThreads() is before any SetNumThreads call (see above).
 int DefaultNumThreads();

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package loom needs to build, test and benchmark. Idempotent: when all
 # packages are present it only runs dpkg-query and returns in well under a second.
+#   bash scripts/setup.sh               # build + test dependencies
+#   bash scripts/setup.sh --with-torch  # also Debian's python3-torch, for the PyTorch comparisons
+#                                       # (the parity test then runs live instead of on its fixture)
 set -euo pipefail
 
 PACKAGES=(
@@ -10,6 +13,13 @@ PACKAGES=(
   libopenblas-dev
   nlohmann-json3-dev
 )
+
+for arg in "$@"; do
+  case "$arg" in
+    --with-torch) PACKAGES+=(python3-torch python3-numpy) ;;
+    *) echo "setup.sh: unknown argument '$arg' (only --with-torch)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -63,13 +63,16 @@ void BM_CblasSgemm(benchmark::State& state) {
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   Tensor a = Random({m, k}, 1), w = Random({n, k}, 2);
   Tensor out = Tensor::Empty({m, n}, DType::kF32, MemoryTag::kActivation);
-  NumThreads();  // same OpenBLAS thread count as the loom run
+  // The baseline is OpenBLAS's own threading with loom's thread count (loom pins OpenBLAS to one
+  // thread and splits products itself; see runtime/parallel.h).
+  openblas_set_num_threads(NumThreads());
   for (auto _ : state) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
                 static_cast<int>(k), 1.0f, a.data<float>(), static_cast<int>(k), w.data<float>(),
                 static_cast<int>(k), 0.0f, out.data<float>(), static_cast<int>(n));
     benchmark::DoNotOptimize(out.raw_data());
   }
+  openblas_set_num_threads(1);
   SetGemmCounters(state, m, k, n);
 }
 BENCHMARK(BM_CblasSgemm)->Apply(GemmArgs)->UseRealTime();

@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
@@ -19,7 +20,7 @@ void GeluForward(const Tensor& x, Tensor& out) {
   ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float v = px[i];
-      po[i] = 0.5f * v * (1.0f + std::tanh(kGeluScale * (v + 0.044715f * v * v * v)));
+      po[i] = 0.5f * v * (1.0f + FastTanh(kGeluScale * (v + 0.044715f * v * v * v)));
     }
   });
 }
@@ -32,7 +33,7 @@ void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
     for (int64_t i = begin; i < end; ++i) {
       const float v = px[i];
       const float u = kGeluScale * (v + 0.044715f * v * v * v);
-      const float t = std::tanh(u);
+      const float t = FastTanh(u);
       const float sech2 = 1.0f - t * t;
       const float grad =
           0.5f * (1.0f + t) + 0.5f * v * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * v * v);

@@ -1,3 +1,14 @@
+// Causal attention on the CPU, one (batch, head) pair per work item, each product a
+// single-threaded sgemm reading q, k, v straight out of the fused qkv rows (leading dimension 3C),
+// so no head is ever copied. The T×T scores are computed in full and the upper triangle
+// overwritten (zeros in probs): twice the multiply work of a causal-aware kernel, at BLAS speed.
+//
+//   qkv[b, t, :] = [q (NH·HS) | k (NH·HS) | v (NH·HS)], head h at offset h·HS within each part.
+//
+// Each work item writes only its own head's slices of out / dqkv, so there are no races and the
+// result does not depend on the thread count.
+#include <cblas.h>
+
 #include <cmath>
 #include <vector>
 
@@ -5,96 +16,103 @@
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
+namespace {
 
-// One (batch, head) pair per work item; each writes only its own slices of out / dqkv, so there
-// are no races and no order dependence on the thread count.
-//   qkv[b, t, :] = [q (NH·HS) | k (NH·HS) | v (NH·HS)], head h at offset h·HS within each.
+struct HeadGeometry {
+  int64_t B, T, C, NH, HS;
+  float scale;  // 1 / √HS
+
+  explicit HeadGeometry(const Tensor& qkv, int64_t num_heads)
+      : B(qkv.dim(0)),
+        T(qkv.dim(1)),
+        C(qkv.dim(2) / 3),
+        NH(num_heads),
+        HS(C / num_heads),
+        scale(1.0f / std::sqrt(static_cast<float>(C / num_heads))) {}
+
+  // Offset of head h's q (part 0), k (1) or v (2) in row 0 of batch b of a [B, T, 3C] tensor.
+  int64_t Qkv(int64_t b, int64_t part, int64_t h) const {
+    return b * T * 3 * C + part * C + h * HS;
+  }
+  // Offset of head h in row 0 of batch b of a [B, T, C] tensor.
+  int64_t Heads(int64_t b, int64_t h) const { return b * T * C + h * HS; }
+};
+
+// C[M, N] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions.
+void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+}  // namespace
 
 void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs) {
-  const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, NH = num_heads;
-  const int64_t HS = C / NH;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const HeadGeometry g(qkv, num_heads);
   const float* pqkv = qkv.data<float>();
   float* pout = out.data<float>();
   float* pprobs = probs.data<float>();
-  ParallelFor(B * NH, 1, [&](int64_t begin, int64_t end) {
+  ParallelFor(g.B * g.NH, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / NH, h = bh % NH;
-      const float* base = pqkv + b * T * 3 * C;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* q = base + t * 3 * C + h * HS;
-        float* p = pprobs + (bh * T + t) * T;  // probs[b, h, t, :]
+      const int64_t b = bh / g.NH, h = bh % g.NH;
+      float* p = pprobs + bh * g.T * g.T;  // probs[b, h]: [T, T]
+      // scores = scale · Q Kᵀ
+      Gemm(false, true, g.T, g.T, g.HS, g.scale, pqkv + g.Qkv(b, 0, h), 3 * g.C,
+           pqkv + g.Qkv(b, 1, h), 3 * g.C, 0.0f, p, g.T);
+      for (int64_t t = 0; t < g.T; ++t) {
+        float* row = p + t * g.T;
         float maxv = -INFINITY;
-        for (int64_t s = 0; s <= t; ++s) {
-          const float* k = base + s * 3 * C + C + h * HS;
-          float dot = 0.0f;
-          for (int64_t i = 0; i < HS; ++i) dot += q[i] * k[i];
-          p[s] = dot * scale;
-          maxv = std::max(maxv, p[s]);
-        }
+        for (int64_t s = 0; s <= t; ++s) maxv = std::max(maxv, row[s]);
         float sum = 0.0f;
         for (int64_t s = 0; s <= t; ++s) {
-          p[s] = std::exp(p[s] - maxv);
-          sum += p[s];
+          row[s] = std::exp(row[s] - maxv);
+          sum += row[s];
         }
         const float inv = 1.0f / sum;
-        for (int64_t s = 0; s <= t; ++s) p[s] *= inv;
-        for (int64_t s = t + 1; s < T; ++s) p[s] = 0.0f;
-        float* o = pout + (b * T + t) * C + h * HS;
-        for (int64_t i = 0; i < HS; ++i) o[i] = 0.0f;
-        for (int64_t s = 0; s <= t; ++s) {
-          const float* v = base + s * 3 * C + 2 * C + h * HS;
-          for (int64_t i = 0; i < HS; ++i) o[i] += p[s] * v[i];
-        }
+        for (int64_t s = 0; s <= t; ++s) row[s] *= inv;
+        for (int64_t s = t + 1; s < g.T; ++s) row[s] = 0.0f;
       }
+      // out_h = P V
+      Gemm(false, false, g.T, g.HS, g.T, 1.0f, p, g.T, pqkv + g.Qkv(b, 2, h), 3 * g.C, 0.0f,
+           pout + g.Heads(b, h), g.C);
     }
   });
 }
 
 void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                        int64_t num_heads, Tensor& dqkv) {
-  const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, NH = num_heads;
-  const int64_t HS = C / NH;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const HeadGeometry g(qkv, num_heads);
   const float* pqkv = qkv.data<float>();
   const float* pdout = dout.data<float>();
   const float* pprobs = probs.data<float>();
   float* pdqkv = dqkv.data<float>();
-  ParallelFor(B * NH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> dscore(static_cast<size_t>(T));
+  ParallelFor(g.B * g.NH, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> dscore(static_cast<size_t>(g.T * g.T));
     for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / NH, h = bh % NH;
-      const float* base = pqkv + b * T * 3 * C;
-      float* dbase = pdqkv + b * T * 3 * C;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* p = pprobs + (bh * T + t) * T;
-        const float* d = pdout + (b * T + t) * C + h * HS;
-        // dp[s] = dout_t · v_s; dv_s += p[s] · dout_t.
-        float dot_pdp = 0.0f;
-        for (int64_t s = 0; s <= t; ++s) {
-          const float* v = base + s * 3 * C + 2 * C + h * HS;
-          float* dv = dbase + s * 3 * C + 2 * C + h * HS;
-          float dp = 0.0f;
-          for (int64_t i = 0; i < HS; ++i) {
-            dp += d[i] * v[i];
-            dv[i] += p[s] * d[i];
-          }
-          dscore[s] = dp;
-          dot_pdp += p[s] * dp;
-        }
-        // Softmax backward: dscore = p ⊙ (dp - Σ p·dp); then through the scaled q·k.
-        const float* q = base + t * 3 * C + h * HS;
-        float* dq = dbase + t * 3 * C + h * HS;
-        for (int64_t s = 0; s <= t; ++s) {
-          const float ds = p[s] * (dscore[s] - dot_pdp) * scale;
-          const float* k = base + s * 3 * C + C + h * HS;
-          float* dk = dbase + s * 3 * C + C + h * HS;
-          for (int64_t i = 0; i < HS; ++i) {
-            dq[i] += ds * k[i];
-            dk[i] += ds * q[i];
-          }
-        }
+      const int64_t b = bh / g.NH, h = bh % g.NH;
+      const float* p = pprobs + bh * g.T * g.T;
+      const float* d = pdout + g.Heads(b, h);
+      float* ds = dscore.data();
+      // dV += Pᵀ dO;  dP = dO Vᵀ
+      Gemm(true, false, g.T, g.HS, g.T, 1.0f, p, g.T, d, g.C, 1.0f, pdqkv + g.Qkv(b, 2, h),
+           3 * g.C);
+      Gemm(false, true, g.T, g.T, g.HS, 1.0f, d, g.C, pqkv + g.Qkv(b, 2, h), 3 * g.C, 0.0f, ds,
+           g.T);
+      // Softmax backward: dS = P ⊙ (dP − Σ_s P·dP) · scale; zero above the diagonal.
+      for (int64_t t = 0; t < g.T; ++t) {
+        const float* prow = p + t * g.T;
+        float* drow = ds + t * g.T;
+        float dot = 0.0f;
+        for (int64_t s = 0; s <= t; ++s) dot += prow[s] * drow[s];
+        for (int64_t s = 0; s <= t; ++s) drow[s] = prow[s] * (drow[s] - dot) * g.scale;
+        for (int64_t s = t + 1; s < g.T; ++s) drow[s] = 0.0f;
       }
+      // dQ += dS K;  dK += dSᵀ Q
+      Gemm(false, false, g.T, g.HS, g.T, 1.0f, ds, g.T, pqkv + g.Qkv(b, 1, h), 3 * g.C, 1.0f,
+           pdqkv + g.Qkv(b, 0, h), 3 * g.C);
+      Gemm(true, false, g.T, g.HS, g.T, 1.0f, ds, g.T, pqkv + g.Qkv(b, 0, h), 3 * g.C, 1.0f,
+           pdqkv + g.Qkv(b, 1, h), 3 * g.C);
     }
   });
 }

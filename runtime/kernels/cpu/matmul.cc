@@ -2,6 +2,7 @@
 #include <cblas.h>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
 namespace {
@@ -12,6 +13,31 @@ Tensor AsF32(const Tensor& t) {
   Tensor w = Tensor::Empty(t.shape(), DType::kF32, MemoryTag::kWorkspace);
   ConvertBuffer(t.raw_data(), t.dtype(), w.raw_data(), DType::kF32, t.numel());
   return w;
+}
+
+// One single-threaded cblas_sgemm per ParallelFor chunk: the larger of M and N is split, so every
+// output element is computed by exactly one call whatever the thread count, and loom's threads
+// are the only ones (OpenBLAS runs single-threaded; see runtime/parallel.h).
+void Sgemm(const MatmulOptions& o, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+           float* out) {
+  const int64_t lda = o.trans_a ? m : k;
+  const int64_t ldb = o.trans_b ? k : n;
+  auto call = [&](int64_t rows, int64_t cols, const float* pa, const float* pb, float* pc) {
+    cblas_sgemm(CblasRowMajor, o.trans_a ? CblasTrans : CblasNoTrans,
+                o.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(rows),
+                static_cast<int>(cols), static_cast<int>(k), o.alpha, pa, static_cast<int>(lda), pb,
+                static_cast<int>(ldb), o.beta, pc, static_cast<int>(n));
+  };
+  constexpr int64_t kMinChunk = 64;  // rows or columns per call, so the BLAS kernels stay efficient
+  if (m >= n) {
+    ParallelFor(m, kMinChunk, [&](int64_t r0, int64_t r1) {
+      call(r1 - r0, n, a + (o.trans_a ? r0 : r0 * lda), b, out + r0 * n);
+    });
+  } else {
+    ParallelFor(n, kMinChunk, [&](int64_t c0, int64_t c1) {
+      call(m, c1 - c0, a, b + (o.trans_b ? c0 * ldb : c0), out + c0);
+    });
+  }
 }
 
 }  // namespace
@@ -26,17 +52,12 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n,
                  : options.beta != 0.0f
                      ? AsF32(out)
                      : Tensor::Empty(out.shape(), DType::kF32, MemoryTag::kWorkspace);
-  const int lda = static_cast<int>(options.trans_a ? m : k);
-  const int ldb = static_cast<int>(options.trans_b ? k : n);
   if (k == 0) {
     // BLAS may leave `out` untouched when k == 0; the product is zero, so out = beta · out.
     float* o = out32.data<float>();
     for (int64_t i = 0; i < m * n; ++i) o[i] = options.beta == 0.0f ? 0.0f : options.beta * o[i];
   } else {
-    cblas_sgemm(CblasRowMajor, options.trans_a ? CblasTrans : CblasNoTrans,
-                options.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-                static_cast<int>(n), static_cast<int>(k), options.alpha, a32.data<float>(), lda,
-                b32.data<float>(), ldb, options.beta, out32.data<float>(), static_cast<int>(n));
+    Sgemm(options, m, n, k, a32.data<float>(), b32.data<float>(), out32.data<float>());
   }
   if (out.dtype() != DType::kF32) {
     ConvertBuffer(out32.raw_data(), DType::kF32, out.raw_data(), out.dtype(), out.numel());

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Single-rank training throughput, loom vs PyTorch, side by side in one run: the same GPT preset
+# (cpu-small by default), f32, the same batch, sequence length and thread count, AdamW with the
+# same settings. Runs alternate (loom, torch, loom, torch, ...) so drift affects both; each
+# reports the median tokens/s over its steps after the first two (warm-up).
+#
+#   bash bench/models/train_vs_torch.sh [--preset cpu-small] [--batch 8] [--steps 8]
+#                                       [--threads 2] [--rounds 2] [--json out.json]
+#
+# Needs a python3 with torch and numpy (Debian: `bash scripts/setup.sh --with-torch`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+preset=cpu-small batch=8 steps=8 threads=2 rounds=2 json=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) preset=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --json) json=$2; shift 2 ;;
+    *) echo "train_vs_torch.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+if [ "$steps" -lt 3 ]; then echo "train_vs_torch.sh: --steps must be >= 3" >&2; exit 2; fi
+
+python=""
+for candidate in ${LOOM_TORCH_PYTHON:-} python3 /usr/bin/python3; do
+  if "$candidate" -c 'import torch, numpy' >/dev/null 2>&1; then python=$candidate; break; fi
+done
+if [ -z "$python" ]; then
+  echo "train_vs_torch.sh: no python3 with torch; run: bash scripts/setup.sh --with-torch" >&2
+  exit 1
+fi
+
+bash scripts/build.sh >/dev/null
+build=${LOOM_BUILD_DIR:-build}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+for r in $(seq 1 "$rounds"); do
+  echo "[round $r/$rounds] loom"
+  LOOM_NUM_THREADS=$threads "$build/examples/train_gpt" --preset "$preset" --batch "$batch" \
+    --steps "$steps" --threads "$threads" --metrics_out "$work/loom_$r.jsonl" \
+    | grep '^step' | tail -n 2
+  echo "[round $r/$rounds] torch"
+  OMP_NUM_THREADS=$threads "$python" scripts/torch_reference/train_gpt_torch.py --preset "$preset" \
+    --batch "$batch" --steps "$steps" --threads "$threads" --json "$work/torch_$r.json" | tail -n 2
+done
+
+"$python" - "$work" "$rounds" "$preset" "$batch" "$threads" "$json" <<'PY'
+import json, statistics, sys
+work, rounds, preset, batch, threads, out = sys.argv[1:7]
+loom, torch = [], []
+for r in range(1, int(rounds) + 1):
+    steps = [json.loads(l) for l in open(f"{work}/loom_{r}.jsonl")]
+    loom += [s["tokens_per_s"] for s in steps[2:]]
+    t = json.load(open(f"{work}/torch_{r}.json"))
+    torch += [s["tokens_per_s"] for s in t["steps"][2:]]
+    version = t["torch"]
+lm, tm = statistics.median(loom), statistics.median(torch)
+print(f"{preset}, batch {batch}, {threads} threads: loom {lm:.0f} tok/s, "
+      f"torch {version} {tm:.0f} tok/s, ratio {lm / tm:.2f}x")
+if out:
+    json.dump({"preset": preset, "batch": int(batch), "threads": int(threads),
+               "loom_tokens_per_s": lm, "torch_tokens_per_s": tm, "torch_version": version,
+               "ratio": lm / tm}, open(out, "w"))
+PY

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""PyTorch twin of `train_gpt` for side-by-side speed runs (bench/models/train_vs_torch.sh).
+
+Trains the same GPT-2 architecture (learned positions, pre-norm LayerNorm, tanh GELU, tied LM
+head) with the same sizes, batch, AdamW settings (betas 0.9/0.95, weight decay 0.1 on matrices and
+embeddings only), gradient clipping at 1.0 and f32, on random tokens, and reports tokens/s per
+step. Attention uses torch's scaled_dot_product_attention when available (torch >= 2.0).
+
+  python3 train_gpt_torch.py --preset cpu-small --batch 8 --steps 10 --threads 2 --json out.json
+"""
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRESETS = {
+    "tiny": dict(vocab=64, ctx=64, layers=2, heads=4, dim=64),
+    "cpu-small": dict(vocab=4096, ctx=256, layers=6, heads=6, dim=384),
+    "gpt2-124m": dict(vocab=50257, ctx=1024, layers=12, heads=12, dim=768),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(dim)
+        self.c_attn = nn.Linear(dim, 3 * dim)
+        self.c_proj = nn.Linear(dim, dim)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.c_fc = nn.Linear(dim, 4 * dim)
+        self.mlp_proj = nn.Linear(4 * dim, dim)
+
+    def attention(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        sdpa = getattr(F, "scaled_dot_product_attention", None)
+        if sdpa is not None:
+            y = sdpa(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(C // self.heads)
+            mask = torch.ones(T, T, dtype=torch.bool).tril()
+            y = att.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward(self, x):
+        x = x + self.attention(self.ln_1(x))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, ctx, layers, heads, dim):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, dim)
+        self.wpe = nn.Embedding(ctx, dim)
+        self.h = nn.ModuleList(Block(dim, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * layers) if "proj" in name else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx, targets):
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(T))
+        for block in self.h:
+            x = block(x)
+        logits = self.ln_f(x) @ self.wte.weight.t()
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq_len", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1337)
+    cfg = PRESETS[args.preset]
+    T = args.seq_len or cfg["ctx"]
+    model = GPT(**cfg)
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    data = torch.randint(0, cfg["vocab"], (args.steps, args.batch, T + 1))
+    steps = []
+    for step in range(args.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = model(data[step, :, :-1], data[step, :, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ms = (time.perf_counter() - t0) * 1000
+        tok_s = args.batch * T / (ms / 1000)
+        steps.append({"step": step + 1, "loss": loss.item(), "step_ms": ms, "tokens_per_s": tok_s})
+        print(f"step {step + 1:4d} | loss {loss.item():.4f} | {ms:8.1f} ms | {tok_s:8.0f} tok/s",
+              flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": args.threads, "steps": steps}, f)
+
+
+if __name__ == "__main__":
+    main()
