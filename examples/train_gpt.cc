@@ -202,13 +202,11 @@ absl::Status Main() {
   MetricsWriter metrics;
   LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(options));
-  std::printf("model %s, %lld parameters | data %s (%lld tokens) | B %lld, T %lld | threads %d\n",
+  std::printf("model %s, %lld parameters | data %s | B %lld, T %lld | threads %d\n",
               trainer->model().config().ToString().c_str(),
               static_cast<long long>(trainer->model().NumParameters()),
-              trainer->dataset().description().c_str(),
-              static_cast<long long>(trainer->dataset().size()),
-              static_cast<long long>(options.batch), static_cast<long long>(trainer->seq_len()),
-              runtime::NumThreads());
+              trainer->dataset().description().c_str(), static_cast<long long>(options.batch),
+              static_cast<long long>(trainer->seq_len()), runtime::NumThreads());
   if (!trainer->resumed_from().empty()) {
     std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
                 static_cast<long long>(trainer->step()));

@@ -15,7 +15,7 @@ Tensor AsF32(const Tensor& t) {
   return w;
 }
 
-// One single-threaded cblas_sgemm per ParallelFor chunk: the larger of M and N is split, so every
+// One single-threaded cblas_sgemm per ParallelFor chunk of M (or of N when M is small), so every
 // output element is computed by exactly one call whatever the thread count, and loom's threads
 // are the only ones (OpenBLAS runs single-threaded; see runtime/parallel.h).
 void Sgemm(const MatmulOptions& o, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
@@ -29,7 +29,8 @@ void Sgemm(const MatmulOptions& o, int64_t m, int64_t n, int64_t k, const float*
                 static_cast<int>(ldb), o.beta, pc, static_cast<int>(n));
   };
   constexpr int64_t kMinChunk = 64;  // rows or columns per call, so the BLAS kernels stay efficient
-  if (m >= n) {
+  // Rows split into contiguous blocks of the output; columns only when there are too few rows.
+  if (m >= n || m >= NumThreads() * 4 * kMinChunk) {
     ParallelFor(m, kMinChunk, [&](int64_t r0, int64_t r1) {
       call(r1 - r0, n, a + (o.trans_a ? r0 : r0 * lda), b, out + r0 * n);
     });
