@@ -1,0 +1,62 @@
+// The seam between Communicator (API, ordering, progress thread, watchdog, poisoning) and a
+// transport that moves bytes: local threads, MPI, POSIX shared memory, later NCCL.
+//
+// A backend runs one call at a time, to completion, on its communicator's progress thread, in the
+// order the caller issued them (every rank issues the same order). Any wait on a peer must give up
+// at the deadline with DeadlineExceeded and a message naming the ranks it was waiting for
+// ("waiting for rank(s) 2, 3"); the communicator adds the op, sequence number and history.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "comm/types.h"
+
+namespace loom::comm {
+
+struct Deadline {
+  std::chrono::steady_clock::time_point at;
+  bool Expired() const { return std::chrono::steady_clock::now() >= at; }
+};
+
+// One call. Buffers are host memory owned by the caller until its Work completes.
+//   AllReduce:     in, out: count elements (out may equal in)
+//   ReduceScatter: in: size·count, out: count (this rank's block)
+//   AllGather:     in: count, out: size·count (rank r's block at r·count)
+//   AllToAll:      in, out: size·count (block j of in goes to rank j; block j of out came from j)
+//   AllToAllV:     in: Σ send_counts, out: Σ recv_counts, blocks in rank order
+//   Broadcast:     out (= in) count elements, from fp.root
+//   Send / Recv:   in / out count elements, to / from fp.root, matched by tag
+//   Barrier:       no buffers
+struct CollectiveArgs {
+  Fingerprint fp;
+  uint64_t seq = 0;
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::vector<int64_t> send_counts;
+  std::vector<int64_t> recv_counts;
+  int tag = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string name() const = 0;  // "local", "mpi", "shm", ...
+
+  virtual absl::Status Run(const CollectiveArgs& args, Deadline deadline) = 0;
+  // Collective over this backend's ranks: the backend of the group of ranks passing the same
+  // color, ordered by (key, rank).
+  virtual absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key,
+                                                         Deadline deadline) = 0;
+  // Takes the whole job down after a fatal communication error (MPI_Abort for MPI-launched
+  // backends; abort() by default).
+  [[noreturn]] virtual void Abort(int exit_code);
+};
+
+}  // namespace loom::comm

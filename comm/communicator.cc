@@ -1,0 +1,367 @@
+#include "comm/communicator.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "comm/reduce.h"
+#include "runtime/base/check.h"
+#include "runtime/base/env.h"
+#include "runtime/base/logging.h"
+
+namespace loom::comm {
+
+using runtime::DType;
+using runtime::Tensor;
+
+void Backend::Abort(int exit_code) {
+  LOOM_LOG(ERROR) << "aborting the job (exit code " << exit_code << ")";
+  std::abort();
+}
+
+CommOptions CommOptions::FromEnv() {
+  CommOptions o;
+  const absl::StatusOr<int64_t> timeout = base::GetEnvInt("LOOM_COMM_TIMEOUT_S", 0);
+  if (timeout.ok() && *timeout > 0) o.timeout = absl::Seconds(*timeout);
+  if (!timeout.ok()) LOOM_LOG(WARNING) << timeout.status().message();
+  o.check_fingerprints = base::GetEnvBool("LOOM_DEBUG_COLLECTIVES", false).value_or(false);
+  return o;
+}
+
+namespace {
+
+absl::Status Invalid(const Fingerprint& fp, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(fp.ToString(), ": ", what));
+}
+
+absl::Status CheckTensor(const Fingerprint& fp, const Tensor& t, absl::string_view name) {
+  if (!t.defined()) return Invalid(fp, absl::StrCat(name, " is undefined"));
+  if (t.device() != runtime::Device::kCpu) {
+    return Invalid(fp, absl::StrCat(name, " is not in host memory"));
+  }
+  if (t.dtype() != fp.dtype) {
+    return Invalid(fp, absl::StrCat(name, " is ", t.DebugString(), ", expected ",
+                                    runtime::DTypeName(fp.dtype)));
+  }
+  if (!IsCommDType(t.dtype())) return CheckReducible(t.dtype(), ReduceOp::kSum);
+  return absl::OkStatus();
+}
+
+absl::Status CheckCount(const Fingerprint& fp, const Tensor& t, absl::string_view name,
+                        int64_t expected) {
+  if (t.numel() != expected) {
+    return Invalid(fp, absl::StrCat(name, " has ", t.numel(), " elements (", t.DebugString(),
+                                    "), expected ", expected));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPeer(const Fingerprint& fp, int peer, int size, int self) {
+  if (peer < 0 || peer >= size) {
+    return Invalid(fp, absl::StrCat("rank ", peer, " is outside [0, ", size, ")"));
+  }
+  if ((fp.op == CollectiveOp::kSend || fp.op == CollectiveOp::kRecv) && peer == self) {
+    return Invalid(fp, "a rank cannot send to or receive from itself");
+  }
+  return absl::OkStatus();
+}
+
+// Runs `checks` in order and returns the first error.
+absl::Status FirstError(std::initializer_list<absl::Status> checks) {
+  for (const absl::Status& s : checks) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Communicator::Communicator(std::unique_ptr<Backend> backend, CommOptions options)
+    : backend_(std::move(backend)),
+      options_(options),
+      rank_(backend_->rank()),
+      size_(backend_->size()),
+      backend_name_(backend_->name()) {
+  // Log lines from the progress thread carry the creating thread's rank (the process rank under
+  // mpirun, the thread-rank in tests), else this communicator's rank.
+  const int creator = base::CurrentRank();
+  progress_ = std::thread([this, creator] {
+    base::SetThreadRank(creator >= 0 ? creator : rank_);
+    ProgressLoop();
+  });
+}
+
+Communicator::~Communicator() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  progress_.join();
+}
+
+Deadline Communicator::NextDeadline() const {
+  return {std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.timeout)};
+}
+
+void Communicator::Record(uint64_t seq, const std::string& what, const std::string& state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  history_.push_back(absl::StrCat("#", seq, " ", what, ": ", state));
+  while (static_cast<int>(history_.size()) > options_.history) history_.pop_front();
+}
+
+std::vector<std::string> Communicator::History() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {history_.begin(), history_.end()};
+}
+
+absl::Status Communicator::poison() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return poison_;
+}
+
+std::shared_ptr<Work> Communicator::EnqueueTask(Task task) {
+  task.work = std::make_shared<Work>();
+  std::shared_ptr<Work> work = task.work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    task.args.seq = next_seq_++;
+    queue_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+  return work;
+}
+
+std::shared_ptr<Work> Communicator::Enqueue(CollectiveArgs args, absl::Status validation) {
+  if (!validation.ok()) {
+    // Nothing was sent: the caller's mistake is reported without poisoning the communicator.
+    auto work = std::make_shared<Work>();
+    work->Complete(std::move(validation));
+    return work;
+  }
+  return EnqueueTask(Task{std::move(args), nullptr, nullptr});
+}
+
+void Communicator::ProgressLoop() {
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Idle ranks sleep on the condition variable: no polling, no CPU.
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping and drained
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    RunTask(task);
+  }
+}
+
+void Communicator::RunTask(Task& task) {
+  const std::string what = task.custom ? "Split" : task.args.fp.ToString();
+  const uint64_t seq = task.args.seq;
+  const absl::Status poisoned = poison();
+  if (!poisoned.ok()) {
+    Record(seq, what, "skipped (poisoned)");
+    task.work->Complete(absl::Status(
+        poisoned.code(), absl::StrCat("communicator is poisoned by an earlier error: ",
+                                      poisoned.message())));
+    return;
+  }
+  Record(seq, what, "started");
+  const Deadline deadline = NextDeadline();
+  absl::Status status;
+  if (task.custom) {
+    status = task.custom(deadline);
+  } else {
+    if (options_.check_fingerprints) status = CheckFingerprints(task.args, deadline);
+    if (status.ok()) status = backend_->Run(task.args, deadline);
+  }
+  if (!status.ok()) {
+    status = absl::Status(
+        status.code(),
+        absl::StrCat(what, " #", seq, " on rank ", rank_, " of ", size_, " (", backend_name_,
+                     status.code() == absl::StatusCode::kDeadlineExceeded
+                         ? absl::StrCat(") timed out after ", absl::FormatDuration(options_.timeout),
+                                        ": ")
+                         : ") failed: ",
+                     status.message()));
+    Record(seq, what, "failed");
+    Fail(status);
+  } else {
+    Record(seq, what, "done");
+  }
+  task.work->Complete(status);
+}
+
+void Communicator::Fail(const absl::Status& error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    poison_ = error;
+  }
+  LOOM_LOG(ERROR) << error.message();
+  LOOM_LOG(ERROR) << "last collectives on this communicator, oldest first:";
+  for (const std::string& line : History()) LOOM_LOG(ERROR) << "  " << line;
+  if (options_.abort_on_error) backend_->Abort(1);
+}
+
+absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadline deadline) {
+  constexpr int kWords = 5;
+  const Fingerprint& fp = args.fp;
+  const int64_t mine[kWords] = {static_cast<int64_t>(fp.op), static_cast<int64_t>(fp.dtype),
+                                fp.count, static_cast<int64_t>(fp.reduce), fp.root};
+  std::vector<int64_t> all(static_cast<size_t>(kWords * size_));
+  CollectiveArgs gather;
+  gather.fp = {CollectiveOp::kAllGather, DType::kI64, kWords};
+  gather.seq = args.seq;
+  gather.in = mine;
+  gather.out = all.data();
+  absl::Status s = backend_->Run(gather, deadline);
+  if (!s.ok()) return s;
+  if (fp.op == CollectiveOp::kSend || fp.op == CollectiveOp::kRecv) return absl::OkStatus();
+  bool same = true;
+  std::vector<std::string> per_rank;
+  for (int r = 0; r < size_; ++r) {
+    const int64_t* w = all.data() + r * kWords;
+    Fingerprint other{static_cast<CollectiveOp>(w[0]), static_cast<DType>(w[1]), w[2],
+                      static_cast<ReduceOp>(w[3]), static_cast<int>(w[4])};
+    // AllToAllV ranks legitimately send different totals.
+    if (fp.op == CollectiveOp::kAllToAllV && other.op == fp.op) other.count = fp.count;
+    same = same && other == fp;
+    per_rank.push_back(absl::StrCat("rank ", r, " ", Fingerprint{static_cast<CollectiveOp>(w[0]),
+                                                                 static_cast<DType>(w[1]), w[2],
+                                                                 static_cast<ReduceOp>(w[3]),
+                                                                 static_cast<int>(w[4])}
+                                                         .ToString()));
+  }
+  if (same) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "ranks called different collectives (LOOM_DEBUG_COLLECTIVES): ", absl::StrJoin(per_rank, "; ")));
+}
+
+std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, ReduceOp op) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kAllReduce, in.dtype(), in.numel(), op};
+  a.in = in.raw_data();
+  a.out = out.raw_data();
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                                           CheckReducible(in.dtype(), op),
+                                           CheckCount(a.fp, out, "out", in.numel())});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op};
+  a.in = in.raw_data();
+  a.out = out.raw_data();
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                             CheckReducible(in.dtype(), op),
+                             CheckCount(a.fp, in, "in", out.numel() * size_)});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::AllGather(const Tensor& in, Tensor& out) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kAllGather, in.dtype(), in.numel()};
+  a.in = in.raw_data();
+  a.out = out.raw_data();
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                             CheckCount(a.fp, out, "out", in.numel() * size_)});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::AllToAll(const Tensor& in, Tensor& out) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kAllToAll, in.dtype(), in.numel() / size_};
+  a.in = in.raw_data();
+  a.out = out.raw_data();
+  absl::Status divisible =
+      in.numel() % size_ == 0
+          ? absl::OkStatus()
+          : Invalid(a.fp, absl::StrCat("in has ", in.numel(), " elements, not a multiple of ",
+                                       size_, " ranks"));
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"),
+                                           CheckTensor(a.fp, out, "out"), divisible,
+                                           CheckCount(a.fp, out, "out", in.numel())});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
+                                              absl::Span<const int64_t> send_counts, Tensor& out,
+                                              absl::Span<const int64_t> recv_counts) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kAllToAllV, in.dtype(), in.numel()};
+  a.in = in.raw_data();
+  a.out = out.raw_data();
+  a.send_counts.assign(send_counts.begin(), send_counts.end());
+  a.recv_counts.assign(recv_counts.begin(), recv_counts.end());
+  absl::Status counts = absl::OkStatus();
+  int64_t sent = 0, received = 0;
+  for (int64_t c : send_counts) sent += c;
+  for (int64_t c : recv_counts) received += c;
+  if (static_cast<int>(send_counts.size()) != size_ ||
+      static_cast<int>(recv_counts.size()) != size_) {
+    counts = Invalid(a.fp, absl::StrCat("send_counts and recv_counts need one entry per rank (",
+                                        size_, "), got ", send_counts.size(), " and ",
+                                        recv_counts.size()));
+  }
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"),
+                                           CheckTensor(a.fp, out, "out"), counts,
+                                           CheckCount(a.fp, in, "in (Σ send_counts)", sent),
+                                           CheckCount(a.fp, out, "out (Σ recv_counts)", received)});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root};
+  a.in = buffer.raw_data();
+  a.out = buffer.raw_data();
+  const absl::Status v = FirstError({CheckTensor(a.fp, buffer, "buffer"),
+                                           CheckPeer(a.fp, root, size_, rank_)});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
+  a.in = buffer.raw_data();
+  a.tag = tag;
+  const absl::Status v = FirstError({CheckTensor(a.fp, buffer, "buffer"),
+                                           CheckPeer(a.fp, peer, size_, rank_)});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::Recv(Tensor& buffer, int peer, int tag) {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
+  a.out = buffer.raw_data();
+  a.tag = tag;
+  const absl::Status v = FirstError({CheckTensor(a.fp, buffer, "buffer"),
+                                           CheckPeer(a.fp, peer, size_, rank_)});
+  return Enqueue(std::move(a), v);
+}
+
+std::shared_ptr<Work> Communicator::Barrier() {
+  CollectiveArgs a;
+  a.fp = {CollectiveOp::kBarrier, DType::kF32, 0};
+  return Enqueue(std::move(a), absl::OkStatus());
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(int color, int key) {
+  std::unique_ptr<Backend> child;
+  Task task;
+  task.args.fp = {CollectiveOp::kBarrier, DType::kI32, 0};
+  task.custom = [&](Deadline deadline) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Backend>> b = backend_->Split(color, key, deadline);
+    if (!b.ok()) return b.status();
+    child = std::move(b).value();
+    return absl::OkStatus();
+  };
+  absl::Status s = EnqueueTask(std::move(task))->Wait();
+  if (!s.ok()) return s;
+  return std::make_unique<Communicator>(std::move(child), options_);
+}
+
+}  // namespace loom::comm

@@ -1,0 +1,118 @@
+// Communicator: a fixed group of ranks and the asynchronous collectives between them.
+//
+//   std::unique_ptr<Communicator> world = ...;   // e.g. MakeLocalWorld(4)[r], MakeMpiWorld()
+//   auto w = world->AllReduce(grad, grad, ReduceOp::kSum);   // returns at once
+//   Backward();                                               // overlaps with the reduction
+//   LOOM_RETURN_IF_ERROR(w->Wait());
+//   LOOM_ASSIGN_OR_RETURN(auto tp, world->Split(/*color=*/rank / 2, /*key=*/rank));
+//
+// Every rank calls the same collectives in the same order. Calls are queued and run one at a time
+// on this communicator's progress thread, which sleeps when idle. Buffers (host tensors, dtypes
+// f32, bf16, f16, i32, i64; 16-bit types reduce in f32) belong to the call until its Work
+// completes. Each call gets a sequence number and a Fingerprint; the last `history` calls are
+// kept for diagnostics.
+//
+// Never a silent hang: a call that waits on a peer for longer than `timeout` fails with
+// DeadlineExceeded naming the op, its sequence number and the missing rank(s); the history is
+// logged and, unless `abort_on_error` is off, the job is taken down. With `check_fingerprints`
+// (env LOOM_DEBUG_COLLECTIVES=1) ranks first compare fingerprints and a mismatch fails with each
+// rank's op, dtype and count. After any error the communicator is poisoned: every later call
+// fails with the same error.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "comm/backend.h"
+#include "comm/types.h"
+#include "comm/work.h"
+#include "runtime/tensor.h"
+
+namespace loom::comm {
+
+struct CommOptions {
+  absl::Duration timeout = absl::Seconds(300);  // env LOOM_COMM_TIMEOUT_S overrides
+  bool check_fingerprints = false;              // env LOOM_DEBUG_COLLECTIVES=1 turns on
+  int history = 64;
+  bool abort_on_error = true;  // after logging a fatal error, call Backend::Abort(1)
+
+  // Defaults with the environment variables above applied.
+  static CommOptions FromEnv();
+};
+
+class Communicator {
+ public:
+  Communicator(std::unique_ptr<Backend> backend, CommOptions options);
+  ~Communicator();  // finishes queued calls, then stops the progress thread
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& backend_name() const { return backend_name_; }
+  const CommOptions& options() const { return options_; }
+
+  std::shared_ptr<Work> AllReduce(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
+  std::shared_ptr<Work> ReduceScatter(const runtime::Tensor& in, runtime::Tensor& out,
+                                      ReduceOp op);
+  std::shared_ptr<Work> AllGather(const runtime::Tensor& in, runtime::Tensor& out);
+  std::shared_ptr<Work> AllToAll(const runtime::Tensor& in, runtime::Tensor& out);
+  // send_counts[j] elements of `in` go to rank j; recv_counts[j] elements of `out` come from j.
+  std::shared_ptr<Work> AllToAllV(const runtime::Tensor& in, absl::Span<const int64_t> send_counts,
+                                  runtime::Tensor& out, absl::Span<const int64_t> recv_counts);
+  std::shared_ptr<Work> Broadcast(runtime::Tensor& buffer, int root);
+  std::shared_ptr<Work> Send(const runtime::Tensor& buffer, int peer, int tag = 0);
+  std::shared_ptr<Work> Recv(runtime::Tensor& buffer, int peer, int tag = 0);
+  std::shared_ptr<Work> Barrier();
+
+  // Collective: the communicator of the ranks with the same color, ordered by (key, rank).
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key);
+
+  // The last calls, oldest first: "#17 AllReduce(f32, count 4099, sum): done".
+  std::vector<std::string> History() const;
+  // OK, or the error that poisoned this communicator.
+  absl::Status poison() const;
+
+ private:
+  struct Task {
+    CollectiveArgs args;
+    std::shared_ptr<Work> work;
+    std::function<absl::Status(Deadline)> custom;  // Split and other non-backend calls
+  };
+
+  std::shared_ptr<Work> Enqueue(CollectiveArgs args, absl::Status validation);
+  std::shared_ptr<Work> EnqueueTask(Task task);
+  void ProgressLoop();
+  void RunTask(Task& task);
+  absl::Status CheckFingerprints(const CollectiveArgs& args, Deadline deadline);
+  void Record(uint64_t seq, const std::string& what, const std::string& state);
+  void Fail(const absl::Status& error);
+  Deadline NextDeadline() const;
+
+  std::unique_ptr<Backend> backend_;
+  CommOptions options_;
+  const int rank_;
+  const int size_;
+  const std::string backend_name_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stopping_ = false;
+  uint64_t next_seq_ = 0;
+  absl::Status poison_;
+  std::deque<std::string> history_;
+  std::thread progress_;
+};
+
+}  // namespace loom::comm

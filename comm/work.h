@@ -1,0 +1,41 @@
+// Work: the handle of one asynchronous communication call.
+//
+//   std::shared_ptr<Work> w = comm.AllReduce(grads, grads, ReduceOp::kSum);
+//   ComputeSomethingElse();            // the collective progresses meanwhile
+//   LOOM_RETURN_IF_ERROR(w->Wait());   // buffers may be read / reused after this
+//
+// Thread-safe. A Work completes exactly once, with OK or the error that poisoned its communicator.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+#include "absl/status/status.h"
+
+namespace loom::comm {
+
+class Work {
+ public:
+  Work() = default;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+
+  // Blocks until the call finished; returns its status.
+  absl::Status Wait();
+  // True once the call finished (successfully or not); never blocks.
+  bool Test() const { return done_.load(std::memory_order_acquire); }
+  // The final status; only meaningful once Test() is true.
+  absl::Status status() const;
+
+  // For backends and the communicator: marks the call finished. Called once.
+  void Complete(absl::Status status);
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> done_{false};
+  absl::Status status_;
+};
+
+}  // namespace loom::comm
