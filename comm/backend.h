@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,10 +51,23 @@ class Backend {
   virtual std::string name() const = 0;  // "local", "mpi", "shm", ...
 
   virtual absl::Status Run(const CollectiveArgs& args, Deadline deadline) = 0;
+  // Optional caller-thread fast path for short calls. The communicator calls it, on the thread
+  // that issued the call, only while no other call of this backend is queued or running, so the
+  // order is kept. The backend either finishes the call and returns its status, or, when a peer
+  // is not there within `patience`, returns std::nullopt: then it must not have started, or must
+  // have left the call so that the next Run() with the same args (same seq) resumes it; the
+  // communicator queues that Run() next. Never waits on a peer for longer than `patience`.
+  // The default declines every call without starting it.
+  virtual std::optional<absl::Status> TryRunNow(const CollectiveArgs& args, Deadline deadline,
+                                                std::chrono::nanoseconds patience) {
+    (void)args;
+    (void)deadline;
+    (void)patience;
+    return std::nullopt;
+  }
   // Collective over this backend's ranks: the backend of the group of ranks passing the same
   // color, ordered by (key, rank).
-  virtual absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key,
-                                                         Deadline deadline) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) = 0;
   // Takes the whole job down after a fatal communication error (MPI_Abort for MPI-launched
   // backends; abort() by default).
   [[noreturn]] virtual void Abort(int exit_code);

@@ -1,6 +1,8 @@
 #include "comm/communicator.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -25,6 +27,10 @@ CommOptions CommOptions::FromEnv() {
   if (timeout.ok() && *timeout > 0) o.timeout = absl::Seconds(*timeout);
   if (!timeout.ok()) LOOM_LOG(WARNING) << timeout.status().message();
   o.check_fingerprints = base::GetEnvBool("LOOM_DEBUG_COLLECTIVES", false).value_or(false);
+  const absl::StatusOr<int64_t> inline_bytes =
+      base::GetEnvInt("LOOM_COMM_INLINE_BYTES", o.inline_max_bytes);
+  if (inline_bytes.ok()) o.inline_max_bytes = *inline_bytes;
+  if (!inline_bytes.ok()) LOOM_LOG(WARNING) << inline_bytes.status().message();
   return o;
 }
 
@@ -104,15 +110,25 @@ Deadline Communicator::NextDeadline() const {
   return {std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.timeout)};
 }
 
-void Communicator::Record(uint64_t seq, const std::string& what, const std::string& state) {
-  std::lock_guard<std::mutex> lock(mu_);
-  history_.push_back(absl::StrCat("#", seq, " ", what, ": ", state));
+void Communicator::RecordLocked(const Task& task, const char* state) {
+  history_.push_back({task.args.seq, task.args.fp, static_cast<bool>(task.custom), state});
   while (static_cast<int>(history_.size()) > options_.history) history_.pop_front();
+}
+
+void Communicator::Record(const Task& task, const char* state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RecordLocked(task, state);
 }
 
 std::vector<std::string> Communicator::History() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {history_.begin(), history_.end()};
+  std::vector<std::string> lines;
+  lines.reserve(history_.size());
+  for (const HistoryEntry& e : history_) {
+    lines.push_back(
+        absl::StrCat("#", e.seq, " ", e.split ? "Split" : e.fp.ToString(), ": ", e.state));
+  }
+  return lines;
 }
 
 absl::Status Communicator::poison() const {
@@ -120,16 +136,73 @@ absl::Status Communicator::poison() const {
   return poison_;
 }
 
-std::shared_ptr<Work> Communicator::EnqueueTask(Task task) {
+int64_t Communicator::LargestBuffer(const CollectiveArgs& args) const {
+  const int64_t es = static_cast<int64_t>(runtime::DTypeSize(args.fp.dtype));
+  switch (args.fp.op) {
+    case CollectiveOp::kReduceScatter:
+    case CollectiveOp::kAllGather:
+    case CollectiveOp::kAllToAll:
+      return args.fp.count * size_ * es;
+    case CollectiveOp::kAllToAllV: {
+      int64_t received = 0;
+      for (int64_t c : args.recv_counts) received += c;
+      return std::max(args.fp.count, received) * es;
+    }
+    default:
+      return args.fp.count * es;
+  }
+}
+
+std::shared_ptr<Work> Communicator::EnqueueTask(Task task, int64_t bytes) {
   task.work = std::make_shared<Work>();
   std::shared_ptr<Work> work = task.work;
+  bool run_inline = false;
+  absl::Status poisoned;
   {
     std::lock_guard<std::mutex> lock(mu_);
     task.args.seq = next_seq_++;
-    queue_.push_back(std::move(task));
+    // The fast path keeps the order: nothing is queued or running, and `busy_` holds the progress
+    // thread back until this call finished or was queued at the front.
+    run_inline = bytes >= 0 && bytes <= options_.inline_max_bytes && !options_.check_fingerprints &&
+                 queue_.empty() && !busy_ && !stopping_;
+    if (run_inline) {
+      busy_ = true;
+      poisoned = poison_;
+      if (poisoned.ok()) RecordLocked(task, "started");
+    } else {
+      queue_.push_back(std::move(task));
+    }
   }
-  cv_.notify_one();
+  if (!run_inline) {
+    cv_.notify_one();
+    return work;
+  }
+  RunInline(task, poisoned);
   return work;
+}
+
+void Communicator::RunInline(Task& task, const absl::Status& poisoned) {
+  if (!poisoned.ok()) {
+    SkipPoisoned(task, poisoned);
+  } else {
+    std::optional<absl::Status> status = backend_->TryRunNow(
+        task.args, NextDeadline(), absl::ToChronoNanoseconds(options_.inline_patience));
+    if (status.has_value()) {
+      FinishTask(task, *std::move(status));
+    } else {
+      task.resumed = true;
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_front(std::move(task));  // every call queued meanwhile has a later seq
+    }
+  }
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = false;
+    wake = !queue_.empty() || stopping_;
+  }
+  // Only when there is work: waking an idle progress thread would cost a context switch per call.
+  if (wake) cv_.notify_one();
 }
 
 std::shared_ptr<Work> Communicator::Enqueue(CollectiveArgs args, absl::Status validation) {
@@ -139,7 +212,8 @@ std::shared_ptr<Work> Communicator::Enqueue(CollectiveArgs args, absl::Status va
     work->Complete(std::move(validation));
     return work;
   }
-  return EnqueueTask(Task{std::move(args), nullptr, nullptr});
+  const int64_t bytes = LargestBuffer(args);
+  return EnqueueTask(Task{std::move(args), nullptr, nullptr}, bytes);
 }
 
 void Communicator::ProgressLoop() {
@@ -148,48 +222,69 @@ void Communicator::ProgressLoop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Idle ranks sleep on the condition variable: no polling, no CPU.
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      cv_.wait(lock, [this] { return !busy_ && (stopping_ || !queue_.empty()); });
       if (queue_.empty()) return;  // stopping and drained
       task = std::move(queue_.front());
       queue_.pop_front();
+      busy_ = true;
     }
     RunTask(task);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_ = false;
+    }
   }
 }
 
 void Communicator::RunTask(Task& task) {
-  const std::string what = task.custom ? "Split" : task.args.fp.ToString();
-  const uint64_t seq = task.args.seq;
-  const absl::Status poisoned = poison();
-  if (!poisoned.ok()) {
-    Record(seq, what, "skipped (poisoned)");
-    task.work->Complete(absl::Status(
-        poisoned.code(), absl::StrCat("communicator is poisoned by an earlier error: ",
-                                      poisoned.message())));
+  if (task.resumed) {
+    FinishTask(task, backend_->Run(task.args, NextDeadline()));
     return;
   }
-  Record(seq, what, "started");
+  const absl::Status poisoned = poison();
+  if (!poisoned.ok()) {
+    SkipPoisoned(task, poisoned);
+    return;
+  }
+  Record(task, "started");
   const Deadline deadline = NextDeadline();
   absl::Status status;
   if (task.custom) {
     status = task.custom(deadline);
   } else {
-    if (options_.check_fingerprints) status = CheckFingerprints(task.args, deadline);
+    // Point-to-point calls involve two ranks, not the group: nothing to compare across it.
+    const bool p2p =
+        task.args.fp.op == CollectiveOp::kSend || task.args.fp.op == CollectiveOp::kRecv;
+    if (options_.check_fingerprints && !p2p) status = CheckFingerprints(task.args, deadline);
     if (status.ok()) status = backend_->Run(task.args, deadline);
   }
+  FinishTask(task, std::move(status));
+}
+
+void Communicator::SkipPoisoned(Task& task, const absl::Status& poisoned) {
+  Record(task, "skipped (poisoned)");
+  task.work->Complete(absl::Status(
+      poisoned.code(),
+      absl::StrCat("communicator is poisoned by an earlier error: ", poisoned.message())));
+}
+
+// Completes `task` with the status its run returned; an error poisons the communicator.
+void Communicator::FinishTask(Task& task, absl::Status status) {
+  const uint64_t seq = task.args.seq;
   if (!status.ok()) {
+    const std::string what = task.custom ? "Split" : task.args.fp.ToString();
     status = absl::Status(
         status.code(),
-        absl::StrCat(what, " #", seq, " on rank ", rank_, " of ", size_, " (", backend_name_,
-                     status.code() == absl::StatusCode::kDeadlineExceeded
-                         ? absl::StrCat(") timed out after ", absl::FormatDuration(options_.timeout),
-                                        ": ")
-                         : ") failed: ",
-                     status.message()));
-    Record(seq, what, "failed");
+        absl::StrCat(
+            what, " #", seq, " on rank ", rank_, " of ", size_, " (", backend_name_,
+            status.code() == absl::StatusCode::kDeadlineExceeded
+                ? absl::StrCat(") timed out after ", absl::FormatDuration(options_.timeout), ": ")
+                : ") failed: ",
+            status.message()));
+    Record(task, "failed");
     Fail(status);
   } else {
-    Record(seq, what, "done");
+    Record(task, "done");
   }
   task.work->Complete(status);
 }
@@ -218,7 +313,6 @@ absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadlin
   gather.out = all.data();
   absl::Status s = backend_->Run(gather, deadline);
   if (!s.ok()) return s;
-  if (fp.op == CollectiveOp::kSend || fp.op == CollectiveOp::kRecv) return absl::OkStatus();
   bool same = true;
   std::vector<std::string> per_rank;
   for (int r = 0; r < size_; ++r) {
@@ -228,15 +322,16 @@ absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadlin
     // AllToAllV ranks legitimately send different totals.
     if (fp.op == CollectiveOp::kAllToAllV && other.op == fp.op) other.count = fp.count;
     same = same && other == fp;
-    per_rank.push_back(absl::StrCat("rank ", r, " ", Fingerprint{static_cast<CollectiveOp>(w[0]),
-                                                                 static_cast<DType>(w[1]), w[2],
-                                                                 static_cast<ReduceOp>(w[3]),
-                                                                 static_cast<int>(w[4])}
-                                                         .ToString()));
+    per_rank.push_back(
+        absl::StrCat("rank ", r, " ",
+                     Fingerprint{static_cast<CollectiveOp>(w[0]), static_cast<DType>(w[1]), w[2],
+                                 static_cast<ReduceOp>(w[3]), static_cast<int>(w[4])}
+                         .ToString()));
   }
   if (same) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "ranks called different collectives (LOOM_DEBUG_COLLECTIVES): ", absl::StrJoin(per_rank, "; ")));
+  return absl::FailedPreconditionError(
+      absl::StrCat("ranks called different collectives (LOOM_DEBUG_COLLECTIVES): ",
+                   absl::StrJoin(per_rank, "; ")));
 }
 
 std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, ReduceOp op) {
@@ -244,9 +339,9 @@ std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, Red
   a.fp = {CollectiveOp::kAllReduce, in.dtype(), in.numel(), op};
   a.in = in.raw_data();
   a.out = out.raw_data();
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
-                                           CheckReducible(in.dtype(), op),
-                                           CheckCount(a.fp, out, "out", in.numel())});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                  CheckReducible(in.dtype(), op), CheckCount(a.fp, out, "out", in.numel())});
   return Enqueue(std::move(a), v);
 }
 
@@ -255,9 +350,9 @@ std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out,
   a.fp = {CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op};
   a.in = in.raw_data();
   a.out = out.raw_data();
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
-                             CheckReducible(in.dtype(), op),
-                             CheckCount(a.fp, in, "in", out.numel() * size_)});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                  CheckReducible(in.dtype(), op), CheckCount(a.fp, in, "in", out.numel() * size_)});
   return Enqueue(std::move(a), v);
 }
 
@@ -267,7 +362,7 @@ std::shared_ptr<Work> Communicator::AllGather(const Tensor& in, Tensor& out) {
   a.in = in.raw_data();
   a.out = out.raw_data();
   const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
-                             CheckCount(a.fp, out, "out", in.numel() * size_)});
+                                     CheckCount(a.fp, out, "out", in.numel() * size_)});
   return Enqueue(std::move(a), v);
 }
 
@@ -281,9 +376,8 @@ std::shared_ptr<Work> Communicator::AllToAll(const Tensor& in, Tensor& out) {
           ? absl::OkStatus()
           : Invalid(a.fp, absl::StrCat("in has ", in.numel(), " elements, not a multiple of ",
                                        size_, " ranks"));
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"),
-                                           CheckTensor(a.fp, out, "out"), divisible,
-                                           CheckCount(a.fp, out, "out", in.numel())});
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                                     divisible, CheckCount(a.fp, out, "out", in.numel())});
   return Enqueue(std::move(a), v);
 }
 
@@ -302,14 +396,13 @@ std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
   for (int64_t c : recv_counts) received += c;
   if (static_cast<int>(send_counts.size()) != size_ ||
       static_cast<int>(recv_counts.size()) != size_) {
-    counts = Invalid(a.fp, absl::StrCat("send_counts and recv_counts need one entry per rank (",
-                                        size_, "), got ", send_counts.size(), " and ",
-                                        recv_counts.size()));
+    counts =
+        Invalid(a.fp, absl::StrCat("send_counts and recv_counts need one entry per rank (", size_,
+                                   "), got ", send_counts.size(), " and ", recv_counts.size()));
   }
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"),
-                                           CheckTensor(a.fp, out, "out"), counts,
-                                           CheckCount(a.fp, in, "in (Σ send_counts)", sent),
-                                           CheckCount(a.fp, out, "out (Σ recv_counts)", received)});
+  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+                                     counts, CheckCount(a.fp, in, "in (Σ send_counts)", sent),
+                                     CheckCount(a.fp, out, "out (Σ recv_counts)", received)});
   return Enqueue(std::move(a), v);
 }
 
@@ -318,8 +411,8 @@ std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
   a.fp = {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root};
   a.in = buffer.raw_data();
   a.out = buffer.raw_data();
-  const absl::Status v = FirstError({CheckTensor(a.fp, buffer, "buffer"),
-                                           CheckPeer(a.fp, root, size_, rank_)});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, root, size_, rank_)});
   return Enqueue(std::move(a), v);
 }
 
@@ -328,8 +421,8 @@ std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag
   a.fp = {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
   a.in = buffer.raw_data();
   a.tag = tag;
-  const absl::Status v = FirstError({CheckTensor(a.fp, buffer, "buffer"),
-                                           CheckPeer(a.fp, peer, size_, rank_)});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, peer, size_, rank_)});
   return Enqueue(std::move(a), v);
 }
 
@@ -338,8 +431,8 @@ std::shared_ptr<Work> Communicator::Recv(Tensor& buffer, int peer, int tag) {
   a.fp = {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
   a.out = buffer.raw_data();
   a.tag = tag;
-  const absl::Status v = FirstError({CheckTensor(a.fp, buffer, "buffer"),
-                                           CheckPeer(a.fp, peer, size_, rank_)});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, peer, size_, rank_)});
   return Enqueue(std::move(a), v);
 }
 

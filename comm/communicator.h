@@ -7,7 +7,9 @@
 //   LOOM_ASSIGN_OR_RETURN(auto tp, world->Split(/*color=*/rank / 2, /*key=*/rank));
 //
 // Every rank calls the same collectives in the same order. Calls are queued and run one at a time
-// on this communicator's progress thread, which sleeps when idle. Buffers (host tensors, dtypes
+// on this communicator's progress thread, which sleeps when idle; a short call issued while the
+// communicator is idle is first tried on the caller's thread (see CommOptions::inline_max_bytes),
+// so small collectives avoid the thread handoff. Buffers (host tensors, dtypes
 // f32, bf16, f16, i32, i64; 16-bit types reduce in f32) belong to the call until its Work
 // completes. Each call gets a sequence number and a Fingerprint; the last `history` calls are
 // kept for diagnostics.
@@ -45,6 +47,14 @@ struct CommOptions {
   bool check_fingerprints = false;              // env LOOM_DEBUG_COLLECTIVES=1 turns on
   int history = 64;
   bool abort_on_error = true;  // after logging a fatal error, call Backend::Abort(1)
+  // Caller-thread fast path: a call whose largest buffer has at most `inline_max_bytes` and that
+  // is issued while nothing else is queued or running is tried on the caller's thread; if the
+  // backend's peers are there within `inline_patience` it completes before the call returns,
+  // otherwise the rest is handed to the progress thread as usual. A call therefore never holds
+  // its caller for much longer than `inline_patience` plus its own copy and reduction work.
+  // 0 turns it off (env LOOM_COMM_INLINE_BYTES). Not used with check_fingerprints.
+  int64_t inline_max_bytes = 256 << 10;
+  absl::Duration inline_patience = absl::Microseconds(50);
 
   // Defaults with the environment variables above applied.
   static CommOptions FromEnv();
@@ -63,8 +73,7 @@ class Communicator {
   const CommOptions& options() const { return options_; }
 
   std::shared_ptr<Work> AllReduce(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
-  std::shared_ptr<Work> ReduceScatter(const runtime::Tensor& in, runtime::Tensor& out,
-                                      ReduceOp op);
+  std::shared_ptr<Work> ReduceScatter(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> AllGather(const runtime::Tensor& in, runtime::Tensor& out);
   std::shared_ptr<Work> AllToAll(const runtime::Tensor& in, runtime::Tensor& out);
   // send_counts[j] elements of `in` go to rank j; recv_counts[j] elements of `out` come from j.
@@ -88,16 +97,29 @@ class Communicator {
     CollectiveArgs args;
     std::shared_ptr<Work> work;
     std::function<absl::Status(Deadline)> custom;  // Split and other non-backend calls
+    bool resumed = false;  // started by the caller-thread fast path; Run() continues it
+  };
+  // One history line, formatted only when History() is read (recording stays cheap).
+  struct HistoryEntry {
+    uint64_t seq;
+    Fingerprint fp;
+    bool split;
+    const char* state;
   };
 
   std::shared_ptr<Work> Enqueue(CollectiveArgs args, absl::Status validation);
-  std::shared_ptr<Work> EnqueueTask(Task task);
+  std::shared_ptr<Work> EnqueueTask(Task task, int64_t bytes = -1);
+  void RunInline(Task& task, const absl::Status& poisoned);
   void ProgressLoop();
   void RunTask(Task& task);
+  void FinishTask(Task& task, absl::Status status);
+  void SkipPoisoned(Task& task, const absl::Status& poisoned);
   absl::Status CheckFingerprints(const CollectiveArgs& args, Deadline deadline);
-  void Record(uint64_t seq, const std::string& what, const std::string& state);
+  void Record(const Task& task, const char* state);
+  void RecordLocked(const Task& task, const char* state);
   void Fail(const absl::Status& error);
   Deadline NextDeadline() const;
+  int64_t LargestBuffer(const CollectiveArgs& args) const;
 
   std::unique_ptr<Backend> backend_;
   CommOptions options_;
@@ -109,9 +131,10 @@ class Communicator {
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stopping_ = false;
+  bool busy_ = false;  // a call is running (on the progress thread or inline on a caller)
   uint64_t next_seq_ = 0;
   absl::Status poison_;
-  std::deque<std::string> history_;
+  std::deque<HistoryEntry> history_;
   std::thread progress_;
 };
 

@@ -5,6 +5,9 @@
 namespace loom::comm {
 
 absl::Status Work::Wait() {
+  // Calls finished on the caller's thread (the communicator's fast path) are already done: the
+  // status was written before the release store of done_ and is never written again.
+  if (done_.load(std::memory_order_acquire)) return status_;
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return done_.load(std::memory_order_acquire); });
   return status_;

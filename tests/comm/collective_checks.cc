@@ -126,7 +126,8 @@ void RunCollectiveSweep(Communicator& comm, const SweepOptions& options) {
       MustSucceed(comm.AllGather(ag_in, ag_out), "AllGather " + tag);
       Expect(ag_out, "AllGather " + tag,
              [&](int64_t i) { return Value(static_cast<int>(i / std::max<int64_t>(count, 1)), i % std::max<int64_t>(count, 1)); });
-      // AllToAll: block q of rank r's input is 100·r + q + (i % 3); rank r receives from q.
+      // AllToAll: element i of rank r's input (block q = i / count) is 10·r + q + i % 3; block q of
+      // rank r's output came from rank q.
       Tensor a2a_in = Make(dt, count * n, [&](int64_t i) {
         return 10.0 * r + static_cast<double>(i / std::max<int64_t>(count, 1)) + i % 3;
       });
@@ -165,7 +166,8 @@ void RunCollectiveSweep(Communicator& comm, const SweepOptions& options) {
     MustSucceed(comm.AllToAllV(in, send, out, recv), what);
     Expect(out, what, [&](int64_t i) { return expect_values[i]; });
   }
-  // Send / Recv around a ring (even ranks send first so blocking transports cannot deadlock).
+  // Send / Recv around a ring. Every rank sends before it receives: Send is buffered in every
+  // backend (it completes without a matching Recv), which this relies on.
   if (n > 1) {
     for (int64_t count : {int64_t{1}, int64_t{4099}}) {
       Tensor send = Make(DType::kF32, count, [&](int64_t i) { return Value(r, i); });

@@ -1,0 +1,59 @@
+// The `shm` backend's collective algorithms, one per file, all over a ShmGroup:
+//   allreduce_one_shot.cc   every rank copies its input to its slot; each reduces all slots
+//   allreduce_two_phase.cc  reduce-scatter into the shared result region, then all-gather it
+//   reduce_scatter.cc       each rank reduces its own block from everyone's slots
+//   all_gather.cc           each rank copies its block to its slot; all copy all slots out
+//   all_to_all.cc           block j of rank i travels through i's slot to rank j
+//   broadcast.cc            the root's chunks travel through its slot
+//   barrier.cc              one step with no data
+//   exchange_staged.cc      generic: every rank's StageInput bytes to every rank, then
+//                           ComputeOutput (AllToAllV and anything without a direct algorithm)
+// Messages larger than ShmGroup::MaxStepBytes() run in chunks, one step each. A call can be
+// suspended at a wait (caller-thread fast path) and resumed later from its ShmProgress.
+//
+//   ShmProgress progress{args.seq};
+//   ShmWait wait{deadline, std::nullopt};
+//   LOOM_RETURN_IF_ERROR(AllReduceTwoPhase(group, args, progress, wait));
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "comm/backend.h"
+#include "comm/shm/shm_group.h"
+
+namespace loom::comm {
+
+// Where a call stands, so a suspended call resumes exactly where it stopped.
+struct ShmProgress {
+  uint64_t seq = 0;   // the communicator's sequence number of the call
+  int64_t chunk = 0;  // the chunk being worked on
+  int phase = 0;      // within the chunk: 0 = not yet published
+  ShmStep step;       // the chunk's step, once phase > 0
+};
+
+// Algorithms. Buffers and semantics as in CollectiveArgs (comm/backend.h).
+absl::Status AllReduceOneShot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+absl::Status AllReduceTwoPhase(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+absl::Status ReduceScatterDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+absl::Status AllGatherDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+absl::Status BarrierFlags(ShmGroup& g, ShmProgress& p, ShmWait& w);
+// Not resumable (runs with a deadline only).
+absl::Status ExchangeStaged(ShmGroup& g, const CollectiveArgs& a, ShmWait& w);
+
+// Helpers shared by the algorithm files.
+namespace shm_detail {
+
+inline size_t ElementSize(const CollectiveArgs& a) { return runtime::DTypeSize(a.fp.dtype); }
+// [begin, end) of part `i` of `n` near-equal parts of `len` elements.
+inline int64_t PartBegin(int64_t len, int n, int i) { return len * i / n; }
+// A copy that tolerates identical source and destination (in-place calls).
+inline void CopyBytes(void* dst, const void* src, size_t bytes) {
+  if (dst != src && bytes > 0) std::memmove(dst, src, bytes);  // rare: own block, in place
+}
+
+}  // namespace shm_detail
+}  // namespace loom::comm

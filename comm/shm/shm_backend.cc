@@ -1,0 +1,219 @@
+#include "comm/shm/shm_backend.h"
+
+#include <algorithm>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "comm/exchange.h"
+#include "comm/mpi/mpi_env.h"
+#include "comm/mpi/mpi_util.h"
+#include "comm/shm/algorithms.h"
+#include "comm/shm/shm_group.h"
+#include "runtime/base/env.h"
+#include "runtime/base/logging.h"
+
+namespace loom::comm {
+namespace {
+
+using mpi_detail::LockMpi;
+using mpi_detail::MpiStatus;
+
+ShmGroup::Config GroupConfig(const ShmOptions& o) {
+  ShmGroup::Config c;
+  c.ring_bytes = o.ring_bytes;
+  c.chunk_bytes = o.chunk_bytes;
+  c.stream_min_bytes = o.stream_min_bytes;
+  c.shared_stores = o.shared_stores == "plain"    ? ShmGroup::Config::kPlain
+                    : o.shared_stores == "stream" ? ShmGroup::Config::kStream
+                                                  : ShmGroup::Config::kAuto;
+  return c;
+}
+
+class ShmBackend : public Backend {
+ public:
+  ShmBackend(MPI_Comm comm, std::unique_ptr<ShmGroup> group, ShmOptions options)
+      : comm_(comm),
+        group_(std::move(group)),
+        options_(options),
+        mailbox_(std::make_unique<mpi_detail::MpiMailbox>(comm)) {}
+
+  ~ShmBackend() override {
+    mailbox_.reset();
+    group_.reset();
+    if (mpi_detail::MpiFinalized()) return;
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return group_->rank(); }
+  int size() const override { return group_->size(); }
+  std::string name() const override { return "shm"; }
+
+  absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
+    if (args.fp.op == CollectiveOp::kSend) return mailbox_->Send(args);
+    if (args.fp.op == CollectiveOp::kRecv) {
+      return mailbox_->Recv(args, deadline, group_->oversubscribed());
+    }
+    ShmProgress progress;
+    progress.seq = args.seq;
+    if (pending_.has_value() && pending_->seq == args.seq) progress = *pending_;
+    pending_.reset();
+    ShmWait wait{deadline, std::nullopt};
+    return Dispatch(args, progress, wait);
+  }
+
+  std::optional<absl::Status> TryRunNow(const CollectiveArgs& args, Deadline deadline,
+                                        std::chrono::nanoseconds patience) override {
+    const CollectiveOp op = args.fp.op;
+    if (op == CollectiveOp::kSend || op == CollectiveOp::kRecv || op == CollectiveOp::kAllToAllV) {
+      return std::nullopt;  // not resumable: the progress thread runs them
+    }
+    ShmProgress progress;
+    progress.seq = args.seq;
+    ShmWait wait{deadline, std::chrono::steady_clock::now() + patience};
+    absl::Status s = Dispatch(args, progress, wait);
+    if (wait.suspended) {
+      pending_ = progress;
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
+    // (color, key) travel through shared memory, bounded by the deadline; once every rank is known
+    // to be here, the blocking MPI calls below cannot hang on a missing one.
+    const int64_t mine[2] = {color, key};
+    std::vector<int64_t> all(2 * static_cast<size_t>(size()));
+    CollectiveArgs gather;
+    gather.fp = {CollectiveOp::kAllGather, runtime::DType::kI64, 2};
+    gather.in = mine;
+    gather.out = all.data();
+    ShmProgress progress;
+    ShmWait wait{deadline, std::nullopt};
+    absl::Status s = AllGatherDirect(*group_, gather, progress, wait);
+    if (!s.ok()) return s;
+    const SplitPlan plan = PlanSplit(all, rank());
+    MPI_Comm child = MPI_COMM_NULL;
+    {
+      std::unique_lock<std::mutex> lock = LockMpi();
+      // MPI colors must be non-negative: the group's first member names it.
+      s = MpiStatus(
+          MPI_Comm_split(comm_, *std::min_element(plan.members.begin(), plan.members.end()),
+                         plan.rank, &child),
+          "MPI_Comm_split");
+    }
+    if (!s.ok()) return s;
+    absl::StatusOr<std::unique_ptr<ShmGroup>> group =
+        ShmGroup::Create(child, GroupConfig(options_));
+    if (!group.ok()) {
+      std::unique_lock<std::mutex> lock = LockMpi();
+      MPI_Comm_free(&child);
+      return group.status();
+    }
+    return std::unique_ptr<Backend>(new ShmBackend(child, std::move(group).value(), options_));
+  }
+
+  [[noreturn]] void Abort(int exit_code) override {
+    LOOM_LOG(ERROR) << "aborting the job: MPI_Abort(MPI_COMM_WORLD, " << exit_code << ")";
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    std::abort();
+  }
+
+ private:
+  absl::Status Dispatch(const CollectiveArgs& a, ShmProgress& p, ShmWait& w) {
+    ShmGroup& g = *group_;
+    switch (a.fp.op) {
+      case CollectiveOp::kAllReduce: {
+        const int64_t bytes = a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype));
+        if (bytes <= std::min(options_.one_shot_max_bytes, g.MaxStepBytes())) {
+          return AllReduceOneShot(g, a, p, w);
+        }
+        return AllReduceTwoPhase(g, a, p, w);
+      }
+      case CollectiveOp::kReduceScatter:
+        return ReduceScatterDirect(g, a, p, w);
+      case CollectiveOp::kAllGather:
+        return AllGatherDirect(g, a, p, w);
+      case CollectiveOp::kAllToAll:
+        return AllToAllDirect(g, a, p, w);
+      case CollectiveOp::kBroadcast:
+        return BroadcastFromRoot(g, a, p, w);
+      case CollectiveOp::kBarrier:
+        return BarrierFlags(g, p, w);
+      case CollectiveOp::kAllToAllV:
+        return ExchangeStaged(g, a, w);
+      default:
+        return absl::InternalError(absl::StrCat("shm backend cannot run ", a.fp.ToString()));
+    }
+  }
+
+  MPI_Comm comm_;
+  std::unique_ptr<ShmGroup> group_;
+  ShmOptions options_;
+  std::unique_ptr<mpi_detail::MpiMailbox> mailbox_;
+  std::optional<ShmProgress> pending_;
+};
+
+}  // namespace
+
+ShmOptions ShmOptions::FromEnv() {
+  ShmOptions o;
+  // Reads a positive size from `name` into `value` (warning and keeping the default otherwise).
+  auto read = [](const char* name, int64_t minimum, auto* value) {
+    const absl::StatusOr<int64_t> v = base::GetEnvInt(name, static_cast<int64_t>(*value));
+    if (v.ok() && *v >= minimum) {
+      *value = static_cast<std::remove_pointer_t<decltype(value)>>(*v);
+    } else {
+      LOOM_LOG(WARNING) << name << " must be an integer >= " << minimum << "; using " << *value;
+    }
+  };
+  read("LOOM_SHM_RING_BYTES", 16384, &o.ring_bytes);
+  read("LOOM_SHM_CHUNK_BYTES", 64, &o.chunk_bytes);
+  read("LOOM_SHM_ONE_SHOT_BYTES", 0, &o.one_shot_max_bytes);
+  read("LOOM_SHM_STREAM_BYTES", 0, &o.stream_min_bytes);
+  const std::string stores = base::GetEnv("LOOM_SHM_SHARED_STORES").value_or(o.shared_stores);
+  if (stores == "auto" || stores == "plain" || stores == "stream") {
+    o.shared_stores = stores;
+  } else {
+    LOOM_LOG(WARNING) << "LOOM_SHM_SHARED_STORES must be auto, plain or stream, not \"" << stores
+                      << "\"; using auto";
+  }
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeShmWorldBackend(ShmOptions options) {
+  absl::StatusOr<MpiEnvironment*> env = MpiEnvironment::Init();
+  if (!env.ok()) return env.status();
+  MPI_Comm world = MPI_COMM_NULL;
+  int local_size = 0, world_size = 0, all_local = 0;
+  {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    absl::Status s = MpiStatus(MPI_Comm_dup(MPI_COMM_WORLD, &world), "MPI_Comm_dup");
+    if (!s.ok()) return s;
+    MPI_Comm node = MPI_COMM_NULL;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &local_size);
+    MPI_Comm_free(&node);
+    MPI_Comm_size(world, &world_size);
+    int mine = local_size == world_size ? 1 : 0;
+    MPI_Allreduce(&mine, &all_local, 1, MPI_INT, MPI_MIN, world);
+  }
+  if (!all_local) {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_free(&world);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the shm backend needs every rank on one host, but this rank shares its host with ",
+        local_size, " of ", world_size, " ranks; use the mpi backend across hosts"));
+  }
+  absl::StatusOr<std::unique_ptr<ShmGroup>> group = ShmGroup::Create(world, GroupConfig(options));
+  if (!group.ok()) {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_free(&world);
+    return group.status();
+  }
+  return std::unique_ptr<Backend>(new ShmBackend(world, std::move(group).value(), options));
+}
+
+}  // namespace loom::comm

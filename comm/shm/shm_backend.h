@@ -1,0 +1,56 @@
+// The `shm` backend: ranks of one host exchange through POSIX shared memory with loom's own
+// algorithms (comm/shm/algorithms.h): one-shot all-reduce below a threshold, reduce-scatter +
+// all-gather above it, direct reduce-scatter / all-gather / all-to-all / broadcast, per-rank slot
+// rings (at least double-buffered) with per-step flags (acquire/release atomics) instead of
+// barriers, large messages in chunks (comm/shm/shm_group.h). MPI only bootstraps (ranks, the
+// segment's name, one barrier at creation) and carries Send/Recv (buffered MPI_Isend / MPI_Improbe
+// + MPI_Mrecv, like the mpi backend).
+//
+//   absl::StatusOr<std::unique_ptr<Backend>> b = MakeShmWorldBackend(ShmOptions::FromEnv());
+//   Communicator world(std::move(b).value(), CommOptions::FromEnv());
+//   world.AllReduce(grad, grad, ReduceOp::kSum)->Wait();
+//   // or simply: MakeWorldCommunicator("shm", CommOptions::FromEnv())   (comm/world.h)
+//
+// Buffers are host memory, owned by the caller until the Work completes; every rank calls the
+// collectives in the same order. Reductions combine ranks in rank order with f32 accumulation for
+// 16-bit types, each element reduced by one rank or identically by all, so every rank gets
+// bitwise identical results (equal to the local backend's). Waits spin ~20 µs, then yield, then
+// sleep, bounded by the deadline; a timeout names the ranks whose flags are behind. Split makes
+// a new segment among the group's members. Segments are unlinked once mapped: nothing leaks.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "comm/backend.h"
+
+namespace loom::comm {
+
+struct ShmOptions {
+  // Each rank's slot ring (and the shared result ring). A step of a call reserves the next part;
+  // large messages run in chunks of a quarter of it. Env LOOM_SHM_RING_BYTES.
+  int64_t ring_bytes = 2 << 20;
+  // The largest step (chunk) of a large message, at most a quarter of the ring. Env
+  // LOOM_SHM_CHUNK_BYTES.
+  int64_t chunk_bytes = 512 << 10;
+  // All-reduce messages up to this many bytes use the one-shot algorithm. Env
+  // LOOM_SHM_ONE_SHOT_BYTES.
+  int64_t one_shot_max_bytes = 8 << 10;
+  // Calls whose output has at least this many bytes write it with non-temporal stores (beyond
+  // the last-level cache they only evict what the next chunks need). Env LOOM_SHM_STREAM_BYTES.
+  int64_t stream_min_bytes = 8 << 20;
+  // How stores into the shared slots and result ring are made: "auto" measures plain against
+  // non-temporal stores and keeps the faster (comm/shm/shm_group.h), or "plain" / "stream".
+  // Env LOOM_SHM_SHARED_STORES.
+  std::string shared_stores = "auto";
+
+  static ShmOptions FromEnv();
+};
+
+// Initialises MPI if needed and returns the backend of all MPI_COMM_WORLD ranks, which must share
+// this host (FailedPrecondition otherwise: use the mpi backend). Collective.
+absl::StatusOr<std::unique_ptr<Backend>> MakeShmWorldBackend(ShmOptions options = {});
+
+}  // namespace loom::comm

@@ -1,0 +1,168 @@
+#include "comm/shm/shm_group.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "comm/mpi/mpi_util.h"
+#include "comm/spin_wait.h"
+#include "runtime/base/check.h"
+
+namespace loom::comm {
+namespace {
+
+constexpr size_t kPage = 4096;
+constexpr int64_t kMinTimedStore = 16 << 10;
+constexpr uint64_t kExploreEvery = 128;  // re-measure the other flavour now and then
+
+size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+}  // namespace
+
+absl::Status Suspended() {
+  return absl::UnavailableError("suspended (resumed by the progress thread)");
+}
+
+absl::StatusOr<std::unique_ptr<ShmGroup>> ShmGroup::Create(MPI_Comm comm, const Config& config) {
+  std::unique_ptr<ShmGroup> g(new ShmGroup());
+  {
+    std::unique_lock<std::mutex> lock = mpi_detail::LockMpi();
+    MPI_Comm_rank(comm, &g->rank_);
+    MPI_Comm_size(comm, &g->size_);
+  }
+  const size_t n = static_cast<size_t>(g->size_);
+  g->oversubscribed_ = SpinWait::Oversubscribed(g->size_);
+  g->stream_min_bytes_ = config.stream_min_bytes;
+  g->shared_stores_ = config.shared_stores;
+  g->ring_bytes_ = static_cast<int64_t>(
+      RoundUp(static_cast<size_t>(std::max<int64_t>(config.ring_bytes, 4 * kPage)), 4 * kAlign));
+  g->max_step_bytes_ = static_cast<int64_t>(RoundUp(
+      static_cast<size_t>(std::clamp<int64_t>(config.chunk_bytes, kAlign, g->ring_bytes_ / 4)),
+      kAlign));
+  if (g->max_step_bytes_ > g->ring_bytes_ / 4) g->max_step_bytes_ -= kAlign;
+  // Layout: [2 flags × n ranks × kFlagSlots lines][n slot rings][the result ring], page-aligned.
+  g->slots_offset_ = RoundUp(2 * n * kFlagSlots * 64, kPage);
+  g->ring_stride_ = RoundUp(static_cast<size_t>(g->ring_bytes_), kPage);
+  g->result_offset_ = g->slots_offset_ + n * g->ring_stride_;
+  g->policy_offset_ = g->result_offset_ + g->ring_stride_;
+  const size_t total = g->policy_offset_ + kPage;
+  absl::StatusOr<std::unique_ptr<ShmSegment>> seg = ShmSegment::Create(comm, total, "comm");
+  if (!seg.ok()) return seg.status();
+  g->segment_ = std::move(seg).value();
+  g->base_ = g->segment_->data();
+  return g;
+}
+
+ShmStep ShmGroup::NextStep(int64_t bytes) {
+  const size_t reserve = RoundUp(static_cast<size_t>(std::max<int64_t>(bytes, 0)), kAlign);
+  LOOM_CHECK_LE(static_cast<int64_t>(reserve), MaxStepBytes()) << "shm step too large";
+  // A reservation never wraps: one that does not fit before the end starts at 0. Since every
+  // reservation is at most a quarter of the ring, it then cannot overlap the previous step's.
+  if (position_ + reserve > static_cast<size_t>(ring_bytes_)) position_ = 0;
+  const ShmStep step{++step_, position_};
+  position_ += reserve;
+  return step;
+}
+
+int ShmGroup::SizeClass(int64_t bytes) {
+  int c = 0;
+  for (int64_t b = kMinTimedStore * 2; b <= bytes && c < kSizeClasses - 1; b *= 2) ++c;
+  return c;
+}
+
+ShmGroup::SharedStore::SharedStore(ShmGroup& g, StoreKind kind, int64_t bytes)
+    : g_(g), kind_(kind), bytes_(bytes), timed_(bytes >= kMinTimedStore), stream_(false) {
+  if (!timed_) return;
+  if (g_.shared_stores_ != Config::kAuto) {
+    stream_ = g_.shared_stores_ == Config::kStream;
+    timed_ = false;
+    return;
+  }
+  // All ranks use the same flavour, so each measures what it chose: every rank makes the same
+  // decisions in the same order (same calls, same sizes), the first ones and every
+  // kExploreEvery-th try a set flavour, and otherwise rank 0's verdict (shared) applies.
+  const int size_class = SizeClass(bytes);
+  StoreStats& s = g_.store_stats_[kind_][size_class];
+  ++s.decisions;
+  const bool best =
+      std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class)).load(std::memory_order_relaxed) != 0;
+  if (s.decisions <= 2) {
+    stream_ = false;
+  } else if (s.decisions <= 4) {
+    stream_ = true;
+  } else {
+    stream_ = s.decisions % kExploreEvery == 0 ? !best : best;
+  }
+  start_ = std::chrono::steady_clock::now();
+}
+
+void ShmGroup::StoreStats::Add(bool stream, double ns, int64_t bytes) {
+  const int i = stream ? 1 : 0;
+  recent[i][samples[i] % kWindow] = ns / static_cast<double>(bytes);
+  ++samples[i];
+}
+
+double ShmGroup::StoreStats::Cost(int flavour) const {
+  const int n = std::min(samples[flavour], kWindow);
+  return *std::min_element(recent[flavour], recent[flavour] + n);
+}
+
+ShmGroup::SharedStore::~SharedStore() {
+  if (!timed_) return;
+  const double ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start_).count();
+  int& pending = g_.pending_class_[kind_];
+  if (pending >= 0) {  // a store nobody read back: count its store time alone
+    StoreStats& old = g_.store_stats_[kind_][pending];
+    old.Add(old.pending_stream, old.pending_ns, old.pending_bytes);
+  }
+  pending = SizeClass(bytes_);
+  StoreStats& s = g_.store_stats_[kind_][pending];
+  s.pending_stream = stream_;
+  s.pending_ns = ns;
+  s.pending_bytes = bytes_;
+}
+
+ShmGroup::SharedRead::~SharedRead() {
+  int& pending = g_.pending_class_[kind_];
+  if (pending < 0) return;
+  StoreStats& s = g_.store_stats_[kind_][pending];
+  const double ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start_).count();
+  s.Add(s.pending_stream, s.pending_ns + ns, s.pending_bytes);
+  if (g_.rank_ == 0 && s.samples[0] > 0 && s.samples[1] > 0) {
+    std::atomic_ref<uint8_t>(g_.Policy(kind_, pending))
+        .store(s.Cost(1) < s.Cost(0) ? 1 : 0, std::memory_order_relaxed);
+  }
+  pending = -1;
+}
+
+absl::Status ShmGroup::WaitAll(Flag flag, uint64_t step, ShmWait& wait) const {
+  int next = 0;  // ranks below `next` have reached `step`
+  auto advance = [&] {
+    while (next < size_ && (next == rank_ || Reached(flag, next, step))) ++next;
+    return next == size_;
+  };
+  if (advance()) return absl::OkStatus();
+  SpinWait spin(wait.deadline, wait.give_up_at, oversubscribed_);
+  for (;;) {
+    const SpinWait::Verdict v = spin.Pause();
+    if (advance()) return absl::OkStatus();
+    if (v == SpinWait::kGaveUp) {
+      wait.suspended = true;
+      return Suspended();
+    }
+    if (v == SpinWait::kTimedOut) break;
+  }
+  std::vector<int> behind;
+  for (int r = 0; r < size_; ++r) {
+    if (r != rank_ && !Reached(flag, r, step)) behind.push_back(r);
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("waiting for rank(s) ", absl::StrJoin(behind, ", "), " (their ",
+                   flag == kArrived ? "arrival" : "reduced-segment",
+                   " flags have not reached step ", step, " of this communicator)"));
+}
+
+}  // namespace loom::comm

@@ -1,0 +1,111 @@
+#include "comm/shm/shm_segment.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "comm/mpi/mpi_util.h"
+
+namespace loom::comm {
+namespace {
+
+using mpi_detail::LockMpi;
+using mpi_detail::MpiStatus;
+
+// What rank 0 broadcasts: the segment's name, or why it could not create it.
+struct Announcement {
+  char name[64];
+  char error[448];
+};
+
+std::string Errno(absl::string_view call, int err) {
+  return absl::StrCat(call, ": ", std::strerror(err));
+}
+
+// Creates and sizes the segment; returns "" or an error text.
+std::string CreateFile(const std::string& name, size_t bytes, int* fd) {
+  *fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (*fd < 0) return Errno(absl::StrCat("shm_open(", name, ")"), errno);
+  if (ftruncate(*fd, static_cast<off_t>(bytes)) != 0) {
+    return Errno(absl::StrCat("ftruncate(", name, ", ", bytes, ")"), errno);
+  }
+  const int rc = posix_fallocate(*fd, 0, static_cast<off_t>(bytes));
+  if (rc != 0) {
+    return absl::StrCat(Errno(absl::StrCat("posix_fallocate(", name, ", ", bytes, " bytes)"), rc),
+                        rc == ENOSPC ? " — /dev/shm is too small; enlarge it (docker run "
+                                       "--shm-size=1g) or lower LOOM_SHM_SLOT_BYTES"
+                                     : "");
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, size_t bytes,
+                                                               absl::string_view purpose) {
+  static std::atomic<int> counter{0};
+  int rank = 0;
+  {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_rank(comm, &rank);
+  }
+  Announcement note{};
+  int fd = -1;
+  if (rank == 0) {
+    const std::string name = absl::StrCat("/loom-", purpose, "-", getpid(), "-", counter++);
+    std::snprintf(note.name, sizeof(note.name), "%s", name.c_str());
+    const std::string error = CreateFile(name, bytes, &fd);
+    if (!error.empty()) {
+      std::snprintf(note.error, sizeof(note.error), "%s", error.c_str());
+      if (fd >= 0) close(fd);
+      shm_unlink(name.c_str());
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    absl::Status s = MpiStatus(MPI_Bcast(&note, sizeof(note), MPI_BYTE, 0, comm), "MPI_Bcast");
+    if (!s.ok()) return s;
+  }
+  if (note.error[0] != '\0') {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("creating the shared-memory segment failed on rank 0: ", note.error));
+  }
+  std::string error;
+  if (rank != 0) {
+    fd = shm_open(note.name, O_RDWR, 0600);
+    if (fd < 0) error = Errno(absl::StrCat("shm_open(", note.name, ")"), errno);
+  }
+  void* data = MAP_FAILED;
+  if (fd >= 0) {
+    data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (data == MAP_FAILED) error = Errno("mmap", errno);
+    close(fd);
+  }
+  // Everyone reports; after this no rank will open the name again, so rank 0 unlinks it.
+  int ok = error.empty() ? 1 : 0, all_ok = 0;
+  {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    absl::Status s =
+        MpiStatus(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce");
+    if (rank == 0) shm_unlink(note.name);
+    if (!s.ok()) error = std::string(s.message());
+  }
+  if (!all_ok || !error.empty()) {
+    if (data != MAP_FAILED) munmap(data, bytes);
+    return absl::UnavailableError(
+        absl::StrCat("mapping the shared-memory segment ", note.name, " failed",
+                     error.empty() ? " on another rank" : absl::StrCat(": ", error)));
+  }
+  return std::unique_ptr<ShmSegment>(new ShmSegment(static_cast<char*>(data), bytes));
+}
+
+ShmSegment::~ShmSegment() { munmap(data_, size_); }
+
+}  // namespace loom::comm

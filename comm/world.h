@@ -1,0 +1,26 @@
+// The world communicator of an mpirun-launched job, by backend name. MPI is initialised on first
+// use (comm/mpi/mpi_env.h) and finalized at exit; this header does not expose MPI.
+//
+//   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world,
+//                         MakeWorldCommunicator("shm", CommOptions::FromEnv()));
+//   world->AllReduce(grad, grad, ReduceOp::kSum)->Wait();
+//   LOOM_ASSIGN_OR_RETURN(auto dp, world->Split(/*color=*/world->rank() % 2, world->rank()));
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "comm/communicator.h"
+
+namespace loom::comm {
+
+// Collective over every rank of the job (all must pass the same backend). `backend`:
+//   "mpi"  MPI's own non-blocking collectives (comm/mpi/mpi_backend.h), any number of hosts;
+//   "shm"  loom's shared-memory algorithms (comm/shm/shm_backend.h, options from LOOM_SHM_*),
+//          every rank on one host.
+// InvalidArgument naming the choices for any other name; the backend's error if it cannot start.
+absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
+                                                                    CommOptions options);
+
+}  // namespace loom::comm

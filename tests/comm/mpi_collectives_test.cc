@@ -1,0 +1,185 @@
+// The MPI-launched backends under mpirun (np 2, 3, 4; LOOM_COMM_BACKEND=mpi|shm picks the
+// backend): the shared collective sweep (also with the caller-thread fast path off, and for shm
+// with tiny slots so every message runs in many chunks), calls suspended on the fast path and
+// resumed by the progress thread, and the failure modes: a rank that skips a collective makes the
+// others fail within the timeout naming the op, its sequence number and the missing rank; with
+// fingerprint checks a count mismatch names each rank's call. Every rank's exit code counts
+// (mpirun fails if any rank fails), and a hang becomes MPI_Abort through the communicator's
+// timeout.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "comm/mpi/mpi_env.h"
+#include "comm/world.h"
+#include "runtime/base/check.h"
+#include "tests/comm/collective_checks.h"
+
+namespace loom::comm {
+namespace {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+
+std::string Backend() {
+  const char* b = std::getenv("LOOM_COMM_BACKEND");
+  return b == nullptr ? "shm" : b;
+}
+
+// Test bodies must not let ranks drift into different tests.
+void SyncRanks() { MPI_Barrier(MPI_COMM_WORLD); }
+
+std::unique_ptr<Communicator> World(CommOptions options) {
+  absl::StatusOr<std::unique_ptr<Communicator>> world = MakeWorldCommunicator(Backend(), options);
+  LOOM_CHECK(world.ok()) << world.status();
+  return std::move(world).value();
+}
+
+// Generous: a hang turns into MPI_Abort (abort_on_error), so mpirun fails instead of blocking.
+CommOptions Sweep() {
+  CommOptions o;
+  o.timeout = absl::Seconds(60);
+  return o;
+}
+
+CommOptions FailFast() {
+  CommOptions o;
+  o.timeout = absl::Seconds(2);
+  o.abort_on_error = false;
+  return o;
+}
+
+TEST(MpiCollectivesTest, CollectiveSweep) {
+  std::unique_ptr<Communicator> world = World(Sweep());
+  EXPECT_EQ(world->backend_name(), Backend());
+  testing::RunCollectiveSweep(*world);
+  SyncRanks();
+}
+
+TEST(MpiCollectivesTest, CollectiveSweepOnTheProgressThreadOnly) {
+  CommOptions o = Sweep();
+  o.inline_max_bytes = 0;
+  std::unique_ptr<Communicator> world = World(o);
+  testing::SweepOptions sweep;
+  sweep.counts = {0, 1, 7, 4099};
+  testing::RunCollectiveSweep(*world, sweep);
+  SyncRanks();
+}
+
+TEST(MpiCollectivesTest, CollectiveSweepInTinyChunksWithStreamingStores) {
+  // shm: a 16 KiB ring (the smallest), so every message above 4 KiB runs in many steps and the
+  // ring wraps all the time; non-temporal output stores for every size (normally only for large
+  // messages).
+  const char* settings[][2] = {{"LOOM_SHM_RING_BYTES", "16384"}, {"LOOM_SHM_STREAM_BYTES", "1"}};
+  for (const auto& kv : settings) setenv(kv[0], kv[1], 1);
+  std::unique_ptr<Communicator> world = World(Sweep());
+  for (const auto& kv : settings) unsetenv(kv[0]);
+  testing::SweepOptions sweep;
+  sweep.counts = {7, 4099, 100003};
+  testing::RunCollectiveSweep(*world, sweep);
+  SyncRanks();
+}
+
+// One rank arrives 30 ms late to every call: the others' fast path gives up after its patience
+// and the progress thread resumes the call where it stopped.
+TEST(MpiCollectivesTest, LateRankResumesSuspendedCalls) {
+  std::unique_ptr<Communicator> world = World(Sweep());
+  const int n = world->size(), r = world->rank();
+  int call = 0;
+  auto maybe_late = [&] {
+    if (r == call++ % n) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  };
+  for (int64_t count : {int64_t{3}, int64_t{20000}}) {
+    Tensor in = Tensor::Empty({count}, DType::kF32, MemoryTag::kComm);
+    in.Fill(static_cast<float>(r + 1));
+    Tensor out = Tensor::Zeros({count}, DType::kF32, MemoryTag::kComm);
+    maybe_late();
+    ASSERT_TRUE(world->AllReduce(in, out, ReduceOp::kSum)->Wait().ok());
+    EXPECT_EQ(out.data<float>()[count - 1], n * (n + 1) / 2.0f);
+    Tensor gathered = Tensor::Zeros({count * n}, DType::kF32, MemoryTag::kComm);
+    maybe_late();
+    ASSERT_TRUE(world->AllGather(in, gathered)->Wait().ok());
+    for (int q = 0; q < n; ++q) EXPECT_EQ(gathered.data<float>()[q * count], q + 1.0f);
+    Tensor block = Tensor::Zeros({count / n}, DType::kF32, MemoryTag::kComm);
+    Tensor rs_in = Tensor::Empty({(count / n) * n}, DType::kF32, MemoryTag::kComm);
+    rs_in.Fill(1.0f);
+    maybe_late();
+    ASSERT_TRUE(world->ReduceScatter(rs_in, block, ReduceOp::kSum)->Wait().ok());
+    if (count / n > 0) {
+      EXPECT_EQ(block.data<float>()[0], static_cast<float>(n));
+    }
+    Tensor b = Tensor::Empty({count}, DType::kF32, MemoryTag::kComm);
+    b.Fill(static_cast<float>(r));
+    maybe_late();
+    ASSERT_TRUE(world->Broadcast(b, n - 1)->Wait().ok());
+    EXPECT_EQ(b.data<float>()[count / 2], n - 1.0f);
+    maybe_late();
+    ASSERT_TRUE(world->Barrier()->Wait().ok());
+  }
+  SyncRanks();
+}
+
+TEST(MpiCollectivesTest, SkippedCollectiveTimesOutNamingTheMissingRank) {
+  std::unique_ptr<Communicator> world = World(FailFast());
+  const int n = world->size(), r = world->rank();
+  const int missing = n - 1;
+  Tensor t = Tensor::Zeros({4099}, DType::kF32, MemoryTag::kComm);
+  ASSERT_TRUE(world->AllReduce(t, t, ReduceOp::kSum)->Wait().ok());
+  if (r != missing) {  // the last rank skips collective #1
+    const auto start = std::chrono::steady_clock::now();
+    const absl::Status first = world->AllReduce(t, t, ReduceOp::kSum)->Wait();
+    const absl::Status second = world->Barrier()->Wait();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+    EXPECT_EQ(first.code(), absl::StatusCode::kDeadlineExceeded) << first;
+    EXPECT_NE(first.message().find("AllReduce(f32, count 4099, sum) #1"), std::string::npos)
+        << first;
+    EXPECT_NE(first.message().find(absl::StrCat("waiting for rank(s) ", missing)),
+              std::string::npos)
+        << first;
+    EXPECT_NE(second.message().find("poisoned"), std::string::npos) << second;
+    EXPECT_EQ(world->poison().code(), absl::StatusCode::kDeadlineExceeded);
+  }
+  SyncRanks();  // the skipping rank waits here until the others have timed out
+}
+
+TEST(MpiCollectivesTest, FingerprintMismatchNamesEachRanksCount) {
+  CommOptions o = FailFast();
+  o.check_fingerprints = true;
+  std::unique_ptr<Communicator> world = World(o);
+  const int r = world->rank();
+  Tensor t = Tensor::Zeros({r == 0 ? 4099 : 4098}, DType::kF32, MemoryTag::kComm);
+  const absl::Status s = world->AllReduce(t, t, ReduceOp::kSum)->Wait();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("rank 0 AllReduce(f32, count 4099, sum); rank 1 "
+                             "AllReduce(f32, count 4098, sum)"),
+            std::string::npos)
+      << s;
+  SyncRanks();
+}
+
+TEST(MpiCollectivesTest, UnknownBackendNamesTheChoices) {
+  const absl::StatusOr<std::unique_ptr<Communicator>> c = MakeWorldCommunicator("nccl2", {});
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("\"mpi\""), std::string::npos) << c.status();
+  EXPECT_NE(c.status().message().find("\"shm\""), std::string::npos) << c.status();
+}
+
+}  // namespace
+}  // namespace loom::comm
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  absl::StatusOr<loom::comm::MpiEnvironment*> mpi = loom::comm::MpiEnvironment::Init(&argc, &argv);
+  if (!mpi.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(mpi.status().message()).c_str());
+    return 1;
+  }
+  return RUN_ALL_TESTS();  // MPI is finalized at exit (MpiEnvironment)
+}
