@@ -101,9 +101,8 @@ SplitPlan PlanSplit(const std::vector<int64_t>& color_key, int rank) {
   for (int r = 0; r < n; ++r) {
     if (color_key[2 * r] == color) plan.members.push_back(r);
   }
-  std::stable_sort(plan.members.begin(), plan.members.end(), [&](int a, int b) {
-    return color_key[2 * a + 1] < color_key[2 * b + 1];
-  });
+  std::stable_sort(plan.members.begin(), plan.members.end(),
+                   [&](int a, int b) { return color_key[2 * a + 1] < color_key[2 * b + 1]; });
   plan.size = static_cast<int>(plan.members.size());
   plan.rank = static_cast<int>(std::find(plan.members.begin(), plan.members.end(), rank) -
                                plan.members.begin());

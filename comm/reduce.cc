@@ -38,7 +38,8 @@ void ReduceNative(ReduceOp op, const void* const* inputs, int k, void* out_raw, 
     const int64_t len = std::min(kBlock, n - b);
     const T* first = static_cast<const T*>(inputs[0]) + b;
     if (out + b != first) std::copy_n(first, len, out + b);
-    for (int j = 1; j < k; ++j) Combine<T, T>(op, out + b, static_cast<const T*>(inputs[j]) + b, len);
+    for (int j = 1; j < k; ++j)
+      Combine<T, T>(op, out + b, static_cast<const T*>(inputs[j]) + b, len);
     if (op == ReduceOp::kAvg) {
       for (int64_t i = 0; i < len; ++i) out[b + i] /= static_cast<T>(divisor);
     }
@@ -56,8 +57,8 @@ void ReduceHalf(DType dtype, ReduceOp op, const void* const* inputs, int k, void
     runtime::ConvertBuffer(static_cast<const char*>(inputs[0]) + b * es, dtype, acc, DType::kF32,
                            len);
     for (int j = 1; j < k; ++j) {
-      runtime::ConvertBuffer(static_cast<const char*>(inputs[j]) + b * es, dtype, tmp,
-                             DType::kF32, len);
+      runtime::ConvertBuffer(static_cast<const char*>(inputs[j]) + b * es, dtype, tmp, DType::kF32,
+                             len);
       Combine<float, float>(op, acc, tmp, len);
     }
     if (op == ReduceOp::kAvg) {
@@ -80,9 +81,9 @@ absl::Status CheckReducible(DType dtype, ReduceOp op) {
         "collectives carry f32, bf16, f16, i32 and i64, not ", runtime::DTypeName(dtype)));
   }
   if (op == ReduceOp::kAvg && !runtime::IsFloatingPoint(dtype)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("avg is defined for floating dtypes only, not ", runtime::DTypeName(dtype),
-                     "; reduce with sum and divide"));
+    return absl::InvalidArgumentError(absl::StrCat("avg is defined for floating dtypes only, not ",
+                                                   runtime::DTypeName(dtype),
+                                                   "; reduce with sum and divide"));
   }
   return absl::OkStatus();
 }

@@ -43,8 +43,8 @@ absl::string_view CollectiveOpName(CollectiveOp op) {
 }
 
 std::string Fingerprint::ToString() const {
-  std::string s = absl::StrCat(CollectiveOpName(op), "(", runtime::DTypeName(dtype), ", count ",
-                               count);
+  std::string s =
+      absl::StrCat(CollectiveOpName(op), "(", runtime::DTypeName(dtype), ", count ", count);
   if (op == CollectiveOp::kAllReduce || op == CollectiveOp::kReduceScatter) {
     absl::StrAppend(&s, ", ", ReduceOpName(reduce));
   }

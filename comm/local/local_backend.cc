@@ -19,8 +19,10 @@ namespace {
 
 // State shared by the ranks of one local group.
 struct LocalGroup {
-  explicit LocalGroup(int n) : size(n), arrived(n, 0), staging{std::vector<std::vector<char>>(n),
-                                                                std::vector<std::vector<char>>(n)} {}
+  explicit LocalGroup(int n)
+      : size(n),
+        arrived(n, 0),
+        staging{std::vector<std::vector<char>>(n), std::vector<std::vector<char>>(n)} {}
 
   const int size;
   std::mutex mu;
@@ -128,7 +130,8 @@ class LocalBackend : public Backend {
 
   absl::Status SendMessage(const CollectiveArgs& args) {
     const size_t bytes = static_cast<size_t>(args.fp.count) * runtime::DTypeSize(args.fp.dtype);
-    std::vector<char> msg(static_cast<const char*>(args.in), static_cast<const char*>(args.in) + bytes);
+    std::vector<char> msg(static_cast<const char*>(args.in),
+                          static_cast<const char*>(args.in) + bytes);
     {
       std::lock_guard<std::mutex> lock(group_->mu);
       group_->mailbox[{rank_, args.fp.root, args.tag}].push_back(std::move(msg));
@@ -142,7 +145,9 @@ class LocalBackend : public Backend {
     auto& queue = group_->mailbox[{args.fp.root, rank_, args.tag}];
     absl::Status s = WaitFor(
         lock, deadline, [&] { return !queue.empty(); },
-        [&] { return absl::StrCat("waiting for rank(s) ", args.fp.root, " (tag ", args.tag, ")"); });
+        [&] {
+          return absl::StrCat("waiting for rank(s) ", args.fp.root, " (tag ", args.tag, ")");
+        });
     if (!s.ok()) return s;
     const std::vector<char> msg = std::move(queue.front());
     queue.pop_front();

@@ -33,8 +33,8 @@ Tensor Make(DType dtype, int64_t n, F f) {
         break;
       default: {
         const float fv = static_cast<float>(v);
-        runtime::ConvertBuffer(&fv, DType::kF32, static_cast<char*>(t.raw_data()) +
-                                                     i * runtime::DTypeSize(dtype),
+        runtime::ConvertBuffer(&fv, DType::kF32,
+                               static_cast<char*>(t.raw_data()) + i * runtime::DTypeSize(dtype),
                                dtype, 1);
       }
     }
@@ -116,16 +116,17 @@ void RunCollectiveSweep(Communicator& comm, const SweepOptions& options) {
         Tensor rs_in = Make(dt, count * n, [&](int64_t i) { return Value(r, i); });
         Tensor rs_out = Make(dt, count, [](int64_t) { return kPoison; });
         MustSucceed(comm.ReduceScatter(rs_in, rs_out, op), "ReduceScatter " + what);
-        Expect(rs_out, "ReduceScatter " + what,
-               [&](int64_t i) { return expected(r * count + i); });
+        Expect(rs_out, "ReduceScatter " + what, [&](int64_t i) { return expected(r * count + i); });
       }
       if (!all_ops) continue;
       // AllGather: block q = Value(q, i).
       Tensor ag_in = Make(dt, count, [&](int64_t i) { return Value(r, i); });
       Tensor ag_out = Make(dt, count * n, [](int64_t) { return kPoison; });
       MustSucceed(comm.AllGather(ag_in, ag_out), "AllGather " + tag);
-      Expect(ag_out, "AllGather " + tag,
-             [&](int64_t i) { return Value(static_cast<int>(i / std::max<int64_t>(count, 1)), i % std::max<int64_t>(count, 1)); });
+      Expect(ag_out, "AllGather " + tag, [&](int64_t i) {
+        return Value(static_cast<int>(i / std::max<int64_t>(count, 1)),
+                     i % std::max<int64_t>(count, 1));
+      });
       // AllToAll: element i of rank r's input (block q = i / count) is 10·r + q + i % 3; block q of
       // rank r's output came from rank q.
       Tensor a2a_in = Make(dt, count * n, [&](int64_t i) {
@@ -139,7 +140,8 @@ void RunCollectiveSweep(Communicator& comm, const SweepOptions& options) {
       });
       // Broadcast from every root.
       for (int root = 0; root < n; ++root) {
-        Tensor buf = Make(dt, count, [&](int64_t i) { return r == root ? Value(root, i) : kPoison; });
+        Tensor buf =
+            Make(dt, count, [&](int64_t i) { return r == root ? Value(root, i) : kPoison; });
         MustSucceed(comm.Broadcast(buf, root), absl::StrCat("Broadcast root ", root, " ", tag));
         Expect(buf, absl::StrCat("Broadcast root ", root, " ", tag),
                [&](int64_t i) { return Value(root, i); });
