@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "comm/mpi/mpi_backend.h"
+#include "comm/mpi/mpi_p2p.h"
+#include "comm/p2p_backend.h"
 #include "comm/shm/shm_backend.h"
 
 namespace loom::comm {
@@ -13,11 +15,16 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string
     b = MakeMpiWorldBackend();
   } else if (backend == "shm") {
     b = MakeShmWorldBackend(ShmOptions::FromEnv());
+  } else if (backend == "ring") {
+    absl::StatusOr<std::unique_ptr<PointToPoint>> p2p = MakeMpiPointToPoint();
+    if (!p2p.ok()) return p2p.status();
+    b = MakeP2PBackend(std::move(p2p).value(), P2POptions{});
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown communicator backend \"", backend,
-        "\"; choose \"mpi\" (MPI's collectives, any hosts) or \"shm\" (loom's shared-memory "
-        "algorithms, one host)"));
+        "\"; choose \"mpi\" (MPI's collectives, any hosts), \"shm\" (loom's shared-memory "
+        "algorithms, one host) or \"ring\" (loom's ring / halving-doubling algorithms over MPI "
+        "point-to-point, any hosts)"));
   }
   if (!b.ok()) return b.status();
   return std::make_unique<Communicator>(std::move(b).value(), options);
