@@ -1,7 +1,7 @@
 // Intra-op parallelism: a per-process thread count and a ParallelFor over index ranges.
 //
-//   runtime::SetNumThreads(4);                      // loom's threads; OpenBLAS runs single-threaded
-//   runtime::ParallelFor(rows, /*grain=*/16, [&](int64_t begin, int64_t end) {
+//   runtime::SetNumThreads(4);                      // loom's threads; OpenBLAS runs
+//   single-threaded runtime::ParallelFor(rows, /*grain=*/16, [&](int64_t begin, int64_t end) {
 //     for (int64_t r = begin; r < end; ++r) NormalizeRow(r);
 //   });
 //
