@@ -55,5 +55,11 @@ inline void CopyBytes(void* dst, const void* src, size_t bytes) {
   if (dst != src && bytes > 0) std::memmove(dst, src, bytes);  // rare: own block, in place
 }
 
+// The publishing phase of a block-wise chunk (all-to-all, reduce-scatter): takes the chunk's step,
+// copies elements [lo, lo + len) of every peer's block of `in` (blocks of `count` elements) into
+// this rank's slot (peer q's at q·len), publishes kArrived and moves `p` to phase 1.
+void StagePeerBlocks(ShmGroup& g, ShmProgress& p, const char* in, int64_t count, int64_t lo,
+                     int64_t len, size_t es);
+
 }  // namespace shm_detail
 }  // namespace loom::comm

@@ -21,18 +21,7 @@ absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p
   for (; p.chunk < chunks; ++p.chunk, p.phase = 0) {
     const int64_t lo = p.chunk * per_chunk;
     const int64_t len = std::min(per_chunk, count - lo);
-    if (p.phase == 0) {
-      p.step = g.NextStep(len * n * static_cast<int64_t>(es));
-      char* slot = g.Slot(me, p.step);
-      ShmGroup::SharedStore store(g, ShmGroup::kCopy, (n - 1) * len * es);
-      for (int q = 0; q < n; ++q) {
-        if (q != me) {
-          CopyFast(slot + q * len * es, in + (q * count + lo) * es, len * es, store.stream());
-        }
-      }
-      g.Publish(ShmGroup::kArrived, p.step.number);
-      p.phase = 1;
-    }
+    if (p.phase == 0) shm_detail::StagePeerBlocks(g, p, in, count, lo, len, es);
     absl::Status s = g.WaitAll(ShmGroup::kArrived, p.step.number, w);
     if (!s.ok()) return s;
     // In place (in == out) the peers' blocks were copied out above, before they are overwritten.
