@@ -109,4 +109,18 @@ SplitPlan PlanSplit(const std::vector<int64_t>& color_key, int rank) {
   return plan;
 }
 
+absl::StatusOr<SplitPlan> ExchangeSplitPlan(
+    int color, int key, int rank, int size,
+    absl::FunctionRef<absl::Status(const CollectiveArgs&)> all_gather) {
+  const int64_t mine[2] = {color, key};
+  std::vector<int64_t> all(2 * static_cast<size_t>(size));
+  CollectiveArgs gather;
+  gather.fp = {CollectiveOp::kAllGather, runtime::DType::kI64, 2};
+  gather.in = mine;
+  gather.out = all.data();
+  const absl::Status s = all_gather(gather);
+  if (!s.ok()) return s;
+  return PlanSplit(all, rank);
+}
+
 }  // namespace loom::comm

@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "comm/backend.h"
 
 namespace loom::comm {
@@ -31,5 +33,12 @@ struct SplitPlan {
   std::vector<int> members;  // old ranks, in new-rank order
 };
 SplitPlan PlanSplit(const std::vector<int64_t>& color_key, int rank);
+
+// Every backend's Split starts here: gathers each rank's (color, key) with `all_gather` (run on the
+// given args, a 2-element i64 AllGather over this group, bounded by the caller's deadline) and
+// plans the split for `rank`.
+absl::StatusOr<SplitPlan> ExchangeSplitPlan(
+    int color, int key, int rank, int size,
+    absl::FunctionRef<absl::Status(const CollectiveArgs&)> all_gather);
 
 }  // namespace loom::comm

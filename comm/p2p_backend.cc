@@ -88,13 +88,13 @@ class P2PBackend : public Backend {
   }
 
   absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
-    const int64_t mine[2] = {color, key};
-    std::vector<int64_t> all(2 * static_cast<size_t>(size()));
     const P2PContext ctx{*p2p_, deadline, kCollectiveTag, options_.segment_bytes};
-    absl::Status s = RingAllGather(ctx, mine, all.data(), 2, DType::kI64);
-    if (!s.ok()) return s;
-    const SplitPlan plan = PlanSplit(all, rank());
-    absl::StatusOr<std::unique_ptr<PointToPoint>> child = p2p_->Split(plan.members, deadline);
+    absl::StatusOr<SplitPlan> plan =
+        ExchangeSplitPlan(color, key, rank(), size(), [&](const CollectiveArgs& gather) {
+          return RingAllGather(ctx, gather.in, gather.out, gather.fp.count, gather.fp.dtype);
+        });
+    if (!plan.ok()) return plan.status();
+    absl::StatusOr<std::unique_ptr<PointToPoint>> child = p2p_->Split(plan->members, deadline);
     if (!child.ok()) return child.status();
     return MakeP2PBackend(std::move(child).value(), options_);
   }

@@ -60,15 +60,11 @@ class LocalBackend : public Backend {
 
   absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
     // Exchange (color, key) with a collective, then the first member to arrive creates the group.
-    const int64_t mine[2] = {color, key};
-    std::vector<int64_t> all(2 * static_cast<size_t>(size()));
-    CollectiveArgs gather;
-    gather.fp = {CollectiveOp::kAllGather, runtime::DType::kI64, 2};
-    gather.in = mine;
-    gather.out = all.data();
-    absl::Status s = RunCollective(gather, deadline);
-    if (!s.ok()) return s;
-    const SplitPlan plan = PlanSplit(all, rank_);
+    absl::StatusOr<SplitPlan> planned = ExchangeSplitPlan(
+        color, key, rank_, size(),
+        [&](const CollectiveArgs& gather) { return RunCollective(gather, deadline); });
+    if (!planned.ok()) return planned.status();
+    const SplitPlan& plan = *planned;
     std::shared_ptr<LocalGroup> child;
     {
       std::lock_guard<std::mutex> lock(group_->mu);

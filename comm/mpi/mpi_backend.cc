@@ -132,25 +132,15 @@ class MpiBackend : public Backend {
   }
 
   absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
-    int64_t mine[2] = {color, key};
-    std::vector<int64_t> all(2 * static_cast<size_t>(size_));
-    CollectiveArgs gather;
-    gather.fp = {CollectiveOp::kAllGather, DType::kI64, 2};
-    gather.in = mine;
-    gather.out = all.data();
-    absl::Status s = Run(gather, deadline);  // bounded by the deadline: every rank is here after
-    if (!s.ok()) return s;
-    const SplitPlan plan = PlanSplit(all, rank_);
-    MPI_Comm child = MPI_COMM_NULL;
-    {
-      std::unique_lock<std::mutex> lock = LockMpi();
-      // MPI colors must be non-negative: the group's first member names it.
-      s = MpiStatus(
-          MPI_Comm_split(comm_, *std::min_element(plan.members.begin(), plan.members.end()),
-                         plan.rank, &child),
-          "MPI_Comm_split");
-    }
-    if (!s.ok()) return s;
+    // The gather is bounded by the deadline: afterwards every rank is known to be here.
+    absl::StatusOr<SplitPlan> planned =
+        ExchangeSplitPlan(color, key, rank_, size_,
+                          [&](const CollectiveArgs& gather) { return Run(gather, deadline); });
+    if (!planned.ok()) return planned.status();
+    const SplitPlan& plan = *planned;
+    absl::StatusOr<MPI_Comm> split = mpi_detail::SplitMpiComm(comm_, plan);
+    if (!split.ok()) return split.status();
+    MPI_Comm child = *split;
     absl::StatusOr<std::unique_ptr<ArrivalBoard>> board = ArrivalBoard::Create(child);
     if (!board.ok()) return board.status();
     return std::unique_ptr<Backend>(new MpiBackend(child, std::move(board).value()));

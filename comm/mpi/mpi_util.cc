@@ -1,5 +1,6 @@
 #include "comm/mpi/mpi_util.h"
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -180,6 +181,17 @@ absl::Status MpiMailbox::Recv(const CollectiveArgs& args, Deadline deadline, boo
   return MpiStatus(
       MPI_Mrecv(args.out, static_cast<int>(bytes), MPI_BYTE, &message, MPI_STATUS_IGNORE),
       "MPI_Mrecv");
+}
+
+absl::StatusOr<MPI_Comm> SplitMpiComm(MPI_Comm comm, const SplitPlan& plan) {
+  MPI_Comm child = MPI_COMM_NULL;
+  std::unique_lock<std::mutex> lock = LockMpi();
+  const absl::Status s =
+      MpiStatus(MPI_Comm_split(comm, *std::min_element(plan.members.begin(), plan.members.end()),
+                               plan.rank, &child),
+                "MPI_Comm_split");
+  if (!s.ok()) return s;
+  return child;
 }
 
 }  // namespace loom::comm::mpi_detail

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "comm/backend.h"
+#include "comm/exchange.h"
 #include "comm/spin_wait.h"
 #include "runtime/dtype.h"
 
@@ -31,6 +33,11 @@ bool MpiFinalized();
 
 // The lock loom holds around its MPI calls (owns nothing under MPI_THREAD_MULTIPLE).
 std::unique_lock<std::mutex> LockMpi();
+
+// MPI_Comm_split of `comm` into the group `plan` describes (color: the group's lowest old rank, as
+// MPI colors must be non-negative; key: the new rank). Blocking: call it only once every rank is
+// known to be present (after ExchangeSplitPlan).
+absl::StatusOr<MPI_Comm> SplitMpiComm(MPI_Comm comm, const SplitPlan& plan);
 
 // Element type for moving bytes of `dtype` (bf16/f16 travel as MPI_UINT16_T; MPI has no 16-bit
 // floats, so reductions over them convert to f32 first).

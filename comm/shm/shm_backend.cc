@@ -84,27 +84,17 @@ class ShmBackend : public Backend {
   absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
     // (color, key) travel through shared memory, bounded by the deadline; once every rank is known
     // to be here, the blocking MPI calls below cannot hang on a missing one.
-    const int64_t mine[2] = {color, key};
-    std::vector<int64_t> all(2 * static_cast<size_t>(size()));
-    CollectiveArgs gather;
-    gather.fp = {CollectiveOp::kAllGather, runtime::DType::kI64, 2};
-    gather.in = mine;
-    gather.out = all.data();
-    ShmProgress progress;
-    ShmWait wait{deadline, std::nullopt};
-    absl::Status s = AllGatherDirect(*group_, gather, progress, wait);
-    if (!s.ok()) return s;
-    const SplitPlan plan = PlanSplit(all, rank());
-    MPI_Comm child = MPI_COMM_NULL;
-    {
-      std::unique_lock<std::mutex> lock = LockMpi();
-      // MPI colors must be non-negative: the group's first member names it.
-      s = MpiStatus(
-          MPI_Comm_split(comm_, *std::min_element(plan.members.begin(), plan.members.end()),
-                         plan.rank, &child),
-          "MPI_Comm_split");
-    }
-    if (!s.ok()) return s;
+    absl::StatusOr<SplitPlan> planned =
+        ExchangeSplitPlan(color, key, rank(), size(), [&](const CollectiveArgs& gather) {
+          ShmProgress progress;
+          ShmWait wait{deadline, std::nullopt};
+          return AllGatherDirect(*group_, gather, progress, wait);
+        });
+    if (!planned.ok()) return planned.status();
+    const SplitPlan& plan = *planned;
+    absl::StatusOr<MPI_Comm> split = mpi_detail::SplitMpiComm(comm_, plan);
+    if (!split.ok()) return split.status();
+    MPI_Comm child = *split;
     absl::StatusOr<std::unique_ptr<ShmGroup>> group =
         ShmGroup::Create(child, GroupConfig(options_));
     if (!group.ok()) {
