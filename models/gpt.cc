@@ -14,6 +14,15 @@ namespace loom::models {
 using parallel::Parameter;
 using parallel::Stash;
 using runtime::Tensor;
+using Pass = parallel::ParameterUseHooks::Pass;
+
+template <typename F>
+auto GptModel::InUnit(int unit, Pass pass, F&& body) {
+  if (hooks_ != nullptr) hooks_->BeforeUse(unit, pass);
+  auto result = body();
+  if (hooks_ != nullptr) hooks_->AfterUse(unit, pass);
+  return result;
+}
 
 absl::StatusOr<GptConfig> GptConfig::Preset(absl::string_view name) {
   GptConfig c;
@@ -130,9 +139,14 @@ Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {
   LOOM_CHECK(inputs.rank() == 2 && inputs.dim(1) <= config_.context_length)
       << "GptModel: inputs must be [B, T] with T <= " << config_.context_length << ", got "
       << inputs.DebugString();
-  Tensor x = wpe_.Forward(stash, wte_.Forward(stash, inputs));
-  for (auto& block : blocks_) x = block->Forward(stash, x);
-  return lm_head_.Forward(stash, ln_f_->Forward(stash, x));
+  constexpr Pass kForward = Pass::kForward;
+  Tensor x = InUnit(0, kForward, [&] { return wpe_.Forward(stash, wte_.Forward(stash, inputs)); });
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    x = InUnit(1 + static_cast<int>(i), kForward, [&] { return blocks_[i]->Forward(stash, x); });
+  }
+  const int head = 1 + static_cast<int>(blocks_.size());
+  x = InUnit(head, kForward, [&] { return ln_f_->Forward(stash, x); });
+  return InUnit(head + 1, kForward, [&] { return lm_head_.Forward(stash, x); });
 }
 
 float GptModel::ForwardLoss(Stash& stash, const Tensor& inputs, const Tensor& targets) {
@@ -140,13 +154,26 @@ float GptModel::ForwardLoss(Stash& stash, const Tensor& inputs, const Tensor& ta
 }
 
 void GptModel::Backward(Stash& stash, float scale) {
-  Tensor dx = parallel::Backward(lm_head_, stash, loss_.Backward(stash, scale));
-  dx = parallel::Backward(*ln_f_, stash, dx);
-  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
-    dx = parallel::Backward(**it, stash, dx);
+  constexpr Pass kBackward = Pass::kBackward;
+  const int head = 1 + static_cast<int>(blocks_.size());
+  Tensor dx = loss_.Backward(stash, scale);
+  dx = InUnit(head + 1, kBackward, [&] { return parallel::Backward(lm_head_, stash, dx); });
+  dx = InUnit(head, kBackward, [&] { return parallel::Backward(*ln_f_, stash, dx); });
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    dx = InUnit(1 + static_cast<int>(i), kBackward,
+                [&] { return parallel::Backward(*blocks_[i], stash, dx); });
   }
-  dx = parallel::Backward(wpe_, stash, dx);
-  parallel::Backward(wte_, stash, dx);
+  InUnit(0, kBackward,
+         [&] { return parallel::Backward(wte_, stash, parallel::Backward(wpe_, stash, dx)); });
+}
+
+std::vector<std::vector<Parameter*>> GptModel::ParameterUnits() {
+  std::vector<std::vector<Parameter*>> units = {{&wte_.weight()}};
+  for (Parameter* p : wpe_.Parameters()) units[0].push_back(p);
+  for (auto& block : blocks_) units.push_back(block->Parameters());
+  units.push_back(ln_f_->Parameters());
+  units.push_back({&wte_.weight()});
+  return units;
 }
 
 std::vector<Parameter*> GptModel::Parameters() {

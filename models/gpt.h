@@ -69,6 +69,11 @@ class GptModel {
 
   // Every parameter once, in a fixed order (embedding first, then blocks, then ln_f).
   std::vector<parallel::Parameter*> Parameters();
+  // The parameters each unit uses, in forward order: 0 the token and position embeddings, 1..L
+  // the blocks, L + 1 ln_f, L + 2 the LM head (the tied token embedding again).
+  std::vector<std::vector<parallel::Parameter*>> ParameterUnits();
+  // Called around every unit's forward and backward from now on (nullptr: none). Not owned.
+  void SetParameterUseHooks(parallel::ParameterUseHooks* hooks) { hooks_ = hooks; }
   parallel::Parameter* FindParameter(absl::string_view name);
   int64_t NumParameters();
   void ZeroGrad();
@@ -88,6 +93,11 @@ class GptModel {
   std::unique_ptr<parallel::Layer> ln_f_;
   parallel::TiedLmHead lm_head_;
   parallel::CrossEntropyLoss loss_;
+  parallel::ParameterUseHooks* hooks_ = nullptr;
+
+  // Runs `body` between the hooks of `unit` in `pass`.
+  template <typename F>
+  auto InUnit(int unit, parallel::ParameterUseHooks::Pass pass, F&& body);
 };
 
 }  // namespace loom::models

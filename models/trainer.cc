@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "comm/local/local_backend.h"
 #include "models/data/synthetic_task.h"
 #include "models/gpt_weights.h"
 #include "optim/grad_norm.h"
@@ -35,6 +36,22 @@ absl::Status ValidateOptions(const TrainOptions& o) {
   if (o.resume && o.save_dir.empty()) return bad("--resume needs --save_dir");
   if (o.resume && !o.init_from.empty()) {
     return bad("--resume and --init_from both choose the starting weights; pass one");
+  }
+  if (o.dp < 1) return bad("--dp must be >= 1, got ", o.dp);
+  if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
+  if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
+  if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");
+  if (o.batch % (o.dp * o.grad_accum) != 0) {
+    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --grad_accum ",
+               o.grad_accum, " = ", o.dp * o.grad_accum,
+               " (each rank's micro-batch is batch / (dp x grad_accum)); change --batch to ",
+               (o.batch / (o.dp * o.grad_accum) + 1) * o.dp * o.grad_accum, " or --grad_accum");
+  }
+  if (o.zero >= 1 && (!o.save_dir.empty() || o.resume)) {
+    return absl::UnimplementedError(
+        absl::StrCat("checkpoints of ZeRO-sharded state (--zero ", o.zero,
+                     ") are not supported yet; use --zero 0 with --save_dir/--resume, or "
+                     "--export for the final weights"));
   }
   return absl::OkStatus();
 }
@@ -74,8 +91,14 @@ Trainer::Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset
                  .warmup_steps = options.warmup_steps,
                  .total_steps = std::max<int64_t>(1, options.steps)}) {}
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options) {
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options,
+                                                         comm::Communicator* dp_group) {
   LOOM_RETURN_IF_ERROR(ValidateOptions(options));
+  const int group_size = dp_group != nullptr ? dp_group->size() : 1;
+  if (group_size != options.dp) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dp ", options.dp, " but the data-parallel group has ", group_size, " ranks"));
+  }
   LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(options.preset));
   LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed));
   if (options.vocab_size > 0) config.vocab_size = options.vocab_size;
@@ -101,36 +124,53 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   auto owned = std::make_unique<data::TokenDataset>(std::move(dataset));
   std::unique_ptr<Trainer> t(new Trainer(options, std::move(owned), std::move(model), seq_len));
   LOOM_RETURN_IF_ERROR(t->schedule_.Validate());
+  if (dp_group == nullptr) {
+    t->own_group_ = std::move(comm::MakeLocalWorld(1)[0]);
+    dp_group = t->own_group_.get();
+  }
+  t->dp_group_ = dp_group;
+  LOOM_ASSIGN_OR_RETURN(t->dp_,
+                        parallel::DataParallel::Create(
+                            t->model_->ParameterUnits(), *dp_group,
+                            {.zero_stage = options.zero, .bucket_bytes = options.bucket_bytes}));
+  t->model_->SetParameterUseHooks(t->dp_.get());
   LOOM_ASSIGN_OR_RETURN(data::BatchSampler sampler,
-                        data::BatchSampler::Create(*t->dataset_, options.batch, seq_len,
-                                                   /*rank=*/0, /*world_size=*/1));
+                        data::BatchSampler::Create(*t->dataset_, options.batch / options.dp,
+                                                   seq_len, dp_group->rank(), options.dp));
   t->sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
   if (options.resume) LOOM_RETURN_IF_ERROR(t->Resume());
   return t;
 }
 
-std::vector<optim::ParamSlot> Trainer::Slots() {
-  std::vector<optim::ParamSlot> slots;
-  for (parallel::Parameter* p : model_->Parameters()) {
-    slots.push_back({p->name(), p->value(), p->grad(), p->weight_decay()});
-  }
-  return slots;
+absl::StatusOr<float> Trainer::MeanOverRanks(float local) {
+  if (dp_group_->size() == 1) return local;
+  Tensor value = Tensor::FromVector<float>({1}, {local}, runtime::MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(dp_group_->AllReduce(value, value, comm::ReduceOp::kAvg)->Wait());
+  return value.data<float>()[0];
 }
 
 absl::StatusOr<StepMetrics> Trainer::Step() {
   const auto start = std::chrono::steady_clock::now();
   const data::Batch batch = sampler_->Next();
-  model_->ZeroGrad();
-  parallel::Stash stash;
+  dp_->ZeroGrad();
   StepMetrics m;
-  m.loss = model_->ForwardLoss(stash, batch.inputs, batch.targets);
-  model_->Backward(stash, 1.0f);
-  stash.Clear();
-  std::vector<Tensor> grads;
-  for (parallel::Parameter* p : model_->Parameters()) grads.push_back(p->grad());
-  m.grad_norm = optim::ClipGradNorm(grads, options_.grad_clip);
+  const int64_t accum = options_.grad_accum;
+  const int64_t micro = batch.inputs.dim(0) / accum;
+  float loss = 0.0f;
+  for (int64_t i = 0; i < accum; ++i) {
+    dp_->BeginMicroBatch(/*last=*/i + 1 == accum);
+    parallel::Stash stash;
+    loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
+                                batch.targets.Slice(i * micro, (i + 1) * micro));
+    model_->Backward(stash, 1.0f / static_cast<float>(accum));
+  }
+  LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
+  m.exposed_reduce_ms = dp_->exposed_reduce_ms();
+  LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss / static_cast<float>(accum)));
+  LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
   m.lr = schedule_.At(optimizer_->step());
-  optimizer_->Step(Slots(), m.lr);
+  optimizer_->Step(dp_->Slots(), m.lr);
+  LOOM_RETURN_IF_ERROR(dp_->FinishOptimizerStep());
   m.step = optimizer_->step();
   m.step_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -162,13 +202,18 @@ absl::Status Trainer::SaveCheckpoint() {
   if (options_.save_dir.empty()) {
     return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
   }
+  if (dp_group_->rank() != 0) return dp_group_->Barrier()->Wait();  // rank 0 writes
   LOOM_ASSIGN_OR_RETURN(std::string weights,
                         io::SerializeSafetensors(GptParameterTensors(*model_)));
   LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_->State()));
-  return io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
-                            {{kModelFile, std::move(weights)},
-                             {kOptimizerFile, std::move(optimizer)},
-                             {kStateFile, StateJson()}});
+  const absl::Status saved = io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
+                                                {{kModelFile, std::move(weights)},
+                                                 {kOptimizerFile, std::move(optimizer)},
+                                                 {kStateFile, StateJson()}});
+  // The others wait, so no rank reads or reports a checkpoint rank 0 is still writing; rank 0
+  // joins the barrier even after a failure.
+  const absl::Status joined = dp_group_->Barrier()->Wait();
+  return saved.ok() ? joined : saved;
 }
 
 absl::Status Trainer::Resume() {

@@ -18,11 +18,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "comm/communicator.h"
 #include "models/data/batch_sampler.h"
 #include "models/data/token_dataset.h"
 #include "models/gpt.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
+#include "parallel/data/data_parallel.h"
 
 namespace loom::models {
 
@@ -31,7 +33,11 @@ struct TrainOptions {
   int64_t vocab_size = 0;  // 0: the preset's; must cover the data's vocabulary
   std::string data;        // token file (llm.c shard or text bytes); empty: the embedded task
   int64_t steps = 100;
-  int64_t batch = 8;
+  int64_t batch = 8;       // sequences per optimizer step, over all data-parallel ranks
+  int dp = 1;              // data-parallel ranks (the size of the group given to Create)
+  int zero = 0;            // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
+  int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
+  int64_t bucket_bytes = 4 << 20;   // gradient bucket size
   int64_t seq_len = 0;              // 0: the model's context length
   std::string optimizer = "adamw";  // adamw | sgd
   float lr = 1e-3f;
@@ -56,19 +62,28 @@ struct StepMetrics {
   double grad_norm = 0.0;
   double step_ms = 0.0;
   double tokens_per_s = 0.0;
-  double gflops = 0.0;  // achieved, from GptModel::TrainingFlopsPerToken
+  double gflops = 0.0;             // achieved, from GptModel::TrainingFlopsPerToken
+  double exposed_reduce_ms = 0.0;  // waiting for gradient reductions after backward
 };
 
 class Trainer {
  public:
   // Validates the options (InvalidArgument naming the flag), loads the data, builds and
-  // initialises the model (random, --init_from, or the latest checkpoint with --resume).
-  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options);
+  // initialises the model (random, --init_from, or the latest checkpoint with --resume) and the
+  // data-parallel engine over `dp_group` (size options.dp; nullptr: a group of one rank). Every
+  // rank of the group calls Create with the same options; rank r trains on its slice of each
+  // global batch. `dp_group` must outlive the trainer.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
+                                                         comm::Communicator* dp_group = nullptr);
 
   // One optimizer step on the next batch.
   absl::StatusOr<StepMetrics> Step();
-  // Writes a checkpoint of the current step to options.save_dir.
+  // Writes a checkpoint of the current step to options.save_dir (data-parallel rank 0 writes;
+  // the others have identical state). Collective over the group.
   absl::Status SaveCheckpoint();
+  // Makes every parameter's full value readable (ZeRO-3 gathers them; see
+  // DataParallel::GatherParameters). Collective over the group.
+  absl::Status GatherParameters() { return dp_->GatherParameters(); }
   // Mean loss over the first `batches` eval batches of `dataset` (see data::EvalBatch).
   absl::StatusOr<double> Evaluate(const data::TokenDataset& dataset, int64_t batches);
 
@@ -76,6 +91,8 @@ class Trainer {
   int64_t tokens_per_step() const { return options_.batch * seq_len_; }
   int64_t seq_len() const { return seq_len_; }
   GptModel& model() { return *model_; }
+  parallel::DataParallel& data_parallel() { return *dp_; }
+  comm::Communicator& dp_group() { return *dp_group_; }
   const data::TokenDataset& dataset() const { return *dataset_; }
   const TrainOptions& options() const { return options_; }
   // Where --resume restored from (empty if not resumed).
@@ -85,13 +102,17 @@ class Trainer {
   Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset> dataset,
           std::unique_ptr<GptModel> model, int64_t seq_len);
   absl::Status Resume();
-  std::vector<optim::ParamSlot> Slots();
   std::string StateJson() const;
+  // The mean of `local` over the data-parallel ranks.
+  absl::StatusOr<float> MeanOverRanks(float local);
 
   TrainOptions options_;
   std::unique_ptr<data::TokenDataset> dataset_;
   std::unique_ptr<GptModel> model_;
   int64_t seq_len_;
+  std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
+  comm::Communicator* dp_group_ = nullptr;
+  std::unique_ptr<parallel::DataParallel> dp_;
   std::unique_ptr<data::BatchSampler> sampler_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   optim::CosineSchedule schedule_;

@@ -14,11 +14,15 @@ double GlobalGradNorm(const std::vector<runtime::Tensor>& grads) {
 
 double ClipGradNorm(const std::vector<runtime::Tensor>& grads, double max_norm) {
   const double norm = GlobalGradNorm(grads);
-  if (max_norm > 0.0 && std::isfinite(norm) && norm > max_norm) {
-    const float factor = static_cast<float>(max_norm / norm);
-    for (runtime::Tensor g : grads) runtime::kernels::Scale(g, factor);
+  const double factor = ClipFactor(norm, max_norm);
+  if (factor != 1.0) {
+    for (runtime::Tensor g : grads) runtime::kernels::Scale(g, static_cast<float>(factor));
   }
   return norm;
+}
+
+double ClipFactor(double norm, double max_norm) {
+  return max_norm > 0.0 && std::isfinite(norm) && norm > max_norm ? max_norm / norm : 1.0;
 }
 
 }  // namespace loom::optim

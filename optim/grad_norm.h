@@ -18,5 +18,8 @@ double GlobalGradNorm(const std::vector<runtime::Tensor>& grads);
 // Returns the norm before clipping; multiplies every grad by max_norm / norm when norm > max_norm
 // (max_norm <= 0 disables clipping). A non-finite norm leaves grads untouched.
 double ClipGradNorm(const std::vector<runtime::Tensor>& grads, double max_norm);
+// The factor ClipGradNorm scales by for a given norm: max_norm / norm when max_norm > 0 and the
+// finite norm exceeds it, else 1.
+double ClipFactor(double norm, double max_norm);
 
 }  // namespace loom::optim

@@ -35,6 +35,18 @@ class Layer {
   virtual std::vector<Parameter*> Parameters() { return {}; }
 };
 
+// Called by a model around each use of a unit's parameters (a unit is a top-level layer: the
+// embeddings, one block, the final norm, the LM head), in the order the units run. Data
+// parallelism uses them to gather ZeRO-3 shards just before use (and prefetch the next unit's),
+// release them after, and give ZeRO-2/3 gradients storage only while a unit's backward needs it.
+class ParameterUseHooks {
+ public:
+  enum class Pass { kForward, kBackward };
+  virtual ~ParameterUseHooks() = default;
+  virtual void BeforeUse(int unit, Pass pass) = 0;
+  virtual void AfterUse(int unit, Pass pass) = 0;
+};
+
 // The parameters of `layers`, in order (for composite layers' Parameters()).
 std::vector<Parameter*> ConcatParameters(std::initializer_list<Layer*> layers);
 

@@ -34,8 +34,29 @@ void Parameter::Allocate(runtime::Allocator* allocator) {
 }
 
 void Parameter::ZeroGrad() {
-  grad_.Fill(0.0f);
+  if (grad_.defined()) grad_.Fill(0.0f);
   contributions_ = 0;
+}
+
+namespace {
+
+void CheckBinding(const std::string& name, const runtime::Tensor& t, const runtime::Shape& shape,
+                  const char* what) {
+  if (!t.defined()) return;
+  LOOM_CHECK(t.shape() == shape && t.dtype() == runtime::DType::kF32)
+      << name << ": " << what << " must be f32 of the parameter's shape, got " << t.DebugString();
+}
+
+}  // namespace
+
+void Parameter::BindValue(runtime::Tensor value) {
+  CheckBinding(name_, value, global_shape_, "value");
+  value_ = std::move(value);
+}
+
+void Parameter::BindGrad(runtime::Tensor grad) {
+  CheckBinding(name_, grad, global_shape_, "grad");
+  grad_ = std::move(grad);
 }
 
 void Parameter::ContributionDone() {

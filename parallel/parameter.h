@@ -50,7 +50,14 @@ class Parameter {
 
   // Allocates value (tag param) and a zeroed grad (tag grad) of the local shape.
   void Allocate(runtime::Allocator* allocator = nullptr);
+  // Zeroes grad (if bound) and restarts the count of contributions.
   void ZeroGrad();
+  // Rebinds value or grad to other storage of the local shape (views into data parallelism's flat
+  // buffers), or releases it with an undefined tensor while a ZeRO-3 shard is not gathered or a
+  // ZeRO-2/3 gradient has no storage. Layers read value() and grad() at each use, so a rebinding
+  // takes effect at once.
+  void BindValue(runtime::Tensor value);
+  void BindGrad(runtime::Tensor grad);
 
   // Number of places in the model that use this parameter (2 for a tied embedding / LM head).
   void AddUse() { ++uses_; }

@@ -1,0 +1,418 @@
+#include "parallel/data/data_parallel.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "optim/grad_norm.h"
+#include "runtime/base/check.h"
+#include "runtime/kernels/elementwise.h"
+
+namespace loom::parallel {
+
+using runtime::MemoryTag;
+using runtime::Tensor;
+
+namespace {
+
+// A failed collective inside a model's hook cannot be returned to the caller: the layer about to
+// run needs its parameters. The communicator already logged the op, sequence number and ranks.
+void CheckWait(const std::shared_ptr<comm::Work>& work, const char* what) {
+  const absl::Status s = work->Wait();
+  LOOM_CHECK(s.ok()) << "data parallel " << what << " failed: " << s;
+}
+
+// [lo, hi) ∩ [a, b), or an empty range at lo.
+std::pair<int64_t, int64_t> Intersect(int64_t lo, int64_t hi, int64_t a, int64_t b) {
+  const int64_t l = std::max(lo, a), h = std::min(hi, b);
+  return h > l ? std::make_pair(l, h) : std::make_pair(l, l);
+}
+
+}  // namespace
+
+DataParallel::DataParallel(comm::Communicator& group, Options options)
+    : group_(group),
+      options_(options),
+      allocator_(options.allocator != nullptr ? options.allocator
+                                              : &runtime::Allocator::Default()) {}
+
+DataParallel::~DataParallel() {
+  for (Bucket& b : buckets_) {
+    if (b.reduce != nullptr) (void)b.reduce->Wait();  // buffers must outlive the call
+    if (b.gather != nullptr) (void)b.gather->Wait();
+    for (Parameter* p : b.params) p->SetGradReadyHook(nullptr);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
+    std::vector<std::vector<Parameter*>> units, comm::Communicator& group, Options options) {
+  if (options.zero_stage < 0 || options.zero_stage > 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--zero must be 0, 1, 2 or 3, got ", options.zero_stage));
+  }
+  if (options.bucket_bytes < 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the gradient bucket size must be >= 4 bytes, got ", options.bucket_bytes));
+  }
+  for (const auto& unit : units) {
+    for (const Parameter* p : unit) {
+      if (p->shard_spec().kind != ShardSpec::Kind::kReplicated || !p->value().defined()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(p->name(),
+                         ": data parallelism needs allocated replicated parameters, "
+                         "got ",
+                         p->shard_spec().ToString()));
+      }
+    }
+  }
+  std::unique_ptr<DataParallel> dp(new DataParallel(group, options));
+  dp->BuildBuckets(units);
+  dp->AllocateStorage();
+  dp->BuildSlots();
+  return dp;
+}
+
+void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& units) {
+  // Parameters in order of first use, with the unit of that use.
+  std::vector<std::pair<Parameter*, int>> order;
+  absl::flat_hash_map<Parameter*, int> first_unit;
+  for (int u = 0; u < static_cast<int>(units.size()); ++u) {
+    for (Parameter* p : units[u]) {
+      if (first_unit.emplace(p, u).second) order.emplace_back(p, u);
+    }
+  }
+  // Backward makes gradients final roughly in reverse order of first use.
+  const int64_t max_numel = std::max<int64_t>(1, options_.bucket_bytes / 4);
+  int current_unit = -1;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const auto [p, unit] = *it;
+    const int64_t n = p->value().numel();
+    const bool unit_boundary = options_.zero_stage == 3 && unit != current_unit;
+    if (buckets_.empty() || unit_boundary || buckets_.back().numel + n > max_numel) {
+      if (buckets_.empty() || !buckets_.back().params.empty()) buckets_.emplace_back();
+    }
+    current_unit = unit;
+    Bucket& b = buckets_.back();
+    where_[p] = {static_cast<int>(buckets_.size()) - 1, static_cast<int>(b.params.size())};
+    b.params.push_back(p);
+    b.offsets.push_back(b.numel);
+    b.numel += n;
+  }
+  const int size = group_.size();
+  for (Bucket& b : buckets_) b.shard = (b.numel + size - 1) / size;
+  unit_buckets_.resize(units.size());
+  for (int u = 0; u < static_cast<int>(units.size()); ++u) {
+    for (Parameter* p : units[u]) {
+      const int bucket = where_[p].bucket;
+      std::vector<int>& list = unit_buckets_[u];
+      if (std::find(list.begin(), list.end(), bucket) == list.end()) list.push_back(bucket);
+      std::vector<int>& users = buckets_[bucket].units;
+      if (users.empty() || users.back() != u) users.push_back(u);
+    }
+  }
+}
+
+Tensor DataParallel::Flat(int64_t numel, MemoryTag tag) const {
+  return Tensor::Zeros({numel}, runtime::DType::kF32, tag, allocator_);
+}
+
+void DataParallel::BindValues(Bucket& b) {
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    Parameter* p = b.params[i];
+    const int64_t n = runtime::NumElements(p->global_shape());
+    p->BindValue(b.value.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->global_shape()));
+  }
+}
+
+void DataParallel::BindGrads(Bucket& b) {
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    Parameter* p = b.params[i];
+    const int64_t n = runtime::NumElements(p->global_shape());
+    p->BindGrad(b.grad.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->global_shape()));
+  }
+}
+
+void DataParallel::AllocateStorage() {
+  const int stage = options_.zero_stage;
+  const int64_t rank = group_.rank();
+  for (Bucket& b : buckets_) {
+    const int64_t padded = b.shard * group_.size();
+    const int64_t mine = rank * b.shard;
+    if (stage < 3) {
+      b.value = Flat(padded, MemoryTag::kParam);
+    } else {
+      b.value_shard = Flat(b.shard, MemoryTag::kParam);
+    }
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      const float* src = b.params[i]->value().data<float>();
+      const int64_t off = b.offsets[i], n = b.params[i]->value().numel();
+      if (stage < 3) {
+        std::memcpy(b.value.data<float>() + off, src, n * sizeof(float));
+      } else {
+        const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
+        std::memcpy(b.value_shard.data<float>() + (lo - mine), src + (lo - off),
+                    (hi - lo) * sizeof(float));
+      }
+    }
+    if (stage < 3) {
+      BindValues(b);
+    } else {
+      for (Parameter* p : b.params) p->BindValue(Tensor());
+    }
+    if (stage < 2) {
+      b.grad = Flat(padded, MemoryTag::kGrad);
+      BindGrads(b);
+    } else {
+      for (Parameter* p : b.params) p->BindGrad(Tensor());
+    }
+    if (stage >= 1) b.grad_shard = Flat(b.shard, MemoryTag::kGrad);
+    for (Parameter* p : b.params) {
+      p->SetGradReadyHook([this](Parameter& ready) { OnGradReady(ready); });
+    }
+  }
+}
+
+void DataParallel::BuildSlots() {
+  if (options_.zero_stage == 0) {
+    // Every parameter whole, in order of first use (as the single-rank trainer lists them).
+    std::vector<Parameter*> params;
+    for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
+      for (auto p = it->params.rbegin(); p != it->params.rend(); ++p) params.push_back(*p);
+    }
+    for (Parameter* p : params) {
+      slots_.push_back({p->name(), p->value(), p->grad(), p->weight_decay()});
+    }
+    return;
+  }
+  const int64_t rank = group_.rank();
+  for (Bucket& b : buckets_) {
+    const int64_t mine = rank * b.shard;
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
+      const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
+      if (hi == lo) continue;
+      Tensor value = options_.zero_stage < 3 ? b.value.Slice(lo, hi)
+                                             : b.value_shard.Slice(lo - mine, hi - mine);
+      slots_.push_back({b.params[i]->name(), value, b.grad_shard.Slice(lo - mine, hi - mine),
+                        b.params[i]->weight_decay()});
+    }
+  }
+}
+
+std::vector<int64_t> DataParallel::BucketNumels() const {
+  std::vector<int64_t> numels;
+  for (const Bucket& b : buckets_) numels.push_back(b.numel);
+  return numels;
+}
+
+void DataParallel::ZeroGrad() {
+  for (Bucket& b : buckets_) {
+    for (Parameter* p : b.params) p->ZeroGrad();
+    if (b.grad_shard.defined()) b.grad_shard.Fill(0.0f);
+  }
+  first_micro_ = true;
+  micro_started_ = false;
+}
+
+void DataParallel::BeginMicroBatch(bool last) {
+  if (micro_started_) {
+    first_micro_ = false;
+    // Stages 2-3 reduce every micro-batch; the next one's buffers replace this one's.
+    for (Bucket& b : buckets_) {
+      if (b.reduce != nullptr) {
+        CheckWait(b.reduce, "gradient reduce-scatter");
+        CompleteReduce(b);
+      }
+    }
+  }
+  micro_started_ = true;
+  reduce_this_micro_ = last || options_.zero_stage >= 2;
+  for (Bucket& b : buckets_) b.ready = 0;
+  next_launch_ = 0;
+}
+
+void DataParallel::OnGradReady(Parameter& p) {
+  if (!reduce_this_micro_) return;
+  Bucket& b = buckets_[where_.at(&p).bucket];
+  ++b.ready;
+  // Launch in bucket order, so every rank issues the same sequence of collectives.
+  while (next_launch_ < num_buckets() &&
+         buckets_[next_launch_].ready == static_cast<int>(buckets_[next_launch_].params.size())) {
+    LaunchReduce(next_launch_++);
+  }
+}
+
+void DataParallel::LaunchReduce(int bucket) {
+  Bucket& b = buckets_[bucket];
+  switch (options_.zero_stage) {
+    case 0:
+      b.reduce = group_.AllReduce(b.grad, b.grad, comm::ReduceOp::kAvg);
+      break;
+    case 1:
+      b.reduce = group_.ReduceScatter(b.grad, b.grad_shard, comm::ReduceOp::kAvg);
+      break;
+    default:
+      // Later micro-batches reduce beside the shard and add into it when done.
+      if (!first_micro_) b.reduce_out = Flat(b.shard, MemoryTag::kGrad);
+      b.reduce = group_.ReduceScatter(b.grad, first_micro_ ? b.grad_shard : b.reduce_out,
+                                      comm::ReduceOp::kAvg);
+  }
+}
+
+void DataParallel::CompleteReduce(Bucket& b) {
+  b.reduce = nullptr;
+  if (options_.zero_stage < 2) return;
+  if (b.reduce_out.defined()) {
+    runtime::kernels::AddInto(b.grad_shard, b.reduce_out);
+    b.reduce_out = Tensor();
+  }
+  for (Parameter* p : b.params) p->BindGrad(Tensor());
+  b.grad = Tensor();
+}
+
+void DataParallel::PollReductions() {
+  for (Bucket& b : buckets_) {
+    if (b.reduce == nullptr || !b.reduce->Test()) continue;
+    CheckWait(b.reduce, "gradient reduction");
+    CompleteReduce(b);
+  }
+}
+
+absl::Status DataParallel::FinishBackward() {
+  if (reduce_this_micro_ && next_launch_ < num_buckets()) {
+    const Bucket& b = buckets_[next_launch_];
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data parallel: bucket ", next_launch_, " (first parameter ", b.params.front()->name(),
+        ") did not get all its gradients in this backward (", b.ready, " of ", b.params.size(),
+        "); every parameter must be used in every micro-batch"));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status;
+  for (Bucket& b : buckets_) {
+    if (b.reduce == nullptr) continue;
+    absl::Status s = b.reduce->Wait();
+    if (!s.ok() && status.ok()) status = s;
+    CompleteReduce(b);
+  }
+  exposed_reduce_ms_ =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return status;
+}
+
+absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
+  std::vector<Tensor> grads;
+  for (const optim::ParamSlot& s : slots_) grads.push_back(s.grad);
+  if (options_.zero_stage == 0) return optim::ClipGradNorm(grads, max_norm);
+  // Each rank's sum of squares travels bit for bit (a double in an i64) and every rank adds them
+  // in rank order, so all ranks get the same norm.
+  double local = 0.0;
+  for (const Tensor& g : grads) local += runtime::kernels::SumOfSquares(g);
+  Tensor mine = Tensor::Empty({1}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
+  std::memcpy(mine.data<int64_t>(), &local, sizeof(double));
+  Tensor all = Tensor::Empty({group_.size()}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
+  absl::Status s = group_.AllGather(mine, all)->Wait();
+  if (!s.ok()) return s;
+  double total = 0.0;
+  for (int r = 0; r < group_.size(); ++r) {
+    double part;
+    std::memcpy(&part, all.data<int64_t>() + r, sizeof(double));
+    total += part;
+  }
+  const double norm = std::sqrt(total);
+  const double factor = optim::ClipFactor(norm, max_norm);
+  if (factor != 1.0) {
+    for (Tensor& g : grads) runtime::kernels::Scale(g, static_cast<float>(factor));
+  }
+  return norm;
+}
+
+absl::Status DataParallel::FinishOptimizerStep() {
+  if (options_.zero_stage != 1 && options_.zero_stage != 2) return absl::OkStatus();
+  // The owned shard is part of the gathered output: stage it so input and output do not alias.
+  std::vector<Tensor> staged;
+  std::vector<std::shared_ptr<comm::Work>> works;
+  const int64_t rank = group_.rank();
+  for (Bucket& b : buckets_) {
+    Tensor mine = Tensor::Empty({b.shard}, runtime::DType::kF32, MemoryTag::kComm, allocator_);
+    std::memcpy(mine.data<float>(), b.value.data<float>() + rank * b.shard,
+                b.shard * sizeof(float));
+    works.push_back(group_.AllGather(mine, b.value));
+    staged.push_back(std::move(mine));
+  }
+  absl::Status status;
+  for (auto& w : works) {
+    absl::Status s = w->Wait();
+    if (!s.ok() && status.ok()) status = s;
+  }
+  return status;
+}
+
+void DataParallel::StartGather(int bucket) {
+  Bucket& b = buckets_[bucket];
+  if (b.value.defined()) return;  // gathered or on its way
+  b.value = Flat(b.shard * group_.size(), MemoryTag::kParam);
+  b.gather = group_.AllGather(b.value_shard, b.value);
+}
+
+void DataParallel::FinishGather(Bucket& b) {
+  if (b.gather == nullptr) return;
+  CheckWait(b.gather, "parameter all-gather");
+  b.gather = nullptr;
+  BindValues(b);
+}
+
+void DataParallel::ReleaseValues(Bucket& b) {
+  for (Parameter* p : b.params) p->BindValue(Tensor());
+  b.value = Tensor();
+}
+
+absl::Status DataParallel::GatherParameters() {
+  if (options_.zero_stage != 3) return absl::OkStatus();
+  for (int i = 0; i < num_buckets(); ++i) StartGather(i);
+  for (Bucket& b : buckets_) {
+    if (b.gather == nullptr) continue;
+    absl::Status s = b.gather->Wait();
+    if (!s.ok()) return s;
+    b.gather = nullptr;
+    BindValues(b);
+  }
+  return absl::OkStatus();
+}
+
+int DataParallel::LastUse(const Bucket& b, Pass pass) const {
+  return pass == Pass::kForward ? b.units.back() : b.units.front();
+}
+
+void DataParallel::BeforeUse(int unit, Pass pass) {
+  PollReductions();
+  if (options_.zero_stage == 3) {
+    for (int bucket : unit_buckets_[unit]) StartGather(bucket);
+    const int next = pass == Pass::kForward ? unit + 1 : unit - 1;
+    if (next >= 0 && next < static_cast<int>(unit_buckets_.size())) {
+      for (int bucket : unit_buckets_[next]) StartGather(bucket);  // prefetch
+    }
+    for (int bucket : unit_buckets_[unit]) FinishGather(buckets_[bucket]);
+  }
+  if (options_.zero_stage >= 2 && pass == Pass::kBackward) {
+    for (int bucket : unit_buckets_[unit]) {
+      Bucket& b = buckets_[bucket];
+      if (b.grad.defined()) continue;
+      b.grad = Flat(b.shard * group_.size(), MemoryTag::kGrad);
+      BindGrads(b);
+    }
+  }
+}
+
+void DataParallel::AfterUse(int unit, Pass pass) {
+  if (options_.zero_stage == 3) {
+    for (int bucket : unit_buckets_[unit]) {
+      Bucket& b = buckets_[bucket];
+      if (LastUse(b, pass) == unit) ReleaseValues(b);
+    }
+  }
+  PollReductions();
+}
+
+}  // namespace loom::parallel

@@ -1,0 +1,156 @@
+// DataParallel: DDP and ZeRO-1/2/3 over a data-parallel group, driven by a model's parameter
+// units and grad-ready hooks.
+//
+//   DataParallel::Options o{.zero_stage = 1, .bucket_bytes = 4 << 20};
+//   LOOM_ASSIGN_OR_RETURN(auto dp, DataParallel::Create(model.ParameterUnits(), dp_group, o));
+//   model.SetParameterUseHooks(dp.get());
+//   dp->ZeroGrad();
+//   for (int m = 0; m < micro_batches; ++m) {
+//     dp->BeginMicroBatch(/*last=*/m + 1 == micro_batches);
+//     model.ForwardLoss(stash, ...);
+//     model.Backward(stash, 1.0f / micro_batches);   // buckets reduce while backward runs
+//   }
+//   LOOM_RETURN_IF_ERROR(dp->FinishBackward());      // averaged gradients (or their shard)
+//   LOOM_ASSIGN_OR_RETURN(double norm, dp->ClipGradNorm(1.0));
+//   optimizer.Step(dp->Slots(), lr);                 // this rank's shard under ZeRO
+//   LOOM_RETURN_IF_ERROR(dp->FinishOptimizerStep()); // ZeRO-1/2: all-gather the parameters
+//
+// Layout. Parameters are packed, in reverse order of first use (the order backward makes their
+// gradients final), into buckets of at most `bucket_bytes` (a parameter is never split; ZeRO-3
+// also starts a bucket at every unit boundary). Each bucket is one flat f32 buffer for values and
+// one for gradients; parameters become views into them. A bucket is padded to a multiple of the
+// group size and rank r owns elements [r·S, (r+1)·S) of it, S = padded / size.
+//
+// Stages (bytes per rank, Ψ parameters, P = Σ padded bucket sizes ≈ Ψ):
+//   0 (DDP)  values 4P, gradients 4P; each bucket is all-reduced (average) the moment its last
+//            gradient is final, while the rest of backward runs; AdamW state 8Ψ.
+//   1        as 0 but each bucket is reduce-scattered into this rank's gradient shard (4P/size
+//            more); the optimizer updates only the owned shard (state 8Ψ/size); afterwards the
+//            updated shards are all-gathered into every rank's values.
+//   2        gradients sharded: a bucket's full gradient buffer exists only from the backward of
+//            the first unit that uses it until its reduce-scatter completes; persistent
+//            gradients 4P/size.
+//   3        values sharded too: a unit's buckets are all-gathered just before the unit runs
+//            (the next unit's are prefetched) and released after the pass's last use; persistent
+//            values 4P/size.
+// Gradient accumulation: with stages 0 and 1 gradients accumulate in the full buffers and reduce
+// only on the last micro-batch; stages 2 and 3 keep no full gradients, so they reduce-scatter
+// every micro-batch and add into the shard (as DeepSpeed does).
+//
+// Every rank must create the engine with the same units and options and start from the same
+// parameter values. Reductions are issued in bucket order on every rank, so the collectives on the
+// group match. A failed collective is fatal (LOOM_CHECK) inside the hooks, since a layer cannot
+// run on parameters that never arrived; the communicator has already named the op and ranks.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "optim/optimizer.h"
+#include "parallel/layer.h"
+#include "parallel/parameter.h"
+#include "runtime/allocator.h"
+
+namespace loom::parallel {
+
+class DataParallel : public ParameterUseHooks {
+ public:
+  struct Options {
+    int zero_stage = 0;              // 0 (DDP), 1, 2 or 3
+    int64_t bucket_bytes = 4 << 20;  // f32 bytes per gradient bucket (at least one parameter)
+    runtime::Allocator* allocator = nullptr;  // nullptr: Allocator::Default()
+  };
+
+  // `units`: the model's ParameterUnits(); every parameter must be allocated (whole, replicated).
+  // Takes over the parameters' storage (values are copied into the flat buffers; ZeRO-3 keeps
+  // only this rank's shard). `group` must outlive the engine. InvalidArgument for a bad stage or
+  // bucket size, or a parameter that is not replicated.
+  static absl::StatusOr<std::unique_ptr<DataParallel>> Create(
+      std::vector<std::vector<Parameter*>> units, comm::Communicator& group, Options options);
+  ~DataParallel() override;
+
+  // Zeroes the gradients of the step (call before the first micro-batch).
+  void ZeroGrad();
+  // Starts a micro-batch; `last`: the last one of this optimizer step.
+  void BeginMicroBatch(bool last);
+  // Waits for every reduction of the step: afterwards Slots() hold the averaged gradients.
+  absl::Status FinishBackward();
+  // The global gradient norm (over every rank's shard under ZeRO) and, when max_norm > 0 and the
+  // norm exceeds it, every local gradient scaled by max_norm / norm. Collective for stages >= 1.
+  absl::StatusOr<double> ClipGradNorm(double max_norm);
+  // What the optimizer updates: every parameter (stage 0) or the pieces of parameters inside this
+  // rank's shards, named after their parameter (stages >= 1). Stable from step to step.
+  const std::vector<optim::ParamSlot>& Slots() const { return slots_; }
+  // Stages 1 and 2: all-gathers the updated shards into every rank's values.
+  absl::Status FinishOptimizerStep();
+  // Stage 3: gathers every parameter's full value (e.g. to export it); they stay gathered until the
+  // next forward releases them. A no-op for other stages.
+  absl::Status GatherParameters();
+
+  // ParameterUseHooks (called by the model).
+  void BeforeUse(int unit, Pass pass) override;
+  void AfterUse(int unit, Pass pass) override;
+
+  int zero_stage() const { return options_.zero_stage; }
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // Elements per bucket before padding (sums to the number of parameter elements).
+  std::vector<int64_t> BucketNumels() const;
+  // Time spent waiting for reductions in the last FinishBackward (what backward did not hide).
+  double exposed_reduce_ms() const { return exposed_reduce_ms_; }
+
+ private:
+  struct Bucket {
+    std::vector<Parameter*> params;
+    std::vector<int64_t> offsets;  // element offset of each parameter in the flat buffers
+    std::vector<int> units;        // units that use a parameter of this bucket, ascending
+    int64_t numel = 0;
+    int64_t shard = 0;            // padded / group size
+    runtime::Tensor value;        // full values (stage 3: only while gathered)
+    runtime::Tensor value_shard;  // stage 3: this rank's values (the master copy)
+    runtime::Tensor grad;         // full gradients (stages 2-3: only during backward)
+    runtime::Tensor grad_shard;   // stages >= 1: this rank's reduced gradients
+    runtime::Tensor reduce_out;   // stages 2-3, later micro-batches: before adding into the shard
+    std::shared_ptr<comm::Work> gather, reduce;
+    int ready = 0;  // parameters whose gradient is final in this micro-batch
+  };
+  struct Location {
+    int bucket;
+    int index;  // in Bucket::params
+  };
+
+  DataParallel(comm::Communicator& group, Options options);
+  void BuildBuckets(const std::vector<std::vector<Parameter*>>& units);
+  void AllocateStorage();
+  void BuildSlots();
+  runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag) const;
+  void BindValues(Bucket& b);
+  void BindGrads(Bucket& b);
+  void OnGradReady(Parameter& p);
+  void LaunchReduce(int bucket);
+  void CompleteReduce(Bucket& b);
+  void PollReductions();
+  void StartGather(int bucket);
+  void FinishGather(Bucket& b);
+  void ReleaseValues(Bucket& b);
+  // The unit that uses bucket `b` last in `pass` (highest index forward, lowest backward).
+  int LastUse(const Bucket& b, Pass pass) const;
+
+  comm::Communicator& group_;
+  Options options_;
+  runtime::Allocator* allocator_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::vector<int>> unit_buckets_;  // the buckets each unit uses
+  absl::flat_hash_map<Parameter*, Location> where_;
+  std::vector<optim::ParamSlot> slots_;
+  bool reduce_this_micro_ = true;
+  bool first_micro_ = true;     // the step's first micro-batch (stages 2-3 write the shard)
+  bool micro_started_ = false;  // a micro-batch of this step has begun
+  int next_launch_ = 0;         // buckets launch in index order
+  double exposed_reduce_ms_ = 0.0;
+};
+
+}  // namespace loom::parallel
