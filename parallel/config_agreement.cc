@@ -1,0 +1,73 @@
+#include "parallel/config_agreement.h"
+
+#include <cstdint>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "runtime/base/status_macros.h"
+
+namespace loom::parallel {
+namespace {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+
+// FNV-1a: the same on every rank and every run (absl::Hash is seeded per process).
+int64_t StableHash(const std::string& s) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return static_cast<int64_t>(h);
+}
+
+// Every rank's `values` (the same count on each), rank by rank.
+absl::StatusOr<Tensor> GatherAll(comm::Communicator& group, const std::vector<int64_t>& values) {
+  Tensor mine =
+      Tensor::FromVector<int64_t>({static_cast<int64_t>(values.size())}, values, MemoryTag::kComm);
+  Tensor all = Tensor::Empty({group.size() * mine.numel()}, DType::kI64, MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(group.AllGather(mine, all)->Wait());
+  return all;
+}
+
+}  // namespace
+
+absl::Status AgreeOnConfig(comm::Communicator& group, const std::vector<ConfigField>& fields) {
+  const int n = group.size();
+  const int64_t count = static_cast<int64_t>(fields.size());
+  LOOM_ASSIGN_OR_RETURN(Tensor counts, GatherAll(group, {count}));
+  std::vector<std::string> per_rank;
+  bool same = true;
+  for (int r = 0; r < n; ++r) {
+    same = same && counts.data<int64_t>()[r] == count;
+    per_rank.push_back(absl::StrCat("rank ", r, " has ", counts.data<int64_t>()[r]));
+  }
+  if (!same) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "configuration differs between ranks: different numbers of settings (",
+        absl::StrJoin(per_rank, ", "), "); start every rank with the same program and flags"));
+  }
+  if (count == 0) return absl::OkStatus();
+  std::vector<int64_t> hashes;
+  for (const ConfigField& f : fields) hashes.push_back(StableHash(f.name + "=" + f.value));
+  LOOM_ASSIGN_OR_RETURN(Tensor all, GatherAll(group, hashes));
+  std::vector<std::string> problems;
+  for (int64_t i = 0; i < count; ++i) {
+    std::vector<int> differ;
+    for (int r = 1; r < n; ++r) {
+      if (all.data<int64_t>()[r * count + i] != all.data<int64_t>()[i]) differ.push_back(r);
+    }
+    if (differ.empty()) continue;
+    problems.push_back(absl::StrCat(fields[i].name, " (this rank, ", group.rank(), ": '",
+                                    fields[i].value, "') differs from rank 0 on rank(s) ",
+                                    absl::StrJoin(differ, ", ")));
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("configuration differs between ranks: ", absl::StrJoin(problems, "; "),
+                   "; start every rank with the same flags"));
+}
+
+}  // namespace loom::parallel

@@ -1,0 +1,181 @@
+// Data parallelism on ranks as threads (the `local` backend): the mesh's groups, and every
+// layout (dp 2 and 4, ZeRO 0-3, gradient accumulation) against the single-rank run. The same
+// checks run under mpirun in dp_mpi_test.cc.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "comm/local/local_backend.h"
+#include "parallel/config_agreement.h"
+#include "parallel/mesh.h"
+#include "runtime/parallel.h"
+#include "tests/parallel/dp_checks.h"
+
+namespace loom::parallel {
+namespace {
+
+using testing::ExpectEquivalent;
+using testing::ReferenceOptions;
+using testing::RunResult;
+using testing::Train;
+using testing::WithLayout;
+
+// Runs body(rank, communicator) on `size` threads over a local world.
+template <typename F>
+void OnRanks(int size, F body) {
+  auto world = comm::MakeLocalWorld(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) threads.emplace_back([&, r] { body(r, *world[r]); });
+  for (auto& t : threads) t.join();
+}
+
+TEST(MeshShape, CoordinatesFollowTheOrderFastestFirst) {
+  const MeshShape shape{.dp = 2, .tp = 2, .pp = 2, .ep = 1, .order = "tp-ep-dp-pp"};
+  ASSERT_TRUE(shape.Validate(8).ok());
+  // rank = tp + 2·(ep + 1·(dp + 2·pp))
+  for (int rank = 0; rank < 8; ++rank) {
+    const auto c = Mesh::CoordsOf(shape, rank);
+    EXPECT_EQ(c[static_cast<int>(Axis::kTp)], rank % 2);
+    EXPECT_EQ(c[static_cast<int>(Axis::kDp)], (rank / 2) % 2);
+    EXPECT_EQ(c[static_cast<int>(Axis::kPp)], rank / 4);
+    EXPECT_EQ(c[static_cast<int>(Axis::kEp)], 0);
+    EXPECT_EQ(Mesh::RankOf(shape, c), rank);
+  }
+  const MeshShape dp_first{.dp = 4, .tp = 2, .order = "dp-tp-pp-ep"};
+  EXPECT_EQ(Mesh::CoordsOf(dp_first, 5)[static_cast<int>(Axis::kDp)], 1);
+  EXPECT_EQ(Mesh::CoordsOf(dp_first, 5)[static_cast<int>(Axis::kTp)], 1);
+}
+
+TEST(MeshShape, RejectsShapesThatDoNotFitTheWorld) {
+  EXPECT_THAT(std::string(MeshShape{.dp = 3}.Validate(4).message()),
+              ::testing::HasSubstr("multiply to 4"));
+  EXPECT_THAT(std::string(MeshShape{.dp = 0}.Validate(4).message()),
+              ::testing::HasSubstr("--dp must be >= 1"));
+  EXPECT_THAT(std::string(MeshShape{.dp = 4, .order = "tp-dp-pp"}.Validate(4).message()),
+              ::testing::HasSubstr("must name each of tp, ep, dp, pp once"));
+  EXPECT_THAT(std::string(MeshShape{.dp = 4, .order = "tp-dp-dp-pp"}.Validate(4).message()),
+              ::testing::HasSubstr("once"));
+}
+
+TEST(Mesh, GroupsHoldTheRanksThatDifferInOneAxis) {
+  const MeshShape shape{.dp = 2, .tp = 2, .pp = 2, .order = "tp-ep-dp-pp"};
+  OnRanks(8, [&](int rank, comm::Communicator& world) {
+    auto mesh = Mesh::Create(world, shape);
+    ASSERT_TRUE(mesh.ok()) << mesh.status();
+    for (Axis axis : {Axis::kDp, Axis::kTp, Axis::kPp, Axis::kEp}) {
+      comm::Communicator& g = (*mesh)->group(axis);
+      EXPECT_EQ(g.size(), shape.size(axis));
+      EXPECT_EQ(g.rank(), (*mesh)->coord(axis));
+      // Every member's world rank, gathered over the group: they must be exactly the ranks with
+      // this rank's coordinates except along `axis`, in coordinate order.
+      auto mine = runtime::Tensor::FromVector<int32_t>({1}, {rank}, runtime::MemoryTag::kComm);
+      auto all =
+          runtime::Tensor::Empty({g.size()}, runtime::DType::kI32, runtime::MemoryTag::kComm);
+      ASSERT_TRUE(g.AllGather(mine, all)->Wait().ok());
+      auto coords = Mesh::CoordsOf(shape, rank);
+      for (int i = 0; i < g.size(); ++i) {
+        coords[static_cast<int>(axis)] = i;
+        EXPECT_EQ(all.data<int32_t>()[i], Mesh::RankOf(shape, coords))
+            << AxisName(axis) << " group of rank " << rank;
+      }
+    }
+  });
+}
+
+TEST(Mesh, CreateFailsOnEveryRankBeforeAnyCollective) {
+  OnRanks(4, [](int, comm::Communicator& world) {
+    auto mesh = Mesh::Create(world, MeshShape{.dp = 3});
+    EXPECT_EQ(mesh.status().code(), absl::StatusCode::kInvalidArgument);
+  });
+}
+
+class DataParallelEquivalence : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    runtime::SetNumThreads(1);
+    reference_ = new RunResult(Train(ReferenceOptions(), nullptr));
+  }
+  static void TearDownTestSuite() { delete reference_; }
+
+  // Trains `o` on dp threads and checks every rank against the single-rank run.
+  static void Check(const models::TrainOptions& o, const std::string& what) {
+    std::vector<RunResult> results(o.dp);
+    OnRanks(o.dp, [&](int rank, comm::Communicator& group) { results[rank] = Train(o, &group); });
+    for (int r = 0; r < o.dp; ++r) {
+      ExpectEquivalent(*reference_, results[r], what + " rank " + std::to_string(r));
+    }
+  }
+  static RunResult* reference_;
+};
+RunResult* DataParallelEquivalence::reference_ = nullptr;
+
+TEST_F(DataParallelEquivalence, ReferenceLearns) {
+  ASSERT_EQ(reference_->losses.size(), 20u);
+  EXPECT_LT(reference_->losses.back(), reference_->losses.front() - 0.5);
+}
+
+TEST_F(DataParallelEquivalence, EveryStageOnTwoAndFourRanksMatchesOneRank) {
+  for (int dp : {2, 4}) {
+    for (int zero = 0; zero <= 3; ++zero) {
+      Check(WithLayout(ReferenceOptions(), dp, zero),
+            "dp " + std::to_string(dp) + " zero " + std::to_string(zero));
+    }
+  }
+}
+
+TEST_F(DataParallelEquivalence, GradientAccumulationMatchesOneRank) {
+  for (int zero = 0; zero <= 3; ++zero) {
+    Check(WithLayout(ReferenceOptions(), 2, zero, /*grad_accum=*/2),
+          "dp 2 zero " + std::to_string(zero) + " grad_accum 2");
+  }
+  Check(WithLayout(ReferenceOptions(), 1, 0, /*grad_accum=*/4), "dp 1 grad_accum 4");
+}
+
+TEST_F(DataParallelEquivalence, OneBucketAndOneParameterPerBucketAgree) {
+  models::TrainOptions o = WithLayout(ReferenceOptions(), 2, 1);
+  o.bucket_bytes = 64 << 20;
+  Check(o, "dp 2 zero 1, one bucket");
+  o.bucket_bytes = 4;
+  Check(o, "dp 2 zero 1, a bucket per parameter");
+}
+
+TEST(DataParallelOptions, RejectsBatchesThatDoNotDivide) {
+  auto world = comm::MakeLocalWorld(1);
+  models::TrainOptions o = WithLayout(ReferenceOptions(), 1, 0, 3);
+  auto t = models::Trainer::Create(o, world[0].get());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(t.status().message()),
+              ::testing::HasSubstr("--batch 8 must be a multiple of --dp 1 x --grad_accum 3"));
+  o = WithLayout(ReferenceOptions(), 2, 0);
+  t = models::Trainer::Create(o, world[0].get());
+  EXPECT_THAT(std::string(t.status().message()),
+              ::testing::HasSubstr("--dp 2 but the data-parallel group has 1 ranks"));
+  o = WithLayout(ReferenceOptions(), 1, 4);
+  EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
+              ::testing::HasSubstr("--zero must be 0, 1, 2 or 3"));
+  o = WithLayout(ReferenceOptions(), 1, 2);
+  o.save_dir = "/tmp/x";
+  EXPECT_EQ(models::Trainer::Create(o, nullptr).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(AgreeOnConfig, NamesTheFieldAndTheRanksThatDiffer) {
+  OnRanks(4, [](int rank, comm::Communicator& world) {
+    std::vector<ConfigField> fields = {{"preset", "tiny"}, {"batch", "8"}, {"zero", "1"}};
+    EXPECT_TRUE(AgreeOnConfig(world, fields).ok());
+    if (rank >= 2) fields[1].value = "16";
+    const absl::Status s = AgreeOnConfig(world, fields);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(s.message()),
+                ::testing::HasSubstr("batch (this rank, " + std::to_string(rank) + ": '" +
+                                     fields[1].value + "') differs from rank 0 on rank(s) 2, 3"));
+    EXPECT_THAT(std::string(s.message()), ::testing::Not(::testing::HasSubstr("preset")));
+    if (rank == 1) fields.push_back({"extra", "x"});
+    EXPECT_THAT(std::string(AgreeOnConfig(world, fields).message()),
+                ::testing::HasSubstr(
+                    "different numbers of settings (rank 0 has 3, rank 1 has 4, rank 2 has 3"));
+  });
+}
+
+}  // namespace
+}  // namespace loom::parallel

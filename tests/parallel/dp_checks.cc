@@ -1,0 +1,77 @@
+#include "tests/parallel/dp_checks.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+namespace loom::testing {
+
+models::TrainOptions ReferenceOptions() {
+  models::TrainOptions o;
+  o.preset = "tiny";
+  o.steps = 20;
+  o.batch = 8;
+  o.seq_len = 32;
+  o.lr = 3e-3f;
+  o.warmup_steps = 2;
+  o.grad_clip = 1.0f;
+  o.bucket_bytes = 16 << 10;
+  return o;
+}
+
+models::TrainOptions WithLayout(models::TrainOptions o, int dp, int zero, int64_t grad_accum) {
+  o.dp = dp;
+  o.zero = zero;
+  o.grad_accum = grad_accum;
+  return o;
+}
+
+RunResult Train(const models::TrainOptions& o, comm::Communicator* group) {
+  RunResult r;
+  auto trainer = models::Trainer::Create(o, group);
+  EXPECT_TRUE(trainer.ok()) << trainer.status();
+  if (!trainer.ok()) return r;
+  models::Trainer& t = **trainer;
+  while (t.step() < o.steps) {
+    auto m = t.Step();
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return r;
+    r.losses.push_back(m->loss);
+    r.grad_norms.push_back(m->grad_norm);
+  }
+  const absl::Status gathered = t.GatherParameters();
+  EXPECT_TRUE(gathered.ok()) << gathered;
+  for (parallel::Parameter* p : t.model().Parameters()) {
+    const float* v = p->value().data<float>();
+    r.params[p->name()].assign(v, v + p->value().numel());
+  }
+  return r;
+}
+
+void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what) {
+  ASSERT_EQ(got.losses.size(), reference.losses.size()) << what;
+  for (size_t s = 0; s < reference.losses.size(); ++s) {
+    EXPECT_NEAR(got.losses[s], reference.losses[s], kLossTolerance) << what << " step " << s + 1;
+    EXPECT_NEAR(got.grad_norms[s], reference.grad_norms[s], 1e-4 * reference.grad_norms[s])
+        << what << " grad norm, step " << s + 1;
+  }
+  ASSERT_EQ(got.params.size(), reference.params.size()) << what;
+  double worst = 0.0;
+  std::string worst_name;
+  for (const auto& [name, want] : reference.params) {
+    const auto it = got.params.find(name);
+    ASSERT_NE(it, got.params.end()) << what << ": no parameter " << name;
+    ASSERT_EQ(it->second.size(), want.size()) << what << " " << name;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double d = std::abs(static_cast<double>(it->second[i]) - want[i]);
+      if (!(d <= worst)) {  // also catches NaN
+        worst = std::isnan(d) ? INFINITY : d;
+        worst_name = name + "[" + std::to_string(i) + "]";
+      }
+    }
+  }
+  EXPECT_LE(worst, kParamTolerance) << what << ": largest parameter difference at " << worst_name;
+}
+
+}  // namespace loom::testing
