@@ -5,6 +5,7 @@
 #include "comm/mpi/mpi_p2p.h"
 #include "comm/p2p_backend.h"
 #include "comm/shm/shm_backend.h"
+#include "runtime/base/env.h"
 
 namespace loom::comm {
 
@@ -28,6 +29,14 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string
   }
   if (!b.ok()) return b.status();
   return std::make_unique<Communicator>(std::move(b).value(), options);
+}
+
+int LaunchedWorldSize() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const int64_t size = base::GetEnvInt(name, 0).value_or(0);
+    if (size > 0) return static_cast<int>(size);
+  }
+  return 1;
 }
 
 }  // namespace loom::comm

@@ -23,4 +23,9 @@ namespace loom::comm {
 absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
                                                                     CommOptions options);
 
+// The number of ranks the launcher started (OMPI_COMM_WORLD_SIZE or PMI_SIZE), without
+// initialising MPI or communicating; 1 when the process was not started by a launcher. Lets a
+// program validate its layout against the world size before any collective.
+int LaunchedWorldSize();
+
 }  // namespace loom::comm

@@ -1,8 +1,11 @@
-// train_gpt: trains (or evaluates) a GPT on one rank. See docs/train_gpt.md.
+// train_gpt: trains (or evaluates) a GPT, on one rank or data-parallel under mpirun. See
+// docs/train_gpt.md.
 //
 //   build/examples/train_gpt --preset tiny --steps 300 --metrics_out /tmp/m.jsonl
+//   mpirun -np 2 build/examples/train_gpt --preset tiny --zero 1 --steps 300
 //   build/examples/train_gpt --preset cpu-small --data shard.bin --save_dir /tmp/ckpt --resume
 //   build/examples/train_gpt --eval --init_from model.safetensors --data val.bin --eval_batches 8
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -13,12 +16,18 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "comm/local/local_backend.h"
+#include "comm/world.h"
 #include "models/gpt_weights.h"
 #include "models/trainer.h"
+#include "parallel/config_agreement.h"
+#include "parallel/mesh.h"
 #include "runtime/allocator.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/kernels/matmul.h"
@@ -29,7 +38,17 @@ ABSL_FLAG(std::string, data, "",
           "token file: an llm.c shard (magic 20240520) or any other file as byte tokens; empty: "
           "the embedded synthetic sorting task");
 ABSL_FLAG(int64_t, steps, 100, "optimizer steps to run (total, counting resumed ones)");
-ABSL_FLAG(int64_t, batch, 8, "sequences per step (B)");
+ABSL_FLAG(int64_t, batch, 8, "sequences per optimizer step (B), over all data-parallel ranks");
+ABSL_FLAG(int32_t, dp, 0, "data-parallel ranks; 0: every rank of the job (mpirun -np)");
+ABSL_FLAG(int32_t, zero, 0,
+          "ZeRO stage: 0 DDP, 1 sharded optimizer state, 2 + sharded gradients, 3 + sharded "
+          "parameters");
+ABSL_FLAG(int64_t, grad_accum, 1, "micro-batches per step (gradients reduce on the last)");
+ABSL_FLAG(double, bucket_mb, 4.0, "gradient bucket size in MiB");
+ABSL_FLAG(std::string, comm, "shm",
+          "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
+          "(MPI's own) or ring (loom's ring algorithms over MPI point-to-point)");
+ABSL_FLAG(std::string, precision, "fp32", "parameter and activation precision: fp32");
 ABSL_FLAG(int64_t, seq_len, 0, "tokens per sequence (T); 0: the preset's context length");
 ABSL_FLAG(int64_t, vocab_size, 0, "override the preset's vocabulary size (0: keep it)");
 ABSL_FLAG(std::string, optimizer, "adamw", "adamw or sgd (with --momentum)");
@@ -67,6 +86,14 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.data = absl::GetFlag(FLAGS_data);
   o.steps = absl::GetFlag(FLAGS_steps);
   o.batch = absl::GetFlag(FLAGS_batch);
+  o.dp = absl::GetFlag(FLAGS_dp);
+  o.zero = absl::GetFlag(FLAGS_zero);
+  o.grad_accum = absl::GetFlag(FLAGS_grad_accum);
+  o.bucket_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_bucket_mb) * (1 << 20));
+  if (absl::GetFlag(FLAGS_precision) != "fp32") {
+    return absl::UnimplementedError(absl::StrCat("--precision ", absl::GetFlag(FLAGS_precision),
+                                                 " is not supported yet; use --precision fp32"));
+  }
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   o.optimizer = absl::GetFlag(FLAGS_optimizer);
@@ -132,12 +159,31 @@ class MetricsWriter {
   std::ofstream out_;
 };
 
-nlohmann::json MemoryJson() {
-  nlohmann::json j;
+// Every rank's peak bytes per memory tag (collective over `world`): [rank][tag].
+absl::StatusOr<std::vector<std::vector<int64_t>>> PeakBytesPerRank(comm::Communicator& world) {
+  using runtime::Tensor;
   const runtime::Allocator& a = runtime::Allocator::Default();
+  std::vector<int64_t> mine;
   for (int t = 0; t < runtime::kNumMemoryTags; ++t) {
-    const auto tag = static_cast<runtime::MemoryTag>(t);
-    j[std::string(runtime::MemoryTagName(tag))] = a.Stats(tag).peak_bytes;
+    mine.push_back(a.Stats(static_cast<runtime::MemoryTag>(t)).peak_bytes);
+  }
+  Tensor in =
+      Tensor::FromVector<int64_t>({runtime::kNumMemoryTags}, mine, runtime::MemoryTag::kComm);
+  Tensor all = Tensor::Empty({world.size() * runtime::kNumMemoryTags}, runtime::DType::kI64,
+                             runtime::MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(world.AllGather(in, all)->Wait());
+  std::vector<std::vector<int64_t>> out(world.size());
+  for (int r = 0; r < world.size(); ++r) {
+    const int64_t* row = all.data<int64_t>() + r * runtime::kNumMemoryTags;
+    out[r].assign(row, row + runtime::kNumMemoryTags);
+  }
+  return out;
+}
+
+nlohmann::json MemoryJson(const std::vector<int64_t>& per_tag) {
+  nlohmann::json j;
+  for (int t = 0; t < runtime::kNumMemoryTags; ++t) {
+    j[std::string(runtime::MemoryTagName(static_cast<runtime::MemoryTag>(t)))] = per_tag[t];
   }
   return j;
 }
@@ -158,18 +204,37 @@ absl::Status RunEval(Trainer& trainer, MetricsWriter& metrics) {
   return absl::OkStatus();
 }
 
-absl::Status RunTraining(Trainer& trainer, MetricsWriter& metrics, double peak_gflops) {
+// One line per rank: "rank 1 memory now: param 1.50 MiB (peak 1.50 MiB), grad ...", in rank order.
+absl::Status PrintMemoryPerRank(comm::Communicator& world) {
+  for (int r = 0; r < world.size(); ++r) {
+    if (r == world.rank()) {
+      std::printf("rank %d memory now: %s\n", r, runtime::Allocator::Default().Summary().c_str());
+      std::fflush(stdout);
+    }
+    LOOM_RETURN_IF_ERROR(world.Barrier()->Wait());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWriter& metrics,
+                         double peak_gflops) {
   const TrainOptions& o = trainer.options();
+  const bool leader = world.rank() == 0;
   const int64_t save_every = absl::GetFlag(FLAGS_save_every);
   while (trainer.step() < o.steps) {
     LOOM_ASSIGN_OR_RETURN(StepMetrics m, trainer.Step());
-    const double mfu = m.gflops / peak_gflops;
-    std::printf(
-        "step %5lld/%lld | loss %.6f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tok/s | "
-        "%7.2f GFLOP/s | MFU %5.1f%%\n",
-        static_cast<long long>(m.step), static_cast<long long>(o.steps), m.loss, m.lr, m.grad_norm,
-        m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu);
-    std::fflush(stdout);
+    LOOM_ASSIGN_OR_RETURN(auto peaks, PeakBytesPerRank(world));
+    const double mfu = m.gflops / (peak_gflops * world.size());
+    if (leader) {
+      std::printf(
+          "step %5lld/%lld | loss %.6f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tok/s | "
+          "%7.2f GFLOP/s | MFU %5.1f%%\n",
+          static_cast<long long>(m.step), static_cast<long long>(o.steps), m.loss, m.lr,
+          m.grad_norm, m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu);
+      std::fflush(stdout);
+    }
+    nlohmann::json per_rank = nlohmann::json::array();
+    for (const auto& p : peaks) per_rank.push_back(MemoryJson(p));
     metrics.Write({{"step", m.step},
                    {"loss", m.loss},
                    {"lr", m.lr},
@@ -178,49 +243,100 @@ absl::Status RunTraining(Trainer& trainer, MetricsWriter& metrics, double peak_g
                    {"tokens_per_s", m.tokens_per_s},
                    {"gflops", m.gflops},
                    {"mfu", mfu},
-                   {"peak_bytes", MemoryJson()}});
+                   {"exposed_reduce_ms", m.exposed_reduce_ms},
+                   {"peak_bytes", MemoryJson(peaks[0])},
+                   {"peak_bytes_per_rank", per_rank}});
     if (save_every > 0 && m.step % save_every == 0 && m.step < o.steps) {
       LOOM_RETURN_IF_ERROR(trainer.SaveCheckpoint());
     }
   }
   if (!o.save_dir.empty()) {
     LOOM_RETURN_IF_ERROR(trainer.SaveCheckpoint());
-    std::printf("saved checkpoint of step %lld to %s\n", static_cast<long long>(trainer.step()),
-                o.save_dir.c_str());
+    if (leader) {
+      std::printf("saved checkpoint of step %lld to %s\n", static_cast<long long>(trainer.step()),
+                  o.save_dir.c_str());
+    }
   }
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
-    LOOM_RETURN_IF_ERROR(models::ExportGptWeights(trainer.model(), export_path));
-    std::printf("exported weights to %s\n", export_path.c_str());
+    LOOM_RETURN_IF_ERROR(trainer.GatherParameters());
+    if (leader) {
+      LOOM_RETURN_IF_ERROR(models::ExportGptWeights(trainer.model(), export_path));
+      std::printf("exported weights to %s\n", export_path.c_str());
+    }
   }
-  return absl::OkStatus();
+  return PrintMemoryPerRank(world);
+}
+
+// Every flag this program defines, as name=value, for the ranks' configuration agreement.
+std::vector<parallel::ConfigField> FlagSettings() {
+  std::vector<parallel::ConfigField> fields;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::StrContains(flag->Filename(), "train_gpt")) {
+      fields.push_back({std::string(name), flag->CurrentValue()});
+    }
+  }
+  std::sort(fields.begin(), fields.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  return fields;
+}
+
+// The job's world: every launched rank over --comm, or one local rank without a launcher.
+absl::StatusOr<std::unique_ptr<comm::Communicator>> MakeWorld(int world_size) {
+  if (world_size == 1) return std::move(comm::MakeLocalWorld(1)[0]);
+  return comm::MakeWorldCommunicator(absl::GetFlag(FLAGS_comm), comm::CommOptions::FromEnv());
 }
 
 absl::Status Main() {
   LOOM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags());
+  // Everything that can be checked without the other ranks is, before the first collective, so a
+  // bad setting fails on every rank with the same message.
+  const int world_size = comm::LaunchedWorldSize();
+  if (options.dp == 0) options.dp = world_size;
+  const parallel::MeshShape shape{.dp = options.dp};
+  LOOM_RETURN_IF_ERROR(shape.Validate(world_size));
+  LOOM_RETURN_IF_ERROR(models::ValidateTrainOptions(options));
+  if (absl::GetFlag(FLAGS_eval) && world_size > 1) {
+    return absl::InvalidArgumentError("--eval runs on one rank; start it without mpirun");
+  }
   if (absl::GetFlag(FLAGS_threads) > 0) runtime::SetNumThreads(absl::GetFlag(FLAGS_threads));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<comm::Communicator> world, MakeWorld(world_size));
+  LOOM_RETURN_IF_ERROR(parallel::AgreeOnConfig(*world, FlagSettings()));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Mesh> mesh,
+                        parallel::Mesh::Create(*world, shape));
+  const bool leader = world->rank() == 0;
   MetricsWriter metrics;
-  LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(options));
-  std::printf("model %s, %lld parameters | data %s | B %lld, T %lld | threads %d\n",
-              trainer->model().config().ToString().c_str(),
-              static_cast<long long>(trainer->model().NumParameters()),
-              trainer->dataset().description().c_str(), static_cast<long long>(options.batch),
-              static_cast<long long>(trainer->seq_len()), runtime::NumThreads());
-  if (!trainer->resumed_from().empty()) {
-    std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
-                static_cast<long long>(trainer->step()));
+  if (leader) LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
+                        Trainer::Create(options, &mesh->group(parallel::Axis::kDp)));
+  if (leader) {
+    std::printf("model %s, %lld parameters | data %s | B %lld, T %lld | threads %d\n",
+                trainer->model().config().ToString().c_str(),
+                static_cast<long long>(trainer->model().NumParameters()),
+                trainer->dataset().description().c_str(), static_cast<long long>(options.batch),
+                static_cast<long long>(trainer->seq_len()), runtime::NumThreads());
+    std::printf("layout %s | zero %d | grad_accum %lld | %d buckets | comm %s\n",
+                shape.ToString().c_str(), options.zero, static_cast<long long>(options.grad_accum),
+                trainer->data_parallel().num_buckets(), world->backend_name().c_str());
+    if (!trainer->resumed_from().empty()) {
+      std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
+                  static_cast<long long>(trainer->step()));
+    }
   }
   if (absl::GetFlag(FLAGS_eval)) return RunEval(*trainer, metrics);
   double peak = absl::GetFlag(FLAGS_peak_gflops);
   if (peak == 0.0) {
     peak = MeasurePeakGflops();
-    std::printf("peak %.1f GFLOP/s (measured: loom GEMM 1024^3 on %d threads)\n", peak,
-                runtime::NumThreads());
+    if (leader) {
+      std::printf("peak %.1f GFLOP/s per rank (measured: loom GEMM 1024^3 on %d threads)\n", peak,
+                  runtime::NumThreads());
+    }
   }
-  std::printf("FLOPs per token %.4g (6N + 12 L T C)\n",
-              trainer->model().TrainingFlopsPerToken(trainer->seq_len()));
-  return RunTraining(*trainer, metrics, peak);
+  if (leader) {
+    std::printf("FLOPs per token %.4g (6N + 12 L T C)\n",
+                trainer->model().TrainingFlopsPerToken(trainer->seq_len()));
+  }
+  return RunTraining(*trainer, *world, metrics, peak);
 }
 
 }  // namespace
@@ -228,7 +344,7 @@ absl::Status Main() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Trains a GPT on one rank, or evaluates one with --eval.\n"
+      "Trains a GPT on one rank or data-parallel under mpirun, or evaluates one with --eval.\n"
       "  train_gpt --preset tiny --steps 300 --metrics_out metrics.jsonl\n"
       "See docs/train_gpt.md for every flag and the output formats.");
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);

@@ -24,7 +24,25 @@ constexpr char kModelFile[] = "model.safetensors";
 constexpr char kOptimizerFile[] = "optimizer.safetensors";
 constexpr char kStateFile[] = "trainer.json";
 
-absl::Status ValidateOptions(const TrainOptions& o) {
+std::unique_ptr<optim::Optimizer> MakeOptimizer(const TrainOptions& o) {
+  if (o.optimizer == "sgd") {
+    return std::make_unique<optim::Sgd>(
+        optim::SgdOptions{.momentum = o.momentum, .weight_decay = o.weight_decay});
+  }
+  return std::make_unique<optim::AdamW>(optim::AdamWOptions{
+      .beta1 = o.beta1, .beta2 = o.beta2, .eps = 1e-8f, .weight_decay = o.weight_decay});
+}
+
+// The options a resumed run must share with the run that wrote the checkpoint.
+nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t seq_len) {
+  return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"data", o.data},
+          {"batch", o.batch},        {"seq_len", seq_len},         {"seed", o.seed},
+          {"optimizer", o.optimizer}};
+}
+
+}  // namespace
+
+absl::Status ValidateTrainOptions(const TrainOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (o.steps < 0) return bad("--steps must be >= 0, got ", o.steps);
   if (o.batch < 1) return bad("--batch must be >= 1, got ", o.batch);
@@ -56,24 +74,6 @@ absl::Status ValidateOptions(const TrainOptions& o) {
   return absl::OkStatus();
 }
 
-std::unique_ptr<optim::Optimizer> MakeOptimizer(const TrainOptions& o) {
-  if (o.optimizer == "sgd") {
-    return std::make_unique<optim::Sgd>(
-        optim::SgdOptions{.momentum = o.momentum, .weight_decay = o.weight_decay});
-  }
-  return std::make_unique<optim::AdamW>(optim::AdamWOptions{
-      .beta1 = o.beta1, .beta2 = o.beta2, .eps = 1e-8f, .weight_decay = o.weight_decay});
-}
-
-// The options a resumed run must share with the run that wrote the checkpoint.
-nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t seq_len) {
-  return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"data", o.data},
-          {"batch", o.batch},        {"seq_len", seq_len},         {"seed", o.seed},
-          {"optimizer", o.optimizer}};
-}
-
-}  // namespace
-
 absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed) {
   if (path.empty()) return data::MakeSyntheticDataset(seed, kEmbeddedTokens);
   return data::LoadTokenFile(path);
@@ -93,7 +93,7 @@ Trainer::Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options,
                                                          comm::Communicator* dp_group) {
-  LOOM_RETURN_IF_ERROR(ValidateOptions(options));
+  LOOM_RETURN_IF_ERROR(ValidateTrainOptions(options));
   const int group_size = dp_group != nullptr ? dp_group->size() : 1;
   if (group_size != options.dp) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -119,6 +119,11 @@ class Trainer {
   std::string resumed_from_;
 };
 
+// InvalidArgument naming the flag and what to change (Unimplemented for combinations not supported
+// yet) unless the options are consistent; needs no data and no communication, so every rank can
+// check before the first collective. Trainer::Create calls it too.
+absl::Status ValidateTrainOptions(const TrainOptions& options);
+
 // The dataset named by `path` (LoadTokenFile) or, when empty, the embedded synthetic task.
 absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed);
 

@@ -1,0 +1,105 @@
+// Data parallelism under mpirun (np 2 and 4; LOOM_COMM_BACKEND=shm|mpi|ring, default shm): every
+// ZeRO stage at dp = the job's size against the single-rank run each rank computes on its own,
+// and per-rank parameter, gradient and optimizer bytes against the ZeRO formulas.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "comm/mpi/mpi_env.h"
+#include "comm/world.h"
+#include "runtime/allocator.h"
+#include "runtime/base/check.h"
+#include "runtime/parallel.h"
+#include "tests/parallel/dp_checks.h"
+
+namespace loom::parallel {
+namespace {
+
+using runtime::Allocator;
+using runtime::MemoryTag;
+using testing::ReferenceOptions;
+using testing::WithLayout;
+
+std::unique_ptr<comm::Communicator> World() {
+  const char* b = std::getenv("LOOM_COMM_BACKEND");
+  comm::CommOptions options;
+  options.timeout = absl::Seconds(120);  // a hang becomes MPI_Abort, so mpirun fails
+  auto world = comm::MakeWorldCommunicator(b == nullptr ? "shm" : b, options);
+  LOOM_CHECK(world.ok()) << world.status();
+  return std::move(world).value();
+}
+
+TEST(DataParallelUnderMpirun, EveryStageMatchesTheSingleRankRun) {
+  runtime::SetNumThreads(1);
+  auto world = World();
+  const int n = world->size();
+  // The reference: this rank alone, the whole global batch (no communication).
+  const testing::RunResult reference = testing::Train(ReferenceOptions(), nullptr);
+  for (int zero = 0; zero <= 3; ++zero) {
+    const std::string what = "dp " + std::to_string(n) + " zero " + std::to_string(zero);
+    testing::ExpectEquivalent(
+        reference, testing::Train(WithLayout(ReferenceOptions(), n, zero), world.get()), what);
+  }
+  testing::ExpectEquivalent(reference,
+                            testing::Train(WithLayout(ReferenceOptions(), n, 3, 2), world.get()),
+                            "dp " + std::to_string(n) + " zero 3 grad_accum 2");
+}
+
+int64_t Current(MemoryTag tag) { return Allocator::Default().Stats(tag).current_bytes; }
+
+TEST(DataParallelUnderMpirun, PerRankBytesMatchTheZeroFormulas) {
+  auto world = World();
+  const int64_t n = world->size(), r = world->rank();
+  for (int zero = 0; zero <= 3; ++zero) {
+    const int64_t param0 = Current(MemoryTag::kParam), grad0 = Current(MemoryTag::kGrad),
+                  opt0 = Current(MemoryTag::kOptimizer);
+    auto trainer = models::Trainer::Create(WithLayout(ReferenceOptions(), n, zero), world.get());
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    for (int s = 0; s < 2; ++s) ASSERT_TRUE((*trainer)->Step().ok());
+    // The formulas, from the bucket sizes: bucket b (numel_b elements) is padded to n·S_b and
+    // rank r owns elements [r·S_b, (r+1)·S_b), of which min(S_b, numel_b - r·S_b) are real.
+    const int64_t psi = (*trainer)->model().NumParameters();
+    int64_t total = 0, shard = 0, owned = 0;
+    for (int64_t numel : (*trainer)->data_parallel().BucketNumels()) {
+      const int64_t s = (numel + n - 1) / n;
+      total += numel;
+      shard += s;
+      owned += std::clamp<int64_t>(numel - r * s, 0, s);
+    }
+    ASSERT_EQ(total, psi);
+    const int64_t f32 = 4;
+    const int64_t want_param = zero < 3 ? f32 * n * shard : f32 * shard;
+    const int64_t want_grad = zero == 0   ? f32 * n * shard
+                              : zero == 1 ? f32 * n * shard + f32 * shard
+                                          : f32 * shard;
+    const int64_t want_opt = zero == 0 ? 2 * f32 * psi : 2 * f32 * owned;  // AdamW m and v
+    const int64_t param = Current(MemoryTag::kParam) - param0;
+    const int64_t grad = Current(MemoryTag::kGrad) - grad0;
+    const int64_t opt = Current(MemoryTag::kOptimizer) - opt0;
+    EXPECT_EQ(param, want_param) << "zero " << zero << " rank " << r;
+    EXPECT_EQ(grad, want_grad) << "zero " << zero << " rank " << r;
+    EXPECT_EQ(opt, want_opt) << "zero " << zero << " rank " << r;
+    if (r == 0) {
+      std::printf(
+          "zero %d, dp %lld, %lld parameters: per rank param %lld B, grad %lld B, "
+          "optimizer %lld B\n",
+          zero, static_cast<long long>(n), static_cast<long long>(psi),
+          static_cast<long long>(param), static_cast<long long>(grad), static_cast<long long>(opt));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace loom::parallel
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  absl::StatusOr<loom::comm::MpiEnvironment*> mpi = loom::comm::MpiEnvironment::Init(&argc, &argv);
+  if (!mpi.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(mpi.status().message()).c_str());
+    return 1;
+  }
+  return RUN_ALL_TESTS();  // MPI is finalized at exit (MpiEnvironment)
+}
