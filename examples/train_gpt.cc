@@ -48,7 +48,13 @@ ABSL_FLAG(double, bucket_mb, 4.0, "gradient bucket size in MiB");
 ABSL_FLAG(std::string, comm, "shm",
           "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
           "(MPI's own) or ring (loom's ring algorithms over MPI point-to-point)");
-ABSL_FLAG(std::string, precision, "fp32", "parameter and activation precision: fp32");
+ABSL_FLAG(std::string, precision, "fp32",
+          "working parameters and activations: fp32, bf16 or fp16 (f32 master weights; fp16 with "
+          "dynamic loss scaling)");
+ABSL_FLAG(std::string, grad_reduce_dtype, "fp32",
+          "dtype of gradients on the wire: fp32, bf16 or fp16 (added in f32 either way)");
+ABSL_FLAG(int64_t, inject_overflow_step, 0,
+          "fault injection for tests: an Inf gradient on rank 0 at this step (needs fp16)");
 ABSL_FLAG(int64_t, seq_len, 0, "tokens per sequence (T); 0: the preset's context length");
 ABSL_FLAG(int64_t, vocab_size, 0, "override the preset's vocabulary size (0: keep it)");
 ABSL_FLAG(std::string, optimizer, "adamw", "adamw or sgd (with --momentum)");
@@ -90,10 +96,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.zero = absl::GetFlag(FLAGS_zero);
   o.grad_accum = absl::GetFlag(FLAGS_grad_accum);
   o.bucket_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_bucket_mb) * (1 << 20));
-  if (absl::GetFlag(FLAGS_precision) != "fp32") {
-    return absl::UnimplementedError(absl::StrCat("--precision ", absl::GetFlag(FLAGS_precision),
-                                                 " is not supported yet; use --precision fp32"));
-  }
+  o.precision = absl::GetFlag(FLAGS_precision);
+  o.grad_reduce_dtype = absl::GetFlag(FLAGS_grad_reduce_dtype);
+  o.inject_overflow_step = absl::GetFlag(FLAGS_inject_overflow_step);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   o.optimizer = absl::GetFlag(FLAGS_optimizer);
@@ -228,9 +233,14 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
     if (leader) {
       std::printf(
           "step %5lld/%lld | loss %.6f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tok/s | "
-          "%7.2f GFLOP/s | MFU %5.1f%%\n",
+          "%7.2f GFLOP/s | MFU %5.1f%%%s\n",
           static_cast<long long>(m.step), static_cast<long long>(o.steps), m.loss, m.lr,
-          m.grad_norm, m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu);
+          m.grad_norm, m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu,
+          o.precision != "fp16"
+              ? ""
+              : absl::StrFormat(" | loss scale %g%s", m.loss_scale,
+                                m.skipped ? " | overflow: step skipped, scale halved" : "")
+                    .c_str());
       std::fflush(stdout);
     }
     nlohmann::json per_rank = nlohmann::json::array();
@@ -244,6 +254,8 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                    {"gflops", m.gflops},
                    {"mfu", mfu},
                    {"exposed_reduce_ms", m.exposed_reduce_ms},
+                   {"loss_scale", m.loss_scale},
+                   {"skipped", m.skipped},
                    {"peak_bytes", MemoryJson(peaks[0])},
                    {"peak_bytes_per_rank", per_rank}});
     if (save_every > 0 && m.step % save_every == 0 && m.step < o.steps) {

@@ -17,10 +17,11 @@ using runtime::Tensor;
 using Pass = parallel::ParameterUseHooks::Pass;
 
 template <typename F>
-auto GptModel::InUnit(int unit, Pass pass, F&& body) {
+Tensor GptModel::InUnit(int unit, Pass pass, F&& body) {
   if (hooks_ != nullptr) hooks_->BeforeUse(unit, pass);
-  auto result = body();
+  Tensor result = body();
   if (hooks_ != nullptr) hooks_->AfterUse(unit, pass);
+  runtime::RoundToDType(result.data<float>(), result.numel(), activation_dtype_);
   return result;
 }
 
@@ -157,6 +158,7 @@ void GptModel::Backward(Stash& stash, float scale) {
   constexpr Pass kBackward = Pass::kBackward;
   const int head = 1 + static_cast<int>(blocks_.size());
   Tensor dx = loss_.Backward(stash, scale);
+  runtime::RoundToDType(dx.data<float>(), dx.numel(), activation_dtype_);
   dx = InUnit(head + 1, kBackward, [&] { return parallel::Backward(lm_head_, stash, dx); });
   dx = InUnit(head, kBackward, [&] { return parallel::Backward(*ln_f_, stash, dx); });
   for (size_t i = blocks_.size(); i-- > 0;) {

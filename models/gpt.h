@@ -72,6 +72,11 @@ class GptModel {
   // The parameters each unit uses, in forward order: 0 the token and position embeddings, 1..L
   // the blocks, L + 1 ln_f, L + 2 the LM head (the tied token embedding again).
   std::vector<std::vector<parallel::Parameter*>> ParameterUnits();
+  // Mixed precision on the CPU reference kernels: every unit's output (forward activations,
+  // logits, and the gradients backward passes between units) is rounded to `dtype` (bf16, f16),
+  // so values are exactly what 16-bit activation storage would hold; the kernels compute in f32.
+  // f32 (the default) leaves them untouched.
+  void SetActivationDType(runtime::DType dtype) { activation_dtype_ = dtype; }
   // Called around every unit's forward and backward from now on (nullptr: none). Not owned.
   void SetParameterUseHooks(parallel::ParameterUseHooks* hooks) { hooks_ = hooks; }
   parallel::Parameter* FindParameter(absl::string_view name);
@@ -94,10 +99,11 @@ class GptModel {
   parallel::TiedLmHead lm_head_;
   parallel::CrossEntropyLoss loss_;
   parallel::ParameterUseHooks* hooks_ = nullptr;
+  runtime::DType activation_dtype_ = runtime::DType::kF32;
 
   // Runs `body` between the hooks of `unit` in `pass`.
   template <typename F>
-  auto InUnit(int unit, parallel::ParameterUseHooks::Pass pass, F&& body);
+  runtime::Tensor InUnit(int unit, parallel::ParameterUseHooks::Pass pass, F&& body);
 };
 
 }  // namespace loom::models

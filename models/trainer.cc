@@ -1,6 +1,7 @@
 #include "models/trainer.h"
 
 #include <chrono>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -42,6 +43,12 @@ nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t se
 
 }  // namespace
 
+runtime::DType PrecisionDType(const std::string& name) {
+  if (name == "bf16") return runtime::DType::kBF16;
+  if (name == "fp16") return runtime::DType::kF16;
+  return runtime::DType::kF32;
+}
+
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (o.steps < 0) return bad("--steps must be >= 0, got ", o.steps);
@@ -64,6 +71,16 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
                o.grad_accum, " = ", o.dp * o.grad_accum,
                " (each rank's micro-batch is batch / (dp x grad_accum)); change --batch to ",
                (o.batch / (o.dp * o.grad_accum) + 1) * o.dp * o.grad_accum, " or --grad_accum");
+  }
+  for (const auto& [flag, value] :
+       {std::pair<const char*, const std::string&>{"--precision", o.precision},
+        {"--grad_reduce_dtype", o.grad_reduce_dtype}}) {
+    if (value != "fp32" && value != "bf16" && value != "fp16") {
+      return bad(flag, " must be fp32, bf16 or fp16, got '", value, "'");
+    }
+  }
+  if (o.inject_overflow_step != 0 && o.precision != "fp16") {
+    return bad("--inject_overflow_step tests f16 loss scaling; it needs --precision fp16");
   }
   if (o.zero >= 1 && (!o.save_dir.empty() || o.resume)) {
     return absl::UnimplementedError(
@@ -129,16 +146,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     dp_group = t->own_group_.get();
   }
   t->dp_group_ = dp_group;
-  LOOM_ASSIGN_OR_RETURN(t->dp_,
-                        parallel::DataParallel::Create(
-                            t->model_->ParameterUnits(), *dp_group,
-                            {.zero_stage = options.zero, .bucket_bytes = options.bucket_bytes}));
-  t->model_->SetParameterUseHooks(t->dp_.get());
   LOOM_ASSIGN_OR_RETURN(data::BatchSampler sampler,
                         data::BatchSampler::Create(*t->dataset_, options.batch / options.dp,
                                                    seq_len, dp_group->rank(), options.dp));
   t->sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
+  // Resume loads the full weights into the model; data parallelism then takes them over.
   if (options.resume) LOOM_RETURN_IF_ERROR(t->Resume());
+  const runtime::DType working = PrecisionDType(options.precision);
+  LOOM_ASSIGN_OR_RETURN(t->dp_, parallel::DataParallel::Create(
+                                    t->model_->ParameterUnits(), *dp_group,
+                                    {.zero_stage = options.zero,
+                                     .bucket_bytes = options.bucket_bytes,
+                                     .param_dtype = working,
+                                     .reduce_dtype = PrecisionDType(options.grad_reduce_dtype)}));
+  t->model_->SetParameterUseHooks(t->dp_.get());
+  t->model_->SetActivationDType(working);
   return t;
 }
 
@@ -154,6 +176,9 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   const data::Batch batch = sampler_->Next();
   dp_->ZeroGrad();
   StepMetrics m;
+  // f16 scales the loss (and so every gradient) by the loss scale; bf16 and f32 need no scaling.
+  const bool scaled = options_.precision == "fp16";
+  m.loss_scale = scaled ? scaler_.scale() : 1.0f;
   const int64_t accum = options_.grad_accum;
   const int64_t micro = batch.inputs.dim(0) / accum;
   float loss = 0.0f;
@@ -162,25 +187,51 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
     parallel::Stash stash;
     loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
                                 batch.targets.Slice(i * micro, (i + 1) * micro));
-    model_->Backward(stash, 1.0f / static_cast<float>(accum));
+    model_->Backward(stash, m.loss_scale / static_cast<float>(accum));
   }
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
   LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss / static_cast<float>(accum)));
-  LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
   m.lr = schedule_.At(optimizer_->step());
+  if (scaled) {
+    InjectOverflowForTesting();
+    LOOM_ASSIGN_OR_RETURN(const bool finite, dp_->GradientsFinite());
+    if (!scaler_.Update(finite)) {  // every rank takes the same decision
+      m.skipped = true;
+      m.step = optimizer_->step();
+      m.grad_norm = std::numeric_limits<double>::infinity();
+      FinishMetrics(m, start);
+      return m;
+    }
+    dp_->ScaleGradients(1.0f / m.loss_scale);
+  }
+  LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
   optimizer_->Step(dp_->Slots(), m.lr);
   LOOM_RETURN_IF_ERROR(dp_->FinishOptimizerStep());
   m.step = optimizer_->step();
-  m.step_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  m.tokens_per_s = static_cast<double>(tokens_per_step()) / (m.step_ms / 1000.0);
-  m.gflops = m.tokens_per_s * model_->TrainingFlopsPerToken(seq_len_) / 1e9;
+  FinishMetrics(m, start);
   if (!std::isfinite(m.loss)) {
     return absl::InternalError(
         absl::StrCat("loss is ", m.loss, " at step ", m.step, "; lower --lr or check the data"));
   }
   return m;
+}
+
+void Trainer::InjectOverflowForTesting() {
+  // One rank only (data-parallel rank 0), so the check must travel to the others.
+  if (options_.inject_overflow_step != optimizer_->step() + 1 || dp_group_->rank() != 0 ||
+      injected_ || dp_->Slots().empty()) {
+    return;
+  }
+  injected_ = true;
+  dp_->Slots().front().grad.data<float>()[0] = std::numeric_limits<float>::infinity();
+}
+
+void Trainer::FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) const {
+  m.step_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  m.tokens_per_s = static_cast<double>(tokens_per_step()) / (m.step_ms / 1000.0);
+  m.gflops = m.tokens_per_s * model_->TrainingFlopsPerToken(seq_len_) / 1e9;
 }
 
 std::string Trainer::StateJson() const {
@@ -203,6 +254,7 @@ absl::Status Trainer::SaveCheckpoint() {
     return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
   }
   if (dp_group_->rank() != 0) return dp_group_->Barrier()->Wait();  // rank 0 writes
+  LOOM_RETURN_IF_ERROR(dp_->GatherParameters());                    // the f32 master values
   LOOM_ASSIGN_OR_RETURN(std::string weights,
                         io::SerializeSafetensors(GptParameterTensors(*model_)));
   LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_->State()));

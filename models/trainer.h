@@ -13,6 +13,7 @@
 // run resumed from a checkpoint continues exactly as the uninterrupted run would have.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@
 #include "models/data/batch_sampler.h"
 #include "models/data/token_dataset.h"
 #include "models/gpt.h"
+#include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
 #include "parallel/data/data_parallel.h"
@@ -37,9 +39,14 @@ struct TrainOptions {
   int dp = 1;              // data-parallel ranks (the size of the group given to Create)
   int zero = 0;            // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
-  int64_t bucket_bytes = 4 << 20;   // gradient bucket size
-  int64_t seq_len = 0;              // 0: the model's context length
-  std::string optimizer = "adamw";  // adamw | sgd
+  int64_t bucket_bytes = 4 << 20;  // gradient bucket size
+  // Working parameters and activations: fp32, bf16 or fp16 (f32 master weights either way; fp16
+  // with dynamic loss scaling). Gradients travel in grad_reduce_dtype (fp32, bf16, fp16).
+  std::string precision = "fp32";
+  std::string grad_reduce_dtype = "fp32";
+  int64_t inject_overflow_step = 0;  // tests: an Inf gradient on dp rank 0 at this step (fp16)
+  int64_t seq_len = 0;               // 0: the model's context length
+  std::string optimizer = "adamw";   // adamw | sgd
   float lr = 1e-3f;
   float min_lr = 0.0f;  // cosine floor; negative means lr / 10
   int64_t warmup_steps = 0;
@@ -64,6 +71,8 @@ struct StepMetrics {
   double tokens_per_s = 0.0;
   double gflops = 0.0;             // achieved, from GptModel::TrainingFlopsPerToken
   double exposed_reduce_ms = 0.0;  // waiting for gradient reductions after backward
+  float loss_scale = 1.0f;         // the scale this step's backward used (fp16; else 1)
+  bool skipped = false;            // fp16: gradients overflowed on some rank, no update
 };
 
 class Trainer {
@@ -76,7 +85,9 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
                                                          comm::Communicator* dp_group = nullptr);
 
-  // One optimizer step on the next batch.
+  // One optimizer step on the next batch. Under fp16 a step whose gradients overflowed on any rank
+  // is skipped on every rank (metrics.skipped; step() does not advance, the batch is consumed)
+  // and the loss scale halves.
   absl::StatusOr<StepMetrics> Step();
   // Writes a checkpoint of the current step to options.save_dir (data-parallel rank 0 writes;
   // the others have identical state). Collective over the group.
@@ -105,6 +116,8 @@ class Trainer {
   std::string StateJson() const;
   // The mean of `local` over the data-parallel ranks.
   absl::StatusOr<float> MeanOverRanks(float local);
+  void InjectOverflowForTesting();
+  void FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) const;
 
   TrainOptions options_;
   std::unique_ptr<data::TokenDataset> dataset_;
@@ -113,6 +126,8 @@ class Trainer {
   std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
   comm::Communicator* dp_group_ = nullptr;
   std::unique_ptr<parallel::DataParallel> dp_;
+  optim::DynamicLossScaler scaler_;
+  bool injected_ = false;
   std::unique_ptr<data::BatchSampler> sampler_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   optim::CosineSchedule schedule_;

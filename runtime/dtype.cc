@@ -237,4 +237,24 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
   for (int64_t i = 0; i < n; ++i) d[i] = LoadAsF32(src, src_dtype, i);
 }
 
+void RoundToDType(float* data, int64_t n, DType dtype) {
+  LOOM_CHECK(IsFloatingPoint(dtype)) << "RoundToDType: " << dtype << " is not a floating type";
+  switch (dtype) {
+    case DType::kF32:
+      return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) data[i] = BF16ToF32(F32ToBF16(data[i]));
+      return;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) data[i] = F16ToF32(F32ToF16(data[i]));
+      return;
+    default:
+      for (int64_t i = 0; i < n; ++i) {
+        uint8_t bits = 0;
+        StoreFromF32(data[i], &bits, dtype, 0);
+        data[i] = LoadAsF32(&bits, dtype, 0);
+      }
+  }
+}
+
 }  // namespace loom::runtime

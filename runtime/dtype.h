@@ -85,6 +85,11 @@ float F8E5M2ToF32(uint8_t bits);
 // Host memory; the buffers must not overlap.
 void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
 
+// Replaces each of n f32 values by the nearest value of the floating `dtype` (round to nearest
+// even, overflow to ±Inf as the conversions above), still as f32: what storing in `dtype` and
+// loading back gives. A no-op for f32.
+void RoundToDType(float* data, int64_t n, DType dtype);
+
 // Element i of a floating buffer of `dtype`, as f32.
 float LoadAsF32(const void* data, DType dtype, int64_t i);
 

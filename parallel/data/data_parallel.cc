@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "optim/grad_norm.h"
 #include "runtime/base/check.h"
+#include "runtime/base/status_macros.h"
+#include "runtime/dtype.h"
 #include "runtime/kernels/elementwise.h"
 
 namespace loom::parallel {
@@ -51,6 +53,12 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   if (options.zero_stage < 0 || options.zero_stage > 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("--zero must be 0, 1, 2 or 3, got ", options.zero_stage));
+  }
+  for (runtime::DType d : {options.param_dtype, options.reduce_dtype}) {
+    if (d != runtime::DType::kF32 && d != runtime::DType::kBF16 && d != runtime::DType::kF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data parallel: parameter and reduction dtypes must be f32, bf16 or f16, got ", d));
+    }
   }
   if (options.bucket_bytes < 4) {
     return absl::InvalidArgumentError(
@@ -114,8 +122,8 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
   }
 }
 
-Tensor DataParallel::Flat(int64_t numel, MemoryTag tag) const {
-  return Tensor::Zeros({numel}, runtime::DType::kF32, tag, allocator_);
+Tensor DataParallel::Flat(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
+  return Tensor::Zeros({numel}, dtype, tag, allocator_);
 }
 
 void DataParallel::BindValues(Bucket& b) {
@@ -137,26 +145,39 @@ void DataParallel::BindGrads(Bucket& b) {
 void DataParallel::AllocateStorage() {
   const int stage = options_.zero_stage;
   const int64_t rank = group_.rank();
+  // Under mixed precision the f32 master is optimizer state; otherwise it is the parameter.
+  const MemoryTag master_tag = mixed() ? MemoryTag::kOptimizer : MemoryTag::kParam;
   for (Bucket& b : buckets_) {
     const int64_t padded = b.shard * group_.size();
     const int64_t mine = rank * b.shard;
-    if (stage < 3) {
-      b.value = Flat(padded, MemoryTag::kParam);
-    } else {
-      b.value_shard = Flat(b.shard, MemoryTag::kParam);
-    }
+    b.master = Flat(master_full() ? padded : b.shard, master_tag);
     for (size_t i = 0; i < b.params.size(); ++i) {
       const float* src = b.params[i]->value().data<float>();
       const int64_t off = b.offsets[i], n = b.params[i]->value().numel();
-      if (stage < 3) {
-        std::memcpy(b.value.data<float>() + off, src, n * sizeof(float));
+      if (master_full()) {
+        std::memcpy(b.master.data<float>() + off, src, n * sizeof(float));
       } else {
         const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
-        std::memcpy(b.value_shard.data<float>() + (lo - mine), src + (lo - off),
+        std::memcpy(b.master.data<float>() + (lo - mine), src + (lo - off),
                     (hi - lo) * sizeof(float));
       }
     }
-    if (stage < 3) {
+    if (mixed()) {  // the working copy: full for stages 0-2, this rank's shard for stage 3
+      b.low = Flat(stage < 3 ? padded : b.shard, MemoryTag::kParam, options_.param_dtype);
+      for (size_t i = 0; i < b.params.size(); ++i) {
+        const float* src = b.params[i]->value().data<float>();
+        const int64_t off = b.offsets[i], n = b.params[i]->value().numel();
+        const auto [lo, hi] = stage < 3 ? std::make_pair(off, off + n)
+                                        : Intersect(off, off + n, mine, mine + b.shard);
+        const int64_t base = stage < 3 ? 0 : mine;
+        runtime::ConvertBuffer(src + (lo - off), runtime::DType::kF32,
+                               static_cast<char*>(b.low.raw_data()) +
+                                   (lo - base) * runtime::DTypeSize(options_.param_dtype),
+                               options_.param_dtype, hi - lo);
+      }
+    }
+    if (values_persistent()) {
+      b.value = b.master;
       BindValues(b);
     } else {
       for (Parameter* p : b.params) p->BindValue(Tensor());
@@ -176,13 +197,17 @@ void DataParallel::AllocateStorage() {
 
 void DataParallel::BuildSlots() {
   if (options_.zero_stage == 0) {
-    // Every parameter whole, in order of first use (as the single-rank trainer lists them).
-    std::vector<Parameter*> params;
-    for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
-      for (auto p = it->params.rbegin(); p != it->params.rend(); ++p) params.push_back(*p);
-    }
-    for (Parameter* p : params) {
-      slots_.push_back({p->name(), p->value(), p->grad(), p->weight_decay()});
+    // Every parameter whole (its master value and its gradient), in order of first use, as the
+    // single-rank trainer lists them.
+    for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
+      for (size_t i = b->params.size(); i-- > 0;) {
+        Parameter* p = b->params[i];
+        const int64_t n = runtime::NumElements(p->global_shape());
+        slots_.push_back(
+            {p->name(),
+             b->master.Slice(b->offsets[i], b->offsets[i] + n).Reshape(p->global_shape()),
+             p->grad(), p->weight_decay()});
+      }
     }
     return;
   }
@@ -193,8 +218,7 @@ void DataParallel::BuildSlots() {
       const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
       const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
       if (hi == lo) continue;
-      Tensor value = options_.zero_stage < 3 ? b.value.Slice(lo, hi)
-                                             : b.value_shard.Slice(lo - mine, hi - mine);
+      Tensor value = master_full() ? b.master.Slice(lo, hi) : b.master.Slice(lo - mine, hi - mine);
       slots_.push_back({b.params[i]->name(), value, b.grad_shard.Slice(lo - mine, hi - mine),
                         b.params[i]->weight_decay()});
     }
@@ -218,7 +242,6 @@ void DataParallel::ZeroGrad() {
 
 void DataParallel::BeginMicroBatch(bool last) {
   if (micro_started_) {
-    first_micro_ = false;
     // Stages 2-3 reduce every micro-batch; the next one's buffers replace this one's.
     for (Bucket& b : buckets_) {
       if (b.reduce != nullptr) {
@@ -226,6 +249,7 @@ void DataParallel::BeginMicroBatch(bool last) {
         CompleteReduce(b);
       }
     }
+    first_micro_ = false;
   }
   micro_started_ = true;
   reduce_this_micro_ = last || options_.zero_stage >= 2;
@@ -246,28 +270,51 @@ void DataParallel::OnGradReady(Parameter& p) {
 
 void DataParallel::LaunchReduce(int bucket) {
   Bucket& b = buckets_[bucket];
-  switch (options_.zero_stage) {
-    case 0:
-      b.reduce = group_.AllReduce(b.grad, b.grad, comm::ReduceOp::kAvg);
-      break;
-    case 1:
-      b.reduce = group_.ReduceScatter(b.grad, b.grad_shard, comm::ReduceOp::kAvg);
-      break;
-    default:
-      // Later micro-batches reduce beside the shard and add into it when done.
-      if (!first_micro_) b.reduce_out = Flat(b.shard, MemoryTag::kGrad);
-      b.reduce = group_.ReduceScatter(b.grad, first_micro_ ? b.grad_shard : b.reduce_out,
-                                      comm::ReduceOp::kAvg);
+  const runtime::DType wire = options_.reduce_dtype;
+  Tensor* send = &b.grad;
+  if (wire != runtime::DType::kF32) {
+    b.wire = Flat(b.grad.numel(), MemoryTag::kComm, wire);
+    runtime::ConvertBuffer(b.grad.raw_data(), runtime::DType::kF32, b.wire.raw_data(), wire,
+                           b.grad.numel());
+    send = &b.wire;
   }
+  if (options_.zero_stage == 0) {
+    b.reduce = group_.AllReduce(*send, *send, comm::ReduceOp::kAvg);
+    return;
+  }
+  // Stage 1 and the first micro-batch write the shard; later ones (stages 2-3) add into it.
+  Tensor* out = &b.grad_shard;
+  if (wire != runtime::DType::kF32) {
+    b.wire_out = Flat(b.shard, MemoryTag::kComm, wire);
+    out = &b.wire_out;
+  } else if (options_.zero_stage >= 2 && !first_micro_) {
+    b.reduce_out = Flat(b.shard, MemoryTag::kGrad);
+    out = &b.reduce_out;
+  }
+  b.reduce = group_.ReduceScatter(*send, *out, comm::ReduceOp::kAvg);
 }
 
 void DataParallel::CompleteReduce(Bucket& b) {
   b.reduce = nullptr;
-  if (options_.zero_stage < 2) return;
+  if (b.wire.defined()) {  // widen what came back over the wire
+    const bool all = options_.zero_stage == 0;
+    Tensor& back = all ? b.wire : b.wire_out;
+    Tensor* into = &b.grad;
+    if (!all) {
+      const bool add = options_.zero_stage >= 2 && !first_micro_;
+      if (add) b.reduce_out = Flat(b.shard, MemoryTag::kGrad);
+      into = add ? &b.reduce_out : &b.grad_shard;
+    }
+    runtime::ConvertBuffer(back.raw_data(), options_.reduce_dtype, into->raw_data(),
+                           runtime::DType::kF32, back.numel());
+    b.wire = Tensor();
+    b.wire_out = Tensor();
+  }
   if (b.reduce_out.defined()) {
     runtime::kernels::AddInto(b.grad_shard, b.reduce_out);
     b.reduce_out = Tensor();
   }
+  if (options_.zero_stage < 2) return;
   for (Parameter* p : b.params) p->BindGrad(Tensor());
   b.grad = Tensor();
 }
@@ -328,17 +375,48 @@ absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   return norm;
 }
 
+absl::StatusOr<bool> DataParallel::GradientsFinite() {
+  int32_t finite = 1;
+  for (const optim::ParamSlot& slot : slots_) {
+    const float* g = slot.grad.data<float>();
+    for (int64_t i = 0; i < slot.grad.numel() && finite; ++i) finite = std::isfinite(g[i]);
+  }
+  Tensor flag = Tensor::FromVector<int32_t>({1}, {finite}, MemoryTag::kComm, allocator_);
+  LOOM_RETURN_IF_ERROR(group_.AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
+  return flag.data<int32_t>()[0] == 1;
+}
+
+void DataParallel::ScaleGradients(float factor) {
+  for (const optim::ParamSlot& slot : slots_) {
+    Tensor g = slot.grad;
+    runtime::kernels::Scale(g, factor);
+  }
+}
+
 absl::Status DataParallel::FinishOptimizerStep() {
-  if (options_.zero_stage != 1 && options_.zero_stage != 2) return absl::OkStatus();
-  // The owned shard is part of the gathered output: stage it so input and output do not alias.
+  const int stage = options_.zero_stage;
+  const runtime::DType work = options_.param_dtype;
+  if (stage == 0 || stage == 3) {
+    // Every rank updated all it holds: only the working copy needs refreshing.
+    for (Bucket& b : buckets_) {
+      if (mixed()) {
+        runtime::ConvertBuffer(b.master.raw_data(), runtime::DType::kF32, b.low.raw_data(), work,
+                               b.master.numel());
+      }
+    }
+    return absl::OkStatus();
+  }
+  // Stages 1-2: each rank updated its shard of the full master; all-gather the updated shards
+  // (in the working dtype) into every rank's working values. The staged input does not alias the
+  // output.
   std::vector<Tensor> staged;
   std::vector<std::shared_ptr<comm::Work>> works;
   const int64_t rank = group_.rank();
   for (Bucket& b : buckets_) {
-    Tensor mine = Tensor::Empty({b.shard}, runtime::DType::kF32, MemoryTag::kComm, allocator_);
-    std::memcpy(mine.data<float>(), b.value.data<float>() + rank * b.shard,
-                b.shard * sizeof(float));
-    works.push_back(group_.AllGather(mine, b.value));
+    Tensor mine = Flat(b.shard, MemoryTag::kComm, work);
+    const float* updated = b.master.data<float>() + (master_full() ? rank * b.shard : 0);
+    runtime::ConvertBuffer(updated, runtime::DType::kF32, mine.raw_data(), work, b.shard);
+    works.push_back(group_.AllGather(mine, mixed() ? b.low : b.master));
     staged.push_back(std::move(mine));
   }
   absl::Status status;
@@ -351,32 +429,58 @@ absl::Status DataParallel::FinishOptimizerStep() {
 
 void DataParallel::StartGather(int bucket) {
   Bucket& b = buckets_[bucket];
-  if (b.value.defined()) return;  // gathered or on its way
-  b.value = Flat(b.shard * group_.size(), MemoryTag::kParam);
-  b.gather = group_.AllGather(b.value_shard, b.value);
+  if (options_.zero_stage != 3 || b.value.defined() || b.gather != nullptr) return;
+  b.gathered = Flat(b.shard * group_.size(), MemoryTag::kParam, options_.param_dtype);
+  b.gather = group_.AllGather(mixed() ? b.low : b.master, b.gathered);
 }
 
-void DataParallel::FinishGather(Bucket& b) {
-  if (b.gather == nullptr) return;
-  CheckWait(b.gather, "parameter all-gather");
-  b.gather = nullptr;
+void DataParallel::Materialize(Bucket& b) {
+  if (b.value_is_master) ReleaseValues(b);  // bound to the master by GatherParameters
+  if (b.value.defined()) return;
+  Tensor source = b.low;
+  if (options_.zero_stage == 3) {
+    StartGather(static_cast<int>(&b - buckets_.data()));
+    CheckWait(b.gather, "parameter all-gather");
+    b.gather = nullptr;
+    source = std::move(b.gathered);
+    b.gathered = Tensor();
+  }
+  if (mixed()) {
+    b.value = Flat(source.numel(), MemoryTag::kWorkspace);
+    runtime::ConvertBuffer(source.raw_data(), options_.param_dtype, b.value.raw_data(),
+                           runtime::DType::kF32, source.numel());
+  } else {
+    b.value = std::move(source);
+  }
   BindValues(b);
 }
 
 void DataParallel::ReleaseValues(Bucket& b) {
+  b.value_is_master = false;
+  if (values_persistent()) return;
   for (Parameter* p : b.params) p->BindValue(Tensor());
   b.value = Tensor();
 }
 
 absl::Status DataParallel::GatherParameters() {
-  if (options_.zero_stage != 3) return absl::OkStatus();
-  for (int i = 0; i < num_buckets(); ++i) StartGather(i);
-  for (Bucket& b : buckets_) {
-    if (b.gather == nullptr) continue;
-    absl::Status s = b.gather->Wait();
-    if (!s.ok()) return s;
+  std::vector<std::shared_ptr<comm::Work>> works(buckets_.size());
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    Bucket& b = buckets_[i];
+    if (b.gather != nullptr) LOOM_RETURN_IF_ERROR(b.gather->Wait());  // a prefetch in flight
     b.gather = nullptr;
-    BindValues(b);
+    b.gathered = Tensor();
+    ReleaseValues(b);
+    if (master_full()) {
+      b.value = b.master;
+    } else {
+      b.value = Flat(b.shard * group_.size(), MemoryTag::kParam);
+      works[i] = group_.AllGather(b.master, b.value);
+    }
+  }
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    if (works[i] != nullptr) LOOM_RETURN_IF_ERROR(works[i]->Wait());
+    BindValues(buckets_[i]);
+    buckets_[i].value_is_master = true;
   }
   return absl::OkStatus();
 }
@@ -387,14 +491,12 @@ int DataParallel::LastUse(const Bucket& b, Pass pass) const {
 
 void DataParallel::BeforeUse(int unit, Pass pass) {
   PollReductions();
-  if (options_.zero_stage == 3) {
-    for (int bucket : unit_buckets_[unit]) StartGather(bucket);
-    const int next = pass == Pass::kForward ? unit + 1 : unit - 1;
-    if (next >= 0 && next < static_cast<int>(unit_buckets_.size())) {
-      for (int bucket : unit_buckets_[next]) StartGather(bucket);  // prefetch
-    }
-    for (int bucket : unit_buckets_[unit]) FinishGather(buckets_[bucket]);
+  for (int bucket : unit_buckets_[unit]) StartGather(bucket);
+  const int next = pass == Pass::kForward ? unit + 1 : unit - 1;
+  if (next >= 0 && next < static_cast<int>(unit_buckets_.size())) {
+    for (int bucket : unit_buckets_[next]) StartGather(bucket);  // prefetch (stage 3)
   }
+  for (int bucket : unit_buckets_[unit]) Materialize(buckets_[bucket]);
   if (options_.zero_stage >= 2 && pass == Pass::kBackward) {
     for (int bucket : unit_buckets_[unit]) {
       Bucket& b = buckets_[bucket];
@@ -406,11 +508,9 @@ void DataParallel::BeforeUse(int unit, Pass pass) {
 }
 
 void DataParallel::AfterUse(int unit, Pass pass) {
-  if (options_.zero_stage == 3) {
-    for (int bucket : unit_buckets_[unit]) {
-      Bucket& b = buckets_[bucket];
-      if (LastUse(b, pass) == unit) ReleaseValues(b);
-    }
+  for (int bucket : unit_buckets_[unit]) {
+    Bucket& b = buckets_[bucket];
+    if (LastUse(b, pass) == unit) ReleaseValues(b);
   }
   PollReductions();
 }

@@ -33,6 +33,15 @@
 //   3        values sharded too: a unit's buckets are all-gathered just before the unit runs
 //            (the next unit's are prefetched) and released after the pass's last use; persistent
 //            values 4P/size.
+// Mixed precision (param_dtype bf16 or f16): the f32 master weights are optimizer state (tag
+// optimizer: 4P at stage 0, 4P/size at stages 1-3, where each rank keeps only the master of its
+// shard) and the parameters are a 16-bit working copy (tag param: 2P, or 2P/size under ZeRO-3,
+// which also all-gathers in 16 bits). Just before a unit runs, its buckets' working values
+// are widened into f32 tensors (tag workspace; the CPU kernels compute in f32, as bf16 GEMMs
+// accumulate in f32) and released after the pass's last use; after each optimizer step the
+// working copy is re-derived from the master (ZeRO-1/2 all-gather it in 16 bits). Gradients are
+// accumulated in f32 (Megatron's main grads); reduce_dtype bf16 sends them over the wire in bf16
+// (the collectives add in f32) and widens the result.
 // Gradient accumulation: with stages 0 and 1 gradients accumulate in the full buffers and reduce
 // only on the last micro-batch; stages 2 and 3 keep no full gradients, so they reduce-scatter
 // every micro-batch and add into the shard (as DeepSpeed does).
@@ -62,7 +71,9 @@ class DataParallel : public ParameterUseHooks {
   struct Options {
     int zero_stage = 0;              // 0 (DDP), 1, 2 or 3
     int64_t bucket_bytes = 4 << 20;  // f32 bytes per gradient bucket (at least one parameter)
-    runtime::Allocator* allocator = nullptr;  // nullptr: Allocator::Default()
+    runtime::DType param_dtype = runtime::DType::kF32;   // working parameters: f32, bf16, f16
+    runtime::DType reduce_dtype = runtime::DType::kF32;  // gradients on the wire: f32, bf16, f16
+    runtime::Allocator* allocator = nullptr;             // nullptr: Allocator::Default()
   };
 
   // `units`: the model's ParameterUnits(); every parameter must be allocated (whole, replicated).
@@ -82,13 +93,20 @@ class DataParallel : public ParameterUseHooks {
   // The global gradient norm (over every rank's shard under ZeRO) and, when max_norm > 0 and the
   // norm exceeds it, every local gradient scaled by max_norm / norm. Collective for stages >= 1.
   absl::StatusOr<double> ClipGradNorm(double max_norm);
+  // Whether every gradient of the step is finite on every rank (collective): the loss scaler's
+  // overflow check, agreed by all ranks.
+  absl::StatusOr<bool> GradientsFinite();
+  // Multiplies every local gradient (what Slots() hold) by `factor` (unscaling).
+  void ScaleGradients(float factor);
   // What the optimizer updates: every parameter (stage 0) or the pieces of parameters inside this
   // rank's shards, named after their parameter (stages >= 1). Stable from step to step.
   const std::vector<optim::ParamSlot>& Slots() const { return slots_; }
-  // Stages 1 and 2: all-gathers the updated shards into every rank's values.
+  // Brings every rank's parameters up to date after the optimizer updated the master shard:
+  // stages 1-2 all-gather the updated shards, mixed precision re-derives the working copy.
   absl::Status FinishOptimizerStep();
-  // Stage 3: gathers every parameter's full value (e.g. to export it); they stay gathered until the
-  // next forward releases them. A no-op for other stages.
+  // Binds every parameter's value to its full f32 master value (stage 3 all-gathers it), e.g. to
+  // export or checkpoint the weights; the next use of a unit rebinds its working values.
+  // Collective for stage 3.
   absl::Status GatherParameters();
 
   // ParameterUseHooks (called by the model).
@@ -108,12 +126,16 @@ class DataParallel : public ParameterUseHooks {
     std::vector<int64_t> offsets;  // element offset of each parameter in the flat buffers
     std::vector<int> units;        // units that use a parameter of this bucket, ascending
     int64_t numel = 0;
-    int64_t shard = 0;            // padded / group size
-    runtime::Tensor value;        // full values (stage 3: only while gathered)
-    runtime::Tensor value_shard;  // stage 3: this rank's values (the master copy)
-    runtime::Tensor grad;         // full gradients (stages 2-3: only during backward)
-    runtime::Tensor grad_shard;   // stages >= 1: this rank's reduced gradients
-    runtime::Tensor reduce_out;   // stages 2-3, later micro-batches: before adding into the shard
+    int64_t shard = 0;               // padded / group size
+    runtime::Tensor master;          // f32 values: full or this rank's shard (see master_full())
+    runtime::Tensor low;             // mixed precision: the 16-bit working copy of `master`
+    runtime::Tensor gathered;        // stage 3, while gathering: full, in the working dtype
+    runtime::Tensor value;           // full f32 values bound to the parameters (while in use)
+    bool value_is_master = false;    // `value` holds the master (GatherParameters), not working
+    runtime::Tensor grad;            // full gradients (stages 2-3: only during backward)
+    runtime::Tensor grad_shard;      // stages >= 1: this rank's reduced gradients
+    runtime::Tensor reduce_out;      // stages 2-3, later micro-batches: added into the shard
+    runtime::Tensor wire, wire_out;  // gradients in reduce_dtype while they are reduced
     std::shared_ptr<comm::Work> gather, reduce;
     int ready = 0;  // parameters whose gradient is final in this micro-batch
   };
@@ -126,7 +148,17 @@ class DataParallel : public ParameterUseHooks {
   void BuildBuckets(const std::vector<std::vector<Parameter*>>& units);
   void AllocateStorage();
   void BuildSlots();
-  runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag) const;
+  runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
+                       runtime::DType dtype = runtime::DType::kF32) const;
+  bool mixed() const { return options_.param_dtype != runtime::DType::kF32; }
+  // Whether every rank holds the whole f32 master: stage 0, and f32 stages 1-2 (where the
+  // master is the parameter and the updated shards are gathered into it). Otherwise each rank
+  // holds only its shard.
+  bool master_full() const {
+    return options_.zero_stage == 0 || (!mixed() && options_.zero_stage < 3);
+  }
+  // f32 working values that are the master itself, bound for good (f32, stages 0-2).
+  bool values_persistent() const { return !mixed() && options_.zero_stage < 3; }
   void BindValues(Bucket& b);
   void BindGrads(Bucket& b);
   void OnGradReady(Parameter& p);
@@ -134,7 +166,7 @@ class DataParallel : public ParameterUseHooks {
   void CompleteReduce(Bucket& b);
   void PollReductions();
   void StartGather(int bucket);
-  void FinishGather(Bucket& b);
+  void Materialize(Bucket& b);
   void ReleaseValues(Bucket& b);
   // The unit that uses bucket `b` last in `pass` (highest index forward, lowest backward).
   int LastUse(const Bucket& b, Pass pass) const;

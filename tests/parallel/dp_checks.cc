@@ -37,6 +37,9 @@ RunResult Train(const models::TrainOptions& o, comm::Communicator* group) {
     auto m = t.Step();
     EXPECT_TRUE(m.ok()) << m.status();
     if (!m.ok()) return r;
+    r.loss_scales.push_back(m->loss_scale);
+    r.skipped.push_back(m->skipped);
+    if (m->skipped) continue;
     r.losses.push_back(m->loss);
     r.grad_norms.push_back(m->grad_norm);
   }
@@ -49,11 +52,13 @@ RunResult Train(const models::TrainOptions& o, comm::Communicator* group) {
   return r;
 }
 
-void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what) {
+void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what,
+                      const Tolerance& tolerance) {
   ASSERT_EQ(got.losses.size(), reference.losses.size()) << what;
   for (size_t s = 0; s < reference.losses.size(); ++s) {
-    EXPECT_NEAR(got.losses[s], reference.losses[s], kLossTolerance) << what << " step " << s + 1;
-    EXPECT_NEAR(got.grad_norms[s], reference.grad_norms[s], 1e-4 * reference.grad_norms[s])
+    EXPECT_NEAR(got.losses[s], reference.losses[s], tolerance.loss) << what << " step " << s + 1;
+    EXPECT_NEAR(got.grad_norms[s], reference.grad_norms[s],
+                tolerance.grad_norm * reference.grad_norms[s])
         << what << " grad norm, step " << s + 1;
   }
   ASSERT_EQ(got.params.size(), reference.params.size()) << what;
@@ -71,7 +76,7 @@ void ExpectEquivalent(const RunResult& reference, const RunResult& got, const st
       }
     }
   }
-  EXPECT_LE(worst, kParamTolerance) << what << ": largest parameter difference at " << worst_name;
+  EXPECT_LE(worst, tolerance.param) << what << ": largest parameter difference at " << worst_name;
 }
 
 }  // namespace loom::testing

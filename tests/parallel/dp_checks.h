@@ -18,6 +18,8 @@ namespace loom::testing {
 struct RunResult {
   std::vector<float> losses;                         // per step, mean over ranks
   std::vector<double> grad_norms;                    // per step (before clipping)
+  std::vector<float> loss_scales;                    // per Step() call
+  std::vector<bool> skipped;                         // per Step() call (fp16 overflow)
   std::map<std::string, std::vector<float>> params;  // final, full (gathered)
 };
 
@@ -26,14 +28,25 @@ struct RunResult {
 models::TrainOptions ReferenceOptions();
 models::TrainOptions WithLayout(models::TrainOptions o, int dp, int zero, int64_t grad_accum = 1);
 
-// Trains o.steps steps on `group` (nullptr: one rank) and gathers the final parameters.
+// Trains until o.steps optimizer steps are done on `group` (nullptr: one rank) and gathers the
+// final parameters. losses and grad_norms hold applied steps only.
 RunResult Train(const models::TrainOptions& o, comm::Communicator* group);
 
-// Tolerances (fp32): per-step loss within kLossTolerance (absolute), every final parameter element
-// within kParamTolerance (absolute). Reductions in a different order change the last bits of the
-// gradients (losses differ by <= 5e-7, parameters by <= 7e-6 after 20 steps, measured).
-inline constexpr double kLossTolerance = 5e-6;
-inline constexpr double kParamTolerance = 5e-5;
-void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what);
+// How close a layout must come to the reference: per-step loss (absolute), grad norm (relative)
+// and every final parameter element (absolute).
+struct Tolerance {
+  double loss;
+  double grad_norm;
+  double param;
+};
+// fp32: reductions in a different order change the last bits of the gradients (measured: losses
+// differ by <= 5e-7, parameters by <= 7e-6 after 20 steps).
+inline constexpr Tolerance kF32Tolerance = {.loss = 5e-6, .grad_norm = 1e-4, .param = 5e-5};
+// bf16 working values: such last-bit differences in the master flip the rounding of some bf16
+// values, which later steps carry on (measured over 20 steps at dp 2, ZeRO 0-3: losses <= 3e-4,
+// grad norms <= 0.7 % and parameters <= 1.1e-4 apart).
+inline constexpr Tolerance kBf16Tolerance = {.loss = 2e-3, .grad_norm = 2e-2, .param = 1e-3};
+void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what,
+                      const Tolerance& tolerance = kF32Tolerance);
 
 }  // namespace loom::testing
