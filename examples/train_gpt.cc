@@ -45,6 +45,8 @@ ABSL_FLAG(int32_t, zero, 0,
           "parameters");
 ABSL_FLAG(int64_t, grad_accum, 1, "micro-batches per step (gradients reduce on the last)");
 ABSL_FLAG(double, bucket_mb, 4.0, "gradient bucket size in MiB");
+ABSL_FLAG(bool, overlap_grad_reduce, true,
+          "start each bucket's reduction during backward; false: after it (to measure overlap)");
 ABSL_FLAG(std::string, comm, "shm",
           "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
           "(MPI's own) or ring (loom's ring algorithms over MPI point-to-point)");
@@ -96,6 +98,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.zero = absl::GetFlag(FLAGS_zero);
   o.grad_accum = absl::GetFlag(FLAGS_grad_accum);
   o.bucket_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_bucket_mb) * (1 << 20));
+  o.overlap_grad_reduce = absl::GetFlag(FLAGS_overlap_grad_reduce);
   o.precision = absl::GetFlag(FLAGS_precision);
   o.grad_reduce_dtype = absl::GetFlag(FLAGS_grad_reduce_dtype);
   o.inject_overflow_step = absl::GetFlag(FLAGS_inject_overflow_step);
@@ -269,6 +272,7 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                   o.save_dir.c_str());
     }
   }
+  LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world));  // the training state, before any export
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
     LOOM_RETURN_IF_ERROR(trainer.GatherParameters());
@@ -277,7 +281,7 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
       std::printf("exported weights to %s\n", export_path.c_str());
     }
   }
-  return PrintMemoryPerRank(world);
+  return absl::OkStatus();
 }
 
 // Every flag this program defines, as name=value, for the ranks' configuration agreement.

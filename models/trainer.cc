@@ -158,7 +158,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                                     {.zero_stage = options.zero,
                                      .bucket_bytes = options.bucket_bytes,
                                      .param_dtype = working,
-                                     .reduce_dtype = PrecisionDType(options.grad_reduce_dtype)}));
+                                     .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
+                                     .overlap = options.overlap_grad_reduce}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
   return t;

@@ -39,7 +39,8 @@ struct TrainOptions {
   int dp = 1;              // data-parallel ranks (the size of the group given to Create)
   int zero = 0;            // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
-  int64_t bucket_bytes = 4 << 20;  // gradient bucket size
+  int64_t bucket_bytes = 4 << 20;   // gradient bucket size
+  bool overlap_grad_reduce = true;  // false: reduce only after backward (a measurement baseline)
   // Working parameters and activations: fp32, bf16 or fp16 (f32 master weights either way; fp16
   // with dynamic loss scaling). Gradients travel in grad_reduce_dtype (fp32, bf16, fp16).
   std::string precision = "fp32";

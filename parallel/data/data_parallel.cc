@@ -242,6 +242,7 @@ void DataParallel::ZeroGrad() {
 
 void DataParallel::BeginMicroBatch(bool last) {
   if (micro_started_) {
+    if (reduce_this_micro_) LaunchReady();  // without overlap they start only now
     // Stages 2-3 reduce every micro-batch; the next one's buffers replace this one's.
     for (Bucket& b : buckets_) {
       if (b.reduce != nullptr) {
@@ -261,7 +262,11 @@ void DataParallel::OnGradReady(Parameter& p) {
   if (!reduce_this_micro_) return;
   Bucket& b = buckets_[where_.at(&p).bucket];
   ++b.ready;
-  // Launch in bucket order, so every rank issues the same sequence of collectives.
+  if (options_.overlap) LaunchReady();
+}
+
+void DataParallel::LaunchReady() {
+  // In bucket order, so every rank issues the same sequence of collectives.
   while (next_launch_ < num_buckets() &&
          buckets_[next_launch_].ready == static_cast<int>(buckets_[next_launch_].params.size())) {
     LaunchReduce(next_launch_++);
@@ -328,6 +333,8 @@ void DataParallel::PollReductions() {
 }
 
 absl::Status DataParallel::FinishBackward() {
+  const auto start = std::chrono::steady_clock::now();
+  if (reduce_this_micro_) LaunchReady();
   if (reduce_this_micro_ && next_launch_ < num_buckets()) {
     const Bucket& b = buckets_[next_launch_];
     return absl::FailedPreconditionError(absl::StrCat(
@@ -335,7 +342,6 @@ absl::Status DataParallel::FinishBackward() {
         ") did not get all its gradients in this backward (", b.ready, " of ", b.params.size(),
         "); every parameter must be used in every micro-batch"));
   }
-  const auto start = std::chrono::steady_clock::now();
   absl::Status status;
   for (Bucket& b : buckets_) {
     if (b.reduce == nullptr) continue;

@@ -73,7 +73,10 @@ class DataParallel : public ParameterUseHooks {
     int64_t bucket_bytes = 4 << 20;  // f32 bytes per gradient bucket (at least one parameter)
     runtime::DType param_dtype = runtime::DType::kF32;   // working parameters: f32, bf16, f16
     runtime::DType reduce_dtype = runtime::DType::kF32;  // gradients on the wire: f32, bf16, f16
-    runtime::Allocator* allocator = nullptr;             // nullptr: Allocator::Default()
+    // Start each bucket's reduction as soon as its gradients are final (true), or only after the
+    // backward pass (false: the baseline that measures how much of the reduction overlap hides).
+    bool overlap = true;
+    runtime::Allocator* allocator = nullptr;  // nullptr: Allocator::Default()
   };
 
   // `units`: the model's ParameterUnits(); every parameter must be allocated (whole, replicated).
@@ -163,6 +166,8 @@ class DataParallel : public ParameterUseHooks {
   void BindGrads(Bucket& b);
   void OnGradReady(Parameter& p);
   void LaunchReduce(int bucket);
+  // Launches, in order, every bucket whose gradients are all final and that has not started.
+  void LaunchReady();
   void CompleteReduce(Bucket& b);
   void PollReductions();
   void StartGather(int bucket);

@@ -7,6 +7,7 @@ embeddings only), gradient clipping at 1.0 and f32, on random tokens, and report
 step. Attention uses torch's scaled_dot_product_attention when available (torch >= 2.0).
 
   python3 train_gpt_torch.py --preset cpu-small --batch 8 --steps 10 --threads 2 --json out.json
+  python3 train_gpt_torch.py --world_size 2 --batch 16 --threads 1   # DDP (gloo), 2 processes
 """
 import argparse
 import json
@@ -74,43 +75,81 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq_len", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--json", default="")
-    args = ap.parse_args()
+def train(args, rank=0, world=1):
+    """Trains args.steps steps; with world > 1, rank `rank` of a DistributedDataParallel (gloo)
+    job on its slice of each global batch of args.batch sequences. Returns rank 0's step list."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(1337)
     cfg = PRESETS[args.preset]
     T = args.seq_len or cfg["ctx"]
     model = GPT(**cfg)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)  # default 25 MiB buckets
     decay = [p for p in model.parameters() if p.dim() == 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     data = torch.randint(0, cfg["vocab"], (args.steps, args.batch, T + 1))
+    per = args.batch // world
     steps = []
     for step in range(args.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(data[step, :, :-1], data[step, :, 1:])
-        loss.backward()
+        batch = data[step, rank * per:(rank + 1) * per]
+        loss = net(batch[:, :-1], batch[:, 1:])
+        loss.backward()  # DDP all-reduces gradient buckets during backward
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ms = (time.perf_counter() - t0) * 1000
         tok_s = args.batch * T / (ms / 1000)
         steps.append({"step": step + 1, "loss": loss.item(), "step_ms": ms, "tokens_per_s": tok_s})
-        print(f"step {step + 1:4d} | loss {loss.item():.4f} | {ms:8.1f} ms | {tok_s:8.0f} tok/s",
-              flush=True)
+        if rank == 0:
+            print(f"step {step + 1:4d} | loss {loss.item():.4f} | {ms:8.1f} ms | "
+                  f"{tok_s:8.0f} tok/s", flush=True)
+    return steps
+
+
+def ddp_worker(rank, world, args, port):
+    import os
+    import torch.distributed as dist
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    steps = train(args, rank, world)
+    if rank == 0:
+        write_json(args, steps, world)
+    dist.destroy_process_group()
+
+
+def write_json(args, steps, world):
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "steps": steps}, f)
+            json.dump({"torch": torch.__version__, "threads": args.threads, "world_size": world,
+                       "steps": steps}, f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS))
+    ap.add_argument("--batch", type=int, default=8, help="global batch (over all ranks)")
+    ap.add_argument("--seq_len", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2, help="threads per rank")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--world_size", type=int, default=1,
+                    help="> 1: DistributedDataParallel over gloo with this many processes")
+    ap.add_argument("--port", type=int, default=29517)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    if args.world_size < 1 or args.batch % args.world_size:
+        ap.error("--batch must be a multiple of --world_size >= 1")
+    if args.world_size == 1:
+        write_json(args, train(args), 1)
+    else:
+        torch.multiprocessing.spawn(ddp_worker, args=(args.world_size, args, args.port),
+                                    nprocs=args.world_size)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,22 @@ TEST(MixedPrecision, Bf16StagesMatchTheSingleRankBf16Run) {
   }
 }
 
+// Reducing after backward instead of during it changes only the timing: the same collectives on
+// the same buffers, so bitwise the same run.
+TEST(DataParallelOverlap, ReducingAfterBackwardGivesTheSameBits) {
+  runtime::SetNumThreads(1);
+  for (int zero : {0, 2}) {
+    models::TrainOptions o = WithLayout(ReferenceOptions(), 2, zero, /*grad_accum=*/2);
+    o.steps = 5;
+    std::vector<RunResult> on(2), off(2);
+    OnRanks(2, [&](int rank, comm::Communicator& group) { on[rank] = Train(o, &group); });
+    o.overlap_grad_reduce = false;
+    OnRanks(2, [&](int rank, comm::Communicator& group) { off[rank] = Train(o, &group); });
+    EXPECT_EQ(on[0].losses, off[0].losses) << "zero " << zero;
+    EXPECT_EQ(on[0].params, off[0].params) << "zero " << zero;
+  }
+}
+
 TEST(DataParallelOptions, RejectsBatchesThatDoNotDivide) {
   auto world = comm::MakeLocalWorld(1);
   models::TrainOptions o = WithLayout(ReferenceOptions(), 1, 0, 3);
