@@ -34,14 +34,7 @@ done
 if [ "$steps" -lt 3 ]; then echo "dp_vs_torch_ddp.sh: --steps must be >= 3" >&2; exit 2; fi
 if [ $((batch % 2)) -ne 0 ]; then echo "dp_vs_torch_ddp.sh: --batch must be even" >&2; exit 2; fi
 
-python=""
-for candidate in ${LOOM_TORCH_PYTHON:-} python3 /usr/bin/python3; do
-  if "$candidate" -c 'import torch, numpy' >/dev/null 2>&1; then python=$candidate; break; fi
-done
-if [ -z "$python" ]; then
-  echo "dp_vs_torch_ddp.sh: no python3 with torch; run: bash scripts/setup.sh --with-torch" >&2
-  exit 1
-fi
+source bench/models/torch_python.sh dp_vs_torch_ddp.sh
 
 bash scripts/build.sh >/dev/null
 build=${LOOM_BUILD_DIR:-build}

@@ -25,14 +25,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$steps" -lt 3 ]; then echo "train_vs_torch.sh: --steps must be >= 3" >&2; exit 2; fi
 
-python=""
-for candidate in ${LOOM_TORCH_PYTHON:-} python3 /usr/bin/python3; do
-  if "$candidate" -c 'import torch, numpy' >/dev/null 2>&1; then python=$candidate; break; fi
-done
-if [ -z "$python" ]; then
-  echo "train_vs_torch.sh: no python3 with torch; run: bash scripts/setup.sh --with-torch" >&2
-  exit 1
-fi
+source bench/models/torch_python.sh train_vs_torch.sh
 
 bash scripts/build.sh >/dev/null
 build=${LOOM_BUILD_DIR:-build}

@@ -16,7 +16,6 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "comm/mpi/mpi_env.h"
 #include "comm/world.h"
 #include "runtime/base/check.h"
 #include "tests/comm/collective_checks.h"
@@ -173,13 +172,3 @@ TEST(MpiCollectivesTest, UnknownBackendNamesTheChoices) {
 
 }  // namespace
 }  // namespace loom::comm
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  absl::StatusOr<loom::comm::MpiEnvironment*> mpi = loom::comm::MpiEnvironment::Init(&argc, &argv);
-  if (!mpi.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(mpi.status().message()).c_str());
-    return 1;
-  }
-  return RUN_ALL_TESTS();  // MPI is finalized at exit (MpiEnvironment)
-}

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <memory>
 
-#include "comm/mpi/mpi_env.h"
 #include "comm/world.h"
 #include "runtime/allocator.h"
 #include "runtime/base/check.h"
@@ -152,13 +151,3 @@ TEST(DataParallelUnderMpirun, PerRankBytesMatchTheZeroFormulas) {
 
 }  // namespace
 }  // namespace loom::parallel
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  absl::StatusOr<loom::comm::MpiEnvironment*> mpi = loom::comm::MpiEnvironment::Init(&argc, &argv);
-  if (!mpi.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(mpi.status().message()).c_str());
-    return 1;
-  }
-  return RUN_ALL_TESTS();  // MPI is finalized at exit (MpiEnvironment)
-}
