@@ -82,12 +82,6 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.inject_overflow_step != 0 && o.precision != "fp16") {
     return bad("--inject_overflow_step tests f16 loss scaling; it needs --precision fp16");
   }
-  if (o.zero >= 1 && (!o.save_dir.empty() || o.resume)) {
-    return absl::UnimplementedError(
-        absl::StrCat("checkpoints of ZeRO-sharded state (--zero ", o.zero,
-                     ") are not supported yet; use --zero 0 with --save_dir/--resume, or "
-                     "--export for the final weights"));
-  }
   return absl::OkStatus();
 }
 
@@ -150,8 +144,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                         data::BatchSampler::Create(*t->dataset_, options.batch / options.dp,
                                                    seq_len, dp_group->rank(), options.dp));
   t->sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
-  // Resume loads the full weights into the model; data parallelism then takes them over.
-  if (options.resume) LOOM_RETURN_IF_ERROR(t->Resume());
+  // Resume loads the full weights into the model; data parallelism then takes them over, and the
+  // optimizer state is cut to this rank's shard.
+  std::vector<io::NamedTensor> optimizer_state;
+  if (options.resume) {
+    LOOM_ASSIGN_OR_RETURN(optimizer_state, t->Resume());
+  }
   const runtime::DType working = PrecisionDType(options.precision);
   LOOM_ASSIGN_OR_RETURN(t->dp_, parallel::DataParallel::Create(
                                     t->model_->ParameterUnits(), *dp_group,
@@ -162,6 +160,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                                      .overlap = options.overlap_grad_reduce}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
+  if (options.resume) {
+    LOOM_ASSIGN_OR_RETURN(
+        std::vector<io::NamedTensor> mine,
+        t->dp_->ShardOptimizerState(optimizer_state, t->optimizer_->StateSuffixes()));
+    LOOM_RETURN_IF_ERROR(t->optimizer_->LoadState(mine, t->resumed_step_));
+  }
   return t;
 }
 
@@ -236,17 +240,19 @@ void Trainer::FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_poin
 }
 
 std::string Trainer::StateJson() const {
-  nlohmann::json j = {{"format", "loom-train-state"},
-                      {"version", 1},
-                      {"step", optimizer_->step()},
-                      {"data_position", sampler_->position()},
-                      {"rng", {{"seed", options_.seed}, {"kind", "philox4x32-10, counter-based"}}},
-                      {"lr_schedule",
-                       {{"max_lr", schedule_.options().max_lr},
-                        {"min_lr", schedule_.options().min_lr},
-                        {"warmup_steps", schedule_.options().warmup_steps},
-                        {"total_steps", schedule_.options().total_steps}}},
-                      {"run", RunIdentity(options_, model_->config(), seq_len_)}};
+  nlohmann::json j = {
+      {"format", "loom-train-state"},
+      {"version", 1},
+      {"step", optimizer_->step()},
+      {"data_position", sampler_->position()},
+      {"rng", {{"seed", options_.seed}, {"kind", "philox4x32-10, counter-based"}}},
+      {"lr_schedule",
+       {{"max_lr", schedule_.options().max_lr},
+        {"min_lr", schedule_.options().min_lr},
+        {"warmup_steps", schedule_.options().warmup_steps},
+        {"total_steps", schedule_.options().total_steps}}},
+      {"loss_scale", {{"scale", scaler_.scale()}, {"clean_steps", scaler_.clean_steps()}}},
+      {"run", RunIdentity(options_, model_->config(), seq_len_)}};
   return j.dump(2);
 }
 
@@ -254,11 +260,15 @@ absl::Status Trainer::SaveCheckpoint() {
   if (options_.save_dir.empty()) {
     return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
   }
+  // The same files whatever the layout: whole f32 master weights and whole optimizer state.
+  LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
+  LOOM_ASSIGN_OR_RETURN(
+      std::vector<io::NamedTensor> state,
+      dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes()));
   if (dp_group_->rank() != 0) return dp_group_->Barrier()->Wait();  // rank 0 writes
-  LOOM_RETURN_IF_ERROR(dp_->GatherParameters());                    // the f32 master values
   LOOM_ASSIGN_OR_RETURN(std::string weights,
                         io::SerializeSafetensors(GptParameterTensors(*model_)));
-  LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_->State()));
+  LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(state));
   const absl::Status saved = io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
                                                 {{kModelFile, std::move(weights)},
                                                  {kOptimizerFile, std::move(optimizer)},
@@ -269,7 +279,7 @@ absl::Status Trainer::SaveCheckpoint() {
   return saved.ok() ? joined : saved;
 }
 
-absl::Status Trainer::Resume() {
+absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
   LOOM_ASSIGN_OR_RETURN(std::string dir, io::FindLatestCheckpoint(options_.save_dir));
   LOOM_ASSIGN_OR_RETURN(io::LoadedCheckpoint ckpt, io::LoadCheckpoint(dir));
   for (const char* name : {kModelFile, kOptimizerFile, kStateFile}) {
@@ -295,10 +305,14 @@ absl::Status Trainer::Resume() {
   LOOM_ASSIGN_OR_RETURN(io::SafetensorsFile opt,
                         io::ParseSafetensors(ckpt.files[kOptimizerFile], dir + "/" + kOptimizerFile,
                                              runtime::MemoryTag::kOptimizer));
-  LOOM_RETURN_IF_ERROR(optimizer_->LoadState(opt.tensors, ckpt.step));
   LOOM_RETURN_IF_ERROR(sampler_->SetPosition(state.value("data_position", int64_t{-1})));
+  if (state.contains("loss_scale")) {
+    scaler_.Restore(state["loss_scale"].value("scale", scaler_.scale()),
+                    state["loss_scale"].value("clean_steps", int64_t{0}));
+  }
   resumed_from_ = dir;
-  return absl::OkStatus();
+  resumed_step_ = ckpt.step;
+  return std::move(opt.tensors);
 }
 
 absl::StatusOr<double> Trainer::Evaluate(const data::TokenDataset& dataset, int64_t batches) {

@@ -90,8 +90,9 @@ class Trainer {
   // is skipped on every rank (metrics.skipped; step() does not advance, the batch is consumed)
   // and the loss scale halves.
   absl::StatusOr<StepMetrics> Step();
-  // Writes a checkpoint of the current step to options.save_dir (data-parallel rank 0 writes;
-  // the others have identical state). Collective over the group.
+  // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
+  // whole optimizer state, whatever the layout (ZeRO shards are gathered; data-parallel rank 0
+  // writes), so any layout can resume it. Collective over the group.
   absl::Status SaveCheckpoint();
   // Makes every parameter's full value readable (ZeRO-3 gathers them; see
   // DataParallel::GatherParameters). Collective over the group.
@@ -113,7 +114,9 @@ class Trainer {
  private:
   Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset> dataset,
           std::unique_ptr<GptModel> model, int64_t seq_len);
-  absl::Status Resume();
+  // Restores weights, data position and loss scale; returns the whole optimizer state, which
+  // needs the data-parallel layout before it can be loaded.
+  absl::StatusOr<std::vector<runtime::io::NamedTensor>> Resume();
   std::string StateJson() const;
   // The mean of `local` over the data-parallel ranks.
   absl::StatusOr<float> MeanOverRanks(float local);
@@ -129,6 +132,7 @@ class Trainer {
   std::unique_ptr<parallel::DataParallel> dp_;
   optim::DynamicLossScaler scaler_;
   bool injected_ = false;
+  int64_t resumed_step_ = 0;
   std::unique_ptr<data::BatchSampler> sampler_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   optim::CosineSchedule schedule_;

@@ -37,6 +37,11 @@ class DynamicLossScaler {
   // Records the outcome of a step's backward. Returns true when the step should be applied; on an
   // overflow returns false, multiplies the scale by backoff_factor and restarts the count.
   bool Update(bool gradients_finite);
+  // Restores what scale() and clean_steps() returned (from a checkpoint).
+  void Restore(float scale, int64_t clean_steps) {
+    scale_ = scale;
+    clean_steps_ = clean_steps;
+  }
 
  private:
   Options options_;

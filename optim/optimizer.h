@@ -46,6 +46,8 @@ class Optimizer {
   // Replaces all state with copies of what State() returned; InvalidArgument naming the tensor on
   // a malformed entry. A later Step aborts if a slot has no restored state (never silently fresh).
   virtual absl::Status LoadState(const std::vector<NamedTensor>& state, int64_t step) = 0;
+  // The suffixes of this optimizer's state names (".exp_avg", ...), one tensor each per slot.
+  virtual std::vector<std::string> StateSuffixes() const = 0;
 
  protected:
   int64_t step_ = 0;
@@ -64,6 +66,7 @@ class AdamW : public Optimizer {
   void Step(const std::vector<ParamSlot>& slots, float lr) override;
   std::vector<NamedTensor> State() const override;
   absl::Status LoadState(const std::vector<NamedTensor>& state, int64_t step) override;
+  std::vector<std::string> StateSuffixes() const override { return {".exp_avg", ".exp_avg_sq"}; }
 
  private:
   struct Moments {
@@ -87,6 +90,7 @@ class Sgd : public Optimizer {
   void Step(const std::vector<ParamSlot>& slots, float lr) override;
   std::vector<NamedTensor> State() const override;
   absl::Status LoadState(const std::vector<NamedTensor>& state, int64_t step) override;
+  std::vector<std::string> StateSuffixes() const override { return {".momentum_buffer"}; }
 
  private:
   SgdOptions options_;

@@ -104,6 +104,16 @@ class DataParallel : public ParameterUseHooks {
   // What the optimizer updates: every parameter (stage 0) or the pieces of parameters inside this
   // rank's shards, named after their parameter (stages >= 1). Stable from step to step.
   const std::vector<optim::ParamSlot>& Slots() const { return slots_; }
+  // Checkpoints in one format whatever the layout: every parameter's optimizer state whole, named
+  // "<parameter><suffix>" (suffixes from Optimizer::StateSuffixes), flat f32.
+  // GatherOptimizerState turns this rank's State() into that (collective for stages >= 1: the
+  // shards are all-gathered); ShardOptimizerState cuts it back to this rank's slots (local).
+  // InvalidArgument / FailedPrecondition naming the tensor when one is missing or has the wrong
+  // size.
+  absl::StatusOr<std::vector<optim::NamedTensor>> GatherOptimizerState(
+      const std::vector<optim::NamedTensor>& local, const std::vector<std::string>& suffixes);
+  absl::StatusOr<std::vector<optim::NamedTensor>> ShardOptimizerState(
+      const std::vector<optim::NamedTensor>& whole, const std::vector<std::string>& suffixes) const;
   // Brings every rank's parameters up to date after the optimizer updated the master shard:
   // stages 1-2 all-gather the updated shards, mixed precision re-derives the working copy.
   absl::Status FinishOptimizerStep();
@@ -141,6 +151,14 @@ class DataParallel : public ParameterUseHooks {
     runtime::Tensor wire, wire_out;  // gradients in reduce_dtype while they are reduced
     std::shared_ptr<comm::Work> gather, reduce;
     int ready = 0;  // parameters whose gradient is final in this micro-batch
+  };
+  // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
+  // offset of lo within its parameter.
+  struct SlotRange {
+    int bucket;
+    int64_t lo, hi;
+    int64_t in_param;
+    Parameter* param;
   };
   struct Location {
     int bucket;
@@ -183,6 +201,7 @@ class DataParallel : public ParameterUseHooks {
   std::vector<std::vector<int>> unit_buckets_;  // the buckets each unit uses
   absl::flat_hash_map<Parameter*, Location> where_;
   std::vector<optim::ParamSlot> slots_;
+  std::vector<SlotRange> slot_ranges_;  // parallel to slots_ (stages >= 1)
   bool reduce_this_micro_ = true;
   bool first_micro_ = true;     // the step's first micro-batch (stages 2-3 write the shard)
   bool micro_started_ = false;  // a micro-batch of this step has begun
