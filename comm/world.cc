@@ -1,13 +1,35 @@
 #include "comm/world.h"
 
 #include "absl/strings/str_cat.h"
+#include "comm/hierarchical.h"
 #include "comm/mpi/mpi_backend.h"
 #include "comm/mpi/mpi_p2p.h"
+#include "comm/mpi/mpi_util.h"
 #include "comm/p2p_backend.h"
 #include "comm/shm/shm_backend.h"
 #include "runtime/base/env.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm {
+
+namespace {
+
+// The ring backend composed per host (comm/hierarchical.h). LOOM_HIER_RANKS_PER_HOST=k treats
+// every k consecutive ranks as one host, to exercise the composition on one machine.
+absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchical(std::unique_ptr<Backend> flat,
+                                                          const CommOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(int64_t per_host, base::GetEnvInt("LOOM_HIER_RANKS_PER_HOST", 0));
+  if (per_host < 0) {
+    return absl::InvalidArgumentError("LOOM_HIER_RANKS_PER_HOST must be >= 0 (0: real hosts)");
+  }
+  LOOM_ASSIGN_OR_RETURN(int host,
+                        mpi_detail::MpiHostId(MPI_COMM_WORLD, static_cast<int>(per_host)));
+  const Deadline deadline{std::chrono::steady_clock::now() +
+                          absl::ToChronoNanoseconds(options.timeout)};
+  return MakeHierarchicalBackend(std::move(flat), host, deadline);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
                                                                     CommOptions options) {
@@ -16,16 +38,18 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string
     b = MakeMpiWorldBackend();
   } else if (backend == "shm") {
     b = MakeShmWorldBackend(ShmOptions::FromEnv());
-  } else if (backend == "ring") {
+  } else if (backend == "ring" || backend == "hier") {
     absl::StatusOr<std::unique_ptr<PointToPoint>> p2p = MakeMpiPointToPoint();
     if (!p2p.ok()) return p2p.status();
     b = MakeP2PBackend(std::move(p2p).value(), P2POptions{});
+    if (b.ok() && backend == "hier") b = MakeHierarchical(std::move(b).value(), options);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown communicator backend \"", backend,
         "\"; choose \"mpi\" (MPI's collectives, any hosts), \"shm\" (loom's shared-memory "
-        "algorithms, one host) or \"ring\" (loom's ring / halving-doubling algorithms over MPI "
-        "point-to-point, any hosts)"));
+        "algorithms, one host), \"ring\" (loom's ring / halving-doubling algorithms over MPI "
+        "point-to-point, any hosts) or \"hier\" (ring's algorithms composed per host: "
+        "reduce-scatter inside, all-reduce across, all-gather inside)"));
   }
   if (!b.ok()) return b.status();
   return std::make_unique<Communicator>(std::move(b).value(), options);

@@ -49,7 +49,8 @@ ABSL_FLAG(bool, overlap_grad_reduce, true,
           "start each bucket's reduction during backward; false: after it (to measure overlap)");
 ABSL_FLAG(std::string, comm, "shm",
           "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
-          "(MPI's own) or ring (loom's ring algorithms over MPI point-to-point)");
+          "(MPI's own), ring (loom's ring algorithms over MPI point-to-point) or hier (ring "
+          "composed per host)");
 ABSL_FLAG(std::string, precision, "fp32",
           "working parameters and activations: fp32, bf16 or fp16 (f32 master weights; fp16 with "
           "dynamic loss scaling)");

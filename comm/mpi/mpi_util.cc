@@ -8,6 +8,7 @@
 #include "comm/mpi/mpi_env.h"
 #include "runtime/base/check.h"
 #include "runtime/base/logging.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm::mpi_detail {
 
@@ -181,6 +182,23 @@ absl::Status MpiMailbox::Recv(const CollectiveArgs& args, Deadline deadline, boo
   return MpiStatus(
       MPI_Mrecv(args.out, static_cast<int>(bytes), MPI_BYTE, &message, MPI_STATUS_IGNORE),
       "MPI_Mrecv");
+}
+
+absl::StatusOr<int> MpiHostId(MPI_Comm comm, int ranks_per_host) {
+  std::unique_lock<std::mutex> lock = LockMpi();
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (ranks_per_host > 0) return rank - rank % ranks_per_host;
+  MPI_Comm node = MPI_COMM_NULL;
+  LOOM_RETURN_IF_ERROR(
+      MpiStatus(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node),
+                "MPI_Comm_split_type"));
+  int lowest = rank;
+  const absl::Status s =
+      MpiStatus(MPI_Allreduce(&rank, &lowest, 1, MPI_INT, MPI_MIN, node), "MPI_Allreduce");
+  MPI_Comm_free(&node);
+  if (!s.ok()) return s;
+  return lowest;
 }
 
 absl::StatusOr<MPI_Comm> SplitMpiComm(MPI_Comm comm, const SplitPlan& plan) {

@@ -39,6 +39,12 @@ std::unique_lock<std::mutex> LockMpi();
 // known to be present (after ExchangeSplitPlan).
 absl::StatusOr<MPI_Comm> SplitMpiComm(MPI_Comm comm, const SplitPlan& plan);
 
+// Collective over `comm`: the lowest rank of `comm` on this rank's host (ranks that share memory,
+// MPI_COMM_TYPE_SHARED), the same on every rank of a host. `ranks_per_host` > 0 pretends every
+// `ranks_per_host` consecutive ranks form a host instead (to test host-aware algorithms on one
+// machine).
+absl::StatusOr<int> MpiHostId(MPI_Comm comm, int ranks_per_host);
+
 // Element type for moving bytes of `dtype` (bf16/f16 travel as MPI_UINT16_T; MPI has no 16-bit
 // floats, so reductions over them convert to f32 first).
 MPI_Datatype MpiType(runtime::DType dtype);
