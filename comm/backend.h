@@ -68,9 +68,25 @@ class Backend {
   // Collective over this backend's ranks: the backend of the group of ranks passing the same
   // color, ordered by (key, rank).
   virtual absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) = 0;
+  // Optional, for naming the rank a collective really waits for where an algorithm only knows
+  // the neighbour it is blocked on. EnterCollective counts this rank into its next collective and
+  // returns the collective's number (1, 2, ...; the same sequence on every rank); MissingRanks
+  // lists the ranks of this backend known not to have entered collective `call` (empty: none, or
+  // unknown). The ring backend over MPI keeps them in a host-shared arrival board; composite
+  // backends (hierarchical) enter their flat backend once per call. Defaults: 0 and empty.
+  virtual uint64_t EnterCollective() { return 0; }
+  virtual std::vector<int> MissingRanks(uint64_t call) const {
+    (void)call;
+    return {};
+  }
   // Takes the whole job down after a fatal communication error (MPI_Abort for MPI-launched
   // backends; abort() by default).
   [[noreturn]] virtual void Abort(int exit_code);
 };
+
+// `status` unchanged unless it is DeadlineExceeded and `missing` names ranks: then
+// DeadlineExceeded "waiting for rank(s) <missing> (they have not entered this collective; blocked
+// on: <status message>)".
+absl::Status NameMissingRanks(const absl::Status& status, const std::vector<int>& missing);
 
 }  // namespace loom::comm

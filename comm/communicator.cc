@@ -16,6 +16,13 @@ namespace loom::comm {
 using runtime::DType;
 using runtime::Tensor;
 
+absl::Status NameMissingRanks(const absl::Status& status, const std::vector<int>& missing) {
+  if (status.code() != absl::StatusCode::kDeadlineExceeded || missing.empty()) return status;
+  return absl::DeadlineExceededError(
+      absl::StrCat("waiting for rank(s) ", absl::StrJoin(missing, ", "),
+                   " (they have not entered this collective; blocked on: ", status.message(), ")"));
+}
+
 void Backend::Abort(int exit_code) {
   LOOM_LOG(ERROR) << "aborting the job (exit code " << exit_code << ")";
   std::abort();

@@ -30,7 +30,11 @@ class HierarchicalBackend : public Backend {
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
     if (args.fp.op == CollectiveOp::kAllReduce && intra_ != nullptr) {
-      return ComposedAllReduce(args, deadline);
+      // Counted once on the flat backend, whose ranks are ours, so a timeout in any stage names
+      // the rank that is missing rather than a member of a stage's group.
+      const uint64_t call = flat_->EnterCollective();
+      const absl::Status s = ComposedAllReduce(args, deadline);
+      return s.ok() ? s : NameMissingRanks(s, flat_->MissingRanks(call));
     }
     return flat_->Run(args, deadline);
   }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <vector>
@@ -75,6 +76,17 @@ class PointToPoint {
   virtual absl::StatusOr<std::unique_ptr<PointToPoint>> Split(const std::vector<int>& members,
                                                               Deadline deadline) = 0;
 
+  // An optional side channel for naming the rank a collective really waits for, where an
+  // algorithm can only name the neighbour it is blocked on (in a ring everyone else waits on a
+  // neighbour of the missing rank). The MPI transport counts the collectives each rank entered in
+  // a board shared by the ranks of a host (comm/mpi/arrival_board.h). EnterCollective records that
+  // this rank entered its collective number `call` (1, 2, ... counted alike on every rank);
+  // MissingRanks lists the ranks known not to have entered it (empty when none or unknown).
+  virtual void EnterCollective(uint64_t call) { (void)call; }
+  virtual std::vector<int> MissingRanks(uint64_t call) const {
+    (void)call;
+    return {};
+  }
   // Takes the whole job down after a fatal error (MPI_Abort for MPI; abort() by default).
   [[noreturn]] virtual void Abort(int exit_code) {
     (void)exit_code;

@@ -48,6 +48,21 @@ class P2PBackend : public Backend {
   std::string name() const override { return "ring"; }
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
+    const bool collective = args.fp.op != CollectiveOp::kSend && args.fp.op != CollectiveOp::kRecv;
+    if (!collective) return RunOp(args, deadline);
+    const uint64_t call = EnterCollective();
+    const absl::Status s = RunOp(args, deadline);
+    // The algorithm names the neighbour it is blocked on; the transport may know who is missing.
+    return s.ok() ? s : NameMissingRanks(s, MissingRanks(call));
+  }
+
+  uint64_t EnterCollective() override {
+    p2p_->EnterCollective(++collectives_);
+    return collectives_;
+  }
+  std::vector<int> MissingRanks(uint64_t call) const override { return p2p_->MissingRanks(call); }
+
+  absl::Status RunOp(const CollectiveArgs& args, Deadline deadline) {
     const Fingerprint& fp = args.fp;
     const P2PContext ctx{*p2p_, deadline, kCollectiveTag, options_.segment_bytes};
     switch (fp.op) {
@@ -105,6 +120,7 @@ class P2PBackend : public Backend {
   }
 
  private:
+  uint64_t collectives_ = 0;  // collectives run so far (Send/Recv not counted)
   std::unique_ptr<PointToPoint> p2p_;
   const P2POptions options_;
 };

@@ -53,7 +53,7 @@ void ArrivalBoard::Enter(uint64_t call) {
   std::atomic_ref<uint64_t>(Counter(local_rank_)).store(call, std::memory_order_release);
 }
 
-std::string ArrivalBoard::Describe(uint64_t call) const {
+std::vector<int> ArrivalBoard::Behind(uint64_t call) const {
   std::vector<int> behind;
   for (int l = 0; l < static_cast<int>(comm_rank_of_local_.size()); ++l) {
     if (l == local_rank_) continue;
@@ -62,6 +62,11 @@ std::string ArrivalBoard::Describe(uint64_t call) const {
     }
   }
   std::sort(behind.begin(), behind.end());
+  return behind;
+}
+
+std::string ArrivalBoard::Describe(uint64_t call) const {
+  const std::vector<int> behind = Behind(call);
   const int remote = comm_size_ - static_cast<int>(comm_rank_of_local_.size());
   const std::string elsewhere =
       remote > 0 ? absl::StrCat("; ", remote, " rank(s) on other hosts cannot be observed") : "";

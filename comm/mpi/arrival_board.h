@@ -33,6 +33,8 @@ class ArrivalBoard {
   // collective #call on this communicator)", or, when every observable rank entered it,
   // "MPI collective did not complete: ...".
   std::string Describe(uint64_t call) const;
+  // The ranks on this host (communicator ranks, ascending) that have not entered `call`.
+  std::vector<int> Behind(uint64_t call) const;
   // Ranks of the communicator on this host (this one included).
   int local_size() const { return static_cast<int>(comm_rank_of_local_.size()); }
 

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "comm/mpi/arrival_board.h"
 #include "comm/mpi/mpi_env.h"
 #include "comm/mpi/mpi_util.h"
 #include "comm/spin_wait.h"
@@ -37,8 +38,8 @@ int PieceBytes(size_t bytes, size_t i) {
 class MpiPointToPoint : public PointToPoint {
  public:
   // Takes ownership of `comm`. Call with the MPI lock not held.
-  MpiPointToPoint(MPI_Comm comm, bool oversubscribed)
-      : comm_(comm), oversubscribed_(oversubscribed) {
+  MpiPointToPoint(MPI_Comm comm, bool oversubscribed, std::unique_ptr<ArrivalBoard> board)
+      : comm_(comm), oversubscribed_(oversubscribed), board_(std::move(board)) {
     std::unique_lock<std::mutex> lock = LockMpi();
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
@@ -201,7 +202,14 @@ class MpiPointToPoint : public PointToPoint {
       std::unique_lock<std::mutex> lock = LockMpi();
       LOOM_RETURN_IF_ERROR(MpiStatus(MPI_Comm_split(comm_, color, key, &child), "MPI_Comm_split"));
     }
-    auto result = std::make_unique<MpiPointToPoint>(child, oversubscribed_);
+    absl::StatusOr<std::unique_ptr<ArrivalBoard>> board = ArrivalBoard::Create(child);
+    if (!board.ok()) {
+      std::unique_lock<std::mutex> lock = LockMpi();
+      MPI_Comm_free(&child);
+      return board.status();
+    }
+    auto result =
+        std::make_unique<MpiPointToPoint>(child, oversubscribed_, std::move(board).value());
     if (result->size() != static_cast<int>(members.size()) || result->rank() != key) {
       return absl::InternalError(absl::StrCat(
           "MPI_Comm_split gave rank ", result->rank(), " of ", result->size(), ", expected ", key,
@@ -209,6 +217,9 @@ class MpiPointToPoint : public PointToPoint {
     }
     return std::unique_ptr<PointToPoint>(std::move(result));
   }
+
+  void EnterCollective(uint64_t call) override { board_->Enter(call); }
+  std::vector<int> MissingRanks(uint64_t call) const override { return board_->Behind(call); }
 
   [[noreturn]] void Abort(int exit_code) override {
     MPI_Abort(MPI_COMM_WORLD, exit_code);
@@ -292,7 +303,8 @@ class MpiPointToPoint : public PointToPoint {
 
   MPI_Comm comm_;
   const bool oversubscribed_;
-  std::list<BufferedSend> buffered_;  // SendBuffered messages MPI may still read
+  std::unique_ptr<ArrivalBoard> board_;  // names ranks that have not entered a collective
+  std::list<BufferedSend> buffered_;     // SendBuffered messages MPI may still read
   int rank_ = 0;
   int size_ = 1;
   int max_tag_ = 32767;
@@ -319,8 +331,14 @@ absl::StatusOr<std::unique_ptr<PointToPoint>> MakeMpiPointToPoint() {
     MPI_Comm_size(host, &ranks_on_host);
     MPI_Comm_free(&host);
   }
+  absl::StatusOr<std::unique_ptr<ArrivalBoard>> board = ArrivalBoard::Create(comm);
+  if (!board.ok()) {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_free(&comm);
+    return board.status();
+  }
   return std::unique_ptr<PointToPoint>(
-      new MpiPointToPoint(comm, SpinWait::Oversubscribed(ranks_on_host)));
+      new MpiPointToPoint(comm, SpinWait::Oversubscribed(ranks_on_host), std::move(board).value()));
 }
 
 }  // namespace loom::comm
