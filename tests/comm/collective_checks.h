@@ -14,7 +14,7 @@
 namespace loom::comm::testing {
 
 struct SweepOptions {
-  std::vector<int64_t> counts = {0, 1, 7, 4099, 1 << 20};
+  std::vector<int64_t> counts = {0, 1, 7, 257, 4099, 1 << 20};
   int64_t max_count_all_ops = 4099;  // larger counts run sum in every dtype only
 };
 
