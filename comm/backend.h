@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "comm/types.h"
+#include "runtime/allocator.h"
 
 namespace loom::comm {
 
@@ -74,6 +75,9 @@ class Backend {
   // lists the ranks of this backend known not to have entered collective `call` (empty: none, or
   // unknown). The ring backend over MPI keeps them in a host-shared arrival board; composite
   // backends (hierarchical) enter their flat backend once per call. Defaults: 0 and empty.
+  // Optional: an allocator whose memory the backend's peers can reach directly (the shm backend's
+  // arena), so collectives on tensors allocated from it can skip a staging copy. nullptr: none.
+  virtual runtime::Allocator* shared_allocator() { return nullptr; }
   virtual uint64_t EnterCollective() { return 0; }
   virtual std::vector<int> MissingRanks(uint64_t call) const {
     (void)call;

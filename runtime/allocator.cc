@@ -37,6 +37,17 @@ void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
   void* p = std::aligned_alloc(kAllocationAlignment, rounded);
   LOOM_CHECK(p != nullptr) << "out of host memory allocating " << bytes << " bytes for tag "
                            << MemoryTagName(tag) << "; " << Summary();
+  Record(bytes, tag);
+  return p;
+}
+
+void Allocator::Free(void* ptr, size_t bytes, MemoryTag tag) {
+  if (ptr == nullptr) return;
+  std::free(ptr);
+  Unrecord(bytes, tag);
+}
+
+void Allocator::Record(size_t bytes, MemoryTag tag) {
   Counter& c = counters_[static_cast<int>(tag)];
   const int64_t now =
       c.current.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
@@ -44,12 +55,9 @@ void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
   while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
   }
   c.allocations.fetch_add(1);
-  return p;
 }
 
-void Allocator::Free(void* ptr, size_t bytes, MemoryTag tag) {
-  if (ptr == nullptr) return;
-  std::free(ptr);
+void Allocator::Unrecord(size_t bytes, MemoryTag tag) {
   Counter& c = counters_[static_cast<int>(tag)];
   c.current.fetch_sub(static_cast<int64_t>(bytes));
   c.allocations.fetch_sub(1);

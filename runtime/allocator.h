@@ -43,6 +43,7 @@ inline constexpr size_t kAllocationAlignment = 64;
 class Allocator {
  public:
   Allocator() = default;
+  virtual ~Allocator() = default;
   Allocator(const Allocator&) = delete;
   Allocator& operator=(const Allocator&) = delete;
 
@@ -51,9 +52,11 @@ class Allocator {
 
   // Returns 64-byte aligned host memory of `bytes` bytes (nullptr for 0 bytes), not initialised.
   // Aborts with a message naming the tag and size if the system is out of memory.
-  void* Allocate(size_t bytes, MemoryTag tag);
+  // Subclasses (e.g. a communicator's shared-memory arena) take memory from elsewhere and count
+  // it with Record / Unrecord.
+  virtual void* Allocate(size_t bytes, MemoryTag tag);
   // `bytes` and `tag` must be those given to Allocate.
-  void Free(void* ptr, size_t bytes, MemoryTag tag);
+  virtual void Free(void* ptr, size_t bytes, MemoryTag tag);
 
   MemoryStats Stats(MemoryTag tag) const;
   int64_t TotalCurrentBytes() const;
@@ -61,6 +64,11 @@ class Allocator {
   void ResetPeaks();
   // One line: "param 1.50 MiB (peak 1.50 MiB), grad ...".
   std::string Summary() const;
+
+ protected:
+  // The accounting of an allocation of `bytes` with `tag` (current, peak, count), and its undoing.
+  void Record(size_t bytes, MemoryTag tag);
+  void Unrecord(size_t bytes, MemoryTag tag);
 
  private:
   struct Counter {

@@ -7,6 +7,10 @@
 //       --min_bytes 8 --max_bytes 64M --json allreduce.json        (one command line)
 //   ... --idle_seconds 2        progress-thread CPU while idle (getrusage), no sweep
 //   ... --overlap_bytes 32M     compute alone, all-reduce alone, both at once: overlap ratio
+//   LOOM_SHM_ARENA_BYTES=256M ... --registered
+//                               the buffers (the same for every contender, MPI's call included)
+//                               come from the shm communicator's shared arena, so loom's
+//                               all-gather writes straight into the peers' outputs
 //
 // Columns: size (bytes as nccl-tests counts them: the whole array for reducescatter, allgather and
 // alltoall), count (elements per rank's block), backend, time_us (mean per call, averaged over
@@ -66,6 +70,7 @@ struct Flags {
   bool odd_counts = true;
   double idle_seconds = 0;
   int64_t overlap_bytes = 0;
+  bool registered = false;
 };
 
 [[noreturn]] void Usage(const std::string& error) {
@@ -76,7 +81,8 @@ struct Flags {
                  "coll_bench: %s\nusage: coll_bench --op allreduce|reducescatter|allgather|"
                  "alltoall|broadcast [--min_bytes 8] [--max_bytes 64M] [--iters N] [--warmup 5] "
                  "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,MPI] "
-                 "[--no_odd_counts] [--json FILE] [--idle_seconds S] [--overlap_bytes B]\n",
+                 "[--no_odd_counts] [--json FILE] [--idle_seconds S] [--overlap_bytes B] "
+                 "[--registered]\n",
                  error.c_str());
   }
   MPI_Abort(MPI_COMM_WORLD, 2);
@@ -167,6 +173,8 @@ Flags ParseFlags(int argc, char** argv) {
       }
     } else if (key == "--no_odd_counts") {
       f.odd_counts = false;
+    } else if (key == "--registered") {
+      f.registered = true;
     } else if (key == "--idle_seconds") {
       if (!absl::SimpleAtod(next(), &f.idle_seconds)) Usage("bad --idle_seconds");
     } else if (key == "--overlap_bytes") {
@@ -593,8 +601,23 @@ int Main(int argc, char** argv) {
     const std::vector<int64_t> counts = Counts(f, n, es);
     const int64_t max_in = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).in;
     const int64_t max_out = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).out;
-    Tensor in_all = Tensor::Zeros({max_in}, f.dtype, MemoryTag::kComm);
-    Tensor out_all = Tensor::Zeros({max_out}, f.dtype, MemoryTag::kComm);
+    // With --registered, from the first loom communicator that has a shared arena.
+    runtime::Allocator* buffers = nullptr;
+    for (auto& c : contenders) {
+      auto* loom = dynamic_cast<LoomContender*>(c.get());
+      if (f.registered && buffers == nullptr && loom != nullptr) {
+        buffers = loom->comm().shared_allocator();
+      }
+    }
+    if (f.registered && buffers == nullptr) {
+      Usage(
+          "--registered needs the shm backend with LOOM_SHM_ARENA_BYTES > 0 (exported to "
+          "every rank, e.g. mpirun -x LOOM_SHM_ARENA_BYTES)");
+    }
+    if (r == 0 && f.registered)
+      std::printf("# buffers: registered (the shm communicator's arena)\n");
+    Tensor in_all = Tensor::Zeros({max_in}, f.dtype, MemoryTag::kComm, buffers);
+    Tensor out_all = Tensor::Zeros({max_out}, f.dtype, MemoryTag::kComm, buffers);
     int seed = 0;
     for (int64_t count : counts) {
       const CallShape s = ShapeOf(f.op, count, n, es);

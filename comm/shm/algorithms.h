@@ -3,6 +3,8 @@
 //   allreduce_two_phase.cc  reduce-scatter into the shared result region, then all-gather it
 //   reduce_scatter.cc       each rank reduces its own block from everyone's slots
 //   all_gather.cc           each rank copies its block to its slot; all copy all slots out
+//   all_gather_registered.cc  outputs in the communicator's arena: blocks written straight into
+//                           every rank's output
 //   all_to_all.cc           block j of rank i travels through i's slot to rank j
 //   broadcast.cc            the root's chunks travel through its slot
 //   barrier.cc              one step with no data
@@ -21,16 +23,19 @@
 
 #include "absl/status/status.h"
 #include "comm/backend.h"
+#include "comm/shm/shm_arena.h"
 #include "comm/shm/shm_group.h"
 
 namespace loom::comm {
 
 // Where a call stands, so a suspended call resumes exactly where it stopped.
 struct ShmProgress {
-  uint64_t seq = 0;   // the communicator's sequence number of the call
-  int64_t chunk = 0;  // the chunk being worked on
-  int phase = 0;      // within the chunk: 0 = not yet published
-  ShmStep step;       // the chunk's step, once phase > 0
+  uint64_t seq = 0;            // the communicator's sequence number of the call
+  int64_t chunk = 0;           // the chunk being worked on
+  int phase = 0;               // within the chunk: 0 = not yet published
+  ShmStep step;                // the chunk's step, once phase > 0
+  int variant = 0;             // algorithms that first agree on a variant: 0 = not yet decided
+  uint64_t decision_step = 0;  // the step whose inline data carried the ranks' choices
 };
 
 // Algorithms. Buffers and semantics as in CollectiveArgs (comm/backend.h).
@@ -38,6 +43,10 @@ absl::Status AllReduceOneShot(ShmGroup& g, const CollectiveArgs& a, ShmProgress&
 absl::Status AllReduceTwoPhase(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status ReduceScatterDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status AllGatherDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+// Every rank writes its block straight into every rank's output when all outputs lie in `arena`
+// (agreed in one inline step); otherwise AllGatherDirect.
+absl::Status AllGatherRegistered(ShmGroup& g, const ShmArena& arena, const CollectiveArgs& a,
+                                 ShmProgress& p, ShmWait& w);
 absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status BarrierFlags(ShmGroup& g, ShmProgress& p, ShmWait& w);

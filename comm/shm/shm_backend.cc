@@ -31,16 +31,21 @@ ShmGroup::Config GroupConfig(const ShmOptions& o) {
   return c;
 }
 
+absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const ShmOptions& options);
+
 class ShmBackend : public Backend {
  public:
-  ShmBackend(MPI_Comm comm, std::unique_ptr<ShmGroup> group, ShmOptions options)
+  ShmBackend(MPI_Comm comm, std::unique_ptr<ShmGroup> group, std::unique_ptr<ShmArena> arena,
+             ShmOptions options)
       : comm_(comm),
         group_(std::move(group)),
+        arena_(std::move(arena)),
         options_(options),
         mailbox_(std::make_unique<mpi_detail::MpiMailbox>(comm)) {}
 
   ~ShmBackend() override {
     mailbox_.reset();
+    arena_.reset();
     group_.reset();
     if (mpi_detail::MpiFinalized()) return;
     std::unique_lock<std::mutex> lock = LockMpi();
@@ -94,16 +99,10 @@ class ShmBackend : public Backend {
     const SplitPlan& plan = *planned;
     absl::StatusOr<MPI_Comm> split = mpi_detail::SplitMpiComm(comm_, plan);
     if (!split.ok()) return split.status();
-    MPI_Comm child = *split;
-    absl::StatusOr<std::unique_ptr<ShmGroup>> group =
-        ShmGroup::Create(child, GroupConfig(options_));
-    if (!group.ok()) {
-      std::unique_lock<std::mutex> lock = LockMpi();
-      MPI_Comm_free(&child);
-      return group.status();
-    }
-    return std::unique_ptr<Backend>(new ShmBackend(child, std::move(group).value(), options_));
+    return MakeShmBackend(*split, options_);
   }
+
+  runtime::Allocator* shared_allocator() override { return arena_.get(); }
 
   [[noreturn]] void Abort(int exit_code) override {
     LOOM_LOG(ERROR) << "aborting the job: MPI_Abort(MPI_COMM_WORLD, " << exit_code << ")";
@@ -125,6 +124,12 @@ class ShmBackend : public Backend {
       case CollectiveOp::kReduceScatter:
         return ReduceScatterDirect(g, a, p, w);
       case CollectiveOp::kAllGather:
+        // Worth the extra inline step only for outputs of some size.
+        if (arena_ != nullptr &&
+            a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) * g.size() >=
+                options_.registered_min_bytes) {
+          return AllGatherRegistered(g, *arena_, a, p, w);
+        }
         return AllGatherDirect(g, a, p, w);
       case CollectiveOp::kAllToAll:
         return AllToAllDirect(g, a, p, w);
@@ -141,10 +146,26 @@ class ShmBackend : public Backend {
 
   MPI_Comm comm_;
   std::unique_ptr<ShmGroup> group_;
+  std::unique_ptr<ShmArena> arena_;  // nullptr unless options_.arena_bytes > 0
   ShmOptions options_;
   std::unique_ptr<mpi_detail::MpiMailbox> mailbox_;
   std::optional<ShmProgress> pending_;
 };
+
+// The backend over `comm` (whose ranks share a host): its ring group and, when asked for, its
+// arena. Takes ownership of `comm`, freeing it on failure. Collective.
+absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const ShmOptions& options) {
+  absl::StatusOr<std::unique_ptr<ShmGroup>> group = ShmGroup::Create(comm, GroupConfig(options));
+  absl::StatusOr<std::unique_ptr<ShmArena>> arena = std::unique_ptr<ShmArena>();
+  if (group.ok() && options.arena_bytes > 0) arena = ShmArena::Create(comm, options.arena_bytes);
+  if (!group.ok() || !arena.ok()) {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_free(&comm);
+    return group.ok() ? arena.status() : group.status();
+  }
+  return std::unique_ptr<Backend>(
+      new ShmBackend(comm, std::move(group).value(), std::move(arena).value(), options));
+}
 
 }  // namespace
 
@@ -163,6 +184,8 @@ ShmOptions ShmOptions::FromEnv() {
   read("LOOM_SHM_CHUNK_BYTES", 64, &o.chunk_bytes);
   read("LOOM_SHM_ONE_SHOT_BYTES", 0, &o.one_shot_max_bytes);
   read("LOOM_SHM_STREAM_BYTES", 0, &o.stream_min_bytes);
+  read("LOOM_SHM_ARENA_BYTES", 0, &o.arena_bytes);
+  read("LOOM_SHM_REGISTERED_BYTES", 0, &o.registered_min_bytes);
   const std::string stores = base::GetEnv("LOOM_SHM_SHARED_STORES").value_or(o.shared_stores);
   if (stores == "auto" || stores == "plain" || stores == "stream") {
     o.shared_stores = stores;
@@ -197,13 +220,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmWorldBackend(ShmOptions options)
         "the shm backend needs every rank on one host, but this rank shares its host with ",
         local_size, " of ", world_size, " ranks; use the mpi backend across hosts"));
   }
-  absl::StatusOr<std::unique_ptr<ShmGroup>> group = ShmGroup::Create(world, GroupConfig(options));
-  if (!group.ok()) {
-    std::unique_lock<std::mutex> lock = LockMpi();
-    MPI_Comm_free(&world);
-    return group.status();
-  }
-  return std::unique_ptr<Backend>(new ShmBackend(world, std::move(group).value(), options));
+  return MakeShmBackend(world, options);
 }
 
 }  // namespace loom::comm

@@ -45,6 +45,13 @@ struct ShmOptions {
   // non-temporal stores and keeps the faster (comm/shm/shm_group.h), or "plain" / "stream".
   // Env LOOM_SHM_SHARED_STORES.
   std::string shared_stores = "auto";
+  // Bytes per rank of the communicator's shared arena (Communicator::shared_allocator(); 0: none).
+  // Shared memory is committed when the communicator is created, whether used or not. Env
+  // LOOM_SHM_ARENA_BYTES.
+  int64_t arena_bytes = 0;
+  // All-gathers whose output has at least this many bytes, on outputs in the arena, write every
+  // block straight into the peers' outputs. Env LOOM_SHM_REGISTERED_BYTES.
+  int64_t registered_min_bytes = 64 << 10;
 
   static ShmOptions FromEnv();
 };

@@ -18,10 +18,13 @@ constexpr double kPoison = -77.0;
 
 double Value(int rank, int64_t i) { return (rank + 1) * static_cast<double>(i % 7 + 1); }
 
+// The allocator of the sweep running on this thread (ranks of the local backend are threads).
+thread_local runtime::Allocator* sweep_allocator = nullptr;
+
 // A tensor of `dtype` holding f(i) (small integers: exact in every dtype).
 template <typename F>
 Tensor Make(DType dtype, int64_t n, F f) {
-  Tensor t = Tensor::Empty({n}, dtype, MemoryTag::kComm);
+  Tensor t = Tensor::Empty({n}, dtype, MemoryTag::kComm, sweep_allocator);
   for (int64_t i = 0; i < n; ++i) {
     const double v = f(i);
     switch (dtype) {
@@ -80,6 +83,10 @@ void MustSucceed(const std::shared_ptr<Work>& w, const std::string& what) {
 }  // namespace
 
 void RunCollectiveSweep(Communicator& comm, const SweepOptions& options) {
+  sweep_allocator = options.allocator;
+  struct Reset {
+    ~Reset() { sweep_allocator = nullptr; }
+  } reset;
   const int n = comm.size(), r = comm.rank();
   const double tri = n * (n + 1) / 2.0;
   for (int64_t count : options.counts) {

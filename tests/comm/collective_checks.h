@@ -16,6 +16,9 @@ namespace loom::comm::testing {
 struct SweepOptions {
   std::vector<int64_t> counts = {0, 1, 7, 257, 4099, 1 << 20};
   int64_t max_count_all_ops = 4099;  // larger counts run sum in every dtype only
+  // Where the sweep's buffers come from (e.g. Communicator::shared_allocator()); nullptr: the
+  // default allocator.
+  runtime::Allocator* allocator = nullptr;
 };
 
 // Runs every collective in every dtype on `comm` (each rank of the group calls this with its own

@@ -164,6 +164,27 @@ TEST(MpiCollectivesTest, FingerprintMismatchNamesEachRanksCount) {
   SyncRanks();
 }
 
+// The shm backend's shared arena: the sweep with every buffer in it (all-gathers write straight
+// into the peers' outputs; LOOM_SHM_REGISTERED_BYTES=0 takes that path at every size), and with
+// only rank 0's buffers in it (every rank must then agree on the staged path).
+TEST(MpiCollectivesTest, CollectiveSweepOnSharedBuffers) {
+  if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
+  setenv("LOOM_SHM_ARENA_BYTES", "67108864", 1);
+  setenv("LOOM_SHM_REGISTERED_BYTES", "0", 1);
+  std::unique_ptr<Communicator> world = World(Sweep());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  unsetenv("LOOM_SHM_REGISTERED_BYTES");
+  ASSERT_NE(world->shared_allocator(), nullptr);
+  testing::SweepOptions all;
+  all.allocator = world->shared_allocator();
+  testing::RunCollectiveSweep(*world, all);
+  testing::SweepOptions some;
+  if (world->rank() == 0) some.allocator = world->shared_allocator();
+  some.counts = {1, 4099};
+  testing::RunCollectiveSweep(*world, some);
+  SyncRanks();
+}
+
 TEST(MpiCollectivesTest, UnknownBackendNamesTheChoices) {
   const absl::StatusOr<std::unique_ptr<Communicator>> c = MakeWorldCommunicator("nccl2", {});
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);

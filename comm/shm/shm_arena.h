@@ -1,0 +1,58 @@
+// ShmArena: memory that every rank of an `shm` communicator can write, for tensors that take part
+// in its collectives. One shared segment holds a region per rank; each rank allocates from its own
+// region (first fit, 64-byte aligned) and peers find a buffer by its offset in the segment, which
+// the ranks exchange per call. An all-gather whose outputs all live here writes each rank's block
+// straight into every rank's output (comm/shm/all_gather_registered.cc) instead of staging it
+// through the ring. Internal to the shm backend (includes <mpi.h>); users reach it as
+// Communicator::shared_allocator().
+//
+//   LOOM_ASSIGN_OR_RETURN(auto arena, ShmArena::Create(comm, 64 << 20));
+//   Tensor out = Tensor::Empty({n * count}, DType::kF32, MemoryTag::kComm, arena.get());
+//   int64_t off = arena->OffsetOf(out.raw_data(), out.nbytes());   // >= 0: peers can reach it
+//
+// When its region is full, Allocate falls back to the process heap (logging once), so a caller
+// never fails for lack of arena space; such buffers simply take the staged path. Tensors must be
+// freed before the communicator is destroyed (the segment is unmapped with it). Bytes are counted
+// in this allocator's own Stats().
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "absl/status/statusor.h"
+#include "comm/shm/shm_segment.h"
+#include "runtime/allocator.h"
+
+namespace loom::comm {
+
+class ShmArena : public runtime::Allocator {
+ public:
+  // Collective (blocking) over `comm` (ranks on one host): a segment of size · bytes_per_rank.
+  static absl::StatusOr<std::unique_ptr<ShmArena>> Create(MPI_Comm comm, int64_t bytes_per_rank);
+  ~ShmArena() override;
+
+  void* Allocate(size_t bytes, runtime::MemoryTag tag) override;
+  void Free(void* ptr, size_t bytes, runtime::MemoryTag tag) override;
+
+  // The offset in the segment of [p, p + bytes) if it lies inside the segment (any rank's
+  // region), else -1.
+  int64_t OffsetOf(const void* p, int64_t bytes) const;
+  // This process's address of segment offset `offset`.
+  char* At(int64_t offset) const { return segment_->data() + offset; }
+
+ private:
+  ShmArena(std::unique_ptr<ShmSegment> segment, int64_t begin, int64_t end);
+
+  std::unique_ptr<ShmSegment> segment_;
+  int64_t begin_, end_;  // this rank's region of the segment
+  std::mutex mu_;
+  std::map<int64_t, int64_t> free_;  // offset -> bytes of each free block, coalesced
+  int64_t live_ = 0;                 // allocations not yet freed
+  bool warned_full_ = false;
+};
+
+}  // namespace loom::comm
