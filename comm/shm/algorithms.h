@@ -47,6 +47,10 @@ absl::Status AllGatherDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& 
 // (agreed in one inline step); otherwise AllGatherDirect.
 absl::Status AllGatherRegistered(ShmGroup& g, const ShmArena& arena, const CollectiveArgs& a,
                                  ShmProgress& p, ShmWait& w);
+// Rank r reduces segment r straight from every rank's input into every rank's output when all
+// inputs and outputs lie in `arena`; otherwise AllReduceTwoPhase.
+absl::Status AllReduceRegistered(ShmGroup& g, const ShmArena& arena, const CollectiveArgs& a,
+                                 ShmProgress& p, ShmWait& w);
 absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status BarrierFlags(ShmGroup& g, ShmProgress& p, ShmWait& w);
@@ -69,6 +73,16 @@ inline void CopyBytes(void* dst, const void* src, size_t bytes) {
 // this rank's slot (peer q's at q·len), publishes kArrived and moves `p` to phase 1.
 void StagePeerBlocks(ShmGroup& g, ShmProgress& p, const char* in, int64_t count, int64_t lo,
                      int64_t len, size_t es);
+
+// The registered algorithms' first step: every rank publishes, inline, the arena offsets of its
+// `k` buffers (k <= 7; -1: not in the arena). Afterwards p.variant is 1 when every offset of every
+// rank is >= 0 (all ranks read the same lines, so they agree), else 2; p.decision_step is that
+// step, whose lines ArenaOffset reads back. Resumable; p.phase is 0 again when it returns OK.
+absl::Status AgreeOnArena(ShmGroup& g, const int64_t* mine, int k, ShmProgress& p, ShmWait& w);
+int64_t ArenaOffset(const ShmGroup& g, const ShmProgress& p, int rank, int index);
+// The registered algorithms' last step: publishes that this rank has written into its peers'
+// buffers and waits until they all have. Resumable (phase 0 -> 1).
+absl::Status FinishRegistered(ShmGroup& g, ShmProgress& p, ShmWait& w);
 
 }  // namespace shm_detail
 }  // namespace loom::comm

@@ -119,6 +119,9 @@ class ShmBackend : public Backend {
         if (bytes <= std::min(options_.one_shot_max_bytes, g.MaxStepBytes())) {
           return AllReduceOneShot(g, a, p, w);
         }
+        if (arena_ != nullptr && bytes >= options_.registered_min_bytes) {
+          return AllReduceRegistered(g, *arena_, a, p, w);
+        }
         return AllReduceTwoPhase(g, a, p, w);
       }
       case CollectiveOp::kReduceScatter:
