@@ -194,6 +194,20 @@ void Communicator::RunInline(Task& task, const absl::Status& poisoned) {
   } else {
     std::optional<absl::Status> status = backend_->TryRunNow(
         task.args, NextDeadline(), absl::ToChronoNanoseconds(options_.inline_patience));
+    if (status.has_value() && status->ok()) {
+      // The common case, kept short: one lock for the history and the hand-back, and the Work
+      // completed before anyone else can see it.
+      bool wake = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        RecordLocked(task, "done");
+        busy_ = false;
+        wake = !queue_.empty() || stopping_;
+      }
+      task.work->CompleteUnshared(absl::OkStatus());
+      if (wake) cv_.notify_one();
+      return;
+    }
     if (status.has_value()) {
       FinishTask(task, *std::move(status));
     } else {

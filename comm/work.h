@@ -30,6 +30,12 @@ class Work {
 
   // For backends and the communicator: marks the call finished. Called once.
   void Complete(absl::Status status);
+  // Complete for a Work no other thread can reach yet (the caller-thread fast path finishes a
+  // call before handing its Work out): no lock, no wake-up.
+  void CompleteUnshared(absl::Status status) {
+    status_ = std::move(status);
+    done_.store(true, std::memory_order_release);
+  }
 
  private:
   mutable std::mutex mu_;
