@@ -74,8 +74,8 @@ class GptModel {
   std::vector<std::vector<parallel::Parameter*>> ParameterUnits();
   // Mixed precision on the CPU reference kernels: every unit's output (forward activations,
   // logits, and the gradients backward passes between units) is rounded to `dtype` (bf16, f16),
-  // so values are exactly what 16-bit activation storage would hold; the kernels compute in f32.
-  // f32 (the default) leaves them untouched.
+  // exactly what 16-bit storage holds; the kernels compute in f32. (The stash keeps what backward
+  // needs in 16 bits: Stash::SetActivationDType.) f32 (the default) leaves them untouched.
   void SetActivationDType(runtime::DType dtype) { activation_dtype_ = dtype; }
   // Called around every unit's forward and backward from now on (nullptr: none). Not owned.
   void SetParameterUseHooks(parallel::ParameterUseHooks* hooks) { hooks_ = hooks; }

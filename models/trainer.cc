@@ -190,6 +190,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   for (int64_t i = 0; i < accum; ++i) {
     dp_->BeginMicroBatch(/*last=*/i + 1 == accum);
     parallel::Stash stash;
+    stash.SetActivationDType(PrecisionDType(options_.precision));
     loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
                                 batch.targets.Slice(i * micro, (i + 1) * micro));
     model_->Backward(stash, m.loss_scale / static_cast<float>(accum));

@@ -1,18 +1,38 @@
 #include "parallel/stash.h"
 
 #include "runtime/base/check.h"
+#include "runtime/dtype.h"
 
 namespace loom::parallel {
 
 void Stash::Put(const void* owner, absl::string_view slot, runtime::Tensor t) {
-  tensors_[Key(owner, std::string(slot))] = std::move(t);
+  if (activation_dtype_ == runtime::DType::kF32 || !t.defined() ||
+      t.dtype() != runtime::DType::kF32) {
+    PutExact(owner, slot, std::move(t));
+    return;
+  }
+  runtime::Tensor narrow =
+      runtime::Tensor::Empty(t.shape(), activation_dtype_, runtime::MemoryTag::kActivation);
+  runtime::ConvertBuffer(t.raw_data(), runtime::DType::kF32, narrow.raw_data(), activation_dtype_,
+                         t.numel());
+  tensors_[Key(owner, std::string(slot))] = Entry{std::move(narrow), /*widen=*/true};
+}
+
+void Stash::PutExact(const void* owner, absl::string_view slot, runtime::Tensor t) {
+  tensors_[Key(owner, std::string(slot))] = Entry{std::move(t), /*widen=*/false};
 }
 
 runtime::Tensor Stash::Get(const void* owner, absl::string_view slot) const {
   auto it = tensors_.find(Key(owner, std::string(slot)));
   LOOM_CHECK(it != tensors_.end()) << "Stash: no tensor '" << slot << "' for layer " << owner
                                    << " (backward without its forward?)";
-  return it->second;
+  const Entry& e = it->second;
+  if (!e.widen) return e.tensor;
+  runtime::Tensor wide = runtime::Tensor::Empty(e.tensor.shape(), runtime::DType::kF32,
+                                                runtime::MemoryTag::kActivation);
+  runtime::ConvertBuffer(e.tensor.raw_data(), e.tensor.dtype(), wide.raw_data(),
+                         runtime::DType::kF32, e.tensor.numel());
+  return wide;
 }
 
 bool Stash::Contains(const void* owner, absl::string_view slot) const {
@@ -25,7 +45,7 @@ void Stash::Erase(const void* owner, absl::string_view slot) {
 
 int64_t Stash::bytes() const {
   int64_t total = 0;
-  for (const auto& [key, t] : tensors_) total += static_cast<int64_t>(t.nbytes());
+  for (const auto& [key, e] : tensors_) total += static_cast<int64_t>(e.tensor.nbytes());
   return total;
 }
 

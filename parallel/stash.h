@@ -7,6 +7,11 @@
 //   stash.Clear();
 //
 // A pipeline holds several stashes at once; a layer that recomputes keeps only its input here.
+//
+// Mixed precision: with SetActivationDType(bf16 / f16), Put keeps f32 activations as 16-bit
+// copies (half the bytes; the f32 original is freed once the forward pass drops it) and Get
+// widens them back to f32, as a 16-bit training run stores its activations. Small statistics that
+// backward needs exactly (norm means, softmax maxima) go through PutExact.
 #pragma once
 
 #include <cstdint>
@@ -21,10 +26,16 @@ namespace loom::parallel {
 
 class Stash {
  public:
-  // Stores `t` (shallow: shares storage) under (owner, slot), replacing any previous tensor.
+  // Stores `t` (shallow: shares storage) under (owner, slot), replacing any previous tensor; an
+  // f32 `t` is stored as a 16-bit copy when an activation dtype is set.
   void Put(const void* owner, absl::string_view slot, runtime::Tensor t);
-  // The tensor under (owner, slot) (a shallow copy: later Puts cannot invalidate it); aborts naming
-  // the slot if it is missing (a backward without its forward is a programmer error).
+  // As Put, but always as given (f32 statistics that must stay exact).
+  void PutExact(const void* owner, absl::string_view slot, runtime::Tensor t);
+  // bf16 or f16: store f32 activations in that dtype from now on; f32 (the default): as given.
+  void SetActivationDType(runtime::DType dtype) { activation_dtype_ = dtype; }
+  // The tensor under (owner, slot) (a shallow copy: later Puts cannot invalidate it; a stored
+  // 16-bit copy comes back widened to a new f32 tensor); aborts naming the slot if it is missing
+  // (a backward without its forward is a programmer error).
   runtime::Tensor Get(const void* owner, absl::string_view slot) const;
   bool Contains(const void* owner, absl::string_view slot) const;
   void Erase(const void* owner, absl::string_view slot);
@@ -36,7 +47,12 @@ class Stash {
 
  private:
   using Key = std::pair<const void*, std::string>;
-  absl::flat_hash_map<Key, runtime::Tensor> tensors_;
+  struct Entry {
+    runtime::Tensor tensor;
+    bool widen = false;  // stored narrowed from f32: Get widens it back
+  };
+  absl::flat_hash_map<Key, Entry> tensors_;
+  runtime::DType activation_dtype_ = runtime::DType::kF32;
 };
 
 }  // namespace loom::parallel

@@ -230,11 +230,26 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
   }
   if (src_dtype == DType::kF32) {
     const float* s = static_cast<const float*>(src);
-    for (int64_t i = 0; i < n; ++i) StoreFromF32(s[i], dst, dst_dtype, i);
+    uint16_t* d16 = static_cast<uint16_t*>(dst);
+    // The 16-bit types in tight loops (mixed precision converts whole activations and buckets).
+    if (dst_dtype == DType::kBF16) {
+      for (int64_t i = 0; i < n; ++i) d16[i] = F32ToBF16(s[i]);
+    } else if (dst_dtype == DType::kF16) {
+      for (int64_t i = 0; i < n; ++i) d16[i] = F32ToF16(s[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) StoreFromF32(s[i], dst, dst_dtype, i);
+    }
     return;
   }
   float* d = static_cast<float*>(dst);
-  for (int64_t i = 0; i < n; ++i) d[i] = LoadAsF32(src, src_dtype, i);
+  const uint16_t* s16 = static_cast<const uint16_t*>(src);
+  if (src_dtype == DType::kBF16) {
+    for (int64_t i = 0; i < n; ++i) d[i] = BF16ToF32(s16[i]);
+  } else if (src_dtype == DType::kF16) {
+    for (int64_t i = 0; i < n; ++i) d[i] = F16ToF32(s16[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i] = LoadAsF32(src, src_dtype, i);
+  }
 }
 
 void RoundToDType(float* data, int64_t n, DType dtype) {

@@ -27,10 +27,10 @@ float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor
   kernels::CrossEntropyStats(flat_logits, flat_targets, 0, row_max, sum_exp, target_logit);
   kernels::CrossEntropyLoss(row_max, sum_exp, target_logit, losses);
   stash.Put(this, "logits", flat_logits);
-  stash.Put(this, "targets", flat_targets);
-  stash.Put(this, "row_max", row_max);
-  stash.Put(this, "sum_exp", sum_exp);
-  stash.Put(this, "losses", losses);
+  stash.PutExact(this, "targets", flat_targets);
+  stash.PutExact(this, "row_max", row_max);
+  stash.PutExact(this, "sum_exp", sum_exp);
+  stash.PutExact(this, "losses", losses);
   double total = 0.0;
   for (float l : losses.ToF32Vector()) total += l;
   return n == 0 ? 0.0f : static_cast<float>(total / static_cast<double>(n));

@@ -30,8 +30,8 @@ Tensor LayerNorm::Forward(Stash& stash, const Tensor& x) {
   Tensor mean = RowStats(x), rstd = RowStats(x);
   kernels::LayerNormForward(x, weight_.value(), bias_.value(), eps_, y, mean, rstd);
   stash.Put(this, "x", x);
-  stash.Put(this, "mean", mean);
-  stash.Put(this, "rstd", rstd);
+  stash.PutExact(this, "mean", mean);
+  stash.PutExact(this, "rstd", rstd);
   return y;
 }
 
@@ -58,7 +58,7 @@ Tensor RMSNorm::Forward(Stash& stash, const Tensor& x) {
   Tensor rstd = RowStats(x);
   kernels::RMSNormForward(x, weight_.value(), eps_, y, rstd);
   stash.Put(this, "x", x);
-  stash.Put(this, "rstd", rstd);
+  stash.PutExact(this, "rstd", rstd);
   return y;
 }
 

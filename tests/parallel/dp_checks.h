@@ -42,10 +42,12 @@ struct Tolerance {
 // fp32: reductions in a different order change the last bits of the gradients (measured: losses
 // differ by <= 5e-7, parameters by <= 7e-6 after 20 steps).
 inline constexpr Tolerance kF32Tolerance = {.loss = 5e-6, .grad_norm = 1e-4, .param = 5e-5};
-// bf16 working values: such last-bit differences in the master flip the rounding of some bf16
-// values, which later steps carry on (measured over 20 steps at dp 2, ZeRO 0-3: losses <= 3e-4,
-// grad norms <= 0.7 % and parameters <= 1.1e-4 apart).
-inline constexpr Tolerance kBf16Tolerance = {.loss = 2e-3, .grad_norm = 2e-2, .param = 1e-3};
+// bf16 working values and 16-bit stashed activations, against a single rank with the same
+// micro-batch shape: last-bit differences of the reductions flip the bf16 rounding of some
+// values, and AdamW turns tiny gradient differences into full-size updates of some elements
+// (measured over 20 steps at dp 2, ZeRO 0-3: losses <= 1.7e-4, grad norms <= 0.03 % and
+// parameters <= 5.2e-3 apart).
+inline constexpr Tolerance kBf16Tolerance = {.loss = 1e-3, .grad_norm = 2e-3, .param = 2e-2};
 void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what,
                       const Tolerance& tolerance = kF32Tolerance);
 
