@@ -356,6 +356,28 @@ absl::Status Main() {
   return RunTraining(*trainer, *world, metrics, peak);
 }
 
+// --help / -h: the usage line and this program's flags with their defaults, on stdout, exit 0
+// (Abseil's own --help exits 1, which reads as a failure).
+bool PrintHelpIfAsked(int argc, char** argv) {
+  bool asked = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    asked = asked || arg == "--help" || arg == "-h" || arg == "-help";
+  }
+  if (!asked) return false;
+  std::printf("%s\n\nFlags (default in brackets):\n", absl::ProgramUsageMessage().data());
+  std::vector<std::pair<std::string, const absl::CommandLineFlag*>> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::StrContains(flag->Filename(), "train_gpt")) flags.emplace_back(name, flag);
+  }
+  std::sort(flags.begin(), flags.end());
+  for (const auto& [name, flag] : flags) {
+    std::printf("  --%s [%s]\n      %s\n", name.c_str(), flag->DefaultValue().c_str(),
+                flag->Help().c_str());
+  }
+  return true;
+}
+
 }  // namespace
 }  // namespace loom
 
@@ -363,7 +385,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Trains a GPT on one rank or data-parallel under mpirun, or evaluates one with --eval.\n"
       "  train_gpt --preset tiny --steps 300 --metrics_out metrics.jsonl\n"
+      "  mpirun -np 2 train_gpt --zero 1 --precision bf16\n"
       "See docs/train_gpt.md for every flag and the output formats.");
+  if (loom::PrintHelpIfAsked(argc, argv)) return 0;
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::fprintf(stderr, "train_gpt: unexpected argument '%s' (flags look like --steps=10)\n",

@@ -192,6 +192,14 @@ TEST_F(CorruptCheckpointTest, AbsurdHeaderLengthInWeights) {
   EXPECT_NE(r.err.find("header"), std::string::npos) << r.err;
 }
 
+TEST_F(TrainGptTest, HelpListsTheFlagsAndExitsZero) {
+  const Result r = Run("--help");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  for (const char* flag : {"--zero [0]", "--precision [fp32]", "--batch [8]", "--comm [shm]"}) {
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag << " missing from:\n" << r.out;
+  }
+}
+
 TEST_F(TrainGptTest, BadInputsSayWhatToChange) {
   struct Case {
     std::string args;
