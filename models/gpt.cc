@@ -116,24 +116,29 @@ GptModel::GptModel(const GptConfig& config)
   }
 }
 
-void GptModel::Initialize(uint64_t seed) {
+void GptModel::SetInitializers(uint64_t seed) {
   const float residual_std =
       config_.init_std / std::sqrt(2.0f * static_cast<float>(config_.num_layers));
   for (Parameter* p : Parameters()) {
-    p->Allocate();
-    Tensor& v = p->value();
     const std::string& name = p->name();
     const bool is_norm = absl::StrContains(name, "ln_") || absl::StrContains(name, "norm");
-    if (absl::EndsWith(name, ".bias")) {
-      v.Fill(0.0f);
-    } else if (is_norm) {
-      v.Fill(1.0f);
-    } else {
-      const bool residual =
-          absl::StrContains(name, "c_proj.weight") || absl::StrContains(name, "down_proj.weight");
-      runtime::FillNormal(v, seed, name, 0, 0.0f, residual ? residual_std : config_.init_std);
+    if (absl::EndsWith(name, ".bias") || is_norm) {
+      const float value = is_norm && !absl::EndsWith(name, ".bias") ? 1.0f : 0.0f;
+      p->SetInitializer([value](Tensor& out, int64_t) { out.Fill(value); });
+      continue;
     }
+    const bool residual =
+        absl::StrContains(name, "c_proj.weight") || absl::StrContains(name, "down_proj.weight");
+    const float std = residual ? residual_std : config_.init_std;
+    p->SetInitializer([seed, name, std](Tensor& out, int64_t offset) {
+      runtime::FillNormal(out, seed, name, offset, 0.0f, std);
+    });
   }
+}
+
+void GptModel::Initialize(uint64_t seed) {
+  SetInitializers(seed);
+  for (Parameter* p : Parameters()) p->Materialize();
 }
 
 Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {

@@ -58,6 +58,9 @@ class GptModel {
   // Allocates every parameter and fills it from the counter-based RNG: weights ~ N(0, init_std)
   // (residual projections c_proj scaled by 1/√(2·layers), as GPT-2), biases 0, norm weights 1.
   void Initialize(uint64_t seed);
+  // Only records how each parameter is initialised (Parameter::initializer), allocating nothing:
+  // data parallelism then fills just what each rank holds (a ZeRO-3 shard).
+  void SetInitializers(uint64_t seed);
 
   // inputs: i32 [B, T], T <= context_length. Returns logits [B, T, vocab].
   runtime::Tensor Logits(parallel::Stash& stash, const runtime::Tensor& inputs);

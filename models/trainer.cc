@@ -127,7 +127,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   LOOM_RETURN_IF_ERROR(config.Validate());
   auto model = std::make_unique<GptModel>(config);
-  model->Initialize(options.seed);
+  // Weights loaded from a file need the whole model; otherwise data parallelism fills only what
+  // each rank holds from the initializers (a ZeRO-3 shard, never the whole model).
+  const bool loads_weights = !options.init_from.empty() || options.resume;
+  if (loads_weights) {
+    model->Initialize(options.seed);
+  } else {
+    model->SetInitializers(options.seed);
+  }
   model->SetRecompute(options.recompute);
   if (!options.init_from.empty()) {
     LOOM_RETURN_IF_ERROR(ImportGptWeights(*model, options.init_from));

@@ -33,6 +33,12 @@ void Parameter::Allocate(runtime::Allocator* allocator) {
                                  allocator);
 }
 
+void Parameter::Materialize(runtime::Allocator* allocator) {
+  LOOM_CHECK(initializer_ != nullptr) << name_ << ": Materialize without an initializer";
+  Allocate(allocator);
+  initializer_(value_, 0);
+}
+
 void Parameter::ZeroGrad() {
   if (grad_.defined()) grad_.Fill(0.0f);
   contributions_ = 0;

@@ -33,6 +33,10 @@ class Parameter {
  public:
   // Called with the parameter when its gradient for the current backward is complete.
   using GradReadyHook = std::function<void(Parameter&)>;
+  // Fills `out` (f32, any shape) with elements [offset, offset + out.numel()) of the parameter's
+  // initial value, flattened row-major — any slice gets exactly the values the whole parameter
+  // would (counter-based RNG), so a ZeRO-3 shard is initialised without the whole.
+  using Initializer = std::function<void(runtime::Tensor& out, int64_t offset)>;
 
   Parameter(std::string name, runtime::Shape global_shape, ShardSpec spec, bool weight_decay);
 
@@ -50,6 +54,10 @@ class Parameter {
 
   // Allocates value (tag param) and a zeroed grad (tag grad) of the local shape.
   void Allocate(runtime::Allocator* allocator = nullptr);
+  // How to produce the initial value (set by the model); Materialize allocates and fills it.
+  void SetInitializer(Initializer init) { initializer_ = std::move(init); }
+  const Initializer& initializer() const { return initializer_; }
+  void Materialize(runtime::Allocator* allocator = nullptr);
   // Zeroes grad (if bound) and restarts the count of contributions.
   void ZeroGrad();
   // Rebinds value or grad to other storage of the local shape (views into data parallelism's flat
@@ -77,6 +85,7 @@ class Parameter {
   int uses_ = 0;
   int contributions_ = 0;
   GradReadyHook hook_;
+  Initializer initializer_;
 };
 
 }  // namespace loom::parallel

@@ -66,12 +66,13 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   }
   for (const auto& unit : units) {
     for (const Parameter* p : unit) {
-      if (p->shard_spec().kind != ShardSpec::Kind::kReplicated || !p->value().defined()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(p->name(),
-                         ": data parallelism needs allocated replicated parameters, "
-                         "got ",
-                         p->shard_spec().ToString()));
+      if (p->shard_spec().kind != ShardSpec::Kind::kReplicated ||
+          (!p->value().defined() && p->initializer() == nullptr)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            p->name(),
+            ": data parallelism needs replicated parameters that are allocated or "
+            "have an initializer, got ",
+            p->shard_spec().ToString(), p->value().defined() ? "" : " without an initializer"));
       }
     }
   }
@@ -96,7 +97,7 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
   int current_unit = -1;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const auto [p, unit] = *it;
-    const int64_t n = p->value().numel();
+    const int64_t n = runtime::NumElements(p->global_shape());
     const bool unit_boundary = options_.zero_stage == 3 && unit != current_unit;
     if (buckets_.empty() || unit_boundary || buckets_.back().numel + n > max_numel) {
       if (buckets_.empty() || !buckets_.back().params.empty()) buckets_.emplace_back();
@@ -142,6 +143,15 @@ void DataParallel::BindGrads(Bucket& b) {
   }
 }
 
+void DataParallel::InitialValues(const Parameter& p, int64_t offset, Tensor out) {
+  if (out.numel() == 0) return;
+  if (p.value().defined()) {  // the model's own values (loaded weights, a resumed checkpoint)
+    std::memcpy(out.data<float>(), p.value().data<float>() + offset, out.nbytes());
+  } else {
+    p.initializer()(out, offset);
+  }
+}
+
 void DataParallel::AllocateStorage() {
   const int stage = options_.zero_stage;
   const int64_t rank = group_.rank();
@@ -152,25 +162,24 @@ void DataParallel::AllocateStorage() {
     const int64_t mine = rank * b.shard;
     b.master = Flat(master_full() ? padded : b.shard, master_tag);
     for (size_t i = 0; i < b.params.size(); ++i) {
-      const float* src = b.params[i]->value().data<float>();
-      const int64_t off = b.offsets[i], n = b.params[i]->value().numel();
-      if (master_full()) {
-        std::memcpy(b.master.data<float>() + off, src, n * sizeof(float));
-      } else {
-        const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
-        std::memcpy(b.master.data<float>() + (lo - mine), src + (lo - off),
-                    (hi - lo) * sizeof(float));
-      }
+      const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
+      const auto [lo, hi] = master_full() ? std::make_pair(off, off + n)
+                                          : Intersect(off, off + n, mine, mine + b.shard);
+      const int64_t base = master_full() ? 0 : mine;
+      if (hi == lo) continue;  // not on this rank
+      InitialValues(*b.params[i], lo - off, b.master.Slice(lo - base, hi - base));
     }
     if (mixed()) {  // the working copy: full for stages 0-2, this rank's shard for stage 3
       b.low = Flat(stage < 3 ? padded : b.shard, MemoryTag::kParam, options_.param_dtype);
       for (size_t i = 0; i < b.params.size(); ++i) {
-        const float* src = b.params[i]->value().data<float>();
-        const int64_t off = b.offsets[i], n = b.params[i]->value().numel();
+        const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
         const auto [lo, hi] = stage < 3 ? std::make_pair(off, off + n)
                                         : Intersect(off, off + n, mine, mine + b.shard);
         const int64_t base = stage < 3 ? 0 : mine;
-        runtime::ConvertBuffer(src + (lo - off), runtime::DType::kF32,
+        if (hi == lo) continue;
+        Tensor f32 = Flat(hi - lo, MemoryTag::kWorkspace);
+        InitialValues(*b.params[i], lo - off, f32);
+        runtime::ConvertBuffer(f32.raw_data(), runtime::DType::kF32,
                                static_cast<char*>(b.low.raw_data()) +
                                    (lo - base) * runtime::DTypeSize(options_.param_dtype),
                                options_.param_dtype, hi - lo);

@@ -79,10 +79,12 @@ class DataParallel : public ParameterUseHooks {
     runtime::Allocator* allocator = nullptr;  // nullptr: Allocator::Default()
   };
 
-  // `units`: the model's ParameterUnits(); every parameter must be allocated (whole, replicated).
-  // Takes over the parameters' storage (values are copied into the flat buffers; ZeRO-3 keeps
-  // only this rank's shard). `group` must outlive the engine. InvalidArgument for a bad stage or
-  // bucket size, or a parameter that is not replicated.
+  // `units`: the model's ParameterUnits(); every parameter must be replicated and either allocated
+  // or have an initializer (GptModel::SetInitializers), in which case only what this rank holds
+  // is ever filled — ZeRO-3 never builds the whole model. Takes over the parameters' storage
+  // (values are copied into the flat buffers; ZeRO-3 keeps only this rank's shard). `group` must
+  // outlive the engine. InvalidArgument for a bad stage or bucket size, or a parameter that is not
+  // replicated.
   static absl::StatusOr<std::unique_ptr<DataParallel>> Create(
       std::vector<std::vector<Parameter*>> units, comm::Communicator& group, Options options);
   ~DataParallel() override;
@@ -168,6 +170,9 @@ class DataParallel : public ParameterUseHooks {
   DataParallel(comm::Communicator& group, Options options);
   void BuildBuckets(const std::vector<std::vector<Parameter*>>& units);
   void AllocateStorage();
+  // Elements [offset, offset + out.numel()) of p's starting value into `out`: its allocated value
+  // when it has one, else its initializer's (no whole parameter is ever built).
+  static void InitialValues(const Parameter& p, int64_t offset, runtime::Tensor out);
   void BuildSlots();
   runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
                        runtime::DType dtype = runtime::DType::kF32) const;

@@ -104,8 +104,12 @@ TEST(DataParallelUnderMpirun, PerRankBytesMatchTheZeroFormulas) {
                     opt0 = Current(MemoryTag::kOptimizer);
       models::TrainOptions o = WithLayout(ReferenceOptions(), n, zero);
       o.precision = precision;
+      Allocator::Default().ResetPeaks();
       auto trainer = models::Trainer::Create(o, world.get());
       ASSERT_TRUE(trainer.ok()) << trainer.status();
+      // Initialisation fills only what the rank holds: under ZeRO-3 the whole model never
+      // exists on a rank, not even briefly.
+      const int64_t init_peak = Allocator::Default().Stats(MemoryTag::kParam).peak_bytes - param0;
       for (int s = 0; s < 2; ++s) ASSERT_TRUE((*trainer)->Step().ok());
       // The formulas, from the bucket sizes: bucket b (numel_b elements) is padded to n·S_b and
       // rank r owns elements [r·S_b, (r+1)·S_b), of which min(S_b, numel_b - r·S_b) are real.
@@ -136,6 +140,7 @@ TEST(DataParallelUnderMpirun, PerRankBytesMatchTheZeroFormulas) {
       const std::string what =
           precision + " zero " + std::to_string(zero) + " rank " + std::to_string(r);
       EXPECT_EQ(param, want_param) << what;
+      EXPECT_EQ(init_peak, want_param) << what << ": peak parameter bytes while initialising";
       EXPECT_EQ(grad, want_grad) << what;
       EXPECT_EQ(opt, want_opt) << what;
       if (r == 0) {
