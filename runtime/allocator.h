@@ -65,8 +65,9 @@ class Allocator {
   // One line: "param 1.50 MiB (peak 1.50 MiB), grad ...".
   std::string Summary() const;
 
- protected:
-  // The accounting of an allocation of `bytes` with `tag` (current, peak, count), and its undoing.
+  // The accounting of an allocation of `bytes` with `tag` (current, peak, count), and its undoing,
+  // for allocators that hand out memory from elsewhere (a communicator's shared arena counts its
+  // tensors here, in the process's default allocator, so per-tag figures stay complete).
   void Record(size_t bytes, MemoryTag tag);
   void Unrecord(size_t bytes, MemoryTag tag);
 

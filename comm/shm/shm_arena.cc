@@ -54,7 +54,7 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
       free_.erase(it);
       if (left > 0) free_[offset + need] = left;
       ++live_;
-      Record(bytes, tag);
+      runtime::Allocator::Default().Record(bytes, tag);
       return At(offset);
     }
     if (!warned_full_) {
@@ -64,14 +64,14 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
                         << "from the heap and take the staged collective paths";
     }
   }
-  return Allocator::Allocate(bytes, tag);
+  return runtime::Allocator::Default().Allocate(bytes, tag);
 }
 
 void ShmArena::Free(void* ptr, size_t bytes, runtime::MemoryTag tag) {
   if (ptr == nullptr) return;
   const int64_t offset = OffsetOf(ptr, static_cast<int64_t>(bytes));
   if (offset < 0) {
-    Allocator::Free(ptr, bytes, tag);
+    runtime::Allocator::Default().Free(ptr, bytes, tag);
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -91,7 +91,7 @@ void ShmArena::Free(void* ptr, size_t bytes, runtime::MemoryTag tag) {
   }
   free_[start] = size;
   --live_;
-  Unrecord(bytes, tag);
+  runtime::Allocator::Default().Unrecord(bytes, tag);
 }
 
 int64_t ShmArena::OffsetOf(const void* p, int64_t bytes) const {

@@ -13,7 +13,7 @@
 // When its region is full, Allocate falls back to the process heap (logging once), so a caller
 // never fails for lack of arena space; such buffers simply take the staged path. Tensors must be
 // freed before the communicator is destroyed (the segment is unmapped with it). Bytes are counted
-// in this allocator's own Stats().
+// in Allocator::Default(), like every other tensor's.
 #pragma once
 
 #include <mpi.h>

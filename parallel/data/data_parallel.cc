@@ -127,6 +127,11 @@ Tensor DataParallel::Flat(int64_t numel, MemoryTag tag, runtime::DType dtype) co
   return Tensor::Zeros({numel}, dtype, tag, allocator_);
 }
 
+Tensor DataParallel::SharedFlat(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
+  runtime::Allocator* shared = group_.shared_allocator();
+  return Tensor::Zeros({numel}, dtype, tag, shared != nullptr ? shared : allocator_);
+}
+
 void DataParallel::BindValues(Bucket& b) {
   for (size_t i = 0; i < b.params.size(); ++i) {
     Parameter* p = b.params[i];
@@ -160,7 +165,11 @@ void DataParallel::AllocateStorage() {
   for (Bucket& b : buckets_) {
     const int64_t padded = b.shard * group_.size();
     const int64_t mine = rank * b.shard;
-    b.master = Flat(master_full() ? padded : b.shard, master_tag);
+    // ZeRO-1/2 gather the updated shards into the full master (f32) or working copy (mixed):
+    // outputs the peers can write directly when the group has a shared arena.
+    const bool gathered_into = stage == 1 || stage == 2;
+    b.master = gathered_into && !mixed() ? SharedFlat(padded, master_tag)
+                                         : Flat(master_full() ? padded : b.shard, master_tag);
     for (size_t i = 0; i < b.params.size(); ++i) {
       const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
       const auto [lo, hi] = master_full() ? std::make_pair(off, off + n)
@@ -170,7 +179,9 @@ void DataParallel::AllocateStorage() {
       InitialValues(*b.params[i], lo - off, b.master.Slice(lo - base, hi - base));
     }
     if (mixed()) {  // the working copy: full for stages 0-2, this rank's shard for stage 3
-      b.low = Flat(stage < 3 ? padded : b.shard, MemoryTag::kParam, options_.param_dtype);
+      b.low = gathered_into
+                  ? SharedFlat(padded, MemoryTag::kParam, options_.param_dtype)
+                  : Flat(stage < 3 ? padded : b.shard, MemoryTag::kParam, options_.param_dtype);
       for (size_t i = 0; i < b.params.size(); ++i) {
         const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
         const auto [lo, hi] = stage < 3 ? std::make_pair(off, off + n)
@@ -192,7 +203,8 @@ void DataParallel::AllocateStorage() {
       for (Parameter* p : b.params) p->BindValue(Tensor());
     }
     if (stage < 2) {
-      b.grad = Flat(padded, MemoryTag::kGrad);
+      // DDP all-reduces it in place: shared when the group has an arena.
+      b.grad = stage == 0 ? SharedFlat(padded, MemoryTag::kGrad) : Flat(padded, MemoryTag::kGrad);
       BindGrads(b);
     } else {
       for (Parameter* p : b.params) p->BindGrad(Tensor());
@@ -289,7 +301,8 @@ void DataParallel::LaunchReduce(int bucket) {
   const runtime::DType wire = options_.reduce_dtype;
   Tensor* send = &b.grad;
   if (wire != runtime::DType::kF32) {
-    b.wire = Flat(b.grad.numel(), MemoryTag::kComm, wire);
+    b.wire = options_.zero_stage == 0 ? SharedFlat(b.grad.numel(), MemoryTag::kComm, wire)
+                                      : Flat(b.grad.numel(), MemoryTag::kComm, wire);
     runtime::ConvertBuffer(b.grad.raw_data(), runtime::DType::kF32, b.wire.raw_data(), wire,
                            b.grad.numel());
     send = &b.wire;
@@ -508,7 +521,7 @@ absl::Status DataParallel::FinishOptimizerStep() {
 void DataParallel::StartGather(int bucket) {
   Bucket& b = buckets_[bucket];
   if (options_.zero_stage != 3 || b.value.defined() || b.gather != nullptr) return;
-  b.gathered = Flat(b.shard * group_.size(), MemoryTag::kParam, options_.param_dtype);
+  b.gathered = SharedFlat(b.shard * group_.size(), MemoryTag::kParam, options_.param_dtype);
   b.gather = group_.AllGather(mixed() ? b.low : b.master, b.gathered);
 }
 
@@ -551,7 +564,7 @@ absl::Status DataParallel::GatherParameters() {
     if (master_full()) {
       b.value = b.master;
     } else {
-      b.value = Flat(b.shard * group_.size(), MemoryTag::kParam);
+      b.value = SharedFlat(b.shard * group_.size(), MemoryTag::kParam);
       works[i] = group_.AllGather(b.master, b.value);
     }
   }

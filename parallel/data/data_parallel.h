@@ -176,6 +176,10 @@ class DataParallel : public ParameterUseHooks {
   void BuildSlots();
   runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
                        runtime::DType dtype = runtime::DType::kF32) const;
+  // A collective's output buffer: from the group's shared arena when it has one (so the shm
+  // backend's registered all-reduce / all-gather write straight into it), else as Flat.
+  runtime::Tensor SharedFlat(int64_t numel, runtime::MemoryTag tag,
+                             runtime::DType dtype = runtime::DType::kF32) const;
   bool mixed() const { return options_.param_dtype != runtime::DType::kF32; }
   // Whether every rank holds the whole f32 master: stage 0, and f32 stages 1-2 (where the
   // master is the parameter and the updated shards are gathered into it). Otherwise each rank

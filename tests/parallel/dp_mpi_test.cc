@@ -46,6 +46,28 @@ TEST(DataParallelUnderMpirun, EveryStageMatchesTheSingleRankRun) {
                             "dp " + std::to_string(n) + " zero 3 grad_accum 2");
 }
 
+// The same with the shm communicator's shared arena: gradient buckets (DDP), gathered
+// parameters (ZeRO-1/2/3) live in memory the peers write directly, so the registered all-reduce
+// and all-gather run (LOOM_SHM_REGISTERED_BYTES=0: at every size).
+TEST(DataParallelUnderMpirun, EveryStageMatchesOnSharedBuffers) {
+  const char* b = std::getenv("LOOM_COMM_BACKEND");
+  if (b != nullptr && std::string(b) != "shm") GTEST_SKIP() << "the arena is the shm backend's";
+  runtime::SetNumThreads(1);
+  setenv("LOOM_SHM_ARENA_BYTES", "16777216", 1);
+  setenv("LOOM_SHM_REGISTERED_BYTES", "0", 1);
+  auto world = World();
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  unsetenv("LOOM_SHM_REGISTERED_BYTES");
+  ASSERT_NE(world->shared_allocator(), nullptr);
+  const int n = world->size();
+  const testing::RunResult reference = testing::Train(ReferenceOptions(), nullptr);
+  for (int zero = 0; zero <= 3; ++zero) {
+    testing::ExpectEquivalent(
+        reference, testing::Train(WithLayout(ReferenceOptions(), n, zero), world.get()),
+        "shared buffers, dp " + std::to_string(n) + " zero " + std::to_string(zero));
+  }
+}
+
 // f16 with an Inf injected into one gradient on rank 0 at step 3: every rank skips that step
 // (same parameters before and after, the step count does not advance) and halves the scale.
 TEST(DataParallelUnderMpirun, F16OverflowOnOneRankSkipsTheStepEverywhere) {
