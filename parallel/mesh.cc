@@ -112,6 +112,8 @@ absl::StatusOr<std::unique_ptr<Mesh>> Mesh::Create(comm::Communicator& world, Me
   LOOM_RETURN_IF_ERROR(shape.Validate(world.size()));
   std::unique_ptr<Mesh> mesh(new Mesh(world, std::move(shape)));
   for (Axis a : kAxes) {
+    // An axis that spans every rank is the world itself (every rank knows: the sizes agree).
+    if (mesh->size(a) == world.size()) continue;
     // The group of `a`: every rank with this rank's other coordinates. Its color is the world rank
     // of its member with coordinate 0 along `a`; its key orders members by that coordinate.
     std::array<int, kNumAxes> base = mesh->coords_;

@@ -10,7 +10,8 @@
 // and stay inside a host. Create validates the shape (every size >= 1, product = world size,
 // order a permutation of tp, ep, dp, pp) before any collective, so a bad shape fails on every
 // rank with the same message; then it splits the world once per axis (collective, in a fixed
-// order). Axes of size 1 get a communicator of one rank. Layers receive the groups they need
+// order). Axes of size 1 get a communicator of one rank; an axis that spans every rank uses the
+// world communicator itself. Layers receive the groups they need
 // explicitly; there is no global process-group state.
 #pragma once
 
@@ -53,8 +54,12 @@ class Mesh {
   int size(Axis axis) const { return shape_.size(axis); }
   // This rank's index along `axis`.
   int coord(Axis axis) const { return coords_[static_cast<int>(axis)]; }
-  // The ranks that share every coordinate but `axis`, ordered by their `axis` coordinate.
-  comm::Communicator& group(Axis axis) const { return *groups_[static_cast<int>(axis)]; }
+  // The ranks that share every coordinate but `axis`, ordered by their `axis` coordinate (the
+  // world itself when the axis spans every rank, e.g. pure data parallelism).
+  comm::Communicator& group(Axis axis) const {
+    const auto& g = groups_[static_cast<int>(axis)];
+    return g != nullptr ? *g : world_;
+  }
   comm::Communicator& world() const { return world_; }
 
   // The world rank with the given coordinates (indexed by Axis), under `shape`'s order.

@@ -160,7 +160,15 @@ class ShmBackend : public Backend {
 absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const ShmOptions& options) {
   absl::StatusOr<std::unique_ptr<ShmGroup>> group = ShmGroup::Create(comm, GroupConfig(options));
   absl::StatusOr<std::unique_ptr<ShmArena>> arena = std::unique_ptr<ShmArena>();
-  if (group.ok() && options.arena_bytes > 0) arena = ShmArena::Create(comm, options.arena_bytes);
+  int size = 1;
+  {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    MPI_Comm_size(comm, &size);
+  }
+  // A group of one rank has nobody to share with: no arena (its memory is committed up front).
+  if (group.ok() && options.arena_bytes > 0 && size > 1) {
+    arena = ShmArena::Create(comm, options.arena_bytes);
+  }
   if (!group.ok() || !arena.ok()) {
     std::unique_lock<std::mutex> lock = LockMpi();
     MPI_Comm_free(&comm);

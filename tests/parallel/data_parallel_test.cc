@@ -84,6 +84,16 @@ TEST(Mesh, GroupsHoldTheRanksThatDifferInOneAxis) {
   });
 }
 
+TEST(Mesh, AnAxisSpanningEveryRankIsTheWorld) {
+  OnRanks(4, [](int rank, comm::Communicator& world) {
+    auto mesh = Mesh::Create(world, MeshShape{.dp = 4});
+    ASSERT_TRUE(mesh.ok()) << mesh.status();
+    EXPECT_EQ(&(*mesh)->group(Axis::kDp), &world);
+    EXPECT_EQ((*mesh)->coord(Axis::kDp), rank);
+    EXPECT_EQ((*mesh)->group(Axis::kTp).size(), 1);
+  });
+}
+
 TEST(Mesh, CreateFailsOnEveryRankBeforeAnyCollective) {
   OnRanks(4, [](int, comm::Communicator& world) {
     auto mesh = Mesh::Create(world, MeshShape{.dp = 3});
