@@ -26,7 +26,11 @@ class HierarchicalBackend : public Backend {
 
   int rank() const override { return flat_->rank(); }
   int size() const override { return flat_->size(); }
-  std::string name() const override { return absl::StrCat("hierarchical(", flat_->name(), ")"); }
+  std::string name() const override {
+    const bool own_intra = intra_ != nullptr && intra_->name() != flat_->name();
+    return absl::StrCat("hierarchical(", flat_->name(),
+                        own_intra ? absl::StrCat("; inside hosts: ", intra_->name()) : "", ")");
+  }
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
     if (args.fp.op == CollectiveOp::kAllReduce && intra_ != nullptr) {
@@ -99,8 +103,9 @@ class HierarchicalBackend : public Backend {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchicalBackend(std::unique_ptr<Backend> flat,
-                                                                 int host, Deadline deadline) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchicalBackend(
+    std::unique_ptr<Backend> flat, int host, Deadline deadline,
+    const IntraHostFactory& make_intra) {
   LOOM_CHECK(flat != nullptr) << "MakeHierarchicalBackend: no flat backend";
   const int n = flat->size(), rank = flat->rank();
   std::vector<int64_t> hosts(static_cast<size_t>(n));
@@ -124,7 +129,12 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchicalBackend(std::unique_ptr
     return std::unique_ptr<Backend>(
         new HierarchicalBackend(std::move(flat), host, nullptr, nullptr));
   }
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Backend> intra, flat->Split(host, rank, deadline));
+  std::unique_ptr<Backend> intra;
+  if (make_intra != nullptr) {
+    LOOM_ASSIGN_OR_RETURN(intra, make_intra(host));
+  } else {
+    LOOM_ASSIGN_OR_RETURN(intra, flat->Split(host, rank, deadline));
+  }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Backend> inter, flat->Split(local_rank, rank, deadline));
   return std::unique_ptr<Backend>(
       new HierarchicalBackend(std::move(flat), host, std::move(intra), std::move(inter)));

@@ -24,6 +24,7 @@
 // from the flat path in the last bits.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -36,7 +37,14 @@ namespace loom::comm {
 // groups of equal local rank, and returns a backend named "hierarchical(<flat name>)" over the same
 // ranks. Its Split splits `flat` and rebuilds the hierarchy for the new group. Host buffers, one
 // call at a time (Backend contract); every rank issues the same calls in the same order.
-absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchicalBackend(std::unique_ptr<Backend> flat,
-                                                                 int host, Deadline deadline);
+//
+// `make_intra` (optional) builds the intra-host backend instead of splitting `flat`: collective
+// over all ranks, called with this rank's host id, returning the backend of the ranks that share it
+// (e.g. loom's shared-memory algorithms inside a host, ring across). Sub-communicators of the
+// result (Split) split `flat` for both stages.
+using IntraHostFactory = std::function<absl::StatusOr<std::unique_ptr<Backend>>(int host)>;
+absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchicalBackend(
+    std::unique_ptr<Backend> flat, int host, Deadline deadline,
+    const IntraHostFactory& make_intra = nullptr);
 
 }  // namespace loom::comm

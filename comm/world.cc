@@ -26,7 +26,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchical(std::unique_ptr<Backen
                         mpi_detail::MpiHostId(MPI_COMM_WORLD, static_cast<int>(per_host)));
   const Deadline deadline{std::chrono::steady_clock::now() +
                           absl::ToChronoNanoseconds(options.timeout)};
-  return MakeHierarchicalBackend(std::move(flat), host, deadline);
+  // Inside a host loom's shared-memory algorithms, across hosts the ring.
+  return MakeHierarchicalBackend(std::move(flat), host, deadline, [](int host_id) {
+    return MakeShmSplitBackend(host_id, ShmOptions::FromEnv());
+  });
 }
 
 }  // namespace

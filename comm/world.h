@@ -20,9 +20,10 @@ namespace loom::comm {
 //   "shm"  loom's shared-memory algorithms (comm/shm/shm_backend.h, options from LOOM_SHM_*),
 //          every rank on one host;
 //   "ring" loom's ring / halving-doubling / tree algorithms over MPI point-to-point, any hosts;
-//   "hier" ring's algorithms composed per host (comm/hierarchical.h): reduce-scatter inside each
-//          host, all-reduce across hosts, all-gather inside; LOOM_HIER_RANKS_PER_HOST=k treats
-//          every k consecutive ranks as a host (to test the composition on one machine).
+//   "hier" composed per host (comm/hierarchical.h): reduce-scatter inside each host with loom's
+//          shared-memory algorithms, all-reduce across hosts with the ring, all-gather inside;
+//          other ops on the ring over all ranks. LOOM_HIER_RANKS_PER_HOST=k treats every k
+//          consecutive ranks as a host (to test the composition on one machine).
 // InvalidArgument naming the choices for any other name; the backend's error if it cannot start.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
                                                                     CommOptions options);

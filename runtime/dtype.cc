@@ -112,10 +112,11 @@ std::ostream& operator<<(std::ostream& os, DType dtype) { return os << DTypeName
 
 uint16_t F32ToBF16(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
-  if (std::isnan(x)) return static_cast<uint16_t>((bits >> 16) | 0x0040u);  // keep sign, quiet
-  // Round to nearest even on the low 16 bits; overflow carries into Inf as IEEE requires.
-  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
+  // Round to nearest even on the low 16 bits; overflow carries into Inf as IEEE requires. NaN
+  // keeps its sign and becomes quiet. Branch-free, so loops over it vectorise.
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (bits >> 16) | 0x0040u;
+  return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
 }
 
 float BF16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }

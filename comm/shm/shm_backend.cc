@@ -13,6 +13,7 @@
 #include "comm/shm/shm_group.h"
 #include "runtime/base/env.h"
 #include "runtime/base/logging.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm {
 namespace {
@@ -232,6 +233,20 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmWorldBackend(ShmOptions options)
         local_size, " of ", world_size, " ranks; use the mpi backend across hosts"));
   }
   return MakeShmBackend(world, options);
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeShmSplitBackend(int color, ShmOptions options) {
+  absl::StatusOr<MpiEnvironment*> env = MpiEnvironment::Init();
+  if (!env.ok()) return env.status();
+  MPI_Comm comm = MPI_COMM_NULL;
+  {
+    std::unique_lock<std::mutex> lock = LockMpi();
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    LOOM_RETURN_IF_ERROR(
+        MpiStatus(MPI_Comm_split(MPI_COMM_WORLD, color, rank, &comm), "MPI_Comm_split"));
+  }
+  return MakeShmBackend(comm, options);
 }
 
 }  // namespace loom::comm

@@ -60,4 +60,9 @@ struct ShmOptions {
 // this host (FailedPrecondition otherwise: use the mpi backend). Collective.
 absl::StatusOr<std::unique_ptr<Backend>> MakeShmWorldBackend(ShmOptions options = {});
 
+// The backend of the MPI_COMM_WORLD ranks that pass the same `color` (ordered by world rank), which
+// must share this host. Collective over every world rank (MPI_Comm_split). The hierarchical
+// backend's intra-host stage.
+absl::StatusOr<std::unique_ptr<Backend>> MakeShmSplitBackend(int color, ShmOptions options = {});
+
 }  // namespace loom::comm
