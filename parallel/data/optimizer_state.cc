@@ -1,0 +1,76 @@
+// DataParallel's checkpoint side: optimizer state in one layout-independent format (every
+// parameter's state whole), gathered from and cut back to this rank's ZeRO shards.
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "parallel/data/data_parallel.h"
+#include "runtime/base/status_macros.h"
+
+namespace loom::parallel {
+
+using runtime::MemoryTag;
+using runtime::Tensor;
+
+absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::GatherOptimizerState(
+    const std::vector<optim::NamedTensor>& local, const std::vector<std::string>& suffixes) {
+  if (options_.zero_stage == 0) return local;
+  absl::flat_hash_map<std::string, const Tensor*> by_name;
+  for (const optim::NamedTensor& t : local) by_name[t.name] = &t.tensor;
+  const int64_t mine = group_.rank();
+  std::vector<optim::NamedTensor> whole;
+  for (const std::string& suffix : suffixes) {
+    // This rank's pieces into per-bucket shards, then all-gathered into whole buckets.
+    std::vector<Tensor> shards, full;
+    std::vector<std::shared_ptr<comm::Work>> works;
+    for (const Bucket& b : buckets_) shards.push_back(Flat(b.shard, MemoryTag::kComm));
+    for (const SlotRange& r : slot_ranges_) {
+      const std::string name = r.param->name() + suffix;
+      const auto it = by_name.find(name);
+      if (it == by_name.end() || it->second->numel() != r.hi - r.lo) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "optimizer state '", name, "' is missing or not of this rank's shard size ",
+            r.hi - r.lo, " (save after the first step)"));
+      }
+      std::memcpy(shards[r.bucket].data<float>() + (r.lo - mine * buckets_[r.bucket].shard),
+                  it->second->data<float>(), (r.hi - r.lo) * sizeof(float));
+    }
+    for (size_t i = 0; i < buckets_.size(); ++i) {
+      full.push_back(Flat(buckets_[i].shard * group_.size(), MemoryTag::kComm));
+      works.push_back(group_.AllGather(shards[i], full.back()));
+    }
+    for (size_t i = 0; i < buckets_.size(); ++i) {
+      LOOM_RETURN_IF_ERROR(works[i]->Wait());
+      const Bucket& b = buckets_[i];
+      for (size_t j = 0; j < b.params.size(); ++j) {
+        const int64_t n = runtime::NumElements(b.params[j]->global_shape());
+        whole.push_back(
+            {b.params[j]->name() + suffix, full[i].Slice(b.offsets[j], b.offsets[j] + n).Clone()});
+      }
+    }
+  }
+  return whole;
+}
+
+absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::ShardOptimizerState(
+    const std::vector<optim::NamedTensor>& whole, const std::vector<std::string>& suffixes) const {
+  if (options_.zero_stage == 0) return whole;
+  absl::flat_hash_map<std::string, const Tensor*> by_name;
+  for (const optim::NamedTensor& t : whole) by_name[t.name] = &t.tensor;
+  std::vector<optim::NamedTensor> pieces;
+  for (const SlotRange& r : slot_ranges_) {
+    for (const std::string& suffix : suffixes) {
+      const std::string name = r.param->name() + suffix;
+      const auto it = by_name.find(name);
+      const int64_t n = runtime::NumElements(r.param->global_shape());
+      if (it == by_name.end() || it->second->numel() != n || it->second->rank() != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "optimizer state '", name, "' is missing or not a flat tensor of ", n, " elements"));
+      }
+      pieces.push_back({name, it->second->Slice(r.in_param, r.in_param + (r.hi - r.lo))});
+    }
+  }
+  return pieces;
+}
+
+}  // namespace loom::parallel
