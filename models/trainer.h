@@ -1,5 +1,6 @@
-// Single-rank GPT training: data, model, optimizer, schedule, checkpoints and evaluation behind
-// one object that examples/train_gpt drives (and that data parallelism extends in issue #5).
+// GPT training, on one rank or data-parallel: data, model, optimizer, schedule, data parallelism
+// (parallel/data/data_parallel.h: DDP, ZeRO-1/2/3, mixed precision), checkpoints and evaluation
+// behind one object that examples/train_gpt drives.
 //
 //   TrainOptions opt;                    // preset "tiny", embedded data, AdamW
 //   opt.steps = 200;

@@ -5,7 +5,8 @@
 //
 // Sums of squares are accumulated in double in a fixed order, so the norm is reproducible for a
 // given set of tensors whatever the thread count. Sharded gradients (ZeRO, TP) sum their local
-// SumOfSquares across ranks before the square root (issue #5). f32 grads, host.
+// SumOfSquares across ranks before the square root (DataParallel::ClipGradNorm uses ClipFactor).
+// f32 grads, host.
 #pragma once
 
 #include <vector>
