@@ -3,7 +3,8 @@
 //
 //   build/examples/train_gpt --preset tiny --steps 300 --metrics_out /tmp/m.jsonl
 //   mpirun -np 2 build/examples/train_gpt --preset tiny --zero 1 --steps 300
-//   build/examples/train_gpt --preset cpu-small --data shard.bin --save_dir /tmp/ckpt --resume
+//   build/examples/train_gpt --preset cpu-small --data shard.bin --steps 2000 --save_dir /tmp/ckpt
+//       --resume
 //   build/examples/train_gpt --eval --init_from model.safetensors --data val.bin --eval_batches 8
 #include <algorithm>
 #include <chrono>

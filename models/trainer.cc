@@ -218,15 +218,15 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
     }
     dp_->ScaleGradients(1.0f / m.loss_scale);
   }
+  if (!std::isfinite(m.loss)) {  // before the update, so the weights stay as they were
+    return absl::InternalError(absl::StrCat("loss is ", m.loss, " at step ", optimizer_->step() + 1,
+                                            "; lower --lr or check the data"));
+  }
   LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
   optimizer_->Step(dp_->Slots(), m.lr);
   LOOM_RETURN_IF_ERROR(dp_->FinishOptimizerStep());
   m.step = optimizer_->step();
   FinishMetrics(m, start);
-  if (!std::isfinite(m.loss)) {
-    return absl::InternalError(
-        absl::StrCat("loss is ", m.loss, " at step ", m.step, "; lower --lr or check the data"));
-  }
   return m;
 }
 
@@ -269,22 +269,27 @@ absl::Status Trainer::SaveCheckpoint() {
     return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
   }
   // The same files whatever the layout: whole f32 master weights and whole optimizer state.
+  // Both gathers are collective and fail alike on every rank.
   LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
-  LOOM_ASSIGN_OR_RETURN(
-      std::vector<io::NamedTensor> state,
-      dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes()));
-  if (dp_group_->rank() != 0) return dp_group_->Barrier()->Wait();  // rank 0 writes
-  LOOM_ASSIGN_OR_RETURN(std::string weights,
-                        io::SerializeSafetensors(GptParameterTensors(*model_)));
-  LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(state));
-  const absl::Status saved = io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
-                                                {{kModelFile, std::move(weights)},
-                                                 {kOptimizerFile, std::move(optimizer)},
-                                                 {kStateFile, StateJson()}});
-  // The others wait, so no rank reads or reports a checkpoint rank 0 is still writing; rank 0
-  // joins the barrier even after a failure.
+  absl::StatusOr<std::vector<io::NamedTensor>> state =
+      dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes());
+  absl::Status saved = state.status();
+  if (saved.ok() && dp_group_->rank() == 0) saved = WriteCheckpoint(*state);  // rank 0 writes
+  dp_->ReleaseParameters();  // the gathered weights are not kept (ZeRO-3: 4Ψ per rank)
+  // Every rank joins, whatever happened on rank 0, so no rank reads or reports a checkpoint rank 0
+  // is still writing and none waits for a rank that gave up.
   const absl::Status joined = dp_group_->Barrier()->Wait();
   return saved.ok() ? joined : saved;
+}
+
+absl::Status Trainer::WriteCheckpoint(const std::vector<io::NamedTensor>& optimizer_state) {
+  LOOM_ASSIGN_OR_RETURN(std::string weights,
+                        io::SerializeSafetensors(GptParameterTensors(*model_)));
+  LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_state));
+  return io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
+                            {{kModelFile, std::move(weights)},
+                             {kOptimizerFile, std::move(optimizer)},
+                             {kStateFile, StateJson()}});
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
@@ -305,6 +310,20 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
       return absl::FailedPreconditionError(absl::StrCat(
           dir, " was written with ", field, "=", state["run"].value(field, nlohmann::json()).dump(),
           " but this run has ", field, "=", value.dump(), "; resume with the same setting"));
+    }
+  }
+  // The schedule must continue as it was planned (a different --steps, --lr, ... would bend it).
+  const nlohmann::json saved_schedule = state.value("lr_schedule", nlohmann::json::object());
+  const nlohmann::json schedule = {{"max_lr", schedule_.options().max_lr},
+                                   {"min_lr", schedule_.options().min_lr},
+                                   {"warmup_steps", schedule_.options().warmup_steps},
+                                   {"total_steps", schedule_.options().total_steps}};
+  for (const auto& [field, value] : schedule.items()) {
+    if (saved_schedule.contains(field) && saved_schedule[field] != value) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " was written with the learning-rate schedule's ", field, "=",
+          saved_schedule[field].dump(), " but this run has ", value.dump(),
+          " (from --steps, --lr, --min_lr, --warmup_steps); resume with the same settings"));
     }
   }
   LOOM_ASSIGN_OR_RETURN(io::SafetensorsFile weights,

@@ -119,6 +119,8 @@ class Trainer {
   // needs the data-parallel layout before it can be loaded.
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> Resume();
   std::string StateJson() const;
+  // Serialises and writes the checkpoint files (rank 0).
+  absl::Status WriteCheckpoint(const std::vector<runtime::io::NamedTensor>& optimizer_state);
   // The mean of `local` over the data-parallel ranks.
   absl::StatusOr<float> MeanOverRanks(float local);
   void InjectOverflowForTesting();

@@ -306,6 +306,10 @@ void DataParallel::LaunchReduce(int bucket) {
     runtime::ConvertBuffer(b.grad.raw_data(), runtime::DType::kF32, b.wire.raw_data(), wire,
                            b.grad.numel());
     send = &b.wire;
+    if (options_.zero_stage >= 2) {  // the bucket is final: its f32 gradient is not needed
+      for (Parameter* p : b.params) p->BindGrad(Tensor());
+      b.grad = Tensor();
+    }
   }
   if (options_.zero_stage == 0) {
     b.reduce = group_.AllReduce(*send, *send, comm::ReduceOp::kAvg);
@@ -359,22 +363,28 @@ void DataParallel::PollReductions() {
 absl::Status DataParallel::FinishBackward() {
   const auto start = std::chrono::steady_clock::now();
   if (reduce_this_micro_) LaunchReady();
+  absl::Status status;
   if (reduce_this_micro_ && next_launch_ < num_buckets()) {
     const Bucket& b = buckets_[next_launch_];
-    return absl::FailedPreconditionError(absl::StrCat(
+    status = absl::FailedPreconditionError(absl::StrCat(
         "data parallel: bucket ", next_launch_, " (first parameter ", b.params.front()->name(),
         ") did not get all its gradients in this backward (", b.ready, " of ", b.params.size(),
         "); every parameter must be used in every micro-batch"));
   }
+  // Whatever happened, no reduction stays in flight on buffers the next step reuses.
+  status.Update(WaitForReductions());
+  exposed_reduce_ms_ =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return status;
+}
+
+absl::Status DataParallel::WaitForReductions() {
   absl::Status status;
   for (Bucket& b : buckets_) {
     if (b.reduce == nullptr) continue;
-    absl::Status s = b.reduce->Wait();
-    if (!s.ok() && status.ok()) status = s;
+    status.Update(b.reduce->Wait());
     CompleteReduce(b);
   }
-  exposed_reduce_ms_ =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return status;
 }
 
@@ -493,10 +503,13 @@ void DataParallel::ReleaseValues(Bucket& b) {
 }
 
 absl::Status DataParallel::GatherParameters() {
+  // Every gather issued is waited for before returning, even after an error: none may still be
+  // writing into a buffer this engine frees.
+  absl::Status status;
   std::vector<std::shared_ptr<comm::Work>> works(buckets_.size());
   for (size_t i = 0; i < buckets_.size(); ++i) {
     Bucket& b = buckets_[i];
-    if (b.gather != nullptr) LOOM_RETURN_IF_ERROR(b.gather->Wait());  // a prefetch in flight
+    if (b.gather != nullptr) status.Update(b.gather->Wait());  // a prefetch in flight
     b.gather = nullptr;
     b.gathered = Tensor();
     ReleaseValues(b);
@@ -508,11 +521,23 @@ absl::Status DataParallel::GatherParameters() {
     }
   }
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    if (works[i] != nullptr) LOOM_RETURN_IF_ERROR(works[i]->Wait());
-    BindValues(buckets_[i]);
-    buckets_[i].value_is_master = true;
+    if (works[i] != nullptr) status.Update(works[i]->Wait());
   }
-  return absl::OkStatus();
+  for (Bucket& b : buckets_) {
+    if (status.ok()) {
+      BindValues(b);
+      b.value_is_master = true;
+    } else {
+      ReleaseValues(b);
+    }
+  }
+  return status;
+}
+
+void DataParallel::ReleaseParameters() {
+  for (Bucket& b : buckets_) {
+    if (b.value_is_master) ReleaseValues(b);
+  }
 }
 
 int DataParallel::LastUse(const Bucket& b, Pass pass) const {

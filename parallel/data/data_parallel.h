@@ -76,7 +76,9 @@ class DataParallel : public ParameterUseHooks {
     // Start each bucket's reduction as soon as its gradients are final (true), or only after the
     // backward pass (false: the baseline that measures how much of the reduction overlap hides).
     bool overlap = true;
-    runtime::Allocator* allocator = nullptr;  // nullptr: Allocator::Default()
+    // nullptr: Allocator::Default(). Buffers collectives write into come from the group's shared
+    // arena when it has one; they are counted in Allocator::Default() whatever this is.
+    runtime::Allocator* allocator = nullptr;
   };
 
   // `units`: the model's ParameterUnits(); every parameter must be replicated and either allocated
@@ -123,6 +125,9 @@ class DataParallel : public ParameterUseHooks {
   // export or checkpoint the weights; the next use of a unit rebinds its working values.
   // Collective for stage 3.
   absl::Status GatherParameters();
+  // Drops what GatherParameters bound (ZeRO-3 and mixed precision: the full f32 values), so the
+  // next step starts from the steady-state footprint. Local.
+  void ReleaseParameters();
 
   // ParameterUseHooks (called by the model).
   void BeforeUse(int unit, Pass pass) override;
@@ -195,6 +200,8 @@ class DataParallel : public ParameterUseHooks {
   void LaunchReduce(int bucket);
   // Launches, in order, every bucket whose gradients are all final and that has not started.
   void LaunchReady();
+  // Waits for every reduction in flight and completes it; the first error.
+  absl::Status WaitForReductions();
   void CompleteReduce(Bucket& b);
   void PollReductions();
   void StartGather(int bucket);

@@ -17,30 +17,47 @@ absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::GatherOptimizerSta
   if (options_.zero_stage == 0) return local;
   absl::flat_hash_map<std::string, const Tensor*> by_name;
   for (const optim::NamedTensor& t : local) by_name[t.name] = &t.tensor;
+  // Every rank checks its own pieces, then all agree before any gather (a rank whose shard holds
+  // only padding has nothing to check and must not run ahead into a gather the others skip).
+  std::string problem;
+  for (const SlotRange& r : slot_ranges_) {
+    for (const std::string& suffix : suffixes) {
+      const std::string name = r.param->name() + suffix;
+      const auto it = by_name.find(name);
+      if (problem.empty() && (it == by_name.end() || it->second->numel() != r.hi - r.lo)) {
+        problem = absl::StrCat("optimizer state '", name, "' is missing or not of rank ",
+                               group_.rank(), "'s shard size ", r.hi - r.lo);
+      }
+    }
+  }
+  Tensor complete = Tensor::FromVector<int32_t>({1}, {problem.empty() ? 1 : 0}, MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(group_.AllReduce(complete, complete, comm::ReduceOp::kMin)->Wait());
+  if (complete.data<int32_t>()[0] == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot gather the optimizer state: ",
+                     problem.empty() ? "another rank's is incomplete" : problem,
+                     " (checkpoints need the state of at least one optimizer step)"));
+  }
   const int64_t mine = group_.rank();
   std::vector<optim::NamedTensor> whole;
   for (const std::string& suffix : suffixes) {
     // This rank's pieces into per-bucket shards, then all-gathered into whole buckets.
     std::vector<Tensor> shards, full;
-    std::vector<std::shared_ptr<comm::Work>> works;
     for (const Bucket& b : buckets_) shards.push_back(Flat(b.shard, MemoryTag::kComm));
     for (const SlotRange& r : slot_ranges_) {
-      const std::string name = r.param->name() + suffix;
-      const auto it = by_name.find(name);
-      if (it == by_name.end() || it->second->numel() != r.hi - r.lo) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "optimizer state '", name, "' is missing or not of this rank's shard size ",
-            r.hi - r.lo, " (save after the first step)"));
-      }
+      const Tensor& piece = *by_name.at(r.param->name() + suffix);
       std::memcpy(shards[r.bucket].data<float>() + (r.lo - mine * buckets_[r.bucket].shard),
-                  it->second->data<float>(), (r.hi - r.lo) * sizeof(float));
+                  piece.data<float>(), (r.hi - r.lo) * sizeof(float));
     }
+    std::vector<std::shared_ptr<comm::Work>> works;
     for (size_t i = 0; i < buckets_.size(); ++i) {
       full.push_back(Flat(buckets_[i].shard * group_.size(), MemoryTag::kComm));
       works.push_back(group_.AllGather(shards[i], full.back()));
     }
+    absl::Status status;  // every gather is waited for before the buffers go
+    for (auto& w : works) status.Update(w->Wait());
+    if (!status.ok()) return status;
     for (size_t i = 0; i < buckets_.size(); ++i) {
-      LOOM_RETURN_IF_ERROR(works[i]->Wait());
       const Bucket& b = buckets_[i];
       for (size_t j = 0; j < b.params.size(); ++j) {
         const int64_t n = runtime::NumElements(b.params[j]->global_shape());

@@ -285,6 +285,32 @@ TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   ExpectEquivalent(reference, results[0], "one-rank checkpoint resumed by dp 2 ZeRO-2");
 }
 
+TEST(DataParallelCheckpoint, SavingBeforeTheFirstStepFailsOnEveryRank) {
+  // ZeRO-1 has no optimizer state to gather yet; no rank may run ahead into a gather.
+  models::TrainOptions o = WithLayout(ReferenceOptions(), 2, 1);
+  o.save_dir = ::testing::TempDir() + "/dp_ckpt_early";
+  std::filesystem::remove_all(o.save_dir);
+  OnRanks(2, [&](int, comm::Communicator& g) {
+    auto t = models::Trainer::Create(o, &g);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const absl::Status s = (*t)->SaveCheckpoint();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("at least one optimizer step"));
+  });
+}
+
+TEST(DataParallelCheckpoint, ResumingWithAnotherScheduleNamesTheField) {
+  models::TrainOptions o = WithLayout(ReferenceOptions(), 1, 0);
+  o.save_dir = ::testing::TempDir() + "/dp_ckpt_schedule";
+  std::filesystem::remove_all(o.save_dir);
+  TrainAndSave(o, nullptr, 5);
+  o.resume = true;
+  o.steps = 30;  // the cosine schedule would bend
+  const auto t = models::Trainer::Create(o, nullptr);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(t.status().message()), ::testing::HasSubstr("total_steps=20"));
+}
+
 TEST(DataParallelOptions, RejectsBatchesThatDoNotDivide) {
   auto world = comm::MakeLocalWorld(1);
   models::TrainOptions o = WithLayout(ReferenceOptions(), 1, 0, 3);
