@@ -687,6 +687,7 @@ int Main(int argc, char** argv) {
                              {"busbw", row.busbw},
                              {"wrong", row.wrong},
                              {"speedup_vs_mpi", row.speedup},
+                             {"registered_buffers", f.registered},
                              {"iters", iters}});
         }
       }
