@@ -1,10 +1,15 @@
 #include "runtime/dtype.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
 
 #include "runtime/base/check.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace loom::runtime {
 namespace {
@@ -222,6 +227,48 @@ void StoreFromF32(float v, void* data, DType dtype, int64_t i) {
 
 }  // namespace
 
+namespace {
+
+// f16 <-> f32 in bulk with the F16C instructions where the CPU has them (checked once): bit for
+// bit what F32ToF16 / F16ToF32 give — the hardware rounds to nearest even with subnormals and
+// overflow to Inf, and quiets NaNs keeping the payload on the way up; on the way down NaN lanes
+// are redone by F32ToF16, which makes every NaN the canonical quiet one. Callers check HasF16C().
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) void F32ToF16Bulk(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(s + i);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    const int nan = _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    for (int k = 0; nan != 0 && k < 8; ++k) {
+      if ((nan >> k) & 1) d[i + k] = F32ToF16(s[i + k]);
+    }
+  }
+  for (; i < n; ++i) d[i] = F32ToF16(s[i]);
+}
+
+__attribute__((target("avx,f16c"))) void F16ToF32Bulk(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(d + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  }
+  for (; i < n; ++i) d[i] = F16ToF32(s[i]);
+}
+
+bool HasF16C() {
+  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return has;
+}
+#else
+void F32ToF16Bulk(const float*, uint16_t*, int64_t) {}
+void F16ToF32Bulk(const uint16_t*, float*, int64_t) {}
+bool HasF16C() { return false; }
+#endif
+
+}  // namespace
+
 void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
   LOOM_CHECK(src_dtype == DType::kF32 || dst_dtype == DType::kF32)
       << "ConvertBuffer: one side must be f32, got " << src_dtype << " -> " << dst_dtype;
@@ -235,6 +282,8 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
     // The 16-bit types in tight loops (mixed precision converts whole activations and buckets).
     if (dst_dtype == DType::kBF16) {
       for (int64_t i = 0; i < n; ++i) d16[i] = F32ToBF16(s[i]);
+    } else if (dst_dtype == DType::kF16 && HasF16C()) {
+      F32ToF16Bulk(s, d16, n);
     } else if (dst_dtype == DType::kF16) {
       for (int64_t i = 0; i < n; ++i) d16[i] = F32ToF16(s[i]);
     } else {
@@ -246,6 +295,8 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
   const uint16_t* s16 = static_cast<const uint16_t*>(src);
   if (src_dtype == DType::kBF16) {
     for (int64_t i = 0; i < n; ++i) d[i] = BF16ToF32(s16[i]);
+  } else if (src_dtype == DType::kF16 && HasF16C()) {
+    F16ToF32Bulk(s16, d, n);
   } else if (src_dtype == DType::kF16) {
     for (int64_t i = 0; i < n; ++i) d[i] = F16ToF32(s16[i]);
   } else {
@@ -262,6 +313,15 @@ void RoundToDType(float* data, int64_t n, DType dtype) {
       for (int64_t i = 0; i < n; ++i) data[i] = BF16ToF32(F32ToBF16(data[i]));
       return;
     case DType::kF16:
+      if (HasF16C()) {
+        uint16_t narrow[1024];
+        for (int64_t i = 0; i < n; i += 1024) {
+          const int64_t m = std::min<int64_t>(1024, n - i);
+          F32ToF16Bulk(data + i, narrow, m);
+          F16ToF32Bulk(narrow, data + i, m);
+        }
+        return;
+      }
       for (int64_t i = 0; i < n; ++i) data[i] = F16ToF32(F32ToF16(data[i]));
       return;
     default:
