@@ -299,6 +299,8 @@ void DataParallel::LaunchReady() {
 void DataParallel::LaunchReduce(int bucket) {
   Bucket& b = buckets_[bucket];
   const runtime::DType wire = options_.reduce_dtype;
+  // One rank, full gradients in f32: the average over one rank is the gradient itself.
+  if (group_.size() == 1 && options_.zero_stage == 0 && wire == runtime::DType::kF32) return;
   Tensor* send = &b.grad;
   if (wire != runtime::DType::kF32) {
     b.wire = options_.zero_stage == 0 ? SharedFlat(b.grad.numel(), MemoryTag::kComm, wire)
