@@ -286,16 +286,20 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
   return absl::OkStatus();
 }
 
+// The flags this program defines (not Abseil's own), by name.
+std::vector<std::pair<std::string, const absl::CommandLineFlag*>> ProgramFlags() {
+  std::vector<std::pair<std::string, const absl::CommandLineFlag*>> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::StrContains(flag->Filename(), "train_gpt")) flags.emplace_back(name, flag);
+  }
+  std::sort(flags.begin(), flags.end());
+  return flags;
+}
+
 // Every flag this program defines, as name=value, for the ranks' configuration agreement.
 std::vector<parallel::ConfigField> FlagSettings() {
   std::vector<parallel::ConfigField> fields;
-  for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (absl::StrContains(flag->Filename(), "train_gpt")) {
-      fields.push_back({std::string(name), flag->CurrentValue()});
-    }
-  }
-  std::sort(fields.begin(), fields.end(),
-            [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const auto& [name, flag] : ProgramFlags()) fields.push_back({name, flag->CurrentValue()});
   return fields;
 }
 
@@ -367,12 +371,7 @@ bool PrintHelpIfAsked(int argc, char** argv) {
   }
   if (!asked) return false;
   std::printf("%s\n\nFlags (default in brackets):\n", absl::ProgramUsageMessage().data());
-  std::vector<std::pair<std::string, const absl::CommandLineFlag*>> flags;
-  for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (absl::StrContains(flag->Filename(), "train_gpt")) flags.emplace_back(name, flag);
-  }
-  std::sort(flags.begin(), flags.end());
-  for (const auto& [name, flag] : flags) {
+  for (const auto& [name, flag] : ProgramFlags()) {
     std::printf("  --%s [%s]\n      %s\n", name.c_str(), flag->DefaultValue().c_str(),
                 flag->Help().c_str());
   }

@@ -42,6 +42,15 @@ struct MpiCall {
   std::vector<float> scratch_in;  // f32 copies for 16-bit reductions
   std::vector<float> scratch_out;
   std::vector<char> bytes;  // a copy of the input of in-place all-to-all
+
+  // A reduction's output (`fp.count` elements of `fp.dtype` at `out`) and how avg finishes it.
+  void ExpectReduction(const Fingerprint& fp, void* out_buffer, int ranks) {
+    count = fp.count;
+    avg = fp.reduce == ReduceOp::kAvg;
+    divisor = ranks;
+    out = out_buffer;
+    dtype = fp.dtype;
+  }
 };
 
 // After completion: avg's division, and the rounding back to 16 bits.
@@ -167,11 +176,7 @@ class MpiBackend : public Backend {
       case CollectiveOp::kAllReduce: {
         LOOM_RETURN_IF_ERROR(CheckIntCount(fp.count, "AllReduce"));
         const int count = static_cast<int>(fp.count);
-        call.count = fp.count;
-        call.avg = fp.reduce == ReduceOp::kAvg;
-        call.divisor = size_;
-        call.out = a.out;
-        call.dtype = fp.dtype;
+        call.ExpectReduction(fp, a.out, size_);
         if (IsHalf(fp.dtype)) {
           call.scratch_in.resize(fp.count);
           runtime::ConvertBuffer(a.in, fp.dtype, call.scratch_in.data(), DType::kF32, fp.count);
@@ -192,11 +197,7 @@ class MpiBackend : public Backend {
       case CollectiveOp::kReduceScatter: {
         LOOM_RETURN_IF_ERROR(CheckIntCount(fp.count * n, "ReduceScatter input"));
         const int count = static_cast<int>(fp.count);
-        call.count = fp.count;
-        call.avg = fp.reduce == ReduceOp::kAvg;
-        call.divisor = size_;
-        call.out = a.out;
-        call.dtype = fp.dtype;
+        call.ExpectReduction(fp, a.out, size_);
         if (IsHalf(fp.dtype)) {
           call.scratch_in.resize(fp.count * n);
           call.scratch_out.resize(fp.count);

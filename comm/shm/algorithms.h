@@ -18,6 +18,7 @@
 //   LOOM_RETURN_IF_ERROR(AllReduceTwoPhase(group, args, progress, wait));
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -61,6 +62,15 @@ absl::Status ExchangeStaged(ShmGroup& g, const CollectiveArgs& a, ShmWait& w);
 namespace shm_detail {
 
 inline size_t ElementSize(const CollectiveArgs& a) { return runtime::DTypeSize(a.fp.dtype); }
+// `count` elements cut into chunks of `per_chunk` (>= 1; one step each): how many, and chunk c's
+// first element and length.
+struct Chunks {
+  int64_t count;
+  int64_t per_chunk;
+  int64_t num() const { return (count + per_chunk - 1) / per_chunk; }
+  int64_t lo(int64_t c) const { return c * per_chunk; }
+  int64_t len(int64_t c) const { return std::min(per_chunk, count - c * per_chunk); }
+};
 // [begin, end) of part `i` of `n` near-equal parts of `len` elements.
 inline int64_t PartBegin(int64_t len, int n, int i) { return len * i / n; }
 // A copy that tolerates identical source and destination (in-place calls).

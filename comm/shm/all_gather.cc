@@ -13,16 +13,14 @@ absl::Status AllGatherDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& 
   const size_t es = shm_detail::ElementSize(a);
   const int64_t count = a.fp.count;
   if (count == 0) return absl::OkStatus();
-  const int64_t per_chunk = g.MaxStepBytes() / static_cast<int64_t>(es);
-  const int64_t chunks = (count + per_chunk - 1) / per_chunk;
+  const shm_detail::Chunks chunks{count, g.MaxStepBytes() / static_cast<int64_t>(es)};
   const bool stream = g.StreamOutput(count * n * static_cast<int64_t>(es));
   // Blocks of at most ShmGroup::kInlineBytes (fingerprints, split plans) ride in the flag line.
   const bool tiny = count * static_cast<int64_t>(es) <= ShmGroup::kInlineBytes;
   const char* in = static_cast<const char*>(a.in);
   char* out = static_cast<char*>(a.out);
-  for (; p.chunk < chunks; ++p.chunk, p.phase = 0) {
-    const int64_t lo = p.chunk * per_chunk;
-    const int64_t len = std::min(per_chunk, count - lo);
+  for (; p.chunk < chunks.num(); ++p.chunk, p.phase = 0) {
+    const int64_t lo = chunks.lo(p.chunk), len = chunks.len(p.chunk);
     if (p.phase == 0) {
       p.step = g.NextStep(tiny ? 0 : len * static_cast<int64_t>(es));
       char* slot = tiny ? g.Inline(me, p.step.number) : g.Slot(me, p.step);

@@ -13,14 +13,13 @@ absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p
   const size_t es = shm_detail::ElementSize(a);
   const int64_t count = a.fp.count;  // one block
   if (count == 0) return absl::OkStatus();
-  const int64_t per_chunk = std::max<int64_t>(1, g.MaxStepBytes() / static_cast<int64_t>(es * n));
-  const int64_t chunks = (count + per_chunk - 1) / per_chunk;
+  const shm_detail::Chunks chunks{
+      count, std::max<int64_t>(1, g.MaxStepBytes() / static_cast<int64_t>(es * n))};
   const bool stream = g.StreamOutput(count * n * static_cast<int64_t>(es));
   const char* in = static_cast<const char*>(a.in);
   char* out = static_cast<char*>(a.out);
-  for (; p.chunk < chunks; ++p.chunk, p.phase = 0) {
-    const int64_t lo = p.chunk * per_chunk;
-    const int64_t len = std::min(per_chunk, count - lo);
+  for (; p.chunk < chunks.num(); ++p.chunk, p.phase = 0) {
+    const int64_t lo = chunks.lo(p.chunk), len = chunks.len(p.chunk);
     if (p.phase == 0) shm_detail::StagePeerBlocks(g, p, in, count, lo, len, es);
     absl::Status s = g.WaitAll(ShmGroup::kArrived, p.step.number, w);
     if (!s.ok()) return s;

@@ -21,15 +21,13 @@ absl::Status AllReduceTwoPhase(ShmGroup& g, const CollectiveArgs& a, ShmProgress
   const size_t es = shm_detail::ElementSize(a);
   const int64_t count = a.fp.count;
   const int64_t bytes = count * static_cast<int64_t>(es);
-  const int64_t per_chunk = g.MaxStepBytes() / static_cast<int64_t>(es);
-  const int64_t chunks = (count + per_chunk - 1) / per_chunk;
+  const shm_detail::Chunks chunks{count, g.MaxStepBytes() / static_cast<int64_t>(es)};
   const bool stream = g.StreamOutput(bytes);
   const char* in = static_cast<const char*>(a.in);
   char* out = static_cast<char*>(a.out);
   std::vector<const void*> inputs(static_cast<size_t>(n));
-  for (; p.chunk < chunks; ++p.chunk, p.phase = 0) {
-    const int64_t lo = p.chunk * per_chunk;
-    const int64_t len = std::min(per_chunk, count - lo);
+  for (; p.chunk < chunks.num(); ++p.chunk, p.phase = 0) {
+    const int64_t lo = chunks.lo(p.chunk), len = chunks.len(p.chunk);
     if (p.phase == 0) {
       p.step = g.NextStep(len * static_cast<int64_t>(es));
       char* slot = g.Slot(me, p.step);
