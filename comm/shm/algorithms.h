@@ -71,6 +71,11 @@ struct Chunks {
   int64_t lo(int64_t c) const { return c * per_chunk; }
   int64_t len(int64_t c) const { return std::min(per_chunk, count - c * per_chunk); }
 };
+// The chunks of one block of `count` elements for the block-wise algorithms (all-to-all,
+// reduce-scatter), whose step stages a chunk of every rank's block at once.
+inline Chunks BlockChunks(const ShmGroup& g, int64_t count, size_t es) {
+  return {count, std::max<int64_t>(1, g.MaxStepBytes() / static_cast<int64_t>(es * g.size()))};
+}
 // [begin, end) of part `i` of `n` near-equal parts of `len` elements.
 inline int64_t PartBegin(int64_t len, int n, int i) { return len * i / n; }
 // A copy that tolerates identical source and destination (in-place calls).

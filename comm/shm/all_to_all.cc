@@ -13,8 +13,7 @@ absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p
   const size_t es = shm_detail::ElementSize(a);
   const int64_t count = a.fp.count;  // one block
   if (count == 0) return absl::OkStatus();
-  const shm_detail::Chunks chunks{
-      count, std::max<int64_t>(1, g.MaxStepBytes() / static_cast<int64_t>(es * n))};
+  const shm_detail::Chunks chunks = shm_detail::BlockChunks(g, count, es);
   const bool stream = g.StreamOutput(count * n * static_cast<int64_t>(es));
   const char* in = static_cast<const char*>(a.in);
   char* out = static_cast<char*>(a.out);
