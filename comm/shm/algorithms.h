@@ -1,5 +1,5 @@
 // The `shm` backend's collective algorithms, one per file, all over a ShmGroup:
-//   allreduce_one_shot.cc   every rank copies its input to its slot; each reduces all slots
+//   allreduce_one_shot.cc   every rank publishes its input (slot or arena); each reduces all
 //   allreduce_two_phase.cc  reduce-scatter into the shared result region, then all-gather it
 //   reduce_scatter.cc       each rank reduces its own block from everyone's slots
 //   all_gather.cc           each rank copies its block to its slot; all copy all slots out
@@ -40,7 +40,9 @@ struct ShmProgress {
 };
 
 // Algorithms. Buffers and semantics as in CollectiveArgs (comm/backend.h).
-absl::Status AllReduceOneShot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+// `arena` may be nullptr: inputs in it (out of place) are read by the peers where they lie.
+absl::Status AllReduceOneShot(ShmGroup& g, const ShmArena* arena, const CollectiveArgs& a,
+                              ShmProgress& p, ShmWait& w);
 absl::Status AllReduceTwoPhase(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status ReduceScatterDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status AllGatherDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
@@ -95,8 +97,8 @@ void StagePeerBlocks(ShmGroup& g, ShmProgress& p, const char* in, int64_t count,
 // step, whose lines ArenaOffset reads back. Resumable; p.phase is 0 again when it returns OK.
 absl::Status AgreeOnArena(ShmGroup& g, const int64_t* mine, int k, ShmProgress& p, ShmWait& w);
 int64_t ArenaOffset(const ShmGroup& g, const ShmProgress& p, int rank, int index);
-// The registered algorithms' last step: publishes that this rank has written into its peers'
-// buffers and waits until they all have. Resumable (phase 0 -> 1).
+// The registered algorithms' last step: publishes that this rank is done with its peers' buffers
+// (has written into them or read from them) and waits until they all are. Resumable (phase 0 -> 1).
 absl::Status FinishRegistered(ShmGroup& g, ShmProgress& p, ShmWait& w);
 
 }  // namespace shm_detail

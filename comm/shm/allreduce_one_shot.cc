@@ -1,6 +1,14 @@
-// One-shot all-reduce, for small messages (latency-bound): every rank copies its whole input to
-// its ring slot and publishes it; after one wait every rank reduces all ranks' inputs in rank
-// order itself. One synchronisation, (n + 3)·S bytes of memory traffic per rank.
+// One-shot all-reduce, for small messages (latency-bound): every rank publishes its whole input
+// and, after one wait, reduces all ranks' inputs in rank order itself.
+//
+// Where a rank's input is published: tiny messages ride in its arrived-flag line; an input in the
+// communicator's shared arena (out of place) is read by the peers where it lies, and its offset
+// rides in the flag line instead; any other input is copied to the rank's ring slot. Reading an
+// input in place saves the copy into the ring (the largest cost of a 4 KiB call), but the input
+// must then stay as it is until every peer has read it: when any rank's input was read in place,
+// all ranks take a closing step (publish, wait) before returning. Readers do not care where a
+// peer's bytes are, so ranks may differ.
+#include <cstring>
 #include <vector>
 
 #include "comm/shm/algorithms.h"
@@ -8,31 +16,49 @@
 
 namespace loom::comm {
 
-absl::Status AllReduceOneShot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w) {
+absl::Status AllReduceOneShot(ShmGroup& g, const ShmArena* arena, const CollectiveArgs& a,
+                              ShmProgress& p, ShmWait& w) {
   const int n = g.size(), me = g.rank();
   const int64_t count = a.fp.count;
   const int64_t bytes = count * static_cast<int64_t>(shm_detail::ElementSize(a));
   if (count == 0) return absl::OkStatus();
-  if (p.phase == 0) {
-    const bool inline_data = bytes <= ShmGroup::kInlineBytes;
-    p.step = g.NextStep(inline_data ? 0 : bytes);  // callers keep one-shot messages small
-    CopyFast(inline_data ? g.Inline(me, p.step.number) : g.Slot(me, p.step), a.in, bytes);
-    g.Publish(ShmGroup::kArrived, p.step.number);
-    p.phase = 1;
+  const bool inline_data = bytes <= ShmGroup::kInlineBytes;
+  if (p.variant == 0) {
+    if (p.phase == 0) {
+      p.step = g.NextStep(inline_data ? 0 : bytes);  // callers keep one-shot messages small
+      p.decision_step = p.step.number;
+      if (inline_data) {
+        CopyFast(g.Inline(me, p.step.number), a.in, bytes);
+      } else {
+        const bool in_place = a.in == a.out;
+        const int64_t offset = arena == nullptr || in_place ? -1 : arena->OffsetOf(a.in, bytes);
+        std::memcpy(g.Inline(me, p.step.number), &offset, sizeof(offset));
+        if (offset < 0) CopyFast(g.Slot(me, p.step), a.in, bytes);
+      }
+      g.Publish(ShmGroup::kArrived, p.step.number);
+      p.phase = 1;
+    }
+    absl::Status s = g.WaitAll(ShmGroup::kArrived, p.step.number, w);
+    if (!s.ok()) return s;
+    std::vector<const void*> inputs(static_cast<size_t>(n));
+    bool any_in_place = false;
+    // This rank's own contribution is read from its input (still in cache); the bytes equal what
+    // it published, so every rank reduces identical values in the same order.
+    for (int r = 0; r < n; ++r) {
+      const int64_t offset = inline_data ? -1 : shm_detail::ArenaOffset(g, p, r, 0);
+      any_in_place = any_in_place || offset >= 0;
+      inputs[r] = r == me       ? a.in
+                  : inline_data ? g.Inline(r, p.step.number)
+                  : offset >= 0 ? arena->At(offset)
+                                : g.Slot(r, p.step);
+    }
+    ReduceInto(a.fp.dtype, a.fp.reduce, inputs.data(), n, a.out, nullptr, count, n);
+    p.phase = 0;
+    if (!any_in_place) return absl::OkStatus();
+    p.variant = 1;
   }
-  absl::Status s = g.WaitAll(ShmGroup::kArrived, p.step.number, w);
-  if (!s.ok()) return s;
-  std::vector<const void*> inputs(static_cast<size_t>(n));
-  // This rank's own contribution is read from its input (still in cache); the bytes equal its
-  // slot's, so every rank reduces identical values in the same order.
-  for (int r = 0; r < n; ++r) {
-    inputs[r] = r == me                           ? a.in
-                : bytes <= ShmGroup::kInlineBytes ? g.Inline(r, p.step.number)
-                                                  : g.Slot(r, p.step);
-  }
-  ReduceInto(a.fp.dtype, a.fp.reduce, inputs.data(), n, a.out, nullptr, count, n);
-  p.phase = 0;
-  return absl::OkStatus();
+  // Somebody's input was read where it lies: it may change only once every rank has read it.
+  return shm_detail::FinishRegistered(g, p, w);
 }
 
 }  // namespace loom::comm

@@ -118,7 +118,7 @@ class ShmBackend : public Backend {
       case CollectiveOp::kAllReduce: {
         const int64_t bytes = a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype));
         if (bytes <= std::min(options_.one_shot_max_bytes, g.MaxStepBytes())) {
-          return AllReduceOneShot(g, a, p, w);
+          return AllReduceOneShot(g, arena_.get(), a, p, w);
         }
         if (arena_ != nullptr && bytes >= options_.registered_min_bytes) {
           return AllReduceRegistered(g, *arena_, a, p, w);

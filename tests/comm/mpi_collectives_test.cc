@@ -184,8 +184,50 @@ TEST(MpiCollectivesTest, CollectiveSweepOnSharedBuffers) {
   testing::RunCollectiveSweep(*world, all);
   testing::SweepOptions some;
   if (world->rank() == 0) some.allocator = world->shared_allocator();
-  some.counts = {1, 4099};
+  some.counts = {1, 257, 4099};
   testing::RunCollectiveSweep(*world, some);
+  SyncRanks();
+}
+
+// A small all-reduce whose input lies in the arena is read by the peers where it lies: the call
+// must not return before every peer has read it. Each rank rewrites its input the moment a call
+// returns (a caller may), with values that change every round; a peer still reading the old input
+// would sum the new values and miss the exact expectation. Ranks are skewed on purpose (rank 0
+// never waits; the others sometimes spin first) so some calls find the peers late.
+TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
+  if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
+  setenv("LOOM_SHM_ARENA_BYTES", "1048576", 1);
+  std::unique_ptr<Communicator> world = World(Sweep());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  ASSERT_NE(world->shared_allocator(), nullptr);
+  const int n = world->size(), r = world->rank();
+  constexpr int64_t kCount = 1024;  // 4 KiB of f32: one-shot, read in place
+  Tensor in = Tensor::Zeros({kCount}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  Tensor out = Tensor::Zeros({kCount}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  // Round k, rank q, element i holds (k * 7 + q * 3 + i) % 1000: small integers, exact sums.
+  auto value = [](int64_t k, int q, int64_t i) {
+    return static_cast<float>((k * 7 + q * 3 + i) % 1000);
+  };
+  int64_t wrong = 0;
+  for (int64_t k = 0; k < 2000; ++k) {
+    float* x = in.data<float>();
+    for (int64_t i = 0; i < kCount; ++i) x[i] = value(k, r, i);
+    if (r != 0 && k % 3 == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }
+    ASSERT_TRUE(world->AllReduce(in, out, ReduceOp::kSum)->Wait().ok());
+    // Overwrite the input at once, before checking anything.
+    for (int64_t i = 0; i < kCount; ++i) x[i] = -1.0f;
+    const float* y = out.data<float>();
+    for (int64_t i = 0; i < kCount; ++i) {
+      float expected = 0;
+      for (int q = 0; q < n; ++q) expected += value(k, q, i);
+      if (y[i] != expected) ++wrong;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
   SyncRanks();
 }
 
