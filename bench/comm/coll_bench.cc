@@ -7,10 +7,15 @@
 //       --min_bytes 8 --max_bytes 64M --json allreduce.json        (one command line)
 //   ... --idle_seconds 2        progress-thread CPU while idle (getrusage), no sweep
 //   ... --overlap_bytes 32M     compute alone, all-reduce alone, both at once: overlap ratio
-//   LOOM_SHM_ARENA_BYTES=256M ... --registered
-//                               the buffers (the same for every contender, MPI's call included)
-//                               come from the shm communicator's shared arena, so loom's
-//                               all-gather writes straight into the peers' outputs
+//   ... --buffers auto|arena|heap
+//                               where the buffers (the same for every contender, MPI's call
+//                               included) live: arena = the shm communicator's shared arena
+//                               (loom's collective buffers, as data parallelism allocates them:
+//                               loom's all-gather writes straight into the peers' outputs, small
+//                               all-reduces read inputs in place), heap = ordinary memory (loom
+//                               stages through its rings), auto (default) = arena when a shm
+//                               contender has one (LOOM_SHM_ARENA_BYTES=0 turns it off), else heap.
+//                               --registered is --buffers arena.
 //
 // Columns: size (bytes as nccl-tests counts them: the whole array for reducescatter, allgather and
 // alltoall), count (elements per rank's block), backend, time_us (mean per call, averaged over
@@ -70,7 +75,7 @@ struct Flags {
   bool odd_counts = true;
   double idle_seconds = 0;
   int64_t overlap_bytes = 0;
-  bool registered = false;
+  std::string buffers = "auto";  // auto | arena | heap
 };
 
 [[noreturn]] void Usage(const std::string& error) {
@@ -82,7 +87,7 @@ struct Flags {
                  "alltoall|broadcast [--min_bytes 8] [--max_bytes 64M] [--iters N] [--warmup 5] "
                  "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,MPI] "
                  "[--no_odd_counts] [--json FILE] [--idle_seconds S] [--overlap_bytes B] "
-                 "[--registered]\n",
+                 "[--buffers auto|arena|heap]\n",
                  error.c_str());
   }
   MPI_Abort(MPI_COMM_WORLD, 2);
@@ -174,7 +179,12 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (key == "--no_odd_counts") {
       f.odd_counts = false;
     } else if (key == "--registered") {
-      f.registered = true;
+      f.buffers = "arena";
+    } else if (key == "--buffers") {
+      f.buffers = next();
+      if (f.buffers != "auto" && f.buffers != "arena" && f.buffers != "heap") {
+        Usage(absl::StrCat("--buffers must be auto, arena or heap, not ", f.buffers));
+      }
     } else if (key == "--idle_seconds") {
       if (!absl::SimpleAtod(next(), &f.idle_seconds)) Usage("bad --idle_seconds");
     } else if (key == "--overlap_bytes") {
@@ -446,7 +456,7 @@ int Main(int argc, char** argv) {
     if (b == "MPI") {
       contenders.push_back(std::make_unique<MpiContender>());
     } else {
-      // "shm@LOOM_SHM_SLOT_BYTES=65536:LOOM_COMM_INLINE_BYTES=0": a variant built with those
+      // "shm@LOOM_SHM_RING_BYTES=65536:LOOM_COMM_INLINE_BYTES=0": a variant built with those
       // environment settings, for side-by-side tuning in one run.
       const std::vector<std::string> parts = absl::StrSplit(b, '@');
       std::vector<std::string> settings;
@@ -594,28 +604,29 @@ int Main(int argc, char** argv) {
   const bool sweep = f.idle_seconds <= 0 && f.overlap_bytes <= 0;
   int64_t total_wrong = 0;
   if (sweep) {
-    if (r == 0) {
-      std::printf("%12s %12s %10s %12s %10s %10s %8s %8s\n", "size(B)", "count", "backend",
-                  "time(us)", "algbw", "busbw", "#wrong", "speedup");
-    }
     const std::vector<int64_t> counts = Counts(f, n, es);
     const int64_t max_in = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).in;
     const int64_t max_out = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).out;
-    // With --registered, from the first loom communicator that has a shared arena.
+    // Arena buffers come from the first loom communicator that has a shared arena.
     runtime::Allocator* buffers = nullptr;
     for (auto& c : contenders) {
       auto* loom = dynamic_cast<LoomContender*>(c.get());
-      if (f.registered && buffers == nullptr && loom != nullptr) {
+      if (f.buffers != "heap" && buffers == nullptr && loom != nullptr) {
         buffers = loom->comm().shared_allocator();
       }
     }
-    if (f.registered && buffers == nullptr) {
+    if (f.buffers == "arena" && buffers == nullptr) {
       Usage(
-          "--registered needs the shm backend with LOOM_SHM_ARENA_BYTES > 0 (exported to "
-          "every rank, e.g. mpirun -x LOOM_SHM_ARENA_BYTES)");
+          "--buffers arena needs the shm backend with a shared arena (LOOM_SHM_ARENA_BYTES not "
+          "0)");
     }
-    if (r == 0 && f.registered)
-      std::printf("# buffers: registered (the shm communicator's arena)\n");
+    const bool registered = buffers != nullptr;
+    if (r == 0) {
+      std::printf("# buffers: %s\n", registered ? "arena (the shm communicator's shared arena)"
+                                                : "heap (ordinary memory)");
+      std::printf("%12s %12s %10s %12s %10s %10s %8s %8s\n", "size(B)", "count", "backend",
+                  "time(us)", "algbw", "busbw", "#wrong", "speedup");
+    }
     Tensor in_all = Tensor::Zeros({max_in}, f.dtype, MemoryTag::kComm, buffers);
     Tensor out_all = Tensor::Zeros({max_out}, f.dtype, MemoryTag::kComm, buffers);
     int seed = 0;
@@ -687,7 +698,8 @@ int Main(int argc, char** argv) {
                              {"busbw", row.busbw},
                              {"wrong", row.wrong},
                              {"speedup_vs_mpi", row.speedup},
-                             {"registered_buffers", f.registered},
+                             {"buffers", registered ? "arena" : "heap"},
+                             {"registered_buffers", registered},
                              {"iters", iters}});
         }
       }

@@ -1,8 +1,10 @@
 #include "comm/shm/shm_arena.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <iterator>
 
+#include "absl/strings/str_cat.h"
 #include "comm/mpi/mpi_util.h"
 #include "runtime/base/logging.h"
 
@@ -25,7 +27,7 @@ absl::StatusOr<std::unique_ptr<ShmArena>> ShmArena::Create(MPI_Comm comm, int64_
   }
   const int64_t region = Align(bytes_per_rank);
   absl::StatusOr<std::unique_ptr<ShmSegment>> segment =
-      ShmSegment::Create(comm, static_cast<size_t>(region * size), "arena");
+      ShmSegment::Create(comm, static_cast<size_t>(region * size), "arena", ShmSegment::kOnDemand);
   if (!segment.ok()) return segment.status();
   return std::unique_ptr<ShmArena>(
       new ShmArena(std::move(segment).value(), region * rank, region * (rank + 1)));
@@ -34,6 +36,7 @@ absl::StatusOr<std::unique_ptr<ShmArena>> ShmArena::Create(MPI_Comm comm, int64_
 ShmArena::ShmArena(std::unique_ptr<ShmSegment> segment, int64_t begin, int64_t end)
     : segment_(std::move(segment)), begin_(begin), end_(end) {
   if (end_ > begin_) free_[begin_] = end_ - begin_;
+  committed_end_ = begin_;
 }
 
 ShmArena::~ShmArena() {
@@ -48,20 +51,35 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
   const int64_t need = Align(static_cast<int64_t>(bytes));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->second < need) continue;
+    auto it = free_.begin();
+    while (it != free_.end() && it->second < need) ++it;
+    absl::Status committed = absl::OkStatus();
+    if (it != free_.end()) {
       const int64_t offset = it->first, left = it->second - need;
-      free_.erase(it);
-      if (left > 0) free_[offset + need] = left;
-      ++live_;
-      runtime::Allocator::Default().Record(bytes, tag);
-      return At(offset);
+      // Commits from the committed end up, so no uncommitted gap is ever left below it (first
+      // fit does not start a block above it anyway).
+      if (offset + need > committed_end_) {
+        committed = segment_->Commit(static_cast<size_t>(committed_end_),
+                                     static_cast<size_t>(offset + need - committed_end_));
+      }
+      if (committed.ok()) {
+        committed_end_ = std::max(committed_end_, offset + need);
+        free_.erase(it);
+        if (left > 0) free_[offset + need] = left;
+        ++live_;
+        runtime::Allocator::Default().Record(bytes, tag);
+        return At(offset);
+      }
     }
     if (!warned_full_) {
       warned_full_ = true;
-      LOOM_LOG(WARNING) << "the communicator's shared arena (" << (end_ - begin_)
-                        << " bytes per rank, LOOM_SHM_ARENA_BYTES) is full; further buffers come "
-                        << "from the heap and take the staged collective paths";
+      LOOM_LOG(WARNING) << "the communicator's shared arena ("
+                        << (committed.ok() ? absl::StrCat(end_ - begin_,
+                                                          " bytes per rank, "
+                                                          "LOOM_SHM_ARENA_BYTES) is full")
+                                           : std::string(committed.message()))
+                        << "; further buffers come from the heap and take the staged collective "
+                        << "paths";
     }
   }
   return runtime::Allocator::Default().Allocate(bytes, tag);

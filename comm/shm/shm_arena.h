@@ -10,8 +10,11 @@
 //   Tensor out = Tensor::Empty({n * count}, DType::kF32, MemoryTag::kComm, arena.get());
 //   int64_t off = arena->OffsetOf(out.raw_data(), out.nbytes());   // >= 0: peers can reach it
 //
-// When its region is full, Allocate falls back to the process heap (logging once), so a caller
-// never fails for lack of arena space; such buffers simply take the staged path. Tensors must be
+// The segment only reserves address space: Allocate commits memory (posix_fallocate) as it hands
+// out bytes beyond what it committed before, and freed bytes stay committed for reuse (like a
+// caching allocator) until the communicator is destroyed. When its region is full or /dev/shm
+// has no room, Allocate falls back to the process heap (logging once), so a caller never fails
+// for lack of arena space; such buffers simply take the staged paths. Tensors must be
 // freed before the communicator is destroyed (the segment is unmapped with it). Bytes are counted
 // in Allocator::Default(), like every other tensor's.
 #pragma once
@@ -52,6 +55,7 @@ class ShmArena : public runtime::Allocator {
   std::mutex mu_;
   std::map<int64_t, int64_t> free_;  // offset -> bytes of each free block, coalesced
   int64_t live_ = 0;                 // allocations not yet freed
+  int64_t committed_end_ = 0;        // [begin_, committed_end_) is backed by memory
   bool warned_full_ = false;
 };
 

@@ -1,5 +1,7 @@
 #include "comm/shm/shm_backend.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <optional>
 #include <type_traits>
@@ -166,7 +168,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
     std::unique_lock<std::mutex> lock = LockMpi();
     MPI_Comm_size(comm, &size);
   }
-  // A group of one rank has nobody to share with: no arena (its memory is committed up front).
+  // A group of one rank has nobody to share with: no arena.
   if (group.ok() && options.arena_bytes > 0 && size > 1) {
     arena = ShmArena::Create(comm, options.arena_bytes);
   }
@@ -180,6 +182,11 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
 }
 
 }  // namespace
+
+int64_t ShmOptions::DefaultArenaBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : int64_t{1} << 30;
+}
 
 ShmOptions ShmOptions::FromEnv() {
   ShmOptions o;

@@ -46,14 +46,17 @@ struct ShmOptions {
   // Env LOOM_SHM_SHARED_STORES.
   std::string shared_stores = "auto";
   // Bytes per rank of the communicator's shared arena (Communicator::shared_allocator(); 0: none).
-  // Shared memory is committed when the communicator is created, whether used or not. Env
+  // Only address space is reserved up front; memory is committed as tensors are allocated from
+  // it. The default is the host's physical memory (no rank can use more). Env
   // LOOM_SHM_ARENA_BYTES.
-  int64_t arena_bytes = 0;
-  // All-gathers whose output has at least this many bytes, on outputs in the arena, write every
-  // block straight into the peers' outputs. Env LOOM_SHM_REGISTERED_BYTES.
+  int64_t arena_bytes = DefaultArenaBytes();
+  // All-gathers and all-reduces (above the one-shot size) whose output has at least this many
+  // bytes, on buffers in the arena, write straight into the peers' outputs. Env
+  // LOOM_SHM_REGISTERED_BYTES.
   int64_t registered_min_bytes = 64 << 10;
 
   static ShmOptions FromEnv();
+  static int64_t DefaultArenaBytes();
 };
 
 // Initialises MPI if needed and returns the backend of all MPI_COMM_WORLD ranks, which must share

@@ -29,27 +29,31 @@ std::string Errno(absl::string_view call, int err) {
   return absl::StrCat(call, ": ", std::strerror(err));
 }
 
+// Backs [offset, offset + bytes) of the file with memory; returns "" or an error text.
+std::string Allocate(int fd, absl::string_view name, size_t offset, size_t bytes) {
+  const int rc = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+  if (rc == 0) return "";
+  return absl::StrCat(
+      Errno(absl::StrCat("posix_fallocate(", name, ", ", bytes, " bytes at ", offset, ")"), rc),
+      rc == ENOSPC ? " — /dev/shm is too small; enlarge it (docker run --shm-size=1g)" : "");
+}
+
 // Creates and sizes the segment; returns "" or an error text.
-std::string CreateFile(const std::string& name, size_t bytes, int* fd) {
+std::string CreateFile(const std::string& name, size_t bytes, ShmSegment::Backing backing,
+                       int* fd) {
   *fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   if (*fd < 0) return Errno(absl::StrCat("shm_open(", name, ")"), errno);
   if (ftruncate(*fd, static_cast<off_t>(bytes)) != 0) {
     return Errno(absl::StrCat("ftruncate(", name, ", ", bytes, ")"), errno);
   }
-  const int rc = posix_fallocate(*fd, 0, static_cast<off_t>(bytes));
-  if (rc != 0) {
-    return absl::StrCat(Errno(absl::StrCat("posix_fallocate(", name, ", ", bytes, " bytes)"), rc),
-                        rc == ENOSPC ? " — /dev/shm is too small; enlarge it (docker run "
-                                       "--shm-size=1g) or lower LOOM_SHM_SLOT_BYTES"
-                                     : "");
-  }
-  return "";
+  return backing == ShmSegment::kCommitted ? Allocate(*fd, name, 0, bytes) : "";
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, size_t bytes,
-                                                               absl::string_view purpose) {
+                                                               absl::string_view purpose,
+                                                               Backing backing) {
   static std::atomic<int> counter{0};
   int rank = 0;
   {
@@ -61,7 +65,7 @@ absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, si
   if (rank == 0) {
     const std::string name = absl::StrCat("/loom-", purpose, "-", getpid(), "-", counter++);
     std::snprintf(note.name, sizeof(note.name), "%s", name.c_str());
-    const std::string error = CreateFile(name, bytes, &fd);
+    const std::string error = CreateFile(name, bytes, backing, &fd);
     if (!error.empty()) {
       std::snprintf(note.error, sizeof(note.error), "%s", error.c_str());
       if (fd >= 0) close(fd);
@@ -84,9 +88,14 @@ absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, si
   }
   void* data = MAP_FAILED;
   if (fd >= 0) {
-    data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    const int flags =
+        backing == kCommitted ? MAP_SHARED | MAP_POPULATE : MAP_SHARED | MAP_NORESERVE;
+    data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
     if (data == MAP_FAILED) error = Errno("mmap", errno);
-    close(fd);
+    if (backing == kCommitted || data == MAP_FAILED) {
+      close(fd);
+      fd = -1;
+    }
   }
   // Everyone reports; after this no rank will open the name again, so rank 0 unlinks it.
   int ok = error.empty() ? 1 : 0, all_ok = 0;
@@ -99,13 +108,24 @@ absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, si
   }
   if (!all_ok || !error.empty()) {
     if (data != MAP_FAILED) munmap(data, bytes);
+    if (fd >= 0) close(fd);
     return absl::UnavailableError(
         absl::StrCat("mapping the shared-memory segment ", note.name, " failed",
                      error.empty() ? " on another rank" : absl::StrCat(": ", error)));
   }
-  return std::unique_ptr<ShmSegment>(new ShmSegment(static_cast<char*>(data), bytes));
+  return std::unique_ptr<ShmSegment>(new ShmSegment(static_cast<char*>(data), bytes, fd));
 }
 
-ShmSegment::~ShmSegment() { munmap(data_, size_); }
+absl::Status ShmSegment::Commit(size_t offset, size_t bytes) {
+  if (fd_ < 0 || bytes == 0) return absl::OkStatus();
+  const std::string error = Allocate(fd_, "shared segment", offset, bytes);
+  if (error.empty()) return absl::OkStatus();
+  return absl::ResourceExhaustedError(error);
+}
+
+ShmSegment::~ShmSegment() {
+  munmap(data_, size_);
+  if (fd_ >= 0) close(fd_);
+}
 
 }  // namespace loom::comm

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -186,6 +187,65 @@ TEST(MpiCollectivesTest, CollectiveSweepOnSharedBuffers) {
   if (world->rank() == 0) some.allocator = world->shared_allocator();
   some.counts = {1, 257, 4099};
   testing::RunCollectiveSweep(*world, some);
+  SyncRanks();
+}
+
+// The host's shared memory in use (tmpfs pages, /proc/meminfo "Shmem"), in bytes.
+int64_t HostSharedMemoryBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "Shmem:") return kib << 10;
+  }
+  return -1;
+}
+
+// The arena only reserves address space: creating a communicator with a large arena commits
+// next to nothing; a tensor allocated from it commits its bytes; one larger than the region comes
+// from the heap (committing nothing) and still takes part in collectives.
+TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
+  if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  SyncRanks();
+  const int64_t before = HostSharedMemoryBytes();
+  ASSERT_GE(before, 0);
+  setenv("LOOM_SHM_ARENA_BYTES", absl::StrCat(8192 * kMiB).c_str(), 1);
+  std::unique_ptr<Communicator> world = World(Sweep());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  ASSERT_NE(world->shared_allocator(), nullptr);
+  const int n = world->size();
+  SyncRanks();
+  const int64_t created = HostSharedMemoryBytes();
+  // 8 GiB reserved per rank; the rings take a few MiB (other processes' use is noise here).
+  EXPECT_LT(created - before, 256 * kMiB) << "the arena committed its reservation up front";
+
+  Tensor big = Tensor::Zeros({64 * kMiB}, DType::kF32, MemoryTag::kComm,
+                             world->shared_allocator());  // 256 MiB per rank
+  SyncRanks();
+  const int64_t allocated = HostSharedMemoryBytes();
+  EXPECT_GE(allocated - created, n * 200 * kMiB) << "allocating from the arena committed nothing";
+  big = Tensor();
+  world.reset();
+
+  // A region too small for the tensor: it comes from the heap and still takes part.
+  setenv("LOOM_SHM_ARENA_BYTES", absl::StrCat(kMiB).c_str(), 1);
+  world = World(Sweep());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  SyncRanks();
+  const int64_t small = HostSharedMemoryBytes();
+  Tensor in = Tensor::Zeros({kMiB}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  SyncRanks();
+  EXPECT_LT(HostSharedMemoryBytes() - small, 2 * kMiB) << "4 MiB did not fit a 1 MiB region";
+  float* x = in.data<float>();
+  for (int64_t i = 0; i < kMiB; ++i) x[i] = static_cast<float>(i % 100);
+  Tensor out = Tensor::Zeros({kMiB}, DType::kF32, MemoryTag::kComm);
+  ASSERT_TRUE(world->AllReduce(in, out, ReduceOp::kSum)->Wait().ok());
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < kMiB; ++i)
+    wrong += out.data<float>()[i] != static_cast<float>(n * (i % 100));
+  EXPECT_EQ(wrong, 0);
   SyncRanks();
 }
 
