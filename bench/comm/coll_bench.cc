@@ -609,11 +609,12 @@ int Main(int argc, char** argv) {
     const int64_t max_out = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).out;
     // Arena buffers come from the first loom communicator that has a shared arena.
     runtime::Allocator* buffers = nullptr;
+    int arenas = 0;
     for (auto& c : contenders) {
       auto* loom = dynamic_cast<LoomContender*>(c.get());
-      if (f.buffers != "heap" && buffers == nullptr && loom != nullptr) {
-        buffers = loom->comm().shared_allocator();
-      }
+      if (loom == nullptr || loom->comm().shared_allocator() == nullptr) continue;
+      ++arenas;
+      if (f.buffers != "heap" && buffers == nullptr) buffers = loom->comm().shared_allocator();
     }
     if (f.buffers == "arena" && buffers == nullptr) {
       Usage(
@@ -624,6 +625,11 @@ int Main(int argc, char** argv) {
     if (r == 0) {
       std::printf("# buffers: %s\n", registered ? "arena (the shm communicator's shared arena)"
                                                 : "heap (ordinary memory)");
+      if (buffers != nullptr && arenas > 1) {
+        std::printf(
+            "# note: the buffers lie in the first shm contender's arena; the other shm "
+            "contenders see them as ordinary memory and take their staged paths\n");
+      }
       std::printf("%12s %12s %10s %12s %10s %10s %8s %8s\n", "size(B)", "count", "backend",
                   "time(us)", "algbw", "busbw", "#wrong", "speedup");
     }
