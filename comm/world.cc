@@ -27,8 +27,12 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchical(std::unique_ptr<Backen
   const Deadline deadline{std::chrono::steady_clock::now() +
                           absl::ToChronoNanoseconds(options.timeout)};
   // Inside a host loom's shared-memory algorithms, across hosts the ring.
+  // The hierarchical backend does not hand out shared tensors, so its inner communicators need
+  // no arena.
   return MakeHierarchicalBackend(std::move(flat), host, deadline, [](int host_id) {
-    return MakeShmSplitBackend(host_id, ShmOptions::FromEnv());
+    ShmOptions inside = ShmOptions::FromEnv();
+    inside.arena_bytes = 0;
+    return MakeShmSplitBackend(host_id, inside);
   });
 }
 
