@@ -119,7 +119,7 @@ class ShmBackend : public Backend {
     switch (a.fp.op) {
       case CollectiveOp::kAllReduce: {
         const int64_t bytes = a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype));
-        if (bytes <= std::min(options_.one_shot_max_bytes, g.MaxStepBytes())) {
+        if (bytes * g.size() <= options_.one_shot_max_bytes && bytes <= g.MaxStepBytes()) {
           return AllReduceOneShot(g, arena_.get(), a, p, w);
         }
         if (arena_ != nullptr && bytes >= options_.registered_min_bytes) {

@@ -35,9 +35,10 @@ struct ShmOptions {
   // The largest step (chunk) of a large message, at most a quarter of the ring. Env
   // LOOM_SHM_CHUNK_BYTES.
   int64_t chunk_bytes = 512 << 10;
-  // All-reduce messages up to this many bytes use the one-shot algorithm. Env
-  // LOOM_SHM_ONE_SHOT_BYTES.
-  int64_t one_shot_max_bytes = 8 << 10;
+  // All-reduces whose inputs on all ranks together have at most this many bytes use the one-shot
+  // algorithm (every rank reads every input, so the budget is on the total: 32 KiB per rank at 2
+  // ranks, 8 KiB at 8). Env LOOM_SHM_ONE_SHOT_BYTES.
+  int64_t one_shot_max_bytes = 64 << 10;
   // Calls whose output has at least this many bytes write it with non-temporal stores (beyond
   // the last-level cache they only evict what the next chunks need). Env LOOM_SHM_STREAM_BYTES.
   int64_t stream_min_bytes = 8 << 20;
