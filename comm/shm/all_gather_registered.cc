@@ -23,11 +23,19 @@ absl::Status AllGatherRegistered(ShmGroup& g, const ShmArena& arena, const Colle
       // usual threshold (measured on this project's VMs: streaming at 8 MiB halved the speed; at
       // 16 MiB it gains 1.2-1.5x, at 32-64 MiB 1.4x).
       const bool stream = g.StreamOutput(bytes * n / 2);
-      for (int k = 1; k <= n; ++k) {  // the own output last
+      auto output = [&](int q) {  // where this rank's block goes in rank q's output
+        return (q == me ? static_cast<char*>(a.out)
+                        : arena.At(shm_detail::ArenaOffset(g, p, q, 0))) +
+               me * bytes;
+      };
+      // Below the streaming size, the next rank's output and the own in one pass over the input
+      // (read once: 1 MiB 1.4-1.5x -> 2.0-2.1x MPI's time, 2 MiB 1.7-1.8x -> 2.2-2.4x); then
+      // the rest, the own output last.
+      const bool own_done = !stream && n > 1 && output(me) != a.in;
+      if (own_done) CopyFast2(output((me + 1) % n), output(me), a.in, bytes);
+      for (int k = own_done ? 2 : 1; k <= n - (own_done ? 1 : 0); ++k) {
         const int q = (me + k) % n;
-        char* out =
-            q == me ? static_cast<char*>(a.out) : arena.At(shm_detail::ArenaOffset(g, p, q, 0));
-        if (out + me * bytes != a.in) CopyFast(out + me * bytes, a.in, bytes, stream);
+        if (output(q) != a.in) CopyFast(output(q), a.in, bytes, stream);
       }
     }
   }
