@@ -37,7 +37,9 @@ absl::Status AllReduceRegistered(ShmGroup& g, const ShmArena& arena, const Colle
             (q == me ? static_cast<char*>(a.out) : arena.At(shm_detail::ArenaOffset(g, p, q, 1))) +
             b * es;
       }
-      const bool stream = g.StreamOutput(bytes * n / 4);  // as all_gather_registered.cc
+      // Outputs of the usual streaming size (8 MiB) and more: at 8 MiB, 2 ranks, non-temporal
+      // stores gave a steady 2.7-3.0x MPI's time against 2.1-3.3x with plain stores.
+      const bool stream = g.StreamOutput(bytes);
       // Two outputs per pass (the own and the next rank's), then copies to the rest.
       const int next = (me + 1) % n;
       ReduceInto(a.fp.dtype, a.fp.reduce, inputs.data(), n, outputs[me],
