@@ -144,6 +144,7 @@ class ShmGroup {
  private:
   static constexpr uint64_t kFlagSlots = 1024;  // flags indexed by step % kFlagSlots
   static constexpr size_t kAlign = 64;
+  static constexpr size_t kStepGap = 1024;  // unused bytes after each reservation (NextStep)
 
   ShmGroup() = default;
   uint64_t& FlagWord(Flag flag, int r, uint64_t number) const {
