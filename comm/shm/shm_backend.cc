@@ -171,11 +171,17 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
   // A group of one rank has nobody to share with: no arena.
   if (group.ok() && options.arena_bytes > 0 && size > 1) {
     arena = ShmArena::Create(comm, options.arena_bytes);
+    // Every rank gets the same answer (ShmSegment::Create), so all go on without one alike.
+    if (!arena.ok()) {
+      LOOM_LOG(WARNING) << "no shared arena for this communicator (" << arena.status().message()
+                        << "); its collectives take the staged paths";
+      arena = std::unique_ptr<ShmArena>();
+    }
   }
-  if (!group.ok() || !arena.ok()) {
+  if (!group.ok()) {
     std::unique_lock<std::mutex> lock = LockMpi();
     MPI_Comm_free(&comm);
-    return group.ok() ? arena.status() : group.status();
+    return group.status();
   }
   return std::unique_ptr<Backend>(
       new ShmBackend(comm, std::move(group).value(), std::move(arena).value(), options));
@@ -184,8 +190,13 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
 }  // namespace
 
 int64_t ShmOptions::DefaultArenaBytes() {
+  // Address space only, but every rank maps every rank's region of every communicator's arena:
+  // the cap keeps a mesh of many communicators on a large host well inside the 128 TiB of a
+  // process's address space.
+  constexpr int64_t kCap = int64_t{64} << 30;
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : int64_t{1} << 30;
+  return pages > 0 && page > 0 ? std::min(kCap, static_cast<int64_t>(pages) * page)
+                               : int64_t{1} << 30;
 }
 
 ShmOptions ShmOptions::FromEnv() {

@@ -48,7 +48,8 @@ struct ShmOptions {
   std::string shared_stores = "auto";
   // Bytes per rank of the communicator's shared arena (Communicator::shared_allocator(); 0: none).
   // Only address space is reserved up front; memory is committed as tensors are allocated from
-  // it. The default is the host's physical memory (no rank can use more). Env
+  // it. The default is the host's physical memory (no rank can use more), at most 64 GiB. When
+  // the arena cannot be mapped the communicator goes on without one (a warning). Env
   // LOOM_SHM_ARENA_BYTES.
   int64_t arena_bytes = DefaultArenaBytes();
   // All-gathers and all-reduces (above the one-shot size) whose output has at least this many

@@ -249,6 +249,21 @@ TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
   SyncRanks();
 }
 
+// An arena that cannot be mapped (more address space than a process has) leaves the communicator
+// working without one, on every rank alike.
+TEST(MpiCollectivesTest, CommunicatorWorksWithoutAnArenaItCannotMap) {
+  if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
+  setenv("LOOM_SHM_ARENA_BYTES", absl::StrCat(int64_t{1} << 46).c_str(), 1);  // 64 TiB per rank
+  std::unique_ptr<Communicator> world = World(Sweep());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  EXPECT_EQ(world->shared_allocator(), nullptr);
+  Tensor t = Tensor::Zeros({4099}, DType::kF32, MemoryTag::kComm);
+  t.data<float>()[4098] = 1.0f;
+  ASSERT_TRUE(world->AllReduce(t, t, ReduceOp::kSum)->Wait().ok());
+  EXPECT_EQ(t.data<float>()[4098], static_cast<float>(world->size()));
+  SyncRanks();
+}
+
 // A small all-reduce whose input lies in the arena is read by the peers where it lies: the call
 // must not return before every peer has read it. Each rank rewrites its input the moment a call
 // returns (a caller may), with values that change every round; a peer still reading the old input
