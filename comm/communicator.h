@@ -71,10 +71,11 @@ class Communicator {
   int size() const { return size_; }
   const std::string& backend_name() const { return backend_name_; }
   const CommOptions& options() const { return options_; }
-  // Memory this communicator's peers can reach directly (the shm backend's arena, when
-  // LOOM_SHM_ARENA_BYTES > 0), or nullptr. Collectives on tensors allocated from it may skip a
-  // staging copy (all-gather writes straight into every rank's output). Tensors must be freed
-  // before the communicator is destroyed.
+  // Memory this communicator's peers can reach directly (the shm backend's arena: on by default
+  // for groups of 2+ ranks, off with LOOM_SHM_ARENA_BYTES=0), or nullptr. Collectives on tensors
+  // allocated from it may skip a staging copy (all-gather writes straight into every rank's
+  // output, small all-reduces read inputs in place). Tensors must be freed before the
+  // communicator is destroyed (the memory is unmapped with it).
   runtime::Allocator* shared_allocator() { return backend_->shared_allocator(); }
 
   std::shared_ptr<Work> AllReduce(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);

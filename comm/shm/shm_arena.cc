@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "comm/mpi/mpi_util.h"
 #include "runtime/base/logging.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm {
 namespace {
@@ -46,6 +47,26 @@ ShmArena::~ShmArena() {
   }
 }
 
+absl::Status ShmArena::CommitUpTo(int64_t end, Reason* reason) {
+  if (end <= committed_end_) return absl::OkStatus();
+  const int64_t grow = end - committed_end_;
+  const int64_t free_bytes = segment_->FreeBytes(), total = segment_->FileSystemBytes();
+  const int64_t headroom = std::max<int64_t>(total / 4, kMinHeadroomBytes);
+  if (free_bytes >= 0 && free_bytes - grow < headroom) {
+    *reason = kNoHeadroom;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "committing ", grow, " more bytes would leave /dev/shm (", total, " bytes) with less than ",
+        headroom, " free, which other communicators and processes need"));
+  }
+  // From the committed end up, so no uncommitted gap is ever left below it (first fit does not
+  // start a block above it anyway).
+  *reason = kCommitFailed;
+  LOOM_RETURN_IF_ERROR(
+      segment_->Commit(static_cast<size_t>(committed_end_), static_cast<size_t>(grow)));
+  committed_end_ = end;
+  return absl::OkStatus();
+}
+
 void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
   if (bytes == 0) return nullptr;
   const int64_t need = Align(static_cast<int64_t>(bytes));
@@ -53,17 +74,13 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = free_.begin();
     while (it != free_.end() && it->second < need) ++it;
-    absl::Status committed = absl::OkStatus();
+    absl::Status why = absl::ResourceExhaustedError(absl::StrCat(
+        "its region of ", end_ - begin_, " bytes per rank (LOOM_SHM_ARENA_BYTES) is full"));
+    Reason reason = kRegionFull;
     if (it != free_.end()) {
       const int64_t offset = it->first, left = it->second - need;
-      // Commits from the committed end up, so no uncommitted gap is ever left below it (first
-      // fit does not start a block above it anyway).
-      if (offset + need > committed_end_) {
-        committed = segment_->Commit(static_cast<size_t>(committed_end_),
-                                     static_cast<size_t>(offset + need - committed_end_));
-      }
-      if (committed.ok()) {
-        committed_end_ = std::max(committed_end_, offset + need);
+      why = CommitUpTo(offset + need, &reason);
+      if (why.ok()) {
         free_.erase(it);
         if (left > 0) free_[offset + need] = left;
         ++live_;
@@ -71,15 +88,12 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
         return At(offset);
       }
     }
-    if (!warned_full_) {
-      warned_full_ = true;
-      LOOM_LOG(WARNING) << "the communicator's shared arena ("
-                        << (committed.ok() ? absl::StrCat(end_ - begin_,
-                                                          " bytes per rank, "
-                                                          "LOOM_SHM_ARENA_BYTES) is full")
-                                           : std::string(committed.message()))
-                        << "; further buffers come from the heap and take the staged collective "
-                        << "paths";
+    // Once per kind of reason.
+    if (!warned_[reason]) {
+      warned_[reason] = true;
+      LOOM_LOG(WARNING) << "a " << bytes << "-byte buffer does not fit the communicator's shared "
+                        << "arena (" << why.message() << "); it comes from the heap and takes the "
+                        << "staged collective paths";
     }
   }
   return runtime::Allocator::Default().Allocate(bytes, tag);

@@ -13,10 +13,11 @@
 // The segment only reserves address space: Allocate commits memory (posix_fallocate) as it hands
 // out bytes beyond what it committed before, and freed bytes stay committed for reuse (like a
 // caching allocator) until the communicator is destroyed. When its region is full or /dev/shm
-// has no room, Allocate falls back to the process heap (logging once), so a caller never fails
-// for lack of arena space; such buffers simply take the staged paths. Tensors must be
-// freed before the communicator is destroyed (the segment is unmapped with it). Bytes are counted
-// in Allocator::Default(), like every other tensor's.
+// has no room (each allocation leaves a quarter of /dev/shm, at least 64 MiB, to other
+// communicators and processes), Allocate falls back to the process heap (logging once per
+// reason), so a caller never fails for lack of arena space; such buffers simply take the staged
+// paths. Tensors must be freed before the communicator is destroyed (the segment is unmapped with
+// it). Bytes are counted in Allocator::Default(), like every other tensor's.
 #pragma once
 
 #include <mpi.h>
@@ -50,13 +51,19 @@ class ShmArena : public runtime::Allocator {
  private:
   ShmArena(std::unique_ptr<ShmSegment> segment, int64_t begin, int64_t end);
 
+  // Commits [committed_end_, end) unless that would leave /dev/shm with less than a quarter of
+  // its size (at least kMinHeadroomBytes) free.
+  enum Reason { kRegionFull, kNoHeadroom, kCommitFailed };  // why a buffer went to the heap
+  absl::Status CommitUpTo(int64_t end, Reason* reason);
+  static constexpr int64_t kMinHeadroomBytes = int64_t{64} << 20;
+
   std::unique_ptr<ShmSegment> segment_;
   int64_t begin_, end_;  // this rank's region of the segment
   std::mutex mu_;
   std::map<int64_t, int64_t> free_;  // offset -> bytes of each free block, coalesced
   int64_t live_ = 0;                 // allocations not yet freed
   int64_t committed_end_ = 0;        // [begin_, committed_end_) is backed by memory
-  bool warned_full_ = false;
+  bool warned_[3] = {};              // per Reason: already logged
 };
 
 }  // namespace loom::comm

@@ -1,5 +1,6 @@
 #include "comm/shm/shm_backend.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -152,11 +153,21 @@ class ShmBackend : public Backend {
 
   MPI_Comm comm_;
   std::unique_ptr<ShmGroup> group_;
-  std::unique_ptr<ShmArena> arena_;  // nullptr unless options_.arena_bytes > 0
+  std::unique_ptr<ShmArena> arena_;  // nullptr: none asked for, one rank, or could not map
   ShmOptions options_;
   std::unique_ptr<mpi_detail::MpiMailbox> mailbox_;
   std::optional<ShmProgress> pending_;
 };
+
+// `bytes` per rank, within a quarter of the process's address-space limit (ulimit -v) when there
+// is one: every rank maps every rank's region.
+int64_t ArenaBytesWithin(int64_t bytes, int size) {
+  struct rlimit limit;
+  if (bytes <= 0 || getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return std::max<int64_t>(bytes, 0);
+  }
+  return std::min<int64_t>(bytes, static_cast<int64_t>(limit.rlim_cur / 4 / size));
+}
 
 // The backend over `comm` (whose ranks share a host): its ring group and, when asked for, its
 // arena. Takes ownership of `comm`, freeing it on failure. Collective.
@@ -168,9 +179,18 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
     std::unique_lock<std::mutex> lock = LockMpi();
     MPI_Comm_size(comm, &size);
   }
-  // A group of one rank has nobody to share with: no arena.
-  if (group.ok() && options.arena_bytes > 0 && size > 1) {
-    arena = ShmArena::Create(comm, options.arena_bytes);
+  // A group of one rank has nobody to share with: no arena. Creating one is collective, so all
+  // ranks take the smallest size asked for (0 on any rank: none anywhere).
+  int64_t arena_bytes = 0;
+  if (group.ok() && size > 1) {
+    arena_bytes = ArenaBytesWithin(options.arena_bytes, size);
+    std::unique_lock<std::mutex> lock = LockMpi();
+    absl::Status s = MpiStatus(
+        MPI_Allreduce(MPI_IN_PLACE, &arena_bytes, 1, MPI_INT64_T, MPI_MIN, comm), "MPI_Allreduce");
+    if (!s.ok()) arena_bytes = 0;
+  }
+  if (arena_bytes > 0) {
+    arena = ShmArena::Create(comm, arena_bytes);
     // Every rank gets the same answer (ShmSegment::Create), so all go on without one alike.
     if (!arena.ok()) {
       LOOM_LOG(WARNING) << "no shared arena for this communicator (" << arena.status().message()

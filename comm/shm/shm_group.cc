@@ -59,7 +59,12 @@ ShmStep ShmGroup::NextStep(int64_t bytes) {
   LOOM_CHECK_LE(static_cast<int64_t>(reserve), MaxStepBytes()) << "shm step too large";
   // A reservation never wraps: one that does not fit before the end starts at 0. Since every
   // reservation is at most a quarter of the ring, it then cannot overlap the previous step's.
-  if (position_ + reserve > static_cast<size_t>(ring_bytes_)) position_ = 0;
+  // (The gaps below keep that true while the ring holds at least 4 of them: the minimum ring is
+  // 16 KiB.) A step of no bytes past the end also starts at 0, so its offset stays in the ring.
+  if (position_ + reserve > static_cast<size_t>(ring_bytes_) ||
+      position_ >= static_cast<size_t>(ring_bytes_)) {
+    position_ = 0;
+  }
   const ShmStep step{++step_, position_};
   // A gap after each reservation: reading a small step's lines makes the reader's prefetcher fetch
   // the lines after them, which the writer's next steps would then have to take back (a

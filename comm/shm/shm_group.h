@@ -145,6 +145,7 @@ class ShmGroup {
   static constexpr uint64_t kFlagSlots = 1024;  // flags indexed by step % kFlagSlots
   static constexpr size_t kAlign = 64;
   static constexpr size_t kStepGap = 1024;  // unused bytes after each reservation (NextStep)
+  static_assert(4 * kStepGap <= 16384, "the smallest ring (LOOM_SHM_RING_BYTES) holds 4 gaps");
 
   ShmGroup() = default;
   uint64_t& FlagWord(Flag flag, int r, uint64_t number) const {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -31,7 +32,10 @@ std::string Errno(absl::string_view call, int err) {
 
 // Backs [offset, offset + bytes) of the file with memory; returns "" or an error text.
 std::string Allocate(int fd, absl::string_view name, size_t offset, size_t bytes) {
-  const int rc = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+  int rc;
+  do {  // a signal (a profiler's timer, SIGCHLD) interrupts long tmpfs allocations
+    rc = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+  } while (rc == EINTR);
   if (rc == 0) return "";
   return absl::StrCat(
       Errno(absl::StrCat("posix_fallocate(", name, ", ", bytes, " bytes at ", offset, ")"), rc),
@@ -92,6 +96,8 @@ absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, si
         backing == kCommitted ? MAP_SHARED | MAP_POPULATE : MAP_SHARED | MAP_NORESERVE;
     data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
     if (data == MAP_FAILED) error = Errno("mmap", errno);
+    // A core dump would fault in (and so allocate) every hole of a sparse shared mapping.
+    if (data != MAP_FAILED && backing == kOnDemand) madvise(data, bytes, MADV_DONTDUMP);
     if (backing == kCommitted || data == MAP_FAILED) {
       close(fd);
       fd = -1;
@@ -121,6 +127,18 @@ absl::Status ShmSegment::Commit(size_t offset, size_t bytes) {
   const std::string error = Allocate(fd_, "shared segment", offset, bytes);
   if (error.empty()) return absl::OkStatus();
   return absl::ResourceExhaustedError(error);
+}
+
+int64_t ShmSegment::FreeBytes() const {
+  struct statvfs st;
+  if (fd_ < 0 || fstatvfs(fd_, &st) != 0) return -1;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+
+int64_t ShmSegment::FileSystemBytes() const {
+  struct statvfs st;
+  if (fd_ < 0 || fstatvfs(fd_, &st) != 0) return -1;
+  return static_cast<int64_t>(st.f_blocks) * static_cast<int64_t>(st.f_frsize);
 }
 
 ShmSegment::~ShmSegment() {

@@ -16,6 +16,7 @@
 #include <mpi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -35,6 +36,10 @@ class ShmSegment {
   // Backs [offset, offset + bytes) with memory (kOnDemand segments; a no-op for committed ones).
   // Any rank may commit any part; pages stay committed until the segment is gone.
   absl::Status Commit(size_t offset, size_t bytes);
+  // Free and total bytes of the file system holding a kOnDemand segment (/dev/shm); -1 for a
+  // committed segment or when unknown.
+  int64_t FreeBytes() const;
+  int64_t FileSystemBytes() const;
   ShmSegment(const ShmSegment&) = delete;
   ShmSegment& operator=(const ShmSegment&) = delete;
 
