@@ -56,6 +56,10 @@ absl::Status AllReduceRegistered(ShmGroup& g, const ShmArena& arena, const Colle
                                  ShmProgress& p, ShmWait& w);
 absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+// The receivers copy straight out of the root's buffer when it lies in `arena` (agreed in one
+// inline step); otherwise BroadcastFromRoot.
+absl::Status BroadcastRegistered(ShmGroup& g, const ShmArena& arena, const CollectiveArgs& a,
+                                 ShmProgress& p, ShmWait& w);
 absl::Status BarrierFlags(ShmGroup& g, ShmProgress& p, ShmWait& w);
 // Not resumable (runs with a deadline only).
 absl::Status ExchangeStaged(ShmGroup& g, const CollectiveArgs& a, ShmWait& w);

@@ -1,5 +1,6 @@
 // Broadcast: per chunk (one slot's worth, one step) the root copies the chunk into its slot and
-// every rank publishes; the others copy it out of the root's slot.
+// every rank publishes; the others copy it out of the root's slot. Only the root stores, so its
+// store flavour follows its own store times (ShmGroup::kRootCopy).
 #include <algorithm>
 
 #include "comm/shm/algorithms.h"
@@ -20,7 +21,7 @@ absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress
     if (p.phase == 0) {
       p.step = g.NextStep(tiny ? 0 : len * static_cast<int64_t>(es));
       if (me == root) {
-        ShmGroup::SharedStore store(g, ShmGroup::kCopy, tiny ? 0 : len * es);
+        ShmGroup::SharedStore store(g, ShmGroup::kRootCopy, tiny ? 0 : len * es);
         CopyFast(tiny ? g.Inline(me, p.step.number) : g.Slot(me, p.step),
                  static_cast<const char*>(a.in) + lo * es, len * es, store.stream());
       }
@@ -31,7 +32,6 @@ absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress
     absl::Status s = g.WaitAll(ShmGroup::kArrived, p.step.number, w);
     if (!s.ok()) return s;
     if (me != root) {
-      ShmGroup::SharedRead read(g, ShmGroup::kCopy);
       CopyFast(static_cast<char*>(a.out) + lo * es,
                tiny ? g.Inline(root, p.step.number) : g.Slot(root, p.step), len * es, stream);
     }

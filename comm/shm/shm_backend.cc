@@ -141,6 +141,12 @@ class ShmBackend : public Backend {
       case CollectiveOp::kAllToAll:
         return AllToAllDirect(g, a, p, w);
       case CollectiveOp::kBroadcast:
+        // From 1 KiB: one copy per receiver beats the staged path's two from there on.
+        if (arena_ != nullptr &&
+            a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) >=
+                std::min<int64_t>(options_.registered_min_bytes, 1024)) {
+          return BroadcastRegistered(g, *arena_, a, p, w);
+        }
         return BroadcastFromRoot(g, a, p, w);
       case CollectiveOp::kBarrier:
         return BarrierFlags(g, p, w);

@@ -14,6 +14,13 @@ namespace {
 
 constexpr size_t kPage = 4096;
 constexpr int64_t kMinTimedStore = 16 << 10;
+// A broadcast root's stores are timed from 1 KiB: it alone decides, and plain stores of a few KiB
+// already cost 4x MPI's broadcast where the cores sit on different L3s.
+constexpr int64_t kMinTimedRootStore = 1 << 10;
+
+int64_t MinTimed(ShmGroup::StoreKind kind) {
+  return kind == ShmGroup::kRootCopy ? kMinTimedRootStore : kMinTimedStore;
+}
 constexpr uint64_t kExploreEvery = 128;  // re-measure the other flavour now and then
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -75,14 +82,14 @@ ShmStep ShmGroup::NextStep(int64_t bytes) {
   return step;
 }
 
-int ShmGroup::SizeClass(int64_t bytes) {
+int ShmGroup::SizeClass(StoreKind kind, int64_t bytes) {
   int c = 0;
-  for (int64_t b = kMinTimedStore * 2; b <= bytes && c < kSizeClasses - 1; b *= 2) ++c;
+  for (int64_t b = MinTimed(kind) * 2; b <= bytes && c < kSizeClasses - 1; b *= 2) ++c;
   return c;
 }
 
 ShmGroup::SharedStore::SharedStore(ShmGroup& g, StoreKind kind, int64_t bytes)
-    : g_(g), kind_(kind), bytes_(bytes), timed_(bytes >= kMinTimedStore), stream_(false) {
+    : g_(g), kind_(kind), bytes_(bytes), timed_(bytes >= MinTimed(kind)), stream_(false) {
   if (!timed_) return;
   if (g_.shared_stores_ != Config::kAuto) {
     stream_ = g_.shared_stores_ == Config::kStream;
@@ -92,7 +99,7 @@ ShmGroup::SharedStore::SharedStore(ShmGroup& g, StoreKind kind, int64_t bytes)
   // All ranks use the same flavour, so each measures what it chose: every rank makes the same
   // decisions in the same order (same calls, same sizes), the first ones and every
   // kExploreEvery-th try a set flavour, and otherwise rank 0's verdict (shared) applies.
-  const int size_class = SizeClass(bytes);
+  const int size_class = SizeClass(kind, bytes);
   StoreStats& s = g_.store_stats_[kind_][size_class];
   ++s.decisions;
   const bool best =
@@ -122,12 +129,22 @@ ShmGroup::SharedStore::~SharedStore() {
   if (!timed_) return;
   const double ns =
       std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start_).count();
+  if (kind_ == kRootCopy) {
+    const int size_class = SizeClass(kind_, bytes_);
+    StoreStats& s = g_.store_stats_[kind_][size_class];
+    s.Add(stream_, ns, bytes_);
+    if (s.samples[0] > 0 && s.samples[1] > 0) {
+      std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class))
+          .store(s.Cost(1) < s.Cost(0) ? 1 : 0, std::memory_order_relaxed);
+    }
+    return;
+  }
   int& pending = g_.pending_class_[kind_];
   if (pending >= 0) {  // a store nobody read back: count its store time alone
     StoreStats& old = g_.store_stats_[kind_][pending];
     old.Add(old.pending_stream, old.pending_ns, old.pending_bytes);
   }
-  pending = SizeClass(bytes_);
+  pending = SizeClass(kind_, bytes_);
   StoreStats& s = g_.store_stats_[kind_][pending];
   s.pending_stream = stream_;
   s.pending_ns = ns;

@@ -95,13 +95,16 @@ class ShmGroup {
   // on others plain stores win clearly (the peer then reads from cache, not memory). So the cost
   // of a flavour is the writer's store time plus the reader's time to read the same step's data
   // (SharedRead), and all ranks use the same flavour while measuring (they make the same
-  // sequence of decisions). Stores below 16 KiB always use plain stores. Readers do not need to
-  // know how the bytes were written.
+  // sequence of decisions). Stores below 16 KiB (1 KiB for kRootCopy) always use plain stores.
+  // Readers do not need to know how the bytes were written.
   //   { ShmGroup::SharedStore store(g, ShmGroup::kCopy, bytes);
   //     CopyFast(slot, in, bytes, store.stream()); }
   //   ... WaitAll ...
   //   { ShmGroup::SharedRead read(g, ShmGroup::kCopy); CopyFast(out, peer_slot, bytes); }
-  enum StoreKind { kCopy, kReduce };
+  // kRootCopy: stores only one rank makes (a broadcast's root); nobody times reads of them, so
+  // that rank's own store time decides, and it writes the verdict.
+  enum StoreKind { kCopy, kReduce, kRootCopy };
+  static constexpr int kStoreKinds = 3;
   class SharedStore {
    public:
     SharedStore(ShmGroup& g, StoreKind kind, int64_t bytes);
@@ -174,14 +177,14 @@ class ShmGroup {
   };
   // Per kind and size class (log2 of the bytes, from 16 KiB): costs per byte differ by size.
   static constexpr int kSizeClasses = 14;
-  StoreStats store_stats_[2][kSizeClasses];
-  int pending_class_[2] = {-1, -1};  // the class whose store awaits its read, per kind
+  StoreStats store_stats_[kStoreKinds][kSizeClasses];
+  int pending_class_[kStoreKinds] = {-1, -1, -1};  // the class whose store awaits its read
   // Rank 0's verdict (1 = non-temporal) per kind and size class, shared by all ranks.
   uint8_t& Policy(StoreKind kind, int size_class) const {
     return *reinterpret_cast<uint8_t*>(base_ + policy_offset_ + kind * kSizeClasses + size_class);
   }
   size_t policy_offset_ = 0;
-  static int SizeClass(int64_t bytes);
+  static int SizeClass(StoreKind kind, int64_t bytes);
   Config::SharedStores shared_stores_ = Config::kAuto;
 
   std::unique_ptr<ShmSegment> segment_;

@@ -297,8 +297,9 @@ TEST(MpiCollectivesTest, CommunicatorWorksWithoutAnArenaItCannotMap) {
   SyncRanks();
 }
 
-// A small all-reduce whose input lies in the arena is read by the peers where it lies: the call
-// must not return before every peer has read it. Each rank rewrites its input the moment a call
+// A small all-reduce whose input lies in the arena is read by the peers where it lies (and a
+// broadcast's receivers copy out of the root's buffer): the call must not return before every
+// peer has read it. Each rank rewrites its input the moment a call
 // returns (a caller may), with values that change every round; a peer still reading the old input
 // would sum the new values and miss the exact expectation. Ranks are skewed on purpose (rank 0
 // never waits; the others sometimes spin first) so some calls find the peers late.
@@ -333,6 +334,27 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
       float expected = 0;
       for (int q = 0; q < n; ++q) expected += value(k, q, i);
       if (y[i] != expected) ++wrong;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  // The same for a broadcast: the receivers copy straight out of the root's arena buffer, which
+  // the root rewrites the moment the call returns.
+  wrong = 0;
+  for (int64_t k = 0; k < 2000; ++k) {
+    const int root = static_cast<int>(k % n);
+    float* x = in.data<float>();
+    if (r == root) {
+      for (int64_t i = 0; i < kCount; ++i) x[i] = value(k, root, i);
+    } else if (k % 3 == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }
+    ASSERT_TRUE(world->Broadcast(in, root)->Wait().ok());
+    if (r == root) {
+      for (int64_t i = 0; i < kCount; ++i) x[i] = -1.0f;
+    } else {
+      for (int64_t i = 0; i < kCount; ++i) wrong += x[i] != value(k, root, i);
     }
   }
   EXPECT_EQ(wrong, 0);
