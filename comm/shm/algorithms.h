@@ -55,6 +55,10 @@ absl::Status AllGatherRegistered(ShmGroup& g, const ShmArena& arena, const Colle
 absl::Status AllReduceRegistered(ShmGroup& g, const ShmArena& arena, const CollectiveArgs& a,
                                  ShmProgress& p, ShmWait& w);
 absl::Status AllToAllDirect(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
+// Rank r copies block r straight out of every peer's input when all inputs lie in `arena` (out
+// of place; agreed in one inline step); otherwise AllToAllDirect.
+absl::Status AllToAllRegistered(ShmGroup& g, const ShmArena& arena, const CollectiveArgs& a,
+                                ShmProgress& p, ShmWait& w);
 absl::Status BroadcastFromRoot(ShmGroup& g, const CollectiveArgs& a, ShmProgress& p, ShmWait& w);
 // The receivers copy straight out of the root's buffer when it lies in `arena` (agreed in one
 // inline step); otherwise BroadcastFromRoot.

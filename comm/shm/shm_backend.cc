@@ -24,6 +24,11 @@ namespace {
 using mpi_detail::LockMpi;
 using mpi_detail::MpiStatus;
 
+// Broadcast and all-to-all read other ranks' buffers in the arena from this many bytes (their
+// registered paths replace two copies per block by one; below, the extra closing step costs more).
+// LOOM_SHM_REGISTERED_BYTES lowers it too (tests set 0 to take every path at every size).
+constexpr int64_t kSingleCopyMinBytes = 1024;
+
 ShmGroup::Config GroupConfig(const ShmOptions& o) {
   ShmGroup::Config c;
   c.ring_bytes = o.ring_bytes;
@@ -139,12 +144,16 @@ class ShmBackend : public Backend {
         }
         return AllGatherDirect(g, a, p, w);
       case CollectiveOp::kAllToAll:
+        if (arena_ != nullptr &&
+            a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) * g.size() >=
+                std::min<int64_t>(options_.registered_min_bytes, kSingleCopyMinBytes)) {
+          return AllToAllRegistered(g, *arena_, a, p, w);
+        }
         return AllToAllDirect(g, a, p, w);
       case CollectiveOp::kBroadcast:
-        // From 1 KiB: one copy per receiver beats the staged path's two from there on.
         if (arena_ != nullptr &&
             a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) >=
-                std::min<int64_t>(options_.registered_min_bytes, 1024)) {
+                std::min<int64_t>(options_.registered_min_bytes, kSingleCopyMinBytes)) {
           return BroadcastRegistered(g, *arena_, a, p, w);
         }
         return BroadcastFromRoot(g, a, p, w);

@@ -298,11 +298,11 @@ TEST(MpiCollectivesTest, CommunicatorWorksWithoutAnArenaItCannotMap) {
 }
 
 // A small all-reduce whose input lies in the arena is read by the peers where it lies (and a
-// broadcast's receivers copy out of the root's buffer): the call must not return before every
-// peer has read it. Each rank rewrites its input the moment a call
-// returns (a caller may), with values that change every round; a peer still reading the old input
-// would sum the new values and miss the exact expectation. Ranks are skewed on purpose (rank 0
-// never waits; the others sometimes spin first) so some calls find the peers late.
+// broadcast's receivers copy out of the root's buffer, an all-to-all's out of every input): the
+// call must not return before every peer has read it. Each rank rewrites its input the moment a
+// call returns (a caller may), with values that change every round; a peer still reading the old
+// input would sum the new values and miss the exact expectation. Ranks are skewed on purpose (rank
+// 0 never waits; the others sometimes spin first) so some calls find the peers late.
 TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
   if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
   setenv("LOOM_SHM_ARENA_BYTES", "1048576", 1);
@@ -355,6 +355,26 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
       for (int64_t i = 0; i < kCount; ++i) x[i] = -1.0f;
     } else {
       for (int64_t i = 0; i < kCount; ++i) wrong += x[i] != value(k, root, i);
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  // And an all-to-all: every rank copies its block straight out of every peer's input.
+  const int64_t block = kCount / n;
+  Tensor in2 = in.Slice(0, block * n), out2 = out.Slice(0, block * n);
+  wrong = 0;
+  for (int64_t k = 0; k < 2000; ++k) {
+    float* x = in2.data<float>();
+    for (int64_t i = 0; i < block * n; ++i) x[i] = value(k, r, i);
+    if (r != 0 && k % 3 == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }
+    ASSERT_TRUE(world->AllToAll(in2, out2)->Wait().ok());
+    for (int64_t i = 0; i < block * n; ++i) x[i] = -1.0f;
+    const float* y = out2.data<float>();
+    for (int q = 0; q < n; ++q) {  // block q came from rank q's block r
+      for (int64_t i = 0; i < block; ++i) wrong += y[q * block + i] != value(k, q, r * block + i);
     }
   }
   EXPECT_EQ(wrong, 0);
