@@ -297,6 +297,14 @@ TEST(MpiCollectivesTest, CommunicatorWorksWithoutAnArenaItCannotMap) {
   SyncRanks();
 }
 
+// Round k of a hazard test: every third round, spin k % 7 µs so the ranks reach the call apart.
+void Skew(int64_t k) {
+  if (k % 3 != 0) return;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
 // A small all-reduce whose input lies in the arena is read by the peers where it lies (and a
 // broadcast's receivers copy out of the root's buffer, an all-to-all's out of every input): the
 // call must not return before every peer has read it. Each rank rewrites its input the moment a
@@ -321,11 +329,7 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
   for (int64_t k = 0; k < 2000; ++k) {
     float* x = in.data<float>();
     for (int64_t i = 0; i < kCount; ++i) x[i] = value(k, r, i);
-    if (r != 0 && k % 3 == 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
-      while (std::chrono::steady_clock::now() < until) {
-      }
-    }
+    if (r != 0) Skew(k);
     ASSERT_TRUE(world->AllReduce(in, out, ReduceOp::kSum)->Wait().ok());
     // Overwrite the input at once, before checking anything.
     for (int64_t i = 0; i < kCount; ++i) x[i] = -1.0f;
@@ -345,10 +349,8 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
     float* x = in.data<float>();
     if (r == root) {
       for (int64_t i = 0; i < kCount; ++i) x[i] = value(k, root, i);
-    } else if (k % 3 == 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
-      while (std::chrono::steady_clock::now() < until) {
-      }
+    } else {
+      Skew(k);
     }
     ASSERT_TRUE(world->Broadcast(in, root)->Wait().ok());
     if (r == root) {
@@ -365,11 +367,7 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
   for (int64_t k = 0; k < 2000; ++k) {
     float* x = in2.data<float>();
     for (int64_t i = 0; i < block * n; ++i) x[i] = value(k, r, i);
-    if (r != 0 && k % 3 == 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(k % 7);
-      while (std::chrono::steady_clock::now() < until) {
-      }
-    }
+    if (r != 0) Skew(k);
     ASSERT_TRUE(world->AllToAll(in2, out2)->Wait().ok());
     for (int64_t i = 0; i < block * n; ++i) x[i] = -1.0f;
     const float* y = out2.data<float>();
