@@ -7,6 +7,9 @@
 //                           every rank's output
 //   all_to_all.cc           block j of rank i travels through i's slot to rank j
 //   broadcast.cc            the root's chunks travel through its slot
+//   allreduce_registered.cc, all_to_all_registered.cc, broadcast_registered.cc
+//                           buffers in the arena: read or written where they lie (registered.cc
+//                           holds their shared first and last steps)
 //   barrier.cc              one step with no data
 //   exchange_staged.cc      generic: every rank's StageInput bytes to every rank, then
 //                           ComputeOutput (AllToAllV and anything without a direct algorithm)
@@ -100,10 +103,15 @@ void StagePeerBlocks(ShmGroup& g, ShmProgress& p, const char* in, int64_t count,
                      int64_t len, size_t es);
 
 // The registered algorithms' first step: every rank publishes, inline, the arena offsets of its
-// `k` buffers (k <= 7; -1: not in the arena). Afterwards p.variant is 1 when every offset of every
-// rank is >= 0 (all ranks read the same lines, so they agree), else 2; p.decision_step is that
-// step, whose lines ArenaOffset reads back. Resumable; p.phase is 0 again when it returns OK.
-absl::Status AgreeOnArena(ShmGroup& g, const int64_t* mine, int k, ShmProgress& p, ShmWait& w);
+// `k` buffers (k <= 6; -1: not in the arena) and the call's `bytes`. Afterwards p.variant is 1
+// when every offset of every rank is >= 0 (all ranks read the same lines, so they agree), else 2;
+// p.decision_step is that step, whose lines ArenaOffset reads back. FailedPrecondition on every
+// rank when the ranks' bytes differ (reading a peer's smaller buffer would overrun it).
+// Resumable; p.phase is 0 again when it returns.
+absl::Status AgreeOnArena(ShmGroup& g, const int64_t* mine, int k, int64_t bytes, ShmProgress& p,
+                          ShmWait& w);
+// FailedPrecondition unless every rank published `bytes` as inline word `index` of `step`.
+absl::Status SameBytes(const ShmGroup& g, uint64_t step, int index, int64_t bytes);
 int64_t ArenaOffset(const ShmGroup& g, const ShmProgress& p, int rank, int index);
 // The registered algorithms' last step: publishes that this rank is done with its peers' buffers
 // (has written into them or read from them) and waits until they all are. Resumable (phase 0 -> 1).

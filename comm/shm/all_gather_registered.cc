@@ -17,7 +17,7 @@ absl::Status AllGatherRegistered(ShmGroup& g, const ShmArena& arena, const Colle
   if (bytes == 0) return absl::OkStatus();
   if (p.variant == 0) {
     const int64_t mine = arena.OffsetOf(a.out, bytes * n);
-    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, &mine, 1, p, w));
+    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, &mine, 1, bytes * n, p, w));
     if (p.variant == 1) {
       // Blocks land in n outputs, which stay cached longer than one: stream only from 2x the
       // usual threshold (measured on this project's VMs: streaming at 8 MiB halved the speed; at

@@ -18,7 +18,7 @@ absl::Status AllToAllRegistered(ShmGroup& g, const ShmArena& arena, const Collec
   if (p.variant == 0) {
     // In place, a rank's output would overwrite the input its peers are reading.
     const int64_t mine = a.in == a.out ? -1 : arena.OffsetOf(a.in, block * n);
-    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, &mine, 1, p, w));
+    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, &mine, 1, block * n, p, w));
     if (p.variant == 1) {
       const bool stream = g.StreamOutput(block * n);
       char* out = static_cast<char*>(a.out);

@@ -14,6 +14,7 @@
 
 #include "comm/shm/algorithms.h"
 #include "comm/shm/shm_reduce.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm {
 namespace {
@@ -41,7 +42,8 @@ absl::Status AllReduceOneShot(ShmGroup& g, const ShmArena* arena, const Collecti
         const bool in_place = a.in == a.out;
         const bool read_in_place = arena != nullptr && !in_place && bytes >= kReadInPlaceMinBytes;
         const int64_t offset = read_in_place ? arena->OffsetOf(a.in, bytes) : -1;
-        std::memcpy(g.Inline(me, p.step.number), &offset, sizeof(offset));
+        const int64_t words[2] = {offset, bytes};
+        std::memcpy(g.Inline(me, p.step.number), words, sizeof(words));
         if (offset < 0) CopyFast(g.Slot(me, p.step), a.in, bytes);
       }
       g.Publish(ShmGroup::kArrived, p.step.number);
@@ -49,6 +51,7 @@ absl::Status AllReduceOneShot(ShmGroup& g, const ShmArena* arena, const Collecti
     }
     absl::Status s = g.WaitAll(ShmGroup::kArrived, p.step.number, w);
     if (!s.ok()) return s;
+    if (!inline_data) LOOM_RETURN_IF_ERROR(shm_detail::SameBytes(g, p.step.number, 1, bytes));
     std::vector<const void*> inputs(static_cast<size_t>(n));
     bool any_in_place = false;
     // This rank's own contribution is read from its input (still in cache); the bytes equal what

@@ -24,7 +24,7 @@ absl::Status AllReduceRegistered(ShmGroup& g, const ShmArena& arena, const Colle
   if (count == 0) return absl::OkStatus();
   if (p.variant == 0) {
     const int64_t mine[2] = {arena.OffsetOf(a.in, bytes), arena.OffsetOf(a.out, bytes)};
-    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, mine, 2, p, w));
+    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, mine, 2, bytes, p, w));
     if (p.variant == 1) {
       const int64_t b = PartBegin(count, n, me), len = PartBegin(count, n, me + 1) - b;
       std::vector<const void*> inputs(static_cast<size_t>(n));

@@ -18,7 +18,7 @@ absl::Status BroadcastRegistered(ShmGroup& g, const ShmArena& arena, const Colle
   if (bytes == 0) return absl::OkStatus();
   if (p.variant == 0) {
     const int64_t mine = me == root ? arena.OffsetOf(a.in, bytes) : 0;
-    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, &mine, 1, p, w));
+    LOOM_RETURN_IF_ERROR(shm_detail::AgreeOnArena(g, &mine, 1, bytes, p, w));
     if (p.variant == 1 && me != root) {
       CopyFast(a.out, arena.At(shm_detail::ArenaOffset(g, p, root, 0)), bytes,
                g.StreamOutput(bytes));

@@ -194,15 +194,24 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
     std::unique_lock<std::mutex> lock = LockMpi();
     MPI_Comm_size(comm, &size);
   }
-  // A group of one rank has nobody to share with: no arena. Creating one is collective, so all
-  // ranks take the smallest size asked for (0 on any rank: none anywhere).
+  // A group of one rank has nobody to share with: no arena. Creating one is collective, and the
+  // algorithm choices must match on every rank, so all ranks take the smallest arena size and
+  // thresholds asked for (an arena size of 0 on any rank: none anywhere).
+  ShmOptions agreed = options;
   int64_t arena_bytes = 0;
   if (group.ok() && size > 1) {
-    arena_bytes = ArenaBytesWithin(options.arena_bytes, size);
+    int64_t values[3] = {ArenaBytesWithin(options.arena_bytes, size), options.one_shot_max_bytes,
+                         options.registered_min_bytes};
     std::unique_lock<std::mutex> lock = LockMpi();
-    absl::Status s = MpiStatus(
-        MPI_Allreduce(MPI_IN_PLACE, &arena_bytes, 1, MPI_INT64_T, MPI_MIN, comm), "MPI_Allreduce");
-    if (!s.ok()) arena_bytes = 0;
+    absl::Status s = MpiStatus(MPI_Allreduce(MPI_IN_PLACE, values, 3, MPI_INT64_T, MPI_MIN, comm),
+                               "MPI_Allreduce");
+    if (!s.ok()) {
+      MPI_Comm_free(&comm);
+      return s;
+    }
+    arena_bytes = values[0];
+    agreed.one_shot_max_bytes = values[1];
+    agreed.registered_min_bytes = values[2];
   }
   if (arena_bytes > 0) {
     arena = ShmArena::Create(comm, arena_bytes);
@@ -219,7 +228,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeShmBackend(MPI_Comm comm, const Shm
     return group.status();
   }
   return std::unique_ptr<Backend>(
-      new ShmBackend(comm, std::move(group).value(), std::move(arena).value(), options));
+      new ShmBackend(comm, std::move(group).value(), std::move(arena).value(), agreed));
 }
 
 }  // namespace

@@ -53,8 +53,11 @@ struct ShmOptions {
   // LOOM_SHM_ARENA_BYTES.
   int64_t arena_bytes = DefaultArenaBytes();
   // All-gathers and all-reduces (above the one-shot size) whose output has at least this many
-  // bytes, on buffers in the arena, write straight into the peers' outputs. Env
-  // LOOM_SHM_REGISTERED_BYTES.
+  // bytes, on buffers in the arena, write straight into the peers' outputs; broadcasts and
+  // all-to-alls read the peers' buffers from 1 KiB, or from this size if smaller (so only lowering
+  // works for them; LOOM_SHM_ARENA_BYTES=0 turns every such path off). Env
+  // LOOM_SHM_REGISTERED_BYTES. The ranks of a communicator use the smallest value any asks for
+  // (and the smallest one-shot size).
   int64_t registered_min_bytes = 64 << 10;
 
   static ShmOptions FromEnv();

@@ -102,8 +102,10 @@ ShmGroup::SharedStore::SharedStore(ShmGroup& g, StoreKind kind, int64_t bytes)
   const int size_class = SizeClass(kind, bytes);
   StoreStats& s = g_.store_stats_[kind_][size_class];
   ++s.decisions;
-  const bool best =
-      std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class)).load(std::memory_order_relaxed) != 0;
+  // A broadcast root's own verdict; the shared one (rank 0's) for the symmetric kinds.
+  const bool best = kind_ == kRootCopy ? s.own_verdict
+                                       : std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class))
+                                                 .load(std::memory_order_relaxed) != 0;
   if (s.decisions <= 2) {
     stream_ = false;
   } else if (s.decisions <= 4) {
@@ -133,10 +135,7 @@ ShmGroup::SharedStore::~SharedStore() {
     const int size_class = SizeClass(kind_, bytes_);
     StoreStats& s = g_.store_stats_[kind_][size_class];
     s.Add(stream_, ns, bytes_);
-    if (s.samples[0] > 0 && s.samples[1] > 0) {
-      std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class))
-          .store(s.Cost(1) < s.Cost(0) ? 1 : 0, std::memory_order_relaxed);
-    }
+    if (s.samples[0] > 0 && s.samples[1] > 0) s.own_verdict = s.Cost(1) < s.Cost(0);
     return;
   }
   int& pending = g_.pending_class_[kind_];

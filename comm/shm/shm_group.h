@@ -102,7 +102,7 @@ class ShmGroup {
   //   ... WaitAll ...
   //   { ShmGroup::SharedRead read(g, ShmGroup::kCopy); CopyFast(out, peer_slot, bytes); }
   // kRootCopy: stores only one rank makes (a broadcast's root); nobody times reads of them, so
-  // that rank's own store time decides, and it writes the verdict.
+  // that rank's own store time decides, for itself.
   enum StoreKind { kCopy, kReduce, kRootCopy };
   static constexpr int kStoreKinds = 3;
   class SharedStore {
@@ -174,12 +174,15 @@ class ShmGroup {
     double pending_ns = 0;
     int64_t pending_bytes = 0;
     void Add(bool stream, double ns, int64_t bytes);
+    bool own_verdict = false;  // kRootCopy: this rank's verdict (1 = non-temporal), not shared
   };
-  // Per kind and size class (log2 of the bytes, from 16 KiB): costs per byte differ by size.
+  // Per kind and size class (log2 of the bytes, from 16 KiB; from 1 KiB for kRootCopy): costs per
+  // byte differ by size.
   static constexpr int kSizeClasses = 14;
   StoreStats store_stats_[kStoreKinds][kSizeClasses];
   int pending_class_[kStoreKinds] = {-1, -1, -1};  // the class whose store awaits its read
-  // Rank 0's verdict (1 = non-temporal) per kind and size class, shared by all ranks.
+  // Rank 0's verdict (1 = non-temporal) per kind and size class, shared by all ranks (kCopy,
+  // kReduce; kRootCopy keeps its verdict per rank in StoreStats::own_verdict).
   uint8_t& Policy(StoreKind kind, int size_class) const {
     return *reinterpret_cast<uint8_t*>(base_ + policy_offset_ + kind * kSizeClasses + size_class);
   }

@@ -297,6 +297,37 @@ TEST(MpiCollectivesTest, CommunicatorWorksWithoutAnArenaItCannotMap) {
   SyncRanks();
 }
 
+// Without fingerprint checks, ranks that pass different counts on arena buffers must not read
+// past a peer's buffer: the registered paths compare the ranks' byte counts first and fail on
+// every rank.
+TEST(MpiCollectivesTest, CountMismatchOnArenaBuffersFailsOnEveryRank) {
+  if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
+  setenv("LOOM_SHM_ARENA_BYTES", "16777216", 1);
+  std::unique_ptr<Communicator> world = World(FailFast());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  ASSERT_NE(world->shared_allocator(), nullptr);
+  const int n = world->size();
+  const int64_t count = world->rank() == 0 ? 16385 : 16384;  // 64 KiB blocks: registered
+  Tensor in = Tensor::Zeros({count}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  Tensor out = Tensor::Zeros({count * n}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  const absl::Status s = world->AllGather(in, out)->Wait();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("bytes where rank"), std::string::npos) << s;
+  // The same for the one-shot all-reduce reading inputs where they lie (4 KiB). Arena tensors go
+  // before their communicator.
+  in = Tensor();
+  out = Tensor();
+  setenv("LOOM_SHM_ARENA_BYTES", "16777216", 1);
+  world = World(FailFast());
+  unsetenv("LOOM_SHM_ARENA_BYTES");
+  const int64_t small = world->rank() == 0 ? 1025 : 1024;
+  Tensor a = Tensor::Zeros({small}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  Tensor b = Tensor::Zeros({small}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
+  const absl::Status t = world->AllReduce(a, b, ReduceOp::kSum)->Wait();
+  EXPECT_EQ(t.code(), absl::StatusCode::kFailedPrecondition) << t;
+  SyncRanks();
+}
+
 // Round k of a hazard test: every third round, spin k % 7 µs so the ranks reach the call apart.
 void Skew(int64_t k) {
   if (k % 3 != 0) return;
@@ -376,6 +407,15 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
     }
   }
   EXPECT_EQ(wrong, 0);
+  // In place on arena buffers: the staged path (a rank's output would overwrite what its peers
+  // read).
+  for (int64_t i = 0; i < block * n; ++i) in2.data<float>()[i] = value(7, r, i);
+  ASSERT_TRUE(world->AllToAll(in2, in2)->Wait().ok());
+  for (int q = 0; q < n; ++q) {
+    for (int64_t i = 0; i < block; ++i) {
+      EXPECT_EQ(in2.data<float>()[q * block + i], value(7, q, r * block + i)) << q << " " << i;
+    }
+  }
   SyncRanks();
 }
 
