@@ -4,11 +4,11 @@
 // Where a rank's input is published: tiny messages ride in its arrived-flag line; an input in the
 // communicator's shared arena (out of place, 512 bytes or more) is read by the peers where it
 // lies, and its offset rides in the flag line instead; any other input is copied to the rank's
-// ring slot. Reading an
-// input in place saves the copy into the ring (the largest cost of a 4 KiB call), but the input
-// must then stay as it is until every peer has read it: when any rank's input was read in place,
-// all ranks take a closing step (publish, wait) before returning. Readers do not care where a
-// peer's bytes are, so ranks may differ.
+// ring slot. Reading an input in place saves the copy into the ring (the largest cost of a 4 KiB
+// call), but the input must then stay as it is until every peer has read it: when any rank's input
+// was read in place, all ranks take a closing step (publish, wait) before returning. Readers do
+// not care where a peer's bytes are, so ranks may differ. Non-inline calls also publish their byte
+// count, and every rank checks them (shm_detail::SameBytes) before reading a peer's input.
 #include <cstring>
 #include <vector>
 

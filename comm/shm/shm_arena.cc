@@ -50,13 +50,14 @@ ShmArena::~ShmArena() {
 absl::Status ShmArena::CommitUpTo(int64_t end, Reason* reason) {
   if (end <= committed_end_) return absl::OkStatus();
   const int64_t grow = end - committed_end_;
-  const int64_t free_bytes = segment_->FreeBytes(), total = segment_->FileSystemBytes();
-  const int64_t headroom = std::max<int64_t>(total / 4, kMinHeadroomBytes);
-  if (free_bytes >= 0 && free_bytes - grow < headroom) {
+  const ShmSegment::Space space = segment_->FileSystemSpace();
+  const int64_t headroom = std::max<int64_t>(space.total / 4, kMinHeadroomBytes);
+  if (space.free >= 0 && space.free - grow < headroom) {
     *reason = kNoHeadroom;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "committing ", grow, " more bytes would leave /dev/shm (", total, " bytes) with less than ",
-        headroom, " free, which other communicators and processes need"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("committing ", grow, " more bytes would leave /dev/shm (", space.total,
+                     " bytes) with less than ", headroom,
+                     " free, which other communicators and processes need"));
   }
   // From the committed end up, so no uncommitted gap is ever left below it (first fit does not
   // start a block above it anyway).
@@ -74,9 +75,8 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = free_.begin();
     while (it != free_.end() && it->second < need) ++it;
-    absl::Status why = absl::ResourceExhaustedError(absl::StrCat(
-        "its region of ", end_ - begin_, " bytes per rank (LOOM_SHM_ARENA_BYTES) is full"));
     Reason reason = kRegionFull;
+    absl::Status why;
     if (it != free_.end()) {
       const int64_t offset = it->first, left = it->second - need;
       why = CommitUpTo(offset + need, &reason);
@@ -87,6 +87,9 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
         runtime::Allocator::Default().Record(bytes, tag);
         return At(offset);
       }
+    } else {
+      why = absl::ResourceExhaustedError(absl::StrCat(
+          "its region of ", end_ - begin_, " bytes per rank (LOOM_SHM_ARENA_BYTES) is full"));
     }
     // Once per kind of reason.
     if (!warned_[reason]) {

@@ -122,9 +122,15 @@ class ShmBackend : public Backend {
  private:
   absl::Status Dispatch(const CollectiveArgs& a, ShmProgress& p, ShmWait& w) {
     ShmGroup& g = *group_;
+    // Per-rank bytes (a block for the block-wise ops), and whether reading peers' arena buffers
+    // (broadcast, all-to-all) pays at this size.
+    const int64_t bytes = a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype));
+    const bool single_copy =
+        arena_ != nullptr &&
+        (a.fp.op == CollectiveOp::kAllToAll ? bytes * g.size() : bytes) >=
+            std::min<int64_t>(options_.registered_min_bytes, kSingleCopyMinBytes);
     switch (a.fp.op) {
       case CollectiveOp::kAllReduce: {
-        const int64_t bytes = a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype));
         if (bytes * g.size() <= options_.one_shot_max_bytes && bytes <= g.MaxStepBytes()) {
           return AllReduceOneShot(g, arena_.get(), a, p, w);
         }
@@ -137,25 +143,15 @@ class ShmBackend : public Backend {
         return ReduceScatterDirect(g, a, p, w);
       case CollectiveOp::kAllGather:
         // Worth the extra inline step only for outputs of some size.
-        if (arena_ != nullptr &&
-            a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) * g.size() >=
-                options_.registered_min_bytes) {
+        if (arena_ != nullptr && bytes * g.size() >= options_.registered_min_bytes) {
           return AllGatherRegistered(g, *arena_, a, p, w);
         }
         return AllGatherDirect(g, a, p, w);
       case CollectiveOp::kAllToAll:
-        if (arena_ != nullptr &&
-            a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) * g.size() >=
-                std::min<int64_t>(options_.registered_min_bytes, kSingleCopyMinBytes)) {
-          return AllToAllRegistered(g, *arena_, a, p, w);
-        }
+        if (single_copy) return AllToAllRegistered(g, *arena_, a, p, w);
         return AllToAllDirect(g, a, p, w);
       case CollectiveOp::kBroadcast:
-        if (arena_ != nullptr &&
-            a.fp.count * static_cast<int64_t>(runtime::DTypeSize(a.fp.dtype)) >=
-                std::min<int64_t>(options_.registered_min_bytes, kSingleCopyMinBytes)) {
-          return BroadcastRegistered(g, *arena_, a, p, w);
-        }
+        if (single_copy) return BroadcastRegistered(g, *arena_, a, p, w);
         return BroadcastFromRoot(g, a, p, w);
       case CollectiveOp::kBarrier:
         return BarrierFlags(g, p, w);

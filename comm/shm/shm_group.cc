@@ -17,11 +17,11 @@ constexpr int64_t kMinTimedStore = 16 << 10;
 // A broadcast root's stores are timed from 1 KiB: it alone decides, and plain stores of a few KiB
 // already cost 4x MPI's broadcast where the cores sit on different L3s.
 constexpr int64_t kMinTimedRootStore = 1 << 10;
+constexpr uint64_t kExploreEvery = 128;  // re-measure the other flavour now and then
 
 int64_t MinTimed(ShmGroup::StoreKind kind) {
   return kind == ShmGroup::kRootCopy ? kMinTimedRootStore : kMinTimedStore;
 }
-constexpr uint64_t kExploreEvery = 128;  // re-measure the other flavour now and then
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
@@ -99,12 +99,12 @@ ShmGroup::SharedStore::SharedStore(ShmGroup& g, StoreKind kind, int64_t bytes)
   // All ranks use the same flavour, so each measures what it chose: every rank makes the same
   // decisions in the same order (same calls, same sizes), the first ones and every
   // kExploreEvery-th try a set flavour, and otherwise rank 0's verdict (shared) applies.
-  const int size_class = SizeClass(kind, bytes);
-  StoreStats& s = g_.store_stats_[kind_][size_class];
+  size_class_ = SizeClass(kind, bytes);
+  StoreStats& s = g_.store_stats_[kind_][size_class_];
   ++s.decisions;
   // A broadcast root's own verdict; the shared one (rank 0's) for the symmetric kinds.
   const bool best = kind_ == kRootCopy ? s.own_verdict
-                                       : std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class))
+                                       : std::atomic_ref<uint8_t>(g_.Policy(kind_, size_class_))
                                                  .load(std::memory_order_relaxed) != 0;
   if (s.decisions <= 2) {
     stream_ = false;
@@ -132,8 +132,7 @@ ShmGroup::SharedStore::~SharedStore() {
   const double ns =
       std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start_).count();
   if (kind_ == kRootCopy) {
-    const int size_class = SizeClass(kind_, bytes_);
-    StoreStats& s = g_.store_stats_[kind_][size_class];
+    StoreStats& s = g_.store_stats_[kind_][size_class_];
     s.Add(stream_, ns, bytes_);
     if (s.samples[0] > 0 && s.samples[1] > 0) s.own_verdict = s.Cost(1) < s.Cost(0);
     return;
@@ -143,7 +142,7 @@ ShmGroup::SharedStore::~SharedStore() {
     StoreStats& old = g_.store_stats_[kind_][pending];
     old.Add(old.pending_stream, old.pending_ns, old.pending_bytes);
   }
-  pending = SizeClass(kind_, bytes_);
+  pending = size_class_;
   StoreStats& s = g_.store_stats_[kind_][pending];
   s.pending_stream = stream_;
   s.pending_ns = ns;

@@ -119,6 +119,7 @@ class ShmGroup {
     int64_t bytes_;
     bool timed_;
     bool stream_;
+    int size_class_ = 0;  // of bytes_, once timed
     std::chrono::steady_clock::time_point start_;
   };
   class SharedRead {

@@ -129,16 +129,11 @@ absl::Status ShmSegment::Commit(size_t offset, size_t bytes) {
   return absl::ResourceExhaustedError(error);
 }
 
-int64_t ShmSegment::FreeBytes() const {
+ShmSegment::Space ShmSegment::FileSystemSpace() const {
   struct statvfs st;
-  if (fd_ < 0 || fstatvfs(fd_, &st) != 0) return -1;
-  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
-}
-
-int64_t ShmSegment::FileSystemBytes() const {
-  struct statvfs st;
-  if (fd_ < 0 || fstatvfs(fd_, &st) != 0) return -1;
-  return static_cast<int64_t>(st.f_blocks) * static_cast<int64_t>(st.f_frsize);
+  if (fd_ < 0 || fstatvfs(fd_, &st) != 0) return {};
+  const int64_t unit = static_cast<int64_t>(st.f_frsize);
+  return {static_cast<int64_t>(st.f_bavail) * unit, static_cast<int64_t>(st.f_blocks) * unit};
 }
 
 ShmSegment::~ShmSegment() {

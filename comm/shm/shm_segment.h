@@ -38,8 +38,10 @@ class ShmSegment {
   absl::Status Commit(size_t offset, size_t bytes);
   // Free and total bytes of the file system holding a kOnDemand segment (/dev/shm); -1 for a
   // committed segment or when unknown.
-  int64_t FreeBytes() const;
-  int64_t FileSystemBytes() const;
+  struct Space {
+    int64_t free = -1, total = -1;
+  };
+  Space FileSystemSpace() const;
   ShmSegment(const ShmSegment&) = delete;
   ShmSegment& operator=(const ShmSegment&) = delete;
 
