@@ -35,6 +35,14 @@ std::unique_ptr<optim::Optimizer> MakeOptimizer(const TrainOptions& o) {
 }
 
 // The options a resumed run must share with the run that wrote the checkpoint.
+// The learning-rate schedule as checkpoints record it (a resume must continue the same one).
+nlohmann::json ScheduleJson(const optim::CosineScheduleOptions& o) {
+  return {{"max_lr", o.max_lr},
+          {"min_lr", o.min_lr},
+          {"warmup_steps", o.warmup_steps},
+          {"total_steps", o.total_steps}};
+}
+
 nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t seq_len) {
   return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"data", o.data},
           {"batch", o.batch},        {"seq_len", seq_len},         {"seed", o.seed},
@@ -254,11 +262,7 @@ std::string Trainer::StateJson() const {
       {"step", optimizer_->step()},
       {"data_position", sampler_->position()},
       {"rng", {{"seed", options_.seed}, {"kind", "philox4x32-10, counter-based"}}},
-      {"lr_schedule",
-       {{"max_lr", schedule_.options().max_lr},
-        {"min_lr", schedule_.options().min_lr},
-        {"warmup_steps", schedule_.options().warmup_steps},
-        {"total_steps", schedule_.options().total_steps}}},
+      {"lr_schedule", ScheduleJson(schedule_.options())},
       {"loss_scale", {{"scale", scaler_.scale()}, {"clean_steps", scaler_.clean_steps()}}},
       {"run", RunIdentity(options_, model_->config(), seq_len_)}};
   return j.dump(2);
@@ -314,10 +318,7 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
   }
   // The schedule must continue as it was planned (a different --steps, --lr, ... would bend it).
   const nlohmann::json saved_schedule = state.value("lr_schedule", nlohmann::json::object());
-  const nlohmann::json schedule = {{"max_lr", schedule_.options().max_lr},
-                                   {"min_lr", schedule_.options().min_lr},
-                                   {"warmup_steps", schedule_.options().warmup_steps},
-                                   {"total_steps", schedule_.options().total_steps}};
+  const nlohmann::json schedule = ScheduleJson(schedule_.options());
   for (const auto& [field, value] : schedule.items()) {
     if (saved_schedule.contains(field) && saved_schedule[field] != value) {
       return absl::FailedPreconditionError(absl::StrCat(

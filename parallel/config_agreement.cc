@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/rng.h"
 
 namespace loom::parallel {
 namespace {
@@ -12,16 +13,6 @@ namespace {
 using runtime::DType;
 using runtime::MemoryTag;
 using runtime::Tensor;
-
-// FNV-1a: the same on every rank and every run (absl::Hash is seeded per process).
-int64_t StableHash(const std::string& s) {
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return static_cast<int64_t>(h);
-}
 
 // Every rank's `values` (the same count on each), rank by rank.
 absl::StatusOr<Tensor> GatherAll(comm::Communicator& group, const std::vector<int64_t>& values) {
@@ -51,7 +42,9 @@ absl::Status AgreeOnConfig(comm::Communicator& group, const std::vector<ConfigFi
   }
   if (count == 0) return absl::OkStatus();
   std::vector<int64_t> hashes;
-  for (const ConfigField& f : fields) hashes.push_back(StableHash(f.name + "=" + f.value));
+  for (const ConfigField& f :
+       fields)  // FNV-1a: the same on every rank and every run (absl::Hash is seeded per process).
+    hashes.push_back(static_cast<int64_t>(runtime::Fnv1a64(f.name + "=" + f.value)));
   LOOM_ASSIGN_OR_RETURN(Tensor all, GatherAll(group, hashes));
   std::vector<std::string> problems;
   for (int64_t i = 0; i < count; ++i) {

@@ -320,16 +320,9 @@ absl::StatusOr<std::unique_ptr<PointToPoint>> MakeMpiPointToPoint() {
   MPI_Finalized(&finalized);
   if (finalized) return absl::FailedPreconditionError("MPI is already finalized");
   MPI_Comm comm = MPI_COMM_NULL;
-  int ranks_on_host = 1;
   {
     std::unique_lock<std::mutex> lock = LockMpi();
     LOOM_RETURN_IF_ERROR(MpiStatus(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup"));
-    MPI_Comm host = MPI_COMM_NULL;
-    LOOM_RETURN_IF_ERROR(
-        MpiStatus(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host),
-                  "MPI_Comm_split_type"));
-    MPI_Comm_size(host, &ranks_on_host);
-    MPI_Comm_free(&host);
   }
   absl::StatusOr<std::unique_ptr<ArrivalBoard>> board = ArrivalBoard::Create(comm);
   if (!board.ok()) {
@@ -337,8 +330,9 @@ absl::StatusOr<std::unique_ptr<PointToPoint>> MakeMpiPointToPoint() {
     MPI_Comm_free(&comm);
     return board.status();
   }
+  const bool oversubscribed = SpinWait::Oversubscribed((*board)->local_size());
   return std::unique_ptr<PointToPoint>(
-      new MpiPointToPoint(comm, SpinWait::Oversubscribed(ranks_on_host), std::move(board).value()));
+      new MpiPointToPoint(comm, oversubscribed, std::move(board).value()));
 }
 
 }  // namespace loom::comm

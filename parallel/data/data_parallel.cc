@@ -104,7 +104,7 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
     }
     current_unit = unit;
     Bucket& b = buckets_.back();
-    where_[p] = {static_cast<int>(buckets_.size()) - 1, static_cast<int>(b.params.size())};
+    bucket_of_[p] = static_cast<int>(buckets_.size()) - 1;
     b.params.push_back(p);
     b.offsets.push_back(b.numel);
     b.numel += n;
@@ -114,7 +114,7 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
   unit_buckets_.resize(units.size());
   for (int u = 0; u < static_cast<int>(units.size()); ++u) {
     for (Parameter* p : units[u]) {
-      const int bucket = where_[p].bucket;
+      const int bucket = bucket_of_[p];
       std::vector<int>& list = unit_buckets_[u];
       if (std::find(list.begin(), list.end(), bucket) == list.end()) list.push_back(bucket);
       std::vector<int>& users = buckets_[bucket].units;
@@ -130,6 +130,15 @@ Tensor DataParallel::Flat(int64_t numel, MemoryTag tag, runtime::DType dtype) co
 Tensor DataParallel::SharedFlat(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
   runtime::Allocator* shared = group_.shared_allocator();
   return Tensor::Zeros({numel}, dtype, tag, shared != nullptr ? shared : allocator_);
+}
+
+Tensor DataParallel::Scratch(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
+  return Tensor::Empty({numel}, dtype, tag, allocator_);
+}
+
+Tensor DataParallel::SharedScratch(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
+  runtime::Allocator* shared = group_.shared_allocator();
+  return Tensor::Empty({numel}, dtype, tag, shared != nullptr ? shared : allocator_);
 }
 
 void DataParallel::BindValues(Bucket& b) {
@@ -283,7 +292,7 @@ void DataParallel::BeginMicroBatch(bool last) {
 
 void DataParallel::OnGradReady(Parameter& p) {
   if (!reduce_this_micro_) return;
-  Bucket& b = buckets_[where_.at(&p).bucket];
+  Bucket& b = buckets_[bucket_of_.at(&p)];
   ++b.ready;
   if (options_.overlap) LaunchReady();
 }
@@ -303,8 +312,8 @@ void DataParallel::LaunchReduce(int bucket) {
   if (group_.size() == 1 && options_.zero_stage == 0 && wire == runtime::DType::kF32) return;
   Tensor* send = &b.grad;
   if (wire != runtime::DType::kF32) {
-    b.wire = options_.zero_stage == 0 ? SharedFlat(b.grad.numel(), MemoryTag::kComm, wire)
-                                      : Flat(b.grad.numel(), MemoryTag::kComm, wire);
+    b.wire = options_.zero_stage == 0 ? SharedScratch(b.grad.numel(), MemoryTag::kComm, wire)
+                                      : Scratch(b.grad.numel(), MemoryTag::kComm, wire);
     runtime::ConvertBuffer(b.grad.raw_data(), runtime::DType::kF32, b.wire.raw_data(), wire,
                            b.grad.numel());
     send = &b.wire;
@@ -320,10 +329,10 @@ void DataParallel::LaunchReduce(int bucket) {
   // Stage 1 and the first micro-batch write the shard; later ones (stages 2-3) add into it.
   Tensor* out = &b.grad_shard;
   if (wire != runtime::DType::kF32) {
-    b.wire_out = Flat(b.shard, MemoryTag::kComm, wire);
+    b.wire_out = Scratch(b.shard, MemoryTag::kComm, wire);
     out = &b.wire_out;
   } else if (options_.zero_stage >= 2 && !first_micro_) {
-    b.reduce_out = Flat(b.shard, MemoryTag::kGrad);
+    b.reduce_out = Scratch(b.shard, MemoryTag::kGrad);
     out = &b.reduce_out;
   }
   b.reduce = group_.ReduceScatter(*send, *out, comm::ReduceOp::kAvg);
@@ -337,7 +346,7 @@ void DataParallel::CompleteReduce(Bucket& b) {
     Tensor* into = &b.grad;
     if (!all) {
       const bool add = options_.zero_stage >= 2 && !first_micro_;
-      if (add) b.reduce_out = Flat(b.shard, MemoryTag::kGrad);
+      if (add) b.reduce_out = Scratch(b.shard, MemoryTag::kGrad);
       into = add ? &b.reduce_out : &b.grad_shard;
     }
     runtime::ConvertBuffer(back.raw_data(), options_.reduce_dtype, into->raw_data(),
@@ -418,10 +427,12 @@ absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
 }
 
 absl::StatusOr<bool> DataParallel::GradientsFinite() {
+  // A non-finite element makes the (double) sum of squares non-finite, and no finite f32 square
+  // can overflow it: the threaded kernel answers the same question as a scan.
   int32_t finite = 1;
   for (const optim::ParamSlot& slot : slots_) {
-    const float* g = slot.grad.data<float>();
-    for (int64_t i = 0; i < slot.grad.numel() && finite; ++i) finite = std::isfinite(g[i]);
+    if (!finite) break;
+    finite = std::isfinite(runtime::kernels::SumOfSquares(slot.grad));
   }
   Tensor flag = Tensor::FromVector<int32_t>({1}, {finite}, MemoryTag::kComm, allocator_);
   LOOM_RETURN_IF_ERROR(group_.AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
@@ -455,7 +466,7 @@ absl::Status DataParallel::FinishOptimizerStep() {
   std::vector<std::shared_ptr<comm::Work>> works;
   const int64_t rank = group_.rank();
   for (Bucket& b : buckets_) {
-    Tensor mine = Flat(b.shard, MemoryTag::kComm, work);
+    Tensor mine = Scratch(b.shard, MemoryTag::kComm, work);
     const float* updated = b.master.data<float>() + (master_full() ? rank * b.shard : 0);
     runtime::ConvertBuffer(updated, runtime::DType::kF32, mine.raw_data(), work, b.shard);
     works.push_back(group_.AllGather(mine, mixed() ? b.low : b.master));
@@ -472,7 +483,7 @@ absl::Status DataParallel::FinishOptimizerStep() {
 void DataParallel::StartGather(int bucket) {
   Bucket& b = buckets_[bucket];
   if (options_.zero_stage != 3 || b.value.defined() || b.gather != nullptr) return;
-  b.gathered = SharedFlat(b.shard * group_.size(), MemoryTag::kParam, options_.param_dtype);
+  b.gathered = SharedScratch(b.shard * group_.size(), MemoryTag::kParam, options_.param_dtype);
   b.gather = group_.AllGather(mixed() ? b.low : b.master, b.gathered);
 }
 
@@ -488,7 +499,7 @@ void DataParallel::Materialize(Bucket& b) {
     b.gathered = Tensor();
   }
   if (mixed()) {
-    b.value = Flat(source.numel(), MemoryTag::kWorkspace);
+    b.value = Scratch(source.numel(), MemoryTag::kWorkspace);
     runtime::ConvertBuffer(source.raw_data(), options_.param_dtype, b.value.raw_data(),
                            runtime::DType::kF32, source.numel());
   } else {
@@ -518,7 +529,7 @@ absl::Status DataParallel::GatherParameters() {
     if (master_full()) {
       b.value = b.master;
     } else {
-      b.value = SharedFlat(b.shard * group_.size(), MemoryTag::kParam);
+      b.value = SharedScratch(b.shard * group_.size(), MemoryTag::kParam);
       works[i] = group_.AllGather(b.master, b.value);
     }
   }
@@ -569,7 +580,6 @@ void DataParallel::AfterUse(int unit, Pass pass) {
     Bucket& b = buckets_[bucket];
     if (LastUse(b, pass) == unit) ReleaseValues(b);
   }
-  PollReductions();
 }
 
 }  // namespace loom::parallel

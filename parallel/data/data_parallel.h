@@ -167,10 +167,6 @@ class DataParallel : public ParameterUseHooks {
     int64_t in_param;
     Parameter* param;
   };
-  struct Location {
-    int bucket;
-    int index;  // in Bucket::params
-  };
 
   DataParallel(comm::Communicator& group, Options options);
   void BuildBuckets(const std::vector<std::vector<Parameter*>>& units);
@@ -179,12 +175,19 @@ class DataParallel : public ParameterUseHooks {
   // when it has one, else its initializer's (no whole parameter is ever built).
   static void InitialValues(const Parameter& p, int64_t offset, runtime::Tensor out);
   void BuildSlots();
+  // A zeroed flat buffer (storage that is accumulated into or only partly written).
   runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
                        runtime::DType dtype = runtime::DType::kF32) const;
   // A collective's output buffer: from the group's shared arena when it has one (so the shm
   // backend's registered all-reduce / all-gather write straight into it), else as Flat.
   runtime::Tensor SharedFlat(int64_t numel, runtime::MemoryTag tag,
                              runtime::DType dtype = runtime::DType::kF32) const;
+  // As Flat / SharedFlat, not zeroed: for per-step buffers whose every element is written next
+  // (a conversion's or a collective's output), so the hot path does not clear them first.
+  runtime::Tensor Scratch(int64_t numel, runtime::MemoryTag tag,
+                          runtime::DType dtype = runtime::DType::kF32) const;
+  runtime::Tensor SharedScratch(int64_t numel, runtime::MemoryTag tag,
+                                runtime::DType dtype = runtime::DType::kF32) const;
   bool mixed() const { return options_.param_dtype != runtime::DType::kF32; }
   // Whether every rank holds the whole f32 master: stage 0, and f32 stages 1-2 (where the
   // master is the parameter and the updated shards are gathered into it). Otherwise each rank
@@ -214,8 +217,8 @@ class DataParallel : public ParameterUseHooks {
   Options options_;
   runtime::Allocator* allocator_;
   std::vector<Bucket> buckets_;
-  std::vector<std::vector<int>> unit_buckets_;  // the buckets each unit uses
-  absl::flat_hash_map<Parameter*, Location> where_;
+  std::vector<std::vector<int>> unit_buckets_;      // the buckets each unit uses
+  absl::flat_hash_map<Parameter*, int> bucket_of_;  // each parameter's bucket
   std::vector<optim::ParamSlot> slots_;
   std::vector<SlotRange> slot_ranges_;  // parallel to slots_ (stages >= 1)
   bool reduce_this_micro_ = true;

@@ -36,9 +36,9 @@ Tensor Linear::Forward(Stash& stash, const Tensor& x) {
 }
 
 Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
-  Tensor dx = Tensor::Zeros(stash.Get(this, "x").shape(), DType::kF32, MemoryTag::kActivation);
-  kernels::MatmulBackward(stash.Get(this, "x"), weight_.value(), dy, &dx, nullptr,
-                          {.trans_b = trans_b()});
+  const Tensor x = stash.Get(this, "x");  // once: a 16-bit stash widens on every Get
+  Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
+  kernels::MatmulBackward(x, weight_.value(), dy, &dx, nullptr, {.trans_b = trans_b()});
   stash.Put(this, "dy", dy);
   return dx;
 }
