@@ -1,4 +1,4 @@
-# Finds loom's dependencies. Required: Abseil, OpenBLAS, OpenMP, Open MPI, GoogleTest (tests) and
+# Finds loom's dependencies. Required: Abseil, OpenBLAS, oneDNN, OpenMP, Open MPI, GoogleTest (tests) and
 # Google Benchmark (bench). Optional and only reported for now: CUDA toolkit, NCCL, cuDNN — the
 # kernel dispatch has a device seam that the CUDA backend fills in a later change.
 
@@ -18,6 +18,17 @@ endif()
 add_library(loom_openblas INTERFACE)
 target_include_directories(loom_openblas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
 target_link_libraries(loom_openblas INTERFACE ${OpenBLAS_LIBRARIES})
+
+# oneDNN by hand: Debian's dnnl-config.cmake requires the OpenCL headers, which loom never uses.
+find_path(LOOM_DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
+find_library(LOOM_DNNL_LIBRARY dnnl)
+if(NOT LOOM_DNNL_INCLUDE_DIR OR NOT LOOM_DNNL_LIBRARY)
+  message(FATAL_ERROR "loom: oneDNN not found; run scripts/setup.sh (Debian package libdnnl-dev)")
+endif()
+add_library(loom_onednn INTERFACE)
+target_include_directories(loom_onednn SYSTEM INTERFACE ${LOOM_DNNL_INCLUDE_DIR})
+target_link_libraries(loom_onednn INTERFACE ${LOOM_DNNL_LIBRARY})
+message(STATUS "loom: oneDNN: found (${LOOM_DNNL_LIBRARY})")
 
 message(STATUS "loom: OpenBLAS ${OpenBLAS_VERSION}: found (${OpenBLAS_LIBRARIES})")
 message(STATUS "loom: MPI ${MPI_C_VERSION}: found (${MPI_C_LIBRARIES})")

@@ -5,9 +5,12 @@
 #   loom_benchmark(kernels_bench SRCS kernels_bench.cc DEPS loom_runtime)
 
 set(LOOM_WARNINGS -Wall -Wextra -Werror)
+# No FMA contraction (results are the same bits whichever instruction set a LOOM_VECTORIZED clone
+# uses, runtime/kernels/cpu/vectorize.h); math functions never set errno (sqrt vectorises).
+set(LOOM_FLOAT_FLAGS -ffp-contract=off -fno-math-errno)
 
 function(_loom_common target)
-  target_compile_options(${target} PRIVATE ${LOOM_WARNINGS})
+  target_compile_options(${target} PRIVATE ${LOOM_WARNINGS} ${LOOM_FLOAT_FLAGS})
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
 endfunction()
 

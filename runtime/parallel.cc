@@ -43,8 +43,10 @@ void SetNumThreads(int n) {
   LOOM_CHECK_GE(n, 1) << "SetNumThreads";
   g_num_threads.store(n, std::memory_order_relaxed);
   // loom splits GEMMs across its own threads (kernels/cpu/matmul.cc); a second, multi-threaded
-  // pool inside OpenBLAS would only compete with them for the same cores.
+  // pool inside OpenBLAS would only compete with them for the same cores. OpenMP's default team
+  // (which oneDNN uses when called outside a ParallelFor) is loom's thread count, not the cores.
   openblas_set_num_threads(1);
+  omp_set_num_threads(n);
 }
 
 void ParallelFor(int64_t n, int64_t grain, absl::FunctionRef<void(int64_t, int64_t)> fn) {

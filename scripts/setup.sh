@@ -10,7 +10,7 @@ PACKAGES=(
   build-essential cmake pkg-config clang-format
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
-  libopenblas-dev
+  libopenblas-dev libdnnl-dev libblis-dev
   nlohmann-json3-dev
 )
 

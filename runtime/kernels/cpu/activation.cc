@@ -1,28 +1,57 @@
-#include <cmath>
-
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
+#include "runtime/kernels/cpu/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
 namespace {
 
 constexpr float kGeluScale = 0.7978845608028654f;  // √(2/π)
+constexpr float kGeluCubic = 0.044715f;
 constexpr int64_t kGrain = 8192;
 
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float Sigmoid(float x) { return 1.0f / (1.0f + FastExp(-x)); }
+
+LOOM_VECTORIZED void GeluSpan(const float* x, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    out[i] = 0.5f * v * (1.0f + FastTanh(kGeluScale * (v + kGeluCubic * v * v * v)));
+  }
+}
+
+LOOM_VECTORIZED void GeluBackwardSpan(const float* dout, const float* x, float* dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float t = FastTanh(kGeluScale * (v + kGeluCubic * v * v * v));
+    const float sech2 = 1.0f - t * t;
+    const float grad =
+        0.5f * (1.0f + t) + 0.5f * v * sech2 * kGeluScale * (1.0f + 3.0f * kGeluCubic * v * v);
+    dx[i] += grad * dout[i];
+  }
+}
+
+LOOM_VECTORIZED void SwiGLUSpan(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+}
+
+LOOM_VECTORIZED void SwiGLUBackwardSpan(const float* dout, const float* gate, const float* up,
+                                        float* dgate, float* dup, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float s = Sigmoid(g);
+    // d silu(g)/dg = s · (1 + g · (1 - s))
+    dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    dup[i] += dout[i] * g * s;
+  }
+}
 
 }  // namespace
 
 void GeluForward(const Tensor& x, Tensor& out) {
   const float* px = x.data<float>();
   float* po = out.data<float>();
-  ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float v = px[i];
-      po[i] = 0.5f * v * (1.0f + FastTanh(kGeluScale * (v + 0.044715f * v * v * v)));
-    }
-  });
+  ParallelFor(x.numel(), kGrain,
+              [&](int64_t begin, int64_t end) { GeluSpan(px + begin, po + begin, end - begin); });
 }
 
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
@@ -30,15 +59,7 @@ void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
   const float* px = x.data<float>();
   float* pdx = dx.data<float>();
   ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float v = px[i];
-      const float u = kGeluScale * (v + 0.044715f * v * v * v);
-      const float t = FastTanh(u);
-      const float sech2 = 1.0f - t * t;
-      const float grad =
-          0.5f * (1.0f + t) + 0.5f * v * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * v * v);
-      pdx[i] += grad * pd[i];
-    }
+    GeluBackwardSpan(pd + begin, px + begin, pdx + begin, end - begin);
   });
 }
 
@@ -47,7 +68,7 @@ void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out) {
   const float* pu = up.data<float>();
   float* po = out.data<float>();
   ParallelFor(gate.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) po[i] = pg[i] * Sigmoid(pg[i]) * pu[i];
+    SwiGLUSpan(pg + begin, pu + begin, po + begin, end - begin);
   });
 }
 
@@ -59,13 +80,7 @@ void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Te
   float* pdg = dgate.data<float>();
   float* pdu = dup.data<float>();
   ParallelFor(gate.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float g = pg[i];
-      const float s = Sigmoid(g);
-      // d silu(g)/dg = s · (1 + g · (1 - s))
-      pdg[i] += pd[i] * pu[i] * s * (1.0f + g * (1.0f - s));
-      pdu[i] += pd[i] * g * s;
-    }
+    SwiGLUBackwardSpan(pd + begin, pg + begin, pu + begin, pdg + begin, pdu + begin, end - begin);
   });
 }
 

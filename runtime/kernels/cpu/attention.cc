@@ -1,18 +1,20 @@
 // Causal attention on the CPU, one (batch, head) pair per work item, each product a
-// single-threaded sgemm reading q, k, v straight out of the fused qkv rows (leading dimension 3C),
-// so no head is ever copied. The T×T scores are computed in full and the upper triangle
-// overwritten (zeros in probs): twice the multiply work of a causal-aware kernel, at BLAS speed.
+// single-threaded GEMM of the configured provider reading q, k, v straight out of the fused qkv
+// rows (leading dimension 3C), so no head is ever copied. The T×T scores are computed in full and
+// the upper triangle overwritten (zeros in probs): twice the multiply work of a causal-aware
+// kernel, at BLAS speed.
 //
 //   qkv[b, t, :] = [q (NH·HS) | k (NH·HS) | v (NH·HS)], head h at offset h·HS within each part.
 //
 // Each work item writes only its own head's slices of out / dqkv, so there are no races and the
 // result does not depend on the thread count.
-#include <cblas.h>
-
 #include <cmath>
 #include <vector>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cpu/fast_math.h"
+#include "runtime/kernels/cpu/gemm.h"
+#include "runtime/kernels/cpu/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
@@ -41,9 +43,25 @@ struct HeadGeometry {
 // C[M, N] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions.
 void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+  Sgemm({.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc},
+        alpha, a, b, beta, c);
+}
+
+// Row t of the causal softmax: its first `len` = t + 1 scores become probabilities, the rest 0.
+LOOM_VECTORIZED void CausalSoftmaxRow(float* row, int64_t len, int64_t total) {
+  const float maxv = LaneMax(row, len);
+  for (int64_t s = 0; s < len; ++s) row[s] = FastExp(row[s] - maxv);
+  const float inv = 1.0f / LaneSum(len, [row](int64_t s) { return row[s]; });
+  for (int64_t s = 0; s < len; ++s) row[s] *= inv;
+  for (int64_t s = len; s < total; ++s) row[s] = 0.0f;
+}
+
+// Softmax backward of one row: dS = P ⊙ (dP − Σ_s P·dP) · scale; zero above the diagonal.
+LOOM_VECTORIZED void CausalSoftmaxBackwardRow(const float* prow, float* drow, int64_t len,
+                                              int64_t total, float scale) {
+  const float dot = LaneSum(len, [prow, drow](int64_t s) { return prow[s] * drow[s]; });
+  for (int64_t s = 0; s < len; ++s) drow[s] = prow[s] * (drow[s] - dot) * scale;
+  for (int64_t s = len; s < total; ++s) drow[s] = 0.0f;
 }
 
 }  // namespace
@@ -60,19 +78,7 @@ void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor&
       // scores = scale · Q Kᵀ
       Gemm(false, true, g.T, g.T, g.HS, g.scale, pqkv + g.Qkv(b, 0, h), 3 * g.C,
            pqkv + g.Qkv(b, 1, h), 3 * g.C, 0.0f, p, g.T);
-      for (int64_t t = 0; t < g.T; ++t) {
-        float* row = p + t * g.T;
-        float maxv = -INFINITY;
-        for (int64_t s = 0; s <= t; ++s) maxv = std::max(maxv, row[s]);
-        float sum = 0.0f;
-        for (int64_t s = 0; s <= t; ++s) {
-          row[s] = std::exp(row[s] - maxv);
-          sum += row[s];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t s = 0; s <= t; ++s) row[s] *= inv;
-        for (int64_t s = t + 1; s < g.T; ++s) row[s] = 0.0f;
-      }
+      for (int64_t t = 0; t < g.T; ++t) CausalSoftmaxRow(p + t * g.T, t + 1, g.T);
       // out_h = P V
       Gemm(false, false, g.T, g.HS, g.T, 1.0f, p, g.T, pqkv + g.Qkv(b, 2, h), 3 * g.C, 0.0f,
            pout + g.Heads(b, h), g.C);
@@ -99,14 +105,8 @@ void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& prob
            3 * g.C);
       Gemm(false, true, g.T, g.T, g.HS, 1.0f, d, g.C, pqkv + g.Qkv(b, 2, h), 3 * g.C, 0.0f, ds,
            g.T);
-      // Softmax backward: dS = P ⊙ (dP − Σ_s P·dP) · scale; zero above the diagonal.
       for (int64_t t = 0; t < g.T; ++t) {
-        const float* prow = p + t * g.T;
-        float* drow = ds + t * g.T;
-        float dot = 0.0f;
-        for (int64_t s = 0; s <= t; ++s) dot += prow[s] * drow[s];
-        for (int64_t s = 0; s <= t; ++s) drow[s] = prow[s] * (drow[s] - dot) * g.scale;
-        for (int64_t s = t + 1; s < g.T; ++s) drow[s] = 0.0f;
+        CausalSoftmaxBackwardRow(p + t * g.T, ds + t * g.T, t + 1, g.T, g.scale);
       }
       // dQ += dS K;  dK += dSᵀ Q
       Gemm(false, false, g.T, g.HS, g.T, 1.0f, ds, g.T, pqkv + g.Qkv(b, 1, h), 3 * g.C, 1.0f,

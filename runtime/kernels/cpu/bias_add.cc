@@ -1,19 +1,33 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
+#include "runtime/kernels/cpu/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
+namespace {
+
+LOOM_VECTORIZED void AddBiasRows(float* x, const float* bias, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < c; ++j) x[r * c + j] += bias[j];
+  }
+}
+
+// dbias[j] += Σ_r dout[r, j] for the columns [begin, end), rows in order.
+LOOM_VECTORIZED void SumColumns(const float* dout, int64_t rows, int64_t c, int64_t begin,
+                                int64_t end, float* dbias) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = begin; j < end; ++j) dbias[j] += dout[r * c + j];
+  }
+}
+
+}  // namespace
 
 void BiasAdd(Tensor& x, const Tensor& bias) {
   const auto [rows, c] = AsRows(x);
   float* px = x.data<float>();
   const float* pb = bias.data<float>();
-  ParallelFor(rows, RowGrain(c), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      float* row = px + r * c;
-      for (int64_t j = 0; j < c; ++j) row[j] += pb[j];
-    }
-  });
+  ParallelFor(rows, RowGrain(c),
+              [&](int64_t begin, int64_t end) { AddBiasRows(px + begin * c, pb, end - begin, c); });
 }
 
 void BiasBackward(const Tensor& dout, Tensor& dbias) {
@@ -21,12 +35,7 @@ void BiasBackward(const Tensor& dout, Tensor& dbias) {
   const float* pd = dout.data<float>();
   float* pdb = dbias.data<float>();
   // Columns are split across threads and rows summed in order: deterministic for any split.
-  ParallelFor(c, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = pd + r * c;
-      for (int64_t j = begin; j < end; ++j) pdb[j] += row[j];
-    }
-  });
+  ParallelFor(c, 64, [&](int64_t begin, int64_t end) { SumColumns(pd, rows, c, begin, end, pdb); });
 }
 
 }  // namespace loom::runtime::kernels::cpu

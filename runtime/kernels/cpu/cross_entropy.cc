@@ -1,10 +1,25 @@
 #include <cmath>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/kernels/cpu/rows.h"
+#include "runtime/kernels/cpu/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
+namespace {
+
+// Σ_j exp(l[j] - m) over one row of logits.
+LOOM_VECTORIZED float SumExp(const float* l, int64_t v, float m) {
+  return LaneSum(v, [l, m](int64_t j) { return FastExp(l[j] - m); });
+}
+
+// d[j] += g · exp(l[j] - m) · inv over one row: the softmax part of the gradient.
+LOOM_VECTORIZED void AddScaledSoftmax(const float* l, int64_t v, float m, float g_inv, float* d) {
+  for (int64_t j = 0; j < v; ++j) d[j] += g_inv * FastExp(l[j] - m);
+}
+
+}  // namespace
 
 void CrossEntropyStats(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
                        Tensor& row_max, Tensor& sum_exp, Tensor& target_logit) {
@@ -17,10 +32,8 @@ void CrossEntropyStats(const Tensor& logits, const Tensor& targets, int64_t voca
   ParallelFor(rows, RowGrain(v), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* lr = pl + r * v;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < v; ++j) m = std::max(m, lr[j]);
-      float s = 0.0f;
-      for (int64_t j = 0; j < v; ++j) s += std::exp(lr[j] - m);
+      const float m = v > 0 ? LaneMax(lr, v) : -INFINITY;
+      const float s = SumExp(lr, v, m);
       const int64_t local = static_cast<int64_t>(pt[r]) - vocab_start;
       pmax[r] = m;
       psum[r] = s;
@@ -59,9 +72,8 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, int64_t v
     for (int64_t r = begin; r < end; ++r) {
       const float* lr = pl + r * v;
       float* dr = pd + r * v;
-      const float inv = 1.0f / ps[r];
       const float g = pdl[r];
-      for (int64_t j = 0; j < v; ++j) dr[j] += g * std::exp(lr[j] - pm[r]) * inv;
+      AddScaledSoftmax(lr, v, pm[r], g / ps[r], dr);
       const int64_t local = static_cast<int64_t>(pt[r]) - vocab_start;
       if (local >= 0 && local < v) dr[local] -= g;
     }

@@ -1,6 +1,7 @@
 #include <vector>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cpu/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
@@ -29,6 +30,14 @@ double BlockedSumOfSquares(int64_t n, Load load) {
   return total;
 }
 
+LOOM_VECTORIZED void AddSpan(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+LOOM_VECTORIZED void ScaleSpan(float* x, float factor, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+}
+
 }  // namespace
 
 void Add(const Tensor& a, const Tensor& b, Tensor& out) {
@@ -36,15 +45,14 @@ void Add(const Tensor& a, const Tensor& b, Tensor& out) {
   const float* pb = b.data<float>();
   float* po = out.data<float>();
   ParallelFor(a.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) po[i] = pa[i] + pb[i];
+    AddSpan(pa + begin, pb + begin, po + begin, end - begin);
   });
 }
 
 void Scale(Tensor& x, float factor) {
   float* px = x.data<float>();
-  ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) px[i] *= factor;
-  });
+  ParallelFor(x.numel(), kGrain,
+              [&](int64_t begin, int64_t end) { ScaleSpan(px + begin, factor, end - begin); });
 }
 
 double SumOfSquares(const Tensor& x) {

@@ -1,8 +1,12 @@
-// Branch-free float approximations that the compiler can vectorise (libm calls are not), for
-// pointwise kernels on the hot path.
+// Branch-free float approximations that the compiler can vectorise (libm calls are not), and
+// reductions in fixed lanes, for the element-wise kernels on the hot path (compiled per instruction
+// set with LOOM_VECTORIZED, kernels/cpu/vectorize.h).
 #pragma once
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
 
 namespace loom::runtime::kernels::cpu {
 
@@ -24,6 +28,63 @@ inline float FastTanh(float x) {
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
   return c * p / q;
+}
+
+// e^x, within 2 ulp of expf over [-87.3, 88.7] (tested in tests/runtime/kernels/fast_math_test.cc):
+// Cephes' range reduction x = n·ln2 + r, |r| <= ln2/2, and its degree-6 polynomial for e^r.
+// Results below FLT_MIN flush to 0; above FLT_MAX they are +Inf; NaN stays NaN.
+inline float FastExp(float x) {
+  // NaN compares false, so it takes the lower bound here and is restored at the end.
+  float c = x > -87.5f ? x : -87.5f;
+  c = c < 89.0f ? c : 89.0f;
+  const float n = std::floor(c * 1.44269504088896341f + 0.5f);
+  float r = c - n * 0.693359375f;  // ln2 in two parts, so n·ln2 is exact enough
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * (r * r) + r + 1.0f;
+  // 2^(n-1) from its exponent bits (n - 1 in [-127, 127]: 0 for -127), then ·2, so that n = 128
+  // (x near 88.7) still gives a finite power and overflows to +Inf only in the product.
+  const int32_t bits = (static_cast<int32_t>(n) + 126) << 23;
+  const float result = e * std::bit_cast<float>(bits) * 2.0f;
+  return x == x ? result : x;
+}
+
+// Sum over i in [0, n) of term(i), kept in kLanes interleaved partial sums added in a fixed order
+// at the end: the compiler vectorises the lanes, and the result is the same bits for every vector
+// width (it is not the sequential sum's bits).
+inline constexpr int kLanes = 16;
+
+template <typename Term>
+inline float LaneSum(int64_t n, Term term) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += term(i + l);
+  }
+  for (int l = 0; i + l < n; ++l) acc[l] += term(i + l);
+  for (int width = kLanes / 2; width >= 1; width /= 2) {
+    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
+  }
+  return acc[0];
+}
+
+// max over i in [0, n) of v[i] (n >= 1), vectorisable; NaN-free inputs assumed.
+inline float LaneMax(const float* v, int64_t n) {
+  float acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = v[0];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] = acc[l] > v[i + l] ? acc[l] : v[i + l];
+  }
+  for (int l = 0; i + l < n; ++l) acc[l] = acc[l] > v[i + l] ? acc[l] : v[i + l];
+  float m = acc[0];
+  for (int l = 1; l < kLanes; ++l) m = m > acc[l] ? m : acc[l];
+  return m;
 }
 
 }  // namespace loom::runtime::kernels::cpu
