@@ -33,6 +33,13 @@ class Stash {
   void PutExact(const void* owner, absl::string_view slot, runtime::Tensor t);
   // bf16 or f16: store f32 activations in that dtype from now on; f32 (the default): as given.
   void SetActivationDType(runtime::DType dtype) { activation_dtype_ = dtype; }
+  // The dtype the layers' GEMMs take their operands in (kernels::MatmulOptions::compute_dtype):
+  // bf16 training multiplies bf16 operands with f32 accumulation, as bf16 autocast does; f16 and
+  // f32 training compute in f32 (the CPU has no faster f16 GEMM).
+  runtime::DType GemmDType() const {
+    return activation_dtype_ == runtime::DType::kBF16 ? runtime::DType::kBF16
+                                                      : runtime::DType::kF32;
+  }
   // The tensor under (owner, slot) (a shallow copy: later Puts cannot invalidate it; a stored
   // 16-bit copy comes back widened to a new f32 tensor); aborts naming the slot if it is missing
   // (a backward without its forward is a programmer error).

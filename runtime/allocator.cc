@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_format.h"
 #include "runtime/base/check.h"
+#include "runtime/base/env.h"
+#include "runtime/base/logging.h"
 
 namespace loom::runtime {
 
@@ -25,6 +27,27 @@ absl::string_view MemoryTagName(MemoryTag tag) {
   return "unknown";
 }
 
+namespace {
+
+size_t RoundedSize(size_t bytes) {
+  return (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
+}
+
+int64_t CacheBytesFromEnv() {
+  const absl::StatusOr<int64_t> bytes =
+      base::GetEnvInt("LOOM_HOST_CACHE_BYTES", Allocator::kDefaultCacheBytes);
+  if (!bytes.ok() || *bytes < 0) {
+    LOOM_LOG(WARNING) << "LOOM_HOST_CACHE_BYTES must be a byte count >= 0; using the default "
+                      << Allocator::kDefaultCacheBytes;
+    return Allocator::kDefaultCacheBytes;
+  }
+  return *bytes;
+}
+
+}  // namespace
+
+Allocator::Allocator() : cache_(CacheBytesFromEnv()) {}
+
 Allocator& Allocator::Default() {
   static Allocator* allocator = new Allocator();  // never destroyed: tensors may outlive main
   return *allocator;
@@ -32,9 +55,13 @@ Allocator& Allocator::Default() {
 
 void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
   if (bytes == 0) return nullptr;
-  const size_t rounded =
-      (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
-  void* p = std::aligned_alloc(kAllocationAlignment, rounded);
+  const size_t rounded = RoundedSize(bytes);
+  void* p = cache_.Take(rounded);
+  if (p == nullptr) p = std::aligned_alloc(kAllocationAlignment, rounded);
+  if (p == nullptr) {  // the cache's blocks may be what the C library is missing
+    cache_.Release();
+    p = std::aligned_alloc(kAllocationAlignment, rounded);
+  }
   LOOM_CHECK(p != nullptr) << "out of host memory allocating " << bytes << " bytes for tag "
                            << MemoryTagName(tag) << "; " << Summary();
   Record(bytes, tag);
@@ -43,7 +70,7 @@ void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
 
 void Allocator::Free(void* ptr, size_t bytes, MemoryTag tag) {
   if (ptr == nullptr) return;
-  std::free(ptr);
+  if (!cache_.Give(ptr, RoundedSize(bytes))) std::free(ptr);
   Unrecord(bytes, tag);
 }
 
@@ -86,6 +113,7 @@ std::string Allocator::Summary() const {
                           MemoryTagName(static_cast<MemoryTag>(t)), s.current_bytes / 1048576.0,
                           s.peak_bytes / 1048576.0);
   }
+  absl::StrAppendFormat(&out, ", cached %.2f MiB", cache_.Stats().cached_bytes / 1048576.0);
   return out;
 }
 

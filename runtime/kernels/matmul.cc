@@ -6,7 +6,17 @@
 #include "runtime/kernels/cpu/rows.h"
 
 namespace loom::runtime::kernels {
-namespace {}  // namespace
+namespace {
+
+// `t` rounded to bf16: the tensor itself when it is bf16, else a narrowed workspace copy.
+Tensor AsBF16(const Tensor& t) {
+  if (t.dtype() == DType::kBF16) return t;
+  Tensor n = Tensor::Empty(t.shape(), DType::kBF16, MemoryTag::kWorkspace);
+  ConvertBuffer(t.raw_data(), t.dtype(), n.raw_data(), DType::kBF16, t.numel());
+  return n;
+}
+
+}  // namespace
 
 void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& options) {
   ArgCheck check("Matmul", {{"a", &a}, {"b", &b}, {"out", &out}});
@@ -16,7 +26,14 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
   const DType dt = a.dtype();
   check.Expect(dt == DType::kF32 || dt == DType::kBF16 || dt == DType::kF16,
                "a must be f32, bf16 or f16");
-  check.ExpectDType(b, dt);
+  const bool bf16 = options.compute_dtype == DType::kBF16;
+  check.Expect(options.compute_dtype == DType::kF32 || bf16, "compute_dtype must be f32 or bf16");
+  if (bf16) {
+    check.Expect(dt != DType::kF16 && (b.dtype() == DType::kF32 || b.dtype() == DType::kBF16),
+                 "with compute_dtype bf16, a and b must be f32 or bf16");
+  } else {
+    check.ExpectDType(b, dt);
+  }
   check.Expect(out.dtype() == DType::kF32 || out.dtype() == dt, "out must be f32 or a's dtype");
   check.ExpectRank(b, 2);
   check.Expect(a.rank() >= 1, "a must have at least one dimension");
@@ -36,7 +53,11 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
     check.Expect(out.rank() == a.rank(), "out must have a's leading dimensions");
   }
   check.RequireCpu();
-  cpu::Matmul(a, b, out, m, n, k, options);
+  if (bf16) {
+    cpu::Matmul(AsBF16(a), AsBF16(b), out, m, n, k, options);
+  } else {
+    cpu::Matmul(a, b, out, m, n, k, options);
+  }
 }
 
 void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor* da, Tensor* db,
@@ -45,12 +66,22 @@ void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor
   // product swaps its factors, which gives the four cases below without any explicit transpose.
   const bool ta = options.trans_a;
   const bool tb = options.trans_b;
+  const DType compute = options.compute_dtype;
   if (da != nullptr) {
     if (!ta) {
       Matmul(dout, b, *da,
-             {.trans_a = false, .trans_b = !tb, .alpha = options.alpha, .beta = 1.0f});
+             {.trans_a = false,
+              .trans_b = !tb,
+              .alpha = options.alpha,
+              .beta = 1.0f,
+              .compute_dtype = compute});
     } else {
-      Matmul(b, dout, *da, {.trans_a = tb, .trans_b = true, .alpha = options.alpha, .beta = 1.0f});
+      Matmul(b, dout, *da,
+             {.trans_a = tb,
+              .trans_b = true,
+              .alpha = options.alpha,
+              .beta = 1.0f,
+              .compute_dtype = compute});
     }
   }
   if (db != nullptr) {
@@ -58,10 +89,18 @@ void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor
     const Tensor dout2 = dout.Reshape({-1, dout.dim(-1)});
     if (!tb) {
       Matmul(a2, dout2, *db,
-             {.trans_a = !ta, .trans_b = false, .alpha = options.alpha, .beta = 1.0f});
+             {.trans_a = !ta,
+              .trans_b = false,
+              .alpha = options.alpha,
+              .beta = 1.0f,
+              .compute_dtype = compute});
     } else {
       Matmul(dout2, a2, *db,
-             {.trans_a = true, .trans_b = ta, .alpha = options.alpha, .beta = 1.0f});
+             {.trans_a = true,
+              .trans_b = ta,
+              .alpha = options.alpha,
+              .beta = 1.0f,
+              .compute_dtype = compute});
     }
   }
 }

@@ -3,7 +3,7 @@
 
 Trains the same GPT-2 architecture (learned positions, pre-norm LayerNorm, tanh GELU, tied LM
 head) with the same sizes, batch, AdamW settings (betas 0.9/0.95, weight decay 0.1 on matrices and
-embeddings only), gradient clipping at 1.0 and f32, on random tokens, and reports tokens/s per
+embeddings only), gradient clipping at 1.0, f32 or bf16 autocast (--precision bf16), on random tokens, and reports tokens/s per
 step. Attention uses torch's scaled_dot_product_attention when available (torch >= 2.0).
 
   python3 train_gpt_torch.py --preset cpu-small --batch 8 --steps 10 --threads 2 --json out.json
@@ -98,7 +98,8 @@ def train(args, rank=0, world=1):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         batch = data[step, rank * per:(rank + 1) * per]
-        loss = net(batch[:, :-1], batch[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = net(batch[:, :-1], batch[:, 1:])
         loss.backward()  # DDP all-reduces gradient buckets during backward
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -127,7 +128,7 @@ def write_json(args, steps, world):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "threads": args.threads, "world_size": world,
-                       "steps": steps}, f)
+                       "precision": args.precision, "steps": steps}, f)
 
 
 def main():
@@ -142,6 +143,8 @@ def main():
                     help="> 1: DistributedDataParallel over gloo with this many processes")
     ap.add_argument("--port", type=int, default=29517)
     ap.add_argument("--json", default="")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: CPU autocast to bf16 (f32 weights and optimizer)")
     args = ap.parse_args()
     if args.world_size < 1 or args.batch % args.world_size:
         ap.error("--batch must be a multiple of --world_size >= 1")

@@ -108,6 +108,69 @@ TEST(MatmulTest, SixteenBitOperandsAccumulateInF32) {
   }
 }
 
+// Rounds every element of an f32 tensor to its nearest bf16 value (kept as f32).
+std::vector<float> RoundedToBF16(const Tensor& t) {
+  std::vector<float> v = t.ToF32Vector();
+  for (float& x : v) x = BF16ToF32(F32ToBF16(x));
+  return v;
+}
+
+TEST(MatmulTest, Bf16ComputeRoundsOperandsAndAccumulatesInF32) {
+  // Whichever path this CPU takes (native bf16 GEMM or widened to f32, logged at first use), the
+  // result is the exact product of the bf16-rounded operands up to f32 summation error.
+  uint32_t seed = 31;
+  for (const GemmShape& s : Shapes()) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (float beta : {0.0f, 1.0f}) {
+          const MatmulOptions o{.trans_a = ta,
+                                .trans_b = tb,
+                                .alpha = 0.5f,
+                                .beta = beta,
+                                .compute_dtype = DType::kBF16};
+          Tensor a = RandomTensor(ta ? Shape{s.k, s.m} : Shape{s.m, s.k}, seed++);
+          Tensor b = RandomTensor(tb ? Shape{s.n, s.k} : Shape{s.k, s.n}, seed++);
+          if (seed % 3 == 0) b = ToDType(b, DType::kBF16);  // mixed operand dtypes too
+          Tensor out = RandomTensor({s.m, s.n}, seed++);
+          const std::vector<float> out0 = out.ToF32Vector();
+          const std::vector<double> ref =
+              ReferenceGemm(RoundedToBF16(a), RoundedToBF16(b), out0, s.m, s.n, s.k, o);
+          Matmul(a, b, out, o);
+          ExpectAllNear(out, ref, 1e-5, 1e-5,
+                        "bf16 compute m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                            " k=" + std::to_string(s.k) + " ta=" + std::to_string(ta) +
+                            " tb=" + std::to_string(tb));
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulTest, Bf16ComputeBackwardUsesRoundedOperands) {
+  const int64_t m = 33, n = 7, k = 65;
+  Tensor x = RandomTensor({m, k}, 41), w = RandomTensor({n, k}, 42), dy = RandomTensor({m, n}, 43);
+  Tensor dx = Tensor::Zeros({m, k}, DType::kF32, MemoryTag::kGrad);
+  Tensor dw = Tensor::Zeros({n, k}, DType::kF32, MemoryTag::kGrad);
+  MatmulBackward(x, w, dy, &dx, &dw, {.trans_b = true, .compute_dtype = DType::kBF16});
+  // dx = dy · W and dW = dyᵀ · x on the rounded operands (dy rounds too).
+  const std::vector<double> ref_dx = ReferenceGemm(RoundedToBF16(dy), RoundedToBF16(w), {}, m, k,
+                                                   n, {});
+  const std::vector<double> ref_dw =
+      ReferenceGemm(RoundedToBF16(dy), RoundedToBF16(x), {}, n, k, m, {.trans_a = true});
+  ExpectAllNear(dx, ref_dx, 1e-5, 1e-5, "bf16 dx");
+  ExpectAllNear(dw, ref_dw, 1e-5, 1e-5, "bf16 dW");
+}
+
+TEST(MatmulTest, Bf16ComputeRejectsF16AndUnknownComputeDTypes) {
+  Tensor a = ToDType(RandomTensor({2, 3}, 51), DType::kF16);
+  Tensor b = ToDType(RandomTensor({3, 2}, 52), DType::kF16);
+  Tensor out = Tensor::Empty({2, 2}, DType::kF32, MemoryTag::kActivation);
+  EXPECT_DEATH(Matmul(a, b, out, {.compute_dtype = DType::kBF16}), "must be f32 or bf16");
+  Tensor a32 = RandomTensor({2, 3}, 53), b32 = RandomTensor({3, 2}, 54);
+  EXPECT_DEATH(Matmul(a32, b32, out, {.compute_dtype = DType::kF16}),
+               "compute_dtype must be f32 or bf16");
+}
+
 TEST(MatmulTest, BackwardMatchesFiniteDifferences) {
   uint32_t seed = 100;
   for (bool ta : {false, true}) {

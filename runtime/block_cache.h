@@ -1,0 +1,65 @@
+// BlockCache: freed host blocks kept for reuse by size, so a training step that allocates the same
+// tensors every step gets them back without a trip to the C library, fresh pages or page faults.
+// The Allocator owns one; its per-tag accounting counts what is in use, and the cache is reported
+// apart (Allocator::Summary: "cached 212.0 MiB").
+//
+//   BlockCache cache(/*capacity_bytes=*/1 << 30);
+//   void* p = cache.Take(65536);          // nullptr: nothing of that size is cached
+//   if (!cache.Give(p, 65536)) std::free(p);   // false: not kept (small, or over capacity)
+//
+// Blocks match by exact size (sizes repeat exactly from step to step). When a new block would
+// exceed the capacity, the oldest cached blocks are freed first. Thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace loom::runtime {
+
+struct BlockCacheStats {
+  int64_t cached_bytes = 0;  // held for reuse now
+  int64_t hits = 0;          // Take calls served from the cache
+  int64_t misses = 0;        // Take calls of a cacheable size that found nothing
+};
+
+class BlockCache {
+ public:
+  // Blocks smaller than this go straight back to the C library (malloc keeps its own small bins).
+  static constexpr size_t kMinBlockBytes = 64 * 1024;
+
+  explicit BlockCache(int64_t capacity_bytes) : capacity_(capacity_bytes) {}
+  ~BlockCache() { Release(); }
+  BlockCache(const BlockCache&) = delete;
+  BlockCache& operator=(const BlockCache&) = delete;
+
+  // A cached block of exactly `bytes`, or nullptr.
+  void* Take(size_t bytes);
+  // Keeps `block` (allocated with std::aligned_alloc, `bytes` long) for reuse; false when it is not
+  // kept and the caller frees it.
+  bool Give(void* block, size_t bytes);
+  // Frees every cached block (the Allocator calls it before reporting out of memory).
+  void Release();
+
+  BlockCacheStats Stats() const;
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  struct Block {
+    void* ptr;
+    size_t bytes;
+  };
+  void EvictOldestLocked();
+
+  const int64_t capacity_;
+  mutable std::mutex mu_;
+  std::list<Block> fifo_;  // oldest first
+  absl::flat_hash_map<size_t, std::vector<std::list<Block>::iterator>> by_size_;
+  BlockCacheStats stats_;
+};
+
+}  // namespace loom::runtime

@@ -1,0 +1,90 @@
+// BlockCache and the Allocator's use of it: freed blocks come back for the same size, the cache
+// never holds more than its capacity (oldest evicted first), small blocks are never kept, and the
+// per-tag accounting counts only what is in use.
+#include "runtime/block_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "runtime/allocator.h"
+
+namespace loom::runtime {
+namespace {
+
+constexpr size_t kBlock = 1 << 20;
+
+void* NewBlock(size_t bytes) { return std::aligned_alloc(64, bytes); }
+
+TEST(BlockCacheTest, SameSizeComesBackOthersDoNot) {
+  BlockCache cache(8 * kBlock);
+  EXPECT_EQ(cache.Take(kBlock), nullptr);
+  void* p = NewBlock(kBlock);
+  ASSERT_TRUE(cache.Give(p, kBlock));
+  EXPECT_EQ(cache.Stats().cached_bytes, static_cast<int64_t>(kBlock));
+  EXPECT_EQ(cache.Take(2 * kBlock), nullptr);  // exact sizes only
+  EXPECT_EQ(cache.Take(kBlock), p);
+  EXPECT_EQ(cache.Take(kBlock), nullptr);  // taken once
+  EXPECT_EQ(cache.Stats().cached_bytes, 0);
+  EXPECT_EQ(cache.Stats().hits, 1);
+  EXPECT_EQ(cache.Stats().misses, 3);
+  std::free(p);
+}
+
+TEST(BlockCacheTest, SmallBlocksAndOversizedBlocksAreNotKept) {
+  BlockCache cache(4 * kBlock);
+  void* small = NewBlock(BlockCache::kMinBlockBytes / 2);
+  EXPECT_FALSE(cache.Give(small, BlockCache::kMinBlockBytes / 2));
+  std::free(small);
+  void* big = NewBlock(8 * kBlock);
+  EXPECT_FALSE(cache.Give(big, 8 * kBlock));
+  std::free(big);
+  BlockCache off(0);
+  void* p = NewBlock(kBlock);
+  EXPECT_FALSE(off.Give(p, kBlock));
+  std::free(p);
+}
+
+TEST(BlockCacheTest, CapacityEvictsTheOldestFirst) {
+  BlockCache cache(3 * kBlock);
+  void* a = NewBlock(kBlock);
+  void* b = NewBlock(kBlock);
+  void* c = NewBlock(2 * kBlock);
+  ASSERT_TRUE(cache.Give(a, kBlock));
+  ASSERT_TRUE(cache.Give(b, kBlock));
+  ASSERT_TRUE(cache.Give(c, 2 * kBlock));  // 4 blocks' worth > 3: `a` (the oldest) goes
+  EXPECT_EQ(cache.Stats().cached_bytes, static_cast<int64_t>(3 * kBlock));
+  EXPECT_EQ(cache.Take(kBlock), b);
+  EXPECT_EQ(cache.Take(kBlock), nullptr);
+  EXPECT_EQ(cache.Take(2 * kBlock), c);
+  std::free(b);
+  std::free(c);
+}
+
+TEST(BlockCacheTest, AllocatorReusesFreedTensorsAndCountsOnlyWhatIsInUse) {
+  Allocator a(64 * kBlock);
+  void* p = a.Allocate(kBlock - 10, MemoryTag::kActivation);
+  std::memset(p, 1, kBlock - 10);
+  a.Free(p, kBlock - 10, MemoryTag::kActivation);
+  EXPECT_EQ(a.Stats(MemoryTag::kActivation).current_bytes, 0);
+  EXPECT_EQ(a.TotalCurrentBytes(), 0);
+  EXPECT_EQ(a.CacheStats().cached_bytes, static_cast<int64_t>(kBlock));  // rounded to 64 bytes
+  void* q = a.Allocate(kBlock - 20, MemoryTag::kGrad);  // same rounded size, another tag
+  EXPECT_EQ(q, p);
+  EXPECT_EQ(a.Stats(MemoryTag::kGrad).current_bytes, static_cast<int64_t>(kBlock - 20));
+  EXPECT_EQ(a.CacheStats().cached_bytes, 0);
+  EXPECT_NE(a.Summary().find("cached 0.00 MiB"), std::string::npos) << a.Summary();
+  a.Free(q, kBlock - 20, MemoryTag::kGrad);
+}
+
+TEST(BlockCacheTest, AllocatorWithoutCacheFreesAtOnce) {
+  Allocator a(0);
+  void* p = a.Allocate(kBlock, MemoryTag::kParam);
+  a.Free(p, kBlock, MemoryTag::kParam);
+  EXPECT_EQ(a.CacheStats().cached_bytes, 0);
+  EXPECT_EQ(a.CacheStats().hits, 0);
+}
+
+}  // namespace
+}  // namespace loom::runtime
