@@ -22,11 +22,20 @@ void Stash::PutExact(const void* owner, absl::string_view slot, runtime::Tensor 
   tensors_[Key(owner, std::string(slot))] = Entry{std::move(t), /*widen=*/false};
 }
 
-runtime::Tensor Stash::Get(const void* owner, absl::string_view slot) const {
+const Stash::Entry& Stash::Find(const void* owner, absl::string_view slot) const {
   auto it = tensors_.find(Key(owner, std::string(slot)));
   LOOM_CHECK(it != tensors_.end()) << "Stash: no tensor '" << slot << "' for layer " << owner
                                    << " (backward without its forward?)";
-  const Entry& e = it->second;
+  return it->second;
+}
+
+runtime::Tensor Stash::GetForGemm(const void* owner, absl::string_view slot) const {
+  const Entry& e = Find(owner, slot);
+  return e.tensor.dtype() == GemmDType() ? e.tensor : Get(owner, slot);
+}
+
+runtime::Tensor Stash::Get(const void* owner, absl::string_view slot) const {
+  const Entry& e = Find(owner, slot);
   if (!e.widen) return e.tensor;
   runtime::Tensor wide = runtime::Tensor::Empty(e.tensor.shape(), runtime::DType::kF32,
                                                 runtime::MemoryTag::kActivation);

@@ -74,14 +74,13 @@ Tensor TiedLmHead::Forward(Stash& stash, const Tensor& x) {
   Shape shape = x.shape();
   shape.back() = embedding_.value().dim(0);
   Tensor logits = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
-  kernels::Matmul(x, embedding_.value(), logits,
-                  {.trans_b = true, .compute_dtype = stash.GemmDType()});
+  kernels::Matmul(x, embedding_.value(), logits, {.trans_b = true});  // f32: Stash::GemmDType
   stash.Put(this, "x", x);
   return logits;
 }
 
 Tensor TiedLmHead::BackwardInput(Stash& stash, const Tensor& dlogits) {
-  const Tensor x = stash.Get(this, "x");
+  const Tensor x = stash.GetForGemm(this, "x");
   Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
   kernels::MatmulBackward(x, embedding_.value(), dlogits, &dx, nullptr,
                           {.trans_b = true, .compute_dtype = stash.GemmDType()});
@@ -90,8 +89,8 @@ Tensor TiedLmHead::BackwardInput(Stash& stash, const Tensor& dlogits) {
 }
 
 void TiedLmHead::BackwardWeight(Stash& stash) {
-  kernels::MatmulBackward(stash.Get(this, "x"), embedding_.value(), stash.Get(this, "dy"), nullptr,
-                          &embedding_.grad(),
+  kernels::MatmulBackward(stash.GetForGemm(this, "x"), embedding_.value(),
+                          stash.GetForGemm(this, "dy"), nullptr, &embedding_.grad(),
                           {.trans_b = true, .compute_dtype = stash.GemmDType()});
   embedding_.ContributionDone();
   stash.Erase(this, "dy");

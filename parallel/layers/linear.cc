@@ -29,15 +29,14 @@ Tensor Linear::Forward(Stash& stash, const Tensor& x) {
   Shape out_shape = x.shape();
   out_shape.back() = out_;
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
-  kernels::Matmul(x, weight_.value(), y,
-                  {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
+  kernels::Matmul(x, weight_.value(), y, {.trans_b = trans_b()});  // f32: see Stash::GemmDType
   if (options_.bias) kernels::BiasAdd(y, bias_.value());
   stash.Put(this, "x", x);
   return y;
 }
 
 Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
-  const Tensor x = stash.Get(this, "x");  // once: a 16-bit stash widens on every Get
+  const Tensor x = stash.GetForGemm(this, "x");  // only its shape is read here
   Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
   kernels::MatmulBackward(x, weight_.value(), dy, &dx, nullptr,
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
@@ -46,8 +45,9 @@ Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
 }
 
 void Linear::BackwardWeight(Stash& stash) {
-  const Tensor dy = stash.Get(this, "dy");
-  kernels::MatmulBackward(stash.Get(this, "x"), weight_.value(), dy, nullptr, &weight_.grad(),
+  const Tensor dy = stash.Get(this, "dy");  // f32: the bias gradient reads it too
+  kernels::MatmulBackward(stash.GetForGemm(this, "x"), weight_.value(), dy, nullptr,
+                          &weight_.grad(),
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
   weight_.ContributionDone();
   if (options_.bias) {

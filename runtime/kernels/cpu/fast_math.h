@@ -30,12 +30,14 @@ inline float FastTanh(float x) {
   return c * p / q;
 }
 
-// e^x, within 2 ulp of expf over [-87.3, 88.7] (tested in tests/runtime/kernels/fast_math_test.cc):
-// Cephes' range reduction x = n·ln2 + r, |r| <= ln2/2, and its degree-6 polynomial for e^r.
-// Results below FLT_MIN flush to 0; above FLT_MAX they are +Inf; NaN stays NaN.
+// e^x, within 2 ulp of exp over [-87.3, 88.7] (tests/runtime/kernels/fast_math_test.cc):
+// Cephes' range reduction x = n·ln2 + r, |r| <= ln2/2, and its degree-6 polynomial for e^r, then
+// e^r · 2^n as two exact power-of-two factors (each exponent within [-75, 65], so every factor is
+// a normal float and the one rounding is the last product's): results below FLT_MIN come out
+// subnormal, then 0 (x < -103.9); above FLT_MAX they are +Inf; NaN stays NaN.
 inline float FastExp(float x) {
   // NaN compares false, so it takes the lower bound here and is restored at the end.
-  float c = x > -87.5f ? x : -87.5f;
+  float c = x > -104.0f ? x : -104.0f;
   c = c < 89.0f ? c : 89.0f;
   const float n = std::floor(c * 1.44269504088896341f + 0.5f);
   float r = c - n * 0.693359375f;  // ln2 in two parts, so n·ln2 is exact enough
@@ -47,11 +49,11 @@ inline float FastExp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float e = p * (r * r) + r + 1.0f;
-  // 2^(n-1) from its exponent bits (n - 1 in [-127, 127]: 0 for -127), applied to 2e so that
-  // n = 128 (x near 88.7) still gives a finite power and overflows to +Inf only in the product,
-  // and 2e >= 1 keeps results down to FLT_MIN normal (e · 2^(n-1) alone could go subnormal).
-  const int32_t bits = (static_cast<int32_t>(n) + 126) << 23;
-  const float result = (e * 2.0f) * std::bit_cast<float>(bits);
+  const int32_t ni = static_cast<int32_t>(n);  // in [-150, 129]
+  const int32_t half = ni >> 1;                // floor(n / 2)
+  const float lo = std::bit_cast<float>((half + 127) << 23);
+  const float hi = std::bit_cast<float>((ni - half + 127) << 23);
+  const float result = (e * lo) * hi;
   return x == x ? result : x;
 }
 

@@ -39,7 +39,11 @@ TEST(FastExpTest, WithinTwoUlpOverTheNormalRange) {
 
 TEST(FastExpTest, SpecialValues) {
   EXPECT_EQ(FastExp(0.0f), 1.0f);
-  EXPECT_EQ(FastExp(-100.0f), 0.0f);  // below FLT_MIN: flushed
+  EXPECT_EQ(FastExp(-110.0f), 0.0f);  // below the smallest subnormal
+  // Subnormal results: within one subnormal step (2^-149) of the true value.
+  for (float x : {-88.0f, -95.0f, -100.0f, -103.0f}) {
+    EXPECT_NEAR(FastExp(x), std::exp(static_cast<double>(x)), 1.5e-45) << x;
+  }
   EXPECT_EQ(FastExp(-std::numeric_limits<float>::infinity()), 0.0f);
   EXPECT_EQ(FastExp(89.0f), std::numeric_limits<float>::infinity());
   EXPECT_EQ(FastExp(std::numeric_limits<float>::infinity()),
