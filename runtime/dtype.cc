@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "runtime/base/check.h"
+#include "runtime/vectorize.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -269,6 +270,22 @@ bool HasF16C() { return false; }
 
 }  // namespace
 
+namespace {
+
+// The bf16 bulk loops, compiled per instruction set (runtime/vectorize.h): mixed precision converts
+// whole activations, working weights and gradient buckets every step.
+LOOM_VECTORIZED void F32ToBF16Span(const float* s, uint16_t* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = F32ToBF16(s[i]);
+}
+LOOM_VECTORIZED void BF16ToF32Span(const uint16_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = BF16ToF32(s[i]);
+}
+LOOM_VECTORIZED void RoundToBF16Span(float* data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) data[i] = BF16ToF32(F32ToBF16(data[i]));
+}
+
+}  // namespace
+
 void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n) {
   LOOM_CHECK(src_dtype == DType::kF32 || dst_dtype == DType::kF32)
       << "ConvertBuffer: one side must be f32, got " << src_dtype << " -> " << dst_dtype;
@@ -281,7 +298,7 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
     uint16_t* d16 = static_cast<uint16_t*>(dst);
     // The 16-bit types in tight loops (mixed precision converts whole activations and buckets).
     if (dst_dtype == DType::kBF16) {
-      for (int64_t i = 0; i < n; ++i) d16[i] = F32ToBF16(s[i]);
+      F32ToBF16Span(s, d16, n);
     } else if (dst_dtype == DType::kF16 && HasF16C()) {
       F32ToF16Bulk(s, d16, n);
     } else if (dst_dtype == DType::kF16) {
@@ -294,7 +311,7 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
   float* d = static_cast<float*>(dst);
   const uint16_t* s16 = static_cast<const uint16_t*>(src);
   if (src_dtype == DType::kBF16) {
-    for (int64_t i = 0; i < n; ++i) d[i] = BF16ToF32(s16[i]);
+    BF16ToF32Span(s16, d, n);
   } else if (src_dtype == DType::kF16 && HasF16C()) {
     F16ToF32Bulk(s16, d, n);
   } else if (src_dtype == DType::kF16) {
@@ -310,7 +327,7 @@ void RoundToDType(float* data, int64_t n, DType dtype) {
     case DType::kF32:
       return;
     case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i) data[i] = BF16ToF32(F32ToBF16(data[i]));
+      RoundToBF16Span(data, n);
       return;
     case DType::kF16:
       if (HasF16C()) {

@@ -38,13 +38,14 @@ trap 'rm -rf "$work"' EXIT
 common=(--preset "$preset" --batch "$batch" --steps "$steps")
 
 loom() {  # name ranks threads [train_gpt flags...]
-  local name=$1 ranks=$2 threads=$3
+  local name=$1 ranks=$2 threads=$3 launch=()
   shift 3
+  # One rank runs without mpirun: mpirun would bind it to one core, and 2 threads would share it.
+  [ "$ranks" -gt 1 ] && launch=(mpirun --allow-run-as-root --oversubscribe -np "$ranks" -x LOOM_NUM_THREADS)
   echo "[round $r/$rounds] loom $name"
-  LOOM_NUM_THREADS=$threads timeout 900 mpirun --allow-run-as-root --oversubscribe -np "$ranks" \
-    -x LOOM_NUM_THREADS "$build/examples/train_gpt" "${common[@]}" --threads "$threads" \
-    --peak_gflops 1 --metrics_out "$work/loom_${name}_$r.jsonl" "$@" > "$work/loom_${name}_$r.log" 2>&1 ||
-    { cat "$work/loom_${name}_$r.log" >&2; exit 1; }
+  LOOM_NUM_THREADS=$threads timeout 900 "${launch[@]}" "$build/examples/train_gpt" "${common[@]}" \
+    --threads "$threads" --peak_gflops 1 --metrics_out "$work/loom_${name}_$r.jsonl" "$@" \
+    > "$work/loom_${name}_$r.log" 2>&1 || { cat "$work/loom_${name}_$r.log" >&2; exit 1; }
 }
 torch() {  # name world [train_gpt_torch flags...]
   local name=$1 world=$2

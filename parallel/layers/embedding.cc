@@ -82,9 +82,9 @@ Tensor TiedLmHead::Forward(Stash& stash, const Tensor& x) {
 Tensor TiedLmHead::BackwardInput(Stash& stash, const Tensor& dlogits) {
   const Tensor x = stash.GetForGemm(this, "x");
   Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
-  kernels::MatmulBackward(x, embedding_.value(), dlogits, &dx, nullptr,
+  stash.Put(this, "dy", dlogits);  // first: under bf16 the GEMM reuses the stash's bf16 copy
+  kernels::MatmulBackward(x, embedding_.value(), stash.GetForGemm(this, "dy"), &dx, nullptr,
                           {.trans_b = true, .compute_dtype = stash.GemmDType()});
-  stash.Put(this, "dy", dlogits);
   return dx;
 }
 

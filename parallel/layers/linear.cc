@@ -38,9 +38,9 @@ Tensor Linear::Forward(Stash& stash, const Tensor& x) {
 Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
   const Tensor x = stash.GetForGemm(this, "x");  // only its shape is read here
   Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
-  kernels::MatmulBackward(x, weight_.value(), dy, &dx, nullptr,
+  stash.Put(this, "dy", dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
+  kernels::MatmulBackward(x, weight_.value(), stash.GetForGemm(this, "dy"), &dx, nullptr,
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
-  stash.Put(this, "dy", dy);
   return dx;
 }
 

@@ -1,7 +1,7 @@
 #include <cmath>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
-#include "runtime/kernels/cpu/vectorize.h"
+#include "runtime/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {

@@ -14,7 +14,7 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/kernels/cpu/gemm.h"
-#include "runtime/kernels/cpu/vectorize.h"
+#include "runtime/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {

@@ -1,6 +1,6 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
-#include "runtime/kernels/cpu/vectorize.h"
+#include "runtime/vectorize.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {

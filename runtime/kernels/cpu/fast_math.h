@@ -31,15 +31,17 @@ inline float FastTanh(float x) {
 }
 
 // e^x, within 2 ulp of exp over [-87.3, 88.7] (tests/runtime/kernels/fast_math_test.cc):
-// Cephes' range reduction x = n·ln2 + r, |r| <= ln2/2, and its degree-6 polynomial for e^r, then
-// e^r · 2^n as two exact power-of-two factors (each exponent within [-75, 65], so every factor is
-// a normal float and the one rounding is the last product's): results below FLT_MIN come out
-// subnormal, then 0 (x < -103.9); above FLT_MAX they are +Inf; NaN stays NaN.
+// Cephes' range reduction x = n·ln2 + r, |r| <= ln2/2 (n the nearest integer), and its degree-6
+// polynomial for e^r, then e^r · 2^n as two exact power-of-two factors (each exponent within [-75,
+// 65], so every factor is a normal float and the one rounding is the last product's): results below
+// FLT_MIN come out subnormal, then 0 (x < -103.9); above FLT_MAX they are +Inf; NaN stays NaN.
 inline float FastExp(float x) {
   // NaN compares false, so it takes the lower bound here and is restored at the end.
   float c = x > -104.0f ? x : -104.0f;
   c = c < 89.0f ? c : 89.0f;
-  const float n = std::floor(c * 1.44269504088896341f + 0.5f);
+  // n = round(c / ln2) by the 1.5·2^23 trick (exact for |c / ln2| < 2^22): a floor call would
+  // keep the loop from vectorising.
+  const float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = c - n * 0.693359375f;  // ln2 in two parts, so n·ln2 is exact enough
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;

@@ -6,8 +6,8 @@
 //   LOOM_VECTORIZED void GeluRows(const float* x, float* out, int64_t n) { ... }
 //
 // Results are the same bits on every clone: the project compiles with -ffp-contract=off (ISO C++,
-// no FMA contraction) and reductions use fixed lanes (fast_math.h LaneSum), so vector width never
-// changes the order of operations.
+// no FMA contraction) and reductions use fixed lanes (kernels/cpu/fast_math.h LaneSum), so vector
+// width never changes the order of operations.
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
