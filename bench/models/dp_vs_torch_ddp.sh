@@ -14,8 +14,8 @@
 #   bash bench/models/dp_vs_torch_ddp.sh [--preset cpu-small] [--batch 8] [--steps 8]
 #                                        [--threads 1] [--rounds 2] [--json out.json]
 #
-# --batch is the global batch (each of the 2 ranks gets half). Needs a python3 with torch (Debian:
-# `bash scripts/setup.sh --with-torch`).
+# --batch is the global batch (each of the 2 ranks gets half). Uses the current PyTorch release
+# (bench/models/torch_venv.sh; LOOM_TORCH_PYTHON overrides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -7,7 +7,7 @@
 #   bash bench/models/train_vs_torch.sh [--preset cpu-small] [--batch 8] [--steps 8]
 #                                       [--threads 2] [--rounds 2] [--json out.json]
 #
-# Needs a python3 with torch and numpy (Debian: `bash scripts/setup.sh --with-torch`).
+# Uses the current PyTorch release (bench/models/torch_venv.sh; LOOM_TORCH_PYTHON overrides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
