@@ -15,8 +15,8 @@
 // OpenBLAS and BLIS both export the CBLAS symbols, so each is loaded with dlopen(RTLD_DEEPBIND)
 // and called through its own cblas_sgemm; a library that is not installed is skipped (its
 // benchmarks report an error naming the file). oneDNN is linked. bf16 runs only where a library
-// has a bf16 GEMM (oneDNN's matmul primitive); it is fast only on CPUs with AMX (the
-// effective ISA is printed in the context).
+// has a bf16 GEMM (oneDNN's matmul primitive); it is fast on CPUs with AMX and on AMD CPUs with
+// AVX512_BF16 (the CPU and oneDNN's instruction set are printed in the context).
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
 #include <omp.h>
@@ -24,7 +24,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -32,6 +31,8 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "runtime/cpu_info.h"
+#include "runtime/kernels/cpu/gemm.h"
 
 namespace {
 
@@ -215,36 +216,13 @@ void RunCase(benchmark::State& state, const std::string& lib, bool bf16, Product
       benchmark::Counter(2e-9 * p.m * p.n * p.k * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
-
-const char* IsaName(dnnl_cpu_isa_t isa) {
-  switch (isa) {
-    case dnnl_cpu_isa_avx512_core_amx:
-      return "avx512_core_amx";
-    case dnnl_cpu_isa_avx512_core_bf16:
-      return "avx512_core_bf16";
-    case dnnl_cpu_isa_avx512_core_vnni:
-      return "avx512_core_vnni";
-    case dnnl_cpu_isa_avx512_core:
-      return "avx512_core";
-    case dnnl_cpu_isa_avx2:
-      return "avx2";
-    default:
-      return "other";
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::AddCustomContext("cpu_model", CpuModel());
-  benchmark::AddCustomContext("onednn_isa", IsaName(dnnl_get_effective_cpu_isa()));
+  benchmark::AddCustomContext("cpu_model", loom::runtime::HostCpu().Summary());
+  // loom's provider, with the instruction set oneDNN dispatches to on this CPU.
+  benchmark::AddCustomContext("loom_gemm",
+                              std::string(loom::runtime::kernels::cpu::GemmProviderName()));
   const int64_t kTokens = 2048;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {384, 1152}, {384, 384}, {384, 1536}, {1536, 384}, {384, 4096}};

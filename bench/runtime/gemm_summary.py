@@ -22,7 +22,7 @@ def main(path):
     table = collections.defaultdict(lambda: collections.defaultdict(list))
     for (dtype, lib, threads, case, shape), v in runs.items():
         table[(dtype, lib, threads)][case].append(statistics.median(v))
-    print(f"CPU: {ctx.get('cpu_model')}  oneDNN ISA: {ctx.get('onednn_isa')}")
+    print(f"CPU: {ctx.get('cpu_model')}  loom GEMM: {ctx.get('loom_gemm')}")
     print(f"{'dtype':5} {'library':14} {'threads':10} {'geomean':>8}  fwd_NT / dx_NN / dW_TN")
     geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
     for key in sorted(table):
