@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/parallel.h"
 
 namespace loom::runtime {
 
@@ -40,7 +41,12 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, MemoryTag tag, Allocator* 
 
 Tensor Tensor::Zeros(const Shape& shape, DType dtype, MemoryTag tag, Allocator* allocator) {
   Tensor t = Empty(shape, dtype, tag, allocator);
-  if (t.nbytes() > 0) std::memset(t.raw_data(), 0, t.nbytes());
+  // Backward allocates a zeroed gradient per layer: split large ones across loom's threads, so
+  // the memset does not run serially while the other threads wait.
+  char* p = static_cast<char*>(t.raw_data());
+  ParallelFor(static_cast<int64_t>(t.nbytes()), int64_t{1} << 20, [p](int64_t begin, int64_t end) {
+    std::memset(p + begin, 0, static_cast<size_t>(end - begin));
+  });
   return t;
 }
 
