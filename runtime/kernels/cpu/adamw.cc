@@ -1,8 +1,8 @@
 #include <cmath>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
-#include "runtime/vectorize.h"
 #include "runtime/parallel.h"
+#include "runtime/vectorize.h"
 
 namespace loom::runtime::kernels::cpu {
 namespace {

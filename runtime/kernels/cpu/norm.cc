@@ -5,8 +5,8 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/kernels/cpu/rows.h"
-#include "runtime/vectorize.h"
 #include "runtime/parallel.h"
+#include "runtime/vectorize.h"
 
 namespace loom::runtime::kernels::cpu {
 namespace {

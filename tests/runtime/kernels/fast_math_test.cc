@@ -49,7 +49,8 @@ TEST(FastExpTest, SpecialValues) {
   EXPECT_EQ(FastExp(std::numeric_limits<float>::infinity()),
             std::numeric_limits<float>::infinity());
   EXPECT_TRUE(std::isnan(FastExp(std::numeric_limits<float>::quiet_NaN())));
-  EXPECT_LE(Ulps(FastExp(88.7f), std::exp(static_cast<double>(88.7f))), 2.0);  // n = 128: finite, not Inf
+  EXPECT_LE(Ulps(FastExp(88.7f), std::exp(static_cast<double>(88.7f))),
+            2.0);  // n = 128: finite, not Inf
 }
 
 TEST(FastTanhTest, WithinEightUlpAwayFromZero) {

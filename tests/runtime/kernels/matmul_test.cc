@@ -153,8 +153,8 @@ TEST(MatmulTest, Bf16ComputeBackwardUsesRoundedOperands) {
   Tensor dw = Tensor::Zeros({n, k}, DType::kF32, MemoryTag::kGrad);
   MatmulBackward(x, w, dy, &dx, &dw, {.trans_b = true, .compute_dtype = DType::kBF16});
   // dx = dy · W and dW = dyᵀ · x on the rounded operands (dy rounds too).
-  const std::vector<double> ref_dx = ReferenceGemm(RoundedToBF16(dy), RoundedToBF16(w), {}, m, k,
-                                                   n, {});
+  const std::vector<double> ref_dx =
+      ReferenceGemm(RoundedToBF16(dy), RoundedToBF16(w), {}, m, k, n, {});
   const std::vector<double> ref_dw =
       ReferenceGemm(RoundedToBF16(dy), RoundedToBF16(x), {}, n, k, m, {.trans_a = true});
   ExpectAllNear(dx, ref_dx, 1e-5, 1e-5, "bf16 dx");
