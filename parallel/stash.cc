@@ -31,11 +31,14 @@ const Stash::Entry& Stash::Find(const void* owner, absl::string_view slot) const
 
 runtime::Tensor Stash::GetForGemm(const void* owner, absl::string_view slot) const {
   const Entry& e = Find(owner, slot);
-  return e.tensor.dtype() == GemmDType() ? e.tensor : Get(owner, slot);
+  return e.tensor.dtype() == GemmDType() ? e.tensor : WidenedIfNarrowed(e);
 }
 
 runtime::Tensor Stash::Get(const void* owner, absl::string_view slot) const {
-  const Entry& e = Find(owner, slot);
+  return WidenedIfNarrowed(Find(owner, slot));
+}
+
+runtime::Tensor Stash::WidenedIfNarrowed(const Entry& e) {
   if (!e.widen) return e.tensor;
   runtime::Tensor wide = runtime::Tensor::Empty(e.tensor.shape(), runtime::DType::kF32,
                                                 runtime::MemoryTag::kActivation);

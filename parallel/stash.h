@@ -66,6 +66,8 @@ class Stash {
     bool widen = false;  // stored narrowed from f32: Get widens it back
   };
   const Entry& Find(const void* owner, absl::string_view slot) const;
+  // The entry as Get returns it: widened to f32 when it was stored narrowed.
+  static runtime::Tensor WidenedIfNarrowed(const Entry& e);
   absl::flat_hash_map<Key, Entry> tensors_;
   runtime::DType activation_dtype_ = runtime::DType::kF32;
 };

@@ -6,11 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "parallel/layers/linear.h"
 #include "runtime/dtype.h"
+#include "tests/runtime/kernels/test_util.h"
 
 namespace loom::parallel {
 namespace {
@@ -20,11 +20,7 @@ using runtime::MemoryTag;
 using runtime::Tensor;
 
 Tensor Random(const runtime::Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  Tensor t = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(gen);
-  return t;
+  return runtime::kernels::testing::RandomTensor(shape, seed);
 }
 
 float RoundBF16(float x) { return runtime::BF16ToF32(runtime::F32ToBF16(x)); }

@@ -1,7 +1,7 @@
 // GEMM provider: oneDNN. f32 through dnnl_sgemm, bf16 through the matmul primitive (one per shape
 // and thread, cached). Fastest f32 GEMM measured on both CPUs seen (docs/kernels.md), and the only
 // Debian-packaged library with a bf16 GEMM: AMX tiles on Intel Sapphire Rapids and later,
-// VDPBF16PS on AMD Zen 4 and later (1.9x its f32 rate there). Intel CPUs with AVX512_BF16 but no
+// VDPBF16PS on AMD Zen 4 and later (1.8x its f32 rate there). Intel CPUs with AVX512_BF16 but no
 // AMX run oneDNN's bf16 at about 0.6x f32, so there bf16 operands are widened and go to Sgemm.
 #include <string>
 #include <tuple>
