@@ -87,6 +87,10 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
       return bad(flag, " must be fp32, bf16 or fp16, got '", value, "'");
     }
   }
+  if (o.autocast && o.precision != "bf16") {
+    return bad("--autocast runs the forward GEMMs in bf16; it needs --precision bf16, got '",
+               o.precision, "'");
+  }
   if (o.inject_overflow_step != 0 && o.precision != "fp16") {
     return bad("--inject_overflow_step tests f16 loss scaling; it needs --precision fp16");
   }
@@ -206,6 +210,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
     dp_->BeginMicroBatch(/*last=*/i + 1 == accum);
     parallel::Stash stash;
     stash.SetActivationDType(PrecisionDType(options_.precision));
+    stash.SetAutocast(options_.autocast);
     loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
                                 batch.targets.Slice(i * micro, (i + 1) * micro));
     model_->Backward(stash, m.loss_scale / static_cast<float>(accum));

@@ -46,6 +46,9 @@ struct TrainOptions {
   // with dynamic loss scaling). Gradients travel in grad_reduce_dtype (fp32, bf16, fp16).
   std::string precision = "fp32";
   std::string grad_reduce_dtype = "fp32";
+  // bf16 only: the forward GEMMs take bf16 activations too, as PyTorch's CPU autocast (faster,
+  // further from the f32 curve; see parallel::Stash::SetAutocast).
+  bool autocast = false;
   int64_t inject_overflow_step = 0;  // tests: an Inf gradient on dp rank 0 at this step (fp16)
   int64_t seq_len = 0;               // 0: the model's context length
   std::string optimizer = "adamw";   // adamw | sgd

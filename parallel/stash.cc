@@ -34,6 +34,11 @@ runtime::Tensor Stash::GetForGemm(const void* owner, absl::string_view slot) con
   return e.tensor.dtype() == GemmDType() ? e.tensor : WidenedIfNarrowed(e);
 }
 
+runtime::Tensor Stash::ForwardGemmInput(const void* owner, absl::string_view slot,
+                                        const runtime::Tensor& x) const {
+  return ForwardGemmDType() == runtime::DType::kF32 ? x : GetForGemm(owner, slot);
+}
+
 runtime::Tensor Stash::Get(const void* owner, absl::string_view slot) const {
   return WidenedIfNarrowed(Find(owner, slot));
 }

@@ -36,14 +36,25 @@ class Stash {
   // The dtype the layers' backward GEMMs (dX, dW) take their operands in
   // (kernels::MatmulOptions::compute_dtype): bf16 under bf16 training, where the operands already
   // are bf16 values (stashed activations, working weights, gradients rounded at unit boundaries),
-  // so the CPU's bf16 units change only the order of the f32 sums; f32 otherwise. Forward GEMMs
-  // stay f32: rounding their inputs (LayerNorm, GELU and attention outputs inside a unit) to bf16,
-  // as autocast does, doubled the bf16-vs-f32 loss-curve deviation (0.079 at one step against the
-  // stated 0.05 of data_parallel_test's MixedPrecision.Bf16TracksTheF32LossCurve).
+  // so the CPU's bf16 units change only the order of the f32 sums; f32 otherwise.
   runtime::DType GemmDType() const {
     return activation_dtype_ == runtime::DType::kBF16 ? runtime::DType::kBF16
                                                       : runtime::DType::kF32;
   }
+  // Autocast: the forward GEMMs too take their activation operand in GemmDType() (bf16 under bf16
+  // training), as PyTorch's CPU autocast does, instead of f32. Off by default: rounding the
+  // forward inputs (LayerNorm, GELU and attention outputs inside a unit) to bf16 moves the loss
+  // curve further from the f32 one (0.079 at one step of data_parallel_test's tiny run, against
+  // 0.023 without; docs/kernels.md, "bf16").
+  void SetAutocast(bool on) { autocast_ = on; }
+  runtime::DType ForwardGemmDType() const {
+    return autocast_ ? GemmDType() : runtime::DType::kF32;
+  }
+  // The activation operand of a forward GEMM whose input `x` was just Put under (owner, slot):
+  // `x` itself when ForwardGemmDType() is f32, else the stored copy in that dtype (no second
+  // rounding pass).
+  runtime::Tensor ForwardGemmInput(const void* owner, absl::string_view slot,
+                                   const runtime::Tensor& x) const;
   // The tensor under (owner, slot) (a shallow copy: later Puts cannot invalidate it; a stored
   // 16-bit copy comes back widened to a new f32 tensor); aborts naming the slot if it is missing
   // (a backward without its forward is a programmer error).
@@ -70,6 +81,7 @@ class Stash {
   static runtime::Tensor WidenedIfNarrowed(const Entry& e);
   absl::flat_hash_map<Key, Entry> tensors_;
   runtime::DType activation_dtype_ = runtime::DType::kF32;
+  bool autocast_ = false;
 };
 
 }  // namespace loom::parallel

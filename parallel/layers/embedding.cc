@@ -74,8 +74,9 @@ Tensor TiedLmHead::Forward(Stash& stash, const Tensor& x) {
   Shape shape = x.shape();
   shape.back() = embedding_.value().dim(0);
   Tensor logits = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
-  kernels::Matmul(x, embedding_.value(), logits, {.trans_b = true});  // f32: Stash::GemmDType
-  stash.Put(this, "x", x);
+  stash.Put(this, "x", x);  // first: under autocast the GEMM reads the stash's bf16 copy
+  kernels::Matmul(stash.ForwardGemmInput(this, "x", x), embedding_.value(), logits,
+                  {.trans_b = true, .compute_dtype = stash.ForwardGemmDType()});
   return logits;
 }
 

@@ -29,9 +29,10 @@ Tensor Linear::Forward(Stash& stash, const Tensor& x) {
   Shape out_shape = x.shape();
   out_shape.back() = out_;
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
-  kernels::Matmul(x, weight_.value(), y, {.trans_b = trans_b()});  // f32: see Stash::GemmDType
+  stash.Put(this, "x", x);  // first: under autocast the GEMM reads the stash's bf16 copy
+  kernels::Matmul(stash.ForwardGemmInput(this, "x", x), weight_.value(), y,
+                  {.trans_b = trans_b(), .compute_dtype = stash.ForwardGemmDType()});
   if (options_.bias) kernels::BiasAdd(y, bias_.value());
-  stash.Put(this, "x", x);
   return y;
 }
 
