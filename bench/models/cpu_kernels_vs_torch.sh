@@ -3,8 +3,10 @@
 # in bench/models/torch_venv.sh, installed into a venv outside the repository on first use):
 #   fp32    single rank, 1 thread: loom vs torch                        (target loom >= 1.2x)
 #   ddp     2 ranks x 1 thread: loom DP (mpirun, shm) vs torch DDP (gloo) (target >= 1.2x)
-#   bf16    single rank, 1 thread: loom --precision bf16 vs torch CPU autocast bf16 (>= 1.2x),
-#           and loom bf16 / loom fp32 (target >= 1.8x on CPUs with AMX)
+#   bf16    single rank, 1 thread: loom --precision bf16 --autocast vs torch CPU autocast bf16
+#           (>= 1.2x; both round the forward GEMMs' inputs to bf16), loom bf16 / loom fp32
+#           (target >= 1.8x on CPUs with AMX), and loom --precision bf16 without --autocast
+#           (forward GEMMs in f32) for reference
 #   threads loom single rank, 2 threads / 1 thread                       (target >= 1.8x)
 # Same GPT preset, global batch, sequence length and AdamW settings on both sides. Runs alternate
 # round by round so drift affects every configuration; each figure is the median tokens/s over
@@ -61,7 +63,8 @@ for r in $(seq 1 "$rounds"); do
   torch fp32 1
   loom ddp 2 1
   torch ddp 2
-  loom bf16 1 1 --precision bf16
+  loom bf16 1 1 --precision bf16 --autocast
+  loom bf16_storage 1 1 --precision bf16
   torch bf16 1 --precision bf16
   loom threads2 1 2
 done
@@ -94,14 +97,16 @@ for line in open("/proc/cpuinfo"):
 res = {"preset": preset, "batch": int(batch), "cpu": cpu}
 tf, version = torch("fp32"); td, _ = torch("ddp"); tb, _ = torch("bf16")
 lf, ld, lb, l2 = loom("fp32"), loom("ddp"), loom("bf16"), loom("threads2")
+ls = loom("bf16_storage")
 res.update(torch_version=version, loom_fp32=lf, torch_fp32=tf, loom_ddp=ld, torch_ddp=td,
-           loom_bf16=lb, torch_bf16=tb, loom_2threads=l2)
+           loom_bf16_autocast=lb, loom_bf16_no_autocast=ls, torch_bf16=tb, loom_2threads=l2)
 print(f"CPU: {cpu.get('model name')} ({cpu.get('vendor_id')}; {cpu.get('flags')})")
 print(f"{preset}, global batch {batch}, tokens/s (median), torch {version}:")
 rows = [("fp32, 1 rank x 1 thread", lf, tf, 1.2), ("DDP, 2 ranks x 1 thread", ld, td, 1.2),
-        ("bf16, 1 rank x 1 thread", lb, tb, 1.2)]
+        ("bf16 autocast, 1 x 1", lb, tb, 1.2)]
 for name, l, t, target in rows:
     print(f"  {name:26s} loom {l:7.0f}  torch {t:7.0f}  ratio {l / t:5.2f}x (target >= {target}x)")
+print(f"  loom bf16 without --autocast   {ls:7.0f}  ({ls / tb:5.2f}x torch autocast)")
 print(f"  loom bf16 / loom fp32          {lb / lf:5.2f}x (target >= 1.8x where the CPU has AMX)")
 print(f"  loom 2 threads / 1 thread      {l2 / lf:5.2f}x (target >= 1.8x)")
 if out:

@@ -21,17 +21,22 @@ CausalSelfAttention::CausalSelfAttention(const std::string& prefix, int64_t dim,
 Tensor CausalSelfAttention::Forward(Stash& stash, const Tensor& x) {
   const int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2);
   Tensor qkv = c_attn_.Forward(stash, x);
+  stash.Put(this, "qkv", qkv);  // first: under autocast attention reads the stash's bf16 copy
+  // Under autocast the kernel runs on bf16 operands and writes bf16 probabilities, which the
+  // stash keeps as they are (kernels/attention.h).
   Tensor heads = Tensor::Empty({b, t, c}, DType::kF32, MemoryTag::kActivation);
-  Tensor probs = Tensor::Empty({b, num_heads_, t, t}, DType::kF32, MemoryTag::kActivation);
-  kernels::AttentionForward(qkv, num_heads_, heads, probs);
-  stash.Put(this, "qkv", qkv);
+  Tensor probs =
+      Tensor::Empty({b, num_heads_, t, t}, stash.ForwardGemmDType(), MemoryTag::kActivation);
+  kernels::AttentionForward(stash.ForwardGemmInput(this, "qkv", qkv), num_heads_, heads, probs);
   stash.Put(this, "probs", probs);
   return c_proj_.Forward(stash, heads);
 }
 
 Tensor CausalSelfAttention::BackwardInput(Stash& stash, const Tensor& dy) {
   Tensor dheads = c_proj_.BackwardInput(stash, dy);
-  const Tensor qkv = stash.Get(this, "qkv");
+  // The operands in the dtype the forward used: bf16 under autocast (probs is stored bf16 then).
+  const Tensor qkv = stash.ForwardGemmDType() == DType::kF32 ? stash.Get(this, "qkv")
+                                                             : stash.GetForGemm(this, "qkv");
   Tensor dqkv = Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kActivation);
   kernels::AttentionBackward(dheads, qkv, stash.Get(this, "probs"), num_heads_, dqkv);
   return c_attn_.BackwardInput(stash, dqkv);

@@ -9,7 +9,8 @@ namespace {
 
 // Validates qkv [B, T, 3C] and returns {B, T, C}.
 std::array<int64_t, 3> CheckQkv(const ArgCheck& check, const Tensor& qkv, int64_t num_heads) {
-  check.ExpectDType(qkv, DType::kF32);
+  check.Expect(qkv.dtype() == DType::kF32 || qkv.dtype() == DType::kBF16,
+               "qkv must be f32 or bf16");
   check.ExpectRank(qkv, 3);
   check.Expect(num_heads >= 1, absl::StrCat("num_heads must be >= 1, got ", num_heads));
   const int64_t c3 = qkv.dim(2);
@@ -27,7 +28,7 @@ void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor&
   const auto [b, t, c] = CheckQkv(check, qkv, num_heads);
   check.ExpectDType(out, DType::kF32);
   check.ExpectShape(out, {b, t, c});
-  check.ExpectDType(probs, DType::kF32);
+  check.ExpectDType(probs, qkv.dtype());
   check.ExpectShape(probs, {b, num_heads, t, t});
   check.RequireCpu();
   cpu::AttentionForward(qkv, num_heads, out, probs);
@@ -40,7 +41,7 @@ void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& prob
   const auto [b, t, c] = CheckQkv(check, qkv, num_heads);
   check.ExpectDType(dout, DType::kF32);
   check.ExpectShape(dout, {b, t, c});
-  check.ExpectDType(probs, DType::kF32);
+  check.ExpectDType(probs, qkv.dtype());
   check.ExpectShape(probs, {b, num_heads, t, t});
   check.ExpectDType(dqkv, DType::kF32);
   check.ExpectShape(dqkv, qkv.shape());

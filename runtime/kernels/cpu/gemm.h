@@ -37,6 +37,15 @@ bool GemmBf16Available();
 void GemmBf16(const GemmShape& s, float alpha, const uint16_t* a, const uint16_t* b, float beta,
               float* c);
 
+// GemmBf16 where GemmBf16Available(); else GemmBf16Widened. For bf16 operands inside larger
+// tensors (attention's heads), which cannot be widened whole first as kernels/matmul.cc does.
+void GemmBf16OrWidened(const GemmShape& s, float alpha, const uint16_t* a, const uint16_t* b,
+                       float beta, float* c);
+// The same product by Sgemm on f32 copies of op(a) and op(b) (the same values: only the order of
+// the f32 sums can differ from GemmBf16). Provider-independent (gemm_widened.cc).
+void GemmBf16Widened(const GemmShape& s, float alpha, const uint16_t* a, const uint16_t* b,
+                     float beta, float* c);
+
 // "onednn 2.6.3 (avx512_core_bf16)", "openblas 0.3.21": for logs and benchmark records.
 absl::string_view GemmProviderName();
 

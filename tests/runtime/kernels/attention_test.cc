@@ -1,11 +1,14 @@
 // Causal multi-head attention: forward against a naive double-precision implementation (scores,
 // mask, softmax, weighted values), probs rows sum to one and vanish above the diagonal, and the
-// backward against central finite differences of Σ out·dout with respect to qkv.
+// backward against central finite differences of Σ out·dout with respect to qkv; on bf16 operands
+// (autocast) forward and backward against those checked f32 results on the same bf16 values.
 #include "runtime/kernels/attention.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "tests/runtime/kernels/test_util.h"
 
@@ -16,6 +19,7 @@ using testing::Dot;
 using testing::ExpectAllNear;
 using testing::ExpectGradientMatches;
 using testing::RandomTensor;
+using testing::ToDType;
 
 struct AttnShape {
   int64_t b, t, nh, hs;
@@ -96,6 +100,67 @@ TEST(AttentionTest, BackwardMatchesFiniteDifferences) {
     AttentionBackward(dout, qkv, probs, s.nh, dqkv);
     ExpectGradientMatches(loss, qkv, dqkv, "attention dqkv " + qkv.DebugString());
   }
+}
+
+// Attention on the bf16 values of a random qkv: every output in f32 and in bf16 (autocast).
+struct Bf16Run {
+  Bf16Run(const AttnShape& s, uint32_t seed)
+      : qkv16(ToDType(RandomTensor({s.b, s.t, 3 * s.nh * s.hs}, seed), DType::kBF16)),
+        qkv(ToDType(qkv16, DType::kF32)),
+        dout(RandomTensor({s.b, s.t, s.nh * s.hs}, seed + 1)),
+        out(Tensor::Empty({s.b, s.t, s.nh * s.hs}, DType::kF32, MemoryTag::kActivation)),
+        out16(Tensor::Empty(out.shape(), DType::kF32, MemoryTag::kActivation)),
+        probs(Tensor::Empty({s.b, s.nh, s.t, s.t}, DType::kF32, MemoryTag::kActivation)),
+        probs16(Tensor::Empty(probs.shape(), DType::kBF16, MemoryTag::kActivation)),
+        dqkv(Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kGrad)),
+        dqkv16(Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kGrad)) {
+    AttentionForward(qkv, s.nh, out, probs);
+    AttentionForward(qkv16, s.nh, out16, probs16);
+    // The f32 backward sees dout as the bf16 one does after its rounding.
+    AttentionBackward(ToDType(ToDType(dout, DType::kBF16), DType::kF32), qkv, probs, s.nh, dqkv);
+    AttentionBackward(dout, qkv16, probs16, s.nh, dqkv16);
+  }
+  Tensor qkv16, qkv, dout, out, out16, probs, probs16, dqkv, dqkv16;
+};
+
+std::vector<double> AsDoubles(const Tensor& t) {
+  const std::vector<float> v = t.ToF32Vector();
+  return {v.begin(), v.end()};
+}
+
+double MaxAbs(const Tensor& t) {
+  double m = 0.0;
+  for (float x : t.ToF32Vector()) m = std::max(m, double{std::fabs(x)});
+  return m;
+}
+
+// bf16 rounds the probabilities (2^-9 relative each) before P·V: out is off from the f32 result
+// by at most 2^-9 · max|v| (stated with a factor 2 of margin), probs by one bf16 rounding.
+TEST(AttentionTest, Bf16ForwardRoundsOnlyTheProbabilities) {
+  for (const AttnShape& s : Shapes()) {
+    const Bf16Run r(s, 11);
+    const std::string what = "bf16 attention " + r.qkv.DebugString();
+    ExpectAllNear(r.out16, AsDoubles(r.out), MaxAbs(r.qkv) / 256, 0.0, what + " out");
+    ExpectAllNear(ToDType(r.probs16, DType::kF32), AsDoubles(r.probs), 1e-6, 1.0 / 256,
+                  what + " probs");
+  }
+}
+
+// Backward on bf16 operands against the f32 backward on the same values: rounding P and dS (and
+// dout, given rounded to both) to bf16 moves each product by under 1 % of the largest gradient.
+TEST(AttentionTest, Bf16BackwardMatchesTheF32BackwardOnTheSameValues) {
+  for (const AttnShape& s : Shapes()) {
+    const Bf16Run r(s, 21);
+    ExpectAllNear(r.dqkv16, AsDoubles(r.dqkv), 1e-2 * MaxAbs(r.dqkv), 1e-2,
+                  "bf16 attention dqkv " + r.qkv.DebugString());
+  }
+}
+
+TEST(AttentionTest, RejectsMixedDTypes) {
+  const Tensor qkv16 = ToDType(RandomTensor({1, 4, 6}, 1), DType::kBF16);
+  Tensor out = Tensor::Empty({1, 4, 2}, DType::kF32, MemoryTag::kActivation);
+  Tensor probs = Tensor::Empty({1, 1, 4, 4}, DType::kF32, MemoryTag::kActivation);
+  EXPECT_DEATH(AttentionForward(qkv16, 1, out, probs), "probs");
 }
 
 }  // namespace

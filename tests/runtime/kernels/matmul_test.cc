@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/kernels/bias_add.h"
+#include "runtime/kernels/cpu/gemm.h"
 #include "tests/runtime/kernels/test_util.h"
 
 namespace loom::runtime::kernels {
@@ -15,6 +16,7 @@ using testing::Dot;
 using testing::ExpectAllNear;
 using testing::ExpectGradientMatches;
 using testing::RandomTensor;
+using testing::ToDType;
 
 // Naive out = alpha · op(a) · op(b) + beta · out0 in double; a, b given as f32 values.
 std::vector<double> ReferenceGemm(const std::vector<float>& a, const std::vector<float>& b,
@@ -83,12 +85,6 @@ TEST(MatmulTest, EmptyInnerDimensionScalesOut) {
   EXPECT_EQ(out.ToF32Vector(), (std::vector<float>(6, 0.0f)));
 }
 
-Tensor ToDType(const Tensor& t, DType dtype) {
-  Tensor out = Tensor::Empty(t.shape(), dtype, MemoryTag::kActivation);
-  ConvertBuffer(t.raw_data(), DType::kF32, out.raw_data(), dtype, t.numel());
-  return out;
-}
-
 TEST(MatmulTest, SixteenBitOperandsAccumulateInF32) {
   for (DType dt : {DType::kBF16, DType::kF16}) {
     const int64_t m = 9, n = 17, k = 513;
@@ -140,6 +136,53 @@ TEST(MatmulTest, Bf16ComputeRoundsOperandsAndAccumulatesInF32) {
                         "bf16 compute m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
                             " k=" + std::to_string(s.k) + " ta=" + std::to_string(ta) +
                             " tb=" + std::to_string(tb));
+        }
+      }
+    }
+  }
+}
+
+// bf16 operands inside wider rows (leading dimension > columns), as attention's heads are: the
+// widening fallback and the path this CPU takes both give the exact product of the bf16 values up
+// to f32 summation error.
+TEST(MatmulTest, Bf16GemmOnStridedOperandsMatchesNaive) {
+  uint32_t seed = 71;
+  for (const GemmShape& s : Shapes()) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const int64_t a_rows = ta ? s.k : s.m, a_cols = ta ? s.m : s.k;
+        const int64_t b_rows = tb ? s.n : s.k, b_cols = tb ? s.k : s.n;
+        const int64_t lda = a_cols + 3, ldb = b_cols + 5;
+        const Tensor a = ToDType(RandomTensor({a_rows, lda}, seed++), DType::kBF16);
+        const Tensor b = ToDType(RandomTensor({b_rows, ldb}, seed++), DType::kBF16);
+        auto packed = [](const Tensor& t, int64_t rows, int64_t cols) {
+          const std::vector<float> v = t.ToF32Vector();
+          std::vector<float> out;
+          for (int64_t r = 0; r < rows; ++r) {
+            out.insert(out.end(), v.begin() + r * t.dim(1), v.begin() + r * t.dim(1) + cols);
+          }
+          return out;
+        };
+        const std::vector<double> ref =
+            ReferenceGemm(packed(a, a_rows, a_cols), packed(b, b_rows, b_cols), {}, s.m, s.n, s.k,
+                          {.trans_a = ta, .trans_b = tb});
+        const cpu::GemmShape shape{.trans_a = ta,
+                                   .trans_b = tb,
+                                   .m = s.m,
+                                   .n = s.n,
+                                   .k = s.k,
+                                   .lda = lda,
+                                   .ldb = ldb,
+                                   .ldc = s.n};
+        for (auto* gemm : {&cpu::GemmBf16Widened, &cpu::GemmBf16OrWidened}) {
+          Tensor out = Tensor::Empty({s.m, s.n}, DType::kF32, MemoryTag::kActivation);
+          gemm(shape, 1.0f, static_cast<const uint16_t*>(a.raw_data()),
+               static_cast<const uint16_t*>(b.raw_data()), 0.0f, out.data<float>());
+          ExpectAllNear(out, ref, 1e-5, 1e-5,
+                        "strided bf16 m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                            " k=" + std::to_string(s.k) + " ta=" + std::to_string(ta) +
+                            " tb=" + std::to_string(tb) +
+                            (gemm == &cpu::GemmBf16Widened ? " widened" : " this CPU's path"));
         }
       }
     }

@@ -28,6 +28,13 @@ inline Tensor RandomTensor(const Shape& shape, uint32_t seed, float scale = 1.0f
   return t;
 }
 
+// `t` converted to `dtype` (round to nearest even when narrowing).
+inline Tensor ToDType(const Tensor& t, DType dtype) {
+  Tensor out = Tensor::Empty(t.shape(), dtype, MemoryTag::kActivation);
+  ConvertBuffer(t.raw_data(), t.dtype(), out.raw_data(), dtype, t.numel());
+  return out;
+}
+
 inline Tensor RandomIds(const Shape& shape, int32_t vocab, uint32_t seed) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
