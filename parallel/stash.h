@@ -41,11 +41,11 @@ class Stash {
     return activation_dtype_ == runtime::DType::kBF16 ? runtime::DType::kBF16
                                                       : runtime::DType::kF32;
   }
-  // Autocast: the forward GEMMs too take their activation operand in GemmDType() (bf16 under bf16
-  // training), as PyTorch's CPU autocast does, instead of f32. Off by default: rounding the
-  // forward inputs (LayerNorm, GELU and attention outputs inside a unit) to bf16 moves the loss
-  // curve further from the f32 one (0.079 at one step of data_parallel_test's tiny run, against
-  // 0.023 without; docs/kernels.md, "bf16").
+  // Autocast: the forward GEMMs (and attention) too take their activation operands in
+  // GemmDType() (bf16 under bf16 training), as PyTorch's CPU autocast does, instead of f32. Off by
+  // default: rounding the forward inputs (LayerNorm, GELU and attention outputs inside a unit) to
+  // bf16 moves the loss curve further from the f32 one (0.046 at one step of
+  // data_parallel_test's tiny run, against 0.023 without; docs/kernels.md, "bf16").
   void SetAutocast(bool on) { autocast_ = on; }
   runtime::DType ForwardGemmDType() const {
     return autocast_ ? GemmDType() : runtime::DType::kF32;
