@@ -12,6 +12,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libopenblas-dev libdnnl-dev libblis-dev
   nlohmann-json3-dev
+  iproute2 python3
 )
 
 for arg in "$@"; do

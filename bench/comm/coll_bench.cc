@@ -16,6 +16,9 @@
 //                               stages through its rings), auto (default) = arena when a shm
 //                               contender has one (LOOM_SHM_ARENA_BYTES=0 turns it off), else heap.
 //                               --registered is --buffers arena.
+//   ... --backends ring,hier,mpi,MPI
+//                               the contenders (default shm,mpi,MPI); ring and hier run across
+//                               hosts, e.g. on a posed cluster (scripts/posed_cluster.sh).
 //
 // Columns: size (bytes as nccl-tests counts them: the whole array for reducescatter, allgather and
 // alltoall), count (elements per rank's block), backend, time_us (mean per call, averaged over
@@ -85,7 +88,7 @@ struct Flags {
     std::fprintf(stderr,
                  "coll_bench: %s\nusage: coll_bench --op allreduce|reducescatter|allgather|"
                  "alltoall|broadcast [--min_bytes 8] [--max_bytes 64M] [--iters N] [--warmup 5] "
-                 "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,MPI] "
+                 "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,ring,hier,MPI] "
                  "[--no_odd_counts] [--json FILE] [--idle_seconds S] [--overlap_bytes B] "
                  "[--buffers auto|arena|heap]\n",
                  error.c_str());
@@ -172,8 +175,8 @@ Flags ParseFlags(int argc, char** argv) {
       f.backends = absl::StrSplit(next(), ',', absl::SkipEmpty());
       for (const std::string& b : f.backends) {
         const std::string base = b.substr(0, b.find('@'));
-        if (base != "shm" && base != "mpi" && b != "MPI") {
-          Usage(absl::StrCat("unknown backend ", b, "; choose from shm, mpi, MPI"));
+        if (base != "shm" && base != "mpi" && base != "ring" && base != "hier" && b != "MPI") {
+          Usage(absl::StrCat("unknown backend ", b, "; choose from shm, mpi, ring, hier, MPI"));
         }
       }
     } else if (key == "--no_odd_counts") {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Open MPI's remote shell for scripts/posed_cluster.sh (mpirun --mca plm_rsh_agent): called as
+# `posed_cluster_agent.sh HOST COMMAND...` like ssh, it runs COMMAND in the network namespace of
+# the posed host whose address is HOST (10.231.0.K -> <cluster>-h<K-1>).
+set -euo pipefail
+cluster=${LOOM_POSED_CLUSTER:?posed_cluster_agent.sh runs only under scripts/posed_cluster.sh}
+subnet=${LOOM_POSED_SUBNET:?posed_cluster_agent.sh runs only under scripts/posed_cluster.sh}
+host=${1:?usage: posed_cluster_agent.sh HOST COMMAND...}
+shift
+case "$host" in
+  "$subnet".*) index=$((${host##*.} - 1)) ;;
+  *) echo "posed_cluster_agent.sh: '$host' is not a posed host of cluster '$cluster'" >&2; exit 255 ;;
+esac
+exec ip netns exec "$cluster-h$index" /bin/sh -c "$*"

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# ctest `posed_cluster` (label cluster): scripts/posed_cluster.sh end to end on 2 posed hosts
+# behind 1 Gbit/s links. Exits 77 (ctest: skipped, with the reason) where namespaces cannot be
+# made. Checks:
+#   1. an all-reduce across the hosts (loom's ring and hier, MPI's) gives the exact sums;
+#   2. the hosts are separate hosts: loom's shm backend refuses them with its message;
+#   3. a 2-rank data-parallel run across the hosts (--comm hier) reproduces the single-rank losses
+#      within the fp32 tolerance of the equivalence tests (tests/parallel/dp_checks.h: 5e-6);
+#   4. a failing job reports its failure and, like every run above, leaves no namespace behind;
+#   5. an interrupted job (SIGTERM to the script) stops every rank and leaves nothing behind.
+#
+#   tests/cluster/posed_cluster_test.sh BUILD_DIR
+set -euo pipefail
+build=$(cd "${1:?usage: posed_cluster_test.sh BUILD_DIR}" && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+pc="$repo/scripts/posed_cluster.sh"
+name="ct$$"
+work=$(mktemp -d)
+cleanup() { bash "$pc" down --name "$name"; rm -rf "$work"; }
+trap cleanup EXIT
+
+if ! bash "$pc" check --name "$name" 2> "$work/why"; then
+  echo "SKIPPED: $(cat "$work/why")"
+  exit 77
+fi
+fail() { echo "FAILED: $*" >&2; exit 1; }
+left_behind() { ip netns list | awk '{print $1}' | grep -E "^$name-" || true; }
+cluster() { bash "$pc" run --hosts 2 --rate 1gbit --name "$name" --timeout 300 "$@"; }
+
+echo "== 1. all-reduce across 2 posed hosts at 1 Gbit/s"
+cluster -- "$build/bench/coll_bench" --op allreduce --min_bytes 1K --max_bytes 4M --cycles 1 \
+  --backends ring,hier,mpi,MPI > "$work/coll.txt" 2>&1 || { cat "$work/coll.txt"; fail "coll_bench"; }
+cat "$work/coll.txt"
+python3 - "$work/coll.txt" <<'PY' || fail "all-reduce results"
+import sys
+rows = [r for r in (l.split() for l in open(sys.argv[1])) if r and r[0].isdigit()]
+backends = {r[2] for r in rows}
+assert {"loom_ring", "loom_hier", "MPI"} <= backends, f"missing backends: {backends}"
+wrong = [r for r in rows if r[6] != "0"]
+assert not wrong, f"wrong elements: {wrong}"
+print(f"{len(rows)} rows, every element exact")
+PY
+[ -z "$(left_behind)" ] || fail "namespaces left behind: $(left_behind)"
+
+echo "== 2. loom's shm backend refuses ranks on different posed hosts"
+if cluster -- "$build/examples/train_gpt" --preset tiny --steps 1 --comm shm > "$work/shm.txt" 2>&1; then
+  cat "$work/shm.txt"; fail "--comm shm ran across posed hosts"
+fi
+grep -q "the shm backend needs every rank on one host" "$work/shm.txt" ||
+  { cat "$work/shm.txt"; fail "no shm refusal message"; }
+
+echo "== 3. data parallelism across the hosts reproduces one rank"
+common=(--preset tiny --steps 6 --batch 8 --lr 3e-3 --threads 1)
+"$build/examples/train_gpt" "${common[@]}" --metrics_out "$work/one.jsonl" > "$work/one.txt" 2>&1 ||
+  { cat "$work/one.txt"; fail "single-rank run"; }
+cluster -- "$build/examples/train_gpt" "${common[@]}" --comm hier --zero 1 \
+  --metrics_out "$work/two.jsonl" > "$work/two.txt" 2>&1 || { cat "$work/two.txt"; fail "2-host run"; }
+grep -q "layout dp 2" "$work/two.txt" || { cat "$work/two.txt"; fail "not a dp 2 run"; }
+python3 - "$work/one.jsonl" "$work/two.jsonl" <<'PY' || fail "losses differ"
+import json, sys
+one, two = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
+assert len(one) == len(two) == 6, (len(one), len(two))
+worst = max(abs(a - b) for a, b in zip(one, two))
+print(f"losses: one rank {one[-1]:.6f}, 2 posed hosts {two[-1]:.6f}, largest difference {worst:.2e}")
+assert worst <= 5e-6, f"difference {worst} > 5e-6"
+PY
+
+echo "== 4. a failing job fails and leaves nothing behind"
+if cluster -- /bin/false > "$work/false.txt" 2>&1; then fail "a failing job exited 0"; fi
+[ -z "$(left_behind)" ] || fail "namespaces left behind: $(left_behind)"
+echo "== 5. an interrupted job stops every rank and leaves nothing behind"
+bash "$pc" run --hosts 2 --name "$name" --timeout 120 -- sleep 97 > "$work/term.txt" 2>&1 &
+runner=$!
+for _ in $(seq 50); do [ "$(pgrep -c -f '^sleep 97$' || true)" = 2 ] && break; sleep 0.2; done
+[ "$(pgrep -c -f '^sleep 97$' || true)" = 2 ] || { cat "$work/term.txt"; fail "ranks did not start"; }
+kill -TERM "$runner"
+rc=0
+wait "$runner" || rc=$?
+[ "$rc" = 143 ] || { cat "$work/term.txt"; fail "interrupted run exited $rc, expected 143"; }
+[ -z "$(left_behind)" ] || fail "namespaces left behind: $(left_behind)"
+[ -z "$(pgrep -f '^sleep 97$' || true)" ] || fail "ranks left running: $(pgrep -a -f '^sleep 97$')"
+echo "PASSED"
