@@ -7,6 +7,7 @@
 #include "comm/mpi/mpi_util.h"
 #include "comm/p2p_backend.h"
 #include "comm/shm/shm_backend.h"
+#include "comm/socket/socket_p2p.h"
 #include "runtime/base/env.h"
 #include "runtime/base/status_macros.h"
 
@@ -36,6 +37,22 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchical(std::unique_ptr<Backen
   });
 }
 
+// The transport under ring and hier: MPI's point-to-point, or loom's sockets with MPI as their
+// control plane (LOOM_P2P_TRANSPORT=mpi|socket, default mpi).
+absl::StatusOr<std::unique_ptr<PointToPoint>> MakeWorldTransport(const CommOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<PointToPoint> mpi, MakeMpiPointToPoint());
+  const std::string transport = base::GetEnv("LOOM_P2P_TRANSPORT").value_or("mpi");
+  if (transport == "mpi") return mpi;
+  if (transport == "socket") {
+    const Deadline deadline{std::chrono::steady_clock::now() +
+                            absl::ToChronoNanoseconds(options.timeout)};
+    return MakeSocketPointToPoint(std::move(mpi), SocketOptions::FromEnv(), deadline);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "LOOM_P2P_TRANSPORT must be mpi (MPI's point-to-point) or socket (loom's TCP sockets), got '",
+      transport, "'"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
@@ -46,7 +63,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string
   } else if (backend == "shm") {
     b = MakeShmWorldBackend(ShmOptions::FromEnv());
   } else if (backend == "ring" || backend == "hier") {
-    absl::StatusOr<std::unique_ptr<PointToPoint>> p2p = MakeMpiPointToPoint();
+    absl::StatusOr<std::unique_ptr<PointToPoint>> p2p = MakeWorldTransport(options);
     if (!p2p.ok()) return p2p.status();
     b = MakeP2PBackend(std::move(p2p).value(), P2POptions{});
     if (b.ok() && backend == "hier") b = MakeHierarchical(std::move(b).value(), options);

@@ -2,10 +2,12 @@
 # ctest `posed_cluster` (label cluster): scripts/posed_cluster.sh end to end on 2 posed hosts
 # behind 1 Gbit/s links. Exits 77 (ctest: skipped, with the reason) where namespaces cannot be
 # made. Checks:
-#   1. an all-reduce across the hosts (loom's ring and hier, MPI's) gives the exact sums;
+#   1. an all-reduce across the hosts (loom's ring and hier over MPI's transport and over loom's
+#      sockets, MPI's own) gives the exact sums;
 #   2. the hosts are separate hosts: loom's shm backend refuses them with its message;
-#   3. a 2-rank data-parallel run across the hosts (--comm hier) reproduces the single-rank losses
-#      within the fp32 tolerance of the equivalence tests (tests/parallel/dp_checks.h: 5e-6);
+#   3. a 2-rank data-parallel run across the hosts (--comm hier over loom's sockets) reproduces the
+#      single-rank losses within the fp32 tolerance of the equivalence tests
+#      (tests/parallel/dp_checks.h: 5e-6);
 #   4. a failing job reports its failure and, like every run above, leaves no namespace behind;
 #   5. an interrupted job (SIGTERM to the script) stops every rank and leaves nothing behind.
 #
@@ -29,13 +31,16 @@ cluster() { bash "$pc" run --hosts 2 --rate 1gbit --name "$name" --timeout 300 "
 
 echo "== 1. all-reduce across 2 posed hosts at 1 Gbit/s"
 cluster -- "$build/bench/coll_bench" --op allreduce --min_bytes 1K --max_bytes 4M --cycles 1 \
-  --backends ring,hier,mpi,MPI > "$work/coll.txt" 2>&1 || { cat "$work/coll.txt"; fail "coll_bench"; }
+  --backends ring,hier,ring@LOOM_P2P_TRANSPORT=socket,hier@LOOM_P2P_TRANSPORT=socket,mpi,MPI \
+  > "$work/coll.txt" 2>&1 || { cat "$work/coll.txt"; fail "coll_bench"; }
 cat "$work/coll.txt"
 python3 - "$work/coll.txt" <<'PY' || fail "all-reduce results"
 import sys
 rows = [r for r in (l.split() for l in open(sys.argv[1])) if r and r[0].isdigit()]
 backends = {r[2] for r in rows}
-assert {"loom_ring", "loom_hier", "MPI"} <= backends, f"missing backends: {backends}"
+want = {"loom_ring", "loom_hier", "MPI", "loom_ring@LOOM_P2P_TRANSPORT=socket",
+        "loom_hier@LOOM_P2P_TRANSPORT=socket"}
+assert want <= backends, f"missing backends: {want - backends}"
 wrong = [r for r in rows if r[6] != "0"]
 assert not wrong, f"wrong elements: {wrong}"
 print(f"{len(rows)} rows, every element exact")
@@ -53,8 +58,9 @@ echo "== 3. data parallelism across the hosts reproduces one rank"
 common=(--preset tiny --steps 6 --batch 8 --lr 3e-3 --threads 1)
 "$build/examples/train_gpt" "${common[@]}" --metrics_out "$work/one.jsonl" > "$work/one.txt" 2>&1 ||
   { cat "$work/one.txt"; fail "single-rank run"; }
-cluster -- "$build/examples/train_gpt" "${common[@]}" --comm hier --zero 1 \
-  --metrics_out "$work/two.jsonl" > "$work/two.txt" 2>&1 || { cat "$work/two.txt"; fail "2-host run"; }
+LOOM_P2P_TRANSPORT=socket cluster -- "$build/examples/train_gpt" "${common[@]}" --comm hier \
+  --zero 1 --metrics_out "$work/two.jsonl" > "$work/two.txt" 2>&1 ||
+  { cat "$work/two.txt"; fail "2-host run"; }
 grep -q "layout dp 2" "$work/two.txt" || { cat "$work/two.txt"; fail "not a dp 2 run"; }
 python3 - "$work/one.jsonl" "$work/two.jsonl" <<'PY' || fail "losses differ"
 import json, sys
