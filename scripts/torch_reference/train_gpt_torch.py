@@ -8,6 +8,9 @@ step. Attention uses torch's scaled_dot_product_attention when available (torch 
 
   python3 train_gpt_torch.py --preset cpu-small --batch 8 --steps 10 --threads 2 --json out.json
   python3 train_gpt_torch.py --world_size 2 --batch 16 --threads 1   # DDP (gloo), 2 processes
+  # one process per rank started by a launcher (mpirun, scripts/posed_cluster.sh): rank and world
+  # from OMPI_COMM_WORLD_RANK/SIZE (or RANK/WORLD_SIZE), rendezvous at MASTER_ADDR:MASTER_PORT
+  mpirun -np 2 python3 train_gpt_torch.py --world_from_env --batch 8 --threads 1
 """
 import argparse
 import json
@@ -86,6 +89,9 @@ def train(args, rank=0, world=1):
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)  # default 25 MiB buckets
+        if args.bf16_grads:
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+            net.register_comm_hook(None, default_hooks.bf16_compress_hook)
     decay = [p for p in model.parameters() if p.dim() == 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -115,8 +121,9 @@ def train(args, rank=0, world=1):
 def ddp_worker(rank, world, args, port):
     import os
     import torch.distributed as dist
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+    if not args.world_from_env:
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+        os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     steps = train(args, rank, world)
     if rank == 0:
@@ -145,7 +152,25 @@ def main():
     ap.add_argument("--json", default="")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="bf16: CPU autocast to bf16 (f32 weights and optimizer)")
+    ap.add_argument("--bf16_grads", action="store_true",
+                    help="DDP: gradients on the wire in bf16 (PyTorch's bf16_compress_hook)")
+    ap.add_argument("--world_from_env", action="store_true",
+                    help="this process is one rank started by a launcher: rank and world size "
+                         "from OMPI_COMM_WORLD_RANK/SIZE or RANK/WORLD_SIZE, rendezvous at "
+                         "MASTER_ADDR:MASTER_PORT (gloo's interface: GLOO_SOCKET_IFNAME)")
     args = ap.parse_args()
+    if args.world_from_env:
+        import os
+        env = os.environ
+        rank = int(env.get("OMPI_COMM_WORLD_RANK", env.get("RANK", "-1")))
+        world = int(env.get("OMPI_COMM_WORLD_SIZE", env.get("WORLD_SIZE", "0")))
+        if rank < 0 or world < 1 or "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+            ap.error("--world_from_env needs a launcher's rank and size (OMPI_COMM_WORLD_RANK/"
+                     "SIZE or RANK/WORLD_SIZE) and MASTER_ADDR, MASTER_PORT")
+        if args.batch % world:
+            ap.error("--batch must be a multiple of the world size")
+        ddp_worker(rank, world, args, int(env["MASTER_PORT"]))
+        return
     if args.world_size < 1 or args.batch % args.world_size:
         ap.error("--batch must be a multiple of --world_size >= 1")
     if args.world_size == 1:

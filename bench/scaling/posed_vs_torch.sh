@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# loom against PyTorch (2.15, pinned in bench/models/torch_venv.sh) on a posed cluster
+# (scripts/posed_cluster.sh): 2 hosts × 1 rank behind links of --rate, same GPT preset, global
+# batch, threads and AdamW settings on both sides, alternating round by round. Issue #16's rows:
+#   fp32  loom DP (--comm hier over loom's sockets) vs PyTorch DDP (gloo)      (target >= 1.5x)
+#   bf16  loom --precision bf16 --autocast --grad_reduce_dtype bf16 vs PyTorch DDP with CPU
+#         autocast bf16 and its bf16_compress_hook                             (target >= 1.5x)
+# Each figure is the median tokens/s over the steps after the first two; loom's exposed
+# communication (ms a step waiting for reductions after backward) is reported beside it. Needs
+# root for the namespaces. The CPU model is recorded with the figures.
+#
+#   bash bench/scaling/posed_vs_torch.sh [--rate 1gbit] [--preset cpu-small] [--batch 8]
+#                                        [--steps 6] [--rounds 2] [--json out.json]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+rate=1gbit preset=cpu-small batch=8 steps=6 rounds=2 json=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rate) rate=$2; shift 2 ;;
+    --preset) preset=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --json) json=$2; shift 2 ;;
+    *) echo "posed_vs_torch.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+if [ "$steps" -lt 3 ]; then echo "posed_vs_torch.sh: --steps must be >= 3" >&2; exit 2; fi
+bash scripts/posed_cluster.sh check
+
+source bench/models/torch_python.sh posed_vs_torch.sh
+bash scripts/build.sh > /dev/null
+build=$(cd "${LOOM_BUILD_DIR:-build}" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cluster=(bash scripts/posed_cluster.sh run --hosts 2 --rate "$rate" --name pvt --timeout 900 --)
+
+loom() {  # name [train_gpt flags...]
+  local name=$1
+  shift
+  echo "[round $r/$rounds] loom $name ($rate)"
+  LOOM_P2P_TRANSPORT=socket LOOM_NUM_THREADS=1 "${cluster[@]}" "$build/examples/train_gpt" \
+    --preset "$preset" --batch "$batch" --steps "$steps" --threads 1 --comm hier \
+    --metrics_out "$work/loom_${name}_$r.jsonl" "$@" > "$work/loom_${name}_$r.log" 2>&1 ||
+    { cat "$work/loom_${name}_$r.log" >&2; exit 1; }
+}
+torch() {  # name [train_gpt_torch flags...]
+  local name=$1
+  shift
+  echo "[round $r/$rounds] torch $name ($rate)"
+  OMP_NUM_THREADS=1 "${cluster[@]}" env MASTER_ADDR=10.231.0.1 MASTER_PORT=29533 \
+    GLOO_SOCKET_IFNAME=eth0 "$python" "$PWD/scripts/torch_reference/train_gpt_torch.py" \
+    --world_from_env --preset "$preset" --batch "$batch" --steps "$steps" --threads 1 \
+    --json "$work/torch_${name}_$r.json" "$@" > "$work/torch_${name}_$r.log" 2>&1 ||
+    { cat "$work/torch_${name}_$r.log" >&2; exit 1; }
+}
+
+for r in $(seq 1 "$rounds"); do
+  loom fp32
+  torch fp32
+  loom bf16 --precision bf16 --autocast --grad_reduce_dtype bf16
+  torch bf16 --precision bf16 --bf16_grads
+done
+
+"$python" - "$work" "$rounds" "$preset" "$batch" "$rate" "$json" <<'PY'
+import json, statistics, sys
+work, rounds, preset, batch, rate, out = sys.argv[1:7]
+def loom(name):
+    tok, exposed = [], []
+    for r in range(1, int(rounds) + 1):
+        steps = [json.loads(l) for l in open(f"{work}/loom_{name}_{r}.jsonl")][2:]
+        tok += [s["tokens_per_s"] for s in steps]
+        exposed += [s["exposed_reduce_ms"] for s in steps]
+    return statistics.median(tok), statistics.median(exposed)
+def torch(name):
+    tok = []
+    for r in range(1, int(rounds) + 1):
+        t = json.load(open(f"{work}/torch_{name}_{r}.json"))
+        tok += [s["tokens_per_s"] for s in t["steps"][2:]]
+    return statistics.median(tok), t["torch"]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+res = {"preset": preset, "batch": int(batch), "rate": rate, "hosts": 2, "cpu": cpu}
+print(f"CPU: {cpu}; 2 posed hosts x 1 rank x 1 thread, links {rate}; {preset}, global batch {batch}")
+for name, what in (("fp32", "fp32 (torch DDP)"), ("bf16", "bf16 autocast, bf16 grads")):
+    (l, exposed), (t, version) = loom(name), torch(name)
+    res[name] = {"loom_tokens_per_s": l, "loom_exposed_reduce_ms": exposed, "torch_tokens_per_s": t,
+                 "torch": version}
+    print(f"  {what:28s} loom {l:7.0f} tok/s (exposed comm {exposed:5.0f} ms/step)  "
+          f"torch {version} {t:7.0f}  ratio {l / t:5.2f}x (target >= 1.5x)")
+if out:
+    json.dump(res, open(out, "w"), indent=1)
+PY
