@@ -138,11 +138,12 @@ run() {
     case "$v" in LOOM_* | OMP_NUM_THREADS) exports+=(-x "$v") ;; esac
   done
   # mpirun runs in host 0's namespace; the agent starts the daemon of every other posed host in
-  # that host's namespace. Every rank may use all cores (no binding: each daemon believes it has
+  # that host's namespace. Each posed host has its own hostname (a UTS namespace), as Open MPI
+  # names its session directory and shared-memory segments after the host. Every rank may use all cores (no binding: each daemon believes it has
   # the machine to itself), TCP only on the posed links.
   LOOM_POSED_CLUSTER="$name" LOOM_POSED_SUBNET="$SUBNET" \
-    ip netns exec "$(ns_host 0)" timeout "$timeout_s" \
-    mpirun --allow-run-as-root --oversubscribe --bind-to none \
+    ip netns exec "$(ns_host 0)" unshare --uts /bin/sh -c 'hostname "$0" && exec "$@"' \
+    "$(ns_host 0)" timeout "$timeout_s" mpirun --allow-run-as-root --oversubscribe --bind-to none \
     -np $((hosts * ranks_per_host)) --host "$host_list" \
     --mca plm_rsh_agent "$HERE/posed_cluster_agent.sh" \
     --mca btl tcp,self,vader --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \

@@ -11,4 +11,6 @@ case "$host" in
   "$subnet".*) index=$((${host##*.} - 1)) ;;
   *) echo "posed_cluster_agent.sh: '$host' is not a posed host of cluster '$cluster'" >&2; exit 255 ;;
 esac
-exec ip netns exec "$cluster-h$index" /bin/sh -c "$*"
+# Its own hostname too (a UTS namespace): Open MPI names its session directory and shared-memory
+# segments after the host, and two posed hosts sharing "vm" would collide in /dev/shm.
+exec ip netns exec "$cluster-h$index" unshare --uts /bin/sh -c "hostname $cluster-h$index && $*"

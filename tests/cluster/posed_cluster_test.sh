@@ -4,6 +4,7 @@
 # made. Checks:
 #   1. an all-reduce across the hosts (loom's ring and hier over MPI's transport and over loom's
 #      sockets, MPI's own) gives the exact sums;
+#      also with 2 ranks per posed host (hier: shared memory inside, the link across);
 #   2. the hosts are separate hosts: loom's shm backend refuses them with its message;
 #   3. a 2-rank data-parallel run across the hosts (--comm hier over loom's sockets) reproduces the
 #      single-rank losses within the fp32 tolerance of the equivalence tests
@@ -44,6 +45,19 @@ assert want <= backends, f"missing backends: {want - backends}"
 wrong = [r for r in rows if r[6] != "0"]
 assert not wrong, f"wrong elements: {wrong}"
 print(f"{len(rows)} rows, every element exact")
+PY
+echo "== 1b. 2 posed hosts x 2 ranks: hier composes shared memory inside and the link across"
+bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gbit --name "$name" --timeout 300 -- \
+  "$build/bench/coll_bench" --op allreduce --min_bytes 1K --max_bytes 1M --cycles 1 \
+  --backends hier,hier@LOOM_P2P_TRANSPORT=socket,MPI > "$work/coll4.txt" 2>&1 ||
+  { cat "$work/coll4.txt"; fail "coll_bench on 2 x 2"; }
+python3 - "$work/coll4.txt" <<'PY' || { cat "$work/coll4.txt"; fail "2 x 2 all-reduce results"; }
+import sys
+rows = [r for r in (l.split() for l in open(sys.argv[1])) if r and r[0].isdigit()]
+want = {"loom_hier", "MPI", "loom_hier@LOOM_P2P_TRANSPORT=socket"}
+assert want <= {r[2] for r in rows}, f"missing backends: {want - {r[2] for r in rows}}"
+assert all(r[6] == "0" for r in rows), [r for r in rows if r[6] != "0"]
+print(f"{len(rows)} rows on 4 ranks, every element exact")
 PY
 [ -z "$(left_behind)" ] || fail "namespaces left behind: $(left_behind)"
 
