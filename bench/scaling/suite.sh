@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The scaling suite: one command runs a matrix of data-parallel layouts × link rates on posed
+# clusters (scripts/posed_cluster.sh), writes one JSONL row per run and draws the plots.
+#
+#   bash bench/scaling/suite.sh [--rates unlimited,10gbit,1gbit] [--layouts all|name,...]
+#                               [--preset cpu-small] [--batch 8] [--steps 6] [--out out/scaling]
+#
+# Layouts (2 posed hosts × 1 rank, dp 2 across the link; every rank 1 thread):
+#   ddp_mpi          --comm mpi (MPI's collectives)                 ZeRO 0
+#   ddp_hier_mpi     --comm hier over MPI's point-to-point          ZeRO 0
+#   ddp_hier_socket  --comm hier over loom's sockets                ZeRO 0
+#   zero1/2/3        --comm hier over loom's sockets                ZeRO 1/2/3
+#   ddp_bf16wire     --comm hier over loom's sockets, --grad_reduce_dtype bf16
+# plus one reference per layout with both ranks on one posed host (shared memory, no link):
+# the compute time the link adds to. Each row: tokens/s, step ms (median over the steps after
+# the first two), exposed communication ms (waiting for reductions after backward), bytes each
+# rank sends over its link per step (from the layout: ring all-reduce 2(n-1)/n of the gradient
+# bytes, reduce-scatter and all-gather (n-1)/n each, ZeRO-3's two parameter all-gathers), the
+# link time those bytes need at the rate, the bound max(compute, link time) and step / bound, the
+# peak bytes per rank and the CPU model. Then bench/scaling/plot.py draws the PNGs and a markdown
+# table next to the JSONL. Needs root (network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+rates=unlimited,10gbit,1gbit layouts=all preset=cpu-small batch=8 steps=6 out=out/scaling
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rates) rates=$2; shift 2 ;;
+    --layouts) layouts=$2; shift 2 ;;
+    --preset) preset=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "suite.sh: unknown argument '$1' (see the header)" >&2; exit 2 ;;
+  esac
+done
+[ "$steps" -ge 3 ] || { echo "suite.sh: --steps must be >= 3" >&2; exit 2; }
+bash scripts/posed_cluster.sh check
+
+declare -A FLAGS=(
+  [ddp_mpi]="--comm mpi --zero 0"
+  [ddp_hier_mpi]="--comm hier --zero 0"
+  [ddp_hier_socket]="--comm hier --zero 0"
+  [zero1]="--comm hier --zero 1"
+  [zero2]="--comm hier --zero 2"
+  [zero3]="--comm hier --zero 3"
+  [ddp_bf16wire]="--comm hier --zero 0 --grad_reduce_dtype bf16"
+)
+ORDER=(ddp_mpi ddp_hier_mpi ddp_hier_socket zero1 zero2 zero3 ddp_bf16wire)
+[ "$layouts" = all ] && layouts=$(IFS=,; echo "${ORDER[*]}")
+IFS=, read -r -a chosen <<< "$layouts"
+for l in "${chosen[@]}"; do
+  [ -n "${FLAGS[$l]+x}" ] || { echo "suite.sh: unknown layout '$l' (${ORDER[*]})" >&2; exit 2; }
+done
+IFS=, read -r -a rate_list <<< "$rates"
+
+bash scripts/build.sh > /dev/null
+build=$(cd "${LOOM_BUILD_DIR:-build}" && pwd)
+mkdir -p "$out"
+rows="$out/results.jsonl"
+: > "$rows"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+run() {  # layout hosts ranks_per_host rate
+  local layout=$1 hosts=$2 per=$3 rate=$4 transport=mpi
+  [ "$layout" = ddp_mpi ] || [ "$layout" = ddp_hier_mpi ] || transport=socket
+  local metrics="$work/$layout-$hosts-$rate.jsonl"
+  echo "[suite] $layout: $hosts posed host(s) x $per rank(s), links $rate"
+  # shellcheck disable=SC2086  # FLAGS holds several flags
+  if ! LOOM_P2P_TRANSPORT=$transport LOOM_NUM_THREADS=1 bash scripts/posed_cluster.sh run \
+      --hosts "$hosts" --ranks_per_host "$per" --rate "$rate" --name suite --timeout 900 -- \
+      "$build/examples/train_gpt" --preset "$preset" --batch "$batch" --steps "$steps" \
+      --threads 1 ${FLAGS[$layout]} --metrics_out "$metrics" > "$work/log" 2>&1; then
+    cat "$work/log" >&2
+    echo "[suite] $layout at $rate failed (log above)" >&2
+    exit 1
+  fi
+  python3 - "$metrics" "$work/log" "$layout" "$hosts" "$per" "$rate" "$transport" \
+      "${FLAGS[$layout]}" >> "$rows" <<'PY'
+import json, re, statistics, sys
+metrics, log, layout, hosts, per, rate, transport, flags = sys.argv[1:9]
+steps = [json.loads(l) for l in open(metrics)][2:]
+params = int(re.search(r"(\d+) parameters", open(log).read()).group(1))
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+            if l.startswith("model name")), "?")
+med = lambda k: statistics.median(s[k] for s in steps)
+f = flags.split()
+zero = int(f[f.index("--zero") + 1])
+wire = 2 if "bf16" in flags else 4
+peak = max(sum(r.values()) for s in steps for r in s["peak_bytes_per_rank"])
+row = {"layout": layout, "hosts": int(hosts), "ranks_per_host": int(per), "rate": rate,
+       "comm": f[f.index("--comm") + 1], "transport": transport, "zero": zero,
+       "wire_bytes": wire, "parameters": params, "tokens_per_s": med("tokens_per_s"),
+       "step_ms": med("step_ms"), "exposed_reduce_ms": med("exposed_reduce_ms"),
+       "peak_bytes_per_rank": peak, "cpu": cpu}
+n = int(hosts)
+if n > 1 and int(per) == 1:
+    share = (n - 1) / n
+    sent = 2 * share * params * wire if zero == 0 else share * params * (wire + 4)
+    if zero == 3:
+        sent += 2 * share * params * 4
+    row["link_bytes_per_step"] = sent
+print(json.dumps(row))
+PY
+}
+
+for l in "${chosen[@]}"; do
+  run "$l" 1 2 unlimited  # the reference: both ranks on one posed host
+  for rate in "${rate_list[@]}"; do run "$l" 2 1 "$rate"; done
+done
+
+plot_python=$(bash bench/scaling/plot_venv.sh)
+"$plot_python" bench/scaling/plot.py "$rows" "$out"
+echo "[suite] rows: $rows; plots and report: $out/"
