@@ -50,7 +50,7 @@ def main():
         ys += [next((r["tokens_per_s"] for r in linked
                      if r["layout"] == layout and r["rate"] == rate), None) for rate in rates]
         ax.plot(range(len(columns)), ys, marker="o", label=layout)
-    ax.set_xticks(range(len(columns)), ["1 host\n(shared memory)"] +
+    ax.set_xticks(range(len(columns)), ["1 host\n(no link)"] +
                   [f"2 hosts\n{rate}" for rate in rates])
     ax.set_ylabel("tokens/s (2 ranks)")
     ax.set_title(f"{rows[0]['cpu']}: tokens/s against the link rate")
@@ -82,7 +82,7 @@ def main():
         for r in rows:
             fmt = lambda k, p=0: (f"{r[k]:.{p}f}" if r.get(k) is not None else "-")
             f.write(f"| {r['layout']} | {r['hosts']} x {r['ranks_per_host']} | "
-                    f"{r['rate'] if r['hosts'] > 1 else 'shared memory'} | {fmt('tokens_per_s')} | "
+                    f"{r['rate'] if r['hosts'] > 1 else 'one host, no link'} | {fmt('tokens_per_s')} | "
                     f"{fmt('step_ms')} | {fmt('exposed_reduce_ms')} | {fmt('link_ms')} | "
                     f"{fmt('compute_ms')} | {fmt('step_over_bound', 2)} | "
                     f"{r['peak_bytes_per_rank'] / 2**20:.0f} |\n")

@@ -11,7 +11,7 @@
 #   ddp_hier_socket  --comm hier over loom's sockets                ZeRO 0
 #   zero1/2/3        --comm hier over loom's sockets                ZeRO 1/2/3
 #   ddp_bf16wire     --comm hier over loom's sockets, --grad_reduce_dtype bf16
-# plus one reference per layout with both ranks on one posed host (shared memory, no link):
+# plus one reference per layout with both ranks on one posed host (no link between them):
 # the compute time the link adds to. Each row: tokens/s, step ms (median over the steps after
 # the first two), exposed communication ms (waiting for reductions after backward), bytes each
 # rank sends over its link per step (from the layout: ring all-reduce 2(n-1)/n of the gradient
