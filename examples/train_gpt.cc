@@ -60,6 +60,11 @@ ABSL_FLAG(std::string, grad_reduce_dtype, "fp32",
 ABSL_FLAG(bool, autocast, false,
           "with --precision bf16: the forward GEMMs take bf16 activations too, as PyTorch's CPU "
           "autocast (faster where the CPU has bf16 units; further from the fp32 loss curve)");
+ABSL_FLAG(int32_t, hsdp_shard, 0,
+          "HSDP: ZeRO (--zero 1-3) shards within groups of this many consecutive ranks (e.g. the "
+          "ranks of a host) and replicates across the groups; 0: shard over all ranks");
+ABSL_FLAG(std::string, hsdp_reduce_dtype, "fp32",
+          "HSDP: dtype of the gradients between the groups (fp32, bf16, fp16; added in f32)");
 ABSL_FLAG(int64_t, inject_overflow_step, 0,
           "fault injection for tests: an Inf gradient on rank 0 at this step (needs fp16)");
 ABSL_FLAG(int64_t, seq_len, 0, "tokens per sequence (T); 0: the preset's context length");
@@ -107,6 +112,8 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.precision = absl::GetFlag(FLAGS_precision);
   o.grad_reduce_dtype = absl::GetFlag(FLAGS_grad_reduce_dtype);
   o.autocast = absl::GetFlag(FLAGS_autocast);
+  o.hsdp_shard = absl::GetFlag(FLAGS_hsdp_shard);
+  o.hsdp_reduce_dtype = absl::GetFlag(FLAGS_hsdp_reduce_dtype);
   o.inject_overflow_step = absl::GetFlag(FLAGS_inject_overflow_step);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
@@ -341,9 +348,15 @@ absl::Status Main() {
                 static_cast<long long>(trainer->model().NumParameters()),
                 trainer->dataset().description().c_str(), static_cast<long long>(options.batch),
                 static_cast<long long>(trainer->seq_len()), runtime::NumThreads());
-    std::printf("layout %s | zero %d | grad_accum %lld | %d buckets | comm %s\n",
-                shape.ToString().c_str(), options.zero, static_cast<long long>(options.grad_accum),
-                trainer->data_parallel().num_buckets(), world->backend_name().c_str());
+    const std::string hsdp =
+        options.hsdp_shard > 0 ? absl::StrCat(" | hsdp: shards of ", options.hsdp_shard, " ranks, ",
+                                              options.dp / options.hsdp_shard, " replicas, ",
+                                              options.hsdp_reduce_dtype, " between them")
+                               : "";
+    std::printf("layout %s | zero %d%s | grad_accum %lld | %d buckets | comm %s\n",
+                shape.ToString().c_str(), options.zero, hsdp.c_str(),
+                static_cast<long long>(options.grad_accum), trainer->data_parallel().num_buckets(),
+                world->backend_name().c_str());
     if (!trainer->resumed_from().empty()) {
       std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
                   static_cast<long long>(trainer->step()));

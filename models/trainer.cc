@@ -82,10 +82,24 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   for (const auto& [flag, value] :
        {std::pair<const char*, const std::string&>{"--precision", o.precision},
-        {"--grad_reduce_dtype", o.grad_reduce_dtype}}) {
+        {"--grad_reduce_dtype", o.grad_reduce_dtype},
+        {"--hsdp_reduce_dtype", o.hsdp_reduce_dtype}}) {
     if (value != "fp32" && value != "bf16" && value != "fp16") {
       return bad(flag, " must be fp32, bf16 or fp16, got '", value, "'");
     }
+  }
+  if (o.hsdp_shard < 0) return bad("--hsdp_shard must be >= 0 (0: no HSDP), got ", o.hsdp_shard);
+  if (o.hsdp_shard > 0) {
+    if (o.zero < 1) {
+      return bad("--hsdp_shard shards the optimizer state within groups of ", o.hsdp_shard,
+                 " ranks: it needs --zero 1, 2 or 3, got --zero ", o.zero);
+    }
+    if (o.dp % o.hsdp_shard != 0) {
+      return bad("--hsdp_shard ", o.hsdp_shard, " must divide --dp ", o.dp,
+                 " (groups of consecutive dp ranks, one replica per group)");
+    }
+  } else if (o.hsdp_reduce_dtype != "fp32") {
+    return bad("--hsdp_reduce_dtype sets the dtype between HSDP groups; it needs --hsdp_shard");
   }
   if (o.autocast && o.precision != "bf16") {
     return bad("--autocast runs the forward GEMMs in bf16; it needs --precision bf16, got '",
@@ -170,13 +184,23 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     LOOM_ASSIGN_OR_RETURN(optimizer_state, t->Resume());
   }
   const runtime::DType working = PrecisionDType(options.precision);
-  LOOM_ASSIGN_OR_RETURN(t->dp_, parallel::DataParallel::Create(
-                                    t->model_->ParameterUnits(), *dp_group,
-                                    {.zero_stage = options.zero,
-                                     .bucket_bytes = options.bucket_bytes,
-                                     .param_dtype = working,
-                                     .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
-                                     .overlap = options.overlap_grad_reduce}));
+  comm::Communicator* shard_group = dp_group;
+  if (options.hsdp_shard > 0) {  // groups of consecutive ranks shard; equal positions replicate
+    const int rank = dp_group->rank(), k = options.hsdp_shard;
+    LOOM_ASSIGN_OR_RETURN(t->shard_group_, dp_group->Split(rank / k, rank));
+    LOOM_ASSIGN_OR_RETURN(t->replica_group_, dp_group->Split(rank % k, rank));
+    shard_group = t->shard_group_.get();
+  }
+  LOOM_ASSIGN_OR_RETURN(t->dp_,
+                        parallel::DataParallel::Create(
+                            t->model_->ParameterUnits(), *shard_group,
+                            {.zero_stage = options.zero,
+                             .bucket_bytes = options.bucket_bytes,
+                             .param_dtype = working,
+                             .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
+                             .overlap = options.overlap_grad_reduce,
+                             .replicas = t->replica_group_.get(),
+                             .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype)}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
   if (options.resume) {

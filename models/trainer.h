@@ -49,6 +49,11 @@ struct TrainOptions {
   // bf16 only: the forward GEMMs take bf16 activations too, as PyTorch's CPU autocast (faster,
   // further from the f32 curve; see parallel::Stash::SetAutocast).
   bool autocast = false;
+  // HSDP: ZeRO (stages 1-3) shards within groups of this many consecutive dp ranks (the ranks of
+  // a host under mpirun's default placement) and replicates across them; 0: shard over all dp
+  // ranks. Gradients cross between the groups in hsdp_reduce_dtype (fp32, bf16, fp16).
+  int hsdp_shard = 0;
+  std::string hsdp_reduce_dtype = "fp32";
   int64_t inject_overflow_step = 0;  // tests: an Inf gradient on dp rank 0 at this step (fp16)
   int64_t seq_len = 0;               // 0: the model's context length
   std::string optimizer = "adamw";   // adamw | sgd
@@ -135,6 +140,8 @@ class Trainer {
   int64_t seq_len_;
   std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
   comm::Communicator* dp_group_ = nullptr;
+  // HSDP: the shard group and the replica group, split from dp_group_ (they outlive dp_).
+  std::unique_ptr<comm::Communicator> shard_group_, replica_group_;
   std::unique_ptr<parallel::DataParallel> dp_;
   optim::DynamicLossScaler scaler_;
   bool injected_ = false;

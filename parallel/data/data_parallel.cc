@@ -43,6 +43,7 @@ DataParallel::DataParallel(comm::Communicator& group, Options options)
 DataParallel::~DataParallel() {
   for (Bucket& b : buckets_) {
     if (b.reduce != nullptr) (void)b.reduce->Wait();  // buffers must outlive the call
+    if (b.replicate != nullptr) (void)b.replicate->Wait();
     if (b.gather != nullptr) (void)b.gather->Wait();
     for (Parameter* p : b.params) p->SetGradReadyHook(nullptr);
   }
@@ -59,6 +60,17 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
       return absl::InvalidArgumentError(absl::StrCat(
           "data parallel: parameter and reduction dtypes must be f32, bf16 or f16, got ", d));
     }
+  }
+  for (runtime::DType d : {options.replica_reduce_dtype}) {
+    if (d != runtime::DType::kF32 && d != runtime::DType::kBF16 && d != runtime::DType::kF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data parallel: the replica reduction dtype must be f32, bf16 or f16, got ", d));
+    }
+  }
+  if (options.replicas != nullptr && options.zero_stage == 0) {
+    return absl::InvalidArgumentError(
+        "HSDP shards the optimizer state within a group and replicates it across groups: it "
+        "needs --zero 1, 2 or 3 (at --zero 0 every rank holds everything; use plain DDP)");
   }
   if (options.bucket_bytes < 4) {
     return absl::InvalidArgumentError(
@@ -285,6 +297,7 @@ void DataParallel::BeginMicroBatch(bool last) {
     first_micro_ = false;
   }
   micro_started_ = true;
+  last_micro_ = last;
   reduce_this_micro_ = last || options_.zero_stage >= 2;
   for (Bucket& b : buckets_) b.ready = 0;
   next_launch_ = 0;
@@ -358,16 +371,42 @@ void DataParallel::CompleteReduce(Bucket& b) {
     runtime::kernels::AddInto(b.grad_shard, b.reduce_out);
     b.reduce_out = Tensor();
   }
+  if (options_.replicas != nullptr && last_micro_) StartReplicate(b);
   if (options_.zero_stage < 2) return;
   for (Parameter* p : b.params) p->BindGrad(Tensor());
   b.grad = Tensor();
 }
 
+void DataParallel::StartReplicate(Bucket& b) {
+  const runtime::DType wire = options_.replica_reduce_dtype;
+  Tensor* send = &b.grad_shard;
+  if (wire != runtime::DType::kF32) {
+    b.replica_wire = Scratch(b.shard, MemoryTag::kComm, wire);
+    runtime::ConvertBuffer(b.grad_shard.raw_data(), runtime::DType::kF32, b.replica_wire.raw_data(),
+                           wire, b.shard);
+    send = &b.replica_wire;
+  }
+  b.replicate = options_.replicas->AllReduce(*send, *send, comm::ReduceOp::kAvg);
+}
+
+void DataParallel::CompleteReplicate(Bucket& b) {
+  b.replicate = nullptr;
+  if (!b.replica_wire.defined()) return;
+  runtime::ConvertBuffer(b.replica_wire.raw_data(), options_.replica_reduce_dtype,
+                         b.grad_shard.raw_data(), runtime::DType::kF32, b.shard);
+  b.replica_wire = Tensor();
+}
+
 void DataParallel::PollReductions() {
   for (Bucket& b : buckets_) {
-    if (b.reduce == nullptr || !b.reduce->Test()) continue;
-    CheckWait(b.reduce, "gradient reduction");
-    CompleteReduce(b);
+    if (b.reduce != nullptr && b.reduce->Test()) {
+      CheckWait(b.reduce, "gradient reduction");
+      CompleteReduce(b);
+    }
+    if (b.replicate != nullptr && b.replicate->Test()) {
+      CheckWait(b.replicate, "gradient all-reduce across replicas");
+      CompleteReplicate(b);
+    }
   }
 }
 
@@ -394,7 +433,12 @@ absl::Status DataParallel::WaitForReductions() {
   for (Bucket& b : buckets_) {
     if (b.reduce == nullptr) continue;
     status.Update(b.reduce->Wait());
-    CompleteReduce(b);
+    CompleteReduce(b);  // HSDP: starts the shard's all-reduce across replicas
+  }
+  for (Bucket& b : buckets_) {
+    if (b.replicate == nullptr) continue;
+    status.Update(b.replicate->Wait());
+    CompleteReplicate(b);
   }
   return status;
 }

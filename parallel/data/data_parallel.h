@@ -79,6 +79,15 @@ class DataParallel : public ParameterUseHooks {
     // nullptr: Allocator::Default(). Buffers collectives write into come from the group's shared
     // arena when it has one; they are counted in Allocator::Default() whatever this is.
     runtime::Allocator* allocator = nullptr;
+    // HSDP (stages 1-3): `group` is the shard group (typically the ranks of one host) and
+    // `replicas` the ranks that hold the same shard elsewhere (one per shard group, typically one
+    // per host). Each reduced shard is all-reduced (averaged) across `replicas` on the step's last
+    // micro-batch, as soon as its reduce-scatter completes: reduce-scatter inside, all-reduce of
+    // the shard across, all-gather inside. nullptr: no replication.
+    comm::Communicator* replicas = nullptr;
+    // HSDP: the dtype of that all-reduce across replicas (f32, bf16, f16; added in f32), e.g. bf16
+    // across hosts while reduce_dtype keeps f32 inside them.
+    runtime::DType replica_reduce_dtype = runtime::DType::kF32;
   };
 
   // `units`: the model's ParameterUnits(); every parameter must be replicated and either allocated
@@ -156,7 +165,8 @@ class DataParallel : public ParameterUseHooks {
     runtime::Tensor grad_shard;      // stages >= 1: this rank's reduced gradients
     runtime::Tensor reduce_out;      // stages 2-3, later micro-batches: added into the shard
     runtime::Tensor wire, wire_out;  // gradients in reduce_dtype while they are reduced
-    std::shared_ptr<comm::Work> gather, reduce;
+    runtime::Tensor replica_wire;    // HSDP: the shard in replica_reduce_dtype while all-reduced
+    std::shared_ptr<comm::Work> gather, reduce, replicate;
     int ready = 0;  // parameters whose gradient is final in this micro-batch
   };
   // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
@@ -206,6 +216,9 @@ class DataParallel : public ParameterUseHooks {
   // Waits for every reduction in flight and completes it; the first error.
   absl::Status WaitForReductions();
   void CompleteReduce(Bucket& b);
+  // HSDP: starts the all-reduce of b's final shard across replicas / takes its result.
+  void StartReplicate(Bucket& b);
+  void CompleteReplicate(Bucket& b);
   void PollReductions();
   void StartGather(int bucket);
   void Materialize(Bucket& b);
@@ -223,6 +236,7 @@ class DataParallel : public ParameterUseHooks {
   std::vector<SlotRange> slot_ranges_;  // parallel to slots_ (stages >= 1)
   bool reduce_this_micro_ = true;
   bool first_micro_ = true;     // the step's first micro-batch (stages 2-3 write the shard)
+  bool last_micro_ = true;      // the step's last micro-batch (HSDP replicates the shards)
   bool micro_started_ = false;  // a micro-batch of this step has begun
   int next_launch_ = 0;         // buckets launch in index order
   double exposed_reduce_ms_ = 0.0;
