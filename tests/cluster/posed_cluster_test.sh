@@ -8,7 +8,7 @@
 #   2. the hosts are separate hosts: loom's shm backend refuses them with its message;
 #   3. a 2-rank data-parallel run across the hosts (--comm hier over loom's sockets) reproduces the
 #      single-rank losses within the fp32 tolerance of the equivalence tests
-#      (tests/parallel/dp_checks.h: 5e-6);
+#      (tests/parallel/dp_checks.h: 5e-6), and so does HSDP on 2 hosts x 2 ranks;
 #   4. a failing job reports its failure and, like every run above, leaves no namespace behind;
 #   5. an interrupted job (SIGTERM to the script) stops every rank and leaves nothing behind.
 #
@@ -82,6 +82,21 @@ one, two = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
 assert len(one) == len(two) == 6, (len(one), len(two))
 worst = max(abs(a - b) for a, b in zip(one, two))
 print(f"losses: one rank {one[-1]:.6f}, 2 posed hosts {two[-1]:.6f}, largest difference {worst:.2e}")
+assert worst <= 5e-6, f"difference {worst} > 5e-6"
+PY
+
+echo "== 3b. HSDP on 2 posed hosts x 2 ranks (ZeRO-1 inside each host, replicas across)"
+LOOM_P2P_TRANSPORT=socket bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gbit --name "$name" \
+  --timeout 300 -- "$build/examples/train_gpt" "${common[@]}" --comm hier --zero 1 \
+  --hsdp_shard 2 --metrics_out "$work/hsdp.jsonl" > "$work/hsdp.txt" 2>&1 ||
+  { cat "$work/hsdp.txt"; fail "HSDP run"; }
+grep -q "hsdp: shards of 2 ranks, 2 replicas" "$work/hsdp.txt" || { cat "$work/hsdp.txt"; fail "not HSDP"; }
+python3 - "$work/one.jsonl" "$work/hsdp.jsonl" <<'PY' || fail "HSDP losses differ"
+import json, sys
+one, four = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
+assert len(one) == len(four) == 6, (len(one), len(four))
+worst = max(abs(a - b) for a, b in zip(one, four))
+print(f"HSDP 2 x 2 losses vs one rank: largest difference {worst:.2e}")
 assert worst <= 5e-6, f"difference {worst} > 5e-6"
 PY
 

@@ -309,7 +309,8 @@ TEST(DataParallelCheckpoint, ResumeIsBitwiseForEveryStage) {
 TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   runtime::SetNumThreads(1);
   const RunResult reference = Train(ReferenceOptions(), nullptr);
-  // Written by dp 2 ZeRO-3, resumed on one rank; written on one rank, resumed by dp 2 ZeRO-2.
+  // Written by dp 2 ZeRO-3, resumed on one rank; written on one rank, resumed by dp 2 ZeRO-2;
+  // written by HSDP, resumed on one rank.
   models::TrainOptions o = WithLayout(ReferenceOptions(), 2, 3);
   o.save_dir = ::testing::TempDir() + "/dp_ckpt_cross_a";
   std::filesystem::remove_all(o.save_dir);
@@ -337,6 +338,20 @@ TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   results[0].grad_norms.insert(results[0].grad_norms.begin(), reference.grad_norms.begin(),
                                reference.grad_norms.begin() + 10);
   ExpectEquivalent(reference, results[0], "one-rank checkpoint resumed by dp 2 ZeRO-2");
+
+  // Written by HSDP (2 groups of 2, ZeRO-3), resumed on one rank.
+  models::TrainOptions hsdp = WithLayout(ReferenceOptions(), 4, 3);
+  hsdp.hsdp_shard = 2;
+  hsdp.save_dir = ::testing::TempDir() + "/dp_ckpt_cross_c";
+  std::filesystem::remove_all(hsdp.save_dir);
+  OnRanks(4, [&](int, comm::Communicator& g) { TrainAndSave(hsdp, &g, 10); });
+  one.save_dir = hsdp.save_dir;
+  one.resume = true;
+  got = Train(one, nullptr);
+  got.losses.insert(got.losses.begin(), reference.losses.begin(), reference.losses.begin() + 10);
+  got.grad_norms.insert(got.grad_norms.begin(), reference.grad_norms.begin(),
+                        reference.grad_norms.begin() + 10);
+  ExpectEquivalent(reference, got, "HSDP 2 x 2 ZeRO-3 checkpoint resumed on one rank");
 }
 
 TEST(DataParallelCheckpoint, SavingBeforeTheFirstStepFailsOnEveryRank) {
