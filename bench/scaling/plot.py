@@ -50,9 +50,8 @@ def main():
         ys += [next((r["tokens_per_s"] for r in linked
                      if r["layout"] == layout and r["rate"] == rate), None) for rate in rates]
         ax.plot(range(len(columns)), ys, marker="o", label=layout)
-    ax.set_xticks(range(len(columns)), ["1 host\n(no link)"] +
-                  [f"2 hosts\n{rate}" for rate in rates])
-    ax.set_ylabel("tokens/s (2 ranks)")
+    ax.set_xticks(range(len(columns)), ["1 host\n(no link)"] + [f"2 hosts\n{rate}" for rate in rates])
+    ax.set_ylabel("tokens/s (all ranks)")
     ax.set_title(f"{rows[0]['cpu']}: tokens/s against the link rate")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -69,7 +68,7 @@ def main():
                marker="_", s=200, label="link time of the step's bytes", zorder=3)
     ax.set_xticks(range(len(linked)), labels, fontsize=7, rotation=90)
     ax.set_ylabel("ms per step")
-    ax.set_title("Step time split, 2 posed hosts x 1 rank")
+    ax.set_title("Step time split on 2 posed hosts")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(f"{out}/step_split.png", dpi=110)

@@ -11,6 +11,10 @@
 #   ddp_hier_socket  --comm hier over loom's sockets                ZeRO 0
 #   zero1/2/3        --comm hier over loom's sockets                ZeRO 1/2/3
 #   ddp_bf16wire     --comm hier over loom's sockets, --grad_reduce_dtype bf16
+# and on 2 posed hosts × 2 ranks (dp 4):
+#   zero1_4          --comm hier over loom's sockets, ZeRO-1 over all 4 ranks
+#   hsdp_zero1       --hsdp_shard 2: ZeRO-1 inside each host, shards all-reduced across
+#   hsdp_bf16        as hsdp_zero1 with --hsdp_reduce_dtype bf16 (bf16 between hosts only)
 # plus one reference per layout with both ranks on one posed host (no link between them):
 # the compute time the link adds to. Each row: tokens/s, step ms (median over the steps after
 # the first two), exposed communication ms (waiting for reductions after backward), bytes each
@@ -45,8 +49,13 @@ declare -A FLAGS=(
   [zero2]="--comm hier --zero 2"
   [zero3]="--comm hier --zero 3"
   [ddp_bf16wire]="--comm hier --zero 0 --grad_reduce_dtype bf16"
+  [zero1_4]="--comm hier --zero 1"
+  [hsdp_zero1]="--comm hier --zero 1 --hsdp_shard 2"
+  [hsdp_bf16]="--comm hier --zero 1 --hsdp_shard 2 --hsdp_reduce_dtype bf16"
 )
-ORDER=(ddp_mpi ddp_hier_mpi ddp_hier_socket zero1 zero2 zero3 ddp_bf16wire)
+declare -A PER_HOST=([zero1_4]=2 [hsdp_zero1]=2 [hsdp_bf16]=2)
+ORDER=(ddp_mpi ddp_hier_mpi ddp_hier_socket zero1 zero2 zero3 ddp_bf16wire zero1_4 hsdp_zero1
+  hsdp_bf16)
 [ "$layouts" = all ] && layouts=$(IFS=,; echo "${ORDER[*]}")
 IFS=, read -r -a chosen <<< "$layouts"
 for l in "${chosen[@]}"; do
@@ -94,20 +103,28 @@ row = {"layout": layout, "hosts": int(hosts), "ranks_per_host": int(per), "rate"
        "wire_bytes": wire, "parameters": params, "tokens_per_s": med("tokens_per_s"),
        "step_ms": med("step_ms"), "exposed_reduce_ms": med("exposed_reduce_ms"),
        "peak_bytes_per_rank": peak, "cpu": cpu}
-n = int(hosts)
-if n > 1 and int(per) == 1:
+h, k = int(hosts), int(per)
+n = h * k
+if "--hsdp_shard" in f:  # only the shards' all-reduce crosses: 1/k of the gradients per rank
+    hsdp_wire = 2 if "--hsdp_reduce_dtype" in f else 4
+    row["link_bytes_per_step"] = 2 * (h - 1) / h * params * hsdp_wire  # per host link
+elif h > 1:
+    # A ring over the n ranks leaves each host once (ranks of a host are consecutive): each host
+    # link carries one rank's ring traffic.
     share = (n - 1) / n
     sent = 2 * share * params * wire if zero == 0 else share * params * (wire + 4)
     if zero == 3:
         sent += 2 * share * params * 4
     row["link_bytes_per_step"] = sent
+row["wire_bytes"] = wire
 print(json.dumps(row))
 PY
 }
 
 for l in "${chosen[@]}"; do
-  run "$l" 1 2 unlimited  # the reference: both ranks on one posed host
-  for rate in "${rate_list[@]}"; do run "$l" 2 1 "$rate"; done
+  per=${PER_HOST[$l]:-1}
+  run "$l" 1 $((2 * per)) unlimited  # the reference: every rank on one posed host
+  for rate in "${rate_list[@]}"; do run "$l" 2 "$per" "$rate"; done
 done
 
 plot_python=$(bash bench/scaling/plot_venv.sh)
