@@ -34,6 +34,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint32_t kMagic = 0x4d4f4f4c;  // "LOOM" on the wire
 constexpr int kBootstrapTag = 1 << 20;
+constexpr std::chrono::microseconds kSpin{50};  // polling without sleeping after any progress
 
 struct Header {
   uint32_t magic;
@@ -262,6 +263,7 @@ class SocketPointToPoint final : public PointToPoint {
     auto sent = [&] { return dst == kNoPeer || peers_[dst].sent > mine; };
     std::vector<pollfd> fds;
     std::vector<int> who;
+    auto spin_from = Clock::now();
     while (!(sent() && want.done)) {
       fds.clear();
       who.clear();
@@ -274,7 +276,12 @@ class SocketPointToPoint final : public PointToPoint {
           who.push_back(p);
         }
       }
-      const int n = poll(fds.data(), fds.size(), MillisLeft(deadline, 100));
+      // A short spin first (small messages answer within microseconds; sleeping in poll costs a
+      // wake-up each time), then block until something is ready.
+      int n = poll(fds.data(), fds.size(), 0);
+      if (n == 0 && Clock::now() - spin_from < kSpin) continue;
+      if (n == 0) n = poll(fds.data(), fds.size(), MillisLeft(deadline, 100));
+      if (n > 0) spin_from = Clock::now();
       if (n < 0 && errno != EINTR) return Break(SysError("poll"));
       for (size_t i = 0; n > 0 && i < fds.size(); ++i) {
         const int p = who[i];
