@@ -26,13 +26,18 @@ Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_featu
 }
 
 Tensor Linear::Forward(Stash& stash, const Tensor& x) {
+  Tensor y = ForwardWithoutBias(stash, x);
+  if (options_.bias) kernels::BiasAdd(y, bias_.value());
+  return y;
+}
+
+Tensor Linear::ForwardWithoutBias(Stash& stash, const Tensor& x) {
   Shape out_shape = x.shape();
   out_shape.back() = out_;
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
   stash.Put(this, "x", x);  // first: under autocast the GEMM reads the stash's bf16 copy
   kernels::Matmul(stash.ForwardGemmInput(this, "x", x), weight_.value(), y,
                   {.trans_b = trans_b(), .compute_dtype = stash.ForwardGemmDType()});
-  if (options_.bias) kernels::BiasAdd(y, bias_.value());
   return y;
 }
 

@@ -30,6 +30,10 @@ class Linear : public Layer {
          LinearOptions options = {});
 
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
+  // Forward without adding the bias, for a caller that fuses the bias add into its next op
+  // (GeluMlp: kernels::BiasGeluForward). The bias stays this layer's parameter; BackwardWeight
+  // computes its gradient as usual.
+  runtime::Tensor ForwardWithoutBias(Stash& stash, const runtime::Tensor& x);
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
   std::vector<Parameter*> Parameters() override;

@@ -22,6 +22,15 @@ void GeluForward(const Tensor& x, Tensor& out) {
   cpu::GeluForward(x, out);
 }
 
+void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
+  const ArgCheck check("BiasGeluForward", {{"x", &x}, {"bias", &bias}, {"out", &out}});
+  CheckSameShapeF32(check, {&x, &out});
+  check.Expect(x.rank() >= 1, "x needs at least one dimension");
+  check.ExpectDType(bias, DType::kF32);
+  check.ExpectShape(bias, {x.dim(-1)});
+  cpu::BiasGeluForward(x, bias, out);
+}
+
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
   CheckSameShapeF32(ArgCheck("GeluBackward", {{"dout", &dout}, {"x", &x}, {"dx", &dx}}),
                     {&x, &dout, &dx});

@@ -1,6 +1,7 @@
 // Pointwise activations for MLPs: GELU (tanh form, as GPT-2) and SwiGLU, forward and backward.
 //
 //   GeluForward(h, a);                 // a = gelu(h)
+//   BiasGeluForward(h, bias, a);       // h += bias (over the last dim); a = gelu(h): one pass
 //   GeluBackward(da, h, dh);           // dh += gelu'(h) · da
 //   SwiGLUForward(gate, up, a);        // a = silu(gate) · up
 //   SwiGLUBackward(da, gate, up, dgate, dup);
@@ -16,6 +17,10 @@ namespace loom::runtime::kernels {
 // gelu(x) = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
 void GeluForward(const Tensor& x, Tensor& out);
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx);
+// The bias add of a linear layer fused with the GELU after it: x += bias (bias [x.dim(-1)]), then
+// out = gelu(x), row by row, so x is read from memory once instead of twice; the same values as
+// BiasAdd followed by GeluForward.
+void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out);
 
 // out = silu(gate) · up, silu(g) = g · sigmoid(g)
 void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out);

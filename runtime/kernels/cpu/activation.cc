@@ -1,5 +1,6 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
+#include "runtime/kernels/cpu/rows.h"
 #include "runtime/parallel.h"
 #include "runtime/vectorize.h"
 
@@ -52,6 +53,20 @@ void GeluForward(const Tensor& x, Tensor& out) {
   float* po = out.data<float>();
   ParallelFor(x.numel(), kGrain,
               [&](int64_t begin, int64_t end) { GeluSpan(px + begin, po + begin, end - begin); });
+}
+
+void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
+  const auto [rows, c] = AsRows(x);
+  float* px = x.data<float>();
+  float* po = out.data<float>();
+  const float* pb = bias.data<float>();
+  // Row by row, so each row is still in cache when GELU reads what the bias add wrote.
+  ParallelFor(rows, RowGrain(c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      AddBiasRows(px + r * c, pb, 1, c);
+      GeluSpan(px + r * c, po + r * c, c);
+    }
+  });
 }
 
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {

@@ -4,13 +4,14 @@
 #include "runtime/vectorize.h"
 
 namespace loom::runtime::kernels::cpu {
-namespace {
 
 LOOM_VECTORIZED void AddBiasRows(float* x, const float* bias, int64_t rows, int64_t c) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < c; ++j) x[r * c + j] += bias[j];
   }
 }
+
+namespace {
 
 // dbias[j] += Σ_r dout[r, j] for the columns [begin, end), rows in order.
 LOOM_VECTORIZED void SumColumns(const float* dout, int64_t rows, int64_t c, int64_t begin,

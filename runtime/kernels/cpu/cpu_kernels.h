@@ -26,6 +26,7 @@ void RMSNormBackward(const Tensor& dout, const Tensor& x, const Tensor& w, const
                      Tensor& dx, Tensor& dw);
 
 void GeluForward(const Tensor& x, Tensor& out);
+void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out);
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx);
 void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out);
 void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,

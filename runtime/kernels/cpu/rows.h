@@ -20,6 +20,9 @@ inline RowsCols AsRows(const Tensor& t) {
 }
 
 // Rows per ParallelFor chunk so that a chunk holds about 16K elements.
+// x[r, j] += bias[j] for `rows` rows of `c` floats (kernels/cpu/bias_add.cc; vectorised).
+void AddBiasRows(float* x, const float* bias, int64_t rows, int64_t c);
+
 inline int64_t RowGrain(int64_t cols) { return cols >= 16384 ? 1 : 16384 / (cols + 1) + 1; }
 
 }  // namespace loom::runtime::kernels::cpu

@@ -33,6 +33,28 @@ TEST(GeluTest, ForwardMatchesFormula) {
   }
 }
 
+// The fused bias add + GELU: x becomes x + bias exactly (one f32 addition per element), out is
+// GELU of that within GELU's own tolerance (above), on shapes whose rows are split across threads.
+TEST(GeluTest, BiasGeluForwardAddsTheBiasThenAppliesGelu) {
+  for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{3, 5, 1536}}) {
+    Tensor x = RandomTensor(shape, 2, 3.0f);
+    const Tensor bias = RandomTensor({shape.back()}, 3);
+    const std::vector<float> xv = x.ToF32Vector(), bv = bias.ToF32Vector();
+    Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
+    BiasGeluForward(x, bias, out);
+    std::vector<double> sum, expected;
+    for (size_t i = 0; i < xv.size(); ++i) {
+      const float v = xv[i] + bv[i % bv.size()];
+      sum.push_back(v);
+      const double d = v;
+      expected.push_back(0.5 * d *
+                         (1 + std::tanh(std::sqrt(2 / M_PI) * (d + 0.044715 * d * d * d))));
+    }
+    ExpectAllNear(x, sum, 0.0, 0.0, "bias add " + ShapeToString(shape));
+    ExpectAllNear(out, expected, 1e-6, 1e-5, "bias + GELU " + ShapeToString(shape));
+  }
+}
+
 TEST(GeluTest, BackwardMatchesFiniteDifferences) {
   for (const Shape& shape : Shapes()) {
     Tensor x = RandomTensor(shape, 2, 2.0f);
