@@ -1,6 +1,7 @@
 #include "parallel/layers/linear.h"
 
 #include "runtime/kernels/bias_add.h"
+#include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/matmul.h"
 
 namespace loom::parallel {
@@ -47,18 +48,25 @@ Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
   stash.Put(this, "dy", dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
   kernels::MatmulBackward(x, weight_.value(), stash.GetForGemm(this, "dy"), &dx, nullptr,
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
+  if (options_.bias) {
+    // The bias gradient's column sums from the f32 dy here, while it is at hand, so the weight
+    // pass never widens a 16-bit dy back; it adds them to the gradient.
+    Tensor db = Tensor::Zeros({out_}, DType::kF32, MemoryTag::kActivation);
+    kernels::BiasBackward(dy, db);
+    stash.PutExact(this, "db", db);
+  }
   return dx;
 }
 
 void Linear::BackwardWeight(Stash& stash) {
-  const Tensor dy = stash.Get(this, "dy");  // f32: the bias gradient reads it too
-  kernels::MatmulBackward(stash.GetForGemm(this, "x"), weight_.value(), dy, nullptr,
-                          &weight_.grad(),
+  kernels::MatmulBackward(stash.GetForGemm(this, "x"), weight_.value(),
+                          stash.GetForGemm(this, "dy"), nullptr, &weight_.grad(),
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
   weight_.ContributionDone();
   if (options_.bias) {
-    kernels::BiasBackward(dy, bias_.grad());
+    kernels::AddInto(bias_.grad(), stash.Get(this, "db"));
     bias_.ContributionDone();
+    stash.Erase(this, "db");
   }
   stash.Erase(this, "dy");
 }
