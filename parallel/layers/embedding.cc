@@ -81,11 +81,11 @@ Tensor TiedLmHead::Forward(Stash& stash, const Tensor& x) {
 }
 
 Tensor TiedLmHead::BackwardInput(Stash& stash, const Tensor& dlogits) {
-  const Tensor x = stash.GetForGemm(this, "x");
-  Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
+  const Tensor x = stash.GetForGemm(this, "x");  // only its shape is read here
+  Tensor dx = Tensor::Empty(x.shape(), DType::kF32, MemoryTag::kActivation);  // overwritten
   stash.Put(this, "dy", dlogits);  // first: under bf16 the GEMM reuses the stash's bf16 copy
-  kernels::MatmulBackward(x, embedding_.value(), stash.GetForGemm(this, "dy"), &dx, nullptr,
-                          {.trans_b = true, .compute_dtype = stash.GemmDType()});
+  kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), embedding_.value(), dx,
+                               {.trans_b = true, .compute_dtype = stash.GemmDType()});
   return dx;
 }
 

@@ -44,10 +44,10 @@ Tensor Linear::ForwardWithoutBias(Stash& stash, const Tensor& x) {
 
 Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
   const Tensor x = stash.GetForGemm(this, "x");  // only its shape is read here
-  Tensor dx = Tensor::Zeros(x.shape(), DType::kF32, MemoryTag::kActivation);
+  Tensor dx = Tensor::Empty(x.shape(), DType::kF32, MemoryTag::kActivation);  // overwritten
   stash.Put(this, "dy", dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
-  kernels::MatmulBackward(x, weight_.value(), stash.GetForGemm(this, "dy"), &dx, nullptr,
-                          {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
+  kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), weight_.value(), dx,
+                               {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
   if (options_.bias) {
     // The bias gradient's column sums from the f32 dy here, while it is at hand, so the weight
     // pass never widens a 16-bit dy back; it adds them to the gradient.

@@ -1,6 +1,7 @@
 #include "runtime/kernels/matmul.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/base/check.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
@@ -69,12 +70,9 @@ void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor
   const DType compute = options.compute_dtype;
   if (da != nullptr) {
     if (!ta) {
-      Matmul(dout, b, *da,
-             {.trans_a = false,
-              .trans_b = !tb,
-              .alpha = options.alpha,
-              .beta = 1.0f,
-              .compute_dtype = compute});
+      MatmulOptions accumulate = options;
+      accumulate.beta = 1.0f;
+      MatmulBackwardInput(dout, b, *da, accumulate);
     } else {
       Matmul(b, dout, *da,
              {.trans_a = tb,
@@ -103,6 +101,17 @@ void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor
               .compute_dtype = compute});
     }
   }
+}
+
+void MatmulBackwardInput(const Tensor& dout, const Tensor& b, Tensor& da,
+                         const MatmulOptions& options) {
+  LOOM_CHECK(!options.trans_a) << "MatmulBackwardInput: trans_a must be false";
+  Matmul(dout, b, da,
+         {.trans_a = false,
+          .trans_b = !options.trans_b,
+          .alpha = options.alpha,
+          .beta = options.beta,
+          .compute_dtype = options.compute_dtype});
 }
 
 }  // namespace loom::runtime::kernels

@@ -39,4 +39,10 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
 void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor* da, Tensor* db,
                     const MatmulOptions& options = {});
 
+// The input gradient alone for an untransposed a (a linear layer's dX): da = dout · op(b)ᵀ, written
+// with options.beta as Matmul does (0, the default: overwritten, so da need not be zeroed first;
+// 1: accumulated). options.trans_a must be false; a may have leading dimensions, as in Matmul.
+void MatmulBackwardInput(const Tensor& dout, const Tensor& b, Tensor& da,
+                         const MatmulOptions& options = {});
+
 }  // namespace loom::runtime::kernels

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "runtime/kernels/bias_add.h"
 #include "runtime/kernels/cpu/gemm.h"
 #include "tests/runtime/kernels/test_util.h"
@@ -212,6 +214,27 @@ TEST(MatmulTest, Bf16ComputeRejectsF16AndUnknownComputeDTypes) {
   Tensor a32 = RandomTensor({2, 3}, 53), b32 = RandomTensor({3, 2}, 54);
   EXPECT_DEATH(Matmul(a32, b32, out, {.compute_dtype = DType::kF16}),
                "compute_dtype must be f32 or bf16");
+}
+
+// The input gradient alone overwrites (beta 0) or accumulates (beta 1) what MatmulBackward adds.
+TEST(MatmulTest, BackwardInputOverwritesOrAccumulates) {
+  for (bool tb : {false, true}) {
+    const Tensor x = RandomTensor({2, 3, 7}, 41);  // leading dims fold into rows
+    const Tensor w = RandomTensor(tb ? Shape{5, 7} : Shape{7, 5}, 42);
+    const Tensor dy = RandomTensor({2, 3, 5}, 43);
+    Tensor reference = Tensor::Zeros({2, 3, 7}, DType::kF32, MemoryTag::kActivation);
+    MatmulBackward(x, w, dy, &reference, nullptr, {.trans_b = tb});
+    const std::vector<float> r = reference.ToF32Vector();
+    Tensor dx = RandomTensor({2, 3, 7}, 44);  // garbage: must be overwritten
+    MatmulBackwardInput(dy, w, dx, {.trans_b = tb});
+    const std::vector<float> once = dx.ToF32Vector();
+    MatmulBackwardInput(dy, w, dx, {.trans_b = tb, .beta = 1.0f});
+    const std::vector<float> twice = dx.ToF32Vector();
+    for (size_t i = 0; i < r.size(); ++i) {
+      EXPECT_NEAR(once[i], r[i], 1e-6 * (1 + std::fabs(r[i]))) << "tb=" << tb << " " << i;
+      EXPECT_NEAR(twice[i], 2 * r[i], 2e-6 * (1 + std::fabs(r[i]))) << "tb=" << tb << " " << i;
+    }
+  }
 }
 
 TEST(MatmulTest, BackwardMatchesFiniteDifferences) {
