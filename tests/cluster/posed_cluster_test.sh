@@ -68,6 +68,18 @@ fi
 grep -q "the shm backend needs every rank on one host" "$work/shm.txt" ||
   { cat "$work/shm.txt"; fail "no shm refusal message"; }
 
+# The 6 losses in metrics file $1 are the single-rank run's within the fp32 tolerance (5e-6).
+same_losses() {
+  python3 - "$work/one.jsonl" "$1" "$2" <<'PY' || fail "$2: losses differ from one rank's"
+import json, sys
+one, got = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
+assert len(one) == len(got) == 6, (len(one), len(got))
+worst = max(abs(a - b) for a, b in zip(one, got))
+print(f"{sys.argv[3]}: final loss {got[-1]:.6f} (one rank {one[-1]:.6f}), largest difference {worst:.2e}")
+assert worst <= 5e-6, f"difference {worst} > 5e-6"
+PY
+}
+
 echo "== 3. data parallelism across the hosts reproduces one rank"
 common=(--preset tiny --steps 6 --batch 8 --lr 3e-3 --threads 1)
 "$build/examples/train_gpt" "${common[@]}" --metrics_out "$work/one.jsonl" > "$work/one.txt" 2>&1 ||
@@ -76,14 +88,7 @@ LOOM_P2P_TRANSPORT=socket cluster -- "$build/examples/train_gpt" "${common[@]}" 
   --zero 1 --metrics_out "$work/two.jsonl" > "$work/two.txt" 2>&1 ||
   { cat "$work/two.txt"; fail "2-host run"; }
 grep -q "layout dp 2" "$work/two.txt" || { cat "$work/two.txt"; fail "not a dp 2 run"; }
-python3 - "$work/one.jsonl" "$work/two.jsonl" <<'PY' || fail "losses differ"
-import json, sys
-one, two = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
-assert len(one) == len(two) == 6, (len(one), len(two))
-worst = max(abs(a - b) for a, b in zip(one, two))
-print(f"losses: one rank {one[-1]:.6f}, 2 posed hosts {two[-1]:.6f}, largest difference {worst:.2e}")
-assert worst <= 5e-6, f"difference {worst} > 5e-6"
-PY
+same_losses "$work/two.jsonl" "2 posed hosts"
 
 echo "== 3b. HSDP on 2 posed hosts x 2 ranks (ZeRO-1 inside each host, replicas across)"
 LOOM_P2P_TRANSPORT=socket bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gbit --name "$name" \
@@ -91,14 +96,7 @@ LOOM_P2P_TRANSPORT=socket bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gb
   --hsdp_shard 2 --metrics_out "$work/hsdp.jsonl" > "$work/hsdp.txt" 2>&1 ||
   { cat "$work/hsdp.txt"; fail "HSDP run"; }
 grep -q "hsdp: shards of 2 ranks, 2 replicas" "$work/hsdp.txt" || { cat "$work/hsdp.txt"; fail "not HSDP"; }
-python3 - "$work/one.jsonl" "$work/hsdp.jsonl" <<'PY' || fail "HSDP losses differ"
-import json, sys
-one, four = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
-assert len(one) == len(four) == 6, (len(one), len(four))
-worst = max(abs(a - b) for a, b in zip(one, four))
-print(f"HSDP 2 x 2 losses vs one rank: largest difference {worst:.2e}")
-assert worst <= 5e-6, f"difference {worst} > 5e-6"
-PY
+same_losses "$work/hsdp.jsonl" "HSDP on 2 posed hosts x 2 ranks"
 
 echo "== 4. a failing job fails and leaves nothing behind"
 if cluster -- /bin/false > "$work/false.txt" 2>&1; then fail "a failing job exited 0"; fi
