@@ -87,7 +87,16 @@ def train(args, rank=0, world=1):
     T = args.seq_len or cfg["ctx"]
     model = GPT(**cfg)
     net = model
-    if world > 1:
+    if world > 1 and args.fsdp2:
+        # FSDP2: each block sharded on its own, then the rest (embeddings, ln_f) at the root.
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        mesh = init_device_mesh("cpu", (world,))
+        policy = MixedPrecisionPolicy(reduce_dtype=torch.bfloat16 if args.bf16_grads else None)
+        for block in model.h:
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+    elif world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)  # default 25 MiB buckets
         if args.bf16_grads:
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -153,7 +162,11 @@ def main():
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="bf16: CPU autocast to bf16 (f32 weights and optimizer)")
     ap.add_argument("--bf16_grads", action="store_true",
-                    help="DDP: gradients on the wire in bf16 (PyTorch's bf16_compress_hook)")
+                    help="gradients on the wire in bf16 (DDP: PyTorch's bf16_compress_hook; "
+                         "FSDP2: reduce_dtype bf16)")
+    ap.add_argument("--fsdp2", action="store_true",
+                    help="with more than one rank: FSDP2 (fully_shard per block and at the root) "
+                         "instead of DDP")
     ap.add_argument("--world_from_env", action="store_true",
                     help="this process is one rank started by a launcher: rank and world size "
                          "from OMPI_COMM_WORLD_RANK/SIZE or RANK/WORLD_SIZE, rendezvous at "
