@@ -47,9 +47,7 @@ class Stash {
   // bf16 moves the loss curve further from the f32 one (0.046 at one step of
   // data_parallel_test's tiny run, against 0.023 without; docs/kernels.md, "bf16").
   void SetAutocast(bool on) { autocast_ = on; }
-  runtime::DType ForwardGemmDType() const {
-    return autocast_ ? GemmDType() : runtime::DType::kF32;
-  }
+  runtime::DType ForwardGemmDType() const { return autocast_ ? GemmDType() : runtime::DType::kF32; }
   // The activation operand of a forward GEMM whose input `x` was just Put under (owner, slot):
   // `x` itself when ForwardGemmDType() is f32, else the stored copy in that dtype (no second
   // rounding pass).

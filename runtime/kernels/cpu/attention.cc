@@ -143,8 +143,7 @@ void Forward(const HeadGeometry& g, const T* pqkv, float* pout, T* pprobs) {
 // The backward of every (batch, head) pair on operands of type T (f32, or bf16 with dS rounded to
 // bf16 before the products that read it; the softmax backward in f32).
 template <typename T>
-void Backward(const HeadGeometry& g, const T* pdout, const T* pqkv, const T* pprobs,
-              float* pdqkv) {
+void Backward(const HeadGeometry& g, const T* pdout, const T* pqkv, const T* pprobs, float* pdqkv) {
   ParallelFor(g.B * g.NH, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> dscore(static_cast<size_t>(g.T * g.T));
     std::vector<T> dscore_narrow(kBf16<T> ? static_cast<size_t>(g.T * g.T) : 0);
