@@ -55,16 +55,11 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("--zero must be 0, 1, 2 or 3, got ", options.zero_stage));
   }
-  for (runtime::DType d : {options.param_dtype, options.reduce_dtype}) {
+  for (runtime::DType d :
+       {options.param_dtype, options.reduce_dtype, options.replica_reduce_dtype}) {
     if (d != runtime::DType::kF32 && d != runtime::DType::kBF16 && d != runtime::DType::kF16) {
       return absl::InvalidArgumentError(absl::StrCat(
           "data parallel: parameter and reduction dtypes must be f32, bf16 or f16, got ", d));
-    }
-  }
-  for (runtime::DType d : {options.replica_reduce_dtype}) {
-    if (d != runtime::DType::kF32 && d != runtime::DType::kBF16 && d != runtime::DType::kF16) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "data parallel: the replica reduction dtype must be f32, bf16 or f16, got ", d));
     }
   }
   if (options.replicas != nullptr && options.zero_stage == 0) {

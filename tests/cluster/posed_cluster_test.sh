@@ -30,35 +30,32 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 left_behind() { ip netns list | awk '{print $1}' | grep -E "^$name-" || true; }
 cluster() { bash "$pc" run --hosts 2 --rate 1gbit --name "$name" --timeout 300 "$@"; }
 
+# coll_bench output $1 has rows of every backend named after it, and no wrong element in any row.
+exact_rows() {
+  python3 - "$@" <<'PY' || { cat "$1"; fail "all-reduce results in $1"; }
+import sys
+rows = [r for r in (l.split() for l in open(sys.argv[1])) if r and r[0].isdigit()]
+missing = set(sys.argv[2:]) - {r[2] for r in rows}
+assert not missing, f"missing backends: {missing}"
+wrong = [r for r in rows if r[6] != "0"]
+assert not wrong, f"wrong elements: {wrong}"
+print(f"{len(rows)} rows, every element exact")
+PY
+}
+
 echo "== 1. all-reduce across 2 posed hosts at 1 Gbit/s"
 cluster -- "$build/bench/coll_bench" --op allreduce --min_bytes 1K --max_bytes 4M --cycles 1 \
   --backends ring,hier,ring@LOOM_P2P_TRANSPORT=socket,hier@LOOM_P2P_TRANSPORT=socket,mpi,MPI \
   > "$work/coll.txt" 2>&1 || { cat "$work/coll.txt"; fail "coll_bench"; }
 cat "$work/coll.txt"
-python3 - "$work/coll.txt" <<'PY' || fail "all-reduce results"
-import sys
-rows = [r for r in (l.split() for l in open(sys.argv[1])) if r and r[0].isdigit()]
-backends = {r[2] for r in rows}
-want = {"loom_ring", "loom_hier", "MPI", "loom_ring@LOOM_P2P_TRANSPORT=socket",
-        "loom_hier@LOOM_P2P_TRANSPORT=socket"}
-assert want <= backends, f"missing backends: {want - backends}"
-wrong = [r for r in rows if r[6] != "0"]
-assert not wrong, f"wrong elements: {wrong}"
-print(f"{len(rows)} rows, every element exact")
-PY
+exact_rows "$work/coll.txt" loom_ring loom_hier MPI loom_ring@LOOM_P2P_TRANSPORT=socket \
+  loom_hier@LOOM_P2P_TRANSPORT=socket
 echo "== 1b. 2 posed hosts x 2 ranks: hier composes shared memory inside and the link across"
 bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gbit --name "$name" --timeout 300 -- \
   "$build/bench/coll_bench" --op allreduce --min_bytes 1K --max_bytes 1M --cycles 1 \
   --backends hier,hier@LOOM_P2P_TRANSPORT=socket,MPI > "$work/coll4.txt" 2>&1 ||
   { cat "$work/coll4.txt"; fail "coll_bench on 2 x 2"; }
-python3 - "$work/coll4.txt" <<'PY' || { cat "$work/coll4.txt"; fail "2 x 2 all-reduce results"; }
-import sys
-rows = [r for r in (l.split() for l in open(sys.argv[1])) if r and r[0].isdigit()]
-want = {"loom_hier", "MPI", "loom_hier@LOOM_P2P_TRANSPORT=socket"}
-assert want <= {r[2] for r in rows}, f"missing backends: {want - {r[2] for r in rows}}"
-assert all(r[6] == "0" for r in rows), [r for r in rows if r[6] != "0"]
-print(f"{len(rows)} rows on 4 ranks, every element exact")
-PY
+exact_rows "$work/coll4.txt" loom_hier MPI loom_hier@LOOM_P2P_TRANSPORT=socket
 [ -z "$(left_behind)" ] || fail "namespaces left behind: $(left_behind)"
 
 echo "== 2. loom's shm backend refuses ranks on different posed hosts"
