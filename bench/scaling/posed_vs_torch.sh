@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # loom against PyTorch (2.15, pinned in bench/models/torch_venv.sh) on a posed cluster
 # (scripts/posed_cluster.sh): 2 hosts × 1 rank behind links of --rate, same GPT preset, global
-# batch, threads and AdamW settings on both sides, alternating round by round. Issue #16's rows:
-#   fp32  loom DP (--comm hier over loom's sockets) vs PyTorch DDP (gloo)      (target >= 1.5x)
-#   bf16  loom --precision bf16 --autocast --grad_reduce_dtype bf16 vs PyTorch DDP with CPU
-#         autocast bf16 and its bf16_compress_hook                             (target >= 1.5x)
+# batch, threads and AdamW settings on both sides, alternating round by round. Issue #16's rows,
+# each against the better of PyTorch's DDP and FSDP2 (gloo over the same links):
+#   fp32  loom DP (--comm hier over loom's sockets) vs DDP / FSDP2 in fp32     (target >= 1.5x)
+#   bf16  loom --precision bf16 --autocast --grad_reduce_dtype bf16 vs CPU autocast bf16 with
+#         DDP's bf16_compress_hook / FSDP2 reducing in bf16                    (target >= 1.5x)
 # Each figure is the median tokens/s over the steps after the first two; loom's exposed
-# communication (ms a step waiting for reductions after backward) is reported beside it. Needs
+# communication (the share of a step spent waiting for reductions after backward) beside it. Needs
 # root for the namespaces. The CPU model is recorded with the figures.
 #
 #   bash bench/scaling/posed_vs_torch.sh [--rate 1gbit] [--preset cpu-small] [--batch 8]
@@ -59,8 +60,10 @@ torch() {  # name [train_gpt_torch flags...]
 for r in $(seq 1 "$rounds"); do
   loom fp32
   torch fp32
+  torch fsdp2_fp32 --fsdp2
   loom bf16 --precision bf16 --autocast --grad_reduce_dtype bf16
   torch bf16 --precision bf16 --bf16_grads
+  torch fsdp2_bf16 --fsdp2 --precision bf16 --bf16_grads
 done
 
 "$python" - "$work" "$rounds" "$preset" "$batch" "$rate" "$json" <<'PY'
@@ -71,7 +74,7 @@ def loom(name):
     for r in range(1, int(rounds) + 1):
         steps = [json.loads(l) for l in open(f"{work}/loom_{name}_{r}.jsonl")][2:]
         tok += [s["tokens_per_s"] for s in steps]
-        exposed += [s["exposed_reduce_ms"] for s in steps]
+        exposed += [s["exposed_reduce_ms"] / s["step_ms"] for s in steps]
     return statistics.median(tok), statistics.median(exposed)
 def torch(name):
     tok = []
@@ -82,12 +85,14 @@ def torch(name):
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 res = {"preset": preset, "batch": int(batch), "rate": rate, "hosts": 2, "cpu": cpu}
 print(f"CPU: {cpu}; 2 posed hosts x 1 rank x 1 thread, links {rate}; {preset}, global batch {batch}")
-for name, what in (("fp32", "fp32 (torch DDP)"), ("bf16", "bf16 autocast, bf16 grads")):
-    (l, exposed), (t, version) = loom(name), torch(name)
-    res[name] = {"loom_tokens_per_s": l, "loom_exposed_reduce_ms": exposed, "torch_tokens_per_s": t,
-                 "torch": version}
-    print(f"  {what:28s} loom {l:7.0f} tok/s (exposed comm {exposed:5.0f} ms/step)  "
-          f"torch {version} {t:7.0f}  ratio {l / t:5.2f}x (target >= 1.5x)")
+for name, what in (("fp32", "fp32"), ("bf16", "bf16 autocast, bf16 grads")):
+    (l, exposed), (ddp, version), (fsdp2, _) = loom(name), torch(name), torch(f"fsdp2_{name}")
+    best, which = max((ddp, "DDP"), (fsdp2, "FSDP2"))
+    res[name] = {"loom_tokens_per_s": l, "loom_exposed_fraction": exposed,
+                 "torch_ddp_tokens_per_s": ddp,
+                 "torch_fsdp2_tokens_per_s": fsdp2, "torch": version, "ratio": l / best}
+    print(f"  {what:26s} loom {l:6.0f} tok/s (comm exposed {100 * exposed:3.0f}% of the step)  torch {version} DDP {ddp:6.0f}  FSDP2 {fsdp2:6.0f}  "
+          f"ratio to {which} {l / best:4.2f}x (target >= 1.5x)")
 if out:
     json.dump(res, open(out, "w"), indent=1)
 PY
