@@ -40,7 +40,10 @@ ABSL_FLAG(std::string, data, "",
           "the embedded synthetic sorting task");
 ABSL_FLAG(int64_t, steps, 100, "optimizer steps to run (total, counting resumed ones)");
 ABSL_FLAG(int64_t, batch, 8, "sequences per optimizer step (B), over all data-parallel ranks");
-ABSL_FLAG(int32_t, dp, 0, "data-parallel ranks; 0: every rank of the job (mpirun -np)");
+ABSL_FLAG(int32_t, dp, 0, "data-parallel ranks; 0: the job's ranks / tp (mpirun -np)");
+ABSL_FLAG(int32_t, tp, 1, "tensor-parallel ranks (heads, MLP hidden units and vocabulary split)");
+ABSL_FLAG(std::string, order, "tp-ep-dp-pp",
+          "mesh order, fastest-varying axis first (tp-ep-dp-pp: tp groups are neighbouring ranks)");
 ABSL_FLAG(int32_t, zero, 0,
           "ZeRO stage: 0 DDP, 1 sharded optimizer state, 2 + sharded gradients, 3 + sharded "
           "parameters");
@@ -105,6 +108,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.steps = absl::GetFlag(FLAGS_steps);
   o.batch = absl::GetFlag(FLAGS_batch);
   o.dp = absl::GetFlag(FLAGS_dp);
+  o.tp = absl::GetFlag(FLAGS_tp);
   o.zero = absl::GetFlag(FLAGS_zero);
   o.grad_accum = absl::GetFlag(FLAGS_grad_accum);
   o.bucket_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_bucket_mb) * (1 << 20));
@@ -289,10 +293,11 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
     LOOM_RETURN_IF_ERROR(trainer.GatherParameters());
-    if (leader) {
+    // One tensor-parallel group gathers the shards (collective over it); its rank 0 writes.
+    if (trainer.dp_group().rank() == 0) {
       LOOM_RETURN_IF_ERROR(models::ExportGptWeights(trainer.model(), export_path));
-      std::printf("exported weights to %s\n", export_path.c_str());
     }
+    if (leader) std::printf("exported weights to %s\n", export_path.c_str());
   }
   return absl::OkStatus();
 }
@@ -325,8 +330,9 @@ absl::Status Main() {
   // Everything that can be checked without the other ranks is, before the first collective, so a
   // bad setting fails on every rank with the same message.
   const int world_size = comm::LaunchedWorldSize();
-  if (options.dp == 0) options.dp = world_size;
-  const parallel::MeshShape shape{.dp = options.dp};
+  if (options.dp == 0) options.dp = options.tp >= 1 ? std::max(1, world_size / options.tp) : 1;
+  const parallel::MeshShape shape{
+      .dp = options.dp, .tp = options.tp, .order = absl::GetFlag(FLAGS_order)};
   LOOM_RETURN_IF_ERROR(shape.Validate(world_size));
   LOOM_RETURN_IF_ERROR(models::ValidateTrainOptions(options));
   if (absl::GetFlag(FLAGS_eval) && world_size > 1) {
@@ -341,7 +347,7 @@ absl::Status Main() {
   MetricsWriter metrics;
   if (leader) LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
-                        Trainer::Create(options, &mesh->group(parallel::Axis::kDp)));
+                        Trainer::Create(options, parallel::ParallelContext::FromMesh(*mesh)));
   if (leader) {
     std::printf("model %s, %lld parameters | data %s | B %lld, T %lld | threads %d\n",
                 trainer->model().config().ToString().c_str(),

@@ -7,6 +7,8 @@
 #include "absl/strings/str_format.h"
 #include "parallel/layers/attention.h"
 #include "parallel/layers/mlp.h"
+#include "parallel/tensor/tensor_parallel.h"
+#include "runtime/base/status_macros.h"
 #include "runtime/rng.h"
 
 namespace loom::models {
@@ -73,6 +75,19 @@ absl::Status GptConfig::Validate() const {
   return absl::OkStatus();
 }
 
+absl::Status GptConfig::ValidateTensorParallel(int tp) const {
+  if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("--tp must be >= 1, got ", tp));
+  LOOM_RETURN_IF_ERROR(parallel::CheckDivides(tp, num_heads, "heads", name));
+  LOOM_RETURN_IF_ERROR(parallel::CheckDivides(tp, MlpHidden(), "MLP hidden units", name));
+  if (vocab_size < tp) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tp=", tp, " exceeds the vocabulary of ", vocab_size, " tokens of ", name));
+  }
+  return absl::OkStatus();
+}
+
+int64_t GptConfig::MlpHidden() const { return mlp == Mlp::kGelu ? 4 * dim : 8 * dim / 3; }
+
 std::string GptConfig::ToString() const {
   return absl::StrFormat("%s: vocab %d, context %d, layers %d, heads %d, dim %d, %s, %s", name,
                          vocab_size, context_length, num_layers, num_heads, dim,
@@ -89,30 +104,34 @@ std::unique_ptr<parallel::Layer> MakeNorm(const GptConfig& c, const std::string&
   return std::make_unique<parallel::RMSNorm>(prefix, c.dim);
 }
 
-std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& prefix) {
+std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& prefix,
+                                         comm::Communicator* tp) {
   if (c.mlp == GptConfig::Mlp::kGelu) {
-    return std::make_unique<parallel::GeluMlp>(prefix, c.dim, 4 * c.dim);
+    return std::make_unique<parallel::GeluMlp>(prefix, c.dim, c.MlpHidden(), tp);
   }
-  // SwiGLU keeps the parameter count of a 4·C GELU MLP with a hidden size of 8/3·C.
-  return std::make_unique<parallel::SwiGluMlp>(prefix, c.dim, 8 * c.dim / 3);
+  return std::make_unique<parallel::SwiGluMlp>(prefix, c.dim, c.MlpHidden(), tp);
 }
 
 }  // namespace
 
-GptModel::GptModel(const GptConfig& config)
+GptModel::GptModel(const GptConfig& config, comm::Communicator* tp)
     : config_(config),
-      wte_("wte", config.vocab_size, config.dim),
+      tp_(tp),
+      wte_("wte", config.vocab_size, config.dim, tp),
       wpe_("wpe", config.context_length, config.dim),
       ln_f_(MakeNorm(config, "ln_f")),
-      lm_head_(wte_.weight()) {
-  const absl::Status valid = config.Validate();
+      lm_head_(wte_.weight(), tp),
+      loss_(tp, config.vocab_size) {
+  absl::Status valid = config.Validate();
+  if (valid.ok()) valid = config.ValidateTensorParallel(tp != nullptr ? tp->size() : 1);
   LOOM_CHECK(valid.ok()) << valid.message();
   for (int64_t i = 0; i < config.num_layers; ++i) {
     const std::string p = absl::StrCat("h.", i);
     blocks_.push_back(std::make_unique<parallel::TransformerBlock>(
         MakeNorm(config, p + ".ln_1"),
-        std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads),
-        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp")));
+        std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads,
+                                                        tp),
+        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp", tp)));
   }
 }
 

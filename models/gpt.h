@@ -10,6 +10,12 @@
 //   model.Backward(stash, /*scale=*/1.0f);                    // grads += ∂(scale·loss)/∂θ
 //
 // Variants (for tests and later models): RMSNorm instead of LayerNorm, SwiGLU instead of GELU.
+//
+// Tensor parallelism: GptModel model(config, tp) with a tp group of N ranks splits the heads, the
+// MLP's hidden layer and the vocabulary over it (parallel/tensor/tensor_parallel.h; check the
+// shape first with config.ValidateTensorParallel(N)). Every rank of the group runs every
+// forward and backward together; parameters hold this rank's shards (Parameter::local_shape), the
+// loss and the gradients of replicated parameters are the same on every tp rank.
 #pragma once
 
 #include <cstdint>
@@ -46,14 +52,23 @@ struct GptConfig {
   static std::vector<std::string> PresetNames();
   // InvalidArgument naming the field when sizes are not positive or heads do not divide dim.
   absl::Status Validate() const;
+  // InvalidArgument saying which tp would work unless `tp` ranks can split this model: tp must
+  // divide the heads and the MLP's hidden size and not exceed the vocabulary.
+  absl::Status ValidateTensorParallel(int tp) const;
+  // The MLP's hidden size: 4·dim (GELU), or 8/3·dim for SwiGLU (the same parameter count).
+  int64_t MlpHidden() const;
   std::string ToString() const;
 };
 
 class GptModel {
  public:
-  explicit GptModel(const GptConfig& config);  // config must be valid
+  // config must be valid (and split by `tp`'s size: ValidateTensorParallel). `tp` (not owned):
+  // the tensor-parallel group, nullptr for none.
+  explicit GptModel(const GptConfig& config, comm::Communicator* tp = nullptr);
 
   const GptConfig& config() const { return config_; }
+  // The tensor-parallel group (nullptr: none).
+  comm::Communicator* tp() const { return tp_; }
 
   // Allocates every parameter and fills it from the counter-based RNG: weights ~ N(0, init_std)
   // (residual projections c_proj scaled by 1/√(2·layers), as GPT-2), biases 0, norm weights 1.
@@ -62,7 +77,8 @@ class GptModel {
   // data parallelism then fills just what each rank holds (a ZeRO-3 shard).
   void SetInitializers(uint64_t seed);
 
-  // inputs: i32 [B, T], T <= context_length. Returns logits [B, T, vocab].
+  // inputs: i32 [B, T], T <= context_length. Returns logits [B, T, vocab] (vocabulary-parallel:
+  // this rank's columns of them, [B, T, V_local]).
   runtime::Tensor Logits(parallel::Stash& stash, const runtime::Tensor& inputs);
   // Logits then the mean cross-entropy against targets (i32 [B, T]).
   float ForwardLoss(parallel::Stash& stash, const runtime::Tensor& inputs,
@@ -95,6 +111,7 @@ class GptModel {
 
  private:
   GptConfig config_;
+  comm::Communicator* tp_;
   parallel::Embedding wte_;
   parallel::PositionEmbedding wpe_;
   std::vector<std::unique_ptr<parallel::TransformerBlock>> blocks_;

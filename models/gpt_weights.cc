@@ -13,16 +13,25 @@ using runtime::DType;
 using runtime::Tensor;
 using runtime::io::NamedTensor;
 
-std::vector<NamedTensor> GptParameterTensors(GptModel& model) {
+absl::StatusOr<std::vector<NamedTensor>> GptParameterTensors(GptModel& model) {
   std::vector<NamedTensor> out;
-  for (parallel::Parameter* p : model.Parameters()) out.push_back({p->name(), p->value()});
+  for (parallel::Parameter* p : model.Parameters()) {
+    if (!p->shard_spec().is_split()) {
+      out.push_back({p->name(), p->value()});
+      continue;
+    }
+    LOOM_ASSIGN_OR_RETURN(Tensor whole, parallel::GatherShards(p->value(), p->global_shape(),
+                                                               p->shard_spec(), *model.tp()));
+    out.push_back({p->name(), std::move(whole)});
+  }
   return out;
 }
 
 absl::Status ExportGptWeights(GptModel& model, const std::string& path) {
+  LOOM_ASSIGN_OR_RETURN(std::vector<NamedTensor> tensors, GptParameterTensors(model));
+  if (model.tp() != nullptr && model.tp()->rank() != 0) return absl::OkStatus();
   return runtime::io::WriteSafetensors(
-      path, GptParameterTensors(model),
-      {{"format", "pt"}, {"loom_config", model.config().ToString()}});
+      path, tensors, {{"format", "pt"}, {"loom_config", model.config().ToString()}});
 }
 
 namespace {
@@ -86,8 +95,15 @@ absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile&
   }
   for (parallel::Parameter* p : params) {
     const Tensor& src = *by_name[p->name()];
-    runtime::ConvertBuffer(src.raw_data(), src.dtype(), p->value().raw_data(), DType::kF32,
-                           src.numel());
+    if (!p->shard_spec().is_split()) {
+      runtime::ConvertBuffer(src.raw_data(), src.dtype(), p->value().raw_data(), DType::kF32,
+                             src.numel());
+      continue;
+    }
+    // Widened whole, then this rank's slice of it.
+    Tensor whole = Tensor::Empty(src.shape(), DType::kF32, runtime::MemoryTag::kWorkspace);
+    runtime::ConvertBuffer(src.raw_data(), src.dtype(), whole.raw_data(), DType::kF32, src.numel());
+    parallel::ExtractShard(whole, p->shard_spec(), p->value());
   }
   return absl::OkStatus();
 }

@@ -10,19 +10,24 @@
 // "h.N.attn.bias" / "h.N.attn.masked_bias" are skipped, and bf16/f16 tensors are widened to f32.
 // Any other unknown name, a missing parameter or a shape mismatch is InvalidArgument naming the
 // file and the tensor; nothing in the model changes unless the whole file is valid.
+// Files always hold whole tensors: under tensor parallelism import cuts each rank's shard out of
+// them, and export (and GptParameterTensors) gathers the shards over the model's tp group
+// (collective over it; its rank 0 writes), so a file is the same whatever the layout.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "models/gpt.h"
 #include "runtime/io/safetensors.h"
 
 namespace loom::models {
 
-// The model's parameters as (name, value) pairs, sharing storage.
-std::vector<runtime::io::NamedTensor> GptParameterTensors(GptModel& model);
+// The model's parameters whole, as (name, value) pairs: sharing storage where a parameter is not
+// split, gathered over the model's tp group where it is (collective over that group).
+absl::StatusOr<std::vector<runtime::io::NamedTensor>> GptParameterTensors(GptModel& model);
 
 absl::Status ExportGptWeights(GptModel& model, const std::string& path);
 // Copies `file`'s tensors into the (allocated) model; `source` names the file in errors.

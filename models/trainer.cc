@@ -3,12 +3,15 @@
 #include <chrono>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "comm/local/local_backend.h"
 #include "models/data/synthetic_task.h"
 #include "models/gpt_weights.h"
 #include "optim/grad_norm.h"
+#include "parallel/shard.h"
 #include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/io/checkpoint.h"
@@ -71,6 +74,14 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     return bad("--resume and --init_from both choose the starting weights; pass one");
   }
   if (o.dp < 1) return bad("--dp must be >= 1, got ", o.dp);
+  if (o.tp < 1) return bad("--tp must be >= 1, got ", o.tp);
+  if (o.tp > 1) {  // the preset's shape must split (data files only widen the vocabulary)
+    absl::StatusOr<GptConfig> config = GptConfig::Preset(o.preset);
+    if (config.ok()) {
+      if (o.vocab_size > 0) config->vocab_size = o.vocab_size;
+      LOOM_RETURN_IF_ERROR(config->ValidateTensorParallel(o.tp));
+    }
+  }
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
   if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");
@@ -130,11 +141,22 @@ Trainer::Trainer(const TrainOptions& options, std::unique_ptr<data::TokenDataset
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options,
                                                          comm::Communicator* dp_group) {
+  return Create(options, parallel::ParallelContext{.world = dp_group, .dp = dp_group});
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options,
+                                                         parallel::ParallelContext context) {
   LOOM_RETURN_IF_ERROR(ValidateTrainOptions(options));
-  const int group_size = dp_group != nullptr ? dp_group->size() : 1;
-  if (group_size != options.dp) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--dp ", options.dp, " but the data-parallel group has ", group_size, " ranks"));
+  comm::Communicator* dp_group = context.dp;
+  for (const auto& [flag, want, group, what] :
+       {std::tuple<const char*, int, comm::Communicator*, const char*>{"--dp", options.dp, dp_group,
+                                                                       "data"},
+        {"--tp", options.tp, context.tp, "tensor"}}) {
+    const int size = group != nullptr ? group->size() : 1;
+    if (size != want) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", want, " but the ", what, "-parallel group has ", size, " ranks"));
+    }
   }
   LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(options.preset));
   LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed));
@@ -152,7 +174,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                                                    config.context_length, " of ", options.preset));
   }
   LOOM_RETURN_IF_ERROR(config.Validate());
-  auto model = std::make_unique<GptModel>(config);
+  LOOM_RETURN_IF_ERROR(config.ValidateTensorParallel(options.tp));
+  auto model = std::make_unique<GptModel>(config, context.tp);
   // Weights loaded from a file need the whole model; otherwise data parallelism fills only what
   // each rank holds from the initializers (a ZeRO-3 shard, never the whole model).
   const bool loads_weights = !options.init_from.empty() || options.resume;
@@ -173,6 +196,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     dp_group = t->own_group_.get();
   }
   t->dp_group_ = dp_group;
+  context.dp = dp_group;
+  if (context.world == nullptr) context.world = dp_group;
+  t->context_ = context;
   LOOM_ASSIGN_OR_RETURN(data::BatchSampler sampler,
                         data::BatchSampler::Create(*t->dataset_, options.batch / options.dp,
                                                    seq_len, dp_group->rank(), options.dp));
@@ -200,13 +226,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                              .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
                              .overlap = options.overlap_grad_reduce,
                              .replicas = t->replica_group_.get(),
-                             .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype)}));
+                             .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
+                             .model_parallel = context.tp}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
   if (options.resume) {
-    LOOM_ASSIGN_OR_RETURN(
-        std::vector<io::NamedTensor> mine,
-        t->dp_->ShardOptimizerState(optimizer_state, t->optimizer_->StateSuffixes()));
+    LOOM_ASSIGN_OR_RETURN(std::vector<io::NamedTensor> mine,
+                          t->ShardOptimizerState(optimizer_state));
     LOOM_RETURN_IF_ERROR(t->optimizer_->LoadState(mine, t->resumed_step_));
   }
   return t;
@@ -302,22 +328,69 @@ absl::Status Trainer::SaveCheckpoint() {
     return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
   }
   // The same files whatever the layout: whole f32 master weights and whole optimizer state.
-  // Both gathers are collective and fail alike on every rank.
+  // The gathers are collective and fail alike on every rank.
   LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
-  absl::StatusOr<std::vector<io::NamedTensor>> state =
-      dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes());
-  absl::Status saved = state.status();
-  if (saved.ok() && dp_group_->rank() == 0) saved = WriteCheckpoint(*state);  // rank 0 writes
+  absl::StatusOr<std::vector<io::NamedTensor>> weights = GptParameterTensors(*model_);
+  absl::StatusOr<std::vector<io::NamedTensor>> state = GatherOptimizerState();
+  absl::Status saved = weights.ok() ? state.status() : weights.status();
+  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0;
+  if (saved.ok() && writer) saved = WriteCheckpoint(*weights, *state);
   dp_->ReleaseParameters();  // the gathered weights are not kept (ZeRO-3: 4Ψ per rank)
-  // Every rank joins, whatever happened on rank 0, so no rank reads or reports a checkpoint rank 0
-  // is still writing and none waits for a rank that gave up.
-  const absl::Status joined = dp_group_->Barrier()->Wait();
+  // Every rank joins, whatever happened on the writer, so no rank reads or reports a checkpoint
+  // still being written and none waits for a rank that gave up.
+  const absl::Status joined = context_.world->Barrier()->Wait();
   return saved.ok() ? joined : saved;
 }
 
-absl::Status Trainer::WriteCheckpoint(const std::vector<io::NamedTensor>& optimizer_state) {
-  LOOM_ASSIGN_OR_RETURN(std::string weights,
-                        io::SerializeSafetensors(GptParameterTensors(*model_)));
+absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
+  LOOM_ASSIGN_OR_RETURN(
+      std::vector<io::NamedTensor> state,
+      dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes()));
+  if (context_.tp_size() == 1) return state;
+  // Each tensor is the flat state of this rank's shard of a parameter: gathered whole, flat.
+  for (io::NamedTensor& t : state) {
+    const parallel::Parameter* p = StateOwner(t.name);
+    if (p == nullptr || !p->shard_spec().is_split()) continue;
+    LOOM_ASSIGN_OR_RETURN(
+        Tensor whole, parallel::GatherShards(t.tensor.Reshape(p->local_shape()), p->global_shape(),
+                                             p->shard_spec(), *context_.tp));
+    t.tensor = whole.Reshape({whole.numel()});
+  }
+  return state;
+}
+
+absl::StatusOr<std::vector<io::NamedTensor>> Trainer::ShardOptimizerState(
+    const std::vector<io::NamedTensor>& whole) const {
+  std::vector<io::NamedTensor> local = whole;
+  for (io::NamedTensor& t : local) {
+    const parallel::Parameter* p = StateOwner(t.name);
+    if (p == nullptr || !p->shard_spec().is_split()) continue;
+    if (t.tensor.numel() != runtime::NumElements(p->global_shape())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optimizer state '", t.name, "' has ", t.tensor.numel(), " elements, not the ",
+          runtime::NumElements(p->global_shape()), " of ", p->name()));
+    }
+    Tensor mine =
+        Tensor::Empty(p->local_shape(), runtime::DType::kF32, runtime::MemoryTag::kOptimizer);
+    parallel::ExtractShard(t.tensor.Reshape(p->global_shape()), p->shard_spec(), mine);
+    t.tensor = mine.Reshape({mine.numel()});
+  }
+  return dp_->ShardOptimizerState(local, optimizer_->StateSuffixes());
+}
+
+const parallel::Parameter* Trainer::StateOwner(const std::string& state_name) const {
+  for (const std::string& suffix : optimizer_->StateSuffixes()) {
+    if (!absl::EndsWith(state_name, suffix)) continue;
+    const parallel::Parameter* p = model_->FindParameter(
+        absl::string_view(state_name).substr(0, state_name.size() - suffix.size()));
+    if (p != nullptr) return p;
+  }
+  return nullptr;
+}
+
+absl::Status Trainer::WriteCheckpoint(const std::vector<io::NamedTensor>& weights_whole,
+                                      const std::vector<io::NamedTensor>& optimizer_state) {
+  LOOM_ASSIGN_OR_RETURN(std::string weights, io::SerializeSafetensors(weights_whole));
   LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_state));
   return io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
                             {{kModelFile, std::move(weights)},

@@ -27,6 +27,7 @@
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
+#include "parallel/context.h"
 #include "parallel/data/data_parallel.h"
 
 namespace loom::models {
@@ -38,6 +39,7 @@ struct TrainOptions {
   int64_t steps = 100;
   int64_t batch = 8;       // sequences per optimizer step, over all data-parallel ranks
   int dp = 1;              // data-parallel ranks (the size of the group given to Create)
+  int tp = 1;              // tensor-parallel ranks (heads, MLP and vocabulary split over them)
   int zero = 0;            // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
   int64_t bucket_bytes = 4 << 20;   // gradient bucket size
@@ -94,14 +96,19 @@ class Trainer {
   // global batch. `dp_group` must outlive the trainer.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
                                                          comm::Communicator* dp_group = nullptr);
+  // The same over a mesh's groups: context.dp of size options.dp and context.tp of size
+  // options.tp (nullptr when 1). Ranks of one tp group see the same data and hold different
+  // shards of the model; checkpoints and the metrics are the same as at tp 1.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
+                                                         parallel::ParallelContext context);
 
   // One optimizer step on the next batch. Under fp16 a step whose gradients overflowed on any rank
   // is skipped on every rank (metrics.skipped; step() does not advance, the batch is consumed)
   // and the loss scale halves.
   absl::StatusOr<StepMetrics> Step();
   // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
-  // whole optimizer state, whatever the layout (ZeRO shards are gathered; data-parallel rank 0
-  // writes), so any layout can resume it. Collective over the group.
+  // whole optimizer state, whatever the layout (ZeRO and tensor-parallel shards are gathered; the
+  // rank with dp and tp rank 0 writes), so any layout can resume it. Collective over the job.
   absl::Status SaveCheckpoint();
   // Makes every parameter's full value readable (ZeRO-3 gathers them; see
   // DataParallel::GatherParameters). Collective over the group.
@@ -127,8 +134,16 @@ class Trainer {
   // needs the data-parallel layout before it can be loaded.
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> Resume();
   std::string StateJson() const;
+  // The whole optimizer state of every parameter from this rank's (collective over dp and tp),
+  // and this rank's shard of whole state (local).
+  absl::StatusOr<std::vector<runtime::io::NamedTensor>> GatherOptimizerState();
+  absl::StatusOr<std::vector<runtime::io::NamedTensor>> ShardOptimizerState(
+      const std::vector<runtime::io::NamedTensor>& whole) const;
+  // The parameter whose optimizer state `state_name` ("<parameter><suffix>") is, or nullptr.
+  const parallel::Parameter* StateOwner(const std::string& state_name) const;
   // Serialises and writes the checkpoint files (rank 0).
-  absl::Status WriteCheckpoint(const std::vector<runtime::io::NamedTensor>& optimizer_state);
+  absl::Status WriteCheckpoint(const std::vector<runtime::io::NamedTensor>& weights,
+                               const std::vector<runtime::io::NamedTensor>& optimizer_state);
   // The mean of `local` over the data-parallel ranks.
   absl::StatusOr<float> MeanOverRanks(float local);
   void InjectOverflowForTesting();
@@ -140,6 +155,7 @@ class Trainer {
   int64_t seq_len_;
   std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
   comm::Communicator* dp_group_ = nullptr;
+  parallel::ParallelContext context_;  // dp is dp_group_
   // HSDP: the shard group and the replica group, split from dp_group_ (they outlive dp_).
   std::unique_ptr<comm::Communicator> shard_group_, replica_group_;
   std::unique_ptr<parallel::DataParallel> dp_;

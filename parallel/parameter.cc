@@ -1,42 +1,57 @@
 #include "parallel/parameter.h"
 
-#include "absl/strings/str_cat.h"
+#include <algorithm>
+#include <cstring>
+
 #include "runtime/base/check.h"
 
 namespace loom::parallel {
-
-std::string ShardSpec::ToString() const {
-  switch (kind) {
-    case Kind::kReplicated:
-      return "replicated";
-    case Kind::kSplit:
-      return absl::StrCat("split(dim=", dim, ", axis=", axis, ")");
-    case Kind::kExpert:
-      return absl::StrCat("expert(axis=", axis, ")");
-  }
-  return "unknown";
-}
 
 Parameter::Parameter(std::string name, runtime::Shape global_shape, ShardSpec spec,
                      bool weight_decay)
     : name_(std::move(name)),
       global_shape_(std::move(global_shape)),
       spec_(std::move(spec)),
-      weight_decay_(weight_decay) {}
+      local_shape_(LocalShape(global_shape_, spec_)),
+      weight_decay_(weight_decay) {
+  const absl::Status valid = spec_.Check(name_, global_shape_);
+  LOOM_CHECK(valid.ok()) << valid.message();
+}
 
 void Parameter::Allocate(runtime::Allocator* allocator) {
-  LOOM_CHECK(spec_.kind == ShardSpec::Kind::kReplicated)
-      << name_ << ": only replicated parameters can be allocated whole, got " << spec_.ToString();
-  value_ = runtime::Tensor::Empty(global_shape_, runtime::DType::kF32, runtime::MemoryTag::kParam,
+  value_ = runtime::Tensor::Empty(local_shape_, runtime::DType::kF32, runtime::MemoryTag::kParam,
                                   allocator);
-  grad_ = runtime::Tensor::Zeros(global_shape_, runtime::DType::kF32, runtime::MemoryTag::kGrad,
+  grad_ = runtime::Tensor::Zeros(local_shape_, runtime::DType::kF32, runtime::MemoryTag::kGrad,
                                  allocator);
 }
 
 void Parameter::Materialize(runtime::Allocator* allocator) {
   LOOM_CHECK(initializer_ != nullptr) << name_ << ": Materialize without an initializer";
   Allocate(allocator);
-  initializer_(value_, 0);
+  runtime::Tensor value = value_;  // InitialValues must not see the value it fills as a source
+  value_ = runtime::Tensor();
+  InitialValues(0, value);
+  value_ = std::move(value);
+}
+
+void Parameter::InitialValues(int64_t offset, runtime::Tensor out) const {
+  const int64_t end = offset + out.numel();
+  LOOM_CHECK(offset >= 0 && end <= local_numel())
+      << name_ << ": initial values [" << offset << ", " << end << ") outside its " << local_numel()
+      << " local elements";
+  if (out.numel() == 0) return;
+  if (value_.defined()) {
+    std::memcpy(out.data<float>(), value_.data<float>() + offset, out.nbytes());
+    return;
+  }
+  LOOM_CHECK(initializer_ != nullptr) << name_ << ": no value and no initializer";
+  runtime::Tensor flat = out.Reshape({out.numel()});
+  ForEachRun(global_shape_, spec_, [&](int64_t local, int64_t global, int64_t n) {
+    const int64_t lo = std::max(local, offset), hi = std::min(local + n, end);
+    if (lo >= hi) return;
+    runtime::Tensor piece = flat.Slice(lo - offset, hi - offset);
+    initializer_(piece, global + (lo - local));
+  });
 }
 
 void Parameter::ZeroGrad() {
@@ -56,12 +71,12 @@ void CheckBinding(const std::string& name, const runtime::Tensor& t, const runti
 }  // namespace
 
 void Parameter::BindValue(runtime::Tensor value) {
-  CheckBinding(name_, value, global_shape_, "value");
+  CheckBinding(name_, value, local_shape_, "value");
   value_ = std::move(value);
 }
 
 void Parameter::BindGrad(runtime::Tensor grad) {
-  CheckBinding(name_, grad, global_shape_, "grad");
+  CheckBinding(name_, grad, local_shape_, "grad");
   grad_ = std::move(grad);
 }
 

@@ -14,28 +14,19 @@
 #include <functional>
 #include <string>
 
+#include "parallel/shard.h"
 #include "runtime/tensor.h"
 
 namespace loom::parallel {
-
-// How a parameter's global tensor is laid out across ranks.
-struct ShardSpec {
-  enum class Kind { kReplicated, kSplit, kExpert };
-  Kind kind = Kind::kReplicated;
-  int dim = -1;      // kSplit: the split dimension
-  std::string axis;  // kSplit / kExpert: the mesh axis ("tp", "ep")
-
-  static ShardSpec Replicated() { return {}; }
-  std::string ToString() const;
-};
 
 class Parameter {
  public:
   // Called with the parameter when its gradient for the current backward is complete.
   using GradReadyHook = std::function<void(Parameter&)>;
-  // Fills `out` (f32, any shape) with elements [offset, offset + out.numel()) of the parameter's
-  // initial value, flattened row-major — any slice gets exactly the values the whole parameter
-  // would (counter-based RNG), so a ZeRO-3 shard is initialised without the whole.
+  // Fills `out` (f32, any shape) with elements [offset, offset + out.numel()) of the whole
+  // parameter's initial value, flattened row-major in global coordinates — any slice gets exactly
+  // the values the whole parameter would (counter-based RNG), so a tensor-parallel shard, or a
+  // ZeRO-3 shard of one, is initialised without the whole.
   using Initializer = std::function<void(runtime::Tensor& out, int64_t offset)>;
 
   Parameter(std::string name, runtime::Shape global_shape, ShardSpec spec, bool weight_decay);
@@ -43,6 +34,9 @@ class Parameter {
   const std::string& name() const { return name_; }
   const runtime::Shape& global_shape() const { return global_shape_; }
   const ShardSpec& shard_spec() const { return spec_; }
+  // The shape of this rank's shard (the global shape when replicated).
+  const runtime::Shape& local_shape() const { return local_shape_; }
+  int64_t local_numel() const { return runtime::NumElements(local_shape_); }
   // True for matrices (weight decay applies, as in GPT-2 training); false for biases, norms.
   bool weight_decay() const { return weight_decay_; }
 
@@ -58,6 +52,10 @@ class Parameter {
   void SetInitializer(Initializer init) { initializer_ = std::move(init); }
   const Initializer& initializer() const { return initializer_; }
   void Materialize(runtime::Allocator* allocator = nullptr);
+  // Elements [offset, offset + out.numel()) of this rank's shard (flattened local coordinates)
+  // of the starting value into `out`: the allocated value when there is one (loaded weights, a
+  // resumed checkpoint), else the initializer's values for the matching global elements.
+  void InitialValues(int64_t offset, runtime::Tensor out) const;
   // Zeroes grad (if bound) and restarts the count of contributions.
   void ZeroGrad();
   // Rebinds value or grad to other storage of the local shape (views into data parallelism's flat
@@ -79,6 +77,7 @@ class Parameter {
   std::string name_;
   runtime::Shape global_shape_;
   ShardSpec spec_;
+  runtime::Shape local_shape_;
   bool weight_decay_;
   runtime::Tensor value_;
   runtime::Tensor grad_;

@@ -73,12 +73,12 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   }
   for (const auto& unit : units) {
     for (const Parameter* p : unit) {
-      if (p->shard_spec().kind != ShardSpec::Kind::kReplicated ||
+      if (p->shard_spec().kind == ShardSpec::Kind::kExpert ||
           (!p->value().defined() && p->initializer() == nullptr)) {
         return absl::InvalidArgumentError(absl::StrCat(
             p->name(),
-            ": data parallelism needs replicated parameters that are allocated or "
-            "have an initializer, got ",
+            ": data parallelism needs replicated or tensor-parallel parameters that are allocated "
+            "or have an initializer, got ",
             p->shard_spec().ToString(), p->value().defined() ? "" : " without an initializer"));
       }
     }
@@ -104,7 +104,7 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
   int current_unit = -1;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const auto [p, unit] = *it;
-    const int64_t n = runtime::NumElements(p->global_shape());
+    const int64_t n = p->local_numel();
     const bool unit_boundary = options_.zero_stage == 3 && unit != current_unit;
     if (buckets_.empty() || unit_boundary || buckets_.back().numel + n > max_numel) {
       if (buckets_.empty() || !buckets_.back().params.empty()) buckets_.emplace_back();
@@ -151,25 +151,16 @@ Tensor DataParallel::SharedScratch(int64_t numel, MemoryTag tag, runtime::DType 
 void DataParallel::BindValues(Bucket& b) {
   for (size_t i = 0; i < b.params.size(); ++i) {
     Parameter* p = b.params[i];
-    const int64_t n = runtime::NumElements(p->global_shape());
-    p->BindValue(b.value.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->global_shape()));
+    const int64_t n = p->local_numel();
+    p->BindValue(b.value.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->local_shape()));
   }
 }
 
 void DataParallel::BindGrads(Bucket& b) {
   for (size_t i = 0; i < b.params.size(); ++i) {
     Parameter* p = b.params[i];
-    const int64_t n = runtime::NumElements(p->global_shape());
-    p->BindGrad(b.grad.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->global_shape()));
-  }
-}
-
-void DataParallel::InitialValues(const Parameter& p, int64_t offset, Tensor out) {
-  if (out.numel() == 0) return;
-  if (p.value().defined()) {  // the model's own values (loaded weights, a resumed checkpoint)
-    std::memcpy(out.data<float>(), p.value().data<float>() + offset, out.nbytes());
-  } else {
-    p.initializer()(out, offset);
+    const int64_t n = p->local_numel();
+    p->BindGrad(b.grad.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->local_shape()));
   }
 }
 
@@ -187,25 +178,25 @@ void DataParallel::AllocateStorage() {
     b.master = gathered_into && !mixed() ? SharedFlat(padded, master_tag)
                                          : Flat(master_full() ? padded : b.shard, master_tag);
     for (size_t i = 0; i < b.params.size(); ++i) {
-      const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
+      const int64_t off = b.offsets[i], n = b.params[i]->local_numel();
       const auto [lo, hi] = master_full() ? std::make_pair(off, off + n)
                                           : Intersect(off, off + n, mine, mine + b.shard);
       const int64_t base = master_full() ? 0 : mine;
       if (hi == lo) continue;  // not on this rank
-      InitialValues(*b.params[i], lo - off, b.master.Slice(lo - base, hi - base));
+      b.params[i]->InitialValues(lo - off, b.master.Slice(lo - base, hi - base));
     }
     if (mixed()) {  // the working copy: full for stages 0-2, this rank's shard for stage 3
       b.low = gathered_into
                   ? SharedFlat(padded, MemoryTag::kParam, options_.param_dtype)
                   : Flat(stage < 3 ? padded : b.shard, MemoryTag::kParam, options_.param_dtype);
       for (size_t i = 0; i < b.params.size(); ++i) {
-        const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
+        const int64_t off = b.offsets[i], n = b.params[i]->local_numel();
         const auto [lo, hi] = stage < 3 ? std::make_pair(off, off + n)
                                         : Intersect(off, off + n, mine, mine + b.shard);
         const int64_t base = stage < 3 ? 0 : mine;
         if (hi == lo) continue;
         Tensor f32 = Flat(hi - lo, MemoryTag::kWorkspace);
-        InitialValues(*b.params[i], lo - off, f32);
+        b.params[i]->InitialValues(lo - off, f32);
         runtime::ConvertBuffer(f32.raw_data(), runtime::DType::kF32,
                                static_cast<char*>(b.low.raw_data()) +
                                    (lo - base) * runtime::DTypeSize(options_.param_dtype),
@@ -239,10 +230,10 @@ void DataParallel::BuildSlots() {
     for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
       for (size_t i = b->params.size(); i-- > 0;) {
         Parameter* p = b->params[i];
-        const int64_t n = runtime::NumElements(p->global_shape());
+        const int64_t n = p->local_numel();
+        slot_params_.push_back(p);
         slots_.push_back(
-            {p->name(),
-             b->master.Slice(b->offsets[i], b->offsets[i] + n).Reshape(p->global_shape()),
+            {p->name(), b->master.Slice(b->offsets[i], b->offsets[i] + n).Reshape(p->local_shape()),
              p->grad(), p->weight_decay()});
       }
     }
@@ -252,10 +243,11 @@ void DataParallel::BuildSlots() {
   for (Bucket& b : buckets_) {
     const int64_t mine = rank * b.shard;
     for (size_t i = 0; i < b.params.size(); ++i) {
-      const int64_t off = b.offsets[i], n = runtime::NumElements(b.params[i]->global_shape());
+      const int64_t off = b.offsets[i], n = b.params[i]->local_numel();
       const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
       if (hi == lo) continue;
       Tensor value = master_full() ? b.master.Slice(lo, hi) : b.master.Slice(lo - mine, hi - mine);
+      slot_params_.push_back(b.params[i]);
       slots_.push_back({b.params[i]->name(), value, b.grad_shard.Slice(lo - mine, hi - mine),
                         b.params[i]->weight_decay()});
       slot_ranges_.push_back(
@@ -438,24 +430,40 @@ absl::Status DataParallel::WaitForReductions() {
   return status;
 }
 
-absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
-  std::vector<Tensor> grads;
-  for (const optim::ParamSlot& s : slots_) grads.push_back(s.grad);
-  if (options_.zero_stage == 0) return optim::ClipGradNorm(grads, max_norm);
-  // Each rank's sum of squares travels bit for bit (a double in an i64) and every rank adds them
-  // in rank order, so all ranks get the same norm.
-  double local = 0.0;
-  for (const Tensor& g : grads) local += runtime::kernels::SumOfSquares(g);
+absl::StatusOr<double> DataParallel::SumOverRanks(double local, comm::Communicator& group) const {
+  // Each rank's value travels bit for bit (a double in an i64) and every rank adds them in rank
+  // order, so all ranks get the same sum.
   Tensor mine = Tensor::Empty({1}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
   std::memcpy(mine.data<int64_t>(), &local, sizeof(double));
-  Tensor all = Tensor::Empty({group_.size()}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
-  absl::Status s = group_.AllGather(mine, all)->Wait();
-  if (!s.ok()) return s;
+  Tensor all = Tensor::Empty({group.size()}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
+  LOOM_RETURN_IF_ERROR(group.AllGather(mine, all)->Wait());
   double total = 0.0;
-  for (int r = 0; r < group_.size(); ++r) {
+  for (int r = 0; r < group.size(); ++r) {
     double part;
     std::memcpy(&part, all.data<int64_t>() + r, sizeof(double));
     total += part;
+  }
+  return total;
+}
+
+absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
+  std::vector<Tensor> grads;
+  for (const optim::ParamSlot& s : slots_) grads.push_back(s.grad);
+  comm::Communicator* mp = options_.model_parallel;
+  const bool split_model = mp != nullptr && mp->size() > 1;
+  if (options_.zero_stage == 0 && !split_model) return optim::ClipGradNorm(grads, max_norm);
+  // Every element of the model once: a parameter replicated over the model-parallel group counts
+  // on its rank 0 only, a split one on every rank (its shards).
+  double total = 0.0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (split_model && !slot_params_[i]->shard_spec().is_split() && mp->rank() != 0) continue;
+    total += runtime::kernels::SumOfSquares(grads[i]);
+  }
+  if (options_.zero_stage > 0) {
+    LOOM_ASSIGN_OR_RETURN(total, SumOverRanks(total, group_));
+  }
+  if (split_model) {
+    LOOM_ASSIGN_OR_RETURN(total, SumOverRanks(total, *mp));
   }
   const double norm = std::sqrt(total);
   const double factor = optim::ClipFactor(norm, max_norm);
@@ -475,6 +483,10 @@ absl::StatusOr<bool> DataParallel::GradientsFinite() {
   }
   Tensor flag = Tensor::FromVector<int32_t>({1}, {finite}, MemoryTag::kComm, allocator_);
   LOOM_RETURN_IF_ERROR(group_.AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
+  if (options_.model_parallel != nullptr) {  // every rank of the job takes the same decision
+    LOOM_RETURN_IF_ERROR(
+        options_.model_parallel->AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
+  }
   return flag.data<int32_t>()[0] == 1;
 }
 

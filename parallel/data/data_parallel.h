@@ -88,11 +88,16 @@ class DataParallel : public ParameterUseHooks {
     // HSDP: the dtype of that all-reduce across replicas (f32, bf16, f16; added in f32), e.g. bf16
     // across hosts while reduce_dtype keeps f32 inside them.
     runtime::DType replica_reduce_dtype = runtime::DType::kF32;
+    // The ranks that hold other pieces of the same model (the tensor-parallel group): the gradient
+    // norm adds their split parameters' squares (replicated ones once) and the finite check agrees
+    // with them, so every rank of the job clips and skips alike. nullptr: none.
+    comm::Communicator* model_parallel = nullptr;
   };
 
-  // `units`: the model's ParameterUnits(); every parameter must be replicated and either allocated
-  // or have an initializer (GptModel::SetInitializers), in which case only what this rank holds
-  // is ever filled — ZeRO-3 never builds the whole model. Takes over the parameters' storage
+  // `units`: the model's ParameterUnits(); every parameter must be replicated or a tensor-parallel
+  // shard (the engine works on local shapes: each tp rank data-parallelises its shard), and either
+  // allocated or have an initializer (GptModel::SetInitializers), in which case only what this rank
+  // holds is ever filled — ZeRO-3 never builds the whole model. Takes over the parameters' storage
   // (values are copied into the flat buffers; ZeRO-3 keeps only this rank's shard). `group` must
   // outlive the engine. InvalidArgument for a bad stage or bucket size, or a parameter that is not
   // replicated.
@@ -181,10 +186,9 @@ class DataParallel : public ParameterUseHooks {
   DataParallel(comm::Communicator& group, Options options);
   void BuildBuckets(const std::vector<std::vector<Parameter*>>& units);
   void AllocateStorage();
-  // Elements [offset, offset + out.numel()) of p's starting value into `out`: its allocated value
-  // when it has one, else its initializer's (no whole parameter is ever built).
-  static void InitialValues(const Parameter& p, int64_t offset, runtime::Tensor out);
   void BuildSlots();
+  // The sum of every rank's `local` over `group`, the same bits on every rank (collective).
+  absl::StatusOr<double> SumOverRanks(double local, comm::Communicator& group) const;
   // A zeroed flat buffer (storage that is accumulated into or only partly written).
   runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
                        runtime::DType dtype = runtime::DType::kF32) const;
@@ -233,7 +237,8 @@ class DataParallel : public ParameterUseHooks {
   std::vector<std::vector<int>> unit_buckets_;      // the buckets each unit uses
   absl::flat_hash_map<Parameter*, int> bucket_of_;  // each parameter's bucket
   std::vector<optim::ParamSlot> slots_;
-  std::vector<SlotRange> slot_ranges_;  // parallel to slots_ (stages >= 1)
+  std::vector<SlotRange> slot_ranges_;   // parallel to slots_ (stages >= 1)
+  std::vector<Parameter*> slot_params_;  // parallel to slots_: whose piece each slot is
   bool reduce_this_micro_ = true;
   bool first_micro_ = true;     // the step's first micro-batch (stages 2-3 write the shard)
   bool last_micro_ = true;      // the step's last micro-batch (HSDP replicates the shards)

@@ -60,7 +60,7 @@ absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::GatherOptimizerSta
     for (size_t i = 0; i < buckets_.size(); ++i) {
       const Bucket& b = buckets_[i];
       for (size_t j = 0; j < b.params.size(); ++j) {
-        const int64_t n = runtime::NumElements(b.params[j]->global_shape());
+        const int64_t n = b.params[j]->local_numel();
         whole.push_back(
             {b.params[j]->name() + suffix, full[i].Slice(b.offsets[j], b.offsets[j] + n).Clone()});
       }
@@ -79,7 +79,7 @@ absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::ShardOptimizerStat
     for (const std::string& suffix : suffixes) {
       const std::string name = r.param->name() + suffix;
       const auto it = by_name.find(name);
-      const int64_t n = runtime::NumElements(r.param->global_shape());
+      const int64_t n = r.param->local_numel();
       if (it == by_name.end() || it->second->numel() != n || it->second->rank() != 1) {
         return absl::InvalidArgumentError(absl::StrCat(
             "optimizer state '", name, "' is missing or not a flat tensor of ", n, " elements"));

@@ -10,17 +10,34 @@ using runtime::MemoryTag;
 using runtime::Tensor;
 namespace kernels = runtime::kernels;
 
-CausalSelfAttention::CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads)
-    : num_heads_(num_heads),
-      c_attn_(prefix + ".c_attn", dim, 3 * dim),
-      c_proj_(prefix + ".c_proj", dim, dim) {
+namespace {
+
+int TpSize(comm::Communicator* tp) { return tp != nullptr ? tp->size() : 1; }
+
+int64_t HeadDim(const std::string& prefix, int64_t dim, int64_t num_heads, comm::Communicator* tp) {
   LOOM_CHECK(num_heads > 0 && dim % num_heads == 0)
       << prefix << ": dim " << dim << " is not divisible by num_heads " << num_heads;
+  LOOM_CHECK(num_heads % TpSize(tp) == 0)
+      << prefix << ": tp " << TpSize(tp) << " does not divide num_heads " << num_heads;
+  return dim / num_heads;
 }
 
+}  // namespace
+
+CausalSelfAttention::CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads,
+                                         comm::Communicator* tp)
+    : num_heads_(num_heads / TpSize(tp)),
+      c_attn_(prefix + ".c_attn", dim, 3 * dim,
+              {.tp = {.split = TpSplit::kColumn,
+                      .group = tp,
+                      .parts = 3,
+                      .block = HeadDim(prefix, dim, num_heads, tp)}}),
+      c_proj_(prefix + ".c_proj", dim, dim,
+              {.tp = {.split = TpSplit::kRow, .group = tp, .block = dim / num_heads}}) {}
+
 Tensor CausalSelfAttention::Forward(Stash& stash, const Tensor& x) {
-  const int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2);
   Tensor qkv = c_attn_.Forward(stash, x);
+  const int64_t b = x.dim(0), t = x.dim(1), c = qkv.dim(2) / 3;  // this rank's heads' width
   stash.Put(this, "qkv", qkv);  // first: under autocast attention reads the stash's bf16 copy
   // Under autocast the kernel runs on bf16 operands and writes bf16 probabilities, which the
   // stash keeps as they are (kernels/attention.h).

@@ -4,7 +4,9 @@
 //   Tensor y = attn.Forward(stash, x);       // x, y: [B, T, 384]
 //
 // Parameters (GPT-2 names, [in, out] layout): <prefix>.c_attn.{weight,bias} [C, 3C], [3C] and
-// <prefix>.c_proj.{weight,bias} [C, C], [C]. f32, host.
+// <prefix>.c_proj.{weight,bias} [C, C], [C]. With a tp group of more than one rank the heads are
+// split over it: c_attn column-parallel in three parts (each rank holds q, k and v of its heads),
+// c_proj row-parallel. f32, host.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +20,8 @@ namespace loom::parallel {
 
 class CausalSelfAttention : public Layer {
  public:
-  CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads);
+  CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads,
+                      comm::Communicator* tp = nullptr);
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
@@ -28,7 +31,7 @@ class CausalSelfAttention : public Layer {
   Linear& c_proj() { return c_proj_; }
 
  private:
-  int64_t num_heads_;
+  int64_t num_heads_;  // this rank's
   Linear c_attn_;
   Linear c_proj_;
 };

@@ -1,5 +1,6 @@
 #include "parallel/layers/embedding.h"
 
+#include "parallel/tensor/tensor_parallel.h"
 #include "runtime/base/check.h"
 #include "runtime/kernels/bias_add.h"
 #include "runtime/kernels/embedding.h"
@@ -13,8 +14,23 @@ using runtime::Shape;
 using runtime::Tensor;
 namespace kernels = runtime::kernels;
 
-Embedding::Embedding(const std::string& prefix, int64_t num_embeddings, int64_t dim)
-    : weight_(prefix + ".weight", {num_embeddings, dim}, ShardSpec::Replicated(), true) {
+namespace {
+
+bool Split(comm::Communicator* tp) { return tp != nullptr && tp->size() > 1; }
+
+// The first row of the vocabulary this rank's shard of `table` holds.
+int64_t VocabStart(const Parameter& table) {
+  return table.shard_spec().is_split() ? SplitRange(table.global_shape(), table.shard_spec()).first
+                                       : 0;
+}
+
+}  // namespace
+
+Embedding::Embedding(const std::string& prefix, int64_t num_embeddings, int64_t dim,
+                     comm::Communicator* tp)
+    : tp_(tp),
+      weight_(prefix + ".weight", {num_embeddings, dim},
+              TensorParallelOptions{.split = TpSplit::kColumn, .group = tp}.Spec(0), true) {
   weight_.AddUse();
 }
 
@@ -22,7 +38,12 @@ Tensor Embedding::Forward(Stash& stash, const Tensor& ids) {
   Shape shape = ids.shape();
   shape.push_back(weight_.value().dim(1));
   Tensor out = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
-  kernels::EmbeddingForward(ids, weight_.value(), out);
+  if (Split(tp_)) {  // this shard's rows, zeros elsewhere, summed over the shards
+    kernels::EmbeddingShardForward(ids, weight_.value(), VocabStart(weight_), out);
+    AllReduceSumInPlace(*tp_, out);
+  } else {
+    kernels::EmbeddingForward(ids, weight_.value(), out);
+  }
   stash.Put(this, "ids", ids);
   return out;
 }
@@ -33,7 +54,12 @@ Tensor Embedding::BackwardInput(Stash& stash, const Tensor& dy) {
 }
 
 void Embedding::BackwardWeight(Stash& stash) {
-  kernels::EmbeddingBackward(stash.Get(this, "dy"), stash.Get(this, "ids"), weight_.grad());
+  if (Split(tp_)) {
+    kernels::EmbeddingShardBackward(stash.Get(this, "dy"), stash.Get(this, "ids"),
+                                    VocabStart(weight_), weight_.grad());
+  } else {
+    kernels::EmbeddingBackward(stash.Get(this, "dy"), stash.Get(this, "ids"), weight_.grad());
+  }
   weight_.ContributionDone();
   stash.Erase(this, "dy");
 }
@@ -68,7 +94,10 @@ void PositionEmbedding::BackwardWeight(Stash& stash) {
   stash.Erase(this, "dy");
 }
 
-TiedLmHead::TiedLmHead(Parameter& embedding) : embedding_(embedding) { embedding_.AddUse(); }
+TiedLmHead::TiedLmHead(Parameter& embedding, comm::Communicator* tp)
+    : embedding_(embedding), tp_(tp) {
+  embedding_.AddUse();
+}
 
 Tensor TiedLmHead::Forward(Stash& stash, const Tensor& x) {
   Shape shape = x.shape();
@@ -86,6 +115,7 @@ Tensor TiedLmHead::BackwardInput(Stash& stash, const Tensor& dlogits) {
   stash.Put(this, "dy", dlogits);  // first: under bf16 the GEMM reuses the stash's bf16 copy
   kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), embedding_.value(), dx,
                                {.trans_b = true, .compute_dtype = stash.GemmDType()});
+  if (Split(tp_)) AllReduceSumInPlace(*tp_, dx);  // each rank's dx covers its vocabulary only
   return dx;
 }
 

@@ -12,6 +12,26 @@ using runtime::Shape;
 using runtime::Tensor;
 namespace kernels = runtime::kernels;
 
+namespace {
+
+// The weight's dimension that holds the output (or input) features in `layout`.
+int OutDim(WeightLayout layout) { return layout == WeightLayout::kInOut ? 1 : 0; }
+int InDim(WeightLayout layout) { return 1 - OutDim(layout); }
+
+ShardSpec WeightSpec(const LinearOptions& o) {
+  switch (o.tp.split) {
+    case TpSplit::kColumn:
+      return o.tp.Spec(OutDim(o.layout));
+    case TpSplit::kRow:
+      return o.tp.Spec(InDim(o.layout));
+    case TpSplit::kNone:
+      break;
+  }
+  return ShardSpec::Replicated();
+}
+
+}  // namespace
+
 Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_features,
                LinearOptions options)
     : in_(in_features),
@@ -20,10 +40,17 @@ Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_featu
       weight_(prefix + ".weight",
               options.layout == WeightLayout::kInOut ? Shape{in_features, out_features}
                                                      : Shape{out_features, in_features},
-              ShardSpec::Replicated(), /*weight_decay=*/true),
-      bias_(prefix + ".bias", {out_features}, ShardSpec::Replicated(), /*weight_decay=*/false) {
+              WeightSpec(options), /*weight_decay=*/true),
+      // Column-parallel splits the bias with the output; row-parallel adds it after the sum.
+      bias_(prefix + ".bias", {out_features},
+            options.tp.split == TpSplit::kColumn ? options.tp.Spec(0) : ShardSpec::Replicated(),
+            /*weight_decay=*/false) {
   weight_.AddUse();
   if (options_.bias) bias_.AddUse();
+}
+
+int64_t Linear::local_out_features() const {
+  return weight_.local_shape()[OutDim(options_.layout)];
 }
 
 Tensor Linear::Forward(Stash& stash, const Tensor& x) {
@@ -34,11 +61,12 @@ Tensor Linear::Forward(Stash& stash, const Tensor& x) {
 
 Tensor Linear::ForwardWithoutBias(Stash& stash, const Tensor& x) {
   Shape out_shape = x.shape();
-  out_shape.back() = out_;
+  out_shape.back() = local_out_features();
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
   stash.Put(this, "x", x);  // first: under autocast the GEMM reads the stash's bf16 copy
   kernels::Matmul(stash.ForwardGemmInput(this, "x", x), weight_.value(), y,
                   {.trans_b = trans_b(), .compute_dtype = stash.ForwardGemmDType()});
+  if (split(TpSplit::kRow)) AllReduceSumInPlace(*options_.tp.group, y);  // partial sums
   return y;
 }
 
@@ -48,10 +76,14 @@ Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
   stash.Put(this, "dy", dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
   kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), weight_.value(), dx,
                                {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
+  // Column-parallel: each rank's dx covers its output columns only; the input was whole.
+  if (split(TpSplit::kColumn) && options_.tp.reduce_input_grad) {
+    AllReduceSumInPlace(*options_.tp.group, dx);
+  }
   if (options_.bias) {
     // The bias gradient's column sums from the f32 dy here, while it is at hand, so the weight
     // pass never widens a 16-bit dy back; it adds them to the gradient.
-    Tensor db = Tensor::Zeros({out_}, DType::kF32, MemoryTag::kActivation);
+    Tensor db = Tensor::Zeros(bias_.local_shape(), DType::kF32, MemoryTag::kActivation);
     kernels::BiasBackward(dy, db);
     stash.PutExact(this, "db", db);
   }

@@ -6,7 +6,10 @@
 //   Tensor dx = fc.BackwardInput(stash, dy);
 //   fc.BackwardWeight(stash);                 // dW += xᵀ·dy, db += Σ dy
 //
-// Parameters are "<prefix>.weight" (decayed) and "<prefix>.bias" (not decayed). f32, host.
+// Parameters are "<prefix>.weight" (decayed) and "<prefix>.bias" (not decayed). With
+// options.tp the layer is column- or row-parallel (parallel/tensor/tensor_parallel.h): it holds
+// its shard of the weight (and of the bias, column-parallel) and does the pair's collective.
+// f32, host.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include "parallel/layer.h"
+#include "parallel/tensor/tensor_parallel.h"
 
 namespace loom::parallel {
 
@@ -22,6 +26,7 @@ enum class WeightLayout { kInOut, kOutIn };
 struct LinearOptions {
   bool bias = true;
   WeightLayout layout = WeightLayout::kInOut;
+  TensorParallelOptions tp = {};
 };
 
 class Linear : public Layer {
@@ -32,7 +37,7 @@ class Linear : public Layer {
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   // Forward without adding the bias, for a caller that fuses the bias add into its next op
   // (GeluMlp: kernels::BiasGeluForward). The bias stays this layer's parameter; BackwardWeight
-  // computes its gradient as usual.
+  // computes its gradient as usual. (Row-parallel: the output is already summed over tp.)
   runtime::Tensor ForwardWithoutBias(Stash& stash, const runtime::Tensor& x);
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
@@ -42,9 +47,12 @@ class Linear : public Layer {
   Parameter* bias() { return options_.bias ? &bias_ : nullptr; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
+  // This rank's output features (out / tp for a column-parallel layer, else out).
+  int64_t local_out_features() const;
 
  private:
   bool trans_b() const { return options_.layout == WeightLayout::kOutIn; }
+  bool split(TpSplit s) const { return options_.tp.active() && options_.tp.split == s; }
 
   int64_t in_;
   int64_t out_;

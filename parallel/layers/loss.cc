@@ -1,5 +1,6 @@
 #include "parallel/layers/loss.h"
 
+#include "parallel/shard.h"
 #include "runtime/base/check.h"
 #include "runtime/kernels/cross_entropy.h"
 
@@ -10,21 +11,46 @@ using runtime::MemoryTag;
 using runtime::Tensor;
 namespace kernels = runtime::kernels;
 
+int64_t CrossEntropyLoss::vocab_start() const {
+  return split() ? BalancedRange(vocab_, tp_->rank(), tp_->size()).first : 0;
+}
+
+namespace {
+
+void AllReduceOrDie(comm::Communicator& group, Tensor& t, comm::ReduceOp op) {
+  const absl::Status s = group.AllReduce(t, t, op)->Wait();
+  LOOM_CHECK(s.ok()) << "vocabulary-parallel cross-entropy: all-reduce failed: " << s;
+}
+
+}  // namespace
+
 float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor& targets) {
   const int64_t n = targets.numel();
   const Tensor flat_targets = targets.Reshape({n});
   const Tensor flat_logits = logits.Reshape({n, logits.dim(-1)});
+  const int64_t vocab = vocab_ > 0 ? vocab_ : logits.dim(-1);
+  LOOM_CHECK(split() || logits.dim(-1) == vocab)
+      << "CrossEntropyLoss: logits of width " << logits.dim(-1) << " for a vocabulary of " << vocab;
   const int32_t* t = flat_targets.data<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
-    LOOM_CHECK(t[i] >= 0 && t[i] < logits.dim(-1))
-        << "CrossEntropyLoss: target " << t[i] << " at position " << i
-        << " is outside the vocabulary [0, " << logits.dim(-1) << ")";
+    LOOM_CHECK(t[i] >= 0 && t[i] < vocab) << "CrossEntropyLoss: target " << t[i] << " at position "
+                                          << i << " is outside the vocabulary [0, " << vocab << ")";
   }
   Tensor row_max = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
-  Tensor sum_exp = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
-  Tensor target_logit = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
+  // sum_exp and target_logit side by side, so the sharded case sums both in one collective.
+  Tensor sums = Tensor::Empty({2, n}, DType::kF32, MemoryTag::kActivation);
+  Tensor sum_exp = sums.Slice(0, 1).Reshape({n});
+  Tensor target_logit = sums.Slice(1, 2).Reshape({n});
   Tensor losses = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
-  kernels::CrossEntropyStats(flat_logits, flat_targets, 0, row_max, sum_exp, target_logit);
+  kernels::CrossEntropyStats(flat_logits, flat_targets, vocab_start(), row_max, sum_exp,
+                             target_logit);
+  if (split()) {  // statistics over the whole vocabulary
+    Tensor global_max = row_max.Clone();
+    AllReduceOrDie(*tp_, global_max, comm::ReduceOp::kMax);
+    kernels::CrossEntropyRescaleSumExp(row_max, global_max, sum_exp);
+    AllReduceOrDie(*tp_, sums, comm::ReduceOp::kSum);
+    row_max = global_max;
+  }
   kernels::CrossEntropyLoss(row_max, sum_exp, target_logit, losses);
   stash.Put(this, "logits", flat_logits);
   stash.PutExact(this, "targets", flat_targets);
@@ -44,8 +70,9 @@ Tensor CrossEntropyLoss::Backward(Stash& stash, float scale) {
   Tensor dloss = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
   dloss.Fill(scale / static_cast<float>(n));
   Tensor dlogits = Tensor::Zeros(logits.shape(), DType::kF32, MemoryTag::kActivation);
-  kernels::CrossEntropyBackward(logits, stash.Get(this, "targets"), 0, stash.Get(this, "row_max"),
-                                stash.Get(this, "sum_exp"), dloss, dlogits);
+  kernels::CrossEntropyBackward(logits, stash.Get(this, "targets"), vocab_start(),
+                                stash.Get(this, "row_max"), stash.Get(this, "sum_exp"), dloss,
+                                dlogits);
   return dlogits;
 }
 

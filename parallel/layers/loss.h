@@ -5,8 +5,17 @@
 //   Tensor dlogits = loss.Backward(stash, 1.0f / num_micro_batches);
 //
 // Backward returns ∂(scale · mean loss)/∂logits. f32, host.
+//
+// Vocabulary-parallel (CrossEntropyLoss loss(tp, vocab)): each rank's logits are its columns
+// [v0, v0 + V_local) of the vocabulary, split over tp as ShardSpec::Split(0, "tp") splits the
+// token embedding; the row max and the sums of exp and of the target logit are all-reduced (two
+// collectives of [B·T] values), so no rank ever holds a [tokens, vocab] tensor. Every tp rank
+// gets the same loss.
 #pragma once
 
+#include <cstdint>
+
+#include "comm/communicator.h"
 #include "parallel/stash.h"
 #include "runtime/tensor.h"
 
@@ -14,11 +23,22 @@ namespace loom::parallel {
 
 class CrossEntropyLoss {
  public:
+  CrossEntropyLoss() = default;
+  CrossEntropyLoss(comm::Communicator* tp, int64_t vocab_size) : tp_(tp), vocab_(vocab_size) {}
+
   // Returns the mean loss (accumulated in double); stashes logits and targets.
   float Forward(Stash& stash, const runtime::Tensor& logits, const runtime::Tensor& targets);
   // Per-position losses of the last Forward on this stash ([B·T]).
   runtime::Tensor losses(const Stash& stash) const;
   runtime::Tensor Backward(Stash& stash, float scale);
+
+ private:
+  bool split() const { return tp_ != nullptr && tp_->size() > 1; }
+  // The first vocabulary id of this rank's logits.
+  int64_t vocab_start() const;
+
+  comm::Communicator* tp_ = nullptr;
+  int64_t vocab_ = 0;  // the whole vocabulary (0: the logits' width)
 };
 
 }  // namespace loom::parallel

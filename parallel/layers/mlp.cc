@@ -21,8 +21,9 @@ Tensor ZerosLike(const Tensor& t) {
 
 }  // namespace
 
-GeluMlp::GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden)
-    : c_fc_(prefix + ".c_fc", dim, hidden), c_proj_(prefix + ".c_proj", hidden, dim) {}
+GeluMlp::GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden, comm::Communicator* tp)
+    : c_fc_(prefix + ".c_fc", dim, hidden, {.tp = {.split = TpSplit::kColumn, .group = tp}}),
+      c_proj_(prefix + ".c_proj", hidden, dim, {.tp = {.split = TpSplit::kRow, .group = tp}}) {}
 
 Tensor GeluMlp::Forward(Stash& stash, const Tensor& x) {
   // c_fc's bias add fused with the GELU: one pass over h instead of two.
@@ -48,12 +49,25 @@ void GeluMlp::BackwardWeight(Stash& stash) {
 
 std::vector<Parameter*> GeluMlp::Parameters() { return ConcatParameters({&c_fc_, &c_proj_}); }
 
-SwiGluMlp::SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden)
-    : gate_proj_(prefix + ".gate_proj", dim, hidden,
-                 {.bias = false, .layout = WeightLayout::kOutIn}),
-      up_proj_(prefix + ".up_proj", dim, hidden, {.bias = false, .layout = WeightLayout::kOutIn}),
+namespace {
+
+// SwiGLU's gate and up read the same input: their dx are summed, then all-reduced once.
+LinearOptions SwiGluIn(comm::Communicator* tp) {
+  return {.bias = false,
+          .layout = WeightLayout::kOutIn,
+          .tp = {.split = TpSplit::kColumn, .group = tp, .reduce_input_grad = false}};
+}
+
+}  // namespace
+
+SwiGluMlp::SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden, comm::Communicator* tp)
+    : tp_(tp),
+      gate_proj_(prefix + ".gate_proj", dim, hidden, SwiGluIn(tp)),
+      up_proj_(prefix + ".up_proj", dim, hidden, SwiGluIn(tp)),
       down_proj_(prefix + ".down_proj", hidden, dim,
-                 {.bias = false, .layout = WeightLayout::kOutIn}) {}
+                 {.bias = false,
+                  .layout = WeightLayout::kOutIn,
+                  .tp = {.split = TpSplit::kRow, .group = tp}}) {}
 
 Tensor SwiGluMlp::Forward(Stash& stash, const Tensor& x) {
   Tensor gate = gate_proj_.Forward(stash, x);
@@ -73,6 +87,7 @@ Tensor SwiGluMlp::BackwardInput(Stash& stash, const Tensor& dy) {
   kernels::SwiGLUBackward(da, gate, up, dgate, dup);
   Tensor dx = gate_proj_.BackwardInput(stash, dgate);
   kernels::AddInto(dx, up_proj_.BackwardInput(stash, dup));
+  if (tp_ != nullptr && tp_->size() > 1) AllReduceSumInPlace(*tp_, dx);
   return dx;
 }
 

@@ -5,7 +5,9 @@
 //   Tensor y = mlp.Forward(stash, x);       // x, y: [..., 384]
 //
 // Any Layer mapping [..., C] to [..., C] can stand in a TransformerBlock's MLP slot (the MoE
-// layer does, later). f32, host.
+// layer does, later). With a tp group of more than one rank the hidden layer is split over it:
+// the first projections column-parallel, the last row-parallel (one all-reduce each way). f32,
+// host.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +21,7 @@ namespace loom::parallel {
 
 class GeluMlp : public Layer {
  public:
-  GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden);
+  GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden, comm::Communicator* tp = nullptr);
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
@@ -32,13 +34,15 @@ class GeluMlp : public Layer {
 
 class SwiGluMlp : public Layer {
  public:
-  SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden);
+  SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden,
+            comm::Communicator* tp = nullptr);
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
   std::vector<Parameter*> Parameters() override;
 
  private:
+  comm::Communicator* tp_;
   Linear gate_proj_;
   Linear up_proj_;
   Linear down_proj_;

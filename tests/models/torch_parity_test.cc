@@ -134,8 +134,9 @@ TEST(TorchParityTest, MatchesLivePyTorch) {
   GptModel model(ParityConfig());
   model.Initialize(20241128);
   std::vector<NamedTensor> input;
-  for (const NamedTensor& nt : GptParameterTensors(model))
-    input.push_back({"weights." + nt.name, nt.tensor});
+  absl::StatusOr<std::vector<NamedTensor>> weights = GptParameterTensors(model);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  for (const NamedTensor& nt : *weights) input.push_back({"weights." + nt.name, nt.tensor});
   input.push_back({"inputs", runtime::kernels::testing::RandomIds({2, 16}, 64, 11)});
   input.push_back({"targets", runtime::kernels::testing::RandomIds({2, 16}, 64, 12)});
   const std::string dir = ::testing::TempDir() + "/loom_parity";

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "models/gpt_weights.h"
+
 namespace loom::testing {
 
 models::TrainOptions ReferenceOptions() {
@@ -28,8 +30,12 @@ models::TrainOptions WithLayout(models::TrainOptions o, int dp, int zero, int64_
 }
 
 RunResult Train(const models::TrainOptions& o, comm::Communicator* group) {
+  return Train(o, parallel::ParallelContext{.world = group, .dp = group});
+}
+
+RunResult Train(const models::TrainOptions& o, const parallel::ParallelContext& context) {
   RunResult r;
-  auto trainer = models::Trainer::Create(o, group);
+  auto trainer = models::Trainer::Create(o, context);
   EXPECT_TRUE(trainer.ok()) << trainer.status();
   if (!trainer.ok()) return r;
   models::Trainer& t = **trainer;
@@ -45,9 +51,12 @@ RunResult Train(const models::TrainOptions& o, comm::Communicator* group) {
   }
   const absl::Status gathered = t.GatherParameters();
   EXPECT_TRUE(gathered.ok()) << gathered;
-  for (parallel::Parameter* p : t.model().Parameters()) {
-    const float* v = p->value().data<float>();
-    r.params[p->name()].assign(v, v + p->value().numel());
+  auto whole = models::GptParameterTensors(t.model());  // tensor-parallel shards gathered
+  EXPECT_TRUE(whole.ok()) << whole.status();
+  if (!whole.ok()) return r;
+  for (const runtime::io::NamedTensor& nt : *whole) {
+    const float* v = nt.tensor.data<float>();
+    r.params[nt.name].assign(v, v + nt.tensor.numel());
   }
   return r;
 }

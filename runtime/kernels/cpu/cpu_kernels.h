@@ -45,8 +45,9 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, int64_t v
                           const Tensor& row_max, const Tensor& sum_exp, const Tensor& dloss,
                           Tensor& dlogits);
 
-void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor& out);
-void EmbeddingBackward(const Tensor& dout, const Tensor& ids, Tensor& dtable);
+// The table holds rows [vocab_start, vocab_start + rows); other ids give zero rows / are skipped.
+void EmbeddingForward(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out);
+void EmbeddingBackward(const Tensor& dout, const Tensor& ids, int64_t vocab_start, Tensor& dtable);
 
 void Add(const Tensor& a, const Tensor& b, Tensor& out);
 void Scale(Tensor& x, float factor);

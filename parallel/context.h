@@ -1,0 +1,33 @@
+// ParallelContext: the groups a rank belongs to, handed explicitly to the model's layers, data
+// parallelism and the trainer (there is no global process-group state).
+//
+//   LOOM_ASSIGN_OR_RETURN(auto mesh, Mesh::Create(*world, {.dp = 2, .tp = 2}));
+//   ParallelContext ctx = ParallelContext::FromMesh(*mesh);
+//   GptModel model(config, ctx);       // tensor-parallel layers over ctx.tp
+//   ... DataParallel over *ctx.dp, model_parallel = ctx.tp ...
+//
+// A null group means the axis is not used (one rank along it). The communicators are not owned;
+// they must outlive whoever holds the context.
+#pragma once
+
+#include "comm/communicator.h"
+#include "parallel/mesh.h"
+
+namespace loom::parallel {
+
+struct ParallelContext {
+  comm::Communicator* world = nullptr;  // the whole job (agreement on skips and norms)
+  comm::Communicator* dp = nullptr;     // data parallelism: same model piece, other data
+  comm::Communicator* tp = nullptr;     // tensor parallelism: other pieces of the same layers
+
+  // The mesh's groups (tp only when the mesh has more than one tp rank).
+  static ParallelContext FromMesh(const Mesh& mesh) {
+    return {.world = &mesh.world(),
+            .dp = &mesh.group(Axis::kDp),
+            .tp = mesh.size(Axis::kTp) > 1 ? &mesh.group(Axis::kTp) : nullptr};
+  }
+  int tp_size() const { return tp != nullptr ? tp->size() : 1; }
+  int tp_rank() const { return tp != nullptr ? tp->rank() : 0; }
+};
+
+}  // namespace loom::parallel

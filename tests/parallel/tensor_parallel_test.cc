@@ -1,0 +1,263 @@
+// Tensor parallelism on ranks as threads (the `local` backend): the shard layout against a direct
+// index computation, initial shards bitwise equal to slices of the unsharded parameters for every
+// GPT-2 parameter kind, and training at tp 2 and 4 (and tp × dp with ZeRO) against the single-rank
+// run. The equivalence suite's mpirun side is in tests/examples (train_gpt --tp).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <thread>
+
+#include "comm/local/local_backend.h"
+#include "models/gpt.h"
+#include "models/gpt_weights.h"
+#include "parallel/context.h"
+#include "parallel/mesh.h"
+#include "parallel/shard.h"
+#include "runtime/parallel.h"
+#include "tests/parallel/dp_checks.h"
+
+namespace loom::parallel {
+namespace {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Shape;
+using runtime::Tensor;
+using testing::ExpectEquivalent;
+using testing::ReferenceOptions;
+using testing::RunResult;
+using testing::Train;
+
+template <typename F>
+void OnRanks(int size, F body) {
+  auto world = comm::MakeLocalWorld(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) threads.emplace_back([&, r] { body(r, *world[r]); });
+  for (auto& t : threads) t.join();
+}
+
+// The element of the whole tensor that local element `i` of rank `index`'s shard is, computed
+// directly from the definition (parts of dim, each cut into `count` runs of whole blocks, the
+// first n % count one block longer), one coordinate at a time.
+int64_t GlobalIndexOf(const Shape& global, int dim, int parts, int64_t block, int index, int count,
+                      int64_t i) {
+  const int64_t part = global[dim] / parts, blocks = part / block;
+  std::vector<int64_t> sizes;
+  for (int r = 0; r < count; ++r) sizes.push_back(blocks / count + (r < blocks % count ? 1 : 0));
+  int64_t begin = 0;
+  for (int r = 0; r < index; ++r) begin += sizes[r] * block;
+  const int64_t mine = sizes[index] * block;
+  Shape local = global;
+  local[dim] = parts * mine;
+  // Row-major coordinates of i in the local shape, mapped one by one.
+  std::vector<int64_t> coord(global.size());
+  for (int d = static_cast<int>(global.size()) - 1; d >= 0; --d) {
+    coord[d] = i % local[d];
+    i /= local[d];
+  }
+  coord[dim] = (coord[dim] / mine) * part + begin + coord[dim] % mine;
+  int64_t g = 0;
+  for (size_t d = 0; d < global.size(); ++d) g = g * global[d] + coord[d];
+  return g;
+}
+
+Tensor Iota(const Shape& shape) {
+  Tensor t = Tensor::Empty(shape, DType::kF32, MemoryTag::kWorkspace);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = static_cast<float>(i);
+  return t;
+}
+
+TEST(ShardLayout, BalancedSplitGivesTheFirstRanksTheRemainder) {
+  // GPT-2's vocabulary over 4 ranks, without padding.
+  using Range = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(BalancedRange(50257, 0, 4), Range(0, 12565));
+  EXPECT_EQ(BalancedRange(50257, 1, 4), Range(12565, 25129));
+  EXPECT_EQ(BalancedRange(50257, 3, 4), Range(37693, 50257));
+  EXPECT_EQ(LocalShape({50257, 768}, ShardSpec::Split(0, "tp", 3, 4)), (Shape{12564, 768}));
+}
+
+TEST(ShardLayout, ExtractAndInsertMatchTheDirectIndexMapping) {
+  struct Case {
+    Shape global;
+    int dim, parts;
+    int64_t block;
+    int count;
+  };
+  const Case cases[] = {
+      {{6, 24}, 1, 3, 2, 2},    // c_attn: q, k, v of 4 heads of width 2 over 2 ranks
+      {{6, 24}, 1, 3, 2, 4},    // one head per rank
+      {{8, 6}, 0, 1, 2, 2},     // c_proj rows by head
+      {{67, 5}, 0, 1, 1, 4},    // an uneven vocabulary (17, 17, 17, 16 rows)
+      {{3, 10, 4}, 1, 1, 1, 3}  // a middle dimension, uneven
+  };
+  for (const Case& c : cases) {
+    const Tensor whole = Iota(c.global);
+    Tensor rebuilt = Tensor::Zeros(c.global, DType::kF32, MemoryTag::kWorkspace);
+    for (int r = 0; r < c.count; ++r) {
+      const ShardSpec spec = ShardSpec::Split(c.dim, "tp", r, c.count, c.parts, c.block);
+      ASSERT_TRUE(spec.Check("t", c.global).ok()) << spec.ToString();
+      Tensor local = Tensor::Empty(LocalShape(c.global, spec), DType::kF32, MemoryTag::kWorkspace);
+      ExtractShard(whole, spec, local);
+      for (int64_t i = 0; i < local.numel(); ++i) {
+        ASSERT_EQ(local.data<float>()[i],
+                  GlobalIndexOf(c.global, c.dim, c.parts, c.block, r, c.count, i))
+            << spec.ToString() << " local element " << i;
+      }
+      InsertShard(local, spec, rebuilt);
+    }
+    EXPECT_EQ(rebuilt.ToF32Vector(), whole.ToF32Vector()) << "every element from exactly one rank";
+  }
+}
+
+TEST(ShardLayout, RejectsSplitsThatDoNotFit) {
+  EXPECT_THAT(std::string(ShardSpec::Split(1, "tp", 0, 2, 3, 4).Check("c_attn", {4, 30}).message()),
+              ::testing::HasSubstr("not a multiple of parts x block"));
+  EXPECT_THAT(std::string(ShardSpec::Split(0, "tp", 0, 8).Check("wte", {5, 4}).message()),
+              ::testing::HasSubstr("cannot give each of 8 ranks one"));
+}
+
+TEST(ShardLayout, GatherShardsRebuildsTheWholeTensorOnEveryRank) {
+  const Shape global{67, 3};
+  const Tensor whole = Iota(global);
+  OnRanks(3, [&](int rank, comm::Communicator& group) {
+    const ShardSpec spec = ShardSpec::Split(0, "tp", rank, 3);
+    Tensor local = Tensor::Empty(LocalShape(global, spec), DType::kF32, MemoryTag::kWorkspace);
+    ExtractShard(whole, spec, local);
+    auto gathered = GatherShards(local, global, spec, group);
+    ASSERT_TRUE(gathered.ok()) << gathered.status();
+    EXPECT_EQ(gathered->ToF32Vector(), whole.ToF32Vector()) << "rank " << rank;
+  });
+}
+
+models::GptConfig TinyConfig(models::GptConfig::Mlp mlp) {
+  models::GptConfig c = *models::GptConfig::Preset("tiny");
+  c.vocab_size = 67;  // uneven over 2 and 4 ranks
+  c.mlp = mlp;
+  if (mlp == models::GptConfig::Mlp::kSwiGlu) c.dim = 96;  // hidden 8/3·96 = 256 splits by 4
+  return c;
+}
+
+// Every parameter kind of GPT-2 (and the SwiGLU variant): each rank's initial shard, filled from
+// the initializers without the whole, equals the slice of the unsharded model's parameter at the
+// indices the direct mapping gives, bit for bit.
+TEST(TensorParallelInit, ShardsAreSlicesOfTheUnshardedParameters) {
+  for (auto mlp : {models::GptConfig::Mlp::kGelu, models::GptConfig::Mlp::kSwiGlu}) {
+    const models::GptConfig config = TinyConfig(mlp);
+    models::GptModel whole(config);
+    whole.Initialize(7);
+    for (int tp : {2, 4}) {
+      OnRanks(tp, [&](int rank, comm::Communicator& group) {
+        models::GptModel model(config, &group);
+        model.Initialize(7);
+        int split = 0;
+        for (Parameter* p : model.Parameters()) {
+          const Parameter* w = whole.FindParameter(p->name());
+          ASSERT_NE(w, nullptr) << p->name();
+          ASSERT_EQ(p->global_shape(), w->global_shape()) << p->name();
+          const ShardSpec& s = p->shard_spec();
+          split += s.is_split();
+          for (int64_t i = 0; i < p->value().numel(); ++i) {
+            const int64_t g = s.is_split() ? GlobalIndexOf(p->global_shape(), s.dim, s.parts,
+                                                           s.block, rank, tp, i)
+                                           : i;
+            ASSERT_EQ(p->value().data<float>()[i], w->value().data<float>()[g])
+                << p->name() << " " << s.ToString() << " local " << i;
+          }
+        }
+        // wte, and per block c_attn.{weight,bias} and attn.c_proj.weight plus the MLP's three
+        // (GELU: c_fc.{weight,bias}, c_proj.weight; SwiGLU: gate, up, down).
+        EXPECT_EQ(split, 1 + config.num_layers * 6);
+      });
+    }
+  }
+}
+
+TEST(TensorParallelInit, BadLayoutsSayWhichTpWouldWork) {
+  const models::GptConfig small = *models::GptConfig::Preset("cpu-small");
+  EXPECT_EQ(std::string(small.ValidateTensorParallel(4).message()),
+            "tp=4 does not divide the 6 heads of cpu-small; choose tp in {1, 2, 3, 6}");
+  models::TrainOptions o = ReferenceOptions();
+  o.tp = 3;  // tiny has 4 heads
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("tp=3 does not divide the 4 heads of tiny"));
+}
+
+class TensorParallelEquivalence : public ::testing::Test {
+ protected:
+  static models::TrainOptions Options() {
+    models::TrainOptions o = ReferenceOptions();
+    o.vocab_size = 67;  // uneven vocabulary shards
+    return o;
+  }
+  static void SetUpTestSuite() {
+    runtime::SetNumThreads(1);
+    reference_ = new RunResult(Train(Options(), nullptr));
+  }
+  static void TearDownTestSuite() { delete reference_; }
+
+  // Trains `o` on dp × tp threads (mesh order tp-ep-dp-pp) and checks every rank.
+  static void Check(const models::TrainOptions& o, const std::string& what,
+                    const testing::Tolerance& tolerance = testing::kTpF32Tolerance,
+                    const RunResult* reference = nullptr) {
+    const int size = o.dp * o.tp;
+    std::vector<RunResult> results(size);
+    OnRanks(size, [&](int rank, comm::Communicator& world) {
+      auto mesh = Mesh::Create(world, MeshShape{.dp = o.dp, .tp = o.tp});
+      ASSERT_TRUE(mesh.ok()) << mesh.status();
+      results[rank] = Train(o, ParallelContext::FromMesh(**mesh));
+    });
+    for (int r = 0; r < size; ++r) {
+      ExpectEquivalent(reference != nullptr ? *reference : *reference_, results[r],
+                       what + " rank " + std::to_string(r), tolerance);
+    }
+  }
+  static RunResult* reference_;
+};
+RunResult* TensorParallelEquivalence::reference_ = nullptr;
+
+TEST_F(TensorParallelEquivalence, Tp2) {
+  models::TrainOptions o = Options();
+  o.tp = 2;
+  Check(o, "tp 2");
+}
+
+TEST_F(TensorParallelEquivalence, Tp4) {
+  models::TrainOptions o = Options();
+  o.tp = 4;
+  Check(o, "tp 4");
+}
+
+TEST_F(TensorParallelEquivalence, Tp2Dp2Zero1) {
+  models::TrainOptions o = Options();
+  o.tp = 2;
+  o.dp = 2;
+  o.zero = 1;
+  Check(o, "tp 2 x dp 2 zero 1");
+}
+
+TEST_F(TensorParallelEquivalence, Tp2Dp2Zero3) {
+  models::TrainOptions o = Options();
+  o.tp = 2;
+  o.dp = 2;
+  o.zero = 3;
+  Check(o, "tp 2 x dp 2 zero 3");
+}
+
+TEST_F(TensorParallelEquivalence, Tp2Recompute) {
+  models::TrainOptions o = Options();
+  o.tp = 2;
+  o.recompute = true;
+  Check(o, "tp 2 recompute");
+}
+
+TEST_F(TensorParallelEquivalence, Tp2Bf16) {
+  models::TrainOptions o = Options();
+  o.precision = "bf16";
+  const RunResult reference = Train(o, nullptr);
+  o.tp = 2;
+  Check(o, "tp 2 bf16", testing::kTpBf16Tolerance, &reference);
+}
+
+}  // namespace
+}  // namespace loom::parallel
