@@ -330,7 +330,13 @@ absl::Status Main() {
   // Everything that can be checked without the other ranks is, before the first collective, so a
   // bad setting fails on every rank with the same message.
   const int world_size = comm::LaunchedWorldSize();
-  if (options.dp == 0) options.dp = options.tp >= 1 ? std::max(1, world_size / options.tp) : 1;
+  if (options.dp == 0) {  // the ranks tensor parallelism leaves
+    if (options.tp < 1 || world_size % options.tp != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " does not divide the ",
+                                                     world_size, " ranks of the job"));
+    }
+    options.dp = world_size / options.tp;
+  }
   const parallel::MeshShape shape{
       .dp = options.dp, .tp = options.tp, .order = absl::GetFlag(FLAGS_order)};
   LOOM_RETURN_IF_ERROR(shape.Validate(world_size));

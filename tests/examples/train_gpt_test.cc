@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "models/data/synthetic_task.h"
+#include "runtime/io/safetensors.h"
 
 namespace loom {
 namespace {
@@ -268,6 +269,67 @@ TEST_F(TrainGptTest, BadLayoutsFailOnEveryRankBeforeTraining) {
   EXPECT_NE(r.rc, 0);
   EXPECT_NE(r.err.find("--batch 7 must be a multiple of --dp 2 x --grad_accum 1"),
             std::string::npos)
+      << r.err;
+}
+
+// train_gpt --tp under mpirun: tp 2 × dp 2 (ZeRO-1) reproduces the single-rank run (losses and
+// the exported whole weights, within the tensor-parallel fp32 tolerance kTpF32Tolerance of
+// tests/parallel/dp_checks.h: 5e-5 and 1e-4), and its step-10 checkpoint resumes on one rank.
+TEST_F(TrainGptTest, TensorParallelRunMatchesOneRankAndResumesOnOne) {
+  const std::string common =
+      " --preset tiny --vocab_size 67 --lr 3e-3 --warmup_steps 2 --seq_len 32 --steps 20 ";
+  ASSERT_EQ(
+      Run(common + "--metrics_out " + Path("a.jsonl") + " --export " + Path("a.safetensors")).rc,
+      0);
+  const Result tp = RunMpi(
+      "-np 4 " + Gpt() + common + "--tp 2 --zero 1 --save_every 10 --save_dir " + Path("ckpt") +
+      " --metrics_out " + Path("b.jsonl") + " --export " + Path("b.safetensors"));
+  ASSERT_EQ(tp.rc, 0) << tp.err;
+  EXPECT_NE(tp.out.find("layout dp 2 x tp 2 x pp 1 x ep 1"), std::string::npos) << tp.out;
+  const std::vector<nlohmann::json> a = ReadMetrics(Path("a.jsonl"));
+  const std::vector<nlohmann::json> b = ReadMetrics(Path("b.jsonl"));
+  ASSERT_EQ(a.size(), 20u);
+  ASSERT_EQ(b.size(), 20u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(b[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 5e-5) << "step " << i + 1;
+  }
+  // The export holds whole tensors under the same names and shapes as the single-rank one.
+  auto wa = runtime::io::ReadSafetensors(Path("a.safetensors"));
+  auto wb = runtime::io::ReadSafetensors(Path("b.safetensors"));
+  ASSERT_TRUE(wa.ok() && wb.ok());
+  ASSERT_EQ(wa->tensors.size(), wb->tensors.size());
+  for (size_t t = 0; t < wa->tensors.size(); ++t) {
+    ASSERT_EQ(wa->tensors[t].name, wb->tensors[t].name);
+    ASSERT_EQ(wa->tensors[t].tensor.shape(), wb->tensors[t].tensor.shape()) << wa->tensors[t].name;
+    const std::vector<float> x = wa->tensors[t].tensor.ToF32Vector();
+    const std::vector<float> y = wb->tensors[t].tensor.ToF32Vector();
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_NEAR(y[i], x[i], 1e-4) << wa->tensors[t].name << "[" << i << "]";
+    }
+  }
+  fs::remove_all(Path("ckpt/step-00000020"));
+  const Result resumed =
+      Run(common + "--resume --save_dir " + Path("ckpt") + " --metrics_out " + Path("c.jsonl"));
+  ASSERT_EQ(resumed.rc, 0) << resumed.err;
+  const std::vector<nlohmann::json> c = ReadMetrics(Path("c.jsonl"));
+  ASSERT_EQ(c.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_NEAR(c[i]["loss"].get<double>(), a[10 + i]["loss"].get<double>(), 5e-5)
+        << "step " << 11 + i;
+  }
+}
+
+TEST_F(TrainGptTest, BadTensorParallelLayoutsFailOnEveryRankWithWhatToChange) {
+  Result r = RunMpi("-np 4 " + Gpt() + " --preset cpu-small --tp 4 --steps 2");
+  EXPECT_NE(r.rc, 0);
+  EXPECT_EQ(r.out.find("step "), std::string::npos);
+  // Every rank fails the same way before any collective (tests/parallel checks each rank); with 4
+  // ranks on 2 cores mpirun may stop some before they print.
+  EXPECT_NE(r.err.find("tp=4 does not divide the 6 heads of cpu-small; choose tp in {1, 2, 3, 6}"),
+            std::string::npos)
+      << r.err;
+  r = RunMpi("-np 2 " + Gpt() + " --tp 4 --steps 2");
+  EXPECT_NE(r.err.find("--tp 4 does not divide the 2 ranks of the job"), std::string::npos)
       << r.err;
 }
 

@@ -55,8 +55,9 @@ inline constexpr Tolerance kBf16Tolerance = {.loss = 1e-3, .grad_norm = 2e-3, .p
 // dx) and the loss's statistics, so rounding differs from step 1 (losses within 4e-6 there) and
 // grows where training is sensitive (measured over 20 steps of the tiny model at tp 2 and 4, with
 // and without dp 2 × ZeRO 1/3: losses <= 5.7e-6, grad norms <= 0.021 %, parameters <= 2.8e-5;
-// bf16 at tp 2: losses <= 9.1e-4, grad norms <= 1.5 %, parameters <= 4.3e-3).
-inline constexpr Tolerance kTpF32Tolerance = {.loss = 2e-5, .grad_norm = 1e-3, .param = 1e-4};
+// train_gpt at tp 2 × dp 2 under mpirun against one rank on 2 threads: losses <= 2.8e-5; bf16 at
+// tp 2: losses <= 9.1e-4, grad norms <= 1.5 %, parameters <= 4.3e-3).
+inline constexpr Tolerance kTpF32Tolerance = {.loss = 5e-5, .grad_norm = 1e-3, .param = 1e-4};
 inline constexpr Tolerance kTpBf16Tolerance = {.loss = 3e-3, .grad_norm = 3e-2, .param = 2e-2};
 void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what,
                       const Tolerance& tolerance = kF32Tolerance);
