@@ -72,6 +72,7 @@ ABSL_FLAG(int64_t, inject_overflow_step, 0,
           "fault injection for tests: an Inf gradient on rank 0 at this step (needs fp16)");
 ABSL_FLAG(int64_t, seq_len, 0, "tokens per sequence (T); 0: the preset's context length");
 ABSL_FLAG(int64_t, vocab_size, 0, "override the preset's vocabulary size (0: keep it)");
+ABSL_FLAG(int64_t, num_layers, 0, "override the preset's number of blocks (0: keep it)");
 ABSL_FLAG(std::string, optimizer, "adamw", "adamw or sgd (with --momentum)");
 ABSL_FLAG(double, lr, 1e-3, "peak learning rate");
 ABSL_FLAG(double, min_lr, -1.0, "cosine floor; negative: lr / 10");
@@ -121,6 +122,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.inject_overflow_step = absl::GetFlag(FLAGS_inject_overflow_step);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  o.num_layers = absl::GetFlag(FLAGS_num_layers);
   o.optimizer = absl::GetFlag(FLAGS_optimizer);
   o.lr = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.min_lr = static_cast<float>(absl::GetFlag(FLAGS_min_lr));

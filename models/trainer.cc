@@ -47,7 +47,8 @@ nlohmann::json ScheduleJson(const optim::CosineScheduleOptions& o) {
 }
 
 nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t seq_len) {
-  return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"data", o.data},
+  return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"num_layers", c.num_layers},
+          {"data", o.data},
           {"batch", o.batch},        {"seq_len", seq_len},         {"seed", o.seed},
           {"optimizer", o.optimizer}};
 }
@@ -66,6 +67,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.batch < 1) return bad("--batch must be >= 1, got ", o.batch);
   if (o.seq_len < 0) return bad("--seq_len must be >= 0 (0: the context length), got ", o.seq_len);
   if (o.vocab_size < 0) return bad("--vocab_size must be >= 0, got ", o.vocab_size);
+  if (o.num_layers < 0) return bad("--num_layers must be >= 0, got ", o.num_layers);
   if (o.optimizer != "adamw" && o.optimizer != "sgd") {
     return bad("--optimizer must be adamw or sgd, got '", o.optimizer, "'");
   }
@@ -161,6 +163,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(options.preset));
   LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed));
   if (options.vocab_size > 0) config.vocab_size = options.vocab_size;
+  if (options.num_layers > 0) config.num_layers = options.num_layers;
   if (dataset.vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("the data (", dataset.name(), ") has vocabulary ", dataset.vocab_size(),

@@ -35,6 +35,7 @@ namespace loom::models {
 struct TrainOptions {
   std::string preset = "tiny";
   int64_t vocab_size = 0;  // 0: the preset's; must cover the data's vocabulary
+  int64_t num_layers = 0;  // 0: the preset's (fewer for quick runs of a large preset's shapes)
   std::string data;        // token file (llm.c shard or text bytes); empty: the embedded task
   int64_t steps = 100;
   int64_t batch = 8;       // sequences per optimizer step, over all data-parallel ranks

@@ -270,6 +270,25 @@ TEST_F(TensorParallelEquivalence, Tp2Bf16) {
   Check(o, "tp 2 bf16", testing::kTpBf16Tolerance, &reference);
 }
 
+// GPT-2 124M's shapes (vocabulary 50257, split unevenly: 25129 + 25128 rows; 12 heads of 64; MLP
+// 3072) at one block and a short sequence, 4 steps, against one rank.
+TEST(TensorParallelShapes, Gpt2ShapesAtReducedDepth) {
+  runtime::SetNumThreads(1);
+  models::TrainOptions o = ReferenceOptions();
+  o.preset = "gpt2-124m";
+  o.num_layers = 1;
+  o.steps = 4;
+  o.batch = 2;
+  o.seq_len = 16;
+  const RunResult reference = Train(o, nullptr);
+  o.tp = 2;
+  const std::vector<RunResult> results = TrainOnMesh(o);
+  ExpectEquivalent(reference, results[0], "gpt2-124m shapes, 1 block, tp 2",
+                   testing::kTpF32Tolerance);
+  ExpectEquivalent(reference, results[1], "gpt2-124m shapes, 1 block, tp 2 rank 1",
+                   testing::kTpF32Tolerance);
+}
+
 // A checkpoint holds whole tensors under Hugging Face names whatever the layout. Written at
 // tp 2 × dp 2 (ZeRO-3, so ZeRO shards of tp shards are gathered) after 10 of 20 steps: resumed on
 // the same layout it continues bitwise as the run that never stopped; resumed at tp 1 and tp 4
