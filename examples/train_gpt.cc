@@ -42,6 +42,9 @@ ABSL_FLAG(int64_t, steps, 100, "optimizer steps to run (total, counting resumed 
 ABSL_FLAG(int64_t, batch, 8, "sequences per optimizer step (B), over all data-parallel ranks");
 ABSL_FLAG(int32_t, dp, 0, "data-parallel ranks; 0: the job's ranks / tp (mpirun -np)");
 ABSL_FLAG(int32_t, tp, 1, "tensor-parallel ranks (heads, MLP hidden units and vocabulary split)");
+ABSL_FLAG(bool, sequence_parallel, false,
+          "with --tp: shard norms, residuals and position embeddings along the tokens (all-gather "
+          "before and reduce-scatter after each tensor-parallel region instead of all-reduce)");
 ABSL_FLAG(std::string, order, "tp-ep-dp-pp",
           "mesh order, fastest-varying axis first (tp-ep-dp-pp: tp groups are neighbouring ranks)");
 ABSL_FLAG(int32_t, zero, 0,
@@ -110,6 +113,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.batch = absl::GetFlag(FLAGS_batch);
   o.dp = absl::GetFlag(FLAGS_dp);
   o.tp = absl::GetFlag(FLAGS_tp);
+  o.sequence_parallel = absl::GetFlag(FLAGS_sequence_parallel);
   o.zero = absl::GetFlag(FLAGS_zero);
   o.grad_accum = absl::GetFlag(FLAGS_grad_accum);
   o.bucket_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_bucket_mb) * (1 << 20));

@@ -105,7 +105,7 @@ std::unique_ptr<parallel::Layer> MakeNorm(const GptConfig& c, const std::string&
 }
 
 std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& prefix,
-                                         comm::Communicator* tp) {
+                                         const parallel::TensorParallelOptions& tp) {
   if (c.mlp == GptConfig::Mlp::kGelu) {
     return std::make_unique<parallel::GeluMlp>(prefix, c.dim, c.MlpHidden(), tp);
   }
@@ -114,13 +114,14 @@ std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& 
 
 }  // namespace
 
-GptModel::GptModel(const GptConfig& config, comm::Communicator* tp)
+GptModel::GptModel(const GptConfig& config, comm::Communicator* tp, bool sequence_parallel)
     : config_(config),
       tp_(tp),
-      wte_("wte", config.vocab_size, config.dim, tp),
-      wpe_("wpe", config.context_length, config.dim),
+      sequence_parallel_(sequence_parallel && tp != nullptr && tp->size() > 1),
+      wte_("wte", config.vocab_size, config.dim, TpOptions()),
+      wpe_("wpe", config.context_length, config.dim, TpOptions()),
       ln_f_(MakeNorm(config, "ln_f")),
-      lm_head_(wte_.weight(), tp),
+      lm_head_(wte_.weight(), TpOptions()),
       loss_(tp, config.vocab_size) {
   absl::Status valid = config.Validate();
   if (valid.ok()) valid = config.ValidateTensorParallel(tp != nullptr ? tp->size() : 1);
@@ -130,9 +131,20 @@ GptModel::GptModel(const GptConfig& config, comm::Communicator* tp)
     blocks_.push_back(std::make_unique<parallel::TransformerBlock>(
         MakeNorm(config, p + ".ln_1"),
         std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads,
-                                                        tp),
-        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp", tp)));
+                                                        TpOptions()),
+        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp", TpOptions())));
   }
+  // Sequence parallelism: everything replicated over tp (norms, position embeddings,
+  // row-parallel biases) sees only this rank's tokens.
+  if (sequence_parallel_) {
+    for (Parameter* p : Parameters()) {
+      if (!p->shard_spec().is_split()) p->SetGradPartialOver("tp");
+    }
+  }
+}
+
+parallel::TensorParallelOptions GptModel::TpOptions() const {
+  return {.group = tp_, .sequence_parallel = sequence_parallel_};
 }
 
 void GptModel::SetInitializers(uint64_t seed) {
@@ -165,6 +177,11 @@ Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {
       << "GptModel: inputs must be [B, T] with T <= " << config_.context_length << ", got "
       << inputs.DebugString();
   constexpr Pass kForward = Pass::kForward;
+  const int64_t tokens = inputs.dim(0) * inputs.dim(1), tp = tp_ != nullptr ? tp_->size() : 1;
+  LOOM_CHECK(!sequence_parallel_ || tokens % tp == 0)
+      << "GptModel: sequence parallelism needs the " << tokens << " tokens of a micro-batch to "
+      << "split over tp " << tp;
+  stash.SetSequenceLength(inputs.dim(1));
   Tensor x = InUnit(0, kForward, [&] { return wpe_.Forward(stash, wte_.Forward(stash, inputs)); });
   for (size_t i = 0; i < blocks_.size(); ++i) {
     x = InUnit(1 + static_cast<int>(i), kForward, [&] { return blocks_[i]->Forward(stash, x); });

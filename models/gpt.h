@@ -29,6 +29,7 @@
 #include "parallel/layers/embedding.h"
 #include "parallel/layers/loss.h"
 #include "parallel/layers/norm.h"
+#include "parallel/tensor/tensor_parallel.h"
 
 namespace loom::models {
 
@@ -63,12 +64,16 @@ struct GptConfig {
 class GptModel {
  public:
   // config must be valid (and split by `tp`'s size: ValidateTensorParallel). `tp` (not owned):
-  // the tensor-parallel group, nullptr for none.
-  explicit GptModel(const GptConfig& config, comm::Communicator* tp = nullptr);
+  // the tensor-parallel group, nullptr for none. `sequence_parallel`: shard the activations
+  // between the tensor-parallel regions along the tokens (sequence lengths must divide by tp); the
+  // parameters replicated over tp then get partial gradients (ShardSpec::grad_partial_over).
+  explicit GptModel(const GptConfig& config, comm::Communicator* tp = nullptr,
+                    bool sequence_parallel = false);
 
   const GptConfig& config() const { return config_; }
   // The tensor-parallel group (nullptr: none).
   comm::Communicator* tp() const { return tp_; }
+  bool sequence_parallel() const { return sequence_parallel_; }
 
   // Allocates every parameter and fills it from the counter-based RNG: weights ~ N(0, init_std)
   // (residual projections c_proj scaled by 1/√(2·layers), as GPT-2), biases 0, norm weights 1.
@@ -78,7 +83,8 @@ class GptModel {
   void SetInitializers(uint64_t seed);
 
   // inputs: i32 [B, T], T <= context_length. Returns logits [B, T, vocab] (vocabulary-parallel:
-  // this rank's columns of them, [B, T, V_local]).
+  // this rank's columns of them, [B, T, V_local]; with sequence parallelism as token rows,
+  // [B·T, V_local]).
   runtime::Tensor Logits(parallel::Stash& stash, const runtime::Tensor& inputs);
   // Logits then the mean cross-entropy against targets (i32 [B, T]).
   float ForwardLoss(parallel::Stash& stash, const runtime::Tensor& inputs,
@@ -112,6 +118,7 @@ class GptModel {
  private:
   GptConfig config_;
   comm::Communicator* tp_;
+  bool sequence_parallel_;
   parallel::Embedding wte_;
   parallel::PositionEmbedding wpe_;
   std::vector<std::unique_ptr<parallel::TransformerBlock>> blocks_;
@@ -121,6 +128,8 @@ class GptModel {
   parallel::ParameterUseHooks* hooks_ = nullptr;
   runtime::DType activation_dtype_ = runtime::DType::kF32;
 
+  // The tensor-parallel options every split layer gets (no split chosen yet).
+  parallel::TensorParallelOptions TpOptions() const;
   // Runs `body` between the hooks of `unit` in `pass`.
   template <typename F>
   runtime::Tensor InUnit(int unit, parallel::ParameterUseHooks::Pass pass, F&& body);

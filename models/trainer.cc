@@ -47,10 +47,9 @@ nlohmann::json ScheduleJson(const optim::CosineScheduleOptions& o) {
 }
 
 nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t seq_len) {
-  return {{"preset", o.preset},      {"vocab_size", c.vocab_size}, {"num_layers", c.num_layers},
-          {"data", o.data},
-          {"batch", o.batch},        {"seq_len", seq_len},         {"seed", o.seed},
-          {"optimizer", o.optimizer}};
+  return {{"preset", o.preset}, {"vocab_size", c.vocab_size}, {"num_layers", c.num_layers},
+          {"data", o.data},     {"batch", o.batch},           {"seq_len", seq_len},
+          {"seed", o.seed},     {"optimizer", o.optimizer}};
 }
 
 }  // namespace
@@ -77,11 +76,22 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.dp < 1) return bad("--dp must be >= 1, got ", o.dp);
   if (o.tp < 1) return bad("--tp must be >= 1, got ", o.tp);
+  if (o.sequence_parallel && o.tp < 2) {
+    return bad(
+        "--sequence_parallel shards activations over the tensor-parallel ranks; it needs "
+        "--tp >= 2, got --tp ",
+        o.tp);
+  }
   if (o.tp > 1) {  // the preset's shape must split (data files only widen the vocabulary)
     absl::StatusOr<GptConfig> config = GptConfig::Preset(o.preset);
     if (config.ok()) {
       if (o.vocab_size > 0) config->vocab_size = o.vocab_size;
       LOOM_RETURN_IF_ERROR(config->ValidateTensorParallel(o.tp));
+      const int64_t seq_len = o.seq_len > 0 ? o.seq_len : config->context_length;
+      if (o.sequence_parallel && seq_len % o.tp != 0) {
+        return bad("--sequence_parallel splits each sequence's ", seq_len, " tokens over --tp ",
+                   o.tp, "; choose a --seq_len that divides by ", o.tp);
+      }
     }
   }
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
@@ -178,7 +188,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   LOOM_RETURN_IF_ERROR(config.Validate());
   LOOM_RETURN_IF_ERROR(config.ValidateTensorParallel(options.tp));
-  auto model = std::make_unique<GptModel>(config, context.tp);
+  auto model = std::make_unique<GptModel>(config, context.tp, options.sequence_parallel);
   // Weights loaded from a file need the whole model; otherwise data parallelism fills only what
   // each rank holds from the initializers (a ZeRO-3 shard, never the whole model).
   const bool loads_weights = !options.init_from.empty() || options.resume;

@@ -38,10 +38,11 @@ struct TrainOptions {
   int64_t num_layers = 0;  // 0: the preset's (fewer for quick runs of a large preset's shapes)
   std::string data;        // token file (llm.c shard or text bytes); empty: the embedded task
   int64_t steps = 100;
-  int64_t batch = 8;       // sequences per optimizer step, over all data-parallel ranks
-  int dp = 1;              // data-parallel ranks (the size of the group given to Create)
-  int tp = 1;              // tensor-parallel ranks (heads, MLP and vocabulary split over them)
-  int zero = 0;            // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
+  int64_t batch = 8;  // sequences per optimizer step, over all data-parallel ranks
+  int dp = 1;         // data-parallel ranks (the size of the group given to Create)
+  int tp = 1;         // tensor-parallel ranks (heads, MLP and vocabulary split over them)
+  bool sequence_parallel = false;  // shard norms/residuals along the tokens over tp (tp >= 2)
+  int zero = 0;                    // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
   int64_t bucket_bytes = 4 << 20;   // gradient bucket size
   bool overlap_grad_reduce = true;  // false: reduce only after backward (a measurement baseline)

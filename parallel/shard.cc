@@ -57,7 +57,8 @@ absl::Status ShardSpec::Check(const std::string& name, const Shape& global) cons
 std::string ShardSpec::ToString() const {
   switch (kind) {
     case Kind::kReplicated:
-      return "replicated";
+      return grad_partial() ? absl::StrCat("replicated(grad partial over ", grad_partial_over, ")")
+                            : "replicated";
     case Kind::kSplit:
       return absl::StrCat("split(dim=", dim, ", axis=", axis, ", ", index, "/", count,
                           parts > 1 ? absl::StrCat(", parts=", parts) : "",

@@ -38,8 +38,13 @@ struct ShardSpec {
   int count = 1;      // kSplit: ranks along the axis
   int parts = 1;      // kSplit: fused parts of `dim`, each split alike (c_attn: 3)
   int64_t block = 1;  // kSplit: the split moves whole blocks of this many elements
+  // Not empty: each rank's gradient is a partial sum over this axis (a parameter replicated over
+  // tp that sees only this rank's tokens under sequence parallelism: norm weights, row-parallel
+  // biases, position embeddings); data parallelism sums it over that group before reducing.
+  std::string grad_partial_over;
 
   static ShardSpec Replicated() { return {}; }
+  bool grad_partial() const { return !grad_partial_over.empty(); }
   static ShardSpec Split(int dim, std::string axis, int index, int count, int parts = 1,
                          int64_t block = 1);
   bool is_split() const { return kind == Kind::kSplit; }

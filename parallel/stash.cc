@@ -5,6 +5,14 @@
 
 namespace loom::parallel {
 
+Stash Stash::EmptyLike() const {
+  Stash s;
+  s.activation_dtype_ = activation_dtype_;
+  s.autocast_ = autocast_;
+  s.sequence_length_ = sequence_length_;
+  return s;
+}
+
 void Stash::Put(const void* owner, absl::string_view slot, runtime::Tensor t) {
   if (activation_dtype_ == runtime::DType::kF32 || !t.defined() ||
       t.dtype() != runtime::DType::kF32) {

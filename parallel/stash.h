@@ -60,6 +60,14 @@ class Stash {
   // As Get, for a GEMM operand: a tensor stored in GemmDType() (a bf16 copy under bf16 training)
   // comes back as stored, without the widening round trip; anything else as Get returns it.
   runtime::Tensor GetForGemm(const void* owner, absl::string_view slot) const;
+  // Tokens per sequence of this micro-batch (set by the model): layers that see activations as
+  // token rows (sequence parallelism, parallel/tensor/tensor_parallel.h) read how rows form
+  // sequences from it. 0: not set.
+  void SetSequenceLength(int64_t t) { sequence_length_ = t; }
+  int64_t sequence_length() const { return sequence_length_; }
+  // An empty stash with this one's settings (activation dtype, autocast, sequence length), e.g.
+  // for a forward pass whose activations are dropped (recompute).
+  Stash EmptyLike() const;
   bool Contains(const void* owner, absl::string_view slot) const;
   void Erase(const void* owner, absl::string_view slot);
   void Clear() { tensors_.clear(); }
@@ -80,6 +88,7 @@ class Stash {
   absl::flat_hash_map<Key, Entry> tensors_;
   runtime::DType activation_dtype_ = runtime::DType::kF32;
   bool autocast_ = false;
+  int64_t sequence_length_ = 0;
 };
 
 }  // namespace loom::parallel

@@ -81,6 +81,10 @@ void Allocator::Record(size_t bytes, MemoryTag tag) {
   int64_t peak = c.peak.load();
   while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
   }
+  int64_t largest = c.largest.load();
+  while (static_cast<int64_t>(bytes) > largest &&
+         !c.largest.compare_exchange_weak(largest, static_cast<int64_t>(bytes))) {
+  }
   c.allocations.fetch_add(1);
 }
 
@@ -92,7 +96,7 @@ void Allocator::Unrecord(size_t bytes, MemoryTag tag) {
 
 MemoryStats Allocator::Stats(MemoryTag tag) const {
   const Counter& c = counters_[static_cast<int>(tag)];
-  return MemoryStats{c.current.load(), c.peak.load(), c.allocations.load()};
+  return MemoryStats{c.current.load(), c.peak.load(), c.allocations.load(), c.largest.load()};
 }
 
 int64_t Allocator::TotalCurrentBytes() const {
@@ -102,7 +106,10 @@ int64_t Allocator::TotalCurrentBytes() const {
 }
 
 void Allocator::ResetPeaks() {
-  for (Counter& c : counters_) c.peak.store(c.current.load());
+  for (Counter& c : counters_) {
+    c.peak.store(c.current.load());
+    c.largest.store(0);
+  }
 }
 
 std::string Allocator::Summary() const {

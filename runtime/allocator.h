@@ -40,7 +40,8 @@ absl::string_view MemoryTagName(MemoryTag tag);  // "param", "grad", ...
 struct MemoryStats {
   int64_t current_bytes = 0;
   int64_t peak_bytes = 0;
-  int64_t allocations = 0;  // number of live allocations
+  int64_t allocations = 0;    // number of live allocations
+  int64_t largest_bytes = 0;  // the largest single allocation since the last ResetPeaks
 };
 
 inline constexpr size_t kAllocationAlignment = 64;
@@ -71,7 +72,8 @@ class Allocator {
   int64_t TotalCurrentBytes() const;
   // Bytes held for reuse and the cache's hit counts (not part of any tag's figures).
   BlockCacheStats CacheStats() const { return cache_.Stats(); }
-  // Sets every tag's peak to its current value (start of a measured region).
+  // Sets every tag's peak to its current value and forgets its largest allocation (start of a
+  // measured region).
   void ResetPeaks();
   // One line: "param 1.50 MiB (peak 1.50 MiB), grad ..., cached 12.00 MiB".
   std::string Summary() const;
@@ -87,6 +89,7 @@ class Allocator {
     std::atomic<int64_t> current{0};
     std::atomic<int64_t> peak{0};
     std::atomic<int64_t> allocations{0};
+    std::atomic<int64_t> largest{0};
   };
   std::array<Counter, kNumMemoryTags> counters_;
   BlockCache cache_;

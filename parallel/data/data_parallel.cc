@@ -73,6 +73,12 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   }
   for (const auto& unit : units) {
     for (const Parameter* p : unit) {
+      if (p->shard_spec().grad_partial() &&
+          (p->shard_spec().grad_partial_over != "tp" || options.model_parallel == nullptr)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            p->name(), ": its gradient is partial over ", p->shard_spec().grad_partial_over,
+            "; data parallelism needs that group as Options::model_parallel"));
+      }
       if (p->shard_spec().kind == ShardSpec::Kind::kExpert ||
           (!p->value().defined() && p->initializer() == nullptr)) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -292,6 +298,14 @@ void DataParallel::BeginMicroBatch(bool last) {
 
 void DataParallel::OnGradReady(Parameter& p) {
   if (!reduce_this_micro_) return;
+  if (p.shard_spec().grad_partial()) {
+    // This rank's part of the gradient (e.g. its tokens' under sequence parallelism): summed over
+    // the model-parallel group first, in the model's backward order (the same on every rank of
+    // it, whatever its buckets), then reduced over data parallelism with the rest.
+    Tensor g = p.grad();
+    const absl::Status s = options_.model_parallel->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
+    LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over tp failed: " << s;
+  }
   Bucket& b = buckets_[bucket_of_.at(&p)];
   ++b.ready;
   if (options_.overlap) LaunchReady();

@@ -12,9 +12,10 @@ namespace kernels = runtime::kernels;
 
 namespace {
 
-int TpSize(comm::Communicator* tp) { return tp != nullptr ? tp->size() : 1; }
+int TpSize(const TensorParallelOptions& tp) { return tp.active() ? tp.group->size() : 1; }
 
-int64_t HeadDim(const std::string& prefix, int64_t dim, int64_t num_heads, comm::Communicator* tp) {
+int64_t HeadDim(const std::string& prefix, int64_t dim, int64_t num_heads,
+                const TensorParallelOptions& tp) {
   LOOM_CHECK(num_heads > 0 && dim % num_heads == 0)
       << prefix << ": dim " << dim << " is not divisible by num_heads " << num_heads;
   LOOM_CHECK(num_heads % TpSize(tp) == 0)
@@ -25,19 +26,20 @@ int64_t HeadDim(const std::string& prefix, int64_t dim, int64_t num_heads, comm:
 }  // namespace
 
 CausalSelfAttention::CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads,
-                                         comm::Communicator* tp)
+                                         const TensorParallelOptions& tp)
     : num_heads_(num_heads / TpSize(tp)),
       c_attn_(prefix + ".c_attn", dim, 3 * dim,
-              {.tp = {.split = TpSplit::kColumn,
-                      .group = tp,
-                      .parts = 3,
-                      .block = HeadDim(prefix, dim, num_heads, tp)}}),
-      c_proj_(prefix + ".c_proj", dim, dim,
-              {.tp = {.split = TpSplit::kRow, .group = tp, .block = dim / num_heads}}) {}
+              {.tp = tp.As(TpSplit::kColumn, 3, HeadDim(prefix, dim, num_heads, tp))}),
+      c_proj_(prefix + ".c_proj", dim, dim, {.tp = tp.As(TpSplit::kRow, 1, dim / num_heads)}) {}
 
 Tensor CausalSelfAttention::Forward(Stash& stash, const Tensor& x) {
   Tensor qkv = c_attn_.Forward(stash, x);
-  const int64_t b = x.dim(0), t = x.dim(1), c = qkv.dim(2) / 3;  // this rank's heads' width
+  if (qkv.rank() == 2) {  // sequence parallelism: every rank's tokens, as sequences again
+    LOOM_CHECK_GT(stash.sequence_length(), 0) << "attention on token rows needs the stash's "
+                                                 "sequence length (Stash::SetSequenceLength)";
+    qkv = qkv.Reshape({-1, stash.sequence_length(), qkv.dim(1)});
+  }
+  const int64_t b = qkv.dim(0), t = qkv.dim(1), c = qkv.dim(2) / 3;  // this rank's heads' width
   stash.Put(this, "qkv", qkv);  // first: under autocast attention reads the stash's bf16 copy
   // Under autocast the kernel runs on bf16 operands and writes bf16 probabilities, which the
   // stash keeps as they are (kernels/attention.h).

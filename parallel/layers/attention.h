@@ -6,7 +6,8 @@
 // Parameters (GPT-2 names, [in, out] layout): <prefix>.c_attn.{weight,bias} [C, 3C], [3C] and
 // <prefix>.c_proj.{weight,bias} [C, C], [C]. With a tp group of more than one rank the heads are
 // split over it: c_attn column-parallel in three parts (each rank holds q, k and v of its heads),
-// c_proj row-parallel. f32, host.
+// c_proj row-parallel. Under sequence parallelism x and y are this rank's tokens ([N/tp, C] rows)
+// and the stash's sequence length says how the gathered tokens form sequences. f32, host.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,7 @@ namespace loom::parallel {
 class CausalSelfAttention : public Layer {
  public:
   CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads,
-                      comm::Communicator* tp = nullptr);
+                      const TensorParallelOptions& tp = {});
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;

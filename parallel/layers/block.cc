@@ -26,7 +26,7 @@ Tensor TransformerBlock::ForwardInto(Stash& stash, const Tensor& x) {
 
 Tensor TransformerBlock::Forward(Stash& stash, const Tensor& x) {
   if (!recompute_) return ForwardInto(stash, x);
-  Stash scratch;  // activations dropped at the end of this call
+  Stash scratch = stash.EmptyLike();  // activations dropped at the end of this call
   Tensor y = ForwardInto(scratch, x);
   stash.Put(this, "x", x);
   return y;

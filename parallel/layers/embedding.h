@@ -18,15 +18,16 @@
 #include <string>
 #include <vector>
 
-#include "comm/communicator.h"
 #include "parallel/layer.h"
+#include "parallel/layers/linear.h"
+#include "parallel/tensor/tensor_parallel.h"
 
 namespace loom::parallel {
 
 class Embedding : public Layer {
  public:
   Embedding(const std::string& prefix, int64_t num_embeddings, int64_t dim,
-            comm::Communicator* tp = nullptr);
+            const TensorParallelOptions& tp = {});
   // x: i32 ids of any shape; returns [..., dim].
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& ids) override;
   // Returns an undefined tensor: ids have no gradient.
@@ -36,37 +37,47 @@ class Embedding : public Layer {
   Parameter& weight() { return weight_; }
 
  private:
-  comm::Communicator* tp_;
+  TensorParallelOptions tp_;
   Parameter weight_;
 };
 
 class PositionEmbedding : public Layer {
  public:
-  PositionEmbedding(const std::string& prefix, int64_t max_positions, int64_t dim);
-  // x: [B, T, dim] with T <= max_positions; returns x + weight[0:T] (broadcast over B).
+  PositionEmbedding(const std::string& prefix, int64_t max_positions, int64_t dim,
+                    const TensorParallelOptions& tp = {});
+  // x: [B, T, dim] with T <= max_positions; returns x + weight[0:T] (broadcast over B). Under
+  // sequence parallelism x is this rank's token rows [N/tp, dim] and each row gets its position.
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
   std::vector<Parameter*> Parameters() override { return {&weight_}; }
 
  private:
+  // Calls run(row, position, count) for each run of rows of x with consecutive positions.
+  template <typename F>
+  void ForEachPositionRun(const Stash& stash, const runtime::Tensor& x, F run) const;
+
+  TensorParallelOptions tp_;
   Parameter weight_;
 };
 
 class TiedLmHead : public Layer {
  public:
-  // `embedding` is the [vocab, dim] token embedding (split over `tp` like it, if given); it must
-  // outlive this layer.
-  explicit TiedLmHead(Parameter& embedding, comm::Communicator* tp = nullptr);
-  runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
-  runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dlogits) override;
-  void BackwardWeight(Stash& stash) override;
+  // `embedding` is the [vocab, dim] token embedding (split over tp like it, if given); it must
+  // outlive this layer. A column-parallel Linear over it (vocabulary columns).
+  explicit TiedLmHead(Parameter& embedding, const TensorParallelOptions& tp = {});
+  runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override {
+    return head_.Forward(stash, x);
+  }
+  runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dlogits) override {
+    return head_.BackwardInput(stash, dlogits);
+  }
+  void BackwardWeight(Stash& stash) override { head_.BackwardWeight(stash); }
   // The tied weight belongs to the embedding layer, which lists it.
   std::vector<Parameter*> Parameters() override { return {}; }
 
  private:
-  Parameter& embedding_;
-  comm::Communicator* tp_;
+  Linear head_;
 };
 
 }  // namespace loom::parallel

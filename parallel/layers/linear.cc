@@ -1,5 +1,6 @@
 #include "parallel/layers/linear.h"
 
+#include "runtime/base/check.h"
 #include "runtime/kernels/bias_add.h"
 #include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/matmul.h"
@@ -37,20 +38,34 @@ Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_featu
     : in_(in_features),
       out_(out_features),
       options_(options),
-      weight_(prefix + ".weight",
-              options.layout == WeightLayout::kInOut ? Shape{in_features, out_features}
-                                                     : Shape{out_features, in_features},
-              WeightSpec(options), /*weight_decay=*/true),
+      own_weight_(std::in_place, prefix + ".weight",
+                  options.layout == WeightLayout::kInOut ? Shape{in_features, out_features}
+                                                         : Shape{out_features, in_features},
+                  WeightSpec(options), /*weight_decay=*/true),
+      weight_(&*own_weight_),
       // Column-parallel splits the bias with the output; row-parallel adds it after the sum.
       bias_(prefix + ".bias", {out_features},
             options.tp.split == TpSplit::kColumn ? options.tp.Spec(0) : ShardSpec::Replicated(),
             /*weight_decay=*/false) {
-  weight_.AddUse();
+  weight_->AddUse();
   if (options_.bias) bias_.AddUse();
 }
 
+Linear::Linear(Parameter& shared, LinearOptions options)
+    : in_(shared.global_shape()[InDim(options.layout)]),
+      out_(shared.global_shape()[OutDim(options.layout)]),
+      options_(options),
+      weight_(&shared),
+      bias_(shared.name() + ".unused_bias", {0}, ShardSpec::Replicated(), false) {
+  LOOM_CHECK(!options.bias) << shared.name() << ": a layer over a shared weight has no bias";
+  LOOM_CHECK(shared.shard_spec().ToString() == WeightSpec(options).ToString())
+      << shared.name() << " is " << shared.shard_spec().ToString() << " but the layer over it "
+      << "would split it as " << WeightSpec(options).ToString();
+  weight_->AddUse();
+}
+
 int64_t Linear::local_out_features() const {
-  return weight_.local_shape()[OutDim(options_.layout)];
+  return weight_->local_shape()[OutDim(options_.layout)];
 }
 
 Tensor Linear::Forward(Stash& stash, const Tensor& x) {
@@ -60,41 +75,55 @@ Tensor Linear::Forward(Stash& stash, const Tensor& x) {
 }
 
 Tensor Linear::ForwardWithoutBias(Stash& stash, const Tensor& x) {
-  Shape out_shape = x.shape();
+  // First: under autocast the GEMM reads the stash's bf16 copy. Under sequence parallelism x is
+  // this rank's tokens, and a column-parallel backward gathers them again (as Megatron does)
+  // instead of keeping the whole.
+  stash.Put(this, "x", x);
+  Tensor in = stash.ForwardGemmInput(this, "x", x);
+  if (split(TpSplit::kColumn)) in = ColumnInput(options_.tp, in);
+  Shape out_shape = in.shape();
   out_shape.back() = local_out_features();
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
-  stash.Put(this, "x", x);  // first: under autocast the GEMM reads the stash's bf16 copy
-  kernels::Matmul(stash.ForwardGemmInput(this, "x", x), weight_.value(), y,
+  kernels::Matmul(in, weight_->value(), y,
                   {.trans_b = trans_b(), .compute_dtype = stash.ForwardGemmDType()});
-  if (split(TpSplit::kRow)) AllReduceSumInPlace(*options_.tp.group, y);  // partial sums
+  if (split(TpSplit::kRow)) y = ReduceRowOutput(options_.tp, std::move(y));  // partial sums
   return y;
 }
 
 Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
-  const Tensor x = stash.GetForGemm(this, "x");  // only its shape is read here
-  Tensor dx = Tensor::Empty(x.shape(), DType::kF32, MemoryTag::kActivation);  // overwritten
-  stash.Put(this, "dy", dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
-  kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), weight_.value(), dx,
+  const Shape x_shape = stash.GetForGemm(this, "x").shape();
+  // Row-parallel under SP: the output gradient of every token (this rank's input rows need all).
+  const Tensor whole_dy = split(TpSplit::kRow) ? RowOutputGrad(options_.tp, dy) : dy;
+  Shape dx_shape = whole_dy.shape();
+  dx_shape.back() = weight_->local_shape()[InDim(options_.layout)];
+  Tensor dx = Tensor::Empty(dx_shape, DType::kF32, MemoryTag::kActivation);  // overwritten
+  stash.Put(this, "dy", whole_dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
+  kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), weight_->value(), dx,
                                {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
-  // Column-parallel: each rank's dx covers its output columns only; the input was whole.
-  if (split(TpSplit::kColumn) && options_.tp.reduce_input_grad) {
-    AllReduceSumInPlace(*options_.tp.group, dx);
-  }
   if (options_.bias) {
     // The bias gradient's column sums from the f32 dy here, while it is at hand, so the weight
-    // pass never widens a 16-bit dy back; it adds them to the gradient.
+    // pass never widens a 16-bit dy back; it adds them to the gradient. (Row-parallel under SP:
+    // this rank's tokens only, a partial sum that data parallelism completes over tp.)
     Tensor db = Tensor::Zeros(bias_.local_shape(), DType::kF32, MemoryTag::kActivation);
     kernels::BiasBackward(dy, db);
     stash.PutExact(this, "db", db);
   }
-  return dx;
+  if (split(TpSplit::kColumn)) {
+    // Each rank's dx covers its output columns only: summed over tp (SP: and scattered).
+    if (options_.tp.reduce_input_grad) return ReduceColumnInputGrad(options_.tp, dx, x_shape);
+    if (options_.tp.sp()) return dx;  // every token's partial dx; the caller reduces it
+  }
+  return dx.Reshape(x_shape);
 }
 
 void Linear::BackwardWeight(Stash& stash) {
-  kernels::MatmulBackward(stash.GetForGemm(this, "x"), weight_.value(),
-                          stash.GetForGemm(this, "dy"), nullptr, &weight_.grad(),
+  Tensor in = stash.GetForGemm(this, "x");
+  if (split(TpSplit::kColumn)) in = ColumnInput(options_.tp, in);
+  const Tensor dy = stash.GetForGemm(this, "dy");
+  kernels::MatmulBackward(in.Reshape({-1, in.dim(-1)}), weight_->value(),
+                          dy.Reshape({-1, dy.dim(-1)}), nullptr, &weight_->grad(),
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
-  weight_.ContributionDone();
+  weight_->ContributionDone();
   if (options_.bias) {
     kernels::AddInto(bias_.grad(), stash.Get(this, "db"));
     bias_.ContributionDone();
@@ -104,8 +133,9 @@ void Linear::BackwardWeight(Stash& stash) {
 }
 
 std::vector<Parameter*> Linear::Parameters() {
-  if (options_.bias) return {&weight_, &bias_};
-  return {&weight_};
+  if (own_weight_ == std::nullopt) return {};
+  if (options_.bias) return {weight_, &bias_};
+  return {weight_};
 }
 
 }  // namespace loom::parallel

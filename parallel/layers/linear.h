@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ class Linear : public Layer {
  public:
   Linear(const std::string& prefix, int64_t in_features, int64_t out_features,
          LinearOptions options = {});
+  // A linear layer over another layer's weight, e.g. an LM head tied to the token embedding
+  // ([vocab, dim], layout kOutIn, split like the embedding when column-parallel). It registers one
+  // more use of `shared` (which must outlive it), has no bias and lists no parameters: the owner
+  // lists the weight.
+  Linear(Parameter& shared, LinearOptions options);
 
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   // Forward without adding the bias, for a caller that fuses the bias add into its next op
@@ -43,7 +49,7 @@ class Linear : public Layer {
   void BackwardWeight(Stash& stash) override;
   std::vector<Parameter*> Parameters() override;
 
-  Parameter& weight() { return weight_; }
+  Parameter& weight() { return *weight_; }
   Parameter* bias() { return options_.bias ? &bias_ : nullptr; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
@@ -57,7 +63,8 @@ class Linear : public Layer {
   int64_t in_;
   int64_t out_;
   LinearOptions options_;
-  Parameter weight_;
+  std::optional<Parameter> own_weight_;  // unless shared
+  Parameter* weight_;
   Parameter bias_;
 };
 

@@ -7,6 +7,7 @@ namespace loom::parallel {
 
 using runtime::DType;
 using runtime::MemoryTag;
+using runtime::Shape;
 using runtime::Tensor;
 namespace kernels = runtime::kernels;
 
@@ -21,9 +22,10 @@ Tensor ZerosLike(const Tensor& t) {
 
 }  // namespace
 
-GeluMlp::GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden, comm::Communicator* tp)
-    : c_fc_(prefix + ".c_fc", dim, hidden, {.tp = {.split = TpSplit::kColumn, .group = tp}}),
-      c_proj_(prefix + ".c_proj", hidden, dim, {.tp = {.split = TpSplit::kRow, .group = tp}}) {}
+GeluMlp::GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden,
+                 const TensorParallelOptions& tp)
+    : c_fc_(prefix + ".c_fc", dim, hidden, {.tp = tp.As(TpSplit::kColumn)}),
+      c_proj_(prefix + ".c_proj", hidden, dim, {.tp = tp.As(TpSplit::kRow)}) {}
 
 Tensor GeluMlp::Forward(Stash& stash, const Tensor& x) {
   // c_fc's bias add fused with the GELU: one pass over h instead of two.
@@ -51,23 +53,22 @@ std::vector<Parameter*> GeluMlp::Parameters() { return ConcatParameters({&c_fc_,
 
 namespace {
 
-// SwiGLU's gate and up read the same input: their dx are summed, then all-reduced once.
-LinearOptions SwiGluIn(comm::Communicator* tp) {
-  return {.bias = false,
-          .layout = WeightLayout::kOutIn,
-          .tp = {.split = TpSplit::kColumn, .group = tp, .reduce_input_grad = false}};
+// SwiGLU's gate and up read the same input: their dx are summed, then reduced over tp once.
+LinearOptions SwiGluIn(const TensorParallelOptions& tp) {
+  TensorParallelOptions column = tp.As(TpSplit::kColumn);
+  column.reduce_input_grad = false;
+  return {.bias = false, .layout = WeightLayout::kOutIn, .tp = column};
 }
 
 }  // namespace
 
-SwiGluMlp::SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden, comm::Communicator* tp)
+SwiGluMlp::SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden,
+                     const TensorParallelOptions& tp)
     : tp_(tp),
       gate_proj_(prefix + ".gate_proj", dim, hidden, SwiGluIn(tp)),
       up_proj_(prefix + ".up_proj", dim, hidden, SwiGluIn(tp)),
       down_proj_(prefix + ".down_proj", hidden, dim,
-                 {.bias = false,
-                  .layout = WeightLayout::kOutIn,
-                  .tp = {.split = TpSplit::kRow, .group = tp}}) {}
+                 {.bias = false, .layout = WeightLayout::kOutIn, .tp = tp.As(TpSplit::kRow)}) {}
 
 Tensor SwiGluMlp::Forward(Stash& stash, const Tensor& x) {
   Tensor gate = gate_proj_.Forward(stash, x);
@@ -85,10 +86,10 @@ Tensor SwiGluMlp::BackwardInput(Stash& stash, const Tensor& dy) {
   const Tensor up = stash.Get(this, "up");
   Tensor dgate = ZerosLike(gate), dup = ZerosLike(up);
   kernels::SwiGLUBackward(da, gate, up, dgate, dup);
+  const Shape x_shape = stash.GetForGemm(&gate_proj_, "x").shape();  // as the layer got x
   Tensor dx = gate_proj_.BackwardInput(stash, dgate);
   kernels::AddInto(dx, up_proj_.BackwardInput(stash, dup));
-  if (tp_ != nullptr && tp_->size() > 1) AllReduceSumInPlace(*tp_, dx);
-  return dx;
+  return ReduceColumnInputGrad(tp_, std::move(dx), x_shape);
 }
 
 void SwiGluMlp::BackwardWeight(Stash& stash) {

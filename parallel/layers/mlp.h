@@ -6,8 +6,9 @@
 //
 // Any Layer mapping [..., C] to [..., C] can stand in a TransformerBlock's MLP slot (the MoE
 // layer does, later). With a tp group of more than one rank the hidden layer is split over it:
-// the first projections column-parallel, the last row-parallel (one all-reduce each way). f32,
-// host.
+// the first projections column-parallel, the last row-parallel (parallel/tensor/
+// tensor_parallel.h: one all-reduce each way, or with sequence parallelism an all-gather and a
+// reduce-scatter). f32, host.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,8 @@ namespace loom::parallel {
 
 class GeluMlp : public Layer {
  public:
-  GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden, comm::Communicator* tp = nullptr);
+  GeluMlp(const std::string& prefix, int64_t dim, int64_t hidden,
+          const TensorParallelOptions& tp = {});
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
@@ -35,14 +37,14 @@ class GeluMlp : public Layer {
 class SwiGluMlp : public Layer {
  public:
   SwiGluMlp(const std::string& prefix, int64_t dim, int64_t hidden,
-            comm::Communicator* tp = nullptr);
+            const TensorParallelOptions& tp = {});
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
   std::vector<Parameter*> Parameters() override;
 
  private:
-  comm::Communicator* tp_;
+  TensorParallelOptions tp_;
   Linear gate_proj_;
   Linear up_proj_;
   Linear down_proj_;

@@ -1,16 +1,31 @@
-// Tensor parallelism (Megatron's conjugate pairs) as options of the layers that split.
+// Tensor parallelism (Megatron's conjugate pairs) and sequence parallelism, as options of the
+// layers that split.
 //
-//   // Column-parallel: each rank holds out/tp output columns; the input is whole on every rank,
-//   // so backward all-reduces the input gradient (Megatron's f).
-//   Linear fc("h.0.mlp.c_fc", C, 4 * C, {.tp = {.split = TpSplit::kColumn, .group = tp}});
-//   // Row-parallel: each rank holds in/tp input rows and gets a partial output, all-reduced in
-//   // forward (Megatron's g); the bias is replicated and added after the sum.
-//   Linear proj("h.0.mlp.c_proj", 4 * C, C, {.tp = {.split = TpSplit::kRow, .group = tp}});
+//   TensorParallelOptions tp{.group = tp_group, .sequence_parallel = true};
+//   // Column-parallel: each rank holds out/tp output columns of the weight; its input is the
+//   // whole activation.
+//   Linear fc("h.0.mlp.c_fc", C, 4 * C, {.tp = tp.As(TpSplit::kColumn)});
+//   // Row-parallel: each rank holds in/tp input rows and computes a partial output; the bias is
+//   // replicated and added after the sum.
+//   Linear proj("h.0.mlp.c_proj", 4 * C, C, {.tp = tp.As(TpSplit::kRow)});
 //
-// A column-parallel layer followed by a row-parallel one needs no communication between them: the
-// pair costs one all-reduce forward and one backward. `parts` and `block` describe fused tensors
-// and head-sized splits (parallel/shard.h): GPT-2's c_attn is split with parts 3 and block
-// head_dim so each rank holds q, k and v of its heads.
+// A column-parallel layer followed by a row-parallel one needs no communication between them.
+// The collectives sit at the region's edges (the four functions below):
+//
+//                     forward                         backward
+//   column input      identity | all-gather tokens    all-reduce dx | reduce-scatter dx tokens
+//   row output        all-reduce | reduce-scatter     identity | all-gather dy tokens
+//
+// (without | with sequence parallelism). Sequence parallelism shards the activations between the
+// regions (norms, residual adds, bias adds, position embeddings) along the tokens: an activation
+// [B, T, C] is read as B·T token rows of C, and rank r of tp holds rows [r·N/tp, (r+1)·N/tp) of
+// them as a [N/tp, C] tensor. That block is a view of the leading dimension of the whole, so
+// gathering and scattering move one contiguous block per rank, and every op between the regions
+// is per token (positions come from the row index: (r·N/tp + i) mod T). N = B·T must divide by
+// tp (train_gpt requires T % tp == 0).
+//
+// `parts` and `block` describe fused tensors and head-sized splits (parallel/shard.h): GPT-2's
+// c_attn is split with parts 3 and block head_dim so each rank holds q, k and v of its heads.
 #pragma once
 
 #include <cstdint>
@@ -30,21 +45,40 @@ struct TensorParallelOptions {
   comm::Communicator* group = nullptr;  // the tp group; nullptr (or one rank): no split
   int parts = 1;
   int64_t block = 1;
-  // Column-parallel: all-reduce dx in BackwardInput. false: the caller sums the dx of several
-  // layers that read the same input (SwiGLU's gate and up) and all-reduces once.
+  // Column-parallel: reduce dx in BackwardInput. false: the caller sums the dx of several layers
+  // that read the same input (SwiGLU's gate and up) and reduces once (ReduceColumnInputGrad).
   bool reduce_input_grad = true;
+  bool sequence_parallel = false;
 
-  bool active() const { return split != TpSplit::kNone && group != nullptr && group->size() > 1; }
+  bool active() const { return group != nullptr && group->size() > 1; }
+  bool sp() const { return active() && sequence_parallel; }
   // The spec of a tensor split along `dim` over this group (replicated when not active).
   ShardSpec Spec(int dim) const;
+  // These options (group, sequence parallelism) for a layer with another split.
+  TensorParallelOptions As(TpSplit s, int fused_parts = 1, int64_t split_block = 1) const;
 };
 
-// Sums `t` (f32) over `group` in place; every rank gets the same bits. A failed collective is fatal
-// (a layer cannot go on without its peers' part; the communicator has named the op and ranks).
-void AllReduceSumInPlace(comm::Communicator& group, runtime::Tensor& t);
+// The conjugate collectives at the edges of a tensor-parallel region, on `tp`'s group (identity
+// when it is not active). Inputs may have any leading dims; gathered or scattered results are
+// [rows, last dim]. A failed collective is fatal: a layer cannot go on without its peers' part,
+// and the communicator has named the op and ranks.
+//   The whole input of a column-parallel GEMM: x itself, or the tokens of every rank (SP).
+runtime::Tensor ColumnInput(const TensorParallelOptions& tp, const runtime::Tensor& x);
+//   Its dx (each rank's covers its columns only): summed over tp, and under SP scattered back to
+//   this rank's tokens, shaped `local_shape` (the shape of x as the layer got it).
+runtime::Tensor ReduceColumnInputGrad(const TensorParallelOptions& tp, runtime::Tensor dx,
+                                      const runtime::Shape& local_shape);
+//   A row-parallel GEMM's partial output summed over tp (and under SP scattered to this rank's
+//   tokens).
+runtime::Tensor ReduceRowOutput(const TensorParallelOptions& tp, runtime::Tensor y);
+//   Its output gradient for the whole token range: dy itself, or gathered from every rank (SP).
+runtime::Tensor RowOutputGrad(const TensorParallelOptions& tp, const runtime::Tensor& dy);
 
-// Splits a tp-sized problem evenly or says what to change: InvalidArgument "tp=4 does not divide
-// the 6 heads of cpu-small; choose tp in {1, 2, 3, 6}" unless tp divides `count`.
+// The first token row this rank holds under sequence parallelism, of `local_rows` per rank.
+int64_t FirstTokenRow(const TensorParallelOptions& tp, int64_t local_rows);
+
+// InvalidArgument "tp=4 does not divide the 6 heads of cpu-small; choose tp in {1, 2, 3, 6}"
+// unless tp divides `count`.
 absl::Status CheckDivides(int tp, int64_t count, const std::string& what, const std::string& model);
 
 }  // namespace loom::parallel

@@ -262,6 +262,42 @@ TEST_F(TensorParallelEquivalence, Tp2Recompute) {
   Check(o, "tp 2 recompute");
 }
 
+TEST_F(TensorParallelEquivalence, SequenceParallelTp2AndTp4) {
+  models::TrainOptions o = Options();
+  o.sequence_parallel = true;
+  for (int tp : {2, 4}) {
+    o.tp = tp;
+    Check(o, "tp " + std::to_string(tp) + " sequence parallel");
+  }
+}
+
+TEST_F(TensorParallelEquivalence, SequenceParallelTp2Dp2Zero1And3) {
+  models::TrainOptions o = Options();
+  o.sequence_parallel = true;
+  o.tp = 2;
+  o.dp = 2;
+  for (int zero : {1, 3}) {
+    o.zero = zero;
+    Check(o, "tp 2 x dp 2 sequence parallel zero " + std::to_string(zero));
+  }
+}
+
+TEST_F(TensorParallelEquivalence, SequenceParallelWithRecomputeAndAccumulation) {
+  models::TrainOptions o = Options();
+  o.sequence_parallel = true;
+  o.tp = 2;
+  o.recompute = true;
+  o.grad_accum = 2;
+  const RunResult reference = Train(
+      [&] {
+        models::TrainOptions one = Options();
+        one.grad_accum = 2;
+        return one;
+      }(),
+      nullptr);
+  Check(o, "tp 2 sequence parallel, recompute, grad_accum 2", testing::kTpF32Tolerance, &reference);
+}
+
 TEST_F(TensorParallelEquivalence, Tp2Bf16) {
   models::TrainOptions o = Options();
   o.precision = "bf16";

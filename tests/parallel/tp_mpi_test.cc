@@ -8,18 +8,21 @@
 #include <memory>
 
 #include "comm/world.h"
+#include "models/gpt.h"
 #include "parallel/context.h"
 #include "parallel/mesh.h"
 #include "runtime/allocator.h"
 #include "runtime/base/check.h"
 #include "runtime/parallel.h"
 #include "tests/parallel/dp_checks.h"
+#include "tests/runtime/kernels/test_util.h"
 
 namespace loom::parallel {
 namespace {
 
 using runtime::Allocator;
 using runtime::MemoryTag;
+using runtime::Tensor;
 
 std::unique_ptr<comm::Communicator> World() {
   const char* b = std::getenv("LOOM_COMM_BACKEND");
@@ -91,6 +94,48 @@ TEST(TensorParallelUnderMpirun, PerRankBytesMatchTheSplit) {
     std::printf("tp %d: rank 0 holds %lld of %lld parameters (%.1f%%)\n", n,
                 static_cast<long long>(held), static_cast<long long>(HeldElements(0, 1)),
                 100.0 * static_cast<double>(held) / static_cast<double>(HeldElements(0, 1)));
+  }
+}
+
+// Sequence parallelism shards what backward keeps between the tensor-parallel regions: per token,
+// each block's ln_1 and ln_2 inputs and the inputs of c_attn and c_fc (4 C floats) plus the two
+// norms' mean and rstd (4), and ln_f's input and statistics and the LM head's input (2 C + 2).
+// The stash after a forward pass shrinks by exactly those bytes times (1 - 1/tp); everything else
+// (q, k, v, attention probabilities, MLP hidden, logits) is split over tp either way. And no rank
+// ever allocates a [tokens, vocab] tensor: the largest single allocation of any tag through a
+// forward and backward stays below it.
+TEST(TensorParallelUnderMpirun, SequenceParallelShrinksTheStashAndNoRankHoldsFullLogits) {
+  auto world = World();
+  const int t = world->size();
+  models::GptConfig config = *models::GptConfig::Preset("tiny");
+  config.vocab_size = 4096;  // logits larger than any other activation
+  const int64_t b = 8, s = 32, n = b * s, c = config.dim, layers = config.num_layers;
+  const Tensor inputs = runtime::kernels::testing::RandomIds({b, s}, config.vocab_size, 3);
+  const Tensor targets = runtime::kernels::testing::RandomIds({b, s}, config.vocab_size, 4);
+  int64_t stash_bytes[2] = {0, 0};
+  for (bool sp : {false, true}) {
+    models::GptModel model(config, world.get(), sp);
+    model.Initialize(5);
+    Stash stash;
+    Allocator::Default().ResetPeaks();
+    model.ForwardLoss(stash, inputs, targets);
+    stash_bytes[sp] = stash.bytes();
+    model.Backward(stash, 1.0f);
+    for (int tag = 0; tag < runtime::kNumMemoryTags; ++tag) {
+      const int64_t largest = Allocator::Default().Stats(static_cast<MemoryTag>(tag)).largest_bytes;
+      EXPECT_LT(largest, n * config.vocab_size * 4)
+          << runtime::MemoryTagName(static_cast<MemoryTag>(tag)) << (sp ? " with SP" : "");
+    }
+    EXPECT_GE(Allocator::Default().Stats(MemoryTag::kActivation).largest_bytes,
+              n * (config.vocab_size / t) * 4)
+        << "the local logits are the largest activation";
+  }
+  const int64_t token_region = layers * (4 * c + 4) + 2 * c + 2;
+  EXPECT_EQ(stash_bytes[0] - stash_bytes[1], 4 * (n - n / t) * token_region);
+  if (world->rank() == 0) {
+    std::printf("tp %d: stash after forward %lld B without SP, %lld B with SP (%.2fx less)\n", t,
+                static_cast<long long>(stash_bytes[0]), static_cast<long long>(stash_bytes[1]),
+                static_cast<double>(stash_bytes[0]) / static_cast<double>(stash_bytes[1]));
   }
 }
 
