@@ -114,37 +114,43 @@ std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& 
 
 }  // namespace
 
-GptModel::GptModel(const GptConfig& config, comm::Communicator* tp, bool sequence_parallel)
+namespace {
+
+parallel::TensorParallelOptions WithStats(parallel::TensorParallelOptions tp,
+                                          parallel::TpStats* stats) {
+  tp.split = parallel::TpSplit::kNone;
+  tp.stats = stats;
+  return tp;
+}
+
+}  // namespace
+
+GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp)
     : config_(config),
-      tp_(tp),
-      sequence_parallel_(sequence_parallel && tp != nullptr && tp->size() > 1),
-      wte_("wte", config.vocab_size, config.dim, TpOptions()),
-      wpe_("wpe", config.context_length, config.dim, TpOptions()),
+      tp_(WithStats(tp, &tp_stats_)),
+      wte_("wte", config.vocab_size, config.dim, tp_),
+      wpe_("wpe", config.context_length, config.dim, tp_),
       ln_f_(MakeNorm(config, "ln_f")),
-      lm_head_(wte_.weight(), TpOptions()),
-      loss_(tp, config.vocab_size) {
+      lm_head_(wte_.weight(), tp_),
+      loss_(tp_, config.vocab_size) {
   absl::Status valid = config.Validate();
-  if (valid.ok()) valid = config.ValidateTensorParallel(tp != nullptr ? tp->size() : 1);
+  if (valid.ok()) valid = config.ValidateTensorParallel(tp_.active() ? tp_.group->size() : 1);
   LOOM_CHECK(valid.ok()) << valid.message();
   for (int64_t i = 0; i < config.num_layers; ++i) {
     const std::string p = absl::StrCat("h.", i);
     blocks_.push_back(std::make_unique<parallel::TransformerBlock>(
         MakeNorm(config, p + ".ln_1"),
         std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads,
-                                                        TpOptions()),
-        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp", TpOptions())));
+                                                        tp_),
+        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp", tp_)));
   }
   // Sequence parallelism: everything replicated over tp (norms, position embeddings,
   // row-parallel biases) sees only this rank's tokens.
-  if (sequence_parallel_) {
+  if (tp_.sp()) {
     for (Parameter* p : Parameters()) {
       if (!p->shard_spec().is_split()) p->SetGradPartialOver("tp");
     }
   }
-}
-
-parallel::TensorParallelOptions GptModel::TpOptions() const {
-  return {.group = tp_, .sequence_parallel = sequence_parallel_};
 }
 
 void GptModel::SetInitializers(uint64_t seed) {
@@ -177,8 +183,8 @@ Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {
       << "GptModel: inputs must be [B, T] with T <= " << config_.context_length << ", got "
       << inputs.DebugString();
   constexpr Pass kForward = Pass::kForward;
-  const int64_t tokens = inputs.dim(0) * inputs.dim(1), tp = tp_ != nullptr ? tp_->size() : 1;
-  LOOM_CHECK(!sequence_parallel_ || tokens % tp == 0)
+  const int64_t tokens = inputs.dim(0) * inputs.dim(1), tp = tp_.active() ? tp_.group->size() : 1;
+  LOOM_CHECK(!tp_.sp() || tokens % tp == 0)
       << "GptModel: sequence parallelism needs the " << tokens << " tokens of a micro-batch to "
       << "split over tp " << tp;
   stash.SetSequenceLength(inputs.dim(1));

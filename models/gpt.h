@@ -63,17 +63,20 @@ struct GptConfig {
 
 class GptModel {
  public:
-  // config must be valid (and split by `tp`'s size: ValidateTensorParallel). `tp` (not owned):
-  // the tensor-parallel group, nullptr for none. `sequence_parallel`: shard the activations
-  // between the tensor-parallel regions along the tokens (sequence lengths must divide by tp); the
-  // parameters replicated over tp then get partial gradients (ShardSpec::grad_partial_over).
-  explicit GptModel(const GptConfig& config, comm::Communicator* tp = nullptr,
-                    bool sequence_parallel = false);
+  // config must be valid (and split by the tp group's size: ValidateTensorParallel). `tp`: the
+  // tensor-parallel group (not owned; none by default), sequence parallelism (sequence lengths
+  // must divide by tp; the parameters replicated over tp then get partial gradients,
+  // ShardSpec::grad_partial_over) and the overlap of GEMMs with the tp collectives
+  // (parallel/tensor/tensor_parallel.h). Its split and stats are the model's to set.
+  explicit GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp = {});
 
   const GptConfig& config() const { return config_; }
   // The tensor-parallel group (nullptr: none).
-  comm::Communicator* tp() const { return tp_; }
-  bool sequence_parallel() const { return sequence_parallel_; }
+  comm::Communicator* tp() const { return tp_.active() ? tp_.group : nullptr; }
+  bool sequence_parallel() const { return tp_.sp(); }
+  // Milliseconds spent waiting for tensor-parallel collectives since the last reset.
+  double tp_wait_ms() const { return tp_stats_.wait_ms; }
+  void ResetTpStats() { tp_stats_ = {}; }
 
   // Allocates every parameter and fills it from the counter-based RNG: weights ~ N(0, init_std)
   // (residual projections c_proj scaled by 1/√(2·layers), as GPT-2), biases 0, norm weights 1.
@@ -117,8 +120,8 @@ class GptModel {
 
  private:
   GptConfig config_;
-  comm::Communicator* tp_;
-  bool sequence_parallel_;
+  parallel::TpStats tp_stats_;
+  parallel::TensorParallelOptions tp_;  // split kNone; stats = &tp_stats_
   parallel::Embedding wte_;
   parallel::PositionEmbedding wpe_;
   std::vector<std::unique_ptr<parallel::TransformerBlock>> blocks_;
@@ -128,8 +131,6 @@ class GptModel {
   parallel::ParameterUseHooks* hooks_ = nullptr;
   runtime::DType activation_dtype_ = runtime::DType::kF32;
 
-  // The tensor-parallel options every split layer gets (no split chosen yet).
-  parallel::TensorParallelOptions TpOptions() const;
   // Runs `body` between the hooks of `unit` in `pass`.
   template <typename F>
   runtime::Tensor InUnit(int unit, parallel::ParameterUseHooks::Pass pass, F&& body);

@@ -76,6 +76,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.dp < 1) return bad("--dp must be >= 1, got ", o.dp);
   if (o.tp < 1) return bad("--tp must be >= 1, got ", o.tp);
+  if (o.tp_chunks < 1) return bad("--tp_chunks must be >= 1, got ", o.tp_chunks);
   if (o.sequence_parallel && o.tp < 2) {
     return bad(
         "--sequence_parallel shards activations over the tensor-parallel ranks; it needs "
@@ -188,7 +189,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   LOOM_RETURN_IF_ERROR(config.Validate());
   LOOM_RETURN_IF_ERROR(config.ValidateTensorParallel(options.tp));
-  auto model = std::make_unique<GptModel>(config, context.tp, options.sequence_parallel);
+  auto model = std::make_unique<GptModel>(
+      config, parallel::TensorParallelOptions{.group = context.tp,
+                                              .sequence_parallel = options.sequence_parallel,
+                                              .chunks = options.tp_chunks,
+                                              .overlap = options.tp_overlap});
   // Weights loaded from a file need the whole model; otherwise data parallelism fills only what
   // each rank holds from the initializers (a ZeRO-3 shard, never the whole model).
   const bool loads_weights = !options.init_from.empty() || options.resume;
@@ -262,6 +267,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   const auto start = std::chrono::steady_clock::now();
   const data::Batch batch = sampler_->Next();
   dp_->ZeroGrad();
+  model_->ResetTpStats();
   StepMetrics m;
   // f16 scales the loss (and so every gradient) by the loss scale; bf16 and f32 need no scaling.
   const bool scaled = options_.precision == "fp16";
@@ -280,6 +286,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   }
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
+  m.exposed_tp_ms = model_->tp_wait_ms();
   LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss / static_cast<float>(accum)));
   m.lr = schedule_.At(optimizer_->step());
   if (scaled) {

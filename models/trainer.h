@@ -42,6 +42,8 @@ struct TrainOptions {
   int dp = 1;         // data-parallel ranks (the size of the group given to Create)
   int tp = 1;         // tensor-parallel ranks (heads, MLP and vocabulary split over them)
   bool sequence_parallel = false;  // shard norms/residuals along the tokens over tp (tp >= 2)
+  int tp_chunks = 4;               // GEMM chunks pipelined with the tp collectives (1: none)
+  bool tp_overlap = true;          // false: same chunks, each collective waited for (baseline)
   int zero = 0;                    // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
   int64_t bucket_bytes = 4 << 20;   // gradient bucket size
@@ -85,6 +87,7 @@ struct StepMetrics {
   double tokens_per_s = 0.0;
   double gflops = 0.0;             // achieved, from GptModel::TrainingFlopsPerToken
   double exposed_reduce_ms = 0.0;  // waiting for gradient reductions after backward
+  double exposed_tp_ms = 0.0;      // waiting for tensor-parallel collectives (forward + backward)
   float loss_scale = 1.0f;         // the scale this step's backward used (fp16; else 1)
   bool skipped = false;            // fp16: gradients overflowed on some rank, no update
 };

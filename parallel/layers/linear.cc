@@ -79,27 +79,29 @@ Tensor Linear::ForwardWithoutBias(Stash& stash, const Tensor& x) {
   // this rank's tokens, and a column-parallel backward gathers them again (as Megatron does)
   // instead of keeping the whole.
   stash.Put(this, "x", x);
-  Tensor in = stash.ForwardGemmInput(this, "x", x);
-  if (split(TpSplit::kColumn)) in = ColumnInput(options_.tp, in);
+  const Tensor in = stash.ForwardGemmInput(this, "x", x);
+  const runtime::DType compute = stash.ForwardGemmDType();
+  const RowGemm gemm = [&](const Tensor& rows, Tensor& out) {
+    kernels::Matmul(rows, weight_->value(), out, {.trans_b = trans_b(), .compute_dtype = compute});
+  };
+  // Column-parallel: over every rank's tokens (SP); row-parallel: partial sums reduced over tp.
+  if (split(TpSplit::kColumn)) return GatherMatmul(options_.tp, in, local_out_features(), gemm);
+  if (split(TpSplit::kRow)) return MatmulReduce(options_.tp, in, local_out_features(), gemm);
   Shape out_shape = in.shape();
   out_shape.back() = local_out_features();
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);
-  kernels::Matmul(in, weight_->value(), y,
-                  {.trans_b = trans_b(), .compute_dtype = stash.ForwardGemmDType()});
-  if (split(TpSplit::kRow)) y = ReduceRowOutput(options_.tp, std::move(y));  // partial sums
+  gemm(in, y);
   return y;
 }
 
 Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
   const Shape x_shape = stash.GetForGemm(this, "x").shape();
-  // Row-parallel under SP: the output gradient of every token (this rank's input rows need all).
-  const Tensor whole_dy = split(TpSplit::kRow) ? RowOutputGrad(options_.tp, dy) : dy;
-  Shape dx_shape = whole_dy.shape();
-  dx_shape.back() = weight_->local_shape()[InDim(options_.layout)];
-  Tensor dx = Tensor::Empty(dx_shape, DType::kF32, MemoryTag::kActivation);  // overwritten
-  stash.Put(this, "dy", whole_dy);  // first: under bf16 the GEMM reuses the stash's bf16 copy
-  kernels::MatmulBackwardInput(stash.GetForGemm(this, "dy"), weight_->value(), dx,
-                               {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
+  const int64_t in_features = weight_->local_shape()[InDim(options_.layout)];
+  const runtime::DType compute = stash.GemmDType();
+  const RowGemm gemm = [&](const Tensor& rows, Tensor& out) {
+    kernels::MatmulBackwardInput(rows, weight_->value(), out,
+                                 {.trans_b = trans_b(), .compute_dtype = compute});
+  };
   if (options_.bias) {
     // The bias gradient's column sums from the f32 dy here, while it is at hand, so the weight
     // pass never widens a 16-bit dy back; it adds them to the gradient. (Row-parallel under SP:
@@ -108,11 +110,29 @@ Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
     kernels::BiasBackward(dy, db);
     stash.PutExact(this, "db", db);
   }
-  if (split(TpSplit::kColumn)) {
-    // Each rank's dx covers its output columns only: summed over tp (SP: and scattered).
-    if (options_.tp.reduce_input_grad) return ReduceColumnInputGrad(options_.tp, dx, x_shape);
-    if (options_.tp.sp()) return dx;  // every token's partial dx; the caller reduces it
+  // First: under bf16 the GEMMs reuse the stash's bf16 copy.
+  stash.Put(this, "dy", dy);
+  if (split(TpSplit::kRow)) {
+    // Every token's output gradient (gathered under SP): this rank's input rows need all of them,
+    // and so does the weight pass, which gets the gathered whole.
+    Tensor whole_dy;
+    Tensor dx =
+        GatherMatmul(options_.tp, stash.GetForGemm(this, "dy"), in_features, gemm, &whole_dy);
+    stash.Put(this, "dy", whole_dy);
+    return dx.Reshape(x_shape);
   }
+  if (split(TpSplit::kColumn) && options_.tp.reduce_input_grad) {
+    // Each rank's dx covers its output columns only: summed over tp (SP: and scattered).
+    return MatmulReduce(options_.tp, stash.GetForGemm(this, "dy"), in_features, gemm)
+        .Reshape(x_shape);
+  }
+  Shape dx_shape = dy.shape();
+  dx_shape.back() = in_features;
+  Tensor dx = Tensor::Empty(dx_shape, DType::kF32, MemoryTag::kActivation);  // overwritten
+  gemm(stash.GetForGemm(this, "dy"), dx);
+  // Column-parallel without its own reduction under SP: every token's partial dx; the caller
+  // (SwiGLU) sums several and reduces once.
+  if (split(TpSplit::kColumn) && options_.tp.sp()) return dx;
   return dx.Reshape(x_shape);
 }
 

@@ -12,17 +12,8 @@ using runtime::Tensor;
 namespace kernels = runtime::kernels;
 
 int64_t CrossEntropyLoss::vocab_start() const {
-  return split() ? BalancedRange(vocab_, tp_->rank(), tp_->size()).first : 0;
+  return split() ? BalancedRange(vocab_, tp_.group->rank(), tp_.group->size()).first : 0;
 }
-
-namespace {
-
-void AllReduceOrDie(comm::Communicator& group, Tensor& t, comm::ReduceOp op) {
-  const absl::Status s = group.AllReduce(t, t, op)->Wait();
-  LOOM_CHECK(s.ok()) << "vocabulary-parallel cross-entropy: all-reduce failed: " << s;
-}
-
-}  // namespace
 
 float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor& targets) {
   const int64_t n = targets.numel();
@@ -46,9 +37,9 @@ float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor
                              target_logit);
   if (split()) {  // statistics over the whole vocabulary
     Tensor global_max = row_max.Clone();
-    AllReduceOrDie(*tp_, global_max, comm::ReduceOp::kMax);
+    AllReduceTp(tp_, global_max, comm::ReduceOp::kMax);
     kernels::CrossEntropyRescaleSumExp(row_max, global_max, sum_exp);
-    AllReduceOrDie(*tp_, sums, comm::ReduceOp::kSum);
+    AllReduceTp(tp_, sums, comm::ReduceOp::kSum);
     row_max = global_max;
   }
   kernels::CrossEntropyLoss(row_max, sum_exp, target_logit, losses);

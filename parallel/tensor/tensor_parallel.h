@@ -24,11 +24,21 @@
 // is per token (positions come from the row index: (r·N/tp + i) mod T). N = B·T must divide by
 // tp (train_gpt requires T % tp == 0).
 //
+// Overlap ("async TP"): with `chunks` > 1, a GEMM next to a collective is cut into chunks of
+// token rows that pipeline with the collective's chunks. GatherMatmul issues the all-gather of
+// every chunk at once and multiplies each as soon as it has arrived; MatmulReduce multiplies a
+// chunk and starts its reduce-scatter (all-reduce without SP) while it multiplies the next. The
+// collectives are asynchronous on the tp communicator, so this works for any backend, also tp
+// groups that span hosts (`hier`). `overlap` false keeps the same chunks and waits for each
+// collective before going on: the same arithmetic, bit for bit, as the measurement baseline.
+// TpStats (optional) adds up the time spent waiting for tp collectives.
+//
 // `parts` and `block` describe fused tensors and head-sized splits (parallel/shard.h): GPT-2's
 // c_attn is split with parts 3 and block head_dim so each rank holds q, k and v of its heads.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -40,6 +50,11 @@ namespace loom::parallel {
 
 enum class TpSplit { kNone, kColumn, kRow };
 
+// Time spent waiting for tensor-parallel collectives (what the GEMMs did not hide).
+struct TpStats {
+  double wait_ms = 0.0;
+};
+
 struct TensorParallelOptions {
   TpSplit split = TpSplit::kNone;
   comm::Communicator* group = nullptr;  // the tp group; nullptr (or one rank): no split
@@ -49,6 +64,9 @@ struct TensorParallelOptions {
   // that read the same input (SwiGLU's gate and up) and reduces once (ReduceColumnInputGrad).
   bool reduce_input_grad = true;
   bool sequence_parallel = false;
+  int chunks = 1;            // > 1: GEMMs next to collectives run in this many token-row chunks
+  bool overlap = true;       // with chunks > 1: pipeline them with the collectives (false: wait)
+  TpStats* stats = nullptr;  // not owned; nullptr: not measured
 
   bool active() const { return group != nullptr && group->size() > 1; }
   bool sp() const { return active() && sequence_parallel; }
@@ -73,6 +91,25 @@ runtime::Tensor ReduceColumnInputGrad(const TensorParallelOptions& tp, runtime::
 runtime::Tensor ReduceRowOutput(const TensorParallelOptions& tp, runtime::Tensor y);
 //   Its output gradient for the whole token range: dy itself, or gathered from every rank (SP).
 runtime::Tensor RowOutputGrad(const TensorParallelOptions& tp, const runtime::Tensor& dy);
+
+// Reduces `t` in place over tp's group with `op` (waiting counts in tp.stats); identity when not
+// active.
+void AllReduceTp(const TensorParallelOptions& tp, runtime::Tensor& t, comm::ReduceOp op);
+
+// A GEMM over rows: writes out_rows ([m, N]) from in_rows ([m, K]); called on row blocks.
+using RowGemm = std::function<void(const runtime::Tensor& in_rows, runtime::Tensor& out_rows)>;
+
+// gemm over every rank's token rows of `local` ([n, K] under SP; otherwise x itself, any leading
+// dims): the column-parallel forward and the row-parallel input gradient. Returns [tp·n, N] (SP)
+// or x's leading dims with N; `gathered`, when given, receives the whole gathered input.
+runtime::Tensor GatherMatmul(const TensorParallelOptions& tp, const runtime::Tensor& local,
+                             int64_t out_cols, const RowGemm& gemm,
+                             runtime::Tensor* gathered = nullptr);
+// gemm over the rows of `in` summed over tp: the row-parallel forward and the column-parallel
+// input gradient. SP: `in` holds every rank's token rows ([tp·n, K]) and the result is this
+// rank's [n, N]; otherwise the all-reduced [..., N] with in's leading dims.
+runtime::Tensor MatmulReduce(const TensorParallelOptions& tp, const runtime::Tensor& in,
+                             int64_t out_cols, const RowGemm& gemm);
 
 // The first token row this rank holds under sequence parallelism, of `local_rows` per rank.
 int64_t FirstTokenRow(const TensorParallelOptions& tp, int64_t local_rows);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "comm/local/local_backend.h"
 #include "models/gpt.h"
@@ -149,7 +150,7 @@ TEST(TensorParallelInit, ShardsAreSlicesOfTheUnshardedParameters) {
     whole.Initialize(7);
     for (int tp : {2, 4}) {
       OnRanks(tp, [&](int rank, comm::Communicator& group) {
-        models::GptModel model(config, &group);
+        models::GptModel model(config, {.group = &group});
         model.Initialize(7);
         int split = 0;
         for (Parameter* p : model.Parameters()) {
@@ -230,7 +231,9 @@ RunResult* TensorParallelEquivalence::reference_ = nullptr;
 TEST_F(TensorParallelEquivalence, Tp2) {
   models::TrainOptions o = Options();
   o.tp = 2;
-  Check(o, "tp 2");
+  Check(o, "tp 2");  // GEMMs in 4 chunks pipelined with the collectives (the default)
+  o.tp_chunks = 1;
+  Check(o, "tp 2 unchunked");
 }
 
 TEST_F(TensorParallelEquivalence, Tp4) {
@@ -269,6 +272,9 @@ TEST_F(TensorParallelEquivalence, SequenceParallelTp2AndTp4) {
     o.tp = tp;
     Check(o, "tp " + std::to_string(tp) + " sequence parallel");
   }
+  o.tp = 2;
+  o.tp_chunks = 1;
+  Check(o, "tp 2 sequence parallel unchunked");
 }
 
 TEST_F(TensorParallelEquivalence, SequenceParallelTp2Dp2Zero1And3) {
@@ -296,6 +302,33 @@ TEST_F(TensorParallelEquivalence, SequenceParallelWithRecomputeAndAccumulation) 
       }(),
       nullptr);
   Check(o, "tp 2 sequence parallel, recompute, grad_accum 2", testing::kTpF32Tolerance, &reference);
+}
+
+// Overlap changes when the GEMM chunks run relative to the collectives, not what they compute:
+// on and off give the same bits, with and without SP, in f32 and bf16.
+TEST(TensorParallelOverlap, OnAndOffGiveTheSameBits) {
+  runtime::SetNumThreads(1);
+  for (const auto& [tp, sp, precision] : {std::tuple<int, bool, std::string>{2, false, "fp32"},
+                                          {2, true, "fp32"},
+                                          {4, true, "fp32"},
+                                          {2, true, "bf16"}}) {
+    models::TrainOptions o = ReferenceOptions();
+    o.vocab_size = 67;
+    o.steps = 5;
+    o.tp = tp;
+    o.sequence_parallel = sp;
+    o.precision = precision;
+    o.tp_chunks = 3;
+    const std::vector<RunResult> on = TrainOnMesh(o);
+    o.tp_overlap = false;
+    const std::vector<RunResult> off = TrainOnMesh(o);
+    const std::string what =
+        "tp " + std::to_string(tp) + (sp ? " sequence parallel " : " ") + precision;
+    ASSERT_EQ(on[0].losses.size(), 5u) << what;
+    EXPECT_EQ(on[0].losses, off[0].losses) << what;
+    EXPECT_EQ(on[0].grad_norms, off[0].grad_norms) << what;
+    EXPECT_EQ(on[0].params, off[0].params) << what;
+  }
 }
 
 TEST_F(TensorParallelEquivalence, Tp2Bf16) {

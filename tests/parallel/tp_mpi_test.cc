@@ -114,7 +114,7 @@ TEST(TensorParallelUnderMpirun, SequenceParallelShrinksTheStashAndNoRankHoldsFul
   const Tensor targets = runtime::kernels::testing::RandomIds({b, s}, config.vocab_size, 4);
   int64_t stash_bytes[2] = {0, 0};
   for (bool sp : {false, true}) {
-    models::GptModel model(config, world.get(), sp);
+    models::GptModel model(config, {.group = world.get(), .sequence_parallel = sp});
     model.Initialize(5);
     Stash stash;
     Allocator::Default().ResetPeaks();
