@@ -11,8 +11,11 @@ step. Attention uses torch's scaled_dot_product_attention when available (torch 
   # one process per rank started by a launcher (mpirun, scripts/posed_cluster.sh): rank and world
   # from OMPI_COMM_WORLD_RANK/SIZE (or RANK/WORLD_SIZE), rendezvous at MASTER_ADDR:MASTER_PORT
   mpirun -np 2 python3 train_gpt_torch.py --world_from_env --batch 8 --threads 1
+  # tensor parallelism (DTensor, parallelize_module): every rank sees the whole batch
+  python3 train_gpt_torch.py --world_size 2 --tp --batch 8 --threads 1
 """
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -29,11 +32,17 @@ PRESETS = {
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, split_qkv=False):
         super().__init__()
         self.heads = heads
         self.ln_1 = nn.LayerNorm(dim)
-        self.c_attn = nn.Linear(dim, 3 * dim)
+        # Tensor parallelism shards each of q, k, v by heads, so they are separate Linears there
+        # (a fused [3C, C] weight sharded by rows would mix them); the same math.
+        self.split_qkv = split_qkv
+        if split_qkv:
+            self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        else:
+            self.c_attn = nn.Linear(dim, 3 * dim)
         self.c_proj = nn.Linear(dim, dim)
         self.ln_2 = nn.LayerNorm(dim)
         self.c_fc = nn.Linear(dim, 4 * dim)
@@ -41,8 +50,12 @@ class Block(nn.Module):
 
     def attention(self, x):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        if self.split_qkv:  # under tensor parallelism: this rank's heads (width C / tp each)
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        else:
+            q, k, v = self.c_attn(x).split(C, dim=2)
+        heads = self.heads * q.shape[-1] // C
+        q, k, v = (t.reshape(B, T, heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
         sdpa = getattr(F, "scaled_dot_product_attention", None)
         if sdpa is not None:
             y = sdpa(q, k, v, is_causal=True)
@@ -50,7 +63,7 @@ class Block(nn.Module):
             att = (q @ k.transpose(-2, -1)) / math.sqrt(C // self.heads)
             mask = torch.ones(T, T, dtype=torch.bool).tril()
             y = att.masked_fill(~mask, float("-inf")).softmax(-1) @ v
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, q.shape[1] * q.shape[3]))
 
     def forward(self, x):
         x = x + self.attention(self.ln_1(x))
@@ -58,11 +71,12 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, ctx, layers, heads, dim):
+    def __init__(self, vocab, ctx, layers, heads, dim, split_qkv=False):
         super().__init__()
         self.wte = nn.Embedding(vocab, dim)
         self.wpe = nn.Embedding(ctx, dim)
-        self.h = nn.ModuleList(Block(dim, heads) for _ in range(layers))
+        self.h = nn.ModuleList(Block(dim, heads, split_qkv) for _ in range(layers))
+        self.tp_mesh = None  # set by parallelize_tp: the head and loss are vocabulary-parallel
         self.ln_f = nn.LayerNorm(dim)
         for name, p in self.named_parameters():
             if p.dim() == 2:
@@ -74,8 +88,56 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(torch.arange(T))
         for block in self.h:
             x = block(x)
-        logits = self.ln_f(x) @ self.wte.weight.t()
+        x = self.ln_f(x)
+        if self.tp_mesh is None:
+            logits = x @ self.wte.weight.t()
+            return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+        # Tied head on the vocabulary-sharded embedding: logits sharded over the vocabulary, and
+        # PyTorch's loss_parallel cross-entropy (train() runs forward and backward inside its
+        # context), so no rank holds full-vocabulary logits.
+        from torch.distributed.tensor import DTensor, Replicate
+        x = DTensor.from_local(x, self.tp_mesh, [Replicate()])
+        logits = x @ self.wte.weight.t()
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def parallelize_tp(model, world):
+    """Megatron-style tensor parallelism with DTensor (torch.distributed.tensor.parallel):
+    q, k, v and c_fc column-wise, c_proj and mlp_proj row-wise, the token embedding row-wise
+    (vocabulary-sharded), the tied head and the loss vocabulary-parallel."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                   parallelize_module)
+    mesh = init_device_mesh("cpu", (world,))
+    for block in model.h:
+        parallelize_module(block, mesh, {"q": ColwiseParallel(), "k": ColwiseParallel(),
+                                         "v": ColwiseParallel(), "c_proj": RowwiseParallel(),
+                                         "c_fc": ColwiseParallel(), "mlp_proj": RowwiseParallel()})
+    parallelize_module(model, mesh, {"wte": RowwiseParallel(input_layouts=Replicate(),
+                                                            output_layouts=Replicate())})
+    model.tp_mesh = mesh
+
+
+def clip_tp_grad_norm(model, max_norm):
+    """clip_grad_norm_ over a mix of sharded DTensor and plain gradients (torch's own refuses
+    the mix): the shards' squares summed over the ranks in one all-reduce, replicated ones once."""
+    import torch.distributed as dist
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    sharded, whole = torch.zeros(()), torch.zeros(())
+    for g in grads:
+        if hasattr(g, "to_local"):
+            local = g.to_local()
+            if any(pl.is_shard() for pl in g.placements):
+                sharded += local.float().pow(2).sum()
+                continue
+            g = local
+        whole += g.float().pow(2).sum()
+    dist.all_reduce(sharded)
+    total = (sharded + whole).sqrt()
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        (g.to_local() if hasattr(g, "to_local") else g).mul_(coef)
 
 
 def train(args, rank=0, world=1):
@@ -85,9 +147,11 @@ def train(args, rank=0, world=1):
     torch.manual_seed(1337)
     cfg = PRESETS[args.preset]
     T = args.seq_len or cfg["ctx"]
-    model = GPT(**cfg)
+    model = GPT(**cfg, split_qkv=args.tp)
     net = model
-    if world > 1 and args.fsdp2:
+    if world > 1 and args.tp:
+        parallelize_tp(model, world)
+    elif world > 1 and args.fsdp2:
         # FSDP2: each block sharded on its own, then the rest (embeddings, ln_f) at the root.
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -107,16 +171,23 @@ def train(args, rank=0, world=1):
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     data = torch.randint(0, cfg["vocab"], (args.steps, args.batch, T + 1))
-    per = args.batch // world
+    per = args.batch if args.tp else args.batch // world  # tensor parallelism: the whole batch
+    loss_context = contextlib.nullcontext
+    if world > 1 and args.tp:
+        from torch.distributed.tensor.parallel import loss_parallel as loss_context
     steps = []
     for step in range(args.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        batch = data[step, rank * per:(rank + 1) * per]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = net(batch[:, :-1], batch[:, 1:])
-        loss.backward()  # DDP all-reduces gradient buckets during backward
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        batch = data[step, rank * per:(rank + 1) * per] if not args.tp else data[step]
+        with loss_context():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = net(batch[:, :-1], batch[:, 1:])
+            loss.backward()  # DDP all-reduces gradient buckets during backward
+        if args.tp and world > 1:
+            clip_tp_grad_norm(model, 1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ms = (time.perf_counter() - t0) * 1000
         tok_s = args.batch * T / (ms / 1000)
@@ -167,6 +238,9 @@ def main():
     ap.add_argument("--fsdp2", action="store_true",
                     help="with more than one rank: FSDP2 (fully_shard per block and at the root) "
                          "instead of DDP")
+    ap.add_argument("--tp", action="store_true",
+                    help="with more than one rank: tensor parallelism over all ranks (DTensor "
+                         "parallelize_module; each rank sees the whole batch) instead of DDP")
     ap.add_argument("--world_from_env", action="store_true",
                     help="this process is one rank started by a launcher: rank and world size "
                          "from OMPI_COMM_WORLD_RANK/SIZE or RANK/WORLD_SIZE, rendezvous at "
