@@ -17,19 +17,11 @@ namespace loom::parallel {
 namespace {
 
 using testing::ExpectEquivalent;
+using testing::OnRanks;
 using testing::ReferenceOptions;
 using testing::RunResult;
 using testing::Train;
 using testing::WithLayout;
-
-// Runs body(rank, communicator) on `size` threads over a local world.
-template <typename F>
-void OnRanks(int size, F body) {
-  auto world = comm::MakeLocalWorld(size);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < size; ++r) threads.emplace_back([&, r] { body(r, *world[r]); });
-  for (auto& t : threads) t.join();
-}
 
 TEST(MeshShape, CoordinatesFollowTheOrderFastestFirst) {
   const MeshShape shape{.dp = 2, .tp = 2, .pp = 2, .ep = 1, .order = "tp-ep-dp-pp"};

@@ -8,9 +8,11 @@
 
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/local/local_backend.h"
 #include "models/trainer.h"
 #include "parallel/context.h"
 
@@ -23,6 +25,15 @@ struct RunResult {
   std::vector<bool> skipped;                         // per Step() call (fp16 overflow)
   std::map<std::string, std::vector<float>> params;  // final, full (gathered)
 };
+
+// Runs body(rank, communicator) on `size` threads over a local world (comm/local).
+template <typename F>
+void OnRanks(int size, F body) {
+  auto world = comm::MakeLocalWorld(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) threads.emplace_back([&, r] { body(r, *world[r]); });
+  for (auto& t : threads) t.join();
+}
 
 // The tiny GPT on the embedded task, 20 steps, global batch 8, T 32, AdamW, small buckets so a
 // model spans many of them.

@@ -11,6 +11,7 @@
 #include "runtime/allocator.h"
 #include "runtime/base/check.h"
 #include "runtime/parallel.h"
+#include "tests/mpi_test_world.h"
 #include "tests/parallel/dp_checks.h"
 
 namespace loom::parallel {
@@ -21,14 +22,7 @@ using runtime::MemoryTag;
 using testing::ReferenceOptions;
 using testing::WithLayout;
 
-std::unique_ptr<comm::Communicator> World() {
-  const char* b = std::getenv("LOOM_COMM_BACKEND");
-  comm::CommOptions options;
-  options.timeout = absl::Seconds(120);  // a hang becomes MPI_Abort, so mpirun fails
-  auto world = comm::MakeWorldCommunicator(b == nullptr ? "shm" : b, options);
-  LOOM_CHECK(world.ok()) << world.status();
-  return std::move(world).value();
-}
+std::unique_ptr<comm::Communicator> World() { return testing::MpiTestWorld(); }
 
 TEST(DataParallelUnderMpirun, EveryStageMatchesTheSingleRankRun) {
   runtime::SetNumThreads(1);

@@ -27,17 +27,10 @@ using runtime::MemoryTag;
 using runtime::Shape;
 using runtime::Tensor;
 using testing::ExpectEquivalent;
+using testing::OnRanks;
 using testing::ReferenceOptions;
 using testing::RunResult;
 using testing::Train;
-
-template <typename F>
-void OnRanks(int size, F body) {
-  auto world = comm::MakeLocalWorld(size);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < size; ++r) threads.emplace_back([&, r] { body(r, *world[r]); });
-  for (auto& t : threads) t.join();
-}
 
 // The element of the whole tensor that local element `i` of rank `index`'s shard is, computed
 // directly from the definition (parts of dim, each cut into `count` runs of whole blocks, the
@@ -242,20 +235,14 @@ TEST_F(TensorParallelEquivalence, Tp4) {
   Check(o, "tp 4");
 }
 
-TEST_F(TensorParallelEquivalence, Tp2Dp2Zero1) {
+TEST_F(TensorParallelEquivalence, Tp2Dp2Zero1And3) {
   models::TrainOptions o = Options();
   o.tp = 2;
   o.dp = 2;
-  o.zero = 1;
-  Check(o, "tp 2 x dp 2 zero 1");
-}
-
-TEST_F(TensorParallelEquivalence, Tp2Dp2Zero3) {
-  models::TrainOptions o = Options();
-  o.tp = 2;
-  o.dp = 2;
-  o.zero = 3;
-  Check(o, "tp 2 x dp 2 zero 3");
+  for (int zero : {1, 3}) {
+    o.zero = zero;
+    Check(o, "tp 2 x dp 2 zero " + std::to_string(zero));
+  }
 }
 
 TEST_F(TensorParallelEquivalence, Tp2Recompute) {

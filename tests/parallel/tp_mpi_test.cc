@@ -14,6 +14,7 @@
 #include "runtime/allocator.h"
 #include "runtime/base/check.h"
 #include "runtime/parallel.h"
+#include "tests/mpi_test_world.h"
 #include "tests/parallel/dp_checks.h"
 #include "tests/runtime/kernels/test_util.h"
 
@@ -24,14 +25,7 @@ using runtime::Allocator;
 using runtime::MemoryTag;
 using runtime::Tensor;
 
-std::unique_ptr<comm::Communicator> World() {
-  const char* b = std::getenv("LOOM_COMM_BACKEND");
-  comm::CommOptions options;
-  options.timeout = absl::Seconds(120);  // a hang becomes MPI_Abort, so mpirun fails
-  auto world = comm::MakeWorldCommunicator(b == nullptr ? "shm" : b, options);
-  LOOM_CHECK(world.ok()) << world.status();
-  return std::move(world).value();
-}
+std::unique_ptr<comm::Communicator> World() { return testing::MpiTestWorld(); }
 
 models::TrainOptions Options(int tp, int dp, int zero) {
   models::TrainOptions o = testing::ReferenceOptions();
@@ -47,14 +41,16 @@ TEST(TensorParallelUnderMpirun, LayoutsMatchTheSingleRankRun) {
   auto world = World();
   const int n = world->size();
   const testing::RunResult reference = testing::Train(Options(1, 1, 0), nullptr);
-  std::vector<models::TrainOptions> layouts = {Options(n, 1, 0)};
+  std::vector<models::TrainOptions> layouts = {Options(n, 1, 0), Options(n, 1, 0)};
+  layouts[1].sequence_parallel = true;
   if (n == 4) layouts.push_back(Options(2, 2, 1));
   for (const models::TrainOptions& o : layouts) {
     auto mesh = Mesh::Create(*world, MeshShape{.dp = o.dp, .tp = o.tp});
     ASSERT_TRUE(mesh.ok()) << mesh.status();
     testing::ExpectEquivalent(reference, testing::Train(o, ParallelContext::FromMesh(**mesh)),
                               "tp " + std::to_string(o.tp) + " x dp " + std::to_string(o.dp) +
-                                  " zero " + std::to_string(o.zero),
+                                  " zero " + std::to_string(o.zero) +
+                                  (o.sequence_parallel ? " sequence parallel" : ""),
                               testing::kTpF32Tolerance);
   }
 }
