@@ -16,28 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 preset=cpu-small batch=8 steps=8 threads=1 rounds=2 json=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --preset) preset=$2; shift 2 ;;
-    --batch) batch=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --json) json=$2; shift 2 ;;
-    *) echo "tp_vs_torch.sh: unknown argument '$1'" >&2; exit 2 ;;
-  esac
-done
-if [ "$steps" -lt 3 ]; then echo "tp_vs_torch.sh: --steps must be >= 3" >&2; exit 2; fi
-
-source bench/models/torch_python.sh tp_vs_torch.sh
-
-bash scripts/build.sh >/dev/null
-build=${LOOM_BUILD_DIR:-build}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mpi=(timeout 900 mpirun -np 2)
-[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
-[ "$(nproc)" -lt 2 ] && mpi+=(--oversubscribe)
+source bench/models/side_by_side.sh tp_vs_torch.sh "$@"
 # --peak_gflops 1 skips train_gpt's start-up sgemm measurement (this script compares tokens/s).
 loom=("$build/examples/train_gpt" --preset "$preset" --batch "$batch" --steps "$steps"
       --threads "$threads" --peak_gflops 1)

@@ -12,25 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 preset=cpu-small batch=8 steps=8 threads=2 rounds=2 json=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --preset) preset=$2; shift 2 ;;
-    --batch) batch=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --json) json=$2; shift 2 ;;
-    *) echo "train_vs_torch.sh: unknown argument '$1'" >&2; exit 2 ;;
-  esac
-done
-if [ "$steps" -lt 3 ]; then echo "train_vs_torch.sh: --steps must be >= 3" >&2; exit 2; fi
-
-source bench/models/torch_python.sh train_vs_torch.sh
-
-bash scripts/build.sh >/dev/null
-build=${LOOM_BUILD_DIR:-build}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source bench/models/side_by_side.sh train_vs_torch.sh "$@"
 
 for r in $(seq 1 "$rounds"); do
   echo "[round $r/$rounds] loom"
