@@ -56,7 +56,9 @@ for r in range(1, int(rounds) + 1):
     t = json.load(open(f"{work}/torch_tp2.{r}.json"))
     torch += [s["tokens_per_s"] for s in t["steps"][2:]]
     version = t["torch"]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+info = dict(l.split(":", 1) for l in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in l)
+info = {k.strip(): v.strip() for k, v in info.items()}
+cpu = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 one, tp2, tp2_sp, theirs = (loom("one", "tokens_per_s"), loom("tp2", "tokens_per_s"),
                             loom("tp2_sp", "tokens_per_s"), statistics.median(torch))
 res = {"preset": preset, "batch": int(batch), "threads": int(threads), "cpu": cpu,
