@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -18,6 +20,7 @@
 #include "parallel/shard.h"
 #include "runtime/parallel.h"
 #include "tests/parallel/dp_checks.h"
+#include "tests/runtime/kernels/test_util.h"
 
 namespace loom::parallel {
 namespace {
@@ -176,6 +179,65 @@ TEST(TensorParallelInit, BadLayoutsSayWhichTpWouldWork) {
   o.tp = 3;  // tiny has 4 heads
   EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
               ::testing::HasSubstr("tp=3 does not divide the 4 heads of tiny"));
+  o.tp = 2;
+  o.sequence_parallel = true;
+  o.seq_len = 31;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("--sequence_parallel splits each sequence's 31 tokens over --tp "
+                                   "2; choose a --seq_len that divides by 2"));
+  o.tp = 1;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("it needs --tp >= 2"));
+}
+
+// The layers' math for both model variants (GELU + LayerNorm and SwiGLU + RMSNorm), with and
+// without sequence parallelism: one forward and backward at tp 2 and 4 gives the single-rank
+// loss and, gathered (and summed over tp where the spec says the gradient is partial), its
+// gradients.
+TEST(TensorParallelLayers, LossAndGradientsMatchOneRankForBothVariants) {
+  runtime::SetNumThreads(1);
+  for (auto [mlp, norm] :
+       {std::pair{models::GptConfig::Mlp::kGelu, models::GptConfig::Norm::kLayerNorm},
+        std::pair{models::GptConfig::Mlp::kSwiGlu, models::GptConfig::Norm::kRMSNorm}}) {
+    models::GptConfig config = TinyConfig(mlp);
+    config.norm = norm;
+    const Tensor inputs = runtime::kernels::testing::RandomIds({4, 16}, 67, 1);
+    const Tensor targets = runtime::kernels::testing::RandomIds({4, 16}, 67, 2);
+    models::GptModel whole(config);
+    whole.Initialize(9);
+    Stash one;
+    const float want_loss = whole.ForwardLoss(one, inputs, targets);
+    whole.Backward(one, 1.0f);
+    for (int tp : {2, 4}) {
+      for (bool sp : {false, true}) {
+        OnRanks(tp, [&](int rank, comm::Communicator& group) {
+          models::GptModel model(config, {.group = &group, .sequence_parallel = sp});
+          model.Initialize(9);
+          Stash stash;
+          const std::string what =
+              "tp " + std::to_string(tp) + (sp ? " SP" : "") + " rank " + std::to_string(rank);
+          EXPECT_NEAR(model.ForwardLoss(stash, inputs, targets), want_loss, 1e-5) << what;
+          model.Backward(stash, 1.0f);
+          for (Parameter* p : model.Parameters()) {
+            Tensor g = p->grad();
+            if (p->shard_spec().grad_partial()) {
+              ASSERT_TRUE(group.AllReduce(g, g, comm::ReduceOp::kSum)->Wait().ok());
+            }
+            auto got = GatherShards(g, p->global_shape(), p->shard_spec(), group);
+            ASSERT_TRUE(got.ok()) << got.status();
+            const std::vector<float> a = got->ToF32Vector();
+            const std::vector<float> b = whole.FindParameter(p->name())->grad().ToF32Vector();
+            double worst = 0.0, scale = 0.0;
+            for (size_t i = 0; i < a.size(); ++i) {
+              worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]));
+              scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+            }
+            EXPECT_LE(worst, 1e-5 * std::max(1.0, scale)) << what << " " << p->name();
+          }
+        });
+      }
+    }
+  }
 }
 
 // Runs body(context) on o.dp × o.tp threads over a mesh (order tp-ep-dp-pp).
