@@ -297,11 +297,11 @@ TEST_F(TensorParallelEquivalence, Tp4) {
   Check(o, "tp 4");
 }
 
-TEST_F(TensorParallelEquivalence, Tp2Dp2Zero1And3) {
+TEST_F(TensorParallelEquivalence, Tp2Dp2EveryZeroStage) {
   models::TrainOptions o = Options();
   o.tp = 2;
   o.dp = 2;
-  for (int zero : {1, 3}) {
+  for (int zero : {0, 1, 2, 3}) {
     o.zero = zero;
     Check(o, "tp 2 x dp 2 zero " + std::to_string(zero));
   }
@@ -378,6 +378,27 @@ TEST(TensorParallelOverlap, OnAndOffGiveTheSameBits) {
     EXPECT_EQ(on[0].grad_norms, off[0].grad_norms) << what;
     EXPECT_EQ(on[0].params, off[0].params) << what;
   }
+}
+
+// fp16 with dynamic loss scaling: an Inf injected into one gradient on dp rank 0 at step 3 makes
+// every rank of tp 2 × dp 2 skip that step (the decision is agreed over dp and tp), as one rank
+// does, and the run stays within the bf16-level tolerance of the single-rank fp16 run.
+TEST_F(TensorParallelEquivalence, Fp16OverflowSkipsOnEveryRank) {
+  models::TrainOptions o = Options();
+  o.precision = "fp16";
+  o.inject_overflow_step = 3;
+  const RunResult reference = Train(o, nullptr);
+  ASSERT_EQ(reference.skipped.size(), 21u);
+  EXPECT_TRUE(reference.skipped[2]);
+  o.tp = 2;
+  o.dp = 2;
+  o.zero = 1;
+  const std::vector<RunResult> results = TrainOnMesh(o);
+  for (size_t r = 0; r < results.size(); ++r) {
+    EXPECT_EQ(results[r].skipped, reference.skipped) << "rank " << r;
+    EXPECT_EQ(results[r].loss_scales, reference.loss_scales) << "rank " << r;
+  }
+  ExpectEquivalent(reference, results[3], "tp 2 x dp 2 fp16", testing::kTpBf16Tolerance);
 }
 
 TEST_F(TensorParallelEquivalence, Tp2Bf16) {
