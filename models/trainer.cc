@@ -245,7 +245,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                              .overlap = options.overlap_grad_reduce,
                              .replicas = t->replica_group_.get(),
                              .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
-                             .model_parallel = context.tp}));
+                             .model_parallel = context.tp,
+                             .tp = context.tp}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
   if (options.resume) {

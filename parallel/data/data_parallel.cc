@@ -278,6 +278,7 @@ void DataParallel::ZeroGrad() {
 }
 
 void DataParallel::BeginMicroBatch(bool last) {
+  pipeline_micro_batches_ = 0;
   if (micro_started_) {
     if (reduce_this_micro_) LaunchReady();  // without overlap they start only now
     // Stages 2-3 reduce every micro-batch; the next one's buffers replace this one's.
@@ -296,15 +297,41 @@ void DataParallel::BeginMicroBatch(bool last) {
   next_launch_ = 0;
 }
 
+comm::Communicator* DataParallel::PartialGroup(const std::string& axis) const {
+  if (axis == "tp") return options_.tp;
+  if (axis == "embedding") return options_.embedding;
+  return nullptr;
+}
+
+bool DataParallel::CountsInNorm(const Parameter& p) const {
+  const ShardSpec& spec = p.shard_spec();
+  if (!spec.is_split() && options_.tp != nullptr && options_.tp->rank() != 0) return false;
+  if (spec.grad_partial_over == "embedding" && options_.embedding->rank() != 0) return false;
+  return true;
+}
+
+void DataParallel::BeginPipelineStep(int micro_batches) {
+  LOOM_CHECK(options_.zero_stage <= 1 && micro_batches >= 1)
+      << "data parallel: pipeline steps need ZeRO stage 0 or 1 and >= 1 micro-batch";
+  BeginMicroBatch(/*last=*/true);
+  pipeline_micro_batches_ = micro_batches;
+  hook_fires_.clear();
+}
+
 void DataParallel::OnGradReady(Parameter& p) {
   if (!reduce_this_micro_) return;
+  // Pipeline: final after the step's last contribution, in whatever order micro-batches come.
+  if (pipeline_micro_batches_ > 0 && ++hook_fires_[&p] < pipeline_micro_batches_) return;
   if (p.shard_spec().grad_partial()) {
-    // This rank's part of the gradient (e.g. its tokens' under sequence parallelism): summed over
-    // the model-parallel group first, in the model's backward order (the same on every rank of
-    // it, whatever its buckets), then reduced over data parallelism with the rest.
+    // This rank's part of the gradient (its tokens' under sequence parallelism, its copy's of a
+    // tied embedding): summed over that group first, in the model's backward order (the same on
+    // every rank of it, whatever its buckets), then reduced over data parallelism with the rest.
     Tensor g = p.grad();
-    const absl::Status s = options_.model_parallel->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
-    LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over tp failed: " << s;
+    const absl::Status s = PartialGroup(p.shard_spec().grad_partial_over)
+                               ->AllReduce(g, g, comm::ReduceOp::kSum)
+                               ->Wait();
+    LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over "
+                       << p.shard_spec().grad_partial_over << " failed: " << s;
   }
   Bucket& b = buckets_[bucket_of_.at(&p)];
   ++b.ready;
@@ -466,11 +493,11 @@ absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   comm::Communicator* mp = options_.model_parallel;
   const bool split_model = mp != nullptr && mp->size() > 1;
   if (options_.zero_stage == 0 && !split_model) return optim::ClipGradNorm(grads, max_norm);
-  // Every element of the model once: a parameter replicated over the model-parallel group counts
-  // on its rank 0 only, a split one on every rank (its shards).
+  // Every element of the model once (CountsInNorm): split parameters on every rank (their
+  // shards), replicated ones on one rank of their group.
   double total = 0.0;
   for (size_t i = 0; i < grads.size(); ++i) {
-    if (split_model && !slot_params_[i]->shard_spec().is_split() && mp->rank() != 0) continue;
+    if (split_model && !CountsInNorm(*slot_params_[i])) continue;
     total += runtime::kernels::SumOfSquares(grads[i]);
   }
   if (options_.zero_stage > 0) {

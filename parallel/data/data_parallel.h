@@ -88,10 +88,16 @@ class DataParallel : public ParameterUseHooks {
     // HSDP: the dtype of that all-reduce across replicas (f32, bf16, f16; added in f32), e.g. bf16
     // across hosts while reduce_dtype keeps f32 inside them.
     runtime::DType replica_reduce_dtype = runtime::DType::kF32;
-    // The ranks that hold other pieces of the same model (the tensor-parallel group): the gradient
-    // norm adds their split parameters' squares (replicated ones once) and the finite check agrees
-    // with them, so every rank of the job clips and skips alike. nullptr: none.
+    // Groups beside data parallelism (nullptr: none). `model_parallel`: every rank that holds
+    // another piece of the same model replica (tp × pp): the gradient norm sums over it and the
+    // finite check agrees with it, so every rank of the job clips and skips alike. `tp`: where a
+    // gradient partial over "tp" (ShardSpec::grad_partial_over) is summed, and a parameter
+    // replicated over tp counts in the norm on its rank 0 only. `embedding`: the tied embedding's
+    // copies (first and last pipeline stage, "embedding" partial gradients) are summed there and
+    // counted on its rank 0 only.
     comm::Communicator* model_parallel = nullptr;
+    comm::Communicator* tp = nullptr;
+    comm::Communicator* embedding = nullptr;
   };
 
   // `units`: the model's ParameterUnits(); every parameter must be replicated or a tensor-parallel
@@ -109,6 +115,10 @@ class DataParallel : public ParameterUseHooks {
   void ZeroGrad();
   // Starts a micro-batch; `last`: the last one of this optimizer step.
   void BeginMicroBatch(bool last);
+  // Pipeline schedules run a step's micro-batches interleaved: instead of BeginMicroBatch, a
+  // parameter's gradient is final once its grad-ready hook has fired `micro_batches` times (the
+  // step's last W of it), whatever order they come in. Stages 0 and 1 only.
+  void BeginPipelineStep(int micro_batches);
   // Waits for every reduction of the step: afterwards Slots() hold the averaged gradients.
   absl::Status FinishBackward();
   // The global gradient norm (over every rank's shard under ZeRO) and, when max_norm > 0 and the
@@ -239,6 +249,12 @@ class DataParallel : public ParameterUseHooks {
   std::vector<optim::ParamSlot> slots_;
   std::vector<SlotRange> slot_ranges_;   // parallel to slots_ (stages >= 1)
   std::vector<Parameter*> slot_params_;  // parallel to slots_: whose piece each slot is
+  int pipeline_micro_batches_ = 0;       // BeginPipelineStep's count (0: per micro-batch)
+  absl::flat_hash_map<Parameter*, int> hook_fires_;  // pipeline: per parameter, this step
+  // The group a gradient partial over `axis` is summed over (nullptr if none).
+  comm::Communicator* PartialGroup(const std::string& axis) const;
+  // Whether this rank counts p in the gradient norm (each element of the model once).
+  bool CountsInNorm(const Parameter& p) const;
   bool reduce_this_micro_ = true;
   bool first_micro_ = true;     // the step's first micro-batch (stages 2-3 write the shard)
   bool last_micro_ = true;      // the step's last micro-batch (HSDP replicates the shards)
