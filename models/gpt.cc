@@ -178,42 +178,86 @@ void GptModel::Initialize(uint64_t seed) {
   for (Parameter* p : Parameters()) p->Materialize();
 }
 
-Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {
+std::vector<parallel::Layer*> GptModel::UnitLayers(int unit) {
+  const int blocks = static_cast<int>(blocks_.size());
+  LOOM_CHECK(unit >= 0 && unit < num_units()) << "GptModel: no unit " << unit;
+  if (unit == 0) return {&wte_, &wpe_};
+  if (unit <= blocks) return {blocks_[unit - 1].get()};
+  if (unit == blocks + 1) return {ln_f_.get()};
+  return {&lm_head_};
+}
+
+Tensor GptModel::UnitForward(Stash& stash, int unit, const Tensor& x) {
+  return InUnit(unit, Pass::kForward, [&] {
+    Tensor y = x;
+    for (parallel::Layer* layer : UnitLayers(unit)) y = layer->Forward(stash, y);
+    return y;
+  });
+}
+
+Tensor GptModel::UnitBackwardInput(Stash& stash, int unit, const Tensor& dy) {
+  return InUnit(unit, Pass::kBackward, [&] {
+    Tensor d = dy;
+    const std::vector<parallel::Layer*> layers = UnitLayers(unit);
+    for (auto l = layers.rbegin(); l != layers.rend(); ++l) d = (*l)->BackwardInput(stash, d);
+    return d;
+  });
+}
+
+void GptModel::UnitBackwardWeight(Stash& stash, int unit) {
+  InUnit(unit, Pass::kBackward, [&] {
+    const std::vector<parallel::Layer*> layers = UnitLayers(unit);
+    for (auto l = layers.rbegin(); l != layers.rend(); ++l) (*l)->BackwardWeight(stash);
+    return Tensor();
+  });
+}
+
+// B and W of each layer together, so data parallelism can start reducing a unit's gradients
+// the moment its backward is done.
+Tensor GptModel::UnitBackward(Stash& stash, int unit, const Tensor& dy) {
+  return InUnit(unit, Pass::kBackward, [&] {
+    Tensor d = dy;
+    const std::vector<parallel::Layer*> layers = UnitLayers(unit);
+    for (auto l = layers.rbegin(); l != layers.rend(); ++l) d = parallel::Backward(**l, stash, d);
+    return d;
+  });
+}
+
+void GptModel::BeginMicroBatch(Stash& stash, const Tensor& inputs) const {
   LOOM_CHECK(inputs.rank() == 2 && inputs.dim(1) <= config_.context_length)
       << "GptModel: inputs must be [B, T] with T <= " << config_.context_length << ", got "
       << inputs.DebugString();
-  constexpr Pass kForward = Pass::kForward;
   const int64_t tokens = inputs.dim(0) * inputs.dim(1), tp = tp_.active() ? tp_.group->size() : 1;
   LOOM_CHECK(!tp_.sp() || tokens % tp == 0)
       << "GptModel: sequence parallelism needs the " << tokens << " tokens of a micro-batch to "
       << "split over tp " << tp;
   stash.SetSequenceLength(inputs.dim(1));
-  Tensor x = InUnit(0, kForward, [&] { return wpe_.Forward(stash, wte_.Forward(stash, inputs)); });
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    x = InUnit(1 + static_cast<int>(i), kForward, [&] { return blocks_[i]->Forward(stash, x); });
-  }
-  const int head = 1 + static_cast<int>(blocks_.size());
-  x = InUnit(head, kForward, [&] { return ln_f_->Forward(stash, x); });
-  return InUnit(head + 1, kForward, [&] { return lm_head_.Forward(stash, x); });
+}
+
+Tensor GptModel::Logits(Stash& stash, const Tensor& inputs) {
+  BeginMicroBatch(stash, inputs);
+  Tensor x = inputs;
+  for (int unit = 0; unit < num_units(); ++unit) x = UnitForward(stash, unit, x);
+  return x;
+}
+
+float GptModel::Loss(Stash& stash, const Tensor& logits, const Tensor& targets) {
+  return loss_.Forward(stash, logits, targets);
 }
 
 float GptModel::ForwardLoss(Stash& stash, const Tensor& inputs, const Tensor& targets) {
-  return loss_.Forward(stash, Logits(stash, inputs), targets);
+  return Loss(stash, Logits(stash, inputs), targets);
+}
+
+Tensor GptModel::LossBackward(Stash& stash, float scale) {
+  Tensor dx = loss_.Backward(stash, scale);
+  runtime::RoundToDType(dx.data<float>(), dx.numel(), activation_dtype_);
+  return dx;
 }
 
 void GptModel::Backward(Stash& stash, float scale) {
-  constexpr Pass kBackward = Pass::kBackward;
-  const int head = 1 + static_cast<int>(blocks_.size());
-  Tensor dx = loss_.Backward(stash, scale);
-  runtime::RoundToDType(dx.data<float>(), dx.numel(), activation_dtype_);
-  dx = InUnit(head + 1, kBackward, [&] { return parallel::Backward(lm_head_, stash, dx); });
-  dx = InUnit(head, kBackward, [&] { return parallel::Backward(*ln_f_, stash, dx); });
-  for (size_t i = blocks_.size(); i-- > 0;) {
-    dx = InUnit(1 + static_cast<int>(i), kBackward,
-                [&] { return parallel::Backward(*blocks_[i], stash, dx); });
-  }
-  InUnit(0, kBackward,
-         [&] { return parallel::Backward(wte_, stash, parallel::Backward(wpe_, stash, dx)); });
+  Tensor dx = LossBackward(stash, scale);
+  for (int unit = num_units(); unit-- > 0;) dx = UnitBackward(stash, unit, dx);
 }
 
 std::vector<std::vector<Parameter*>> GptModel::ParameterUnits() {

@@ -95,6 +95,21 @@ class GptModel {
   // Backward of scale · (mean loss of the last ForwardLoss on this stash); adds into grads.
   void Backward(parallel::Stash& stash, float scale);
 
+  // The model as units (pipeline stages are ranges of them): 0 the token and position
+  // embeddings (input: ids [B, T]), 1..L the blocks, L + 1 ln_f, L + 2 the LM head (output:
+  // logits). Each runs between the parameter-use hooks and rounds its output to the activation
+  // dtype, as Logits / Backward do; B (input gradient) and W (weight gradient) separately.
+  int num_units() const { return static_cast<int>(blocks_.size()) + 3; }
+  // Sets what a micro-batch's stash needs before any unit runs (its sequence length).
+  void BeginMicroBatch(parallel::Stash& stash, const runtime::Tensor& inputs) const;
+  runtime::Tensor UnitForward(parallel::Stash& stash, int unit, const runtime::Tensor& x);
+  runtime::Tensor UnitBackwardInput(parallel::Stash& stash, int unit, const runtime::Tensor& dy);
+  void UnitBackwardWeight(parallel::Stash& stash, int unit);
+  // The mean cross-entropy of `logits` (the head unit's output) against targets, and the
+  // gradient of scale · it for the head's backward (rounded as a unit's output).
+  float Loss(parallel::Stash& stash, const runtime::Tensor& logits, const runtime::Tensor& targets);
+  runtime::Tensor LossBackward(parallel::Stash& stash, float scale);
+
   // Every parameter once, in a fixed order (embedding first, then blocks, then ln_f).
   std::vector<parallel::Parameter*> Parameters();
   // The parameters each unit uses, in forward order: 0 the token and position embeddings, 1..L
@@ -131,6 +146,8 @@ class GptModel {
   parallel::ParameterUseHooks* hooks_ = nullptr;
   runtime::DType activation_dtype_ = runtime::DType::kF32;
 
+  std::vector<parallel::Layer*> UnitLayers(int unit);
+  runtime::Tensor UnitBackward(parallel::Stash& stash, int unit, const runtime::Tensor& dy);
   // Runs `body` between the hooks of `unit` in `pass`.
   template <typename F>
   runtime::Tensor InUnit(int unit, parallel::ParameterUseHooks::Pass pass, F&& body);

@@ -1,0 +1,64 @@
+// The pipeline executor: runs any checked schedule's list for this rank, one training step.
+//
+//   GptStages stages(...);                       // a StageRunner: the model's stages on this rank
+//   Executor exec(schedule, pp_rank, *channels, stages);
+//   LOOM_RETURN_IF_ERROR(exec.RunStep());        // F, B, W, sends and receives; not the optimizer
+//
+// Activations and input gradients move between ranks over the channels (parallel/pipeline/
+// channels.h): a send is asynchronous (its buffer is kept until it completes, at the latest at
+// the end of the step), a receive waits for its message right where the schedule puts it. Each
+// (micro-batch, stage) gets its own stash, freed as soon as its W is done.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "parallel/pipeline/channels.h"
+#include "parallel/pipeline/ir.h"
+#include "parallel/stash.h"
+
+namespace loom::parallel::pipeline {
+
+// The model side of a pipeline rank: the stages it holds.
+class StageRunner {
+ public:
+  virtual ~StageRunner() = default;
+  // An empty stash for one (micro-batch, stage) with the run's settings.
+  virtual Stash NewStash() const = 0;
+  // F: `input` is the previous stage's activation (undefined for stage 0, which reads the
+  // micro-batch's tokens). Returns the activation for the next stage (undefined for the last
+  // stage, which computes its loss).
+  virtual runtime::Tensor Forward(Stash& stash, int micro_batch, int stage,
+                                  const runtime::Tensor& input) = 0;
+  // B: `dy` is the next stage's input gradient (undefined for the last stage, which starts from
+  // its loss). Returns the input gradient for the previous stage (undefined for stage 0).
+  virtual runtime::Tensor BackwardInput(Stash& stash, int micro_batch, int stage,
+                                        const runtime::Tensor& dy) = 0;
+  virtual void BackwardWeight(Stash& stash, int micro_batch, int stage) = 0;
+  // The shape of the activation (and gradient) between stages, for receive buffers.
+  virtual runtime::Shape BoundaryShape() const = 0;
+};
+
+class Executor {
+ public:
+  // `schedule` must pass CheckSchedule; all must outlive the executor.
+  Executor(const Schedule& schedule, int rank, Channels& channels, StageRunner& runner)
+      : schedule_(schedule), rank_(rank), channels_(channels), runner_(runner) {}
+
+  // Runs this rank's instructions up to the optimizer step (which the caller takes). A failed
+  // transfer is returned (the communicator names the op and the missing rank).
+  absl::Status RunStep();
+
+ private:
+  using Key = std::pair<int, int>;  // (micro-batch, stage)
+
+  const Schedule& schedule_;
+  int rank_;
+  Channels& channels_;
+  StageRunner& runner_;
+};
+
+}  // namespace loom::parallel::pipeline
