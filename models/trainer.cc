@@ -11,6 +11,7 @@
 #include "models/data/synthetic_task.h"
 #include "models/gpt_weights.h"
 #include "optim/grad_norm.h"
+#include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/shard.h"
 #include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
@@ -60,6 +61,52 @@ runtime::DType PrecisionDType(const std::string& name) {
   return runtime::DType::kF32;
 }
 
+int PipelineMicroBatches(const TrainOptions& o) {
+  return o.micro_batches > 0 ? o.micro_batches : o.pp;
+}
+
+namespace {
+
+// What --pp needs and what it does not compose with yet.
+absl::Status ValidatePipelineOptions(const TrainOptions& o) {
+  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  const int m = PipelineMicroBatches(o);
+  if (o.grad_accum != 1) {
+    return bad("with --pp, --micro_batches sets the micro-batches per step; leave --grad_accum 1");
+  }
+  if (o.zero > 1) {
+    return bad("--pp with --zero ", o.zero,
+               " is not supported yet (a stage's gradients are final "
+               "only after its step's last W); use --zero 0 or 1");
+  }
+  for (const auto& [flag, set] : {std::pair<const char*, bool>{"--tp", o.tp > 1},
+                                  {"--hsdp_shard", o.hsdp_shard > 0},
+                                  {"--save_dir", !o.save_dir.empty()},
+                                  {"--init_from", !o.init_from.empty()}}) {
+    if (set) return bad("--pp with ", flag, " is not supported yet");
+  }
+  if (o.batch % (o.dp * m) != 0) {
+    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --micro_batches ", m,
+               " = ", o.dp * m);
+  }
+  LOOM_ASSIGN_OR_RETURN(
+      parallel::pipeline::Schedule s,
+      parallel::pipeline::MakeSchedule(
+          o.schedule, {.ranks = o.pp, .micro_batches = m, .virtual_stages = o.virtual_stages}));
+  absl::StatusOr<GptConfig> config = GptConfig::Preset(o.preset);
+  if (config.ok()) {
+    const int64_t layers = o.num_layers > 0 ? o.num_layers : config->num_layers;
+    if (layers < s.placement.stages()) {
+      return bad("--schedule ", o.schedule, " at --pp ", o.pp, " cuts the model into ",
+                 s.placement.stages(), " stages, but ", o.preset, " has ", layers,
+                 " blocks; use a smaller --pp or more --num_layers");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (o.steps < 0) return bad("--steps must be >= 0, got ", o.steps);
@@ -77,6 +124,8 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.dp < 1) return bad("--dp must be >= 1, got ", o.dp);
   if (o.tp < 1) return bad("--tp must be >= 1, got ", o.tp);
   if (o.tp_chunks < 1) return bad("--tp_chunks must be >= 1, got ", o.tp_chunks);
+  if (o.pp < 1) return bad("--pp must be >= 1, got ", o.pp);
+  if (o.pp > 1) LOOM_RETURN_IF_ERROR(ValidatePipelineOptions(o));
   if (o.sequence_parallel && o.tp < 2) {
     return bad(
         "--sequence_parallel shards activations over the tensor-parallel ranks; it needs "
@@ -98,7 +147,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
   if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");
-  if (o.batch % (o.dp * o.grad_accum) != 0) {
+  if (o.pp == 1 && o.batch % (o.dp * o.grad_accum) != 0) {
     return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --grad_accum ",
                o.grad_accum, " = ", o.dp * o.grad_accum,
                " (each rank's micro-batch is batch / (dp x grad_accum)); change --batch to ",
@@ -164,7 +213,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   for (const auto& [flag, want, group, what] :
        {std::tuple<const char*, int, comm::Communicator*, const char*>{"--dp", options.dp, dp_group,
                                                                        "data"},
-        {"--tp", options.tp, context.tp, "tensor"}}) {
+        {"--tp", options.tp, context.tp, "tensor"},
+        {"--pp", options.pp, context.pp, "pipeline"}}) {
     const int size = group != nullptr ? group->size() : 1;
     if (size != want) {
       return absl::InvalidArgumentError(
@@ -235,18 +285,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     LOOM_ASSIGN_OR_RETURN(t->replica_group_, dp_group->Split(rank % k, rank));
     shard_group = t->shard_group_.get();
   }
-  LOOM_ASSIGN_OR_RETURN(t->dp_,
-                        parallel::DataParallel::Create(
-                            t->model_->ParameterUnits(), *shard_group,
-                            {.zero_stage = options.zero,
-                             .bucket_bytes = options.bucket_bytes,
-                             .param_dtype = working,
-                             .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
-                             .overlap = options.overlap_grad_reduce,
-                             .replicas = t->replica_group_.get(),
-                             .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
-                             .model_parallel = context.tp,
-                             .tp = context.tp}));
+  if (options.pp > 1) LOOM_RETURN_IF_ERROR(t->CreatePipeline());
+  LOOM_ASSIGN_OR_RETURN(
+      t->dp_,
+      parallel::DataParallel::Create(
+          t->stages_ != nullptr ? t->stages_->LocalParameterUnits() : t->model_->ParameterUnits(),
+          *shard_group,
+          {.zero_stage = options.zero,
+           .bucket_bytes = options.bucket_bytes,
+           .param_dtype = working,
+           .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
+           .overlap = options.overlap_grad_reduce,
+           .replicas = t->replica_group_.get(),
+           .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
+           .model_parallel = context.pp != nullptr ? context.pp : context.tp,
+           .tp = context.tp,
+           .embedding = t->embedding_group_.get()}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
   if (options.resume) {
@@ -273,22 +327,11 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   // f16 scales the loss (and so every gradient) by the loss scale; bf16 and f32 need no scaling.
   const bool scaled = options_.precision == "fp16";
   m.loss_scale = scaled ? scaler_.scale() : 1.0f;
-  const int64_t accum = options_.grad_accum;
-  const int64_t micro = batch.inputs.dim(0) / accum;
-  float loss = 0.0f;
-  for (int64_t i = 0; i < accum; ++i) {
-    dp_->BeginMicroBatch(/*last=*/i + 1 == accum);
-    parallel::Stash stash;
-    stash.SetActivationDType(PrecisionDType(options_.precision));
-    stash.SetAutocast(options_.autocast);
-    loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
-                                batch.targets.Slice(i * micro, (i + 1) * micro));
-    model_->Backward(stash, m.loss_scale / static_cast<float>(accum));
-  }
+  LOOM_ASSIGN_OR_RETURN(const float loss, RunMicroBatches(batch, m.loss_scale));
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
   m.exposed_tp_ms = model_->tp_wait_ms();
-  LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss / static_cast<float>(accum)));
+  LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss));
   m.lr = schedule_.At(optimizer_->step());
   if (scaled) {
     InjectOverflowForTesting();
@@ -312,6 +355,56 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   m.step = optimizer_->step();
   FinishMetrics(m, start);
   return m;
+}
+
+absl::StatusOr<float> Trainer::RunMicroBatches(const data::Batch& batch, float loss_scale) {
+  parallel::Stash settings;
+  settings.SetActivationDType(PrecisionDType(options_.precision));
+  settings.SetAutocast(options_.autocast);
+  if (pipeline_ != nullptr) {
+    dp_->BeginPipelineStep(pipeline_->micro_batches);
+    stages_->BeginStep(batch, pipeline_->micro_batches, loss_scale, settings);
+    LOOM_RETURN_IF_ERROR(executor_->RunStep());
+    // The last stage's loss, on every stage's rank.
+    Tensor loss = Tensor::FromVector<float>({1}, {stages_->MeanLoss()}, runtime::MemoryTag::kComm);
+    LOOM_RETURN_IF_ERROR(context_.pp->AllReduce(loss, loss, comm::ReduceOp::kSum)->Wait());
+    return loss.data<float>()[0];
+  }
+  const int64_t accum = options_.grad_accum;
+  const int64_t micro = batch.inputs.dim(0) / accum;
+  float loss = 0.0f;
+  for (int64_t i = 0; i < accum; ++i) {
+    dp_->BeginMicroBatch(/*last=*/i + 1 == accum);
+    parallel::Stash stash = settings.EmptyLike();
+    loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
+                                batch.targets.Slice(i * micro, (i + 1) * micro));
+    model_->Backward(stash, loss_scale / static_cast<float>(accum));
+  }
+  return loss / static_cast<float>(accum);
+}
+
+absl::Status Trainer::CreatePipeline() {
+  LOOM_ASSIGN_OR_RETURN(parallel::pipeline::Schedule schedule,
+                        parallel::pipeline::MakeSchedule(
+                            options_.schedule, {.ranks = options_.pp,
+                                                .micro_batches = PipelineMicroBatches(options_),
+                                                .virtual_stages = options_.virtual_stages}));
+  pipeline_ = std::make_unique<parallel::pipeline::Schedule>(std::move(schedule));
+  const parallel::pipeline::Placement& placement = pipeline_->placement;
+  comm::Communicator& pp = *context_.pp;
+  LOOM_ASSIGN_OR_RETURN(channels_, parallel::pipeline::Channels::Create(pp, placement));
+  // The tied embedding's two copies, when the first and the last stage are on different ranks.
+  const int first = placement.rank_of(0), last = placement.rank_of(placement.stages() - 1);
+  if (first != last) {
+    const bool member = pp.rank() == first || pp.rank() == last;
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<comm::Communicator> group,
+                          pp.Split(member ? 0 : 1 + pp.rank(), pp.rank() == first ? 0 : 1));
+    if (member) embedding_group_ = std::move(group);
+  }
+  stages_ = std::make_unique<GptStages>(*model_, placement, pp.rank(), embedding_group_.get());
+  executor_ =
+      std::make_unique<parallel::pipeline::Executor>(*pipeline_, pp.rank(), *channels_, *stages_);
+  return absl::OkStatus();
 }
 
 void Trainer::InjectOverflowForTesting() {
@@ -469,6 +562,9 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
 absl::StatusOr<double> Trainer::Evaluate(const data::TokenDataset& dataset, int64_t batches) {
   if (batches < 1) {
     return absl::InvalidArgumentError(absl::StrCat("--eval_batches must be >= 1, got ", batches));
+  }
+  if (pipeline_ != nullptr) {
+    return absl::UnimplementedError("evaluation of a pipeline-parallel model is not supported yet");
   }
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {

@@ -24,11 +24,15 @@
 #include "models/data/batch_sampler.h"
 #include "models/data/token_dataset.h"
 #include "models/gpt.h"
+#include "models/gpt_stages.h"
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
 #include "parallel/context.h"
 #include "parallel/data/data_parallel.h"
+#include "parallel/pipeline/channels.h"
+#include "parallel/pipeline/executor.h"
+#include "parallel/pipeline/ir.h"
 
 namespace loom::models {
 
@@ -43,6 +47,10 @@ struct TrainOptions {
   int tp = 1;         // tensor-parallel ranks (heads, MLP and vocabulary split over them)
   bool sequence_parallel = false;  // shard norms/residuals along the tokens over tp (tp >= 2)
   int tp_chunks = 4;               // GEMM chunks pipelined with the tp collectives (1: none)
+  int pp = 1;                      // pipeline stages' ranks (docs/pipeline_parallel.md)
+  std::string schedule = "1f1b";   // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
+  int micro_batches = 0;           // with pp > 1: per step and data-parallel rank (0: pp)
+  int virtual_stages = 2;          // interleaved: chunks per rank
   bool tp_overlap = true;          // false: same chunks, each collective waited for (baseline)
   int zero = 0;                    // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
@@ -101,9 +109,9 @@ class Trainer {
   // global batch. `dp_group` must outlive the trainer.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
                                                          comm::Communicator* dp_group = nullptr);
-  // The same over a mesh's groups: context.dp of size options.dp and context.tp of size
-  // options.tp (nullptr when 1). Ranks of one tp group see the same data and hold different
-  // shards of the model; checkpoints and the metrics are the same as at tp 1.
+  // The same over a mesh's groups: context.dp of size options.dp, context.tp of size options.tp
+  // and context.pp of size options.pp (nullptr when 1). Ranks of one tp group see the same data and
+  // hold different shards of the model; checkpoints and the metrics are the same as at tp 1.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
                                                          parallel::ParallelContext context);
 
@@ -111,6 +119,8 @@ class Trainer {
   // is skipped on every rank (metrics.skipped; step() does not advance, the batch is consumed)
   // and the loss scale halves.
   absl::StatusOr<StepMetrics> Step();
+  // Pipeline (pp > 1): the schedule every rank runs.
+  const parallel::pipeline::Schedule* pipeline_schedule() const { return pipeline_.get(); }
   // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
   // whole optimizer state, whatever the layout (ZeRO and tensor-parallel shards are gathered; the
   // rank with dp and tp rank 0 writes), so any layout can resume it. Collective over the job.
@@ -152,6 +162,10 @@ class Trainer {
   // The mean of `local` over the data-parallel ranks.
   absl::StatusOr<float> MeanOverRanks(float local);
   void InjectOverflowForTesting();
+  // The forward and backward passes of a step: micro-batches in turn, or the pipeline schedule.
+  // Returns the loss of this rank's micro-batches (pipeline: the last stage's, summed over pp).
+  absl::StatusOr<float> RunMicroBatches(const data::Batch& batch, float loss_scale);
+  absl::Status CreatePipeline();
   void FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) const;
 
   TrainOptions options_;
@@ -164,6 +178,12 @@ class Trainer {
   // HSDP: the shard group and the replica group, split from dp_group_ (they outlive dp_).
   std::unique_ptr<comm::Communicator> shard_group_, replica_group_;
   std::unique_ptr<parallel::DataParallel> dp_;
+  // Pipeline (pp > 1).
+  std::unique_ptr<parallel::pipeline::Schedule> pipeline_;
+  std::unique_ptr<parallel::pipeline::Channels> channels_;
+  std::unique_ptr<comm::Communicator> embedding_group_;
+  std::unique_ptr<GptStages> stages_;
+  std::unique_ptr<parallel::pipeline::Executor> executor_;
   optim::DynamicLossScaler scaler_;
   bool injected_ = false;
   int64_t resumed_step_ = 0;
@@ -177,6 +197,8 @@ class Trainer {
 // yet) unless the options are consistent; needs no data and no communication, so every rank can
 // check before the first collective. Trainer::Create calls it too.
 absl::Status ValidateTrainOptions(const TrainOptions& options);
+// The micro-batches per step of a pipeline run (--micro_batches, default --pp).
+int PipelineMicroBatches(const TrainOptions& options);
 
 // The dataset named by `path` (LoadTokenFile) or, when empty, the embedded synthetic task.
 absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed);

@@ -19,15 +19,19 @@ struct ParallelContext {
   comm::Communicator* world = nullptr;  // the whole job (agreement on skips and norms)
   comm::Communicator* dp = nullptr;     // data parallelism: same model piece, other data
   comm::Communicator* tp = nullptr;     // tensor parallelism: other pieces of the same layers
+  comm::Communicator* pp = nullptr;     // pipeline parallelism: the other stages
 
-  // The mesh's groups (tp only when the mesh has more than one tp rank).
+  // The mesh's groups (tp and pp only when the mesh has more than one rank along them).
   static ParallelContext FromMesh(const Mesh& mesh) {
     return {.world = &mesh.world(),
             .dp = &mesh.group(Axis::kDp),
-            .tp = mesh.size(Axis::kTp) > 1 ? &mesh.group(Axis::kTp) : nullptr};
+            .tp = mesh.size(Axis::kTp) > 1 ? &mesh.group(Axis::kTp) : nullptr,
+            .pp = mesh.size(Axis::kPp) > 1 ? &mesh.group(Axis::kPp) : nullptr};
   }
   int tp_size() const { return tp != nullptr ? tp->size() : 1; }
   int tp_rank() const { return tp != nullptr ? tp->rank() : 0; }
+  int pp_size() const { return pp != nullptr ? pp->size() : 1; }
+  int pp_rank() const { return pp != nullptr ? pp->rank() : 0; }
 };
 
 }  // namespace loom::parallel

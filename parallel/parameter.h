@@ -69,6 +69,9 @@ class Parameter {
 
   // Number of places in the model that use this parameter (2 for a tied embedding / LM head).
   void AddUse() { ++uses_; }
+  // How many of those uses this rank runs (a pipeline rank holding only the embedding or only
+  // the tied LM head runs one of the tied weight's two).
+  void SetUses(int uses) { uses_ = uses; }
   int uses() const { return uses_; }
   // Each use calls this after adding its contribution to grad(); the last one of a backward pass
   // calls the hook.

@@ -73,11 +73,14 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   }
   for (const auto& unit : units) {
     for (const Parameter* p : unit) {
-      if (p->shard_spec().grad_partial() &&
-          (p->shard_spec().grad_partial_over != "tp" || options.model_parallel == nullptr)) {
+      const std::string& axis = p->shard_spec().grad_partial_over;
+      const comm::Communicator* partial = axis == "tp"          ? options.tp
+                                          : axis == "embedding" ? options.embedding
+                                                                : nullptr;
+      if (!axis.empty() && partial == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
-            p->name(), ": its gradient is partial over ", p->shard_spec().grad_partial_over,
-            "; data parallelism needs that group as Options::model_parallel"));
+            p->name(), ": its gradient is partial over ", axis,
+            "; data parallelism needs that group (Options::tp or Options::embedding)"));
       }
       if (p->shard_spec().kind == ShardSpec::Kind::kExpert ||
           (!p->value().defined() && p->initializer() == nullptr)) {
@@ -323,16 +326,29 @@ void DataParallel::OnGradReady(Parameter& p) {
   // Pipeline: final after the step's last contribution, in whatever order micro-batches come.
   if (pipeline_micro_batches_ > 0 && ++hook_fires_[&p] < pipeline_micro_batches_) return;
   if (p.shard_spec().grad_partial()) {
-    // This rank's part of the gradient (its tokens' under sequence parallelism, its copy's of a
-    // tied embedding): summed over that group first, in the model's backward order (the same on
-    // every rank of it, whatever its buckets), then reduced over data parallelism with the rest.
-    Tensor g = p.grad();
-    const absl::Status s = PartialGroup(p.shard_spec().grad_partial_over)
-                               ->AllReduce(g, g, comm::ReduceOp::kSum)
-                               ->Wait();
-    LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over "
-                       << p.shard_spec().grad_partial_over << " failed: " << s;
+    // Pipeline: the ranks of the group are at different points of their schedules; summing now
+    // could wait for a rank that waits for this one. FinishBackward sums them.
+    if (pipeline_micro_batches_ > 0) {
+      deferred_partials_.push_back(&p);
+      return;
+    }
+    SumPartial(p);
   }
+  MarkReady(p);
+}
+
+void DataParallel::SumPartial(Parameter& p) {
+  // This rank's part of the gradient (its tokens' under sequence parallelism, its copy's of a
+  // tied embedding): summed over that group first, in the model's backward order (the same on
+  // every rank of it, whatever its buckets), then reduced over data parallelism with the rest.
+  Tensor g = p.grad();
+  const absl::Status s =
+      PartialGroup(p.shard_spec().grad_partial_over)->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
+  LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over "
+                     << p.shard_spec().grad_partial_over << " failed: " << s;
+}
+
+void DataParallel::MarkReady(Parameter& p) {
   Bucket& b = buckets_[bucket_of_.at(&p)];
   ++b.ready;
   if (options_.overlap) LaunchReady();
@@ -440,6 +456,14 @@ void DataParallel::PollReductions() {
 
 absl::Status DataParallel::FinishBackward() {
   const auto start = std::chrono::steady_clock::now();
+  // Pipeline: the partial gradients held back, in name order (the same on every rank).
+  std::sort(deferred_partials_.begin(), deferred_partials_.end(),
+            [](const Parameter* a, const Parameter* b) { return a->name() < b->name(); });
+  for (Parameter* p : deferred_partials_) {
+    SumPartial(*p);
+    MarkReady(*p);
+  }
+  deferred_partials_.clear();
   if (reduce_this_micro_) LaunchReady();
   absl::Status status;
   if (reduce_this_micro_ && next_launch_ < num_buckets()) {

@@ -251,6 +251,9 @@ class DataParallel : public ParameterUseHooks {
   std::vector<Parameter*> slot_params_;  // parallel to slots_: whose piece each slot is
   int pipeline_micro_batches_ = 0;       // BeginPipelineStep's count (0: per micro-batch)
   absl::flat_hash_map<Parameter*, int> hook_fires_;  // pipeline: per parameter, this step
+  std::vector<Parameter*> deferred_partials_;        // pipeline: final, not yet summed
+  void SumPartial(Parameter& p);
+  void MarkReady(Parameter& p);
   // The group a gradient partial over `axis` is summed over (nullptr if none).
   comm::Communicator* PartialGroup(const std::string& axis) const;
   // Whether this rank counts p in the gradient norm (each element of the model once).

@@ -23,7 +23,8 @@ struct RunResult {
   std::vector<double> grad_norms;                    // per step (before clipping)
   std::vector<float> loss_scales;                    // per Step() call
   std::vector<bool> skipped;                         // per Step() call (fp16 overflow)
-  std::map<std::string, std::vector<float>> params;  // final, full (gathered)
+  std::map<std::string, std::vector<float>> params;  // final, full (gathered; pipeline: this
+                                                     // rank's stages' only)
 };
 
 // Runs body(rank, communicator) on `size` threads over a local world (comm/local).

@@ -1,0 +1,136 @@
+// Pipeline parallelism on ranks as threads: every schedule at pp 2 and 4 with pp and 2·pp
+// micro-batches, pp × dp, and bf16, against the single-rank run with the same micro-batches
+// (gradient accumulation over them): losses, gradient norms, and every parameter on the rank
+// that holds it.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "parallel/context.h"
+#include "parallel/mesh.h"
+#include "parallel/pipeline/schedules/schedules.h"
+#include "runtime/parallel.h"
+#include "tests/parallel/dp_checks.h"
+
+namespace loom::parallel {
+namespace {
+
+using testing::OnRanks;
+using testing::RunResult;
+
+models::TrainOptions Options(int micro_batches) {
+  models::TrainOptions o = testing::ReferenceOptions();
+  o.num_layers = 8;  // enough blocks for zb-v's 8 stages at pp 4
+  o.batch = 8;
+  o.micro_batches = micro_batches;
+  return o;
+}
+
+// Trains `o` on dp × pp threads (mesh tp-ep-dp-pp) and returns every rank's result.
+std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o) {
+  std::vector<RunResult> results(o.dp * o.pp);
+  OnRanks(o.dp * o.pp, [&](int rank, comm::Communicator& world) {
+    auto mesh = Mesh::Create(world, MeshShape{.dp = o.dp, .pp = o.pp});
+    ASSERT_TRUE(mesh.ok()) << mesh.status();
+    results[rank] = testing::Train(o, ParallelContext::FromMesh(**mesh));
+  });
+  return results;
+}
+
+// Every rank's losses and norms as the reference's; each parameter, on whichever ranks hold it,
+// as the reference's; together the ranks hold all of them.
+void ExpectPipelineEquivalent(const RunResult& reference, const std::vector<RunResult>& ranks,
+                              const std::string& what, const testing::Tolerance& tolerance) {
+  std::set<std::string> held;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    RunResult got = ranks[r];
+    RunResult want = reference;
+    for (auto it = want.params.begin(); it != want.params.end();) {
+      it = got.params.contains(it->first) ? std::next(it) : want.params.erase(it);
+    }
+    for (const auto& [name, values] : got.params) held.insert(name);
+    testing::ExpectEquivalent(want, got, what + " rank " + std::to_string(r), tolerance);
+  }
+  EXPECT_EQ(held.size(), reference.params.size()) << what << ": parameters nobody holds";
+}
+
+RunResult Reference(models::TrainOptions o) {
+  o.grad_accum = o.micro_batches;
+  o.micro_batches = 0;
+  return testing::Train(o, nullptr);
+}
+
+class PipelineEquivalence : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { runtime::SetNumThreads(1); }
+};
+
+TEST_P(PipelineEquivalence, EveryScheduleMatchesOneRank) {
+  for (int pp : {2, 4}) {
+    for (int m : {pp, 2 * pp}) {
+      models::TrainOptions o = Options(m);
+      const RunResult reference = Reference(o);
+      o.pp = pp;
+      o.schedule = GetParam();
+      ExpectPipelineEquivalent(reference, TrainOnMesh(o),
+                               GetParam() + " pp " + std::to_string(pp) + " m " + std::to_string(m),
+                               testing::kF32Tolerance);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Schedules, PipelineEquivalence,
+                         ::testing::ValuesIn(pipeline::ScheduleNames()), [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) {
+                             if (c == '-') c = '_';
+                           }
+                           return name;
+                         });
+
+TEST(PipelineComposition, PpTimesDpWithZero0And1) {
+  runtime::SetNumThreads(1);
+  for (int zero : {0, 1}) {
+    models::TrainOptions o = Options(4);
+    const RunResult reference = Reference(o);
+    o.pp = 2;
+    o.dp = 2;
+    o.zero = zero;
+    o.schedule = "zb-h1";
+    // The tied embedding's two copies and the dp average add in other orders than one rank's
+    // accumulation: the tensor-parallel tolerance.
+    ExpectPipelineEquivalent(reference, TrainOnMesh(o), "pp 2 x dp 2 zero " + std::to_string(zero),
+                             testing::kTpF32Tolerance);
+  }
+}
+
+TEST(PipelineComposition, Bf16) {
+  runtime::SetNumThreads(1);
+  models::TrainOptions o = Options(4);
+  o.precision = "bf16";
+  const RunResult reference = Reference(o);
+  o.pp = 2;
+  o.schedule = "1f1b";
+  ExpectPipelineEquivalent(reference, TrainOnMesh(o), "pp 2 bf16", testing::kBf16Tolerance);
+}
+
+TEST(PipelineOptions, BadLayoutsSayWhatToChange) {
+  models::TrainOptions o = Options(4);
+  o.pp = 4;
+  o.num_layers = 0;  // tiny: 2 blocks
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("cuts the model into 4 stages, but tiny has 2 blocks"));
+  o = Options(3);
+  o.pp = 2;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("--batch 8 must be a multiple of --dp 1 x --micro_batches 3"));
+  o = Options(4);
+  o.pp = 2;
+  o.zero = 3;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("not supported yet"));
+}
+
+}  // namespace
+}  // namespace loom::parallel
