@@ -51,6 +51,10 @@ ABSL_FLAG(
     bool, tp_overlap, true,
     "with --tp_chunks > 1: pipeline the chunks with the tp collectives (false: wait for each, "
     "the same arithmetic; the baseline for exposed_tp_ms)");
+ABSL_FLAG(int32_t, pp, 1, "pipeline ranks (docs/pipeline_parallel.md)");
+ABSL_FLAG(std::string, schedule, "1f1b", "with --pp: gpipe, 1f1b, interleaved, zb-h1 or zb-v");
+ABSL_FLAG(int32_t, micro_batches, 0, "with --pp: micro-batches per step (0: --pp)");
+ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
 ABSL_FLAG(std::string, order, "tp-ep-dp-pp",
           "mesh order, fastest-varying axis first (tp-ep-dp-pp: tp groups are neighbouring ranks)");
 ABSL_FLAG(int32_t, zero, 0,
@@ -121,6 +125,10 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.tp = absl::GetFlag(FLAGS_tp);
   o.sequence_parallel = absl::GetFlag(FLAGS_sequence_parallel);
   o.tp_chunks = absl::GetFlag(FLAGS_tp_chunks);
+  o.pp = absl::GetFlag(FLAGS_pp);
+  o.schedule = absl::GetFlag(FLAGS_schedule);
+  o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
+  o.virtual_stages = absl::GetFlag(FLAGS_virtual_stages);
   o.tp_overlap = absl::GetFlag(FLAGS_tp_overlap);
   o.zero = absl::GetFlag(FLAGS_zero);
   o.grad_accum = absl::GetFlag(FLAGS_grad_accum);
@@ -345,15 +353,20 @@ absl::Status Main() {
   // Everything that can be checked without the other ranks is, before the first collective, so a
   // bad setting fails on every rank with the same message.
   const int world_size = comm::LaunchedWorldSize();
-  if (options.dp == 0) {  // the ranks tensor parallelism leaves
-    if (options.tp < 1 || world_size % options.tp != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " does not divide the ",
-                                                     world_size, " ranks of the job"));
+  if (options.dp == 0) {  // the ranks tensor and pipeline parallelism leave
+    const int64_t model = static_cast<int64_t>(options.tp) * options.pp;
+    if (options.tp < 1 || options.pp < 1 || world_size % model != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " x --pp ", options.pp,
+                                                     " does not divide the ", world_size,
+                                                     " ranks of the job"));
     }
-    options.dp = world_size / options.tp;
+    options.dp = static_cast<int>(world_size / model);
   }
   const parallel::MeshShape shape{
-      .dp = options.dp, .tp = options.tp, .order = absl::GetFlag(FLAGS_order)};
+      .dp = options.dp, .tp = options.tp, .pp = options.pp, .order = absl::GetFlag(FLAGS_order)};
+  if (options.pp > 1 && (!absl::GetFlag(FLAGS_export).empty() || absl::GetFlag(FLAGS_eval))) {
+    return absl::UnimplementedError("--export and --eval with --pp are not supported yet");
+  }
   LOOM_RETURN_IF_ERROR(shape.Validate(world_size));
   LOOM_RETURN_IF_ERROR(models::ValidateTrainOptions(options));
   if (absl::GetFlag(FLAGS_eval) && world_size > 1) {
@@ -380,9 +393,12 @@ absl::Status Main() {
                                               options.dp / options.hsdp_shard, " replicas, ",
                                               options.hsdp_reduce_dtype, " between them")
                                : "";
-    std::printf("layout %s | zero %d%s | grad_accum %lld | %d buckets | comm %s\n",
-                shape.ToString().c_str(), options.zero, hsdp.c_str(),
-                static_cast<long long>(options.grad_accum), trainer->data_parallel().num_buckets(),
+    const std::string micro =
+        options.pp > 1 ? absl::StrCat("schedule ", options.schedule, ", ",
+                                      models::PipelineMicroBatches(options), " micro-batches")
+                       : absl::StrCat("grad_accum ", options.grad_accum);
+    std::printf("layout %s | zero %d%s | %s | %d buckets | comm %s\n", shape.ToString().c_str(),
+                options.zero, hsdp.c_str(), micro.c_str(), trainer->data_parallel().num_buckets(),
                 world->backend_name().c_str());
     if (!trainer->resumed_from().empty()) {
       std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
