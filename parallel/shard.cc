@@ -119,31 +119,32 @@ void ForEachRun(const Shape& global, const ShardSpec& spec,
 
 namespace {
 
-void CheckShapes(const Tensor& whole, const ShardSpec& spec, const Tensor& local) {
+// Copies every run of the shard between the whole tensor and the local one (to_local: whole ->
+// local).
+void CopyRuns(const Tensor& whole, const ShardSpec& spec, const Tensor& local, bool to_local) {
   LOOM_CHECK(whole.dtype() == DType::kF32 && local.dtype() == DType::kF32 &&
              local.shape() == LocalShape(whole.shape(), spec))
       << "shard " << spec.ToString() << ": local " << local.DebugString()
       << " does not match whole " << whole.DebugString();
+  float* w = whole.data<float>();
+  float* l = local.data<float>();
+  ForEachRun(whole.shape(), spec, [&](int64_t at_local, int64_t at_whole, int64_t n) {
+    if (to_local) {
+      std::memcpy(l + at_local, w + at_whole, n * sizeof(float));
+    } else {
+      std::memcpy(w + at_whole, l + at_local, n * sizeof(float));
+    }
+  });
 }
 
 }  // namespace
 
 void ExtractShard(const Tensor& whole, const ShardSpec& spec, Tensor& local) {
-  CheckShapes(whole, spec, local);
-  const float* src = whole.data<float>();
-  float* dst = local.data<float>();
-  ForEachRun(whole.shape(), spec, [&](int64_t l, int64_t g, int64_t n) {
-    std::memcpy(dst + l, src + g, n * sizeof(float));
-  });
+  CopyRuns(whole, spec, local, /*to_local=*/true);
 }
 
 void InsertShard(const Tensor& local, const ShardSpec& spec, Tensor& whole) {
-  CheckShapes(whole, spec, local);
-  const float* src = local.data<float>();
-  float* dst = whole.data<float>();
-  ForEachRun(whole.shape(), spec, [&](int64_t l, int64_t g, int64_t n) {
-    std::memcpy(dst + g, src + l, n * sizeof(float));
-  });
+  CopyRuns(whole, spec, local, /*to_local=*/false);
 }
 
 absl::StatusOr<Tensor> GatherShards(const Tensor& local, const Shape& global, const ShardSpec& spec,
