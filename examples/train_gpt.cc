@@ -29,6 +29,7 @@
 #include "models/trainer.h"
 #include "parallel/config_agreement.h"
 #include "parallel/mesh.h"
+#include "parallel/pipeline/trace.h"
 #include "runtime/allocator.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/kernels/matmul.h"
@@ -55,6 +56,9 @@ ABSL_FLAG(int32_t, pp, 1, "pipeline ranks (docs/pipeline_parallel.md)");
 ABSL_FLAG(std::string, schedule, "1f1b", "with --pp: gpipe, 1f1b, interleaved, zb-h1 or zb-v");
 ABSL_FLAG(int32_t, micro_batches, 0, "with --pp: micro-batches per step (0: --pp)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
+ABSL_FLAG(std::string, trace, "",
+          "with --pp: write the last step's timeline of every rank to this Chrome trace JSON "
+          "(Perfetto, chrome://tracing)");
 ABSL_FLAG(std::string, order, "tp-ep-dp-pp",
           "mesh order, fastest-varying axis first (tp-ep-dp-pp: tp groups are neighbouring ranks)");
 ABSL_FLAG(int32_t, zero, 0,
@@ -312,6 +316,12 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                   o.save_dir.c_str());
     }
   }
+  const std::string trace = absl::GetFlag(FLAGS_trace);
+  if (!trace.empty()) {
+    LOOM_RETURN_IF_ERROR(
+        parallel::pipeline::WriteChromeTrace(trainer.pipeline_trace(), world, trace));
+    if (leader) std::printf("wrote the last step's pipeline timeline to %s\n", trace.c_str());
+  }
   LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world));  // the training state, before any export
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
@@ -366,6 +376,9 @@ absl::Status Main() {
       .dp = options.dp, .tp = options.tp, .pp = options.pp, .order = absl::GetFlag(FLAGS_order)};
   if (options.pp > 1 && (!absl::GetFlag(FLAGS_export).empty() || absl::GetFlag(FLAGS_eval))) {
     return absl::UnimplementedError("--export and --eval with --pp are not supported yet");
+  }
+  if (!absl::GetFlag(FLAGS_trace).empty() && options.pp < 2) {
+    return absl::InvalidArgumentError("--trace records pipeline schedules; it needs --pp >= 2");
   }
   LOOM_RETURN_IF_ERROR(shape.Validate(world_size));
   LOOM_RETURN_IF_ERROR(models::ValidateTrainOptions(options));

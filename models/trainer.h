@@ -121,6 +121,11 @@ class Trainer {
   absl::StatusOr<StepMetrics> Step();
   // Pipeline (pp > 1): the schedule every rank runs.
   const parallel::pipeline::Schedule* pipeline_schedule() const { return pipeline_.get(); }
+  // Pipeline: the ops this rank ran in the last step, timed (empty without --pp).
+  std::vector<parallel::pipeline::TraceEvent> pipeline_trace() const {
+    return executor_ != nullptr ? executor_->trace()
+                                : std::vector<parallel::pipeline::TraceEvent>{};
+  }
   // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
   // whole optimizer state, whatever the layout (ZeRO and tensor-parallel shards are gathered; the
   // rank with dp and tp rank 0 writes), so any layout can resume it. Collective over the job.

@@ -23,8 +23,15 @@ absl::Status Executor::RunStep() {
     from.erase(it);
     return t;
   };
+  trace_.clear();
+  auto now_us = [] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
   for (const Instr& i : schedule_.ranks[rank_]) {
     const Key key{i.micro_batch, i.stage};
+    const int64_t start = now_us();
     switch (i.kind) {
       case OpKind::kForward: {
         const Tensor input =
@@ -62,8 +69,9 @@ absl::Status Executor::RunStep() {
         break;
       }
       case OpKind::kOptimizerStep:
-        break;
+        continue;  // the caller's
     }
+    trace_.push_back({i, start, now_us()});
   }
   absl::Status status;
   for (auto& [work, data] : sends) status.Update(work->Wait());

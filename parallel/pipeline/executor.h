@@ -10,6 +10,8 @@
 // (micro-batch, stage) gets its own stash, freed as soon as its W is done.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <utility>
@@ -42,6 +44,14 @@ class StageRunner {
   virtual runtime::Shape BoundaryShape() const = 0;
 };
 
+// One op as it ran: its instruction and its start and end (microseconds of the steady clock,
+// which is one clock for every process of a host).
+struct TraceEvent {
+  Instr instr;
+  int64_t start_us = 0;
+  int64_t end_us = 0;
+};
+
 class Executor {
  public:
   // `schedule` must pass CheckSchedule; all must outlive the executor.
@@ -51,6 +61,8 @@ class Executor {
   // Runs this rank's instructions up to the optimizer step (which the caller takes). A failed
   // transfer is returned (the communicator names the op and the missing rank).
   absl::Status RunStep();
+  // What the last RunStep ran, in order (receives include their wait).
+  const std::vector<TraceEvent>& trace() const { return trace_; }
 
  private:
   using Key = std::pair<int, int>;  // (micro-batch, stage)
@@ -59,6 +71,7 @@ class Executor {
   int rank_;
   Channels& channels_;
   StageRunner& runner_;
+  std::vector<TraceEvent> trace_;
 };
 
 }  // namespace loom::parallel::pipeline

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -320,13 +321,14 @@ TEST_F(TrainGptTest, TensorParallelRunMatchesOneRankAndResumesOnOne) {
 }
 
 // train_gpt --pp under mpirun: zb-v at pp 2 reproduces the single-rank run with the same
-// micro-batches (gradient accumulation), within the fp32 tolerance of the equivalence tests.
+// micro-batches (gradient accumulation), within the fp32 tolerance of the equivalence tests, and
+// --trace writes the last step's ops of both ranks.
 TEST_F(TrainGptTest, PipelineRunMatchesOneRank) {
   const std::string common = " --preset tiny --num_layers 4 --lr 3e-3 --seq_len 32 --steps 10 ";
   ASSERT_EQ(Run(common + "--grad_accum 4 --metrics_out " + Path("a.jsonl")).rc, 0);
   const Result pp =
       RunMpi("-np 2 " + Gpt() + common + "--pp 2 --schedule zb-v --micro_batches 4 --metrics_out " +
-             Path("b.jsonl"));
+             Path("b.jsonl") + " --trace " + Path("trace.json"));
   ASSERT_EQ(pp.rc, 0) << pp.err;
   EXPECT_NE(pp.out.find("layout dp 1 x tp 1 x pp 2 x ep 1"), std::string::npos) << pp.out;
   EXPECT_NE(pp.out.find("schedule zb-v, 4 micro-batches"), std::string::npos) << pp.out;
@@ -336,6 +338,18 @@ TEST_F(TrainGptTest, PipelineRunMatchesOneRank) {
   ASSERT_EQ(b.size(), 10u);
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_NEAR(b[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 5e-6) << "step " << i + 1;
+  }
+  // The trace of the last step: every F, B and W of 4 micro-batches x 4 stages, on its rank.
+  const nlohmann::json trace = nlohmann::json::parse(ReadAll(Path("trace.json")));
+  std::map<std::string, int> ops;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] == "X")
+      ops[e["cat"].get<std::string>() + " rank " + std::to_string(e["tid"].get<int>())]++;
+  }
+  for (const char* op : {"F", "B", "W"}) {
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(ops[std::string(op) + " rank " + std::to_string(r)], 8) << op << " rank " << r;
+    }
   }
 }
 

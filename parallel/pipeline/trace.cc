@@ -1,0 +1,73 @@
+#include "parallel/pipeline/trace.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/status_macros.h"
+#include "runtime/io/file.h"
+
+namespace loom::parallel::pipeline {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+
+namespace {
+
+constexpr int kWords = 6;  // kind, micro-batch, stage, peer, start, end
+
+}  // namespace
+
+absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communicator& world,
+                              const std::string& path) {
+  const int size = world.size();
+  Tensor count =
+      Tensor::FromVector<int64_t>({1}, {static_cast<int64_t>(mine.size())}, MemoryTag::kComm);
+  Tensor counts = Tensor::Empty({size}, DType::kI64, MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(world.AllGather(count, counts)->Wait());
+  const int64_t* n = counts.data<int64_t>();
+  const int64_t most = std::max<int64_t>(1, *std::max_element(n, n + size));
+  Tensor words = Tensor::Zeros({most * kWords}, DType::kI64, MemoryTag::kComm);
+  for (size_t e = 0; e < mine.size(); ++e) {
+    const TraceEvent& ev = mine[e];
+    int64_t* w = words.data<int64_t>() + e * kWords;
+    w[0] = static_cast<int64_t>(ev.instr.kind);
+    w[1] = ev.instr.micro_batch, w[2] = ev.instr.stage, w[3] = ev.instr.peer;
+    w[4] = ev.start_us, w[5] = ev.end_us;
+  }
+  Tensor all = Tensor::Empty({size * most * kWords}, DType::kI64, MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(world.AllGather(words, all)->Wait());
+  if (world.rank() != 0) return absl::OkStatus();
+  int64_t origin = std::numeric_limits<int64_t>::max();
+  for (int r = 0; r < size; ++r) {
+    for (int64_t e = 0; e < n[r]; ++e) {
+      origin = std::min(origin, all.data<int64_t>()[(r * most + e) * kWords + 4]);
+    }
+  }
+  std::string json = "{\"traceEvents\": [\n";
+  bool first = true;
+  for (int r = 0; r < size; ++r) {
+    absl::StrAppend(&json, first ? "" : ",\n",
+                    "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": ", r,
+                    ", \"args\": {\"name\": \"rank ", r, "\"}}");
+    first = false;
+    for (int64_t e = 0; e < n[r]; ++e) {
+      const int64_t* w = all.data<int64_t>() + (r * most + e) * kWords;
+      const Instr i{static_cast<OpKind>(w[0]), static_cast<int>(w[1]), static_cast<int>(w[2]),
+                    static_cast<int>(w[3])};
+      const bool compute = IsCompute(i.kind);
+      const std::string name =
+          compute ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage) : i.ToString();
+      absl::StrAppend(&json, ",\n{\"name\": \"", name, "\", \"cat\": \"", OpKindName(i.kind),
+                      "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", r, ", \"ts\": ", w[4] - origin,
+                      ", \"dur\": ", std::max<int64_t>(w[5] - w[4], 1),
+                      ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
+                      "}}");
+    }
+  }
+  absl::StrAppend(&json, "\n]}\n");
+  return runtime::io::WriteFileAtomic(path, json);
+}
+
+}  // namespace loom::parallel::pipeline

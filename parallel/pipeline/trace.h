@@ -1,0 +1,25 @@
+// Chrome traces of pipeline steps: every rank's executed ops on one timeline, viewable in
+// Perfetto (ui.perfetto.dev) or chrome://tracing.
+//
+//   LOOM_RETURN_IF_ERROR(WriteChromeTrace(executor.trace(), world, "step.json"));  // collective
+//
+// One track per rank; F, B and W as boxes named "F3 s1" (micro-batch 3, stage 1), receives as
+// boxes that include their wait, sends as instants. Times are the steady clock's (one clock for
+// every process of a host), shifted so the earliest op of any rank starts at 0.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "comm/communicator.h"
+#include "parallel/pipeline/executor.h"
+
+namespace loom::parallel::pipeline {
+
+// Gathers every rank's events over `world` and writes the trace on its rank 0 (the others write
+// nothing). Collective over `world`.
+absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communicator& world,
+                              const std::string& path);
+
+}  // namespace loom::parallel::pipeline
