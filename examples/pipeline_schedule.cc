@@ -8,7 +8,11 @@
 // Prints each rank's compute order (F/B/W with micro-batch and stage), the simulated step time,
 // each rank's idle fraction and peak stashes, and the bubble. Exit 1 with the checker's message
 // for a schedule that cannot run, 2 for bad flags. docs/pipeline_parallel.md.
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -27,6 +31,59 @@ ABSL_FLAG(double, backward_input, 1.0, "cost of B (input gradient)");
 ABSL_FLAG(double, backward_weight, 1.0, "cost of W (weight gradient)");
 ABSL_FLAG(double, transfer, 0.0, "cost of one activation or gradient transfer");
 ABSL_FLAG(bool, ops, false, "also print every op with its simulated start time");
+ABSL_FLAG(std::string, measured, "",
+          "a train_gpt --trace of the same schedule: simulate with its measured per-stage F, B, W "
+          "costs and compare step time and idle fractions");
+
+namespace {
+
+namespace pl = loom::parallel::pipeline;
+
+// A measured step (train_gpt --trace): per-stage mean costs, the step time and each rank's idle
+// fraction. Times in microseconds.
+struct Measured {
+  pl::OpCosts costs;
+  double step = 0.0;
+  std::vector<double> idle;
+};
+
+absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read " + path);
+  const nlohmann::json trace = nlohmann::json::parse(in, nullptr, false);
+  if (trace.is_discarded() || !trace.contains("traceEvents")) {
+    return absl::InvalidArgumentError(path + " is not a Chrome trace from train_gpt --trace");
+  }
+  std::map<std::pair<pl::OpKind, int>, std::pair<double, int>> sums;
+  std::vector<double> busy(ranks, 0.0), end(ranks, 0.0);
+  double transfer = -1.0;
+  const std::map<std::string, pl::OpKind> kinds = {{"F", pl::OpKind::kForward},
+                                                   {"B", pl::OpKind::kBackwardInput},
+                                                   {"W", pl::OpKind::kBackwardWeight}};
+  for (const auto& e : trace["traceEvents"]) {
+    if (e.value("ph", "") != "X") continue;
+    const int rank = e.value("tid", -1);
+    if (rank < 0 || rank >= ranks) return absl::InvalidArgumentError(path + ": rank out of range");
+    const double ts = e.value("ts", 0.0), dur = e.value("dur", 0.0);
+    end[rank] = std::max(end[rank], ts + dur);
+    const std::string cat = e.value("cat", "");
+    if (const auto k = kinds.find(cat); k != kinds.end()) {
+      auto& [sum, n] = sums[{k->second, e["args"].value("stage", -1)}];
+      sum += dur, ++n;
+      busy[rank] += dur;
+    } else if (cat.rfind("recv", 0) == 0) {  // the quickest receive: a transfer without a wait
+      transfer = transfer < 0 ? dur : std::min(transfer, dur);
+    }
+  }
+  Measured m;
+  for (const auto& [key, sum_n] : sums) m.costs.by_stage[key] = sum_n.first / sum_n.second;
+  m.costs.transfer = std::max(0.0, transfer);
+  m.step = *std::max_element(end.begin(), end.end());
+  for (int r = 0; r < ranks; ++r) m.idle.push_back(m.step > 0 ? 1.0 - busy[r] / m.step : 0.0);
+  return m;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Generates, checks and simulates a pipeline schedule.");
@@ -35,7 +92,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pipeline_schedule: unexpected argument '%s'\n", positional[1]);
     return 2;
   }
-  namespace pl = loom::parallel::pipeline;
   const absl::StatusOr<pl::Schedule> s = pl::MakeSchedule(
       absl::GetFlag(FLAGS_schedule), {.ranks = absl::GetFlag(FLAGS_pp),
                                       .micro_batches = absl::GetFlag(FLAGS_micro_batches),
@@ -56,5 +112,21 @@ int main(int argc, char** argv) {
                 t.peak_stashes[r]);
   }
   std::printf("step time %g, bubble %.2f%%\n", t.step_time, 100.0 * t.bubble_fraction);
+  const std::string measured = absl::GetFlag(FLAGS_measured);
+  if (measured.empty()) return 0;
+  const absl::StatusOr<Measured> m = ReadTrace(measured, s->placement.ranks);
+  if (!m.ok()) {
+    std::fprintf(stderr, "pipeline_schedule: %s\n", std::string(m.status().message()).c_str());
+    return 1;
+  }
+  const pl::Timeline sim = pl::Simulate(*s, m->costs);
+  std::printf("\nmeasured (%s) vs simulated with its per-stage costs (transfer %.0f us):\n",
+              measured.c_str(), m->costs.transfer);
+  std::printf("  step time: measured %.1f ms, simulated %.1f ms (%+.1f%%)\n", m->step / 1000,
+              sim.step_time / 1000, 100.0 * (sim.step_time / m->step - 1.0));
+  for (size_t r = 0; r < sim.ranks.size(); ++r) {
+    std::printf("  rank %zu idle: measured %.1f%%, simulated %.1f%%\n", r, 100.0 * m->idle[r],
+                100.0 * sim.idle_fraction[r]);
+  }
   return 0;
 }

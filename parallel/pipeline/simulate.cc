@@ -12,7 +12,8 @@
 namespace loom::parallel::pipeline {
 namespace {
 
-double Cost(const OpCosts& c, OpKind kind) {
+double Cost(const OpCosts& c, OpKind kind, int stage) {
+  if (const auto it = c.by_stage.find({kind, stage}); it != c.by_stage.end()) return it->second;
   switch (kind) {
     case OpKind::kForward:
       return c.forward;
@@ -55,7 +56,7 @@ Timeline Simulate(const Schedule& s, const OpCosts& costs) {
         } else if (i.kind == OpKind::kSendActivation || i.kind == OpKind::kSendGradient) {
           channels[{r, i.peer, grad}].push_back(now[r]);
         } else {
-          end = start + Cost(costs, i.kind);
+          end = start + Cost(costs, i.kind, i.stage);
           t.busy[r] += end - start;
           if (i.kind == OpKind::kForward)
             t.peak_stashes[r] = std::max(t.peak_stashes[r], ++stashes[r]);

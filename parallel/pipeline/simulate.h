@@ -12,6 +12,9 @@
 // schedule must pass CheckSchedule.
 #pragma once
 
+#include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel/pipeline/ir.h"
@@ -24,6 +27,9 @@ struct OpCosts {
   double backward_weight = 1.0;
   double transfer = 0.0;  // per activation or gradient message
   double optimizer = 0.0;
+  // Per-stage costs where stages differ (the first holds the embeddings, the last the head and
+  // the loss), e.g. measured: (F, B or W, stage) -> cost; the uniform figures above elsewhere.
+  std::map<std::pair<OpKind, int>, double> by_stage = {};
 };
 
 struct TimedInstr {

@@ -47,7 +47,7 @@ TEST(PipelineSchedules, EveryGeneratorPassesTheChecker) {
 // The published formulas take the backward as one op: B carries W's cost here (W = 0), so the
 // gradient leaves a stage after its whole backward. (loom sends it after B, before W: with W
 // split off, even 1F1B idles less than the formula.)
-constexpr OpCosts kFusedBackward = {.forward = 1.0, .backward_input = 2.0, .backward_weight = 0.0};
+const OpCosts kFusedBackward = {.forward = 1.0, .backward_input = 2.0, .backward_weight = 0.0};
 
 TEST(PipelineSchedules, GPipeAnd1F1BBubbleIsTheFormula) {
   for (const char* name : {"gpipe", "1f1b"}) {
