@@ -114,6 +114,19 @@ TEST(PipelineSchedules, PeakStashesStayWithinTheMemoryBounds) {
   }
 }
 
+TEST(PipelineSimulator, PerStageCostsOverrideTheUniformOnes) {
+  // One micro-batch through 2 stages: F0, F1, B1, B0 run one after another; W costs 0.
+  OpCosts c{.backward_weight = 0.0, .transfer = 0.5};
+  c.by_stage = {{{OpKind::kForward, 0}, 1.0},
+                {{OpKind::kForward, 1}, 2.0},
+                {{OpKind::kBackwardInput, 1}, 3.0},
+                {{OpKind::kBackwardInput, 0}, 4.0}};
+  const Timeline t = Simulate(Make("1f1b", 2, 1), c);
+  EXPECT_DOUBLE_EQ(t.step_time, 1 + 0.5 + 2 + 3 + 0.5 + 4);
+  EXPECT_DOUBLE_EQ(t.busy[0], 5.0);
+  EXPECT_DOUBLE_EQ(t.busy[1], 5.0);
+}
+
 // Hand-broken schedules, each rejected with what is wrong and where.
 TEST(PipelineChecker, RejectsAMissingW) {
   Schedule s = Make("1f1b", 2, 2);
