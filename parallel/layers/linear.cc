@@ -42,21 +42,21 @@ Linear::Linear(const std::string& prefix, int64_t in_features, int64_t out_featu
                   options.layout == WeightLayout::kInOut ? Shape{in_features, out_features}
                                                          : Shape{out_features, in_features},
                   WeightSpec(options), /*weight_decay=*/true),
-      weight_(&*own_weight_),
-      // Column-parallel splits the bias with the output; row-parallel adds it after the sum.
-      bias_(prefix + ".bias", {out_features},
-            options.tp.split == TpSplit::kColumn ? options.tp.Spec(0) : ShardSpec::Replicated(),
-            /*weight_decay=*/false) {
+      weight_(&*own_weight_) {
   weight_->AddUse();
-  if (options_.bias) bias_.AddUse();
+  if (!options_.bias) return;
+  // Column-parallel splits the bias with the output; row-parallel adds it after the sum.
+  bias_.emplace(prefix + ".bias", runtime::Shape{out_features},
+                options.tp.split == TpSplit::kColumn ? options.tp.Spec(0) : ShardSpec::Replicated(),
+                /*weight_decay=*/false);
+  bias_->AddUse();
 }
 
 Linear::Linear(Parameter& shared, LinearOptions options)
     : in_(shared.global_shape()[InDim(options.layout)]),
       out_(shared.global_shape()[OutDim(options.layout)]),
       options_(options),
-      weight_(&shared),
-      bias_(shared.name() + ".unused_bias", {0}, ShardSpec::Replicated(), false) {
+      weight_(&shared) {
   LOOM_CHECK(!options.bias) << shared.name() << ": a layer over a shared weight has no bias";
   LOOM_CHECK(shared.shard_spec().ToString() == WeightSpec(options).ToString())
       << shared.name() << " is " << shared.shard_spec().ToString() << " but the layer over it "
@@ -70,7 +70,7 @@ int64_t Linear::local_out_features() const {
 
 Tensor Linear::Forward(Stash& stash, const Tensor& x) {
   Tensor y = ForwardWithoutBias(stash, x);
-  if (options_.bias) kernels::BiasAdd(y, bias_.value());
+  if (bias_) kernels::BiasAdd(y, bias_->value());
   return y;
 }
 
@@ -102,11 +102,11 @@ Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
     kernels::MatmulBackwardInput(rows, weight_->value(), out,
                                  {.trans_b = trans_b(), .compute_dtype = compute});
   };
-  if (options_.bias) {
+  if (bias_) {
     // The bias gradient's column sums from the f32 dy here, while it is at hand, so the weight
     // pass never widens a 16-bit dy back; it adds them to the gradient. (Row-parallel under SP:
     // this rank's tokens only, a partial sum that data parallelism completes over tp.)
-    Tensor db = Tensor::Zeros(bias_.local_shape(), DType::kF32, MemoryTag::kActivation);
+    Tensor db = Tensor::Zeros(bias_->local_shape(), DType::kF32, MemoryTag::kActivation);
     kernels::BiasBackward(dy, db);
     stash.PutExact(this, "db", db);
   }
@@ -144,9 +144,9 @@ void Linear::BackwardWeight(Stash& stash) {
                           dy.Reshape({-1, dy.dim(-1)}), nullptr, &weight_->grad(),
                           {.trans_b = trans_b(), .compute_dtype = stash.GemmDType()});
   weight_->ContributionDone();
-  if (options_.bias) {
-    kernels::AddInto(bias_.grad(), stash.Get(this, "db"));
-    bias_.ContributionDone();
+  if (bias_) {
+    kernels::AddInto(bias_->grad(), stash.Get(this, "db"));
+    bias_->ContributionDone();
     stash.Erase(this, "db");
   }
   stash.Erase(this, "dy");
@@ -154,7 +154,7 @@ void Linear::BackwardWeight(Stash& stash) {
 
 std::vector<Parameter*> Linear::Parameters() {
   if (own_weight_ == std::nullopt) return {};
-  if (options_.bias) return {weight_, &bias_};
+  if (bias_) return {weight_, &*bias_};
   return {weight_};
 }
 

@@ -50,7 +50,7 @@ class Linear : public Layer {
   std::vector<Parameter*> Parameters() override;
 
   Parameter& weight() { return *weight_; }
-  Parameter* bias() { return options_.bias ? &bias_ : nullptr; }
+  Parameter* bias() { return bias_ ? &*bias_ : nullptr; }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   // This rank's output features (out / tp for a column-parallel layer, else out).
@@ -65,7 +65,7 @@ class Linear : public Layer {
   LinearOptions options_;
   std::optional<Parameter> own_weight_;  // unless shared
   Parameter* weight_;
-  Parameter bias_;
+  std::optional<Parameter> bias_;  // with options.bias
 };
 
 }  // namespace loom::parallel

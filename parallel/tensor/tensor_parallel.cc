@@ -48,7 +48,10 @@ void WaitFor(const TensorParallelOptions& tp, const std::shared_ptr<comm::Work>&
 // `t` as [rows, last dim].
 Tensor Rows(const Tensor& t) { return t.Reshape({-1, t.dim(-1)}); }
 
-Tensor AllReduced(const TensorParallelOptions& tp, Tensor t);
+Tensor AllReduced(const TensorParallelOptions& tp, Tensor t) {
+  if (tp.active()) WaitFor(tp, tp.group->AllReduce(t, t, comm::ReduceOp::kSum), "all-reduce");
+  return t;
+}
 
 Tensor GatherTokens(const TensorParallelOptions& tp, const Tensor& local) {
   const Tensor rows = Rows(local);
@@ -200,15 +203,6 @@ Tensor MatmulReduce(const TensorParallelOptions& tp, const Tensor& in, int64_t o
   }
   return y;
 }
-
-namespace {
-
-Tensor AllReduced(const TensorParallelOptions& tp, Tensor t) {
-  AllReduceTp(tp, t, comm::ReduceOp::kSum);
-  return t;
-}
-
-}  // namespace
 
 int64_t FirstTokenRow(const TensorParallelOptions& tp, int64_t local_rows) {
   return tp.sp() ? tp.group->rank() * local_rows : 0;
