@@ -43,20 +43,14 @@ for r in $(seq 1 "$rounds"); do
 done
 
 "$python" - "$work" "$rounds" "$preset" "$batch" "$threads" "$json" <<'PY'
-import json, statistics, sys
+import json, sys
+sys.path.insert(0, "bench/models")
+from side_by_side import loom_median, torch_median
 work, rounds, preset, batch, threads, out = sys.argv[1:7]
 def loom(name, key):
-    vals = []
-    for r in range(1, int(rounds) + 1):
-        steps = [json.loads(l) for l in open(f"{work}/{name}_{r}.jsonl")]
-        vals += [s[key] for s in steps[2:]]
-    return statistics.median(vals)
-torch, version = [], ""
-for r in range(1, int(rounds) + 1):
-    t = json.load(open(f"{work}/torch2_{r}.json"))
-    torch += [s["tokens_per_s"] for s in t["steps"][2:]]
-    version = t["torch"]
-one, two, ddp = loom("loom1", "tokens_per_s"), loom("loom2", "tokens_per_s"), statistics.median(torch)
+    return loom_median(f"{work}/{name}_{{r}}.jsonl", rounds, key)
+ddp, version = torch_median(f"{work}/torch2_{{r}}.json", rounds)
+one, two = loom("loom1", "tokens_per_s"), loom("loom2", "tokens_per_s")
 exposed, serial = loom("loom2", "exposed_reduce_ms"), loom("loom2serial", "exposed_reduce_ms")
 hidden = 1.0 - exposed / serial if serial > 0 else float("nan")
 print(f"{preset}, global batch {batch}, {threads} thread(s) per rank, 2 ranks:")

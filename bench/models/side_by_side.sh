@@ -4,7 +4,7 @@
 # Parses the common flags (--preset --batch --steps --threads --rounds --json), checks them, sets
 # `python` (bench/models/torch_python.sh), builds loom and sets `build`, `work` (a temporary
 # directory removed at exit) and `mpi` (a 2-rank mpirun under a timeout, as root and with fewer
-# than 2 cores where needed).
+# than 2 cores where needed). Their reports read the runs with bench/models/side_by_side.py.
 bench_name=$1
 shift
 while [ $# -gt 0 ]; do

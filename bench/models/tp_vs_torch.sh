@@ -44,23 +44,15 @@ for r in $(seq 1 "$rounds"); do
 done
 
 "$python" - "$work" "$rounds" "$preset" "$batch" "$threads" "$json" <<'PY'
-import json, statistics, sys
+import json, sys
+sys.path.insert(0, "bench/models")
+from side_by_side import cpu_model, loom_median, torch_median
 work, rounds, preset, batch, threads, out = sys.argv[1:7]
 def loom(name, key):
-    vals = []
-    for r in range(1, int(rounds) + 1):
-        vals += [json.loads(l)[key] for l in open(f"{work}/{name}.{r}.jsonl")][2:]
-    return statistics.median(vals)
-torch, version = [], ""
-for r in range(1, int(rounds) + 1):
-    t = json.load(open(f"{work}/torch_tp2.{r}.json"))
-    torch += [s["tokens_per_s"] for s in t["steps"][2:]]
-    version = t["torch"]
-info = dict(l.split(":", 1) for l in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in l)
-info = {k.strip(): v.strip() for k, v in info.items()}
-cpu = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
-one, tp2, tp2_sp, theirs = (loom("one", "tokens_per_s"), loom("tp2", "tokens_per_s"),
-                            loom("tp2_sp", "tokens_per_s"), statistics.median(torch))
+    return loom_median(f"{work}/{name}.{{r}}.jsonl", rounds, key)
+theirs, version = torch_median(f"{work}/torch_tp2.{{r}}.json", rounds)
+cpu = cpu_model()
+one, tp2, tp2_sp = loom("one", "tokens_per_s"), loom("tp2", "tokens_per_s"), loom("tp2_sp", "tokens_per_s")
 res = {"preset": preset, "batch": int(batch), "threads": int(threads), "cpu": cpu,
        "torch": version, "loom_1rank_tokens_per_s": one, "loom_tp2_tokens_per_s": tp2,
        "loom_tp2_sp_tokens_per_s": tp2_sp, "torch_tp2_tokens_per_s": theirs,

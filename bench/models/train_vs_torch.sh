@@ -25,16 +25,12 @@ for r in $(seq 1 "$rounds"); do
 done
 
 "$python" - "$work" "$rounds" "$preset" "$batch" "$threads" "$json" <<'PY'
-import json, statistics, sys
+import json, sys
+sys.path.insert(0, "bench/models")
+from side_by_side import loom_median, torch_median
 work, rounds, preset, batch, threads, out = sys.argv[1:7]
-loom, torch = [], []
-for r in range(1, int(rounds) + 1):
-    steps = [json.loads(l) for l in open(f"{work}/loom_{r}.jsonl")]
-    loom += [s["tokens_per_s"] for s in steps[2:]]
-    t = json.load(open(f"{work}/torch_{r}.json"))
-    torch += [s["tokens_per_s"] for s in t["steps"][2:]]
-    version = t["torch"]
-lm, tm = statistics.median(loom), statistics.median(torch)
+lm = loom_median(f"{work}/loom_{{r}}.jsonl", rounds, "tokens_per_s")
+tm, version = torch_median(f"{work}/torch_{{r}}.json", rounds)
 print(f"{preset}, batch {batch}, {threads} threads: loom {lm:.0f} tok/s, "
       f"torch {version} {tm:.0f} tok/s, ratio {lm / tm:.2f}x")
 if out:
