@@ -68,7 +68,9 @@ Tensor GptStages::Rows(const Tensor& t, int micro_batch) const {
 }
 
 runtime::Shape GptStages::BoundaryShape() const {
-  return {batch_.inputs.dim(0) / micro_batches_, batch_.inputs.dim(1), model_.config().dim};
+  const int64_t rows = batch_.inputs.dim(0) / micro_batches_, t = batch_.inputs.dim(1);
+  if (!model_.sequence_parallel()) return {rows, t, model_.config().dim};
+  return {rows * t / model_.tp()->size(), model_.config().dim};  // this rank's token rows
 }
 
 Tensor GptStages::Forward(parallel::Stash& stash, int micro_batch, int stage, const Tensor& input) {

@@ -16,6 +16,7 @@ using runtime::io::NamedTensor;
 absl::StatusOr<std::vector<NamedTensor>> GptParameterTensors(GptModel& model) {
   std::vector<NamedTensor> out;
   for (parallel::Parameter* p : model.Parameters()) {
+    if (!p->value().defined()) continue;  // another pipeline stage's
     if (!p->shard_spec().is_split()) {
       out.push_back({p->name(), p->value()});
       continue;

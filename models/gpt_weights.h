@@ -26,7 +26,8 @@
 namespace loom::models {
 
 // The model's parameters whole, as (name, value) pairs: sharing storage where a parameter is not
-// split, gathered over the model's tp group where it is (collective over that group).
+// split, gathered over the model's tp group where it is (collective over that group). Parameters
+// this rank does not hold (other pipeline stages') are left out.
 absl::StatusOr<std::vector<runtime::io::NamedTensor>> GptParameterTensors(GptModel& model);
 
 absl::Status ExportGptWeights(GptModel& model, const std::string& path);

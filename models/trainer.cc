@@ -79,8 +79,7 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
                " is not supported yet (a stage's gradients are final "
                "only after its step's last W); use --zero 0 or 1");
   }
-  for (const auto& [flag, set] : {std::pair<const char*, bool>{"--tp", o.tp > 1},
-                                  {"--hsdp_shard", o.hsdp_shard > 0},
+  for (const auto& [flag, set] : {std::pair<const char*, bool>{"--hsdp_shard", o.hsdp_shard > 0},
                                   {"--save_dir", !o.save_dir.empty()},
                                   {"--init_from", !o.init_from.empty()}}) {
     if (set) return bad("--pp with ", flag, " is not supported yet");
@@ -298,8 +297,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
            .overlap = options.overlap_grad_reduce,
            .replicas = t->replica_group_.get(),
            .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
-           .model_parallel = context.pp != nullptr ? context.pp : context.tp,
            .tp = context.tp,
+           .pp = context.pp,
            .embedding = t->embedding_group_.get()}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);

@@ -4,7 +4,7 @@
 //   LOOM_ASSIGN_OR_RETURN(auto mesh, Mesh::Create(*world, {.dp = 2, .tp = 2}));
 //   ParallelContext ctx = ParallelContext::FromMesh(*mesh);
 //   GptModel model(config, ctx);       // tensor-parallel layers over ctx.tp
-//   ... DataParallel over *ctx.dp, model_parallel = ctx.tp ...
+//   ... DataParallel over *ctx.dp, .tp = ctx.tp, .pp = ctx.pp ...
 //
 // A null group means the axis is not used (one rank along it). The communicators are not owned;
 // they must outlive whoever holds the context.

@@ -306,6 +306,14 @@ comm::Communicator* DataParallel::PartialGroup(const std::string& axis) const {
   return nullptr;
 }
 
+std::vector<comm::Communicator*> DataParallel::ModelParallelGroups() const {
+  std::vector<comm::Communicator*> groups;
+  for (comm::Communicator* g : {options_.tp, options_.pp}) {
+    if (g != nullptr && g->size() > 1) groups.push_back(g);
+  }
+  return groups;
+}
+
 bool DataParallel::CountsInNorm(const Parameter& p) const {
   const ShardSpec& spec = p.shard_spec();
   if (!spec.is_split() && options_.tp != nullptr && options_.tp->rank() != 0) return false;
@@ -514,8 +522,8 @@ absl::StatusOr<double> DataParallel::SumOverRanks(double local, comm::Communicat
 absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   std::vector<Tensor> grads;
   for (const optim::ParamSlot& s : slots_) grads.push_back(s.grad);
-  comm::Communicator* mp = options_.model_parallel;
-  const bool split_model = mp != nullptr && mp->size() > 1;
+  const std::vector<comm::Communicator*> model = ModelParallelGroups();
+  const bool split_model = !model.empty();
   if (options_.zero_stage == 0 && !split_model) return optim::ClipGradNorm(grads, max_norm);
   // Every element of the model once (CountsInNorm): split parameters on every rank (their
   // shards), replicated ones on one rank of their group.
@@ -527,8 +535,8 @@ absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   if (options_.zero_stage > 0) {
     LOOM_ASSIGN_OR_RETURN(total, SumOverRanks(total, group_));
   }
-  if (split_model) {
-    LOOM_ASSIGN_OR_RETURN(total, SumOverRanks(total, *mp));
+  for (comm::Communicator* g : model) {  // over tp: the stage's; then over pp: the model's
+    LOOM_ASSIGN_OR_RETURN(total, SumOverRanks(total, *g));
   }
   const double norm = std::sqrt(total);
   const double factor = optim::ClipFactor(norm, max_norm);
@@ -548,9 +556,8 @@ absl::StatusOr<bool> DataParallel::GradientsFinite() {
   }
   Tensor flag = Tensor::FromVector<int32_t>({1}, {finite}, MemoryTag::kComm, allocator_);
   LOOM_RETURN_IF_ERROR(group_.AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
-  if (options_.model_parallel != nullptr) {  // every rank of the job takes the same decision
-    LOOM_RETURN_IF_ERROR(
-        options_.model_parallel->AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
+  for (comm::Communicator* g : ModelParallelGroups()) {  // every rank of the job decides alike
+    LOOM_RETURN_IF_ERROR(g->AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
   }
   return flag.data<int32_t>()[0] == 1;
 }

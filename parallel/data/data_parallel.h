@@ -88,15 +88,15 @@ class DataParallel : public ParameterUseHooks {
     // HSDP: the dtype of that all-reduce across replicas (f32, bf16, f16; added in f32), e.g. bf16
     // across hosts while reduce_dtype keeps f32 inside them.
     runtime::DType replica_reduce_dtype = runtime::DType::kF32;
-    // Groups beside data parallelism (nullptr: none). `model_parallel`: every rank that holds
-    // another piece of the same model replica (tp × pp): the gradient norm sums over it and the
-    // finite check agrees with it, so every rank of the job clips and skips alike. `tp`: where a
+    // Groups beside data parallelism (nullptr: none). `tp` and `pp` together hold the other
+    // pieces of the same model replica: the gradient norm sums over each in turn and the finite
+    // check agrees over them, so every rank of the job clips and skips alike. `tp` is also where a
     // gradient partial over "tp" (ShardSpec::grad_partial_over) is summed, and a parameter
     // replicated over tp counts in the norm on its rank 0 only. `embedding`: the tied embedding's
     // copies (first and last pipeline stage, "embedding" partial gradients) are summed there and
     // counted on its rank 0 only.
-    comm::Communicator* model_parallel = nullptr;
     comm::Communicator* tp = nullptr;
+    comm::Communicator* pp = nullptr;
     comm::Communicator* embedding = nullptr;
   };
 
@@ -257,6 +257,8 @@ class DataParallel : public ParameterUseHooks {
   // The group a gradient partial over `axis` is summed over (nullptr if none).
   comm::Communicator* PartialGroup(const std::string& axis) const;
   // Whether this rank counts p in the gradient norm (each element of the model once).
+  // options_.tp and options_.pp where they have more than one rank.
+  std::vector<comm::Communicator*> ModelParallelGroups() const;
   bool CountsInNorm(const Parameter& p) const;
   bool reduce_this_micro_ = true;
   bool first_micro_ = true;     // the step's first micro-batch (stages 2-3 write the shard)

@@ -320,9 +320,10 @@ TEST_F(TrainGptTest, TensorParallelRunMatchesOneRankAndResumesOnOne) {
   }
 }
 
-// train_gpt --pp under mpirun: zb-v at pp 2 reproduces the single-rank run with the same
-// micro-batches (gradient accumulation), within the fp32 tolerance of the equivalence tests, and
-// --trace writes the last step's ops of both ranks.
+// train_gpt --pp under mpirun: zb-v at pp 2, and 1f1b at pp 2 x tp 2 with sequence parallelism,
+// reproduce the single-rank run with the same micro-batches (gradient accumulation), within the
+// fp32 and tensor-parallel tolerances of the equivalence tests; --trace writes the last step's
+// ops of both ranks.
 TEST_F(TrainGptTest, PipelineRunMatchesOneRank) {
   const std::string common = " --preset tiny --num_layers 4 --lr 3e-3 --seq_len 32 --steps 10 ";
   ASSERT_EQ(Run(common + "--grad_accum 4 --metrics_out " + Path("a.jsonl")).rc, 0);
@@ -350,6 +351,16 @@ TEST_F(TrainGptTest, PipelineRunMatchesOneRank) {
     for (int r = 0; r < 2; ++r) {
       EXPECT_EQ(ops[std::string(op) + " rank " + std::to_string(r)], 8) << op << " rank " << r;
     }
+  }
+  const Result pp_tp =
+      RunMpi("-np 4 " + Gpt() + common + "--pp 2 --tp 2 --sequence_parallel --micro_batches 4 " +
+             "--metrics_out " + Path("c.jsonl"));
+  ASSERT_EQ(pp_tp.rc, 0) << pp_tp.err;
+  EXPECT_NE(pp_tp.out.find("layout dp 1 x tp 2 x pp 2 x ep 1"), std::string::npos) << pp_tp.out;
+  const std::vector<nlohmann::json> c = ReadMetrics(Path("c.jsonl"));
+  ASSERT_EQ(c.size(), 10u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(c[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 5e-5) << "step " << i + 1;
   }
 }
 

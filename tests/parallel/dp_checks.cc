@@ -51,15 +51,8 @@ RunResult Train(const models::TrainOptions& o, const parallel::ParallelContext& 
   }
   const absl::Status gathered = t.GatherParameters();
   EXPECT_TRUE(gathered.ok()) << gathered;
-  if (o.pp > 1) {  // a pipeline rank holds its stages' parameters only
-    for (parallel::Parameter* p : t.model().Parameters()) {
-      if (!p->value().defined()) continue;
-      const float* v = p->value().data<float>();
-      r.params[p->name()].assign(v, v + p->value().numel());
-    }
-    return r;
-  }
-  auto whole = models::GptParameterTensors(t.model());  // tensor-parallel shards gathered
+  // Tensor-parallel shards gathered; a pipeline rank holds its stages' parameters only.
+  auto whole = models::GptParameterTensors(t.model());
   EXPECT_TRUE(whole.ok()) << whole.status();
   if (!whole.ok()) return r;
   for (const runtime::io::NamedTensor& nt : *whole) {

@@ -27,11 +27,11 @@ models::TrainOptions Options(int micro_batches) {
   return o;
 }
 
-// Trains `o` on dp × pp threads (mesh tp-ep-dp-pp) and returns every rank's result.
+// Trains `o` on tp × dp × pp threads (mesh tp-ep-dp-pp) and returns every rank's result.
 std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o) {
-  std::vector<RunResult> results(o.dp * o.pp);
-  OnRanks(o.dp * o.pp, [&](int rank, comm::Communicator& world) {
-    auto mesh = Mesh::Create(world, MeshShape{.dp = o.dp, .pp = o.pp});
+  std::vector<RunResult> results(o.tp * o.dp * o.pp);
+  OnRanks(o.tp * o.dp * o.pp, [&](int rank, comm::Communicator& world) {
+    auto mesh = Mesh::Create(world, MeshShape{.dp = o.dp, .tp = o.tp, .pp = o.pp});
     ASSERT_TRUE(mesh.ok()) << mesh.status();
     results[rank] = testing::Train(o, ParallelContext::FromMesh(**mesh));
   });
@@ -101,6 +101,25 @@ TEST(PipelineComposition, PpTimesDpWithZero0And1) {
     // The tied embedding's two copies and the dp average add in other orders than one rank's
     // accumulation: the tensor-parallel tolerance.
     ExpectPipelineEquivalent(reference, TrainOnMesh(o), "pp 2 x dp 2 zero " + std::to_string(zero),
+                             testing::kTpF32Tolerance);
+  }
+}
+
+// Tensor-parallel stages: every tp rank of a stage runs the same list, its layers' collectives
+// over tp, and sends its copy (or, with sequence parallelism, its token rows) of the boundary
+// activations to the same tp rank of the next stage.
+TEST(PipelineComposition, PpTimesTp) {
+  runtime::SetNumThreads(1);
+  for (const auto& [schedule, sp] :
+       {std::pair<std::string, bool>{"1f1b", false}, {"zb-v", false}, {"zb-h1", true}}) {
+    models::TrainOptions o = Options(4);
+    const RunResult reference = Reference(o);
+    o.pp = 2;
+    o.tp = 2;
+    o.sequence_parallel = sp;
+    o.schedule = schedule;
+    ExpectPipelineEquivalent(reference, TrainOnMesh(o),
+                             "pp 2 x tp 2 " + schedule + (sp ? " sequence parallel" : ""),
                              testing::kTpF32Tolerance);
   }
 }
