@@ -22,7 +22,7 @@
 #include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/pipeline/simulate.h"
 
-ABSL_FLAG(std::string, schedule, "1f1b", "gpipe, 1f1b, interleaved, zb-h1 or zb-v");
+ABSL_FLAG(std::string, schedule, "1f1b", "gpipe, 1f1b, interleaved, zb-h1, zb-v or dualpipe-v");
 ABSL_FLAG(int32_t, pp, 4, "pipeline ranks");
 ABSL_FLAG(int32_t, micro_batches, 8, "micro-batches per step");
 ABSL_FLAG(int32_t, virtual_stages, 2, "interleaved: chunks per rank");

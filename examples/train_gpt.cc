@@ -53,7 +53,8 @@ ABSL_FLAG(
     "with --tp_chunks > 1: pipeline the chunks with the tp collectives (false: wait for each, "
     "the same arithmetic; the baseline for exposed_tp_ms)");
 ABSL_FLAG(int32_t, pp, 1, "pipeline ranks (docs/pipeline_parallel.md)");
-ABSL_FLAG(std::string, schedule, "1f1b", "with --pp: gpipe, 1f1b, interleaved, zb-h1 or zb-v");
+ABSL_FLAG(std::string, schedule, "1f1b",
+          "with --pp: gpipe, 1f1b, interleaved, zb-h1, zb-v or dualpipe-v");
 ABSL_FLAG(int32_t, micro_batches, 0, "with --pp: micro-batches per step (0: --pp)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
 ABSL_FLAG(std::string, trace, "",

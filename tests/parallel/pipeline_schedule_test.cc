@@ -29,7 +29,8 @@ double BubbleTime(const Timeline& t) {
 TEST(PipelineSchedules, EveryGeneratorPassesTheChecker) {
   for (const std::string& name : ScheduleNames()) {
     for (int p : {2, 4}) {
-      for (int m : {p, 2 * p}) {
+      for (int m : {p, 2 * p, 3 * p}) {
+        if (name == "dualpipe-v" && m < 2 * p) continue;  // it needs two per rank
         const Schedule s = Make(name, p, m);
         EXPECT_TRUE(CheckSchedule(s).ok()) << name << " p " << p << " m " << m;
         // Every rank computes exactly its stages' 3 ops per micro-batch.
@@ -100,13 +101,42 @@ TEST(PipelineSchedules, ZeroBubbleVIsNearlyBubbleFree) {
   }
 }
 
+// DualPipe-V idles only while filling and draining the V: the same time whatever the
+// micro-batches, at most DeepSeek's published (PP/2 - 1)(F&B + B - 3W) per rank with PP = 2p
+// stages, B the full backward (B + W here) and F&B = F + B + W (run one after the other), so the
+// bubble fraction falls towards zero as micro-batches grow.
+TEST(PipelineSchedules, DualPipeVIdlesOnlyToFillAndDrain) {
+  for (const OpCosts& c : {OpCosts{.forward = 1, .backward_input = 1, .backward_weight = 1},
+                           OpCosts{.forward = 3, .backward_input = 2, .backward_weight = 1},
+                           OpCosts{.forward = 1, .backward_input = 2, .backward_weight = 1}}) {
+    for (int p : {2, 3, 4}) {
+      const double fill = BubbleTime(Simulate(Make("dualpipe-v", p, 2 * p), c));
+      const double published = (p - 1) * (c.forward + 2 * c.backward_input - c.backward_weight);
+      EXPECT_LE(fill / p, published + 1e-9) << "p " << p;
+      for (int m : {4 * p, 8 * p}) {
+        EXPECT_NEAR(BubbleTime(Simulate(Make("dualpipe-v", p, m), c)), fill, 1e-9)
+            << "p " << p << " m " << m;
+      }
+    }
+  }
+  for (int p : {2, 4}) {
+    const int m = 4 * p;
+    const Timeline t = Simulate(Make("dualpipe-v", p, m),
+                                {.forward = 0.5, .backward_input = 0.5, .backward_weight = 0.5});
+    const double one_f_one_b = Simulate(Make("1f1b", p, m), kFusedBackward).bubble_fraction;
+    EXPECT_LT(t.bubble_fraction, one_f_one_b / 4) << "p " << p;
+  }
+}
+
 TEST(PipelineSchedules, PeakStashesStayWithinTheMemoryBounds) {
   const int p = 4, m = 8;
   const Timeline one = Simulate(Make("1f1b", p, m), {});
   const Timeline h1 = Simulate(Make("zb-h1", p, m), {});
   const Timeline v = Simulate(Make("zb-v", p, m), {});
   const Timeline gpipe = Simulate(Make("gpipe", p, m), {});
+  const Timeline dualpipe = Simulate(Make("dualpipe-v", p, m), {});
   for (int r = 0; r < p; ++r) {
+    EXPECT_EQ(dualpipe.peak_stashes[r], 2 * p + 1) << "dualpipe-v rank " << r;  // DeepSeek: PP + 1
     EXPECT_EQ(one.peak_stashes[r], p - r) << "1f1b rank " << r;
     EXPECT_EQ(h1.peak_stashes[r], 2 * p - r - 1) << "zb-h1 rank " << r;
     EXPECT_LE(v.peak_stashes[r], 2 * p) << "zb-v rank " << r;
@@ -180,10 +210,13 @@ TEST(PipelineChecker, ReportsADeadlockWithWhatEachRankWaitsFor) {
 
 TEST(PipelineSchedules, BadOptionsSayWhatToChange) {
   EXPECT_THAT(std::string(MakeSchedule("zb-x", {.ranks = 2}).status().message()),
-              HasSubstr("choose one of gpipe, 1f1b, interleaved, zb-h1, zb-v"));
+              HasSubstr("choose one of gpipe, 1f1b, interleaved, zb-h1, zb-v, dualpipe-v"));
   EXPECT_THAT(
       std::string(MakeSchedule("interleaved", {.ranks = 4, .micro_batches = 6}).status().message()),
       HasSubstr("needs --micro_batches a multiple of --pp 4, got 6; use 8"));
+  EXPECT_THAT(
+      std::string(MakeSchedule("dualpipe-v", {.ranks = 4, .micro_batches = 6}).status().message()),
+      HasSubstr("needs --micro_batches >= 2 x --pp = 8, got 6"));
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 namespace loom::parallel::pipeline {
 
 std::vector<std::string> ScheduleNames() {
-  return {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"};
+  return {"gpipe", "1f1b", "interleaved", "zb-h1", "zb-v", "dualpipe-v"};
 }
 
 absl::StatusOr<Schedule> MakeSchedule(absl::string_view name, const ScheduleOptions& o) {
@@ -35,6 +35,11 @@ absl::StatusOr<Schedule> MakeSchedule(absl::string_view name, const ScheduleOpti
     s = ZeroBubbleH1(o);
   } else if (name == "zb-v") {
     s = ZeroBubbleV(o);
+  } else if (name == "dualpipe-v") {
+    if (o.micro_batches < 2 * o.ranks) {
+      return bad("needs --micro_batches >= 2 x --pp = ", 2 * o.ranks, ", got ", o.micro_batches);
+    }
+    s = DualPipeV(o);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown --schedule '", name, "'; choose one of ", absl::StrJoin(ScheduleNames(), ", ")));

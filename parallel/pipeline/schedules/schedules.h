@@ -10,6 +10,9 @@
 //              per rank, so W fills the bubbles 1F1B leaves (a third of 1F1B's bubble)
 // zb-v         zero bubble V: two chunks per rank placed in a V (rank r holds stages r and
 //              2p - 1 - r), the same greedy order, at most 2p chunk stashes per rank
+// dualpipe-v   DeepSeek's DualPipe-V on the same V placement: forward of one micro-batch
+//              paired with backward of another in the steady state, W deferred at the ends
+//              (micro-batches >= 2 x ranks)
 // Each returns the schedule with its transfers inserted; MakeSchedule validates the options with
 // messages that say what to change and checks the result (CheckSchedule).
 #pragma once
@@ -37,6 +40,7 @@ Schedule OneFOneB(const ScheduleOptions& o);
 Schedule Interleaved1F1B(const ScheduleOptions& o);
 Schedule ZeroBubbleH1(const ScheduleOptions& o);
 Schedule ZeroBubbleV(const ScheduleOptions& o);
+Schedule DualPipeV(const ScheduleOptions& o);
 
 // The list scheduler behind the zero-bubble schedules: runs unit-cost ops in time steps; a free
 // rank takes a ready B (earliest micro-batch), else a ready F (deepest stage, then earliest
