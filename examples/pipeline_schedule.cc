@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/pipeline/simulate.h"
@@ -33,18 +34,20 @@ ABSL_FLAG(double, transfer, 0.0, "cost of one activation or gradient transfer");
 ABSL_FLAG(bool, ops, false, "also print every op with its simulated start time");
 ABSL_FLAG(std::string, measured, "",
           "a train_gpt --trace of the same schedule: simulate with its measured per-stage F, B, W "
-          "costs and compare step time and idle fractions");
+          "costs and stash bytes, and compare step time, idle fractions and peak stash bytes");
 
 namespace {
 
 namespace pl = loom::parallel::pipeline;
 
-// A measured step (train_gpt --trace): per-stage mean costs, the step time and each rank's idle
-// fraction. Times in microseconds.
+// A measured step (train_gpt --trace): per-stage mean costs and stash bytes, the step time, each
+// rank's idle fraction and the most activation bytes its stashes held (TraceEvent::held_bytes).
+// Times in microseconds.
 struct Measured {
   pl::OpCosts costs;
   double step = 0.0;
   std::vector<double> idle;
+  std::vector<double> peak_held;
 };
 
 absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
@@ -55,7 +58,9 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
     return absl::InvalidArgumentError(path + " is not a Chrome trace from train_gpt --trace");
   }
   std::map<std::pair<pl::OpKind, int>, std::pair<double, int>> sums;
-  std::vector<double> busy(ranks, 0.0), end(ranks, 0.0);
+  std::vector<double> busy(ranks, 0.0), end(ranks, 0.0), peak_held(ranks, 0.0);
+  // (F or B, stage) -> (least, most) bytes added to a stash, over the micro-batches.
+  std::map<std::pair<pl::OpKind, int>, std::pair<double, double>> stash_bytes;
   double transfer = -1.0;
   const std::map<std::string, pl::OpKind> kinds = {{"F", pl::OpKind::kForward},
                                                    {"B", pl::OpKind::kBackwardInput},
@@ -67,17 +72,34 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
     const double ts = e.value("ts", 0.0), dur = e.value("dur", 0.0);
     end[rank] = std::max(end[rank], ts + dur);
     const std::string cat = e.value("cat", "");
+    const nlohmann::json& args = e["args"];
+    peak_held[rank] = std::max(peak_held[rank], args.value("held_bytes", 0.0));
     if (const auto k = kinds.find(cat); k != kinds.end()) {
-      auto& [sum, n] = sums[{k->second, e["args"].value("stage", -1)}];
+      const int stage = args.value("stage", -1);
+      auto& [sum, n] = sums[{k->second, stage}];
       sum += dur, ++n;
       busy[rank] += dur;
+      const double bytes = args.value("stash_bytes", 0.0);
+      const auto [it, added] =
+          stash_bytes.emplace(std::pair{k->second, stage}, std::pair{bytes, bytes});
+      it->second = {std::min(it->second.first, bytes), std::max(it->second.second, bytes)};
     } else if (cat.rfind("recv", 0) == 0) {  // the quickest receive: a transfer without a wait
       transfer = transfer < 0 ? dur : std::min(transfer, dur);
     }
   }
   Measured m;
   for (const auto& [key, sum_n] : sums) m.costs.by_stage[key] = sum_n.first / sum_n.second;
+  for (const auto& [op, range] : stash_bytes) {
+    if (range.first != range.second) {  // the simulator takes one size per op and stage
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", pl::OpKindName(op.first), " of stage ", op.second,
+                       " adds different bytes to its micro-batches' stashes (", range.first, " to ",
+                       range.second, ")"));
+    }
+    m.costs.stash_bytes[op] = range.first;
+  }
   m.costs.transfer = std::max(0.0, transfer);
+  m.peak_held = peak_held;
   m.step = *std::max_element(end.begin(), end.end());
   for (int r = 0; r < ranks; ++r) m.idle.push_back(m.step > 0 ? 1.0 - busy[r] / m.step : 0.0);
   return m;
@@ -127,6 +149,10 @@ int main(int argc, char** argv) {
   for (size_t r = 0; r < sim.ranks.size(); ++r) {
     std::printf("  rank %zu idle: measured %.1f%%, simulated %.1f%%\n", r, 100.0 * m->idle[r],
                 100.0 * sim.idle_fraction[r]);
+  }
+  for (size_t r = 0; r < sim.ranks.size(); ++r) {
+    std::printf("  rank %zu peak stash bytes: measured %.0f, simulated %.0f\n", r, m->peak_held[r],
+                sim.peak_stash_bytes[r]);
   }
   return 0;
 }

@@ -62,9 +62,12 @@ float GptStages::MeanLoss() const {
   return last_here ? static_cast<float>(loss_sum_ / micro_batches_) : 0.0f;
 }
 
+// The micro-batch's own copy of its rows (token ids or targets, which the embedding and the loss
+// stash): a view would tie each stash to the whole batch's allocation (held for the step anyway),
+// and Stash::activation_bytes would not be what the stash adds.
 Tensor GptStages::Rows(const Tensor& t, int micro_batch) const {
   const int64_t n = t.dim(0) / micro_batches_;
-  return t.Slice(micro_batch * n, (micro_batch + 1) * n);
+  return t.Slice(micro_batch * n, (micro_batch + 1) * n).Clone();
 }
 
 runtime::Shape GptStages::BoundaryShape() const {

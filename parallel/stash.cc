@@ -1,5 +1,6 @@
 #include "parallel/stash.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "runtime/base/check.h"
 #include "runtime/dtype.h"
 
@@ -71,6 +72,18 @@ void Stash::Erase(const void* owner, absl::string_view slot) {
 int64_t Stash::bytes() const {
   int64_t total = 0;
   for (const auto& [key, e] : tensors_) total += static_cast<int64_t>(e.tensor.nbytes());
+  return total;
+}
+
+int64_t Stash::activation_bytes() const {
+  absl::flat_hash_set<const runtime::Storage*> seen;
+  int64_t total = 0;
+  for (const auto& [key, e] : tensors_) {
+    const runtime::Storage* storage = e.tensor.storage();
+    if (e.tensor.tag() == runtime::MemoryTag::kActivation && seen.insert(storage).second) {
+      total += static_cast<int64_t>(storage->bytes());
+    }
+  }
   return total;
 }
 

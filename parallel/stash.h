@@ -75,6 +75,10 @@ class Stash {
   int64_t size() const { return static_cast<int64_t>(tensors_.size()); }
   // Bytes of the stashed tensors (views count their own size).
   int64_t bytes() const;
+  // The allocations behind the stashed tensors tagged MemoryTag::kActivation, each counted once
+  // whole (two slots may share one, a view keeps all of its allocation): what the allocator's
+  // activation accounting holds for this stash.
+  int64_t activation_bytes() const;
 
  private:
   using Key = std::pair<const void*, std::string>;

@@ -72,6 +72,8 @@ class Tensor {
   Device device() const { return device_; }
   MemoryTag tag() const { return tag_; }
   size_t nbytes() const { return static_cast<size_t>(numel_) * DTypeSize(dtype_); }
+  // The allocation this tensor views (shared by its copies and views; null when undefined).
+  const Storage* storage() const { return storage_.get(); }
 
   // Typed pointer to the first element; aborts if T does not match dtype().
   template <typename T>

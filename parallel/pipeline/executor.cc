@@ -1,6 +1,7 @@
 #include "parallel/pipeline/executor.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/allocator.h"
 #include "runtime/base/check.h"
 
 namespace loom::parallel::pipeline {
@@ -23,6 +24,28 @@ absl::Status Executor::RunStep() {
     from.erase(it);
     return t;
   };
+  // Activation bytes in use beyond the step's start, less the boundary buffers held here.
+  runtime::Allocator& allocator = runtime::Allocator::Default();
+  auto activation_bytes = [&] { return allocator.Stats(MemoryTag::kActivation).current_bytes; };
+  const int64_t baseline = activation_bytes();
+  auto held_bytes = [&] {
+    int64_t boundary = 0;
+    for (const auto* held : {&activations, &gradients}) {
+      for (const auto& [key, t] : *held) boundary += static_cast<int64_t>(t.nbytes());
+    }
+    for (const auto& [work, data] : sends) boundary += static_cast<int64_t>(data.nbytes());
+    return activation_bytes() - baseline - boundary;
+  };
+  // Drops the sends that are done (their buffers with them); a failed one ends the step.
+  auto finish_sends = [&]() -> absl::Status {
+    absl::Status status;
+    std::erase_if(sends, [&](const auto& send) {
+      if (!send.first->Test()) return false;
+      status.Update(send.first->Wait());
+      return true;
+    });
+    return status;
+  };
   trace_.clear();
   auto now_us = [] {
     return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -31,7 +54,9 @@ absl::Status Executor::RunStep() {
   };
   for (const Instr& i : schedule_.ranks[rank_]) {
     const Key key{i.micro_batch, i.stage};
+    if (absl::Status s = finish_sends(); !s.ok()) return s;
     const int64_t start = now_us();
+    int64_t stash_bytes = 0;
     switch (i.kind) {
       case OpKind::kForward: {
         const Tensor input =
@@ -39,13 +64,17 @@ absl::Status Executor::RunStep() {
         auto [it, added] = stashes.emplace(key, runner_.NewStash());
         LOOM_CHECK(added) << "pipeline executor: " << i.ToString() << " twice";
         Tensor out = runner_.Forward(it->second, i.micro_batch, i.stage, input);
+        stash_bytes = it->second.activation_bytes();
         if (i.stage + 1 < p.stages()) activations[key] = std::move(out);
         break;
       }
       case OpKind::kBackwardInput: {
         const Tensor dy =
             i.stage + 1 == p.stages() ? Tensor() : take(gradients, {i.micro_batch, i.stage + 1});
-        Tensor dx = runner_.BackwardInput(stashes.at(key), i.micro_batch, i.stage, dy);
+        Stash& stash = stashes.at(key);
+        const int64_t before = stash.activation_bytes();
+        Tensor dx = runner_.BackwardInput(stash, i.micro_batch, i.stage, dy);
+        stash_bytes = stash.activation_bytes() - before;
         if (i.stage > 0) gradients[key] = std::move(dx);
         break;
       }
@@ -71,7 +100,7 @@ absl::Status Executor::RunStep() {
       case OpKind::kOptimizerStep:
         continue;  // the caller's
     }
-    trace_.push_back({i, start, now_us()});
+    trace_.push_back({i, start, now_us(), stash_bytes, held_bytes()});
   }
   absl::Status status;
   for (auto& [work, data] : sends) status.Update(work->Wait());

@@ -5,9 +5,9 @@
 //   LOOM_RETURN_IF_ERROR(exec.RunStep());        // F, B, W, sends and receives; not the optimizer
 //
 // Activations and input gradients move between ranks over the channels (parallel/pipeline/
-// channels.h): a send is asynchronous (its buffer is kept until it completes, at the latest at
-// the end of the step), a receive waits for its message right where the schedule puts it. Each
-// (micro-batch, stage) gets its own stash, freed as soon as its W is done.
+// channels.h): a send is asynchronous (its buffer is kept until it completes: checked before each
+// op, waited for at the end of the step), a receive waits for its message right where the
+// schedule puts it. Each (micro-batch, stage) gets its own stash, freed as soon as its W is done.
 #pragma once
 
 #include <chrono>
@@ -44,12 +44,20 @@ class StageRunner {
   virtual runtime::Shape BoundaryShape() const = 0;
 };
 
-// One op as it ran: its instruction and its start and end (microseconds of the steady clock,
-// which is one clock for every process of a host).
+// One op as it ran: its instruction, its start and end (microseconds of the steady clock, which
+// is one clock for every process of a host), and activation memory.
 struct TraceEvent {
   Instr instr;
   int64_t start_us = 0;
   int64_t end_us = 0;
+  // What the op added to its stash (Stash::activation_bytes()): F the activations its backward
+  // reads, B what W still needs (the output gradients), minus what it erased; 0 for other ops.
+  // W frees the whole stash.
+  int64_t stash_bytes = 0;
+  // After the op: the activation bytes in use (the allocator's accounting, MemoryTag::kActivation)
+  // beyond those at the start of the step, less the boundary buffers the executor holds (data to
+  // send, sends in flight, data received and not yet used) — what the stashes hold, measured.
+  int64_t held_bytes = 0;
 };
 
 class Executor {

@@ -36,8 +36,17 @@ Timeline Simulate(const Schedule& s, const OpCosts& costs) {
   t.ranks.resize(ranks);
   t.busy.assign(ranks, 0.0);
   t.peak_stashes.assign(ranks, 0);
+  t.peak_stash_bytes.assign(ranks, 0.0);
   std::vector<double> now(ranks, 0.0);
   std::vector<int> stashes(ranks, 0);
+  std::vector<double> stash_bytes(ranks, 0.0);
+  std::map<std::pair<int, int>, double> held;  // (micro-batch, stage) -> its stash's bytes
+  auto add = [&](const Instr& i) {
+    const auto it = costs.stash_bytes.find({i.kind, i.stage});
+    const double bytes = it == costs.stash_bytes.end() ? 0.0 : it->second;
+    held[{i.micro_batch, i.stage}] += bytes;
+    return bytes;
+  };
   std::vector<size_t> pc(ranks, 0);
   // The send time of each message in flight, per channel.
   std::map<std::tuple<int, int, bool>, std::deque<double>> channels;
@@ -60,7 +69,14 @@ Timeline Simulate(const Schedule& s, const OpCosts& costs) {
           t.busy[r] += end - start;
           if (i.kind == OpKind::kForward)
             t.peak_stashes[r] = std::max(t.peak_stashes[r], ++stashes[r]);
-          if (i.kind == OpKind::kBackwardWeight) --stashes[r];
+          if (i.kind == OpKind::kForward || i.kind == OpKind::kBackwardInput) {
+            stash_bytes[r] += add(i);
+            t.peak_stash_bytes[r] = std::max(t.peak_stash_bytes[r], stash_bytes[r]);
+          }
+          if (i.kind == OpKind::kBackwardWeight) {
+            --stashes[r];
+            stash_bytes[r] -= held[{i.micro_batch, i.stage}];
+          }
         }
         t.ranks[r].push_back({i, start, end});
         now[r] = end;

@@ -8,7 +8,8 @@
 // they are asynchronous), the optimizer step takes `optimizer`. The bubble is the ranks' idle time
 // over ranks × step time. A stash (one micro-batch's activations of one stage) lives from its F
 // until its W is done; peak_stashes[r] is the most rank r holds at once, in stage-activation units
-// (times the bytes of one stage's activations for one micro-batch, when stages are alike). The
+// (times the bytes of one stage's activations for one micro-batch, when stages are alike), and
+// peak_stash_bytes[r] the most bytes, from what each F and B adds (OpCosts::stash_bytes). The
 // schedule must pass CheckSchedule.
 #pragma once
 
@@ -30,6 +31,10 @@ struct OpCosts {
   // Per-stage costs where stages differ (the first holds the embeddings, the last the head and
   // the loss), e.g. measured: (F, B or W, stage) -> cost; the uniform figures above elsewhere.
   std::map<std::pair<OpKind, int>, double> by_stage = {};
+  // Bytes a micro-batch's F (or B) of a stage adds to its stash, all freed by its W, e.g.
+  // measured (the executor's TraceEvent::stash_bytes): (F or B, stage) -> bytes; none where not
+  // listed. Only peak_stash_bytes reads it.
+  std::map<std::pair<OpKind, int>, double> stash_bytes = {};
 };
 
 struct TimedInstr {
@@ -41,10 +46,11 @@ struct TimedInstr {
 struct Timeline {
   std::vector<std::vector<TimedInstr>> ranks;
   double step_time = 0.0;
-  std::vector<double> busy;           // per rank: time computing (F, B, W, optimizer)
-  std::vector<double> idle_fraction;  // per rank: 1 - busy / step_time
-  double bubble_fraction = 0.0;       // Σ idle / (ranks × step_time)
-  std::vector<int> peak_stashes;      // per rank
+  std::vector<double> busy;              // per rank: time computing (F, B, W, optimizer)
+  std::vector<double> idle_fraction;     // per rank: 1 - busy / step_time
+  double bubble_fraction = 0.0;          // Σ idle / (ranks × step_time)
+  std::vector<int> peak_stashes;         // per rank
+  std::vector<double> peak_stash_bytes;  // per rank: the most bytes its stashes hold at once
   // Per rank, one line per op "F0.1 [3.0, 4.0)"-style, for the tool and the docs.
   std::string ToString() const;
 };

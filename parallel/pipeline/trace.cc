@@ -15,7 +15,7 @@ using runtime::Tensor;
 
 namespace {
 
-constexpr int kWords = 6;  // kind, micro-batch, stage, peer, start, end
+constexpr int kWords = 8;  // kind, micro-batch, stage, peer, start, end, stash and held bytes
 
 }  // namespace
 
@@ -34,7 +34,7 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
     int64_t* w = words.data<int64_t>() + e * kWords;
     w[0] = static_cast<int64_t>(ev.instr.kind);
     w[1] = ev.instr.micro_batch, w[2] = ev.instr.stage, w[3] = ev.instr.peer;
-    w[4] = ev.start_us, w[5] = ev.end_us;
+    w[4] = ev.start_us, w[5] = ev.end_us, w[6] = ev.stash_bytes, w[7] = ev.held_bytes;
   }
   Tensor all = Tensor::Empty({size * most * kWords}, DType::kI64, MemoryTag::kComm);
   LOOM_RETURN_IF_ERROR(world.AllGather(words, all)->Wait());
@@ -63,7 +63,7 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
                       "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", r, ", \"ts\": ", w[4] - origin,
                       ", \"dur\": ", std::max<int64_t>(w[5] - w[4], 1),
                       ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
-                      "}}");
+                      ", \"stash_bytes\": ", w[6], ", \"held_bytes\": ", w[7], "}}");
     }
   }
   absl::StrAppend(&json, "\n]}\n");

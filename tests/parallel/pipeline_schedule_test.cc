@@ -144,6 +144,21 @@ TEST(PipelineSchedules, PeakStashesStayWithinTheMemoryBounds) {
   }
 }
 
+// 1F1B holds p - r stashes after its steady-state F; the B that follows adds what W still needs,
+// freed with the rest at its W.
+TEST(PipelineSimulator, PeakStashBytesAddFAndBUntilW) {
+  const int p = 4, m = 8;
+  OpCosts c;
+  for (int stage = 0; stage < p; ++stage) {
+    c.stash_bytes[{OpKind::kForward, stage}] = 100.0 * (stage + 1);
+    c.stash_bytes[{OpKind::kBackwardInput, stage}] = 7.0;
+  }
+  const Timeline t = Simulate(Make("1f1b", p, m), c);
+  for (int r = 0; r < p; ++r) {
+    EXPECT_DOUBLE_EQ(t.peak_stash_bytes[r], (p - r) * 100.0 * (r + 1) + 7.0) << "rank " << r;
+  }
+}
+
 TEST(PipelineSimulator, PerStageCostsOverrideTheUniformOnes) {
   // One micro-batch through 2 stages: F0, F1, B1, B0 run one after another; W costs 0.
   OpCosts c{.backward_weight = 0.0, .transfer = 0.5};
