@@ -13,6 +13,8 @@ step. Attention uses torch's scaled_dot_product_attention when available (torch 
   mpirun -np 2 python3 train_gpt_torch.py --world_from_env --batch 8 --threads 1
   # tensor parallelism (DTensor, parallelize_module): every rank sees the whole batch
   python3 train_gpt_torch.py --world_size 2 --tp --batch 8 --threads 1
+  # pipeline parallelism (torch.distributed.pipelining): one schedule over all ranks
+  python3 train_gpt_torch.py --world_size 2 --pp 1f1b --micro_batches 4 --batch 8 --threads 1
 """
 import argparse
 import contextlib
@@ -140,6 +142,112 @@ def clip_tp_grad_norm(model, max_norm):
         (g.to_local() if hasattr(g, "to_local") else g).mul_(coef)
 
 
+class Stage(nn.Module):
+    """One pipeline stage: `blocks` blocks, the embeddings before them on the first stage, ln_f
+    and the LM head after them on the last (its own weight: PyTorch's pipelining does not tie
+    parameters across stages; loom keeps two copies and sums their gradients)."""
+
+    def __init__(self, vocab, ctx, heads, dim, blocks, layers, first, last):
+        super().__init__()
+        self.first, self.last = first, last
+        if first:
+            self.wte = nn.Embedding(vocab, dim)
+            self.wpe = nn.Embedding(ctx, dim)
+        self.h = nn.ModuleList(Block(dim, heads) for _ in range(blocks))
+        if last:
+            self.ln_f = nn.LayerNorm(dim)
+            self.head = nn.Linear(dim, vocab, bias=False)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * layers) if "proj" in name else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, x):
+        if self.first:
+            x = self.wte(x) + self.wpe(torch.arange(x.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return self.head(self.ln_f(x)) if self.last else x
+
+
+# loom's --schedule names -> (torch.distributed.pipelining class, stages per rank, V placement)
+PIPELINE_SCHEDULES = {
+    "gpipe": ("ScheduleGPipe", 1, False),
+    "1f1b": ("Schedule1F1B", 1, False),
+    "interleaved": ("ScheduleInterleaved1F1B", 2, False),
+    "zb-v": ("ScheduleZBVZeroBubble", 2, True),
+    "dualpipe-v": ("ScheduleDualPipeV", 2, True),
+}
+
+
+def train_pp(args, rank, world):
+    """Pipeline parallelism over all `world` ranks with torch.distributed.pipelining: the blocks
+    cut into world x chunks stages as loom cuts them (the first L mod S stages one more block),
+    placed interleaved (stage s on rank s mod p) or in a V (rank r: stages r and 2p - 1 - r);
+    the whole batch in args.micro_batches micro-batches; the gradient norm clipped over all
+    stages; AdamW per rank on its stages. Returns rank 0's step list."""
+    import torch.distributed as dist
+    from torch.distributed import pipelining
+    torch.set_num_threads(args.threads)
+    cfg = PRESETS[args.preset]
+    T = args.seq_len or cfg["ctx"]
+    name, chunks, v_shape = PIPELINE_SCHEDULES[args.pp]
+    n = world * chunks
+    mine = [rank, 2 * world - 1 - rank] if v_shape else [rank + c * world for c in range(chunks)]
+    stages, modules = [], []
+    for s in mine:
+        torch.manual_seed(1337 + s)
+        blocks = cfg["layers"] // n + (1 if s < cfg["layers"] % n else 0)
+        m = Stage(cfg["vocab"], cfg["ctx"], cfg["heads"], cfg["dim"], blocks, cfg["layers"],
+                  first=s == 0, last=s == n - 1)
+        modules.append(m)
+        stages.append(pipelining.PipelineStage(m, s, n, torch.device("cpu")))
+
+    def loss_fn(logits, targets):
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    cls = getattr(pipelining, name)
+    schedule = cls(stages if chunks > 1 else stages[0], n_microbatches=args.micro_batches,
+                   loss_fn=loss_fn)
+    params = [p for m in modules for p in m.parameters()]
+    decay = [p for p in params if p.dim() == 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    torch.manual_seed(1337)
+    data = torch.randint(0, cfg["vocab"], (args.steps, args.batch, T + 1))
+    steps = []
+    for step in range(args.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        x, y = data[step, :, :-1], data[step, :, 1:]
+        losses = []
+        kwargs = {"target": y, "losses": losses} if n - 1 in mine else {}
+        if 0 in mine:
+            schedule.step(x, **kwargs)
+        else:
+            schedule.step(**kwargs)
+        with torch.no_grad():  # the gradient norm over every stage, as loom's over the pipeline
+            sq = torch.zeros(2)
+            sq[0] = sum(p.grad.float().pow(2).sum() for p in params if p.grad is not None)
+            sq[1] = torch.stack(losses).mean() if losses else 0.0
+            dist.all_reduce(sq)
+            coef = torch.clamp(1.0 / (sq[0].sqrt() + 1e-6), max=1.0)
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(coef)
+        opt.step()
+        ms = (time.perf_counter() - t0) * 1000
+        tok_s = args.batch * T / (ms / 1000)
+        loss = sq[1].item()
+        steps.append({"step": step + 1, "loss": loss, "step_ms": ms, "tokens_per_s": tok_s})
+        if rank == 0:
+            print(f"step {step + 1:4d} | loss {loss:.4f} | {ms:8.1f} ms | "
+                  f"{tok_s:8.0f} tok/s", flush=True)
+    return steps
+
+
 def train(args, rank=0, world=1):
     """Trains args.steps steps; with world > 1, rank `rank` of a DistributedDataParallel (gloo)
     job on its slice of each global batch of args.batch sequences. Returns rank 0's step list."""
@@ -205,7 +313,7 @@ def ddp_worker(rank, world, args, port):
         os.environ["MASTER_ADDR"] = "127.0.0.1"
         os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    steps = train(args, rank, world)
+    steps = train_pp(args, rank, world) if args.pp else train(args, rank, world)
     if rank == 0:
         write_json(args, steps, world)
     dist.destroy_process_group()
@@ -241,11 +349,20 @@ def main():
     ap.add_argument("--tp", action="store_true",
                     help="with more than one rank: tensor parallelism over all ranks (DTensor "
                          "parallelize_module; each rank sees the whole batch) instead of DDP")
+    ap.add_argument("--pp", default="", choices=[""] + sorted(PIPELINE_SCHEDULES),
+                    help="with more than one rank: pipeline parallelism over all ranks with this "
+                         "schedule (torch.distributed.pipelining) instead of DDP")
+    ap.add_argument("--micro_batches", type=int, default=0,
+                    help="with --pp: micro-batches per step (0: the world size)")
     ap.add_argument("--world_from_env", action="store_true",
                     help="this process is one rank started by a launcher: rank and world size "
                          "from OMPI_COMM_WORLD_RANK/SIZE or RANK/WORLD_SIZE, rendezvous at "
                          "MASTER_ADDR:MASTER_PORT (gloo's interface: GLOO_SOCKET_IFNAME)")
     args = ap.parse_args()
+    if args.pp:
+        args.micro_batches = args.micro_batches or args.world_size
+        if args.world_size < 2 or args.batch % args.micro_batches:
+            ap.error("--pp needs --world_size >= 2 and --batch a multiple of --micro_batches")
     if args.world_from_env:
         import os
         env = os.environ
@@ -258,7 +375,7 @@ def main():
             ap.error("--batch must be a multiple of the world size")
         ddp_worker(rank, world, args, int(env["MASTER_PORT"]))
         return
-    if args.world_size < 1 or args.batch % args.world_size:
+    if args.world_size < 1 or (args.batch % args.world_size and not args.pp):
         ap.error("--batch must be a multiple of --world_size >= 1")
     if args.world_size == 1:
         write_json(args, train(args), 1)
