@@ -2,13 +2,18 @@
 // without running a model.
 //
 //   pipeline_schedule --schedule zb-h1 --pp 4 --micro_batches 8
-//   pipeline_schedule --schedule 1f1b --pp 4 --micro_batches 8 --backward_input 2 --backward_weight
-//   0 pipeline_schedule --schedule interleaved --pp 4 --micro_batches 8 --virtual_stages 2 --ops
+//   pipeline_schedule --schedule 1f1b --pp 4 --micro_batches 8 --backward_input 2
+//       --backward_weight 0
+//   pipeline_schedule --schedule interleaved --pp 4 --micro_batches 8 --virtual_stages 2 --ops
+//   pipeline_schedule --schedule zb-v --pp 2 --micro_batches 4 --measured step.json
+//       --trace_out simulated.json        # then scripts/pipeline_timeline.py draws both
 //
 // Prints each rank's compute order (F/B/W with micro-batch and stage), the simulated step time,
 // each rank's idle fraction and peak stashes, and the bubble. Exit 1 with the checker's message
-// for a schedule that cannot run, 2 for bad flags. docs/pipeline_parallel.md.
+// for a schedule that cannot run or a file that cannot be read or written, 2 for bad flags.
+// docs/pipeline_parallel.md.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -22,6 +27,8 @@
 #include "absl/strings/str_join.h"
 #include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/pipeline/simulate.h"
+#include "parallel/pipeline/trace.h"
+#include "runtime/io/file.h"
 
 ABSL_FLAG(std::string, schedule, "1f1b", "gpipe, 1f1b, interleaved, zb-h1, zb-v or dualpipe-v");
 ABSL_FLAG(int32_t, pp, 4, "pipeline ranks");
@@ -32,6 +39,9 @@ ABSL_FLAG(double, backward_input, 1.0, "cost of B (input gradient)");
 ABSL_FLAG(double, backward_weight, 1.0, "cost of W (weight gradient)");
 ABSL_FLAG(double, transfer, 0.0, "cost of one activation or gradient transfer");
 ABSL_FLAG(bool, ops, false, "also print every op with its simulated start time");
+ABSL_FLAG(std::string, trace_out, "",
+          "write the simulated timeline (with --measured: the one simulated with its costs) as a "
+          "Chrome trace JSON like train_gpt --trace's; uniform costs count 1 unit as 1 ms");
 ABSL_FLAG(std::string, measured, "",
           "a train_gpt --trace of the same schedule: simulate with its measured per-stage F, B, W "
           "costs and stash bytes, and compare step time, idle fractions and peak stash bytes");
@@ -40,7 +50,8 @@ namespace {
 
 namespace pl = loom::parallel::pipeline;
 
-// A measured step (train_gpt --trace): per-stage mean costs and stash bytes, the step time, each
+// A measured step (train_gpt --trace): per-stage mean costs and stash bytes, the optimizer step's
+// mean cost (gradient reductions, clipping, update), the step time, each
 // rank's idle fraction and the most activation bytes its stashes held (TraceEvent::held_bytes).
 // Times in microseconds.
 struct Measured {
@@ -61,7 +72,7 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
   std::vector<double> busy(ranks, 0.0), end(ranks, 0.0), peak_held(ranks, 0.0);
   // (F or B, stage) -> (least, most) bytes added to a stash, over the micro-batches.
   std::map<std::pair<pl::OpKind, int>, std::pair<double, double>> stash_bytes;
-  double transfer = -1.0;
+  double transfer = -1.0, optimizer = 0.0;
   const std::map<std::string, pl::OpKind> kinds = {{"F", pl::OpKind::kForward},
                                                    {"B", pl::OpKind::kBackwardInput},
                                                    {"W", pl::OpKind::kBackwardWeight}};
@@ -83,6 +94,9 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
       const auto [it, added] =
           stash_bytes.emplace(std::pair{k->second, stage}, std::pair{bytes, bytes});
       it->second = {std::min(it->second.first, bytes), std::max(it->second.second, bytes)};
+    } else if (cat == pl::OpKindName(pl::OpKind::kOptimizerStep)) {  // the mean over the ranks
+      optimizer += dur / ranks;
+      busy[rank] += dur;
     } else if (cat.rfind("recv", 0) == 0) {  // the quickest receive: a transfer without a wait
       transfer = transfer < 0 ? dur : std::min(transfer, dur);
     }
@@ -99,6 +113,7 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
     m.costs.stash_bytes[op] = range.first;
   }
   m.costs.transfer = std::max(0.0, transfer);
+  m.costs.optimizer = optimizer;
   m.peak_held = peak_held;
   m.step = *std::max_element(end.begin(), end.end());
   for (int r = 0; r < ranks; ++r) m.idle.push_back(m.step > 0 ? 1.0 - busy[r] / m.step : 0.0);
@@ -106,6 +121,22 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
 }
 
 }  // namespace
+
+// Writes `t` as a Chrome trace, `unit_us` microseconds per unit of its costs; false on failure
+// (after saying why).
+bool WriteSimulatedTrace(const pl::Timeline& t, double unit_us, const std::string& path) {
+  std::vector<std::vector<pl::TraceEvent>> ranks(t.ranks.size());
+  for (size_t r = 0; r < t.ranks.size(); ++r) {
+    for (const pl::TimedInstr& op : t.ranks[r]) {
+      ranks[r].push_back({.instr = op.instr,
+                          .start_us = std::llround(op.start * unit_us),
+                          .end_us = std::llround(op.end * unit_us)});
+    }
+  }
+  const absl::Status s = loom::runtime::io::WriteFileAtomic(path, pl::ChromeTraceJson(ranks));
+  if (!s.ok()) std::fprintf(stderr, "pipeline_schedule: %s\n", std::string(s.message()).c_str());
+  return s.ok();
+}
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Generates, checks and simulates a pipeline schedule.");
@@ -135,7 +166,9 @@ int main(int argc, char** argv) {
   }
   std::printf("step time %g, bubble %.2f%%\n", t.step_time, 100.0 * t.bubble_fraction);
   const std::string measured = absl::GetFlag(FLAGS_measured);
-  if (measured.empty()) return 0;
+  const std::string trace_out = absl::GetFlag(FLAGS_trace_out);
+  if (measured.empty())
+    return trace_out.empty() || WriteSimulatedTrace(t, 1000.0, trace_out) ? 0 : 1;
   const absl::StatusOr<Measured> m = ReadTrace(measured, s->placement.ranks);
   if (!m.ok()) {
     std::fprintf(stderr, "pipeline_schedule: %s\n", std::string(m.status().message()).c_str());
@@ -154,5 +187,5 @@ int main(int argc, char** argv) {
     std::printf("  rank %zu peak stash bytes: measured %.0f, simulated %.0f\n", r, m->peak_held[r],
                 sim.peak_stash_bytes[r]);
   }
-  return 0;
+  return trace_out.empty() || WriteSimulatedTrace(sim, 1.0, trace_out) ? 0 : 1;
 }

@@ -327,6 +327,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   const bool scaled = options_.precision == "fp16";
   m.loss_scale = scaled ? scaler_.scale() : 1.0f;
   LOOM_ASSIGN_OR_RETURN(const float loss, RunMicroBatches(batch, m.loss_scale));
+  optimizer_event_.start_us = parallel::pipeline::TraceClockUs();
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
   m.exposed_tp_ms = model_->tp_wait_ms();
@@ -416,7 +417,15 @@ void Trainer::InjectOverflowForTesting() {
   dp_->Slots().front().grad.data<float>()[0] = std::numeric_limits<float>::infinity();
 }
 
-void Trainer::FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) const {
+std::vector<parallel::pipeline::TraceEvent> Trainer::pipeline_trace() const {
+  if (executor_ == nullptr) return {};
+  std::vector<parallel::pipeline::TraceEvent> trace = executor_->trace();
+  trace.push_back(optimizer_event_);
+  return trace;
+}
+
+void Trainer::FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) {
+  optimizer_event_.end_us = parallel::pipeline::TraceClockUs();
   m.step_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(tokens_per_step()) / (m.step_ms / 1000.0);

@@ -121,11 +121,10 @@ class Trainer {
   absl::StatusOr<StepMetrics> Step();
   // Pipeline (pp > 1): the schedule every rank runs.
   const parallel::pipeline::Schedule* pipeline_schedule() const { return pipeline_.get(); }
-  // Pipeline: the ops this rank ran in the last step, timed (empty without --pp).
-  std::vector<parallel::pipeline::TraceEvent> pipeline_trace() const {
-    return executor_ != nullptr ? executor_->trace()
-                                : std::vector<parallel::pipeline::TraceEvent>{};
-  }
+  // Pipeline: the ops this rank ran in the last step, timed, ending with the optimizer step (from
+  // the end of the schedule: waiting for the gradient reductions, clipping, the update); empty
+  // without --pp.
+  std::vector<parallel::pipeline::TraceEvent> pipeline_trace() const;
   // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
   // whole optimizer state, whatever the layout (ZeRO and tensor-parallel shards are gathered; the
   // rank with dp and tp rank 0 writes), so any layout can resume it. Collective over the job.
@@ -171,7 +170,8 @@ class Trainer {
   // Returns the loss of this rank's micro-batches (pipeline: the last stage's, summed over pp).
   absl::StatusOr<float> RunMicroBatches(const data::Batch& batch, float loss_scale);
   absl::Status CreatePipeline();
-  void FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) const;
+  // Step time and throughput; the end of the optimizer's trace event.
+  void FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start);
 
   TrainOptions options_;
   std::unique_ptr<data::TokenDataset> dataset_;
@@ -189,6 +189,8 @@ class Trainer {
   std::unique_ptr<comm::Communicator> embedding_group_;
   std::unique_ptr<GptStages> stages_;
   std::unique_ptr<parallel::pipeline::Executor> executor_;
+  parallel::pipeline::TraceEvent optimizer_event_{
+      .instr = {.kind = parallel::pipeline::OpKind::kOptimizerStep}};
   optim::DynamicLossScaler scaler_;
   bool injected_ = false;
   int64_t resumed_step_ = 0;

@@ -47,15 +47,10 @@ absl::Status Executor::RunStep() {
     return status;
   };
   trace_.clear();
-  auto now_us = [] {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  };
   for (const Instr& i : schedule_.ranks[rank_]) {
     const Key key{i.micro_batch, i.stage};
     if (absl::Status s = finish_sends(); !s.ok()) return s;
-    const int64_t start = now_us();
+    const int64_t start = TraceClockUs();
     int64_t stash_bytes = 0;
     switch (i.kind) {
       case OpKind::kForward: {
@@ -100,7 +95,7 @@ absl::Status Executor::RunStep() {
       case OpKind::kOptimizerStep:
         continue;  // the caller's
     }
-    trace_.push_back({i, start, now_us(), stash_bytes, held_bytes()});
+    trace_.push_back({i, start, TraceClockUs(), stash_bytes, held_bytes()});
   }
   absl::Status status;
   for (auto& [work, data] : sends) status.Update(work->Wait());

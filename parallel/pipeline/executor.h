@@ -44,6 +44,13 @@ class StageRunner {
   virtual runtime::Shape BoundaryShape() const = 0;
 };
 
+// The clock of traces: microseconds of the steady clock (one clock for every process of a host).
+inline int64_t TraceClockUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // One op as it ran: its instruction, its start and end (microseconds of the steady clock, which
 // is one clock for every process of a host), and activation memory.
 struct TraceEvent {

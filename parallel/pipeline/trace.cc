@@ -39,35 +39,46 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
   Tensor all = Tensor::Empty({size * most * kWords}, DType::kI64, MemoryTag::kComm);
   LOOM_RETURN_IF_ERROR(world.AllGather(words, all)->Wait());
   if (world.rank() != 0) return absl::OkStatus();
-  int64_t origin = std::numeric_limits<int64_t>::max();
+  std::vector<std::vector<TraceEvent>> ranks(size);
   for (int r = 0; r < size; ++r) {
-    for (int64_t e = 0; e < n[r]; ++e) {
-      origin = std::min(origin, all.data<int64_t>()[(r * most + e) * kWords + 4]);
-    }
-  }
-  std::string json = "{\"traceEvents\": [\n";
-  bool first = true;
-  for (int r = 0; r < size; ++r) {
-    absl::StrAppend(&json, first ? "" : ",\n",
-                    "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": ", r,
-                    ", \"args\": {\"name\": \"rank ", r, "\"}}");
-    first = false;
     for (int64_t e = 0; e < n[r]; ++e) {
       const int64_t* w = all.data<int64_t>() + (r * most + e) * kWords;
-      const Instr i{static_cast<OpKind>(w[0]), static_cast<int>(w[1]), static_cast<int>(w[2]),
-                    static_cast<int>(w[3])};
-      const bool compute = IsCompute(i.kind);
-      const std::string name =
-          compute ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage) : i.ToString();
-      absl::StrAppend(&json, ",\n{\"name\": \"", name, "\", \"cat\": \"", OpKindName(i.kind),
-                      "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", r, ", \"ts\": ", w[4] - origin,
-                      ", \"dur\": ", std::max<int64_t>(w[5] - w[4], 1),
-                      ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
-                      ", \"stash_bytes\": ", w[6], ", \"held_bytes\": ", w[7], "}}");
+      ranks[r].push_back({.instr = {static_cast<OpKind>(w[0]), static_cast<int>(w[1]),
+                                    static_cast<int>(w[2]), static_cast<int>(w[3])},
+                          .start_us = w[4],
+                          .end_us = w[5],
+                          .stash_bytes = w[6],
+                          .held_bytes = w[7]});
+    }
+  }
+  return runtime::io::WriteFileAtomic(path, ChromeTraceJson(ranks));
+}
+
+std::string ChromeTraceJson(const std::vector<std::vector<TraceEvent>>& ranks) {
+  int64_t origin = std::numeric_limits<int64_t>::max();
+  for (const auto& events : ranks) {
+    for (const TraceEvent& e : events) origin = std::min(origin, e.start_us);
+  }
+  std::string json = "{\"traceEvents\": [\n";
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    absl::StrAppend(&json, r == 0 ? "" : ",\n",
+                    "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": ", r,
+                    ", \"args\": {\"name\": \"rank ", r, "\"}}");
+    for (const TraceEvent& e : ranks[r]) {
+      const Instr& i = e.instr;
+      const std::string name = IsCompute(i.kind)
+                                   ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage)
+                                   : i.ToString();
+      absl::StrAppend(
+          &json, ",\n{\"name\": \"", name, "\", \"cat\": \"", OpKindName(i.kind),
+          "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", r, ", \"ts\": ", e.start_us - origin,
+          ", \"dur\": ", std::max<int64_t>(e.end_us - e.start_us, 1),
+          ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
+          ", \"stash_bytes\": ", e.stash_bytes, ", \"held_bytes\": ", e.held_bytes, "}}");
     }
   }
   absl::StrAppend(&json, "\n]}\n");
-  return runtime::io::WriteFileAtomic(path, json);
+  return json;
 }
 
 }  // namespace loom::parallel::pipeline

@@ -23,4 +23,7 @@ namespace loom::parallel::pipeline {
 absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communicator& world,
                               const std::string& path);
 
+// The trace JSON of every rank's events (ranks[r]: rank r's), as WriteChromeTrace writes it.
+std::string ChromeTraceJson(const std::vector<std::vector<TraceEvent>>& ranks);
+
 }  // namespace loom::parallel::pipeline

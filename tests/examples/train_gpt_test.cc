@@ -367,7 +367,8 @@ TEST_F(TrainGptTest, PipelineRunMatchesOneRank) {
 // Peak activation memory of a pipeline rank, measured by the allocator's accounting (the trace's
 // held_bytes after every op), equals the simulator's prediction from the bytes each F and B adds
 // to a stash (Stash::activation_bytes, in the same trace) composed by the schedule: stashes
-// freed exactly at their W, nothing else held. 1F1B and ZB-V, pp 2.
+// freed exactly at their W, nothing else held. 1F1B and ZB-V, pp 2. Also the simulated trace
+// (pipeline_schedule --trace_out) holds the same ops as the measured one.
 TEST_F(TrainGptTest, PipelinePeakStashBytesAreTheSimulators) {
   for (const std::string schedule : {"1f1b", "zb-v"}) {
     const std::string trace = Path(schedule + ".json");
@@ -377,9 +378,21 @@ TEST_F(TrainGptTest, PipelinePeakStashBytesAreTheSimulators) {
                               schedule + " --trace " + trace);
     ASSERT_EQ(run.rc, 0) << run.err;
     const std::string out = Path("sim.txt");
+    const std::string simulated = Path(schedule + ".simulated.json");
     const std::string cmd = std::string(LOOM_PIPELINE_SCHEDULE) + " --pp 2 --micro_batches 4 " +
-                            "--schedule " + schedule + " --measured " + trace + " >" + out;
+                            "--schedule " + schedule + " --measured " + trace + " --trace_out " +
+                            simulated + " >" + out;
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    // --trace_out: the simulated timeline in the same format, with the same ops as the measured.
+    std::map<std::string, int> ops[2];
+    for (int t = 0; t < 2; ++t) {
+      const nlohmann::json json = nlohmann::json::parse(ReadAll(t == 0 ? trace : simulated));
+      for (const auto& e : json["traceEvents"]) {
+        if (e["ph"] == "X") ops[t][e["name"].get<std::string>()]++;
+      }
+    }
+    EXPECT_EQ(ops[0], ops[1]) << schedule;
+    EXPECT_EQ(ops[1]["W3 s1"], 1) << schedule;
     std::istringstream lines(ReadAll(out));
     int ranks = 0;
     for (std::string line; std::getline(lines, line);) {

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Draws pipeline timelines (Chrome traces from train_gpt --trace or pipeline_schedule --trace_out)
+as one PNG: a panel per trace, stacked on one time axis, a row per rank, F / B / W boxes
+labelled with their micro-batch (the second stage a rank holds drawn darker), receive waits
+hatched grey.
+
+  python pipeline_timeline.py --out zb-v.png "measured=step.json" "simulated=sim.json"
+  python pipeline_timeline.py --out schedules.png gpipe=g.json 1f1b=o.json   # one per schedule
+
+Needs matplotlib (bench/scaling/plot_venv.sh installs it: its python runs this script).
+"""
+import argparse
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# (first stage on a rank, a later one): F blue, B green, W orange.
+COLORS = {"F": ("#8db7e8", "#3f7fc7"), "B": ("#9fd89a", "#3f9f48"), "W": ("#f5c27f", "#d98b1f")}
+
+
+def read_trace(path):
+    """{rank: [(kind, start_ms, duration_ms, micro_batch, stage)]} of a Chrome trace's X events."""
+    try:
+        with open(path) as f:
+            trace = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"pipeline_timeline: cannot read {path}: {e}")
+    if "traceEvents" not in trace:
+        sys.exit(f"pipeline_timeline: {path} is not a Chrome trace (no traceEvents)")
+    ranks = {}
+    for e in trace["traceEvents"]:
+        if e.get("ph") != "X":
+            continue
+        args = e.get("args", {})
+        ranks.setdefault(e["tid"], []).append((e["cat"], e["ts"] / 1000, e["dur"] / 1000,
+                                               args.get("micro_batch", -1),
+                                               args.get("stage", -1)))
+    if not ranks:
+        sys.exit(f"pipeline_timeline: {path} has no ops")
+    return ranks
+
+
+def draw(ax, title, ranks):
+    first_stage = {r: min(s for k, _, _, _, s in ops if k in COLORS) for r, ops in ranks.items()}
+    for r, ops in sorted(ranks.items()):
+        for kind, start, dur, mb, stage in ops:
+            if kind in COLORS:
+                color = COLORS[kind][0 if stage == first_stage[r] else 1]
+                ax.barh(r, dur, left=start, height=0.8, color=color, edgecolor="white",
+                        linewidth=0.5)
+                ax.text(start + dur / 2, r, str(mb), ha="center", va="center", fontsize=6,
+                        clip_on=True)
+            elif kind.startswith("recv") and dur > 0.001:  # a wait (1 us: none)
+                ax.barh(r, dur, left=start, height=0.8, color="#eeeeee", hatch="///",
+                        edgecolor="#bbbbbb", linewidth=0)
+    end = max(s + d for ops in ranks.values() for _, s, d, _, _ in ops)
+    ax.set_title(f"{title}  (step {end:.1f} ms)", fontsize=9, loc="left")
+    ax.set_yticks(sorted(ranks), [f"rank {r}" for r in sorted(ranks)], fontsize=8)
+    ax.invert_yaxis()
+    return end
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("traces", nargs="+", help="TITLE=FILE (or FILE, titled by its name)")
+    ap.add_argument("--out", required=True, help="the PNG to write")
+    args = ap.parse_args()
+    panels = []
+    for spec in args.traces:
+        title, _, path = spec.rpartition("=")
+        panels.append((title or path, read_trace(path)))
+    rows = sum(len(r) for _, r in panels)
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False,
+                             figsize=(11, 0.9 + 0.45 * rows + 0.45 * len(panels)),
+                             gridspec_kw={"height_ratios": [len(r) for _, r in panels]})
+    for ax, (title, ranks) in zip(axes[:, 0], panels):
+        draw(ax, title, ranks)
+    axes[-1, 0].set_xlabel("ms")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[k][0]) for k in COLORS]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="#eeeeee", hatch="///",
+                                 edgecolor="#bbbbbb"))
+    fig.legend(handles, ["F (forward)", "B (input gradient)", "W (weight gradient)",
+                         "waiting to receive"], loc="upper right", ncol=4, fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
