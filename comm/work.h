@@ -8,7 +8,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 
 #include "absl/status/status.h"
@@ -27,6 +29,9 @@ class Work {
   bool Test() const { return done_.load(std::memory_order_acquire); }
   // The final status; only meaningful once Test() is true.
   absl::Status status() const;
+  // When the call finished: microseconds of the steady clock (one clock for every process of a
+  // host, as pipeline traces use); only meaningful once Test() is true.
+  int64_t completed_us() const { return completed_us_; }
 
   // For backends and the communicator: marks the call finished. Called once.
   void Complete(absl::Status status);
@@ -34,6 +39,7 @@ class Work {
   // call before handing its Work out): no lock, no wake-up.
   void CompleteUnshared(absl::Status status) {
     status_ = std::move(status);
+    completed_us_ = NowUs();
     done_.store(true, std::memory_order_release);
   }
 
@@ -41,7 +47,14 @@ class Work {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> done_{false};
+  static int64_t NowUs() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
   absl::Status status_;
+  int64_t completed_us_ = 0;
 };
 
 }  // namespace loom::comm

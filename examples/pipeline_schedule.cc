@@ -77,9 +77,14 @@ absl::StatusOr<Measured> ReadTrace(const std::string& path, int ranks) {
                                                    {"B", pl::OpKind::kBackwardInput},
                                                    {"W", pl::OpKind::kBackwardWeight}};
   for (const auto& e : trace["traceEvents"]) {
-    if (e.value("ph", "") != "X") continue;
+    if (e.value("ph", "") != "X" || e.value("cat", "") == "dp_reduce") continue;
     const int rank = e.value("tid", -1);
-    if (rank < 0 || rank >= ranks) return absl::InvalidArgumentError(path + ": rank out of range");
+    if (rank < 0 || rank >= ranks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": an op of rank ", rank, ", beyond --pp ", ranks,
+          "; --measured reads the trace of a pipeline-only run (train_gpt --pp without --dp or "
+          "--tp) of the same schedule"));
+    }
     const double ts = e.value("ts", 0.0), dur = e.value("dur", 0.0);
     end[rank] = std::max(end[rank], ts + dur);
     const std::string cat = e.value("cat", "");

@@ -421,6 +421,10 @@ std::vector<parallel::pipeline::TraceEvent> Trainer::pipeline_trace() const {
   if (executor_ == nullptr) return {};
   std::vector<parallel::pipeline::TraceEvent> trace = executor_->trace();
   trace.push_back(optimizer_event_);
+  for (const parallel::DataParallel::ReductionSpan& s : dp_->reduction_spans()) {
+    trace.push_back(
+        {.instr = {}, .start_us = s.start_us, .end_us = s.end_us, .dp_bucket = s.bucket});
+  }
   return trace;
 }
 

@@ -122,8 +122,8 @@ class Trainer {
   // Pipeline (pp > 1): the schedule every rank runs.
   const parallel::pipeline::Schedule* pipeline_schedule() const { return pipeline_.get(); }
   // Pipeline: the ops this rank ran in the last step, timed, ending with the optimizer step (from
-  // the end of the schedule: waiting for the gradient reductions, clipping, the update); empty
-  // without --pp.
+  // the end of the schedule: waiting for the gradient reductions, clipping, the update), then the
+  // step's data-parallel reductions (TraceEvent::dp_bucket); empty without --pp.
   std::vector<parallel::pipeline::TraceEvent> pipeline_trace() const;
   // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
   // whole optimizer state, whatever the layout (ZeRO and tensor-parallel shards are gathered; the

@@ -2,7 +2,8 @@
 """Draws pipeline timelines (Chrome traces from train_gpt --trace or pipeline_schedule --trace_out)
 as one PNG: a panel per trace, stacked on one time axis, a row per rank, F / B / W boxes
 labelled with their micro-batch (the second stage a rank holds drawn darker), receive waits
-hatched grey.
+hatched grey; with data parallelism a row of gradient reductions (labelled with their bucket)
+below each rank's.
 
   python pipeline_timeline.py --out zb-v.png "measured=step.json" "simulated=sim.json"
   python pipeline_timeline.py --out schedules.png gpipe=g.json 1f1b=o.json   # one per schedule
@@ -20,10 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # (first stage on a rank, a later one): F blue, B green, W orange.
 COLORS = {"F": ("#8db7e8", "#3f7fc7"), "B": ("#9fd89a", "#3f9f48"), "W": ("#f5c27f", "#d98b1f")}
+REDUCE_COLOR = "#c3a6e0"  # data-parallel gradient reductions ("rank r dp" tracks)
+OPTIMIZER_COLOR = "#b0b0b0"  # the optimizer step (with the wait for the reductions)
 
 
 def read_trace(path):
-    """{rank: [(kind, start_ms, duration_ms, micro_batch, stage)]} of a Chrome trace's X events."""
+    """({track: name}, {track: [(kind, start_ms, duration_ms, label, stage)]}) of a Chrome
+    trace: its thread names and X events (label: the micro-batch, or a reduction's bucket)."""
     try:
         with open(path) as f:
             trace = json.load(f)
@@ -31,35 +35,44 @@ def read_trace(path):
         sys.exit(f"pipeline_timeline: cannot read {path}: {e}")
     if "traceEvents" not in trace:
         sys.exit(f"pipeline_timeline: {path} is not a Chrome trace (no traceEvents)")
-    ranks = {}
+    names, tracks = {}, {}
     for e in trace["traceEvents"]:
+        if e.get("ph") == "M" and e.get("name") == "thread_name":
+            names[e["tid"]] = e.get("args", {}).get("name", f"track {e['tid']}")
         if e.get("ph") != "X":
             continue
         args = e.get("args", {})
-        ranks.setdefault(e["tid"], []).append((e["cat"], e["ts"] / 1000, e["dur"] / 1000,
-                                               args.get("micro_batch", -1),
-                                               args.get("stage", -1)))
-    if not ranks:
+        label = args.get("bucket", -1) if e["cat"] == "dp_reduce" else args.get("micro_batch", -1)
+        tracks.setdefault(e["tid"], []).append((e["cat"], e["ts"] / 1000, e["dur"] / 1000, label,
+                                                args.get("stage", -1)))
+    if not tracks:
         sys.exit(f"pipeline_timeline: {path} has no ops")
-    return ranks
+    return names, tracks
 
 
-def draw(ax, title, ranks):
-    first_stage = {r: min(s for k, _, _, _, s in ops if k in COLORS) for r, ops in ranks.items()}
-    for r, ops in sorted(ranks.items()):
-        for kind, start, dur, mb, stage in ops:
-            if kind in COLORS:
-                color = COLORS[kind][0 if stage == first_stage[r] else 1]
-                ax.barh(r, dur, left=start, height=0.8, color=color, edgecolor="white",
+def draw(ax, title, names, tracks):
+    # Rows: each rank's ops, its reductions ("rank r dp") right below it.
+    order = sorted(tracks, key=lambda t: (names.get(t, "").replace(" dp", ""), t))
+    row = {t: i for i, t in enumerate(order)}
+    for t, ops in tracks.items():
+        stages = [s for k, _, _, _, s in ops if k in COLORS]
+        first = min(stages) if stages else -1
+        y = row[t]
+        for kind, start, dur, label, stage in ops:
+            if kind in COLORS or kind == "dp_reduce":
+                color = REDUCE_COLOR if kind == "dp_reduce" else COLORS[kind][stage != first]
+                ax.barh(y, dur, left=start, height=0.8, color=color, edgecolor="white",
                         linewidth=0.5)
-                ax.text(start + dur / 2, r, str(mb), ha="center", va="center", fontsize=6,
+                ax.text(start + dur / 2, y, str(label), ha="center", va="center", fontsize=6,
                         clip_on=True)
+            elif kind == "optimizer_step" and dur > 0.001:
+                ax.barh(y, dur, left=start, height=0.8, color=OPTIMIZER_COLOR, linewidth=0)
             elif kind.startswith("recv") and dur > 0.001:  # a wait (1 us: none)
-                ax.barh(r, dur, left=start, height=0.8, color="#eeeeee", hatch="///",
+                ax.barh(y, dur, left=start, height=0.8, color="#eeeeee", hatch="///",
                         edgecolor="#bbbbbb", linewidth=0)
-    end = max(s + d for ops in ranks.values() for _, s, d, _, _ in ops)
+    end = max(s + d for ops in tracks.values() for _, s, d, _, _ in ops)
     ax.set_title(f"{title}  (step {end:.1f} ms)", fontsize=9, loc="left")
-    ax.set_yticks(sorted(ranks), [f"rank {r}" for r in sorted(ranks)], fontsize=8)
+    ax.set_yticks(range(len(order)), [names.get(t, f"track {t}") for t in order], fontsize=8)
     ax.invert_yaxis()
     return end
 
@@ -72,20 +85,22 @@ def main():
     panels = []
     for spec in args.traces:
         title, _, path = spec.rpartition("=")
-        panels.append((title or path, read_trace(path)))
-    rows = sum(len(r) for _, r in panels)
+        panels.append((title or path, *read_trace(path)))
+    rows = sum(len(tracks) for _, _, tracks in panels)
     fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False,
                              figsize=(11, 0.9 + 0.45 * rows + 0.45 * len(panels)),
-                             gridspec_kw={"height_ratios": [len(r) for _, r in panels]})
-    for ax, (title, ranks) in zip(axes[:, 0], panels):
-        draw(ax, title, ranks)
+                             gridspec_kw={"height_ratios": [len(t) for _, _, t in panels]})
+    for ax, (title, names, tracks) in zip(axes[:, 0], panels):
+        draw(ax, title, names, tracks)
     axes[-1, 0].set_xlabel("ms")
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[k][0]) for k in COLORS]
     handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="#eeeeee", hatch="///",
                                  edgecolor="#bbbbbb"))
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=REDUCE_COLOR))
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=OPTIMIZER_COLOR))
     fig.legend(handles, ["F (forward)", "B (input gradient)", "W (weight gradient)",
-                         "waiting to receive"], loc="upper right", ncol=4, fontsize=7,
-               frameon=False)
+                         "waiting to receive", "gradient reduction (bucket)", "optimizer step"],
+               loc="upper right", ncol=6, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

@@ -278,6 +278,7 @@ void DataParallel::ZeroGrad() {
   }
   first_micro_ = true;
   micro_started_ = false;
+  reduction_spans_.clear();
 }
 
 void DataParallel::BeginMicroBatch(bool last) {
@@ -387,6 +388,11 @@ void DataParallel::LaunchReduce(int bucket) {
       b.grad = Tensor();
     }
   }
+  b.span = static_cast<int>(reduction_spans_.size());
+  reduction_spans_.push_back({.bucket = bucket,
+                              .start_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                              std::chrono::steady_clock::now().time_since_epoch())
+                                              .count()});
   if (options_.zero_stage == 0) {
     b.reduce = group_.AllReduce(*send, *send, comm::ReduceOp::kAvg);
     return;
@@ -404,6 +410,7 @@ void DataParallel::LaunchReduce(int bucket) {
 }
 
 void DataParallel::CompleteReduce(Bucket& b) {
+  reduction_spans_[b.span].end_us = b.reduce->completed_us();
   b.reduce = nullptr;
   if (b.wire.defined()) {  // widen what came back over the wire
     const bool all = options_.zero_stage == 0;

@@ -163,6 +163,15 @@ class DataParallel : public ParameterUseHooks {
   std::vector<int64_t> BucketNumels() const;
   // Time spent waiting for reductions in the last FinishBackward (what backward did not hide).
   double exposed_reduce_ms() const { return exposed_reduce_ms_; }
+  // The gradient reductions of the current step (since ZeroGrad), in launch order: the bucket,
+  // when it was launched and when its reduction completed (microseconds of the steady clock;
+  // 0 while in flight), for timelines. A bucket that needs no communication is not listed.
+  struct ReductionSpan {
+    int bucket = 0;
+    int64_t start_us = 0;
+    int64_t end_us = 0;
+  };
+  const std::vector<ReductionSpan>& reduction_spans() const { return reduction_spans_; }
 
  private:
   struct Bucket {
@@ -183,6 +192,7 @@ class DataParallel : public ParameterUseHooks {
     runtime::Tensor replica_wire;    // HSDP: the shard in replica_reduce_dtype while all-reduced
     std::shared_ptr<comm::Work> gather, reduce, replicate;
     int ready = 0;  // parameters whose gradient is final in this micro-batch
+    int span = -1;  // its reduction's entry in reduction_spans_ while in flight
   };
   // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
   // offset of lo within its parameter.
@@ -266,6 +276,7 @@ class DataParallel : public ParameterUseHooks {
   bool micro_started_ = false;  // a micro-batch of this step has begun
   int next_launch_ = 0;         // buckets launch in index order
   double exposed_reduce_ms_ = 0.0;
+  std::vector<ReductionSpan> reduction_spans_;
 };
 
 }  // namespace loom::parallel

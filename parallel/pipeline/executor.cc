@@ -95,7 +95,11 @@ absl::Status Executor::RunStep() {
       case OpKind::kOptimizerStep:
         continue;  // the caller's
     }
-    trace_.push_back({i, start, TraceClockUs(), stash_bytes, held_bytes()});
+    trace_.push_back({.instr = i,
+                      .start_us = start,
+                      .end_us = TraceClockUs(),
+                      .stash_bytes = stash_bytes,
+                      .held_bytes = held_bytes()});
   }
   absl::Status status;
   for (auto& [work, data] : sends) status.Update(work->Wait());

@@ -15,7 +15,8 @@ using runtime::Tensor;
 
 namespace {
 
-constexpr int kWords = 8;  // kind, micro-batch, stage, peer, start, end, stash and held bytes
+// kind, micro-batch, stage, peer, start, end, stash and held bytes, dp bucket
+constexpr int kWords = 9;
 
 }  // namespace
 
@@ -35,6 +36,7 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
     w[0] = static_cast<int64_t>(ev.instr.kind);
     w[1] = ev.instr.micro_batch, w[2] = ev.instr.stage, w[3] = ev.instr.peer;
     w[4] = ev.start_us, w[5] = ev.end_us, w[6] = ev.stash_bytes, w[7] = ev.held_bytes;
+    w[8] = ev.dp_bucket;
   }
   Tensor all = Tensor::Empty({size * most * kWords}, DType::kI64, MemoryTag::kComm);
   LOOM_RETURN_IF_ERROR(world.AllGather(words, all)->Wait());
@@ -47,6 +49,7 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
                                     static_cast<int>(w[2]), static_cast<int>(w[3])},
                           .start_us = w[4],
                           .end_us = w[5],
+                          .dp_bucket = static_cast<int>(w[8]),
                           .stash_bytes = w[6],
                           .held_bytes = w[7]});
     }
@@ -56,25 +59,41 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
 
 std::string ChromeTraceJson(const std::vector<std::vector<TraceEvent>>& ranks) {
   int64_t origin = std::numeric_limits<int64_t>::max();
+  bool reductions = false;
   for (const auto& events : ranks) {
-    for (const TraceEvent& e : events) origin = std::min(origin, e.start_us);
+    for (const TraceEvent& e : events) {
+      origin = std::min(origin, e.start_us);
+      reductions = reductions || e.dp_bucket >= 0;
+    }
   }
+  const int n = static_cast<int>(ranks.size());
   std::string json = "{\"traceEvents\": [\n";
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    absl::StrAppend(&json, r == 0 ? "" : ",\n",
-                    "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": ", r,
-                    ", \"args\": {\"name\": \"rank ", r, "\"}}");
+  auto track = [&](int tid, const std::string& name) {
+    absl::StrAppend(&json, tid == 0 ? "" : ",\n",
+                    "{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": ", tid,
+                    ", \"args\": {\"name\": \"", name, "\"}}");
+  };
+  for (int r = 0; r < n; ++r) {
+    track(r, absl::StrCat("rank ", r));
+    if (reductions) track(n + r, absl::StrCat("rank ", r, " dp"));  // reductions overlap ops
+  }
+  for (int r = 0; r < n; ++r) {
     for (const TraceEvent& e : ranks[r]) {
       const Instr& i = e.instr;
-      const std::string name = IsCompute(i.kind)
-                                   ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage)
-                                   : i.ToString();
-      absl::StrAppend(
-          &json, ",\n{\"name\": \"", name, "\", \"cat\": \"", OpKindName(i.kind),
-          "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", r, ", \"ts\": ", e.start_us - origin,
-          ", \"dur\": ", std::max<int64_t>(e.end_us - e.start_us, 1),
-          ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
-          ", \"stash_bytes\": ", e.stash_bytes, ", \"held_bytes\": ", e.held_bytes, "}}");
+      const bool reduce = e.dp_bucket >= 0;
+      std::string name = reduce ? absl::StrCat("reduce bucket ", e.dp_bucket)
+                         : IsCompute(i.kind)
+                             ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage)
+                             : i.ToString();
+      absl::StrAppend(&json, ",\n{\"name\": \"", name, "\", \"cat\": \"",
+                      reduce ? "dp_reduce" : OpKindName(i.kind),
+                      "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", reduce ? n + r : r,
+                      ", \"ts\": ", e.start_us - origin,
+                      ", \"dur\": ", std::max<int64_t>(e.end_us - e.start_us, 1),
+                      ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
+                      ", \"stash_bytes\": ", e.stash_bytes, ", \"held_bytes\": ", e.held_bytes,
+                      reduce ? absl::StrCat(", \"rank\": ", r, ", \"bucket\": ", e.dp_bucket) : "",
+                      "}}");
     }
   }
   absl::StrAppend(&json, "\n]}\n");

@@ -5,7 +5,9 @@
 //
 // One track per rank; F, B and W as boxes named "F3 s1" (micro-batch 3, stage 1), receives as
 // boxes that include their wait, sends as instants; each event's args hold its micro-batch,
-// stage, stash_bytes and held_bytes (TraceEvent). Times are the steady clock's (one clock for
+// stage, stash_bytes and held_bytes (TraceEvent). Data-parallel gradient reductions (from launch
+// to completion, overlapping the ops) go on a second track per rank, "rank r dp" (tid = ranks +
+// r), category "dp_reduce". Times are the steady clock's (one clock for
 // every process of a host), shifted so the earliest op of any rank starts at 0.
 #pragma once
 

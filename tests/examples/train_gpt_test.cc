@@ -410,6 +410,35 @@ TEST_F(TrainGptTest, PipelinePeakStashBytesAreTheSimulators) {
   }
 }
 
+// pp 2 x dp 2: the trace holds every rank's optimizer step and, on a second track per rank, its
+// data-parallel gradient reductions, each launched before it completed and before the
+// optimizer step ended.
+TEST_F(TrainGptTest, PipelineTraceShowsTheDataParallelReductions) {
+  const Result run = RunMpi("-np 4 " + Gpt() +
+                            " --preset tiny --num_layers 4 --seq_len 32 --steps 2 --pp 2 --dp 2 "
+                            "--zero 1 --bucket_mb 0.01 --trace " +
+                            Path("dp.json"));
+  ASSERT_EQ(run.rc, 0) << run.err;
+  const nlohmann::json trace = nlohmann::json::parse(ReadAll(Path("dp.json")));
+  std::map<int, int> reductions;
+  std::map<int, double> optimizer_end;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    if (e["cat"] == "optimizer_step")
+      optimizer_end[e["tid"].get<int>()] = e["ts"].get<double>() + e["dur"].get<double>();
+  }
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] != "X" || e["cat"] != "dp_reduce") continue;
+    const int rank = e["args"]["rank"].get<int>();
+    EXPECT_EQ(e["tid"].get<int>(), 4 + rank) << "reductions go on the rank's second track";
+    EXPECT_GE(e["dur"].get<double>(), 1.0);
+    EXPECT_LE(e["ts"].get<double>() + e["dur"].get<double>(), optimizer_end[rank] + 1.0);
+    ++reductions[rank];
+  }
+  ASSERT_EQ(optimizer_end.size(), 4u);
+  for (int r = 0; r < 4; ++r) EXPECT_GT(reductions[r], 1) << "rank " << r;
+}
+
 TEST_F(TrainGptTest, BadTensorParallelLayoutsFailOnEveryRankWithWhatToChange) {
   Result r = RunMpi("-np 4 " + Gpt() + " --preset cpu-small --tp 4 --steps 2");
   EXPECT_NE(r.rc, 0);
