@@ -326,11 +326,7 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
   LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world));  // the training state, before any export
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
-    LOOM_RETURN_IF_ERROR(trainer.GatherParameters());
-    // One tensor-parallel group gathers the shards (collective over it); its rank 0 writes.
-    if (trainer.dp_group().rank() == 0) {
-      LOOM_RETURN_IF_ERROR(models::ExportGptWeights(trainer.model(), export_path));
-    }
+    LOOM_RETURN_IF_ERROR(trainer.ExportWeights(export_path));
     if (leader) std::printf("exported weights to %s\n", export_path.c_str());
   }
   return absl::OkStatus();
@@ -375,8 +371,8 @@ absl::Status Main() {
   }
   const parallel::MeshShape shape{
       .dp = options.dp, .tp = options.tp, .pp = options.pp, .order = absl::GetFlag(FLAGS_order)};
-  if (options.pp > 1 && (!absl::GetFlag(FLAGS_export).empty() || absl::GetFlag(FLAGS_eval))) {
-    return absl::UnimplementedError("--export and --eval with --pp are not supported yet");
+  if (options.pp > 1 && absl::GetFlag(FLAGS_eval)) {
+    return absl::UnimplementedError("--eval with --pp is not supported yet");
   }
   if (!absl::GetFlag(FLAGS_trace).empty() && options.pp < 2) {
     return absl::InvalidArgumentError("--trace records pipeline schedules; it needs --pp >= 2");

@@ -20,6 +20,11 @@ GptStages::GptStages(GptModel& model, const parallel::pipeline::Placement& place
     LOOM_CHECK(embedding != nullptr) << "GptStages: the tied embedding's copies need a group";
     wte->SetGradPartialOver("embedding");
   }
+  // Weights loaded whole (--resume, --init_from) are dropped where another rank runs them.
+  for (const auto& unit : LocalParameterUnits()) local_.insert(unit.begin(), unit.end());
+  for (Parameter* p : model.Parameters()) {
+    if (!holds(*p) && p->value().defined()) p->BindValue(Tensor());
+  }
 }
 
 std::pair<int, int> GptStages::StageUnits(int stage) const {

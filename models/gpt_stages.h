@@ -13,12 +13,15 @@
 // rank's stages' parameters are ever materialised. The tied embedding and head: where stage 0 and
 // the last stage are on different ranks each holds a copy of wte (the same initial values) whose
 // gradients are summed over `embedding` (the two ranks) before data parallelism reduces them, so
-// the copies stay equal; on one rank (a V placement) one weight with both uses.
+// the copies stay equal; on one rank (a V placement) one weight with both uses. Checkpoints and
+// exports gather the stages' parameters to pipeline rank 0 (Trainer), and a model loaded whole
+// keeps only this rank's stages.
 #pragma once
 
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "models/data/batch_sampler.h"
 #include "models/gpt.h"
 #include "parallel/pipeline/executor.h"
@@ -36,6 +39,9 @@ class GptStages : public parallel::pipeline::StageRunner {
   std::pair<int, int> StageUnits(int stage) const;
   // GptModel::ParameterUnits() with the units of other ranks' stages empty.
   std::vector<std::vector<parallel::Parameter*>> LocalParameterUnits();
+  // Whether this rank's stages use `p` (only those are materialised: the constructor drops the
+  // values of the others, e.g. loaded whole by --resume).
+  bool holds(const parallel::Parameter& p) const { return local_.contains(&p); }
 
   // Before a step: its (this data-parallel rank's) batch, cut into `micro_batches`; the backward
   // of each starts from loss_scale / micro_batches; stashes take `settings`' dtype and autocast.
@@ -64,6 +70,7 @@ class GptStages : public parallel::pipeline::StageRunner {
   float loss_scale_ = 1.0f;
   parallel::Stash settings_;
   double loss_sum_ = 0.0;
+  absl::flat_hash_set<const parallel::Parameter*> local_;
 };
 
 }  // namespace loom::models

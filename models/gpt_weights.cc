@@ -28,11 +28,16 @@ absl::StatusOr<std::vector<NamedTensor>> GptParameterTensors(GptModel& model) {
   return out;
 }
 
+absl::Status WriteGptWeights(const GptConfig& config, const std::vector<NamedTensor>& tensors,
+                             const std::string& path) {
+  return runtime::io::WriteSafetensors(path, tensors,
+                                       {{"format", "pt"}, {"loom_config", config.ToString()}});
+}
+
 absl::Status ExportGptWeights(GptModel& model, const std::string& path) {
   LOOM_ASSIGN_OR_RETURN(std::vector<NamedTensor> tensors, GptParameterTensors(model));
   if (model.tp() != nullptr && model.tp()->rank() != 0) return absl::OkStatus();
-  return runtime::io::WriteSafetensors(
-      path, tensors, {{"format", "pt"}, {"loom_config", model.config().ToString()}});
+  return WriteGptWeights(model.config(), tensors, path);
 }
 
 namespace {

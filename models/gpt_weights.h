@@ -29,6 +29,10 @@ namespace loom::models {
 // split, gathered over the model's tp group where it is (collective over that group). Parameters
 // this rank does not hold (other pipeline stages') are left out.
 absl::StatusOr<std::vector<runtime::io::NamedTensor>> GptParameterTensors(GptModel& model);
+// Writes whole `tensors` (GptParameterTensors') as an export of a model with `config`.
+absl::Status WriteGptWeights(const GptConfig& config,
+                             const std::vector<runtime::io::NamedTensor>& tensors,
+                             const std::string& path);
 
 absl::Status ExportGptWeights(GptModel& model, const std::string& path);
 // Copies `file`'s tensors into the (allocated) model; `source` names the file in errors.

@@ -1,10 +1,14 @@
 #include "models/trainer.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <tuple>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "comm/local/local_backend.h"
@@ -53,6 +57,44 @@ nlohmann::json RunIdentity(const TrainOptions& o, const GptConfig& c, int64_t se
           {"seed", o.seed},     {"optimizer", o.optimizer}};
 }
 
+// Rank 0 of `group` receives every other rank's tensors and adds those whose names it does not
+// hold yet; the others send theirs and keep them. Collective over `group`.
+absl::StatusOr<std::vector<io::NamedTensor>> UnionOnRankZero(std::vector<io::NamedTensor> mine,
+                                                             comm::Communicator& group,
+                                                             runtime::MemoryTag tag) {
+  using runtime::DType;
+  using runtime::MemoryTag;
+  auto words_for = [](int64_t bytes) { return std::max<int64_t>(1, (bytes + 7) / 8); };
+  if (group.rank() != 0) {
+    LOOM_ASSIGN_OR_RETURN(const std::string bytes, io::SerializeSafetensors(mine));
+    Tensor size =
+        Tensor::FromVector<int64_t>({1}, {static_cast<int64_t>(bytes.size())}, MemoryTag::kComm);
+    LOOM_RETURN_IF_ERROR(group.Send(size, 0)->Wait());
+    Tensor words =
+        Tensor::Zeros({words_for(size.data<int64_t>()[0])}, DType::kI64, MemoryTag::kComm);
+    std::memcpy(words.raw_data(), bytes.data(), bytes.size());
+    LOOM_RETURN_IF_ERROR(group.Send(words, 0)->Wait());
+    return mine;
+  }
+  absl::flat_hash_set<std::string> held;
+  for (const io::NamedTensor& t : mine) held.insert(t.name);
+  for (int r = 1; r < group.size(); ++r) {
+    Tensor size = Tensor::Empty({1}, DType::kI64, MemoryTag::kComm);
+    LOOM_RETURN_IF_ERROR(group.Recv(size, r)->Wait());
+    const int64_t bytes = size.data<int64_t>()[0];
+    Tensor words = Tensor::Empty({words_for(bytes)}, DType::kI64, MemoryTag::kComm);
+    LOOM_RETURN_IF_ERROR(group.Recv(words, r)->Wait());
+    LOOM_ASSIGN_OR_RETURN(
+        io::SafetensorsFile theirs,
+        io::ParseSafetensors(absl::string_view(static_cast<const char*>(words.raw_data()), bytes),
+                             absl::StrCat("pipeline rank ", r, "'s tensors"), tag));
+    for (io::NamedTensor& t : theirs.tensors) {
+      if (held.insert(t.name).second) mine.push_back(std::move(t));
+    }
+  }
+  return mine;
+}
+
 }  // namespace
 
 runtime::DType PrecisionDType(const std::string& name) {
@@ -79,11 +121,7 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
                " is not supported yet (a stage's gradients are final "
                "only after its step's last W); use --zero 0 or 1");
   }
-  for (const auto& [flag, set] : {std::pair<const char*, bool>{"--hsdp_shard", o.hsdp_shard > 0},
-                                  {"--save_dir", !o.save_dir.empty()},
-                                  {"--init_from", !o.init_from.empty()}}) {
-    if (set) return bad("--pp with ", flag, " is not supported yet");
-  }
+  if (o.hsdp_shard > 0) return bad("--pp with --hsdp_shard is not supported yet");
   if (o.batch % (o.dp * m) != 0) {
     return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --micro_batches ", m,
                " = ", o.dp * m);
@@ -456,16 +494,44 @@ absl::Status Trainer::SaveCheckpoint() {
   // The same files whatever the layout: whole f32 master weights and whole optimizer state.
   // The gathers are collective and fail alike on every rank.
   LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
-  absl::StatusOr<std::vector<io::NamedTensor>> weights = GptParameterTensors(*model_);
+  absl::StatusOr<std::vector<io::NamedTensor>> weights = WholeWeights();
   absl::StatusOr<std::vector<io::NamedTensor>> state = GatherOptimizerState();
   absl::Status saved = weights.ok() ? state.status() : weights.status();
-  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0;
+  if (saved.ok() && context_.pp != nullptr) {  // every stage's, on pipeline rank 0
+    state = UnionOnRankZero(*std::move(state), *context_.pp, runtime::MemoryTag::kOptimizer);
+    saved = state.status();
+  }
+  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 && context_.pp_rank() == 0;
   if (saved.ok() && writer) saved = WriteCheckpoint(*weights, *state);
   dp_->ReleaseParameters();  // the gathered weights are not kept (ZeRO-3: 4Ψ per rank)
   // Every rank joins, whatever happened on the writer, so no rank reads or reports a checkpoint
   // still being written and none waits for a rank that gave up.
   const absl::Status joined = context_.world->Barrier()->Wait();
   return saved.ok() ? joined : saved;
+}
+
+absl::StatusOr<std::vector<io::NamedTensor>> Trainer::WholeWeights() {
+  LOOM_ASSIGN_OR_RETURN(std::vector<io::NamedTensor> weights, GptParameterTensors(*model_));
+  if (context_.pp == nullptr) return weights;
+  LOOM_ASSIGN_OR_RETURN(
+      weights, UnionOnRankZero(std::move(weights), *context_.pp, runtime::MemoryTag::kParam));
+  // In the model's order, as one rank writes them.
+  absl::flat_hash_map<std::string, int> order;
+  for (parallel::Parameter* p : model_->Parameters()) order.emplace(p->name(), order.size());
+  std::stable_sort(weights.begin(), weights.end(),
+                   [&](const auto& a, const auto& b) { return order[a.name] < order[b.name]; });
+  return weights;
+}
+
+absl::Status Trainer::ExportWeights(const std::string& path) {
+  LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
+  absl::StatusOr<std::vector<io::NamedTensor>> weights = WholeWeights();
+  absl::Status written = weights.status();
+  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 && context_.pp_rank() == 0;
+  if (written.ok() && writer) written = WriteGptWeights(model_->config(), *weights, path);
+  dp_->ReleaseParameters();
+  const absl::Status joined = context_.world->Barrier()->Wait();
+  return written.ok() ? joined : written;
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
@@ -487,7 +553,11 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::ShardOptimizerState(
     const std::vector<io::NamedTensor>& whole) const {
-  std::vector<io::NamedTensor> local = whole;
+  std::vector<io::NamedTensor> local;
+  for (const io::NamedTensor& t : whole) {  // a pipeline rank: its stages' parameters'
+    const parallel::Parameter* p = StateOwner(t.name);
+    if (stages_ == nullptr || p == nullptr || stages_->holds(*p)) local.push_back(t);
+  }
   for (io::NamedTensor& t : local) {
     const parallel::Parameter* p = StateOwner(t.name);
     if (p == nullptr || !p->shard_spec().is_split()) continue;

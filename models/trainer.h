@@ -132,6 +132,9 @@ class Trainer {
   // Makes every parameter's full value readable (ZeRO-3 gathers them; see
   // DataParallel::GatherParameters). Collective over the group.
   absl::Status GatherParameters() { return dp_->GatherParameters(); }
+  // Writes the whole weights to a .safetensors file as ExportGptWeights does, whatever the layout
+  // (one rank writes). Collective over the job.
+  absl::Status ExportWeights(const std::string& path);
   // Mean loss over the first `batches` eval batches of `dataset` (see data::EvalBatch).
   absl::StatusOr<double> Evaluate(const data::TokenDataset& dataset, int64_t batches);
 
@@ -153,6 +156,10 @@ class Trainer {
   // needs the data-parallel layout before it can be loaded.
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> Resume();
   std::string StateJson() const;
+  // Every parameter whole, in the model's order (collective over tp and pp: tensor-parallel
+  // shards gathered; a pipeline's stages on its rank 0, the other pipeline ranks returning
+  // theirs).
+  absl::StatusOr<std::vector<runtime::io::NamedTensor>> WholeWeights();
   // The whole optimizer state of every parameter from this rank's (collective over dp and tp),
   // and this rank's shard of whole state (local).
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> GatherOptimizerState();
