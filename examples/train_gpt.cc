@@ -372,7 +372,8 @@ absl::Status Main() {
   const parallel::MeshShape shape{
       .dp = options.dp, .tp = options.tp, .pp = options.pp, .order = absl::GetFlag(FLAGS_order)};
   if (options.pp > 1 && absl::GetFlag(FLAGS_eval)) {
-    return absl::UnimplementedError("--eval with --pp is not supported yet");
+    return absl::InvalidArgumentError(
+        "--eval runs on one rank; evaluate a --pp run's --export (or checkpoint) without --pp");
   }
   if (!absl::GetFlag(FLAGS_trace).empty() && options.pp < 2) {
     return absl::InvalidArgumentError("--trace records pipeline schedules; it needs --pp >= 2");

@@ -116,11 +116,6 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
   if (o.grad_accum != 1) {
     return bad("with --pp, --micro_batches sets the micro-batches per step; leave --grad_accum 1");
   }
-  if (o.zero > 1) {
-    return bad("--pp with --zero ", o.zero,
-               " is not supported yet (a stage's gradients are final "
-               "only after its step's last W); use --zero 0 or 1");
-  }
   if (o.hsdp_shard > 0) return bad("--pp with --hsdp_shard is not supported yet");
   if (o.batch % (o.dp * m) != 0) {
     return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --micro_batches ", m,

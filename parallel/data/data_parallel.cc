@@ -323,8 +323,7 @@ bool DataParallel::CountsInNorm(const Parameter& p) const {
 }
 
 void DataParallel::BeginPipelineStep(int micro_batches) {
-  LOOM_CHECK(options_.zero_stage <= 1 && micro_batches >= 1)
-      << "data parallel: pipeline steps need ZeRO stage 0 or 1 and >= 1 micro-batch";
+  LOOM_CHECK(micro_batches >= 1) << "data parallel: a pipeline step needs >= 1 micro-batch";
   BeginMicroBatch(/*last=*/true);
   pipeline_micro_batches_ = micro_batches;
   hook_fires_.clear();

@@ -117,7 +117,10 @@ class DataParallel : public ParameterUseHooks {
   void BeginMicroBatch(bool last);
   // Pipeline schedules run a step's micro-batches interleaved: instead of BeginMicroBatch, a
   // parameter's gradient is final once its grad-ready hook has fired `micro_batches` times (the
-  // step's last W of it), whatever order they come in. Stages 0 and 1 only.
+  // step's last W of it), whatever order they come in. Every ZeRO stage: stage 2 keeps the full
+  // gradients from a parameter's first W to its last, then reduce-scatters them; stage 3 also
+  // gathers a unit's parameters for each of its F, B and W passes (three gathers per micro-batch
+  // where the flat backward takes two) and frees them after.
   void BeginPipelineStep(int micro_batches);
   // Waits for every reduction of the step: afterwards Slots() hold the averaged gradients.
   absl::Status FinishBackward();

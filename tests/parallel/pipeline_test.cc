@@ -1,7 +1,7 @@
 // Pipeline parallelism on ranks as threads: every schedule at pp 2 and 4 with pp and 2·pp
-// micro-batches (DualPipe-V: 2·pp and 4·pp), pp × dp, and bf16, against the single-rank run with
-// the same micro-batches (gradient accumulation over them): losses, gradient norms, and every
-// parameter on the rank that holds it.
+// micro-batches (DualPipe-V: 2·pp and 4·pp), pp × dp (every ZeRO stage), pp × tp, and bf16, against
+// the single-rank run with the same micro-batches (gradient accumulation over them): losses,
+// gradient norms, and every parameter on the rank that holds it.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -97,18 +97,28 @@ INSTANTIATE_TEST_SUITE_P(Schedules, PipelineEquivalence,
                            return name;
                          });
 
-TEST(PipelineComposition, PpTimesDpWithZero0And1) {
+// Every ZeRO stage under zb-h1 (the tied embedding on two ranks), and ZeRO-3 under the V
+// schedules (one rank holds both of its uses) and 1F1B: stage 2 reduce-scatters a gradient after
+// its last W of the step, stage 3 also gathers each unit's parameters for every F, B and W.
+TEST(PipelineComposition, PpTimesDpWithEveryZeroStage) {
   runtime::SetNumThreads(1);
-  for (int zero : {0, 1}) {
+  for (const auto& [zero, schedule] : {std::pair<int, std::string>{0, "zb-h1"},
+                                       {1, "zb-h1"},
+                                       {2, "zb-h1"},
+                                       {3, "zb-h1"},
+                                       {3, "zb-v"},
+                                       {3, "dualpipe-v"},
+                                       {2, "1f1b"}}) {
     models::TrainOptions o = Options(4);
     const RunResult reference = Reference(o);
     o.pp = 2;
     o.dp = 2;
     o.zero = zero;
-    o.schedule = "zb-h1";
+    o.schedule = schedule;
     // The tied embedding's two copies and the dp average add in other orders than one rank's
     // accumulation: the tensor-parallel tolerance.
-    ExpectPipelineEquivalent(reference, TrainOnMesh(o), "pp 2 x dp 2 zero " + std::to_string(zero),
+    ExpectPipelineEquivalent(reference, TrainOnMesh(o),
+                             "pp 2 x dp 2 zero " + std::to_string(zero) + " " + schedule,
                              testing::kTpF32Tolerance);
   }
 }
@@ -154,9 +164,9 @@ TEST(PipelineOptions, BadLayoutsSayWhatToChange) {
               ::testing::HasSubstr("--batch 8 must be a multiple of --dp 1 x --micro_batches 3"));
   o = Options(4);
   o.pp = 2;
-  o.zero = 3;
+  o.hsdp_shard = 1;
   EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
-              ::testing::HasSubstr("not supported yet"));
+              ::testing::HasSubstr("--pp with --hsdp_shard is not supported yet"));
 }
 
 }  // namespace
