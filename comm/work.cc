@@ -23,7 +23,7 @@ void Work::Complete(absl::Status status) {
     std::lock_guard<std::mutex> lock(mu_);
     LOOM_CHECK(!done_.load()) << "Work completed twice";
     status_ = std::move(status);
-    completed_us_ = NowUs();
+    completed_us_ = runtime::SteadyMicros();
     done_.store(true, std::memory_order_release);
   }
   cv_.notify_all();

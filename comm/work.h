@@ -8,12 +8,12 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
 
 #include "absl/status/status.h"
+#include "runtime/base/clock.h"
 
 namespace loom::comm {
 
@@ -39,7 +39,7 @@ class Work {
   // call before handing its Work out): no lock, no wake-up.
   void CompleteUnshared(absl::Status status) {
     status_ = std::move(status);
-    completed_us_ = NowUs();
+    completed_us_ = runtime::SteadyMicros();
     done_.store(true, std::memory_order_release);
   }
 
@@ -47,12 +47,6 @@ class Work {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> done_{false};
-  static int64_t NowUs() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-
   absl::Status status_;
   int64_t completed_us_ = 0;
 };

@@ -34,12 +34,6 @@ absl::Status WriteGptWeights(const GptConfig& config, const std::vector<NamedTen
                                        {{"format", "pt"}, {"loom_config", config.ToString()}});
 }
 
-absl::Status ExportGptWeights(GptModel& model, const std::string& path) {
-  LOOM_ASSIGN_OR_RETURN(std::vector<NamedTensor> tensors, GptParameterTensors(model));
-  if (model.tp() != nullptr && model.tp()->rank() != 0) return absl::OkStatus();
-  return WriteGptWeights(model.config(), tensors, path);
-}
-
 namespace {
 
 bool IsMaskBuffer(absl::string_view name) {

@@ -1,6 +1,7 @@
 // GPT weights as safetensors with Hugging Face GPT-2 names and layouts.
 //
-//   LOOM_RETURN_IF_ERROR(ExportGptWeights(model, "/out/model.safetensors"));
+//   LOOM_ASSIGN_OR_RETURN(auto tensors, GptParameterTensors(model));
+//   LOOM_RETURN_IF_ERROR(WriteGptWeights(model.config(), tensors, "/out/model.safetensors"));
 //   LOOM_RETURN_IF_ERROR(ImportGptWeights(model, "/hf/gpt2/model.safetensors"));
 //
 // Export writes every parameter (f32, in model order, Conv1D weights [in, out]) plus metadata
@@ -11,8 +12,9 @@
 // Any other unknown name, a missing parameter or a shape mismatch is InvalidArgument naming the
 // file and the tensor; nothing in the model changes unless the whole file is valid.
 // Files always hold whole tensors: under tensor parallelism import cuts each rank's shard out of
-// them, and export (and GptParameterTensors) gathers the shards over the model's tp group
-// (collective over it; its rank 0 writes), so a file is the same whatever the layout.
+// them, and GptParameterTensors gathers the shards over the model's tp group (collective over it;
+// one rank writes), so a file is the same whatever the layout (Trainer::ExportWeights also
+// gathers the pipeline's stages and ZeRO shards).
 #pragma once
 
 #include <string>
@@ -34,7 +36,6 @@ absl::Status WriteGptWeights(const GptConfig& config,
                              const std::vector<runtime::io::NamedTensor>& tensors,
                              const std::string& path);
 
-absl::Status ExportGptWeights(GptModel& model, const std::string& path);
 // Copies `file`'s tensors into the (allocated) model; `source` names the file in errors.
 absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile& file,
                             const std::string& source);

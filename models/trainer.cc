@@ -17,6 +17,7 @@
 #include "optim/grad_norm.h"
 #include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/shard.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/io/checkpoint.h"
@@ -360,7 +361,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   const bool scaled = options_.precision == "fp16";
   m.loss_scale = scaled ? scaler_.scale() : 1.0f;
   LOOM_ASSIGN_OR_RETURN(const float loss, RunMicroBatches(batch, m.loss_scale));
-  optimizer_event_.start_us = parallel::pipeline::TraceClockUs();
+  optimizer_event_.start_us = runtime::SteadyMicros();
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
   m.exposed_tp_ms = model_->tp_wait_ms();
@@ -462,7 +463,7 @@ std::vector<parallel::pipeline::TraceEvent> Trainer::pipeline_trace() const {
 }
 
 void Trainer::FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start) {
-  optimizer_event_.end_us = parallel::pipeline::TraceClockUs();
+  optimizer_event_.end_us = runtime::SteadyMicros();
   m.step_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(tokens_per_step()) / (m.step_ms / 1000.0);
@@ -487,22 +488,25 @@ absl::Status Trainer::SaveCheckpoint() {
     return absl::FailedPreconditionError("no --save_dir given: nowhere to save the checkpoint");
   }
   // The same files whatever the layout: whole f32 master weights and whole optimizer state.
+  return WriteWhole(/*optimizer_state=*/true, [&](const auto& weights, const auto& state) {
+    return WriteCheckpoint(weights, state);
+  });
+}
+
+absl::Status Trainer::WriteWhole(bool optimizer_state, const WholeWriter& write) {
   // The gathers are collective and fail alike on every rank.
   LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
   absl::StatusOr<std::vector<io::NamedTensor>> weights = WholeWeights();
-  absl::StatusOr<std::vector<io::NamedTensor>> state = GatherOptimizerState();
-  absl::Status saved = weights.ok() ? state.status() : weights.status();
-  if (saved.ok() && context_.pp != nullptr) {  // every stage's, on pipeline rank 0
-    state = UnionOnRankZero(*std::move(state), *context_.pp, runtime::MemoryTag::kOptimizer);
-    saved = state.status();
-  }
+  absl::StatusOr<std::vector<io::NamedTensor>> state = std::vector<io::NamedTensor>{};
+  if (weights.ok() && optimizer_state) state = GatherOptimizerState();
+  absl::Status written = weights.ok() ? state.status() : weights.status();
   const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 && context_.pp_rank() == 0;
-  if (saved.ok() && writer) saved = WriteCheckpoint(*weights, *state);
+  if (written.ok() && writer) written = write(*weights, *state);
   dp_->ReleaseParameters();  // the gathered weights are not kept (ZeRO-3: 4Ψ per rank)
-  // Every rank joins, whatever happened on the writer, so no rank reads or reports a checkpoint
-  // still being written and none waits for a rank that gave up.
+  // Every rank joins, whatever happened on the writer, so no rank reads or reports a file still
+  // being written and none waits for a rank that gave up.
   const absl::Status joined = context_.world->Barrier()->Wait();
-  return saved.ok() ? joined : saved;
+  return written.ok() ? joined : written;
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::WholeWeights() {
@@ -519,31 +523,26 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::WholeWeights() {
 }
 
 absl::Status Trainer::ExportWeights(const std::string& path) {
-  LOOM_RETURN_IF_ERROR(dp_->GatherParameters());
-  absl::StatusOr<std::vector<io::NamedTensor>> weights = WholeWeights();
-  absl::Status written = weights.status();
-  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 && context_.pp_rank() == 0;
-  if (written.ok() && writer) written = WriteGptWeights(model_->config(), *weights, path);
-  dp_->ReleaseParameters();
-  const absl::Status joined = context_.world->Barrier()->Wait();
-  return written.ok() ? joined : written;
+  return WriteWhole(/*optimizer_state=*/false, [&](const auto& weights, const auto&) {
+    return WriteGptWeights(model_->config(), weights, path);
+  });
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
   LOOM_ASSIGN_OR_RETURN(
       std::vector<io::NamedTensor> state,
       dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes()));
-  if (context_.tp_size() == 1) return state;
   // Each tensor is the flat state of this rank's shard of a parameter: gathered whole, flat.
   for (io::NamedTensor& t : state) {
     const parallel::Parameter* p = StateOwner(t.name);
-    if (p == nullptr || !p->shard_spec().is_split()) continue;
+    if (context_.tp_size() == 1 || p == nullptr || !p->shard_spec().is_split()) continue;
     LOOM_ASSIGN_OR_RETURN(
         Tensor whole, parallel::GatherShards(t.tensor.Reshape(p->local_shape()), p->global_shape(),
                                              p->shard_spec(), *context_.tp));
     t.tensor = whole.Reshape({whole.numel()});
   }
-  return state;
+  if (context_.pp == nullptr) return state;
+  return UnionOnRankZero(std::move(state), *context_.pp, runtime::MemoryTag::kOptimizer);
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::ShardOptimizerState(

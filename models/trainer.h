@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -132,8 +133,8 @@ class Trainer {
   // Makes every parameter's full value readable (ZeRO-3 gathers them; see
   // DataParallel::GatherParameters). Collective over the group.
   absl::Status GatherParameters() { return dp_->GatherParameters(); }
-  // Writes the whole weights to a .safetensors file as ExportGptWeights does, whatever the layout
-  // (one rank writes). Collective over the job.
+  // Writes the whole weights to a .safetensors file (WriteGptWeights), whatever the layout (one
+  // rank writes). Collective over the job.
   absl::Status ExportWeights(const std::string& path);
   // Mean loss over the first `batches` eval batches of `dataset` (see data::EvalBatch).
   absl::StatusOr<double> Evaluate(const data::TokenDataset& dataset, int64_t batches);
@@ -160,8 +161,13 @@ class Trainer {
   // shards gathered; a pipeline's stages on its rank 0, the other pipeline ranks returning
   // theirs).
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> WholeWeights();
-  // The whole optimizer state of every parameter from this rank's (collective over dp and tp),
-  // and this rank's shard of whole state (local).
+  // Gathers the whole weights (and optimizer state) and has one rank write them with `write`;
+  // every rank joins before returning. Collective over the job.
+  using WholeWriter = std::function<absl::Status(const std::vector<runtime::io::NamedTensor>&,
+                                                 const std::vector<runtime::io::NamedTensor>&)>;
+  absl::Status WriteWhole(bool optimizer_state, const WholeWriter& write);
+  // The whole optimizer state of every parameter this rank holds (collective over dp, tp and pp:
+  // a pipeline's stages on its rank 0), and this rank's shard of whole state (local).
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> GatherOptimizerState();
   absl::StatusOr<std::vector<runtime::io::NamedTensor>> ShardOptimizerState(
       const std::vector<runtime::io::NamedTensor>& whole) const;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "optim/grad_norm.h"
 #include "runtime/base/check.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/dtype.h"
 #include "runtime/kernels/elementwise.h"
@@ -388,10 +389,7 @@ void DataParallel::LaunchReduce(int bucket) {
     }
   }
   b.span = static_cast<int>(reduction_spans_.size());
-  reduction_spans_.push_back({.bucket = bucket,
-                              .start_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                              std::chrono::steady_clock::now().time_since_epoch())
-                                              .count()});
+  reduction_spans_.push_back({.bucket = bucket, .start_us = runtime::SteadyMicros()});
   if (options_.zero_stage == 0) {
     b.reduce = group_.AllReduce(*send, *send, comm::ReduceOp::kAvg);
     return;

@@ -50,7 +50,7 @@ absl::Status Executor::RunStep() {
   for (const Instr& i : schedule_.ranks[rank_]) {
     const Key key{i.micro_batch, i.stage};
     if (absl::Status s = finish_sends(); !s.ok()) return s;
-    const int64_t start = TraceClockUs();
+    const int64_t start = runtime::SteadyMicros();
     int64_t stash_bytes = 0;
     switch (i.kind) {
       case OpKind::kForward: {
@@ -97,7 +97,7 @@ absl::Status Executor::RunStep() {
     }
     trace_.push_back({.instr = i,
                       .start_us = start,
-                      .end_us = TraceClockUs(),
+                      .end_us = runtime::SteadyMicros(),
                       .stash_bytes = stash_bytes,
                       .held_bytes = held_bytes()});
   }

@@ -10,7 +10,6 @@
 // schedule puts it. Each (micro-batch, stage) gets its own stash, freed as soon as its W is done.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -21,6 +20,7 @@
 #include "parallel/pipeline/channels.h"
 #include "parallel/pipeline/ir.h"
 #include "parallel/stash.h"
+#include "runtime/base/clock.h"
 
 namespace loom::parallel::pipeline {
 
@@ -43,13 +43,6 @@ class StageRunner {
   // The shape of the activation (and gradient) between stages, for receive buffers.
   virtual runtime::Shape BoundaryShape() const = 0;
 };
-
-// The clock of traces: microseconds of the steady clock (one clock for every process of a host).
-inline int64_t TraceClockUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // One op as it ran: its instruction, its start and end (microseconds of the steady clock, which
 // is one clock for every process of a host), and activation memory.

@@ -97,11 +97,20 @@ INSTANTIATE_TEST_SUITE_P(Schedules, PipelineEquivalence,
                            return name;
                          });
 
+// pp 2 with 4 micro-batches in layout `o` (Options(4) with its pp, dp, tp, ZeRO and schedule set)
+// against the single-rank run `reference`: the tied embedding's two copies and the dp and tp sums
+// add in other orders than one rank's accumulation, so the tensor-parallel tolerance.
+void ExpectComposedMatchesOneRank(const RunResult& reference, const models::TrainOptions& o,
+                                  const std::string& what) {
+  ExpectPipelineEquivalent(reference, TrainOnMesh(o), what, testing::kTpF32Tolerance);
+}
+
 // Every ZeRO stage under zb-h1 (the tied embedding on two ranks), and ZeRO-3 under the V
 // schedules (one rank holds both of its uses) and 1F1B: stage 2 reduce-scatters a gradient after
 // its last W of the step, stage 3 also gathers each unit's parameters for every F, B and W.
 TEST(PipelineComposition, PpTimesDpWithEveryZeroStage) {
   runtime::SetNumThreads(1);
+  const RunResult reference = Reference(Options(4));
   for (const auto& [zero, schedule] : {std::pair<int, std::string>{0, "zb-h1"},
                                        {1, "zb-h1"},
                                        {2, "zb-h1"},
@@ -110,16 +119,12 @@ TEST(PipelineComposition, PpTimesDpWithEveryZeroStage) {
                                        {3, "dualpipe-v"},
                                        {2, "1f1b"}}) {
     models::TrainOptions o = Options(4);
-    const RunResult reference = Reference(o);
     o.pp = 2;
     o.dp = 2;
     o.zero = zero;
     o.schedule = schedule;
-    // The tied embedding's two copies and the dp average add in other orders than one rank's
-    // accumulation: the tensor-parallel tolerance.
-    ExpectPipelineEquivalent(reference, TrainOnMesh(o),
-                             "pp 2 x dp 2 zero " + std::to_string(zero) + " " + schedule,
-                             testing::kTpF32Tolerance);
+    ExpectComposedMatchesOneRank(reference, o,
+                                 "pp 2 x dp 2 zero " + std::to_string(zero) + " " + schedule);
   }
 }
 
@@ -128,17 +133,16 @@ TEST(PipelineComposition, PpTimesDpWithEveryZeroStage) {
 // activations to the same tp rank of the next stage.
 TEST(PipelineComposition, PpTimesTp) {
   runtime::SetNumThreads(1);
+  const RunResult reference = Reference(Options(4));
   for (const auto& [schedule, sp] :
        {std::pair<std::string, bool>{"1f1b", false}, {"zb-v", false}, {"zb-h1", true}}) {
     models::TrainOptions o = Options(4);
-    const RunResult reference = Reference(o);
     o.pp = 2;
     o.tp = 2;
     o.sequence_parallel = sp;
     o.schedule = schedule;
-    ExpectPipelineEquivalent(reference, TrainOnMesh(o),
-                             "pp 2 x tp 2 " + schedule + (sp ? " sequence parallel" : ""),
-                             testing::kTpF32Tolerance);
+    ExpectComposedMatchesOneRank(reference, o,
+                                 "pp 2 x tp 2 " + schedule + (sp ? " sequence parallel" : ""));
   }
 }
 
