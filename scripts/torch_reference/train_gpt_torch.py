@@ -142,6 +142,24 @@ def clip_tp_grad_norm(model, max_norm):
         (g.to_local() if hasattr(g, "to_local") else g).mul_(coef)
 
 
+def adamw(params, lr):
+    """loom's AdamW settings: betas 0.9/0.95, weight decay 0.1 on matrices and embeddings only."""
+    params = list(params)
+    return torch.optim.AdamW([{"params": [p for p in params if p.dim() == 2], "weight_decay": 0.1},
+                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def record_step(steps, loss, t0, tokens, rank):
+    """Appends the step that started at t0 to `steps` (and prints it on rank 0)."""
+    ms = (time.perf_counter() - t0) * 1000
+    tok_s = tokens / (ms / 1000)
+    steps.append({"step": len(steps) + 1, "loss": loss, "step_ms": ms, "tokens_per_s": tok_s})
+    if rank == 0:
+        print(f"step {len(steps):4d} | loss {loss:.4f} | {ms:8.1f} ms | {tok_s:8.0f} tok/s",
+              flush=True)
+
+
 class Stage(nn.Module):
     """One pipeline stage: `blocks` blocks, the embeddings before them on the first stage, ln_f
     and the LM head after them on the last (its own weight: PyTorch's pipelining does not tie
@@ -210,11 +228,7 @@ def train_pp(args, rank, world):
     schedule = cls(stages if chunks > 1 else stages[0], n_microbatches=args.micro_batches,
                    loss_fn=loss_fn)
     params = [p for m in modules for p in m.parameters()]
-    decay = [p for p in params if p.dim() == 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(params, args.lr)
     torch.manual_seed(1337)
     data = torch.randint(0, cfg["vocab"], (args.steps, args.batch, T + 1))
     steps = []
@@ -238,13 +252,7 @@ def train_pp(args, rank, world):
                 if p.grad is not None:
                     p.grad.mul_(coef)
         opt.step()
-        ms = (time.perf_counter() - t0) * 1000
-        tok_s = args.batch * T / (ms / 1000)
-        loss = sq[1].item()
-        steps.append({"step": step + 1, "loss": loss, "step_ms": ms, "tokens_per_s": tok_s})
-        if rank == 0:
-            print(f"step {step + 1:4d} | loss {loss:.4f} | {ms:8.1f} ms | "
-                  f"{tok_s:8.0f} tok/s", flush=True)
+        record_step(steps, sq[1].item(), t0, args.batch * T, rank)
     return steps
 
 
@@ -273,11 +281,7 @@ def train(args, rank=0, world=1):
         if args.bf16_grads:
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
             net.register_comm_hook(None, default_hooks.bf16_compress_hook)
-    decay = [p for p in model.parameters() if p.dim() == 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(model.parameters(), args.lr)
     data = torch.randint(0, cfg["vocab"], (args.steps, args.batch, T + 1))
     per = args.batch if args.tp else args.batch // world  # tensor parallelism: the whole batch
     loss_context = contextlib.nullcontext
@@ -297,12 +301,7 @@ def train(args, rank=0, world=1):
         else:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        ms = (time.perf_counter() - t0) * 1000
-        tok_s = args.batch * T / (ms / 1000)
-        steps.append({"step": step + 1, "loss": loss.item(), "step_ms": ms, "tokens_per_s": tok_s})
-        if rank == 0:
-            print(f"step {step + 1:4d} | loss {loss.item():.4f} | {ms:8.1f} ms | "
-                  f"{tok_s:8.0f} tok/s", flush=True)
+        record_step(steps, loss.item(), t0, args.batch * T, rank)
     return steps
 
 
