@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/matmul.h"
+#include "runtime/kernels/moe.h"
 #include "runtime/tensor.h"
 
 namespace loom::runtime::kernels::cpu {
@@ -48,6 +50,22 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, int64_t v
 // The table holds rows [vocab_start, vocab_start + rows); other ids give zero rows / are skipped.
 void EmbeddingForward(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out);
 void EmbeddingBackward(const Tensor& dout, const Tensor& ids, int64_t vocab_start, Tensor& dtable);
+
+void RouterScores(const Tensor& logits, RouterScore kind, Tensor& scores);
+void RouterScoresBackward(const Tensor& dscores, const Tensor& scores, RouterScore kind,
+                          Tensor& dlogits);
+// bias: [E] or nullptr.
+void TopKGate(const Tensor& scores, const float* bias, const TopKOptions& options, Tensor& experts,
+              Tensor& gates);
+void TopKGateBackward(const Tensor& scores, const Tensor& experts, const Tensor& dgates,
+                      const TopKOptions& options, Tensor& dscores);
+void PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capacity, Tensor& row_of,
+                 std::vector<int64_t>& counts, std::vector<int64_t>& load, int64_t& dropped);
+void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out);
+// gates: [N, K] or nullptr (weights 1).
+void MoeCombine(const Tensor& y, const Tensor& row_of, const float* gates, Tensor& out);
+void MoeCombineBackward(const Tensor& dout, const Tensor& y, const Tensor& row_of,
+                        const Tensor& gates, Tensor& dy, Tensor& dgates);
 
 void Add(const Tensor& a, const Tensor& b, Tensor& out);
 void Scale(Tensor& x, float factor);
