@@ -11,6 +11,7 @@ Stash Stash::EmptyLike() const {
   s.activation_dtype_ = activation_dtype_;
   s.autocast_ = autocast_;
   s.sequence_length_ = sequence_length_;
+  s.loss_grad_scale_ = loss_grad_scale_;
   return s;
 }
 

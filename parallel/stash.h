@@ -65,12 +65,24 @@ class Stash {
   // sequences from it. 0: not set.
   void SetSequenceLength(int64_t t) { sequence_length_ = t; }
   int64_t sequence_length() const { return sequence_length_; }
+  // The factor the loss's gradient is scaled by in this micro-batch's backward (1 / micro-batches,
+  // times the fp16 loss scale; set by the model before any backward): layers that add a loss term
+  // of their own (the MoE layer's auxiliary balance loss) scale its gradient alike.
+  void SetLossGradScale(float scale) { loss_grad_scale_ = scale; }
+  float loss_grad_scale() const { return loss_grad_scale_; }
+  // Auxiliary loss terms this micro-batch's forward added (for the metrics; their gradients are
+  // the layers' own).
+  void AddAuxLoss(double value) { aux_loss_ += value; }
+  double aux_loss() const { return aux_loss_; }
   // An empty stash with this one's settings (activation dtype, autocast, sequence length), e.g.
   // for a forward pass whose activations are dropped (recompute).
   Stash EmptyLike() const;
   bool Contains(const void* owner, absl::string_view slot) const;
   void Erase(const void* owner, absl::string_view slot);
-  void Clear() { tensors_.clear(); }
+  void Clear() {
+    tensors_.clear();
+    aux_loss_ = 0.0;
+  }
 
   int64_t size() const { return static_cast<int64_t>(tensors_.size()); }
   // Bytes of the stashed tensors (views count their own size).
@@ -93,6 +105,8 @@ class Stash {
   runtime::DType activation_dtype_ = runtime::DType::kF32;
   bool autocast_ = false;
   int64_t sequence_length_ = 0;
+  float loss_grad_scale_ = 1.0f;
+  double aux_loss_ = 0.0;
 };
 
 }  // namespace loom::parallel

@@ -1,0 +1,324 @@
+#include "parallel/layers/moe.h"
+
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/base/check.h"
+#include "runtime/kernels/activation.h"
+#include "runtime/kernels/elementwise.h"
+#include "runtime/kernels/matmul.h"
+
+namespace loom::parallel {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Shape;
+using runtime::Tensor;
+namespace kernels = runtime::kernels;
+
+namespace {
+
+Tensor F32(const Shape& shape) { return Tensor::Zeros(shape, DType::kF32, MemoryTag::kActivation); }
+Tensor I64(const std::vector<int64_t>& v) {
+  return Tensor::FromVector<int64_t>({static_cast<int64_t>(v.size())}, v, MemoryTag::kActivation);
+}
+std::vector<int64_t> Longs(const Tensor& t) {
+  return {t.data<int64_t>(), t.data<int64_t>() + t.numel()};
+}
+
+// The expert tensors [E, a, b], split along the experts over "ep".
+ShardSpec ExpertSpec(const MoeOptions& o) {
+  if (o.ep == nullptr || o.ep->size() == 1) return ShardSpec::Replicated();
+  return ShardSpec::Split(/*dim=*/0, "ep", o.ep->rank(), o.ep->size());
+}
+
+// A replicated parameter that sees only this ep rank's tokens.
+ShardSpec ReplicatedSpec(const MoeOptions& o) {
+  ShardSpec s = ShardSpec::Replicated();
+  if (o.ep != nullptr && o.ep->size() > 1) s.grad_partial_over = "ep";
+  return s;
+}
+
+// Segment bookkeeping of one micro-batch's exchange, kept in the stash as i64 tensors.
+struct Routing {
+  std::vector<int64_t> send_rows, recv_rows;  // per ep rank
+  std::vector<int64_t> segment_rows;          // received rows per (source, local expert)
+  std::vector<int> segment_weight;            // the local expert of each segment
+};
+
+}  // namespace
+
+MoeLayer::MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& options)
+    : dim_(dim),
+      options_(options),
+      router_(prefix + ".gate.weight", {options.num_experts, dim}, ReplicatedSpec(options),
+              /*weight_decay=*/true),
+      gate_proj_(prefix + ".experts.gate_proj.weight",
+                 {options.num_experts, options.expert_hidden, dim}, ExpertSpec(options), true),
+      up_proj_(prefix + ".experts.up_proj.weight",
+               {options.num_experts, options.expert_hidden, dim}, ExpertSpec(options), true),
+      down_proj_(prefix + ".experts.down_proj.weight",
+                 {options.num_experts, dim, options.expert_hidden}, ExpertSpec(options), true),
+      bias_name_(prefix + ".gate.e_score_correction_bias"),
+      bias_(Tensor::Zeros({options.num_experts}, DType::kF32, MemoryTag::kParam)),
+      load_(options.num_experts, 0) {
+  LOOM_CHECK(options.num_experts % ep_size() == 0 && options.top_k >= 1 &&
+             options.top_k <= options.num_experts && options.expert_hidden > 0)
+      << prefix << ": " << options.num_experts << " experts, top-" << options.top_k << ", hidden "
+      << options.expert_hidden << " over " << ep_size() << " ep ranks";
+  for (Parameter* p : {&router_, &gate_proj_, &up_proj_, &down_proj_}) p->AddUse();
+  if (options.shared_experts > 0) {
+    shared_ = std::make_unique<SwiGluMlp>(prefix + ".shared_experts", dim,
+                                          options.shared_experts * options.expert_hidden);
+    if (options.ep != nullptr && options.ep->size() > 1) {
+      for (Parameter* p : shared_->Parameters()) p->SetGradPartialOver("ep");
+    }
+  }
+}
+
+kernels::TopKOptions MoeLayer::TopK() const {
+  return {.k = options_.top_k,
+          .groups = options_.groups,
+          .top_groups = options_.top_groups,
+          .normalize = options_.normalize_gates,
+          .scale = options_.route_scale};
+}
+
+Tensor MoeLayer::Exchange(const Tensor& in, const std::vector<int64_t>& send_rows,
+                          const std::vector<int64_t>& recv_rows) const {
+  if (ep_size() == 1) return in;
+  const int64_t width = in.dim(1);
+  std::vector<int64_t> send, recv;
+  for (int64_t r : send_rows) send.push_back(r * width);
+  for (int64_t r : recv_rows) recv.push_back(r * width);
+  Tensor out =
+      Tensor::Empty({std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width},
+                    DType::kF32, MemoryTag::kActivation);
+  const absl::Status s = options_.ep->AllToAllV(in, send, out, recv)->Wait();
+  LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
+  return out;
+}
+
+Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
+  const int64_t n = x_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
+  const Tensor x = x_in.Reshape({n, dim_});
+  stash.Put(this, "x", x);
+  Tensor logits = F32({n, e}), scores = F32({n, e});
+  kernels::Matmul(x, router_.value(), logits, {.trans_b = true});
+  kernels::RouterScores(logits, options_.score, scores);
+  Tensor experts = Tensor::Empty({n, k}, DType::kI32, MemoryTag::kActivation);
+  Tensor gates = F32({n, k});
+  kernels::TopKGate(scores, bias_, TopK(), experts, gates);
+  const int64_t capacity =
+      options_.capacity_factor > 0 ? kernels::ExpertCapacity(options_.capacity_factor, n, k, e) : 0;
+  kernels::RoutingPlan plan = kernels::PlanRouting(experts, e, capacity);
+  Tensor xp = F32({plan.rows(), dim_});
+  kernels::MoePermute(x, plan.row_of, xp);
+
+  // Who gets which rows: expert j lives on ep rank j / local_experts().
+  const int p = ep_size();
+  const int64_t local = local_experts();
+  Routing r;
+  r.send_rows.assign(p, 0);
+  for (int64_t j = 0; j < e; ++j) r.send_rows[j / local] += plan.counts[j];
+  if (p == 1) {
+    r.recv_rows = r.send_rows;
+    r.segment_rows = plan.counts;
+  } else {
+    Tensor counts = I64(plan.counts), received = I64(plan.counts);
+    const absl::Status s = options_.ep->AllToAll(counts, received)->Wait();
+    LOOM_CHECK(s.ok()) << router_.name() << ": exchanging expert counts failed: " << s;
+    r.segment_rows = Longs(received);  // [source][local expert]
+    r.recv_rows.assign(p, 0);
+    for (int64_t i = 0; i < e; ++i) r.recv_rows[i / local] += r.segment_rows[i];
+  }
+  for (int64_t i = 0; i < e; ++i) r.segment_weight.push_back(static_cast<int>(i % local));
+
+  const Tensor xr = Exchange(xp, r.send_rows, r.recv_rows);
+  const int64_t rows = xr.dim(0), h = options_.expert_hidden;
+  Tensor g = F32({rows, h}), u = F32({rows, h}), a = F32({rows, h}), yr = F32({rows, dim_});
+  kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
+                         {.trans_b = true});
+  kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
+                         {.trans_b = true});
+  kernels::SwiGLUForward(g, u, a);
+  kernels::GroupedMatmul(a, down_proj_.value(), r.segment_rows, r.segment_weight, yr,
+                         {.trans_b = true});
+  const Tensor yp = Exchange(yr, r.recv_rows, r.send_rows);
+  Tensor y = F32({n, dim_});
+  kernels::MoeCombine(yp, plan.row_of, &gates, y);
+  if (shared_ != nullptr) kernels::AddInto(y, shared_->Forward(stash, x));
+
+  stash.Put(this, "xr", xr);
+  stash.Put(this, "g", g);
+  stash.Put(this, "u", u);
+  stash.Put(this, "a", a);
+  stash.Put(this, "yp", yp);
+  stash.PutExact(this, "scores", scores);
+  stash.PutExact(this, "gates", gates);
+  stash.PutExact(this, "experts", experts);
+  stash.PutExact(this, "row_of", plan.row_of);
+  stash.PutExact(this, "send_rows", I64(r.send_rows));
+  stash.PutExact(this, "recv_rows", I64(r.recv_rows));
+  stash.PutExact(this, "segment_rows", I64(r.segment_rows));
+  std::vector<int64_t> load = plan.load;
+  load.push_back(plan.dropped);
+  stash.PutExact(this, "load", I64(load));
+  if (options_.aux_loss_coef > 0) stash.AddAuxLoss(AuxLoss(stash, scores, experts));
+  return y.Reshape(x_in.shape());
+}
+
+Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
+  const int64_t n = dy_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
+  const Tensor dy = dy_in.Reshape({n, dim_});
+  Tensor dx = shared_ != nullptr ? shared_->BackwardInput(stash, dy) : F32({n, dim_});
+  const Tensor row_of = stash.Get(this, "row_of"), gates = stash.Get(this, "gates");
+  const Tensor yp = stash.Get(this, "yp");
+  const std::vector<int64_t> send_rows = Longs(stash.Get(this, "send_rows"));
+  const std::vector<int64_t> recv_rows = Longs(stash.Get(this, "recv_rows"));
+  const std::vector<int64_t> segment_rows = Longs(stash.Get(this, "segment_rows"));
+  std::vector<int> segment_weight;
+  for (int64_t i = 0; i < e; ++i) segment_weight.push_back(static_cast<int>(i % local_experts()));
+
+  Tensor dyp = F32(yp.shape()), dgates = F32({n, k});
+  kernels::MoeCombineBackward(dy, yp, row_of, gates, dyp, dgates);
+  const Tensor dyr = Exchange(dyp, send_rows, recv_rows);
+  const Tensor xr = stash.Get(this, "xr"), g = stash.Get(this, "g"), u = stash.Get(this, "u");
+  const Tensor a = stash.Get(this, "a");
+  const int64_t rows = xr.dim(0), h = options_.expert_hidden;
+  Tensor da = F32({rows, h}), dg = F32({rows, h}), du = F32({rows, h}), dxr = F32({rows, dim_});
+  kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, segment_rows, segment_weight, &da,
+                                 nullptr, {.trans_b = true});
+  kernels::SwiGLUBackward(da, g, u, dg, du);
+  kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, segment_rows, segment_weight, &dxr,
+                                 nullptr, {.trans_b = true});
+  kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, segment_rows, segment_weight, &dxr,
+                                 nullptr, {.trans_b = true});
+  stash.Put(this, "dyr", dyr);
+  stash.Put(this, "dg", dg);
+  stash.Put(this, "du", du);
+  const Tensor dxp = Exchange(dxr, recv_rows, send_rows);
+  Tensor dx_routed = F32({n, dim_});
+  kernels::MoeCombine(dxp, row_of, nullptr, dx_routed);
+  kernels::AddInto(dx, dx_routed);
+
+  const Tensor scores = stash.Get(this, "scores"), experts = stash.Get(this, "experts");
+  Tensor dscores = F32({n, e}), dlogits = F32({n, e});
+  kernels::TopKGateBackward(scores, experts, dgates, TopK(), dscores);
+  if (options_.aux_loss_coef > 0) AuxLossBackward(stash, scores, experts, dscores);
+  kernels::RouterScoresBackward(dscores, scores, options_.score, dlogits);
+  kernels::Matmul(dlogits, router_.value(), dx, {.beta = 1.0f});
+  stash.PutExact(this, "dlogits", dlogits);
+  return dx.Reshape(dy_in.shape());
+}
+
+void MoeLayer::BackwardWeight(Stash& stash) {
+  const int64_t e = options_.num_experts;
+  kernels::MatmulBackward(stash.Get(this, "x"), router_.value(), stash.Get(this, "dlogits"),
+                          nullptr, &router_.grad(), {.trans_b = true});
+  const std::vector<int64_t> segment_rows = Longs(stash.Get(this, "segment_rows"));
+  std::vector<int> segment_weight;
+  for (int64_t i = 0; i < e; ++i) segment_weight.push_back(static_cast<int>(i % local_experts()));
+  const Tensor xr = stash.Get(this, "xr");
+  kernels::GroupedMatmulBackward(stash.Get(this, "a"), down_proj_.value(), stash.Get(this, "dyr"),
+                                 segment_rows, segment_weight, nullptr, &down_proj_.grad(),
+                                 {.trans_b = true});
+  kernels::GroupedMatmulBackward(xr, gate_proj_.value(), stash.Get(this, "dg"), segment_rows,
+                                 segment_weight, nullptr, &gate_proj_.grad(), {.trans_b = true});
+  kernels::GroupedMatmulBackward(xr, up_proj_.value(), stash.Get(this, "du"), segment_rows,
+                                 segment_weight, nullptr, &up_proj_.grad(), {.trans_b = true});
+  for (Parameter* p : {&router_, &gate_proj_, &up_proj_, &down_proj_}) p->ContributionDone();
+  if (shared_ != nullptr) shared_->BackwardWeight(stash);
+  const std::vector<int64_t> load = Longs(stash.Get(this, "load"));
+  for (int64_t j = 0; j < e; ++j) load_[j] += load[j];
+  dropped_ += load[e];
+}
+
+std::vector<Parameter*> MoeLayer::Parameters() {
+  std::vector<Parameter*> params = {&router_, &gate_proj_, &up_proj_, &down_proj_};
+  if (shared_ != nullptr) {
+    for (Parameter* p : shared_->Parameters()) params.push_back(p);
+  }
+  return params;
+}
+
+absl::StatusOr<std::vector<int64_t>> MoeLayer::TakeLoad(
+    const std::vector<comm::Communicator*>& groups) {
+  Tensor total = I64(load_);
+  for (comm::Communicator* group : groups) {
+    if (group == nullptr || group->size() == 1) continue;
+    absl::Status s = group->AllReduce(total, total, comm::ReduceOp::kSum)->Wait();
+    if (!s.ok()) return s;
+  }
+  std::fill(load_.begin(), load_.end(), 0);
+  dropped_ = 0;
+  return Longs(total);
+}
+
+void MoeLayer::UpdateBias(const std::vector<int64_t>& load) {
+  if (options_.bias_update_rate == 0.0f) return;
+  const double mean = std::accumulate(load.begin(), load.end(), 0.0) / load.size();
+  float* b = bias_.data<float>();
+  for (size_t j = 0; j < load.size(); ++j) {
+    const double diff = mean - static_cast<double>(load[j]);
+    b[j] += options_.bias_update_rate * static_cast<float>((diff > 0) - (diff < 0));
+  }
+}
+
+namespace {
+
+// Tokens per sequence of the micro-batch (all n tokens when the stash does not say).
+int64_t SequenceLength(const Stash& stash, int64_t n) {
+  const int64_t t = stash.sequence_length();
+  return t > 0 && n % t == 0 ? t : n;
+}
+
+}  // namespace
+
+double MoeLayer::AuxLoss(const Stash& stash, const Tensor& scores, const Tensor& experts) const {
+  const int64_t n = scores.dim(0), e = options_.num_experts, k = options_.top_k;
+  const int64_t t = SequenceLength(stash, n), sequences = n / t;
+  const float* s = scores.data<float>();
+  const int32_t* ex = experts.data<int32_t>();
+  double total = 0.0;
+  for (int64_t b = 0; b < sequences; ++b) {
+    std::vector<double> f(e, 0.0), prob(e, 0.0);
+    for (int64_t i = b * t; i < (b + 1) * t; ++i) {
+      for (int64_t c = 0; c < k; ++c) f[ex[i * k + c]] += static_cast<double>(e) / (k * t);
+      const double sum = std::accumulate(s + i * e, s + (i + 1) * e, 0.0);
+      for (int64_t j = 0; j < e; ++j) prob[j] += s[i * e + j] / sum / t;
+    }
+    for (int64_t j = 0; j < e; ++j) total += options_.aux_loss_coef * f[j] * prob[j];
+  }
+  return total / sequences;
+}
+
+void MoeLayer::AuxLossBackward(const Stash& stash, const Tensor& scores, const Tensor& experts,
+                               Tensor& dscores) const {
+  const int64_t n = scores.dim(0), e = options_.num_experts, k = options_.top_k;
+  const int64_t t = SequenceLength(stash, n), sequences = n / t;
+  const float* s = scores.data<float>();
+  const int32_t* ex = experts.data<int32_t>();
+  float* ds = dscores.data<float>();
+  const double scale = stash.loss_grad_scale() * options_.aux_loss_coef / (sequences * t);
+  for (int64_t b = 0; b < sequences; ++b) {
+    std::vector<double> f(e, 0.0);
+    for (int64_t i = b * t; i < (b + 1) * t; ++i) {
+      for (int64_t c = 0; c < k; ++c) f[ex[i * k + c]] += static_cast<double>(e) / (k * t);
+    }
+    // ∂/∂p_j = scale · f_j for p = s / Σ s; through the normalisation:
+    // ∂/∂s_j = (∂/∂p_j − Σ_i ∂/∂p_i · s_i / S) / S.
+    for (int64_t i = b * t; i < (b + 1) * t; ++i) {
+      const float* si = s + i * e;
+      const double sum = std::accumulate(si, si + e, 0.0);
+      double weighted = 0.0;
+      for (int64_t j = 0; j < e; ++j) weighted += scale * f[j] * si[j] / sum;
+      for (int64_t j = 0; j < e; ++j) {
+        ds[i * e + j] += static_cast<float>((scale * f[j] - weighted) / sum);
+      }
+    }
+  }
+}
+
+}  // namespace loom::parallel

@@ -1,0 +1,116 @@
+// Mixture of experts (DeepSeek-V3 style), a drop-in for a TransformerBlock's MLP slot.
+//
+//   MoeOptions o{.num_experts = 16, .top_k = 4, .expert_hidden = 128, .shared_experts = 1};
+//   MoeLayer moe("h.1.mlp", /*dim=*/256, o);
+//   Tensor y = moe.Forward(stash, x);     // x, y: [..., 256]
+//
+// y = Σ_k gate_k · expert_{e_k}(x) + shared(x) per token: a router (logits = x · gateᵀ, then
+// softmax or sigmoid scores) picks each token's top-k routed experts by score + a balancing
+// bias (the bias steers the choice only; gates come from the scores, normalised over the k),
+// optionally within the best `top_groups` of `groups` expert groups (node-limited routing: a
+// group is a host's experts); every expert and the shared experts are SwiGLU MLPs. Dropless by
+// default; with a capacity factor each expert keeps its first ceil(factor · N · k / E) slots
+// (token order) of the N tokens of this rank's micro-batch and drops the rest.
+//
+// Expert parallelism: with an ep group of P ranks, rank r holds experts [r·E/P, (r+1)·E/P) (the
+// expert tensors are split along dim 0 over "ep"); the router and the shared experts are
+// replicated. Forward: route this rank's tokens, exchange the per-expert row counts
+// (AllToAll), send each expert's rows to its owner (AllToAllV), run the local experts over the
+// rows received from every rank (grouped GEMM, segments by source and expert), send the results
+// back (AllToAllV) and combine them with the gates. Backward is the mirror image. The ep ranks
+// process different tokens, so the replicated parameters' gradients are partial over "ep"
+// (ShardSpec::grad_partial_over; data parallelism sums them there).
+//
+// Parameters (stable names; expert index = position along dim 0, global whatever ep is):
+//   <prefix>.gate.weight                     [E, C]     router
+//   <prefix>.experts.gate_proj.weight        [E, H, C]
+//   <prefix>.experts.up_proj.weight          [E, H, C]
+//   <prefix>.experts.down_proj.weight        [E, C, H]
+//   <prefix>.shared_experts.{gate,up,down}_proj.weight   (hidden shared_experts · H)
+// and one buffer, <prefix>.gate.e_score_correction_bias [E] (f32, not trained): the
+// auxiliary-loss-free balancing bias, updated after each optimizer step from the step's expert
+// loads, b_e += rate · sign(mean load − load_e).
+//
+// Optional sequence-level auxiliary loss (aux_loss_coef α > 0): α · Σ_e f_e · P_e per sequence,
+// averaged over sequences, with f_e = E / (k·T) · (tokens of the sequence routed to e) and P_e
+// = mean over its T tokens of s_e / Σ_j s_j. Its gradient enters the router in backward (scaled
+// by Stash::loss_grad_scale); its value is reported through Stash::AddAuxLoss, not in the
+// model's loss.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "parallel/layer.h"
+#include "parallel/layers/mlp.h"
+#include "runtime/kernels/moe.h"
+
+namespace loom::parallel {
+
+struct MoeOptions {
+  int64_t num_experts = 16;
+  int64_t top_k = 4;
+  int64_t expert_hidden = 0;   // H, each routed expert's hidden width
+  int64_t shared_experts = 1;  // shared experts (one SwiGLU of shared_experts · H); 0: none
+  runtime::kernels::RouterScore score = runtime::kernels::RouterScore::kSigmoid;
+  bool normalize_gates = true;
+  float route_scale = 1.0f;  // gates multiplied by this (DeepSeek's routed_scaling_factor)
+  int64_t groups = 1;        // node-limited routing (runtime/kernels/moe.h, TopKOptions)
+  int64_t top_groups = 1;
+  double capacity_factor = 0.0;      // 0: dropless
+  float bias_update_rate = 1e-3f;    // aux-loss-free balancing; 0: the bias stays 0
+  float aux_loss_coef = 0.0f;        // sequence-level auxiliary loss α; 0: none
+  comm::Communicator* ep = nullptr;  // expert parallelism (nullptr or one rank: none)
+};
+
+class MoeLayer : public Layer {
+ public:
+  MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& options);
+
+  runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
+  runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
+  void BackwardWeight(Stash& stash) override;
+  std::vector<Parameter*> Parameters() override;
+
+  const MoeOptions& options() const { return options_; }
+  int ep_size() const { return options_.ep != nullptr ? options_.ep->size() : 1; }
+  int64_t local_experts() const { return options_.num_experts / ep_size(); }
+  // The balancing bias (f32 [E], the same on every rank) and its name, for checkpoints.
+  runtime::Tensor& bias() { return bias_; }
+  const std::string& bias_name() const { return bias_name_; }
+  // Slots routed to each expert (before capacity drops) by this rank's micro-batches whose
+  // backward finished since the last TakeLoad, and the slots dropped.
+  const std::vector<int64_t>& load() const { return load_; }
+  int64_t dropped() const { return dropped_; }
+  // Returns the step's load summed over `groups` (collective over each: the ranks that routed
+  // other tokens through this layer, dp and ep) and restarts the count.
+  absl::StatusOr<std::vector<int64_t>> TakeLoad(const std::vector<comm::Communicator*>& groups);
+  // b_e += rate · sign(mean(load) − load_e) (load: TakeLoad's, the same on every rank).
+  void UpdateBias(const std::vector<int64_t>& load);
+
+ private:
+  // Sends `in` (rows per destination rank: send_rows) over ep and returns what arrives
+  // (recv_rows per source); without ep, `in` itself.
+  runtime::Tensor Exchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
+                           const std::vector<int64_t>& recv_rows) const;
+  // Adds the auxiliary loss's gradient (with respect to the scores) into dscores.
+  void AuxLossBackward(const Stash& stash, const runtime::Tensor& scores,
+                       const runtime::Tensor& experts, runtime::Tensor& dscores) const;
+  double AuxLoss(const Stash& stash, const runtime::Tensor& scores,
+                 const runtime::Tensor& experts) const;
+  runtime::kernels::TopKOptions TopK() const;
+
+  int64_t dim_;
+  MoeOptions options_;
+  Parameter router_;
+  Parameter gate_proj_, up_proj_, down_proj_;  // this rank's experts
+  std::unique_ptr<SwiGluMlp> shared_;
+  std::string bias_name_;
+  runtime::Tensor bias_;
+  std::vector<int64_t> load_;
+  int64_t dropped_ = 0;
+};
+
+}  // namespace loom::parallel

@@ -1,0 +1,243 @@
+// The MoE layer: every parameter's and the input's gradient against central finite differences
+// (softmax and sigmoid routers, node-limited routing, the auxiliary loss, capacity drops), an
+// expert that gets no token still reports a zero gradient, the balancing bias moves against
+// the load, and expert parallelism on 2 and 4 thread ranks reproduces the one-rank layer
+// (outputs, input gradients, every expert's gradient, and the partial router / shared gradients
+// summed over ep).
+#include "parallel/layers/moe.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <mutex>
+
+#include "comm/local/local_backend.h"
+#include "runtime/rng.h"
+#include "tests/parallel/dp_checks.h"
+#include "tests/runtime/kernels/test_util.h"
+
+namespace loom::parallel {
+namespace {
+
+using runtime::DType;
+using runtime::MemoryTag;
+using runtime::Tensor;
+using runtime::kernels::RouterScore;
+using runtime::kernels::testing::Dot;
+using runtime::kernels::testing::RandomTensor;
+
+constexpr int64_t kDim = 8;
+
+MoeOptions SmallOptions() {
+  return {.num_experts = 8, .top_k = 2, .expert_hidden = 6, .shared_experts = 1};
+}
+
+// Fills every parameter of `layer` (whole or its ep shard) from the counter-based RNG, so a
+// shard holds the values the one-rank layer has at those positions.
+void Fill(MoeLayer& layer) {
+  for (Parameter* p : layer.Parameters()) {
+    p->SetInitializer([name = p->name()](Tensor& out, int64_t offset) {
+      runtime::FillNormal(out, 11, name, offset, 0.0f, 0.5f);
+    });
+    p->Materialize();
+  }
+}
+
+// Forward and backward of Σ y·w (+ the auxiliary loss) on `x`; returns that loss and, in
+// `experts`, the routing it took.
+double RunLayer(MoeLayer& layer, Tensor& x, const Tensor& w, Tensor* dx, int64_t seq_len,
+                std::vector<int32_t>* experts = nullptr) {
+  Stash stash;
+  stash.SetSequenceLength(seq_len);
+  const Tensor y = layer.Forward(stash, x);
+  const double loss = Dot(y, w) + stash.aux_loss();
+  if (experts != nullptr) {
+    const Tensor e = stash.Get(&layer, "experts");
+    experts->assign(e.data<int32_t>(), e.data<int32_t>() + e.numel());
+  }
+  if (dx != nullptr) {
+    *dx = layer.BackwardInput(stash, w);
+    layer.BackwardWeight(stash);
+  }
+  return loss;
+}
+
+// Central differences at up to 24 elements of `input`, skipping an element whose step changes
+// some token's choice of experts (the loss jumps there: routing is piecewise constant); at least
+// half of them must be checked.
+void ExpectLayerGradient(MoeLayer& layer, Tensor& x, const Tensor& w, Tensor& input,
+                         const Tensor& analytic, const std::string& what) {
+  constexpr double kStep = 1e-3;
+  std::vector<int32_t> base, moved;
+  RunLayer(layer, x, w, nullptr, 6, &base);
+  const std::vector<int64_t> probes = runtime::kernels::testing::ProbeIndices(input.numel());
+  int checked = 0;
+  for (int64_t i : probes) {
+    float& v = input.data<float>()[i];
+    const float saved = v;
+    v = static_cast<float>(saved + kStep);
+    const double up = RunLayer(layer, x, w, nullptr, 6, &moved);
+    bool same = moved == base;
+    v = static_cast<float>(saved - kStep);
+    const double down = RunLayer(layer, x, w, nullptr, 6, &moved);
+    same = same && moved == base;
+    v = saved;
+    if (!same) continue;
+    ++checked;
+    const double numeric = (up - down) / (2 * kStep);
+    EXPECT_NEAR(analytic.data<float>()[i], numeric, 1e-3 + 1e-2 * std::fabs(numeric))
+        << what << " at element " << i;
+  }
+  EXPECT_GE(2 * checked, static_cast<int>(probes.size())) << what << ": routing too unstable";
+}
+
+void CheckGradients(MoeOptions o, const std::string& what) {
+  MoeLayer layer("h.0.mlp", kDim, o);
+  Fill(layer);
+  Tensor x = RandomTensor({2, 6, kDim}, 3);
+  const Tensor w = RandomTensor({2, 6, kDim}, 4);
+  for (Parameter* p : layer.Parameters()) p->ZeroGrad();
+  Tensor dx;
+  RunLayer(layer, x, w, &dx, 6);
+  ExpectLayerGradient(layer, x, w, x, dx, what + " dx");
+  for (Parameter* p : layer.Parameters()) {
+    ExpectLayerGradient(layer, x, w, p->value(), p->grad(), what + " " + p->name());
+  }
+}
+
+TEST(MoeLayerTest, SigmoidRouterGradientsMatchFiniteDifferences) {
+  CheckGradients(SmallOptions(), "sigmoid");
+}
+
+TEST(MoeLayerTest, SoftmaxRouterWithAuxLossAndGroupsMatchesFiniteDifferences) {
+  MoeOptions o = SmallOptions();
+  o.score = RouterScore::kSoftmax;
+  o.normalize_gates = false;
+  o.aux_loss_coef = 0.1f;
+  o.groups = 4;
+  o.top_groups = 2;
+  CheckGradients(o, "softmax + aux + groups");
+  o.score = RouterScore::kSigmoid;
+  o.normalize_gates = true;
+  CheckGradients(o, "sigmoid + aux + groups");
+}
+
+TEST(MoeLayerTest, CapacityDropsMatchFiniteDifferences) {
+  MoeOptions o = SmallOptions();
+  o.capacity_factor = 0.5;
+  o.shared_experts = 0;
+  CheckGradients(o, "capacity 0.5");
+}
+
+TEST(MoeLayerTest, AnExpertWithoutTokensGetsAZeroGradientAndItsHook) {
+  MoeOptions o = SmallOptions();
+  MoeLayer layer("h.0.mlp", kDim, o);
+  Fill(layer);
+  layer.bias().data<float>()[3] = -100.0f;  // no token picks expert 3
+  std::map<std::string, int> fired;
+  for (Parameter* p : layer.Parameters()) {
+    p->ZeroGrad();
+    p->SetGradReadyHook([&](Parameter& q) { ++fired[q.name()]; });
+  }
+  Tensor x = RandomTensor({12, kDim}, 5);
+  Tensor dx;
+  RunLayer(layer, x, RandomTensor({12, kDim}, 6), &dx, 12);
+  EXPECT_EQ(layer.load()[3], 0);
+  for (Parameter* p : layer.Parameters()) EXPECT_EQ(fired[p->name()], 1) << p->name();
+  for (const char* name : {"gate_proj", "up_proj", "down_proj"}) {
+    Parameter* p = nullptr;
+    for (Parameter* q : layer.Parameters()) {
+      if (q->name() == std::string("h.0.mlp.experts.") + name + ".weight") p = q;
+    }
+    ASSERT_NE(p, nullptr);
+    const int64_t per = p->grad().numel() / o.num_experts;
+    double zero = 0, other = 0;
+    for (int64_t i = 0; i < p->grad().numel(); ++i) {
+      (i / per == 3 ? zero : other) += std::fabs(p->grad().data<float>()[i]);
+    }
+    EXPECT_EQ(zero, 0.0) << name;
+    EXPECT_GT(other, 0.0) << name;
+  }
+}
+
+TEST(MoeLayerTest, BiasMovesAgainstTheLoad) {
+  MoeLayer layer("h.0.mlp", kDim, SmallOptions());
+  layer.UpdateBias({10, 2, 6, 6, 6, 6, 6, 6});  // mean 6
+  const float rate = SmallOptions().bias_update_rate;
+  EXPECT_EQ(layer.bias().data<float>()[0], -rate);
+  EXPECT_EQ(layer.bias().data<float>()[1], rate);
+  EXPECT_EQ(layer.bias().data<float>()[2], 0.0f);
+}
+
+// Expert parallelism on `ep` thread ranks against the one-rank layer on the same tokens.
+void CheckExpertParallel(int ep) {
+  const int64_t tokens_per_rank = 10;
+  const int64_t n = tokens_per_rank * ep;
+  MoeOptions o = SmallOptions();
+  o.aux_loss_coef = 0.05f;
+  MoeLayer reference("h.0.mlp", kDim, o);
+  Fill(reference);
+  Tensor x = RandomTensor({n, kDim}, 7);
+  const Tensor w = RandomTensor({n, kDim}, 8);
+  for (Parameter* p : reference.Parameters()) p->ZeroGrad();
+  Stash ref_stash;
+  ref_stash.SetSequenceLength(5);
+  const Tensor y_ref = reference.Forward(ref_stash, x);
+  const Tensor dx_ref = reference.BackwardInput(ref_stash, w);
+  reference.BackwardWeight(ref_stash);
+  std::map<std::string, std::vector<float>> ref_grads;
+  for (Parameter* p : reference.Parameters()) ref_grads[p->name()] = p->grad().ToF32Vector();
+
+  std::map<std::string, std::vector<double>> summed;  // replicated gradients summed over ep
+  std::mutex mu;
+  testing::OnRanks(ep, [&](int rank, comm::Communicator& group) {
+    MoeOptions ro = o;
+    ro.ep = &group;
+    MoeLayer layer("h.0.mlp", kDim, ro);
+    Fill(layer);
+    for (Parameter* p : layer.Parameters()) p->ZeroGrad();
+    const Tensor xr = x.Slice(rank * tokens_per_rank, (rank + 1) * tokens_per_rank);
+    const Tensor wr = w.Slice(rank * tokens_per_rank, (rank + 1) * tokens_per_rank);
+    Stash stash;
+    stash.SetSequenceLength(5);
+    // The auxiliary loss is a mean over sequences: each rank's is 1/ep of the whole batch's.
+    stash.SetLossGradScale(1.0f / static_cast<float>(ep));
+    const Tensor y = layer.Forward(stash, xr);
+    const Tensor dx = layer.BackwardInput(stash, wr);
+    layer.BackwardWeight(stash);
+    const std::vector<float> yv = y.ToF32Vector(), dxv = dx.ToF32Vector();
+    const std::vector<float> y_all = y_ref.ToF32Vector(), dx_all = dx_ref.ToF32Vector();
+    for (int64_t i = 0; i < tokens_per_rank * kDim; ++i) {
+      EXPECT_NEAR(yv[i], y_all[rank * tokens_per_rank * kDim + i], 1e-5) << "y rank " << rank;
+      EXPECT_NEAR(dxv[i], dx_all[rank * tokens_per_rank * kDim + i], 1e-5) << "dx rank " << rank;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    for (Parameter* p : layer.Parameters()) {
+      const std::vector<float> g = p->grad().ToF32Vector();
+      if (p->shard_spec().is_split()) {  // this rank's experts: complete gradients
+        EXPECT_EQ(p->local_shape()[0], o.num_experts / ep);
+        const std::vector<float>& whole = ref_grads[p->name()];
+        const size_t offset = rank * g.size();
+        for (size_t i = 0; i < g.size(); ++i) {
+          EXPECT_NEAR(g[i], whole[offset + i], 1e-5) << p->name() << " rank " << rank;
+        }
+      } else {
+        EXPECT_EQ(p->shard_spec().grad_partial_over, "ep") << p->name();
+        auto& s = summed[p->name()];
+        s.resize(g.size(), 0.0);
+        for (size_t i = 0; i < g.size(); ++i) s[i] += g[i];
+      }
+    }
+  });
+  for (const auto& [name, s] : summed) {
+    const std::vector<float>& whole = ref_grads[name];
+    for (size_t i = 0; i < s.size(); ++i) EXPECT_NEAR(s[i], whole[i], 1e-5) << name;
+  }
+}
+
+TEST(MoeLayerTest, ExpertParallelOnTwoRanksEqualsOneRank) { CheckExpertParallel(2); }
+TEST(MoeLayerTest, ExpertParallelOnFourRanksEqualsOneRank) { CheckExpertParallel(4); }
+
+}  // namespace
+}  // namespace loom::parallel
