@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -35,7 +36,9 @@
 #include "runtime/kernels/matmul.h"
 #include "runtime/parallel.h"
 
-ABSL_FLAG(std::string, preset, "tiny", "model preset: tiny, cpu-small or gpt2-124m");
+ABSL_FLAG(std::string, preset, "tiny",
+          "model preset: tiny, cpu-small, gpt2-124m, or the mixtures of experts tiny-moe and "
+          "moe-small (docs/expert_parallel.md)");
 ABSL_FLAG(std::string, data, "",
           "token file: an llm.c shard (magic 20240520) or any other file as byte tokens; empty: "
           "the embedded synthetic sorting task");
@@ -56,6 +59,22 @@ ABSL_FLAG(int32_t, pp, 1, "pipeline ranks (docs/pipeline_parallel.md)");
 ABSL_FLAG(std::string, schedule, "1f1b",
           "with --pp: gpipe, 1f1b, interleaved, zb-h1, zb-v or dualpipe-v");
 ABSL_FLAG(int32_t, micro_batches, 0, "with --pp: micro-batches per step (0: --pp)");
+ABSL_FLAG(int32_t, ep, 1,
+          "expert-parallel ranks (a MoE preset): the experts split over them, each its own slice "
+          "of the batch (docs/expert_parallel.md)");
+ABSL_FLAG(double, moe_capacity_factor, -1,
+          "MoE: each expert keeps ceil(factor x tokens x top-k / experts) slots of a rank's "
+          "micro-batch and drops the rest (0: dropless; negative: the preset's, dropless)");
+ABSL_FLAG(double, moe_aux_loss_coef, -1,
+          "MoE: coefficient of the sequence-level balance loss (0: none; negative: the preset's)");
+ABSL_FLAG(double, moe_bias_rate, -1,
+          "MoE: update rate of the auxiliary-loss-free balancing bias (0: fixed at 0; negative: "
+          "the preset's, 1e-3)");
+ABSL_FLAG(int32_t, moe_groups, 0,
+          "MoE node-limited routing: expert groups (one per host; must divide --ep when ep > 1); "
+          "0: the preset's (1, no limit)");
+ABSL_FLAG(int32_t, moe_top_groups, 0,
+          "MoE node-limited routing: groups a token's experts may come from (0: the preset's)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
 ABSL_FLAG(std::string, trace, "",
           "with --pp: write the last step's timeline of every rank to this Chrome trace JSON "
@@ -131,6 +150,12 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.sequence_parallel = absl::GetFlag(FLAGS_sequence_parallel);
   o.tp_chunks = absl::GetFlag(FLAGS_tp_chunks);
   o.pp = absl::GetFlag(FLAGS_pp);
+  o.ep = absl::GetFlag(FLAGS_ep);
+  o.moe_capacity_factor = absl::GetFlag(FLAGS_moe_capacity_factor);
+  o.moe_aux_loss_coef = static_cast<float>(absl::GetFlag(FLAGS_moe_aux_loss_coef));
+  o.moe_bias_rate = static_cast<float>(absl::GetFlag(FLAGS_moe_bias_rate));
+  o.moe_groups = absl::GetFlag(FLAGS_moe_groups);
+  o.moe_top_groups = absl::GetFlag(FLAGS_moe_top_groups);
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
   o.virtual_stages = absl::GetFlag(FLAGS_virtual_stages);
@@ -268,6 +293,22 @@ absl::Status PrintMemoryPerRank(comm::Communicator& world) {
   return absl::OkStatus();
 }
 
+// MoE: " | expert load max/mean 1.42 (layer 3)", the most imbalanced layer of the step, and the
+// dropped slots under a capacity factor; empty for a dense model.
+std::string LoadSummary(const StepMetrics& m) {
+  double worst = 0.0;
+  size_t worst_layer = 0;
+  for (size_t l = 0; l < m.expert_load.size(); ++l) {
+    const std::vector<int64_t>& load = m.expert_load[l];
+    const double mean = std::accumulate(load.begin(), load.end(), 0.0) / load.size();
+    const double ratio = mean > 0 ? *std::max_element(load.begin(), load.end()) / mean : 0.0;
+    if (ratio > worst) worst = ratio, worst_layer = l;
+  }
+  if (m.expert_load.empty()) return "";
+  return absl::StrFormat(" | expert load max/mean %.2f (MoE layer %d)%s", worst, worst_layer,
+                         m.dropped_tokens > 0 ? absl::StrCat(" | dropped ", m.dropped_tokens) : "");
+}
+
 absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWriter& metrics,
                          double peak_gflops) {
   const TrainOptions& o = trainer.options();
@@ -280,14 +321,15 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
     if (leader) {
       std::printf(
           "step %5lld/%lld | loss %.6f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tok/s | "
-          "%7.2f GFLOP/s | MFU %5.1f%%%s\n",
+          "%7.2f GFLOP/s | MFU %5.1f%%%s%s\n",
           static_cast<long long>(m.step), static_cast<long long>(o.steps), m.loss, m.lr,
           m.grad_norm, m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu,
           o.precision != "fp16"
               ? ""
               : absl::StrFormat(" | loss scale %g%s", m.loss_scale,
                                 m.skipped ? " | overflow: step skipped, scale halved" : "")
-                    .c_str());
+                    .c_str(),
+          LoadSummary(m).c_str());
       std::fflush(stdout);
     }
     nlohmann::json per_rank = nlohmann::json::array();
@@ -304,6 +346,8 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                    {"exposed_tp_ms", m.exposed_tp_ms},
                    {"loss_scale", m.loss_scale},
                    {"skipped", m.skipped},
+                   {"expert_load", m.expert_load},
+                   {"dropped_tokens", m.dropped_tokens},
                    {"peak_bytes", MemoryJson(peaks[0])},
                    {"peak_bytes_per_rank", per_rank}});
     if (save_every > 0 && m.step % save_every == 0 && m.step < o.steps) {
@@ -360,17 +404,20 @@ absl::Status Main() {
   // Everything that can be checked without the other ranks is, before the first collective, so a
   // bad setting fails on every rank with the same message.
   const int world_size = comm::LaunchedWorldSize();
-  if (options.dp == 0) {  // the ranks tensor and pipeline parallelism leave
-    const int64_t model = static_cast<int64_t>(options.tp) * options.pp;
-    if (options.tp < 1 || options.pp < 1 || world_size % model != 0) {
+  if (options.dp == 0) {  // the ranks tensor, pipeline and expert parallelism leave
+    const int64_t model = static_cast<int64_t>(options.tp) * options.pp * options.ep;
+    if (options.tp < 1 || options.pp < 1 || options.ep < 1 || world_size % model != 0) {
       return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " x --pp ", options.pp,
-                                                     " does not divide the ", world_size,
-                                                     " ranks of the job"));
+                                                     " x --ep ", options.ep, " does not divide the ",
+                                                     world_size, " ranks of the job"));
     }
     options.dp = static_cast<int>(world_size / model);
   }
-  const parallel::MeshShape shape{
-      .dp = options.dp, .tp = options.tp, .pp = options.pp, .order = absl::GetFlag(FLAGS_order)};
+  const parallel::MeshShape shape{.dp = options.dp,
+                                  .tp = options.tp,
+                                  .pp = options.pp,
+                                  .ep = options.ep,
+                                  .order = absl::GetFlag(FLAGS_order)};
   if (options.pp > 1 && absl::GetFlag(FLAGS_eval)) {
     return absl::InvalidArgumentError(
         "--eval runs on one rank; evaluate a --pp run's --export (or checkpoint) without --pp");

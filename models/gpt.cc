@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "parallel/layers/attention.h"
 #include "parallel/layers/mlp.h"
 #include "parallel/tensor/tensor_parallel.h"
@@ -48,14 +49,30 @@ absl::StatusOr<GptConfig> GptConfig::Preset(absl::string_view name) {
     c.num_layers = 12;
     c.num_heads = 12;
     c.dim = 768;
+  } else if (name == "tiny-moe" || name == "moe-small") {
+    const bool tiny = name == "tiny-moe";
+    c.vocab_size = tiny ? 64 : 4096;
+    c.context_length = tiny ? 64 : 256;
+    c.num_layers = tiny ? 2 : 6;
+    c.num_heads = 4;
+    c.dim = tiny ? 64 : 256;
+    c.mlp = Mlp::kSwiGlu;
+    c.norm = Norm::kRMSNorm;
+    c.moe = {.num_experts = tiny ? 8 : 16,
+             .top_k = tiny ? 2 : 4,
+             .expert_hidden = tiny ? 32 : 128,
+             .shared_experts = 1};
+    c.first_dense_layers = 1;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown GPT preset '", name, "'; choose tiny, cpu-small or gpt2-124m"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown GPT preset '", name, "'; choose ",
+                                                   absl::StrJoin(PresetNames(), ", ")));
   }
   return c;
 }
 
-std::vector<std::string> GptConfig::PresetNames() { return {"tiny", "cpu-small", "gpt2-124m"}; }
+std::vector<std::string> GptConfig::PresetNames() {
+  return {"tiny", "cpu-small", "gpt2-124m", "tiny-moe", "moe-small"};
+}
 
 absl::Status GptConfig::Validate() const {
   for (const auto& [field, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
@@ -86,13 +103,57 @@ absl::Status GptConfig::ValidateTensorParallel(int tp) const {
   return absl::OkStatus();
 }
 
+absl::Status GptConfig::ValidateExpertParallel(int ep) const {
+  auto bad = [&](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("GPT config '", name, "': ", parts...));
+  };
+  if (ep < 1) return absl::InvalidArgumentError(absl::StrCat("--ep must be >= 1, got ", ep));
+  if (!is_moe()) {
+    if (ep > 1) return bad("--ep ", ep, " needs a mixture-of-experts model (e.g. --preset moe-small)");
+    return absl::OkStatus();
+  }
+  const parallel::MoeOptions& m = moe;
+  if (m.top_k < 1 || m.top_k > m.num_experts || m.expert_hidden < 1) {
+    return bad("top-k ", m.top_k, " must be in [1, ", m.num_experts,
+               " experts] and the expert hidden size positive");
+  }
+  if (m.num_experts % ep != 0) {
+    return bad("--ep ", ep, " must divide the ", m.num_experts, " experts");
+  }
+  if (m.groups < 1 || m.num_experts % m.groups != 0 || m.top_groups < 1 ||
+      m.top_groups > m.groups || m.top_k > m.top_groups * (m.num_experts / m.groups)) {
+    return bad("node-limited routing: --moe_groups ", m.groups, " must divide the ", m.num_experts,
+               " experts and --moe_top_groups ", m.top_groups, " (<= groups) of them must hold top-",
+               m.top_k, " experts");
+  }
+  if (ep > 1 && m.groups > 1 && ep % m.groups != 0) {
+    return bad("--moe_groups ", m.groups, " must divide --ep ", ep,
+               " (a group is the experts of ep / groups consecutive ep ranks: one host's)");
+  }
+  if (m.capacity_factor < 0) return bad("--moe_capacity_factor must be >= 0 (0: dropless)");
+  if (first_dense_layers < 0 || first_dense_layers >= num_layers) {
+    return bad("first_dense_layers ", first_dense_layers, " leaves no MoE layer among ",
+               num_layers);
+  }
+  return absl::OkStatus();
+}
+
 int64_t GptConfig::MlpHidden() const { return mlp == Mlp::kGelu ? 4 * dim : 8 * dim / 3; }
 
 std::string GptConfig::ToString() const {
-  return absl::StrFormat("%s: vocab %d, context %d, layers %d, heads %d, dim %d, %s, %s", name,
-                         vocab_size, context_length, num_layers, num_heads, dim,
-                         mlp == Mlp::kGelu ? "gelu" : "swiglu",
-                         norm == Norm::kLayerNorm ? "layernorm" : "rmsnorm");
+  std::string s = absl::StrFormat("%s: vocab %d, context %d, layers %d, heads %d, dim %d, %s, %s",
+                                  name, vocab_size, context_length, num_layers, num_heads, dim,
+                                  mlp == Mlp::kGelu ? "gelu" : "swiglu",
+                                  norm == Norm::kLayerNorm ? "layernorm" : "rmsnorm");
+  if (!is_moe()) return s;
+  absl::StrAppendFormat(&s, ", moe from layer %d: %d experts top-%d hidden %d + %d shared, %s router",
+                        first_dense_layers, moe.num_experts, moe.top_k, moe.expert_hidden,
+                        moe.shared_experts,
+                        moe.score == runtime::kernels::RouterScore::kSigmoid ? "sigmoid" : "softmax");
+  if (moe.groups > 1) absl::StrAppendFormat(&s, ", top %d of %d groups", moe.top_groups, moe.groups);
+  if (moe.capacity_factor > 0) absl::StrAppendFormat(&s, ", capacity %g", moe.capacity_factor);
+  if (moe.aux_loss_coef > 0) absl::StrAppendFormat(&s, ", aux loss %g", moe.aux_loss_coef);
+  return s;
 }
 
 namespace {
@@ -104,8 +165,15 @@ std::unique_ptr<parallel::Layer> MakeNorm(const GptConfig& c, const std::string&
   return std::make_unique<parallel::RMSNorm>(prefix, c.dim);
 }
 
-std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, const std::string& prefix,
-                                         const parallel::TensorParallelOptions& tp) {
+std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, int64_t layer,
+                                         const std::string& prefix,
+                                         const parallel::TensorParallelOptions& tp,
+                                         comm::Communicator* ep) {
+  if (c.is_moe_layer(layer)) {
+    parallel::MoeOptions moe = c.moe;
+    moe.ep = ep;
+    return std::make_unique<parallel::MoeLayer>(prefix, c.dim, moe);
+  }
   if (c.mlp == GptConfig::Mlp::kGelu) {
     return std::make_unique<parallel::GeluMlp>(prefix, c.dim, c.MlpHidden(), tp);
   }
@@ -125,9 +193,11 @@ parallel::TensorParallelOptions WithStats(parallel::TensorParallelOptions tp,
 
 }  // namespace
 
-GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp)
+GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp,
+                   comm::Communicator* ep)
     : config_(config),
       tp_(WithStats(tp, &tp_stats_)),
+      ep_(ep),
       wte_("wte", config.vocab_size, config.dim, tp_),
       wpe_("wpe", config.context_length, config.dim, tp_),
       ln_f_(MakeNorm(config, "ln_f")),
@@ -135,6 +205,7 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
       loss_(tp_, config.vocab_size) {
   absl::Status valid = config.Validate();
   if (valid.ok()) valid = config.ValidateTensorParallel(tp_.active() ? tp_.group->size() : 1);
+  if (valid.ok()) valid = config.ValidateExpertParallel(ep != nullptr ? ep->size() : 1);
   LOOM_CHECK(valid.ok()) << valid.message();
   for (int64_t i = 0; i < config.num_layers; ++i) {
     const std::string p = absl::StrCat("h.", i);
@@ -142,13 +213,21 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
         MakeNorm(config, p + ".ln_1"),
         std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads,
                                                         tp_),
-        MakeNorm(config, p + ".ln_2"), MakeMlp(config, p + ".mlp", tp_)));
+        MakeNorm(config, p + ".ln_2"), MakeMlp(config, i, p + ".mlp", tp_, ep)));
   }
   // Sequence parallelism: everything replicated over tp (norms, position embeddings,
   // row-parallel biases) sees only this rank's tokens.
   if (tp_.sp()) {
     for (Parameter* p : Parameters()) {
       if (!p->shard_spec().is_split()) p->SetGradPartialOver("tp");
+    }
+  }
+  // Expert parallelism: the ep ranks run other tokens, so everything but their own experts
+  // gets a partial gradient (sequence parallelism would need partial over two axes: refused).
+  if (ep_ != nullptr && ep_->size() > 1) {
+    LOOM_CHECK(!tp_.sp()) << "GptModel: sequence parallelism with expert parallelism";
+    for (Parameter* p : Parameters()) {
+      if (!p->shard_spec().is_split() || p->shard_spec().axis != "ep") p->SetGradPartialOver("ep");
     }
   }
 }
@@ -250,6 +329,7 @@ float GptModel::ForwardLoss(Stash& stash, const Tensor& inputs, const Tensor& ta
 }
 
 Tensor GptModel::LossBackward(Stash& stash, float scale) {
+  stash.SetLossGradScale(scale);  // for layers' own loss terms (MoE auxiliary loss)
   Tensor dx = loss_.Backward(stash, scale);
   runtime::RoundToDType(dx.data<float>(), dx.numel(), activation_dtype_);
   return dx;
@@ -300,8 +380,50 @@ void GptModel::SetRecompute(bool recompute) {
   for (auto& block : blocks_) block->set_recompute(recompute);
 }
 
+comm::Communicator* GptModel::AxisGroup(const std::string& axis) const {
+  if (axis == "tp") return tp();
+  if (axis == "ep") return ep_;
+  return nullptr;
+}
+
+std::vector<parallel::MoeLayer*> GptModel::MoeLayers() {
+  std::vector<parallel::MoeLayer*> layers;
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    if (!config_.is_moe_layer(i)) continue;
+    layers.push_back(static_cast<parallel::MoeLayer*>(blocks_[i]->mlp()));
+  }
+  return layers;
+}
+
+std::vector<runtime::io::NamedTensor> GptModel::Buffers() {
+  std::vector<runtime::io::NamedTensor> buffers;
+  for (parallel::MoeLayer* layer : MoeLayers()) {
+    if (!layer->held()) continue;
+    buffers.push_back({layer->bias_name(), layer->bias()});
+  }
+  return buffers;
+}
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> GptModel::FinishMoeStep(
+    const std::vector<comm::Communicator*>& groups, bool update_bias) {
+  std::vector<std::vector<int64_t>> loads;
+  for (parallel::MoeLayer* layer : MoeLayers()) {
+    LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> load, layer->TakeLoad(groups));
+    if (update_bias) layer->UpdateBias(load);
+    loads.push_back(std::move(load));
+  }
+  return loads;
+}
+
 double GptModel::TrainingFlopsPerToken(int64_t seq_len) {
-  const double n = static_cast<double>(NumParameters() - config_.context_length * config_.dim);
+  // Active parameters: a token runs top-k of each MoE layer's routed experts.
+  int64_t idle = 0;
+  for (parallel::MoeLayer* layer : MoeLayers()) {
+    const parallel::MoeOptions& m = layer->options();
+    idle += (m.num_experts - m.top_k) * 3 * m.expert_hidden * config_.dim;
+  }
+  const double n =
+      static_cast<double>(NumParameters() - idle - config_.context_length * config_.dim);
   return 6.0 * n + 12.0 * static_cast<double>(config_.num_layers * seq_len * config_.dim);
 }
 

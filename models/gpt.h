@@ -28,8 +28,10 @@
 #include "parallel/layers/block.h"
 #include "parallel/layers/embedding.h"
 #include "parallel/layers/loss.h"
+#include "parallel/layers/moe.h"
 #include "parallel/layers/norm.h"
 #include "parallel/tensor/tensor_parallel.h"
+#include "runtime/io/safetensors.h"
 
 namespace loom::models {
 
@@ -46,9 +48,18 @@ struct GptConfig {
   Mlp mlp = Mlp::kGelu;
   Norm norm = Norm::kLayerNorm;
   float init_std = 0.02f;
+  // Mixture of experts (parallel/layers/moe.h): with moe.num_experts > 0, every block from
+  // `first_dense_layers` on has a MoeLayer in its MLP slot (moe.ep is the model's to set).
+  parallel::MoeOptions moe = {.num_experts = 0};
+  int64_t first_dense_layers = 1;
+  bool is_moe() const { return moe.num_experts > 0; }
+  bool is_moe_layer(int64_t layer) const { return is_moe() && layer >= first_dense_layers; }
 
   // "tiny" (tests), "cpu-small" (6 layers, d 384, 6 heads, context 256, vocab 4096),
-  // "gpt2-124m" (12 layers, d 768, 12 heads, context 1024, vocab 50257).
+  // "gpt2-124m" (12 layers, d 768, 12 heads, context 1024, vocab 50257); mixtures of experts
+  // (RMSNorm, SwiGLU, sigmoid router, one dense layer first): "tiny-moe" (tests: tiny with
+  // 8 experts top-2 of hidden 32 + 1 shared) and "moe-small" (6 layers, d 256, 4 heads,
+  // context 256, vocab 4096, 16 experts top-4 of hidden 128 + 1 shared).
   static absl::StatusOr<GptConfig> Preset(absl::string_view name);
   static std::vector<std::string> PresetNames();
   // InvalidArgument naming the field when sizes are not positive or heads do not divide dim.
@@ -56,6 +67,11 @@ struct GptConfig {
   // InvalidArgument saying which tp would work unless `tp` ranks can split this model: tp must
   // divide the heads and the MLP's hidden size and not exceed the vocabulary.
   absl::Status ValidateTensorParallel(int tp) const;
+  // InvalidArgument saying what to change unless `ep` ranks can split the experts (ep must divide
+  // them; a dense model needs ep 1) and the routing options hold (top-k <= experts, node-limited
+  // groups dividing the experts, and with ep > 1 groups dividing ep: a group is the experts of
+  // ep / groups consecutive ep ranks, one host's).
+  absl::Status ValidateExpertParallel(int ep) const;
   // The MLP's hidden size: 4·dim (GELU), or 8/3·dim for SwiGLU (the same parameter count).
   int64_t MlpHidden() const;
   std::string ToString() const;
@@ -68,12 +84,17 @@ class GptModel {
   // must divide by tp; the parameters replicated over tp then get partial gradients,
   // ShardSpec::grad_partial_over) and the overlap of GEMMs with the tp collectives
   // (parallel/tensor/tensor_parallel.h). Its split and stats are the model's to set.
-  explicit GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp = {});
+  // `ep`: the expert-parallel group of a MoE model (not owned; nullptr: none).
+  explicit GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp = {},
+                    comm::Communicator* ep = nullptr);
 
   const GptConfig& config() const { return config_; }
   // The tensor-parallel group (nullptr: none).
   comm::Communicator* tp() const { return tp_.active() ? tp_.group : nullptr; }
   bool sequence_parallel() const { return tp_.sp(); }
+  comm::Communicator* ep() const { return ep_; }
+  // The group a parameter split over `axis` ("tp", "ep") is split over (nullptr: none).
+  comm::Communicator* AxisGroup(const std::string& axis) const;
   // Milliseconds spent waiting for tensor-parallel collectives since the last reset.
   double tp_wait_ms() const { return tp_stats_.wait_ms; }
   void ResetTpStats() { tp_stats_ = {}; }
@@ -110,6 +131,17 @@ class GptModel {
   float Loss(parallel::Stash& stash, const runtime::Tensor& logits, const runtime::Tensor& targets);
   runtime::Tensor LossBackward(parallel::Stash& stash, float scale);
 
+  // The MoE layers, in block order (empty for a dense model).
+  std::vector<parallel::MoeLayer*> MoeLayers();
+  // Tensors that are state but not trained (the MoE layers' balancing biases, f32, the same on
+  // every rank), shared with the model, for checkpoints and exports; a pipeline rank lists only
+  // its stages' (MoeLayer::held).
+  std::vector<runtime::io::NamedTensor> Buffers();
+  // After an optimizer step: each MoE layer's expert loads of the step, summed over `groups` (the
+  // ranks that routed other tokens through the same layers: dp and ep; collective), update its
+  // balancing bias when `update_bias`. Returns the loads, one vector per MoE layer.
+  absl::StatusOr<std::vector<std::vector<int64_t>>> FinishMoeStep(
+      const std::vector<comm::Communicator*>& groups, bool update_bias);
   // Every parameter once, in a fixed order (embedding first, then blocks, then ln_f).
   std::vector<parallel::Parameter*> Parameters();
   // The parameters each unit uses, in forward order: 0 the token and position embeddings, 1..L
@@ -137,6 +169,7 @@ class GptModel {
   GptConfig config_;
   parallel::TpStats tp_stats_;
   parallel::TensorParallelOptions tp_;  // split kNone; stats = &tp_stats_
+  comm::Communicator* ep_ = nullptr;
   parallel::Embedding wte_;
   parallel::PositionEmbedding wpe_;
   std::vector<std::unique_ptr<parallel::TransformerBlock>> blocks_;

@@ -59,6 +59,7 @@ void GptStages::BeginStep(const data::Batch& batch, int micro_batches, float los
   micro_batches_ = micro_batches;
   loss_scale_ = loss_scale;
   settings_ = settings.EmptyLike();
+  settings_.SetLossGradScale(loss_scale / micro_batches);  // every stage's layers' own losses
   loss_sum_ = 0.0;
 }
 

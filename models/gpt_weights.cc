@@ -1,5 +1,6 @@
 #include "models/gpt_weights.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -21,10 +22,12 @@ absl::StatusOr<std::vector<NamedTensor>> GptParameterTensors(GptModel& model) {
       out.push_back({p->name(), p->value()});
       continue;
     }
-    LOOM_ASSIGN_OR_RETURN(Tensor whole, parallel::GatherShards(p->value(), p->global_shape(),
-                                                               p->shard_spec(), *model.tp()));
+    LOOM_ASSIGN_OR_RETURN(Tensor whole,
+                          parallel::GatherShards(p->value(), p->global_shape(), p->shard_spec(),
+                                                 *model.AxisGroup(p->shard_spec().axis)));
     out.push_back({p->name(), std::move(whole)});
   }
+  for (runtime::io::NamedTensor& b : model.Buffers()) out.push_back(std::move(b));
   return out;
 }
 
@@ -66,6 +69,19 @@ absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile&
     }
     by_name[std::string(name)] = &nt.tensor;
   }
+  // Buffers (MoE balancing biases) are taken when the file has them (a loom export or
+  // checkpoint), else keep their start value; they are not parameters.
+  std::vector<runtime::io::NamedTensor> buffers = model.Buffers();
+  for (runtime::io::NamedTensor& b : buffers) {
+    auto it = by_name.find(b.name);
+    if (it == by_name.end()) continue;
+    if (it->second->shape() != b.tensor.shape()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": buffer '", b.name, "' has shape ",
+                                                     runtime::ShapeToString(it->second->shape()),
+                                                     ", the model expects ",
+                                                     runtime::ShapeToString(b.tensor.shape())));
+    }
+  }
   // Validate everything before touching the model.
   std::vector<parallel::Parameter*> params = model.Parameters();
   for (parallel::Parameter* p : params) {
@@ -81,9 +97,12 @@ absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile&
           runtime::ShapeToString(p->global_shape()), " (", model.config().ToString(), ")"));
     }
   }
+  auto is_buffer = [&](const std::string& name) {
+    return std::any_of(buffers.begin(), buffers.end(), [&](const auto& b) { return b.name == name; });
+  };
   if (by_name.size() != params.size()) {
     for (const auto& [name, t] : by_name) {
-      if (model.FindParameter(name) == nullptr) {
+      if (model.FindParameter(name) == nullptr && !is_buffer(name)) {
         return absl::InvalidArgumentError(
             absl::StrCat(source, ": tensor '", name, "' is not a parameter of this model"));
       }
@@ -104,6 +123,12 @@ absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile&
     Tensor whole = Tensor::Empty(src.shape(), DType::kF32, runtime::MemoryTag::kWorkspace);
     runtime::ConvertBuffer(src.raw_data(), src.dtype(), whole.raw_data(), DType::kF32, src.numel());
     parallel::ExtractShard(whole, p->shard_spec(), p->value());
+  }
+  for (runtime::io::NamedTensor& b : buffers) {
+    auto it = by_name.find(b.name);
+    if (it == by_name.end()) continue;
+    runtime::ConvertBuffer(it->second->raw_data(), it->second->dtype(), b.tensor.raw_data(),
+                           DType::kF32, b.tensor.numel());
   }
   return absl::OkStatus();
 }

@@ -104,6 +104,19 @@ runtime::DType PrecisionDType(const std::string& name) {
   return runtime::DType::kF32;
 }
 
+absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& o) {
+  LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(o.preset));
+  if (o.vocab_size > 0) config.vocab_size = o.vocab_size;
+  if (o.num_layers > 0) config.num_layers = o.num_layers;
+  parallel::MoeOptions& moe = config.moe;
+  if (o.moe_capacity_factor >= 0) moe.capacity_factor = o.moe_capacity_factor;
+  if (o.moe_aux_loss_coef >= 0) moe.aux_loss_coef = o.moe_aux_loss_coef;
+  if (o.moe_bias_rate >= 0) moe.bias_update_rate = o.moe_bias_rate;
+  if (o.moe_groups > 0) moe.groups = o.moe_groups;
+  if (o.moe_top_groups > 0) moe.top_groups = o.moe_top_groups;
+  return config;
+}
+
 int PipelineMicroBatches(const TrainOptions& o) {
   return o.micro_batches > 0 ? o.micro_batches : o.pp;
 }
@@ -118,9 +131,9 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
     return bad("with --pp, --micro_batches sets the micro-batches per step; leave --grad_accum 1");
   }
   if (o.hsdp_shard > 0) return bad("--pp with --hsdp_shard is not supported yet");
-  if (o.batch % (o.dp * m) != 0) {
-    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --micro_batches ", m,
-               " = ", o.dp * m);
+  if (o.batch % (o.dp * o.ep * m) != 0) {
+    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --ep ", o.ep,
+               " x --micro_batches ", m, " = ", o.dp * o.ep * m);
   }
   LOOM_ASSIGN_OR_RETURN(
       parallel::pipeline::Schedule s,
@@ -159,6 +172,27 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.tp_chunks < 1) return bad("--tp_chunks must be >= 1, got ", o.tp_chunks);
   if (o.pp < 1) return bad("--pp must be >= 1, got ", o.pp);
   if (o.pp > 1) LOOM_RETURN_IF_ERROR(ValidatePipelineOptions(o));
+  if (o.ep < 1) return bad("--ep must be >= 1, got ", o.ep);
+  if (o.moe_capacity_factor >= 0 || o.moe_aux_loss_coef >= 0 || o.moe_bias_rate >= 0 ||
+      o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1) {
+    absl::StatusOr<GptConfig> config = ModelConfig(o);
+    if (config.ok()) {
+      if (!config->is_moe()) {
+        return bad("--ep and the --moe_* flags need a mixture-of-experts model (--preset moe-small "
+                   "or tiny-moe); ",
+                   o.preset, " is dense");
+      }
+      LOOM_RETURN_IF_ERROR(config->ValidateExpertParallel(o.ep));
+    }
+  }
+  if (o.sequence_parallel) {
+    absl::StatusOr<GptConfig> config = GptConfig::Preset(o.preset);
+    if (config.ok() && config->is_moe()) {
+      return absl::UnimplementedError(
+          "--sequence_parallel with a mixture-of-experts model is not supported yet (each tp rank "
+          "would route other tokens through the experts); drop --sequence_parallel");
+    }
+  }
   if (o.sequence_parallel && o.tp < 2) {
     return bad(
         "--sequence_parallel shards activations over the tensor-parallel ranks; it needs "
@@ -180,11 +214,13 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
   if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");
-  if (o.pp == 1 && o.batch % (o.dp * o.grad_accum) != 0) {
-    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --grad_accum ",
-               o.grad_accum, " = ", o.dp * o.grad_accum,
-               " (each rank's micro-batch is batch / (dp x grad_accum)); change --batch to ",
-               (o.batch / (o.dp * o.grad_accum) + 1) * o.dp * o.grad_accum, " or --grad_accum");
+  const int64_t per_step = o.dp * o.ep * o.grad_accum;  // micro-batches over the data ranks
+  if (o.pp == 1 && o.batch % per_step != 0) {
+    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp,
+               o.ep > 1 ? absl::StrCat(" x --ep ", o.ep) : "", " x --grad_accum ", o.grad_accum,
+               " = ", per_step, " (each rank's micro-batch is batch / (dp x ",
+               o.ep > 1 ? "ep x " : "", "grad_accum)); change --batch to ",
+               (o.batch / per_step + 1) * per_step, " or --grad_accum");
   }
   for (const auto& [flag, value] :
        {std::pair<const char*, const std::string&>{"--precision", o.precision},
@@ -247,17 +283,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
        {std::tuple<const char*, int, comm::Communicator*, const char*>{"--dp", options.dp, dp_group,
                                                                        "data"},
         {"--tp", options.tp, context.tp, "tensor"},
-        {"--pp", options.pp, context.pp, "pipeline"}}) {
+        {"--pp", options.pp, context.pp, "pipeline"},
+        {"--ep", options.ep, context.ep, "expert"}}) {
     const int size = group != nullptr ? group->size() : 1;
     if (size != want) {
       return absl::InvalidArgumentError(
           absl::StrCat(flag, " ", want, " but the ", what, "-parallel group has ", size, " ranks"));
     }
   }
-  LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(options.preset));
+  LOOM_ASSIGN_OR_RETURN(GptConfig config, ModelConfig(options));
   LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed));
-  if (options.vocab_size > 0) config.vocab_size = options.vocab_size;
-  if (options.num_layers > 0) config.num_layers = options.num_layers;
   if (dataset.vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("the data (", dataset.name(), ") has vocabulary ", dataset.vocab_size(),
@@ -272,11 +307,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   LOOM_RETURN_IF_ERROR(config.Validate());
   LOOM_RETURN_IF_ERROR(config.ValidateTensorParallel(options.tp));
+  LOOM_RETURN_IF_ERROR(config.ValidateExpertParallel(options.ep));
   auto model = std::make_unique<GptModel>(
-      config, parallel::TensorParallelOptions{.group = context.tp,
-                                              .sequence_parallel = options.sequence_parallel,
-                                              .chunks = options.tp_chunks,
-                                              .overlap = options.tp_overlap});
+      config,
+      parallel::TensorParallelOptions{.group = context.tp,
+                                      .sequence_parallel = options.sequence_parallel,
+                                      .chunks = options.tp_chunks,
+                                      .overlap = options.tp_overlap},
+      context.ep);
   // Weights loaded from a file need the whole model; otherwise data parallelism fills only what
   // each rank holds from the initializers (a ZeRO-3 shard, never the whole model).
   const bool loads_weights = !options.init_from.empty() || options.resume;
@@ -300,9 +338,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   context.dp = dp_group;
   if (context.world == nullptr) context.world = dp_group;
   t->context_ = context;
-  LOOM_ASSIGN_OR_RETURN(data::BatchSampler sampler,
-                        data::BatchSampler::Create(*t->dataset_, options.batch / options.dp,
-                                                   seq_len, dp_group->rank(), options.dp));
+  // Data ranks: dp × ep, each its own slice of the batch.
+  const int data_ranks = options.dp * options.ep;
+  LOOM_ASSIGN_OR_RETURN(
+      data::BatchSampler sampler,
+      data::BatchSampler::Create(*t->dataset_, options.batch / data_ranks, seq_len,
+                                 dp_group->rank() * options.ep + context.ep_rank(), data_ranks));
   t->sampler_ = std::make_unique<data::BatchSampler>(std::move(sampler));
   // Resume loads the full weights into the model; data parallelism then takes them over, and the
   // optimizer state is cut to this rank's shard.
@@ -333,6 +374,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
            .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
            .tp = context.tp,
            .pp = context.pp,
+           .ep = context.ep,
            .embedding = t->embedding_group_.get()}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
@@ -344,10 +386,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   return t;
 }
 
+std::vector<comm::Communicator*> Trainer::DataGroups() const {
+  std::vector<comm::Communicator*> groups = {dp_group_};
+  if (context_.ep != nullptr) groups.push_back(context_.ep);
+  return groups;
+}
+
 absl::StatusOr<float> Trainer::MeanOverRanks(float local) {
-  if (dp_group_->size() == 1) return local;
   Tensor value = Tensor::FromVector<float>({1}, {local}, runtime::MemoryTag::kComm);
-  LOOM_RETURN_IF_ERROR(dp_group_->AllReduce(value, value, comm::ReduceOp::kAvg)->Wait());
+  for (comm::Communicator* group : DataGroups()) {
+    if (group->size() == 1) continue;
+    LOOM_RETURN_IF_ERROR(group->AllReduce(value, value, comm::ReduceOp::kAvg)->Wait());
+  }
   return value.data<float>()[0];
 }
 
@@ -372,6 +422,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
     LOOM_ASSIGN_OR_RETURN(const bool finite, dp_->GradientsFinite());
     if (!scaler_.Update(finite)) {  // every rank takes the same decision
       m.skipped = true;
+      LOOM_RETURN_IF_ERROR(FinishMoeStep(m));
       m.step = optimizer_->step();
       m.grad_norm = std::numeric_limits<double>::infinity();
       FinishMetrics(m, start);
@@ -386,12 +437,25 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
   optimizer_->Step(dp_->Slots(), m.lr);
   LOOM_RETURN_IF_ERROR(dp_->FinishOptimizerStep());
+  LOOM_RETURN_IF_ERROR(FinishMoeStep(m));
   m.step = optimizer_->step();
   FinishMetrics(m, start);
   return m;
 }
 
+absl::Status Trainer::FinishMoeStep(StepMetrics& m) {
+  LOOM_ASSIGN_OR_RETURN(m.expert_load, model_->FinishMoeStep(DataGroups(), !m.skipped));
+  for (std::vector<int64_t>& load : m.expert_load) {
+    m.dropped_tokens += load.back();  // TakeLoad's last entry: the dropped slots
+    load.pop_back();
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<float> Trainer::RunMicroBatches(const data::Batch& batch, float loss_scale) {
+  // Expert parallelism: the ep ranks' replicated gradients are summed (partial over "ep"), so
+  // each rank's loss enters with 1/ep, making the sum the mean over their tokens.
+  loss_scale /= static_cast<float>(options_.ep);
   parallel::Stash settings;
   settings.SetActivationDType(PrecisionDType(options_.precision));
   settings.SetAutocast(options_.autocast);
@@ -500,7 +564,8 @@ absl::Status Trainer::WriteWhole(bool optimizer_state, const WholeWriter& write)
   absl::StatusOr<std::vector<io::NamedTensor>> state = std::vector<io::NamedTensor>{};
   if (weights.ok() && optimizer_state) state = GatherOptimizerState();
   absl::Status written = weights.ok() ? state.status() : weights.status();
-  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 && context_.pp_rank() == 0;
+  const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 &&
+                      context_.pp_rank() == 0 && context_.ep_rank() == 0;
   if (written.ok() && writer) written = write(*weights, *state);
   dp_->ReleaseParameters();  // the gathered weights are not kept (ZeRO-3: 4Ψ per rank)
   // Every rank joins, whatever happened on the writer, so no rank reads or reports a file still
@@ -535,10 +600,10 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
   // Each tensor is the flat state of this rank's shard of a parameter: gathered whole, flat.
   for (io::NamedTensor& t : state) {
     const parallel::Parameter* p = StateOwner(t.name);
-    if (context_.tp_size() == 1 || p == nullptr || !p->shard_spec().is_split()) continue;
-    LOOM_ASSIGN_OR_RETURN(
-        Tensor whole, parallel::GatherShards(t.tensor.Reshape(p->local_shape()), p->global_shape(),
-                                             p->shard_spec(), *context_.tp));
+    if (p == nullptr || !p->shard_spec().is_split()) continue;
+    LOOM_ASSIGN_OR_RETURN(Tensor whole, parallel::GatherShards(
+                                            t.tensor.Reshape(p->local_shape()), p->global_shape(),
+                                            p->shard_spec(), *model_->AxisGroup(p->shard_spec().axis)));
     t.tensor = whole.Reshape({whole.numel()});
   }
   if (context_.pp == nullptr) return state;

@@ -43,12 +43,22 @@ struct TrainOptions {
   int64_t num_layers = 0;  // 0: the preset's (fewer for quick runs of a large preset's shapes)
   std::string data;        // token file (llm.c shard or text bytes); empty: the embedded task
   int64_t steps = 100;
-  int64_t batch = 8;  // sequences per optimizer step, over all data-parallel ranks
+  int64_t batch = 8;  // sequences per optimizer step, over all data ranks (dp × ep)
   int dp = 1;         // data-parallel ranks (the size of the group given to Create)
   int tp = 1;         // tensor-parallel ranks (heads, MLP and vocabulary split over them)
   bool sequence_parallel = false;  // shard norms/residuals along the tokens over tp (tp >= 2)
   int tp_chunks = 4;               // GEMM chunks pipelined with the tp collectives (1: none)
   int pp = 1;                      // pipeline stages' ranks (docs/pipeline_parallel.md)
+  // Expert parallelism (a MoE preset; docs/expert_parallel.md): the experts split over ep ranks,
+  // which also take separate slices of the batch (data ranks: dp × ep).
+  int ep = 1;
+  // MoE routing overrides (negative / 0: the preset's): capacity factor (0 dropless), sequence
+  // aux-loss coefficient, balancing-bias update rate, node-limited routing (groups, top groups).
+  double moe_capacity_factor = -1.0;
+  float moe_aux_loss_coef = -1.0f;
+  float moe_bias_rate = -1.0f;
+  int moe_groups = 0;
+  int moe_top_groups = 0;
   std::string schedule = "1f1b";   // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
   int micro_batches = 0;           // with pp > 1: per step and data-parallel rank (0: pp)
   int virtual_stages = 2;          // interleaved: chunks per rank
@@ -99,6 +109,10 @@ struct StepMetrics {
   double exposed_tp_ms = 0.0;      // waiting for tensor-parallel collectives (forward + backward)
   float loss_scale = 1.0f;         // the scale this step's backward used (fp16; else 1)
   bool skipped = false;            // fp16: gradients overflowed on some rank, no update
+  // MoE: per MoE layer, the (token, choice) slots routed to each expert in this step over all
+  // data ranks (before capacity drops), and the slots dropped by capacity.
+  std::vector<std::vector<int64_t>> expert_load;
+  int64_t dropped_tokens = 0;
 };
 
 class Trainer {
@@ -176,9 +190,14 @@ class Trainer {
   // Serialises and writes the checkpoint files (rank 0).
   absl::Status WriteCheckpoint(const std::vector<runtime::io::NamedTensor>& weights,
                                const std::vector<runtime::io::NamedTensor>& optimizer_state);
-  // The mean of `local` over the data-parallel ranks.
+  // The ranks whose data differ: dp and, with expert parallelism, ep.
+  std::vector<comm::Communicator*> DataGroups() const;
+  // The mean of `local` over the data ranks (dp × ep).
   absl::StatusOr<float> MeanOverRanks(float local);
   void InjectOverflowForTesting();
+  // MoE: the step's expert loads into `m` (summed over the data ranks; collective) and, unless
+  // the step was skipped, the balancing biases updated from them.
+  absl::Status FinishMoeStep(StepMetrics& m);
   // The forward and backward passes of a step: micro-batches in turn, or the pipeline schedule.
   // Returns the loss of this rank's micro-batches (pipeline: the last stage's, summed over pp).
   absl::StatusOr<float> RunMicroBatches(const data::Batch& batch, float loss_scale);
@@ -217,6 +236,8 @@ class Trainer {
 // yet) unless the options are consistent; needs no data and no communication, so every rank can
 // check before the first collective. Trainer::Create calls it too.
 absl::Status ValidateTrainOptions(const TrainOptions& options);
+// The model's config: the preset with the options' overrides (layers, vocabulary, MoE routing).
+absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& options);
 // The micro-batches per step of a pipeline run (--micro_batches, default --pp).
 int PipelineMicroBatches(const TrainOptions& options);
 

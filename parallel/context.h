@@ -20,18 +20,22 @@ struct ParallelContext {
   comm::Communicator* dp = nullptr;     // data parallelism: same model piece, other data
   comm::Communicator* tp = nullptr;     // tensor parallelism: other pieces of the same layers
   comm::Communicator* pp = nullptr;     // pipeline parallelism: the other stages
+  comm::Communicator* ep = nullptr;     // expert parallelism: other experts, other tokens
 
-  // The mesh's groups (tp and pp only when the mesh has more than one rank along them).
+  // The mesh's groups (tp, pp and ep only when the mesh has more than one rank along them).
   static ParallelContext FromMesh(const Mesh& mesh) {
     return {.world = &mesh.world(),
             .dp = &mesh.group(Axis::kDp),
             .tp = mesh.size(Axis::kTp) > 1 ? &mesh.group(Axis::kTp) : nullptr,
-            .pp = mesh.size(Axis::kPp) > 1 ? &mesh.group(Axis::kPp) : nullptr};
+            .pp = mesh.size(Axis::kPp) > 1 ? &mesh.group(Axis::kPp) : nullptr,
+            .ep = mesh.size(Axis::kEp) > 1 ? &mesh.group(Axis::kEp) : nullptr};
   }
   int tp_size() const { return tp != nullptr ? tp->size() : 1; }
   int tp_rank() const { return tp != nullptr ? tp->rank() : 0; }
   int pp_size() const { return pp != nullptr ? pp->size() : 1; }
   int pp_rank() const { return pp != nullptr ? pp->rank() : 0; }
+  int ep_size() const { return ep != nullptr ? ep->size() : 1; }
+  int ep_rank() const { return ep != nullptr ? ep->rank() : 0; }
 };
 
 }  // namespace loom::parallel

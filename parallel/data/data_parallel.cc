@@ -75,13 +75,10 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   for (const auto& unit : units) {
     for (const Parameter* p : unit) {
       const std::string& axis = p->shard_spec().grad_partial_over;
-      const comm::Communicator* partial = axis == "tp"          ? options.tp
-                                          : axis == "embedding" ? options.embedding
-                                                                : nullptr;
-      if (!axis.empty() && partial == nullptr) {
+      if (!axis.empty() && PartialGroup(options, axis) == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
             p->name(), ": its gradient is partial over ", axis,
-            "; data parallelism needs that group (Options::tp or Options::embedding)"));
+            "; data parallelism needs that group (Options::tp, ep or embedding)"));
       }
       if (p->shard_spec().kind == ShardSpec::Kind::kExpert ||
           (!p->value().defined() && p->initializer() == nullptr)) {
@@ -302,15 +299,16 @@ void DataParallel::BeginMicroBatch(bool last) {
   next_launch_ = 0;
 }
 
-comm::Communicator* DataParallel::PartialGroup(const std::string& axis) const {
-  if (axis == "tp") return options_.tp;
-  if (axis == "embedding") return options_.embedding;
+comm::Communicator* DataParallel::PartialGroup(const Options& options, const std::string& axis) {
+  if (axis == "tp") return options.tp;
+  if (axis == "ep") return options.ep;
+  if (axis == "embedding") return options.embedding;
   return nullptr;
 }
 
 std::vector<comm::Communicator*> DataParallel::ModelParallelGroups() const {
   std::vector<comm::Communicator*> groups;
-  for (comm::Communicator* g : {options_.tp, options_.pp}) {
+  for (comm::Communicator* g : {options_.tp, options_.ep, options_.pp}) {
     if (g != nullptr && g->size() > 1) groups.push_back(g);
   }
   return groups;
@@ -318,7 +316,13 @@ std::vector<comm::Communicator*> DataParallel::ModelParallelGroups() const {
 
 bool DataParallel::CountsInNorm(const Parameter& p) const {
   const ShardSpec& spec = p.shard_spec();
-  if (!spec.is_split() && options_.tp != nullptr && options_.tp->rank() != 0) return false;
+  // Along tp and ep: a shard split over that axis on every rank, anything else on rank 0 only.
+  for (const auto& [axis, group] : {std::pair<const char*, comm::Communicator*>{"tp", options_.tp},
+                                    {"ep", options_.ep}}) {
+    if (group != nullptr && group->rank() != 0 && !(spec.is_split() && spec.axis == axis)) {
+      return false;
+    }
+  }
   if (spec.grad_partial_over == "embedding" && options_.embedding->rank() != 0) return false;
   return true;
 }
@@ -352,7 +356,7 @@ void DataParallel::SumPartial(Parameter& p) {
   // every rank of it, whatever its buckets), then reduced over data parallelism with the rest.
   Tensor g = p.grad();
   const absl::Status s =
-      PartialGroup(p.shard_spec().grad_partial_over)->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
+      PartialGroup(options_, p.shard_spec().grad_partial_over)->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
   LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over "
                      << p.shard_spec().grad_partial_over << " failed: " << s;
 }

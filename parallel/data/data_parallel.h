@@ -95,8 +95,14 @@ class DataParallel : public ParameterUseHooks {
     // replicated over tp counts in the norm on its rank 0 only. `embedding`: the tied embedding's
     // copies (first and last pipeline stage, "embedding" partial gradients) are summed there and
     // counted on its rank 0 only.
+    // `ep`: expert parallelism. Its ranks hold other experts (parameters split over "ep", counted
+    // in the norm on every rank) and route other tokens through the same replicated parameters,
+    // whose gradients are partial over "ep" and summed there (the model scales its loss by 1/ep
+    // so that sum is the mean over the ep ranks' tokens); replicated parameters count in the norm
+    // on ep rank 0 only.
     comm::Communicator* tp = nullptr;
     comm::Communicator* pp = nullptr;
+    comm::Communicator* ep = nullptr;
     comm::Communicator* embedding = nullptr;
   };
 
@@ -268,9 +274,9 @@ class DataParallel : public ParameterUseHooks {
   void SumPartial(Parameter& p);
   void MarkReady(Parameter& p);
   // The group a gradient partial over `axis` is summed over (nullptr if none).
-  comm::Communicator* PartialGroup(const std::string& axis) const;
+  static comm::Communicator* PartialGroup(const Options& options, const std::string& axis);
   // Whether this rank counts p in the gradient norm (each element of the model once).
-  // options_.tp and options_.pp where they have more than one rank.
+  // options_.tp, options_.ep and options_.pp where they have more than one rank.
   std::vector<comm::Communicator*> ModelParallelGroups() const;
   bool CountsInNorm(const Parameter& p) const;
   bool reduce_this_micro_ = true;

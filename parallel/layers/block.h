@@ -30,6 +30,7 @@ class TransformerBlock : public Layer {
   // Full recompute: Forward keeps only its input; BackwardInput reruns the forward first.
   void set_recompute(bool recompute) { recompute_ = recompute; }
   bool recompute() const { return recompute_; }
+  Layer* mlp() { return mlp_.get(); }
 
  private:
   runtime::Tensor ForwardInto(Stash& stash, const runtime::Tensor& x);

@@ -245,7 +245,9 @@ std::vector<Parameter*> MoeLayer::Parameters() {
 
 absl::StatusOr<std::vector<int64_t>> MoeLayer::TakeLoad(
     const std::vector<comm::Communicator*>& groups) {
-  Tensor total = I64(load_);
+  std::vector<int64_t> counts = load_;
+  counts.push_back(dropped_);
+  Tensor total = I64(counts);
   for (comm::Communicator* group : groups) {
     if (group == nullptr || group->size() == 1) continue;
     absl::Status s = group->AllReduce(total, total, comm::ReduceOp::kSum)->Wait();

@@ -80,12 +80,16 @@ class MoeLayer : public Layer {
   // The balancing bias (f32 [E], the same on every rank) and its name, for checkpoints.
   runtime::Tensor& bias() { return bias_; }
   const std::string& bias_name() const { return bias_name_; }
+  // Whether this rank holds the layer's parameters (a pipeline drops other stages' values): read
+  // where parameters are (a checkpoint's gather).
+  bool held() const { return router_.value().defined(); }
   // Slots routed to each expert (before capacity drops) by this rank's micro-batches whose
   // backward finished since the last TakeLoad, and the slots dropped.
   const std::vector<int64_t>& load() const { return load_; }
   int64_t dropped() const { return dropped_; }
   // Returns the step's load summed over `groups` (collective over each: the ranks that routed
-  // other tokens through this layer, dp and ep) and restarts the count.
+  // other tokens through this layer, dp and ep), with the dropped slots appended as entry E, and
+  // restarts the count.
   absl::StatusOr<std::vector<int64_t>> TakeLoad(const std::vector<comm::Communicator*>& groups);
   // b_e += rate · sign(mean(load) − load_e) (load: TakeLoad's, the same on every rank).
   void UpdateBias(const std::vector<int64_t>& load);
