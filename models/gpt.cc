@@ -109,7 +109,8 @@ absl::Status GptConfig::ValidateExpertParallel(int ep) const {
   };
   if (ep < 1) return absl::InvalidArgumentError(absl::StrCat("--ep must be >= 1, got ", ep));
   if (!is_moe()) {
-    if (ep > 1) return bad("--ep ", ep, " needs a mixture-of-experts model (e.g. --preset moe-small)");
+    if (ep > 1)
+      return bad("--ep ", ep, " needs a mixture-of-experts model (e.g. --preset moe-small)");
     return absl::OkStatus();
   }
   const parallel::MoeOptions& m = moe;
@@ -123,8 +124,8 @@ absl::Status GptConfig::ValidateExpertParallel(int ep) const {
   if (m.groups < 1 || m.num_experts % m.groups != 0 || m.top_groups < 1 ||
       m.top_groups > m.groups || m.top_k > m.top_groups * (m.num_experts / m.groups)) {
     return bad("node-limited routing: --moe_groups ", m.groups, " must divide the ", m.num_experts,
-               " experts and --moe_top_groups ", m.top_groups, " (<= groups) of them must hold top-",
-               m.top_k, " experts");
+               " experts and --moe_top_groups ", m.top_groups,
+               " (<= groups) of them must hold top-", m.top_k, " experts");
   }
   if (ep > 1 && m.groups > 1 && ep % m.groups != 0) {
     return bad("--moe_groups ", m.groups, " must divide --ep ", ep,
@@ -146,11 +147,12 @@ std::string GptConfig::ToString() const {
                                   mlp == Mlp::kGelu ? "gelu" : "swiglu",
                                   norm == Norm::kLayerNorm ? "layernorm" : "rmsnorm");
   if (!is_moe()) return s;
-  absl::StrAppendFormat(&s, ", moe from layer %d: %d experts top-%d hidden %d + %d shared, %s router",
-                        first_dense_layers, moe.num_experts, moe.top_k, moe.expert_hidden,
-                        moe.shared_experts,
-                        moe.score == runtime::kernels::RouterScore::kSigmoid ? "sigmoid" : "softmax");
-  if (moe.groups > 1) absl::StrAppendFormat(&s, ", top %d of %d groups", moe.top_groups, moe.groups);
+  absl::StrAppendFormat(
+      &s, ", moe from layer %d: %d experts top-%d hidden %d + %d shared, %s router",
+      first_dense_layers, moe.num_experts, moe.top_k, moe.expert_hidden, moe.shared_experts,
+      moe.score == runtime::kernels::RouterScore::kSigmoid ? "sigmoid" : "softmax");
+  if (moe.groups > 1)
+    absl::StrAppendFormat(&s, ", top %d of %d groups", moe.top_groups, moe.groups);
   if (moe.capacity_factor > 0) absl::StrAppendFormat(&s, ", capacity %g", moe.capacity_factor);
   if (moe.aux_loss_coef > 0) absl::StrAppendFormat(&s, ", aux loss %g", moe.aux_loss_coef);
   return s;
@@ -219,7 +221,7 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
   // row-parallel biases) sees only this rank's tokens.
   if (tp_.sp()) {
     for (Parameter* p : Parameters()) {
-      if (!p->shard_spec().is_split()) p->SetGradPartialOver("tp");
+      if (!p->shard_spec().is_split()) p->AddGradPartialOver("tp");
     }
   }
   // Expert parallelism: the ep ranks run other tokens, so everything but their own experts
@@ -227,7 +229,7 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
   if (ep_ != nullptr && ep_->size() > 1) {
     LOOM_CHECK(!tp_.sp()) << "GptModel: sequence parallelism with expert parallelism";
     for (Parameter* p : Parameters()) {
-      if (!p->shard_spec().is_split() || p->shard_spec().axis != "ep") p->SetGradPartialOver("ep");
+      if (!p->shard_spec().is_split() || p->shard_spec().axis != "ep") p->AddGradPartialOver("ep");
     }
   }
 }

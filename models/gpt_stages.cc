@@ -18,7 +18,7 @@ GptStages::GptStages(GptModel& model, const parallel::pipeline::Placement& place
   if (first_here != last_here) {
     wte->SetUses(1);  // this rank runs only the embedding or only the head
     LOOM_CHECK(embedding != nullptr) << "GptStages: the tied embedding's copies need a group";
-    wte->SetGradPartialOver("embedding");
+    wte->AddGradPartialOver("embedding");
   }
   // Weights loaded whole (--resume, --init_from) are dropped where another rank runs them.
   for (const auto& unit : LocalParameterUnits()) local_.insert(unit.begin(), unit.end());

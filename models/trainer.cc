@@ -132,8 +132,9 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
   }
   if (o.hsdp_shard > 0) return bad("--pp with --hsdp_shard is not supported yet");
   if (o.batch % (o.dp * o.ep * m) != 0) {
-    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp, " x --ep ", o.ep,
-               " x --micro_batches ", m, " = ", o.dp * o.ep * m);
+    return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp,
+               o.ep > 1 ? absl::StrCat(" x --ep ", o.ep) : "", " x --micro_batches ", m, " = ",
+               o.dp * o.ep * m);
   }
   LOOM_ASSIGN_OR_RETURN(
       parallel::pipeline::Schedule s,
@@ -178,9 +179,10 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     absl::StatusOr<GptConfig> config = ModelConfig(o);
     if (config.ok()) {
       if (!config->is_moe()) {
-        return bad("--ep and the --moe_* flags need a mixture-of-experts model (--preset moe-small "
-                   "or tiny-moe); ",
-                   o.preset, " is dense");
+        return bad(
+            "--ep and the --moe_* flags need a mixture-of-experts model (--preset moe-small "
+            "or tiny-moe); ",
+            o.preset, " is dense");
       }
       LOOM_RETURN_IF_ERROR(config->ValidateExpertParallel(o.ep));
     }
@@ -601,9 +603,10 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
   for (io::NamedTensor& t : state) {
     const parallel::Parameter* p = StateOwner(t.name);
     if (p == nullptr || !p->shard_spec().is_split()) continue;
-    LOOM_ASSIGN_OR_RETURN(Tensor whole, parallel::GatherShards(
-                                            t.tensor.Reshape(p->local_shape()), p->global_shape(),
-                                            p->shard_spec(), *model_->AxisGroup(p->shard_spec().axis)));
+    LOOM_ASSIGN_OR_RETURN(
+        Tensor whole,
+        parallel::GatherShards(t.tensor.Reshape(p->local_shape()), p->global_shape(),
+                               p->shard_spec(), *model_->AxisGroup(p->shard_spec().axis)));
     t.tensor = whole.Reshape({whole.numel()});
   }
   if (context_.pp == nullptr) return state;

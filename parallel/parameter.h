@@ -37,8 +37,10 @@ class Parameter {
   // The shape of this rank's shard (the global shape when replicated).
   const runtime::Shape& local_shape() const { return local_shape_; }
   int64_t local_numel() const { return runtime::NumElements(local_shape_); }
-  // Marks this rank's gradient as a partial sum over `axis` (ShardSpec::grad_partial_over).
-  void SetGradPartialOver(std::string axis) { spec_.grad_partial_over = std::move(axis); }
+  // Marks this rank's gradient as a partial sum over `axis` too (ShardSpec::grad_partial_over).
+  void AddGradPartialOver(const std::string& axis) {
+    if (!spec_.grad_partial_over_axis(axis)) spec_.grad_partial_over.push_back(axis);
+  }
   // True for matrices (weight decay applies, as in GPT-2 training); false for biases, norms.
   bool weight_decay() const { return weight_decay_; }
 

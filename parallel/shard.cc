@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
 
@@ -57,7 +58,8 @@ absl::Status ShardSpec::Check(const std::string& name, const Shape& global) cons
 std::string ShardSpec::ToString() const {
   switch (kind) {
     case Kind::kReplicated:
-      return grad_partial() ? absl::StrCat("replicated(grad partial over ", grad_partial_over, ")")
+      return grad_partial() ? absl::StrCat("replicated(grad partial over ",
+                                           absl::StrJoin(grad_partial_over, ", "), ")")
                             : "replicated";
     case Kind::kSplit:
       return absl::StrCat("split(dim=", dim, ", axis=", axis, ", ", index, "/", count,

@@ -17,13 +17,16 @@
 // again [q | k | v] for this rank's heads. All tensors f32.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "comm/communicator.h"
 #include "runtime/tensor.h"
 
@@ -38,13 +41,19 @@ struct ShardSpec {
   int count = 1;      // kSplit: ranks along the axis
   int parts = 1;      // kSplit: fused parts of `dim`, each split alike (c_attn: 3)
   int64_t block = 1;  // kSplit: the split moves whole blocks of this many elements
-  // Not empty: each rank's gradient is a partial sum over this axis (a parameter replicated over
+  // Not empty: each rank's gradient is a partial sum over these axes (a parameter replicated over
   // tp that sees only this rank's tokens under sequence parallelism: norm weights, row-parallel
-  // biases, position embeddings); data parallelism sums it over that group before reducing.
-  std::string grad_partial_over;
+  // biases, position embeddings; anything but the experts under expert parallelism, "ep"; a tied
+  // embedding's copy on a pipeline's first or last stage, "embedding"); data parallelism sums it
+  // over each of those groups before reducing.
+  std::vector<std::string> grad_partial_over;
 
   static ShardSpec Replicated() { return {}; }
   bool grad_partial() const { return !grad_partial_over.empty(); }
+  bool grad_partial_over_axis(absl::string_view axis) const {
+    return std::find(grad_partial_over.begin(), grad_partial_over.end(), axis) !=
+           grad_partial_over.end();
+  }
   static ShardSpec Split(int dim, std::string axis, int index, int count, int parts = 1,
                          int64_t block = 1);
   bool is_split() const { return kind == Kind::kSplit; }

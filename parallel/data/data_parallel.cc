@@ -74,11 +74,12 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   }
   for (const auto& unit : units) {
     for (const Parameter* p : unit) {
-      const std::string& axis = p->shard_spec().grad_partial_over;
-      if (!axis.empty() && PartialGroup(options, axis) == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            p->name(), ": its gradient is partial over ", axis,
-            "; data parallelism needs that group (Options::tp, ep or embedding)"));
+      for (const std::string& axis : p->shard_spec().grad_partial_over) {
+        if (PartialGroup(options, axis) == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(p->name(), ": its gradient is partial over ", axis,
+                           "; data parallelism needs that group (Options::tp, ep or embedding)"));
+        }
       }
       if (p->shard_spec().kind == ShardSpec::Kind::kExpert ||
           (!p->value().defined() && p->initializer() == nullptr)) {
@@ -317,13 +318,13 @@ std::vector<comm::Communicator*> DataParallel::ModelParallelGroups() const {
 bool DataParallel::CountsInNorm(const Parameter& p) const {
   const ShardSpec& spec = p.shard_spec();
   // Along tp and ep: a shard split over that axis on every rank, anything else on rank 0 only.
-  for (const auto& [axis, group] : {std::pair<const char*, comm::Communicator*>{"tp", options_.tp},
-                                    {"ep", options_.ep}}) {
+  for (const auto& [axis, group] :
+       {std::pair<const char*, comm::Communicator*>{"tp", options_.tp}, {"ep", options_.ep}}) {
     if (group != nullptr && group->rank() != 0 && !(spec.is_split() && spec.axis == axis)) {
       return false;
     }
   }
-  if (spec.grad_partial_over == "embedding" && options_.embedding->rank() != 0) return false;
+  if (spec.grad_partial_over_axis("embedding") && options_.embedding->rank() != 0) return false;
   return true;
 }
 
@@ -355,10 +356,12 @@ void DataParallel::SumPartial(Parameter& p) {
   // tied embedding): summed over that group first, in the model's backward order (the same on
   // every rank of it, whatever its buckets), then reduced over data parallelism with the rest.
   Tensor g = p.grad();
-  const absl::Status s =
-      PartialGroup(options_, p.shard_spec().grad_partial_over)->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
-  LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over "
-                     << p.shard_spec().grad_partial_over << " failed: " << s;
+  for (const std::string& axis : p.shard_spec().grad_partial_over) {
+    const absl::Status s =
+        PartialGroup(options_, axis)->AllReduce(g, g, comm::ReduceOp::kSum)->Wait();
+    LOOM_CHECK(s.ok()) << p.name() << ": summing the partial gradient over " << axis
+                       << " failed: " << s;
+  }
 }
 
 void DataParallel::MarkReady(Parameter& p) {

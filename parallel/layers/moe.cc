@@ -36,7 +36,7 @@ ShardSpec ExpertSpec(const MoeOptions& o) {
 // A replicated parameter that sees only this ep rank's tokens.
 ShardSpec ReplicatedSpec(const MoeOptions& o) {
   ShardSpec s = ShardSpec::Replicated();
-  if (o.ep != nullptr && o.ep->size() > 1) s.grad_partial_over = "ep";
+  if (o.ep != nullptr && o.ep->size() > 1) s.grad_partial_over = {"ep"};
   return s;
 }
 
@@ -72,7 +72,7 @@ MoeLayer::MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& opt
     shared_ = std::make_unique<SwiGluMlp>(prefix + ".shared_experts", dim,
                                           options.shared_experts * options.expert_hidden);
     if (options.ep != nullptr && options.ep->size() > 1) {
-      for (Parameter* p : shared_->Parameters()) p->SetGradPartialOver("ep");
+      for (Parameter* p : shared_->Parameters()) p->AddGradPartialOver("ep");
     }
   }
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "models/gpt_weights.h"
 
@@ -87,6 +88,27 @@ void ExpectEquivalent(const RunResult& reference, const RunResult& got, const st
     }
   }
   EXPECT_LE(worst, tolerance.param) << what << ": largest parameter difference at " << worst_name;
+}
+
+std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o) {
+  std::vector<RunResult> results(o.dp * o.tp * o.pp * o.ep);
+  OnMesh(o, [&](int rank, const parallel::ParallelContext& ctx) { results[rank] = Train(o, ctx); });
+  return results;
+}
+
+void ExpectEquivalentOnRanks(const RunResult& reference, const std::vector<RunResult>& ranks,
+                             const std::string& what, const Tolerance& tolerance) {
+  std::set<std::string> held;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    RunResult got = ranks[r];
+    RunResult want = reference;
+    for (auto it = want.params.begin(); it != want.params.end();) {
+      it = got.params.contains(it->first) ? std::next(it) : want.params.erase(it);
+    }
+    for (const auto& [name, values] : got.params) held.insert(name);
+    ExpectEquivalent(want, got, what + " rank " + std::to_string(r), tolerance);
+  }
+  EXPECT_EQ(held.size(), reference.params.size()) << what << ": parameters nobody holds";
 }
 
 }  // namespace loom::testing

@@ -6,6 +6,8 @@
 //   ExpectEquivalent(ref, got, "dp 2 zero 1");
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <map>
 #include <string>
 #include <thread>
@@ -15,6 +17,7 @@
 #include "comm/local/local_backend.h"
 #include "models/trainer.h"
 #include "parallel/context.h"
+#include "parallel/mesh.h"
 
 namespace loom::testing {
 
@@ -34,6 +37,18 @@ void OnRanks(int size, F body) {
   std::vector<std::thread> threads;
   for (int r = 0; r < size; ++r) threads.emplace_back([&, r] { body(r, *world[r]); });
   for (auto& t : threads) t.join();
+}
+
+// Runs body(rank, context) on dp × tp × pp × ep threads (o's sizes) over a mesh of that shape,
+// order tp-ep-dp-pp.
+template <typename F>
+void OnMesh(const models::TrainOptions& o, F body) {
+  OnRanks(o.dp * o.tp * o.pp * o.ep, [&](int rank, comm::Communicator& world) {
+    auto mesh = parallel::Mesh::Create(
+        world, parallel::MeshShape{.dp = o.dp, .tp = o.tp, .pp = o.pp, .ep = o.ep});
+    ASSERT_TRUE(mesh.ok()) << mesh.status();
+    body(rank, parallel::ParallelContext::FromMesh(**mesh));
+  });
 }
 
 // The tiny GPT on the embedded task, 20 steps, global batch 8, T 32, AdamW, small buckets so a
@@ -73,5 +88,11 @@ inline constexpr Tolerance kTpF32Tolerance = {.loss = 5e-5, .grad_norm = 1e-3, .
 inline constexpr Tolerance kTpBf16Tolerance = {.loss = 3e-3, .grad_norm = 3e-2, .param = 2e-2};
 void ExpectEquivalent(const RunResult& reference, const RunResult& got, const std::string& what,
                       const Tolerance& tolerance = kF32Tolerance);
+// Trains `o` on its mesh (OnMesh) and returns every rank's result.
+std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o);
+// Every rank's losses and norms as the reference's; each parameter, on whichever ranks hold it
+// (a pipeline rank: its stages'), as the reference's; together the ranks hold all of them.
+void ExpectEquivalentOnRanks(const RunResult& reference, const std::vector<RunResult>& ranks,
+                             const std::string& what, const Tolerance& tolerance = kF32Tolerance);
 
 }  // namespace loom::testing

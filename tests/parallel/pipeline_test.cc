@@ -18,6 +18,7 @@ namespace {
 
 using testing::OnRanks;
 using testing::RunResult;
+using testing::TrainOnMesh;
 
 models::TrainOptions Options(int micro_batches) {
   models::TrainOptions o = testing::ReferenceOptions();
@@ -25,34 +26,6 @@ models::TrainOptions Options(int micro_batches) {
   o.batch = 8;
   o.micro_batches = micro_batches;
   return o;
-}
-
-// Trains `o` on tp × dp × pp threads (mesh tp-ep-dp-pp) and returns every rank's result.
-std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o) {
-  std::vector<RunResult> results(o.tp * o.dp * o.pp);
-  OnRanks(o.tp * o.dp * o.pp, [&](int rank, comm::Communicator& world) {
-    auto mesh = Mesh::Create(world, MeshShape{.dp = o.dp, .tp = o.tp, .pp = o.pp});
-    ASSERT_TRUE(mesh.ok()) << mesh.status();
-    results[rank] = testing::Train(o, ParallelContext::FromMesh(**mesh));
-  });
-  return results;
-}
-
-// Every rank's losses and norms as the reference's; each parameter, on whichever ranks hold it,
-// as the reference's; together the ranks hold all of them.
-void ExpectPipelineEquivalent(const RunResult& reference, const std::vector<RunResult>& ranks,
-                              const std::string& what, const testing::Tolerance& tolerance) {
-  std::set<std::string> held;
-  for (size_t r = 0; r < ranks.size(); ++r) {
-    RunResult got = ranks[r];
-    RunResult want = reference;
-    for (auto it = want.params.begin(); it != want.params.end();) {
-      it = got.params.contains(it->first) ? std::next(it) : want.params.erase(it);
-    }
-    for (const auto& [name, values] : got.params) held.insert(name);
-    testing::ExpectEquivalent(want, got, what + " rank " + std::to_string(r), tolerance);
-  }
-  EXPECT_EQ(held.size(), reference.params.size()) << what << ": parameters nobody holds";
 }
 
 RunResult Reference(models::TrainOptions o) {
@@ -81,9 +54,10 @@ TEST_P(PipelineEquivalence, EveryScheduleMatchesOneRank) {
       const RunResult reference = Reference(o);
       o.pp = pp;
       o.schedule = GetParam();
-      ExpectPipelineEquivalent(reference, TrainOnMesh(o),
-                               GetParam() + " pp " + std::to_string(pp) + " m " + std::to_string(m),
-                               testing::kF32Tolerance);
+      testing::ExpectEquivalentOnRanks(
+          reference, TrainOnMesh(o),
+          GetParam() + " pp " + std::to_string(pp) + " m " + std::to_string(m),
+          testing::kF32Tolerance);
     }
   }
 }
@@ -102,7 +76,7 @@ INSTANTIATE_TEST_SUITE_P(Schedules, PipelineEquivalence,
 // add in other orders than one rank's accumulation, so the tensor-parallel tolerance.
 void ExpectComposedMatchesOneRank(const RunResult& reference, const models::TrainOptions& o,
                                   const std::string& what) {
-  ExpectPipelineEquivalent(reference, TrainOnMesh(o), what, testing::kTpF32Tolerance);
+  testing::ExpectEquivalentOnRanks(reference, TrainOnMesh(o), what, testing::kTpF32Tolerance);
 }
 
 // Every ZeRO stage under zb-h1 (the tied embedding on two ranks), and ZeRO-3 under the V
@@ -153,7 +127,7 @@ TEST(PipelineComposition, Bf16) {
   const RunResult reference = Reference(o);
   o.pp = 2;
   o.schedule = "1f1b";
-  ExpectPipelineEquivalent(reference, TrainOnMesh(o), "pp 2 bf16", testing::kBf16Tolerance);
+  testing::ExpectEquivalentOnRanks(reference, TrainOnMesh(o), "pp 2 bf16", testing::kBf16Tolerance);
 }
 
 TEST(PipelineOptions, BadLayoutsSayWhatToChange) {

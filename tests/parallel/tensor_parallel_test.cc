@@ -30,10 +30,12 @@ using runtime::MemoryTag;
 using runtime::Shape;
 using runtime::Tensor;
 using testing::ExpectEquivalent;
+using testing::OnMesh;
 using testing::OnRanks;
 using testing::ReferenceOptions;
 using testing::RunResult;
 using testing::Train;
+using testing::TrainOnMesh;
 
 // The element of the whole tensor that local element `i` of rank `index`'s shard is, computed
 // directly from the definition (parts of dim, each cut into `count` runs of whole blocks, the
@@ -238,22 +240,6 @@ TEST(TensorParallelLayers, LossAndGradientsMatchOneRankForBothVariants) {
       }
     }
   }
-}
-
-// Runs body(context) on o.dp × o.tp threads over a mesh (order tp-ep-dp-pp).
-template <typename F>
-void OnMesh(const models::TrainOptions& o, F body) {
-  OnRanks(o.dp * o.tp, [&](int rank, comm::Communicator& world) {
-    auto mesh = Mesh::Create(world, MeshShape{.dp = o.dp, .tp = o.tp});
-    ASSERT_TRUE(mesh.ok()) << mesh.status();
-    body(rank, ParallelContext::FromMesh(**mesh));
-  });
-}
-
-std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o) {
-  std::vector<RunResult> results(o.dp * o.tp);
-  OnMesh(o, [&](int rank, const ParallelContext& ctx) { results[rank] = Train(o, ctx); });
-  return results;
 }
 
 class TensorParallelEquivalence : public ::testing::Test {
