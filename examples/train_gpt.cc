@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -407,9 +407,10 @@ absl::Status Main() {
   if (options.dp == 0) {  // the ranks tensor, pipeline and expert parallelism leave
     const int64_t model = static_cast<int64_t>(options.tp) * options.pp * options.ep;
     if (options.tp < 1 || options.pp < 1 || options.ep < 1 || world_size % model != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " x --pp ", options.pp,
-                                                     " x --ep ", options.ep, " does not divide the ",
-                                                     world_size, " ranks of the job"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tp ", options.tp, " x --pp ", options.pp,
+                       options.ep != 1 ? absl::StrCat(" x --ep ", options.ep) : "",
+                       " does not divide the ", world_size, " ranks of the job"));
     }
     options.dp = static_cast<int>(world_size / model);
   }
