@@ -73,6 +73,12 @@ ABSL_FLAG(double, moe_bias_rate, -1,
 ABSL_FLAG(int32_t, moe_groups, 0,
           "MoE node-limited routing: expert groups (one per host; must divide --ep when ep > 1); "
           "0: the preset's (1, no limit)");
+ABSL_FLAG(int32_t, moe_chunks, 2,
+          "with --ep: token chunks per MoE layer; one chunk's all-to-all overlaps another's "
+          "experts");
+ABSL_FLAG(bool, moe_overlap, true,
+          "with --ep: overlap the chunks' all-to-alls with expert compute (false: wait for each, "
+          "the same arithmetic; the baseline for exposed_a2a_ms)");
 ABSL_FLAG(int32_t, moe_top_groups, 0,
           "MoE node-limited routing: groups a token's experts may come from (0: the preset's)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
@@ -156,6 +162,8 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.moe_bias_rate = static_cast<float>(absl::GetFlag(FLAGS_moe_bias_rate));
   o.moe_groups = absl::GetFlag(FLAGS_moe_groups);
   o.moe_top_groups = absl::GetFlag(FLAGS_moe_top_groups);
+  o.moe_chunks = absl::GetFlag(FLAGS_moe_chunks);
+  o.moe_overlap = absl::GetFlag(FLAGS_moe_overlap);
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
   o.virtual_stages = absl::GetFlag(FLAGS_virtual_stages);
@@ -344,6 +352,7 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                    {"mfu", mfu},
                    {"exposed_reduce_ms", m.exposed_reduce_ms},
                    {"exposed_tp_ms", m.exposed_tp_ms},
+                   {"exposed_a2a_ms", m.exposed_a2a_ms},
                    {"loss_scale", m.loss_scale},
                    {"skipped", m.skipped},
                    {"expert_load", m.expert_load},

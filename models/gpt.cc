@@ -397,6 +397,16 @@ std::vector<parallel::MoeLayer*> GptModel::MoeLayers() {
   return layers;
 }
 
+double GptModel::moe_exchange_wait_ms() {
+  double ms = 0.0;
+  for (parallel::MoeLayer* layer : MoeLayers()) ms += layer->exchange_wait_ms();
+  return ms;
+}
+
+void GptModel::ResetMoeExchangeWait() {
+  for (parallel::MoeLayer* layer : MoeLayers()) layer->ResetExchangeWait();
+}
+
 std::vector<runtime::io::NamedTensor> GptModel::Buffers() {
   std::vector<runtime::io::NamedTensor> buffers;
   for (parallel::MoeLayer* layer : MoeLayers()) {

@@ -131,6 +131,9 @@ class GptModel {
   float Loss(parallel::Stash& stash, const runtime::Tensor& logits, const runtime::Tensor& targets);
   runtime::Tensor LossBackward(parallel::Stash& stash, float scale);
 
+  // Milliseconds the MoE layers waited for their expert-parallel exchanges since the last reset.
+  double moe_exchange_wait_ms();
+  void ResetMoeExchangeWait();
   // The MoE layers, in block order (empty for a dense model).
   std::vector<parallel::MoeLayer*> MoeLayers();
   // Tensors that are state but not trained (the MoE layers' balancing biases, f32, the same on

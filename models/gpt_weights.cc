@@ -76,10 +76,9 @@ absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile&
     auto it = by_name.find(b.name);
     if (it == by_name.end()) continue;
     if (it->second->shape() != b.tensor.shape()) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": buffer '", b.name, "' has shape ",
-                                                     runtime::ShapeToString(it->second->shape()),
-                                                     ", the model expects ",
-                                                     runtime::ShapeToString(b.tensor.shape())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": buffer '", b.name, "' has shape ", runtime::ShapeToString(it->second->shape()),
+          ", the model expects ", runtime::ShapeToString(b.tensor.shape())));
     }
   }
   // Validate everything before touching the model.
@@ -98,7 +97,8 @@ absl::Status LoadGptWeights(GptModel& model, const runtime::io::SafetensorsFile&
     }
   }
   auto is_buffer = [&](const std::string& name) {
-    return std::any_of(buffers.begin(), buffers.end(), [&](const auto& b) { return b.name == name; });
+    return std::any_of(buffers.begin(), buffers.end(),
+                       [&](const auto& b) { return b.name == name; });
   };
   if (by_name.size() != params.size()) {
     for (const auto& [name, t] : by_name) {

@@ -114,6 +114,8 @@ absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& o) {
   if (o.moe_bias_rate >= 0) moe.bias_update_rate = o.moe_bias_rate;
   if (o.moe_groups > 0) moe.groups = o.moe_groups;
   if (o.moe_top_groups > 0) moe.top_groups = o.moe_top_groups;
+  moe.chunks = o.moe_chunks;
+  moe.overlap = o.moe_overlap;
   return config;
 }
 
@@ -174,6 +176,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.pp < 1) return bad("--pp must be >= 1, got ", o.pp);
   if (o.pp > 1) LOOM_RETURN_IF_ERROR(ValidatePipelineOptions(o));
   if (o.ep < 1) return bad("--ep must be >= 1, got ", o.ep);
+  if (o.moe_chunks < 1) return bad("--moe_chunks must be >= 1, got ", o.moe_chunks);
   if (o.moe_capacity_factor >= 0 || o.moe_aux_loss_coef >= 0 || o.moe_bias_rate >= 0 ||
       o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1) {
     absl::StatusOr<GptConfig> config = ModelConfig(o);
@@ -408,6 +411,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   const data::Batch batch = sampler_->Next();
   dp_->ZeroGrad();
   model_->ResetTpStats();
+  model_->ResetMoeExchangeWait();
   StepMetrics m;
   // f16 scales the loss (and so every gradient) by the loss scale; bf16 and f32 need no scaling.
   const bool scaled = options_.precision == "fp16";
@@ -417,6 +421,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
   m.exposed_tp_ms = model_->tp_wait_ms();
+  m.exposed_a2a_ms = model_->moe_exchange_wait_ms();
   LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss));
   m.lr = schedule_.At(optimizer_->step());
   if (scaled) {

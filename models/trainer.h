@@ -59,11 +59,15 @@ struct TrainOptions {
   float moe_bias_rate = -1.0f;
   int moe_groups = 0;
   int moe_top_groups = 0;
-  std::string schedule = "1f1b";   // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
-  int micro_batches = 0;           // with pp > 1: per step and data-parallel rank (0: pp)
-  int virtual_stages = 2;          // interleaved: chunks per rank
-  bool tp_overlap = true;          // false: same chunks, each collective waited for (baseline)
-  int zero = 0;                    // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
+  // With --ep: token chunks per MoE layer, each exchange overlapped with another chunk's experts
+  // (false: waited for as issued, the same bits; the baseline for exposed_a2a_ms).
+  int moe_chunks = 2;
+  bool moe_overlap = true;
+  std::string schedule = "1f1b";  // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
+  int micro_batches = 0;          // with pp > 1: per step and data-parallel rank (0: pp)
+  int virtual_stages = 2;         // interleaved: chunks per rank
+  bool tp_overlap = true;         // false: same chunks, each collective waited for (baseline)
+  int zero = 0;                   // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
   int64_t bucket_bytes = 4 << 20;   // gradient bucket size
   bool overlap_grad_reduce = true;  // false: reduce only after backward (a measurement baseline)
@@ -107,6 +111,7 @@ struct StepMetrics {
   double gflops = 0.0;             // achieved, from GptModel::TrainingFlopsPerToken
   double exposed_reduce_ms = 0.0;  // waiting for gradient reductions after backward
   double exposed_tp_ms = 0.0;      // waiting for tensor-parallel collectives (forward + backward)
+  double exposed_a2a_ms = 0.0;     // waiting for the MoE layers' expert-parallel exchanges
   float loss_scale = 1.0f;         // the scale this step's backward used (fp16; else 1)
   bool skipped = false;            // fp16: gradients overflowed on some rank, no update
   // MoE: per MoE layer, the (token, choice) slots routed to each expert in this step over all

@@ -1,10 +1,12 @@
 #include "parallel/layers/moe.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/base/check.h"
+#include "runtime/base/clock.h"
 #include "runtime/kernels/activation.h"
 #include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/matmul.h"
@@ -40,12 +42,13 @@ ShardSpec ReplicatedSpec(const MoeOptions& o) {
   return s;
 }
 
-// Segment bookkeeping of one micro-batch's exchange, kept in the stash as i64 tensors.
-struct Routing {
-  std::vector<int64_t> send_rows, recv_rows;  // per ep rank
-  std::vector<int64_t> segment_rows;          // received rows per (source, local expert)
-  std::vector<int> segment_weight;            // the local expert of each segment
-};
+// Slot names of chunk c's tensors in the stash ("xr" -> "xr1").
+std::string Slot(const char* name, int c) { return absl::StrCat(name, c); }
+
+// Token range of chunk c of `chunks` over n tokens.
+std::pair<int64_t, int64_t> ChunkRange(int64_t n, int c, int chunks) {
+  return BalancedRange(n, c, chunks);
+}
 
 }  // namespace
 
@@ -85,19 +88,88 @@ kernels::TopKOptions MoeLayer::TopK() const {
           .scale = options_.route_scale};
 }
 
-Tensor MoeLayer::Exchange(const Tensor& in, const std::vector<int64_t>& send_rows,
-                          const std::vector<int64_t>& recv_rows) const {
-  if (ep_size() == 1) return in;
+int MoeLayer::Chunks(int64_t tokens) const {
+  if (ep_size() == 1 || options_.capacity_factor > 0) return 1;  // capacity: whole micro-batch
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(options_.chunks, tokens)));
+}
+
+MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<int64_t>& send_rows,
+                                          const std::vector<int64_t>& recv_rows) {
+  if (ep_size() == 1) return {in, nullptr, Tensor()};
   const int64_t width = in.dim(1);
   std::vector<int64_t> send, recv;
   for (int64_t r : send_rows) send.push_back(r * width);
   for (int64_t r : recv_rows) recv.push_back(r * width);
-  Tensor out =
-      Tensor::Empty({std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width},
-                    DType::kF32, MemoryTag::kActivation);
-  const absl::Status s = options_.ep->AllToAllV(in, send, out, recv)->Wait();
-  LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
-  return out;
+  Pending p{Tensor::Empty({std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width},
+                          DType::kF32, MemoryTag::kActivation),
+            nullptr, in};
+  p.work = options_.ep->AllToAllV(in, send, p.out, recv);
+  if (!options_.overlap) Finish(p);
+  return p;
+}
+
+Tensor MoeLayer::Finish(Pending& p) {
+  if (p.work != nullptr) {
+    const int64_t start = runtime::SteadyMicros();
+    const absl::Status s = p.work->Wait();
+    exchange_wait_ms_ += static_cast<double>(runtime::SteadyMicros() - start) / 1000.0;
+    LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
+    p.work = nullptr;
+    p.in = Tensor();
+  }
+  return p.out;
+}
+
+MoeLayer::ChunkRouting MoeLayer::ReadRouting(const Stash& stash, int c) const {
+  ChunkRouting r;
+  r.send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
+  r.recv_rows = Longs(stash.Get(this, Slot("recv_rows", c)));
+  r.segment_rows = Longs(stash.Get(this, Slot("segment_rows", c)));
+  for (int64_t i = 0; i < options_.num_experts; ++i) {
+    r.segment_weight.push_back(static_cast<int>(i % local_experts()));
+  }
+  return r;
+}
+
+std::vector<MoeLayer::ChunkRouting> MoeLayer::ExchangeCounts(
+    const std::vector<kernels::RoutingPlan>& plans) {
+  const int p = ep_size(), chunks = static_cast<int>(plans.size());
+  const int64_t e = options_.num_experts, local = local_experts();
+  std::vector<ChunkRouting> routing(chunks);
+  for (int c = 0; c < chunks; ++c) {
+    ChunkRouting& r = routing[c];
+    r.send_rows.assign(p, 0);
+    for (int64_t j = 0; j < e; ++j) r.send_rows[j / local] += plans[c].counts[j];
+    for (int64_t i = 0; i < e; ++i) r.segment_weight.push_back(static_cast<int>(i % local));
+    if (p == 1) {
+      r.recv_rows = r.send_rows;
+      r.segment_rows = plans[c].counts;
+    }
+  }
+  if (p == 1) return routing;
+  // One AllToAll for every chunk: to rank j, [chunk][j's local expert] counts.
+  std::vector<int64_t> send;
+  for (int j = 0; j < p; ++j) {
+    for (int c = 0; c < chunks; ++c) {
+      for (int64_t l = 0; l < local; ++l) send.push_back(plans[c].counts[j * local + l]);
+    }
+  }
+  Tensor counts = I64(send), received = I64(send);
+  const absl::Status s = options_.ep->AllToAll(counts, received)->Wait();
+  LOOM_CHECK(s.ok()) << router_.name() << ": exchanging expert counts failed: " << s;
+  const int64_t* got = received.data<int64_t>();  // [source][chunk][local expert]
+  for (int c = 0; c < chunks; ++c) {
+    ChunkRouting& r = routing[c];
+    r.recv_rows.assign(p, 0);
+    for (int src = 0; src < p; ++src) {
+      for (int64_t l = 0; l < local; ++l) {
+        const int64_t rows = got[(src * chunks + c) * local + l];
+        r.segment_rows.push_back(rows);
+        r.recv_rows[src] += rows;
+      }
+    }
+  }
+  return routing;
 }
 
 Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
@@ -112,58 +184,62 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   kernels::TopKGate(scores, bias_, TopK(), experts, gates);
   const int64_t capacity =
       options_.capacity_factor > 0 ? kernels::ExpertCapacity(options_.capacity_factor, n, k, e) : 0;
-  kernels::RoutingPlan plan = kernels::PlanRouting(experts, e, capacity);
-  Tensor xp = F32({plan.rows(), dim_});
-  kernels::MoePermute(x, plan.row_of, xp);
-
-  // Who gets which rows: expert j lives on ep rank j / local_experts().
-  const int p = ep_size();
-  const int64_t local = local_experts();
-  Routing r;
-  r.send_rows.assign(p, 0);
-  for (int64_t j = 0; j < e; ++j) r.send_rows[j / local] += plan.counts[j];
-  if (p == 1) {
-    r.recv_rows = r.send_rows;
-    r.segment_rows = plan.counts;
-  } else {
-    Tensor counts = I64(plan.counts), received = I64(plan.counts);
-    const absl::Status s = options_.ep->AllToAll(counts, received)->Wait();
-    LOOM_CHECK(s.ok()) << router_.name() << ": exchanging expert counts failed: " << s;
-    r.segment_rows = Longs(received);  // [source][local expert]
-    r.recv_rows.assign(p, 0);
-    for (int64_t i = 0; i < e; ++i) r.recv_rows[i / local] += r.segment_rows[i];
+  // Chunks of tokens, each dispatched, computed and combined in turn: one chunk's exchange
+  // overlaps another's expert GEMMs.
+  const int chunks = Chunks(n);
+  std::vector<kernels::RoutingPlan> plans;
+  std::vector<Pending> dispatched;
+  std::vector<int64_t> load(e + 1, 0);  // + dropped
+  for (int c = 0; c < chunks; ++c) {
+    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    plans.push_back(kernels::PlanRouting(experts.Slice(t0, t1), e, capacity));
+    for (int64_t j = 0; j < e; ++j) load[j] += plans[c].load[j];
+    load[e] += plans[c].dropped;
   }
-  for (int64_t i = 0; i < e; ++i) r.segment_weight.push_back(static_cast<int>(i % local));
-
-  const Tensor xr = Exchange(xp, r.send_rows, r.recv_rows);
-  const int64_t rows = xr.dim(0), h = options_.expert_hidden;
-  Tensor g = F32({rows, h}), u = F32({rows, h}), a = F32({rows, h}), yr = F32({rows, dim_});
-  kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
-                         {.trans_b = true});
-  kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
-                         {.trans_b = true});
-  kernels::SwiGLUForward(g, u, a);
-  kernels::GroupedMatmul(a, down_proj_.value(), r.segment_rows, r.segment_weight, yr,
-                         {.trans_b = true});
-  const Tensor yp = Exchange(yr, r.recv_rows, r.send_rows);
+  const std::vector<ChunkRouting> routing = ExchangeCounts(plans);
+  for (int c = 0; c < chunks; ++c) {
+    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    Tensor xp = F32({plans[c].rows(), dim_});
+    kernels::MoePermute(x.Slice(t0, t1), plans[c].row_of, xp);
+    dispatched.push_back(StartExchange(xp, routing[c].send_rows, routing[c].recv_rows));
+  }
+  std::vector<Pending> combined;
+  const int64_t h = options_.expert_hidden;
+  for (int c = 0; c < chunks; ++c) {
+    const ChunkRouting& r = routing[c];
+    const Tensor xr = Finish(dispatched[c]);
+    const int64_t rows = xr.dim(0);
+    Tensor g = F32({rows, h}), u = F32({rows, h}), a = F32({rows, h}), yr = F32({rows, dim_});
+    kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
+                           {.trans_b = true});
+    kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
+                           {.trans_b = true});
+    kernels::SwiGLUForward(g, u, a);
+    kernels::GroupedMatmul(a, down_proj_.value(), r.segment_rows, r.segment_weight, yr,
+                           {.trans_b = true});
+    combined.push_back(StartExchange(yr, r.recv_rows, r.send_rows));
+    stash.Put(this, Slot("xr", c), xr);
+    stash.Put(this, Slot("g", c), g);
+    stash.Put(this, Slot("u", c), u);
+    stash.Put(this, Slot("a", c), a);
+    stash.PutExact(this, Slot("row_of", c), plans[c].row_of);
+    stash.PutExact(this, Slot("send_rows", c), I64(r.send_rows));
+    stash.PutExact(this, Slot("recv_rows", c), I64(r.recv_rows));
+    stash.PutExact(this, Slot("segment_rows", c), I64(r.segment_rows));
+  }
   Tensor y = F32({n, dim_});
-  kernels::MoeCombine(yp, plan.row_of, &gates, y);
+  for (int c = 0; c < chunks; ++c) {
+    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    const Tensor yp = Finish(combined[c]);
+    const Tensor gates_c = gates.Slice(t0, t1);
+    Tensor y_c = y.Slice(t0, t1);
+    kernels::MoeCombine(yp, plans[c].row_of, &gates_c, y_c);
+    stash.Put(this, Slot("yp", c), yp);
+  }
   if (shared_ != nullptr) kernels::AddInto(y, shared_->Forward(stash, x));
-
-  stash.Put(this, "xr", xr);
-  stash.Put(this, "g", g);
-  stash.Put(this, "u", u);
-  stash.Put(this, "a", a);
-  stash.Put(this, "yp", yp);
   stash.PutExact(this, "scores", scores);
   stash.PutExact(this, "gates", gates);
   stash.PutExact(this, "experts", experts);
-  stash.PutExact(this, "row_of", plan.row_of);
-  stash.PutExact(this, "send_rows", I64(r.send_rows));
-  stash.PutExact(this, "recv_rows", I64(r.recv_rows));
-  stash.PutExact(this, "segment_rows", I64(r.segment_rows));
-  std::vector<int64_t> load = plan.load;
-  load.push_back(plan.dropped);
   stash.PutExact(this, "load", I64(load));
   if (options_.aux_loss_coef > 0) stash.AddAuxLoss(AuxLoss(stash, scores, experts));
   return y.Reshape(x_in.shape());
@@ -173,35 +249,48 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
   const int64_t n = dy_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
   const Tensor dy = dy_in.Reshape({n, dim_});
   Tensor dx = shared_ != nullptr ? shared_->BackwardInput(stash, dy) : F32({n, dim_});
-  const Tensor row_of = stash.Get(this, "row_of"), gates = stash.Get(this, "gates");
-  const Tensor yp = stash.Get(this, "yp");
-  const std::vector<int64_t> send_rows = Longs(stash.Get(this, "send_rows"));
-  const std::vector<int64_t> recv_rows = Longs(stash.Get(this, "recv_rows"));
-  const std::vector<int64_t> segment_rows = Longs(stash.Get(this, "segment_rows"));
-  std::vector<int> segment_weight;
-  for (int64_t i = 0; i < e; ++i) segment_weight.push_back(static_cast<int>(i % local_experts()));
-
-  Tensor dyp = F32(yp.shape()), dgates = F32({n, k});
-  kernels::MoeCombineBackward(dy, yp, row_of, gates, dyp, dgates);
-  const Tensor dyr = Exchange(dyp, send_rows, recv_rows);
-  const Tensor xr = stash.Get(this, "xr"), g = stash.Get(this, "g"), u = stash.Get(this, "u");
-  const Tensor a = stash.Get(this, "a");
-  const int64_t rows = xr.dim(0), h = options_.expert_hidden;
-  Tensor da = F32({rows, h}), dg = F32({rows, h}), du = F32({rows, h}), dxr = F32({rows, dim_});
-  kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, segment_rows, segment_weight, &da,
-                                 nullptr, {.trans_b = true});
-  kernels::SwiGLUBackward(da, g, u, dg, du);
-  kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, segment_rows, segment_weight, &dxr,
-                                 nullptr, {.trans_b = true});
-  kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, segment_rows, segment_weight, &dxr,
-                                 nullptr, {.trans_b = true});
-  stash.Put(this, "dyr", dyr);
-  stash.Put(this, "dg", dg);
-  stash.Put(this, "du", du);
-  const Tensor dxp = Exchange(dxr, recv_rows, send_rows);
-  Tensor dx_routed = F32({n, dim_});
-  kernels::MoeCombine(dxp, row_of, nullptr, dx_routed);
-  kernels::AddInto(dx, dx_routed);
+  const Tensor gates = stash.Get(this, "gates");
+  Tensor dgates = F32({n, k});
+  const int chunks = Chunks(n);
+  std::vector<ChunkRouting> routing;
+  std::vector<Pending> dispatched;
+  for (int c = 0; c < chunks; ++c) {
+    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    routing.push_back(ReadRouting(stash, c));
+    const Tensor yp = stash.Get(this, Slot("yp", c));
+    Tensor dyp = F32(yp.shape()), dgates_c = dgates.Slice(t0, t1);
+    kernels::MoeCombineBackward(dy.Slice(t0, t1), yp, stash.Get(this, Slot("row_of", c)),
+                                gates.Slice(t0, t1), dyp, dgates_c);
+    dispatched.push_back(StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows));
+  }
+  std::vector<Pending> returned;
+  const int64_t h = options_.expert_hidden;
+  for (int c = 0; c < chunks; ++c) {
+    const ChunkRouting& r = routing[c];
+    const Tensor dyr = Finish(dispatched[c]);
+    const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
+    const int64_t rows = xr.dim(0);
+    Tensor da = F32({rows, h}), dg = F32({rows, h}), du = F32({rows, h}), dxr = F32({rows, dim_});
+    kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, r.segment_rows, r.segment_weight,
+                                   &da, nullptr, {.trans_b = true});
+    kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,
+                            du);
+    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, r.segment_rows, r.segment_weight,
+                                   &dxr, nullptr, {.trans_b = true});
+    kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, r.segment_rows, r.segment_weight, &dxr,
+                                   nullptr, {.trans_b = true});
+    returned.push_back(StartExchange(dxr, r.recv_rows, r.send_rows));
+    stash.Put(this, Slot("dyr", c), dyr);
+    stash.Put(this, Slot("dg", c), dg);
+    stash.Put(this, Slot("du", c), du);
+  }
+  for (int c = 0; c < chunks; ++c) {
+    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    const Tensor dxp = Finish(returned[c]);
+    Tensor dx_routed = F32({t1 - t0, dim_}), dx_c = dx.Slice(t0, t1);
+    kernels::MoeCombine(dxp, stash.Get(this, Slot("row_of", c)), nullptr, dx_routed);
+    kernels::AddInto(dx_c, dx_routed);
+  }
 
   const Tensor scores = stash.Get(this, "scores"), experts = stash.Get(this, "experts");
   Tensor dscores = F32({n, e}), dlogits = F32({n, e});
@@ -215,19 +304,23 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
 
 void MoeLayer::BackwardWeight(Stash& stash) {
   const int64_t e = options_.num_experts;
-  kernels::MatmulBackward(stash.Get(this, "x"), router_.value(), stash.Get(this, "dlogits"),
-                          nullptr, &router_.grad(), {.trans_b = true});
-  const std::vector<int64_t> segment_rows = Longs(stash.Get(this, "segment_rows"));
-  std::vector<int> segment_weight;
-  for (int64_t i = 0; i < e; ++i) segment_weight.push_back(static_cast<int>(i % local_experts()));
-  const Tensor xr = stash.Get(this, "xr");
-  kernels::GroupedMatmulBackward(stash.Get(this, "a"), down_proj_.value(), stash.Get(this, "dyr"),
-                                 segment_rows, segment_weight, nullptr, &down_proj_.grad(),
-                                 {.trans_b = true});
-  kernels::GroupedMatmulBackward(xr, gate_proj_.value(), stash.Get(this, "dg"), segment_rows,
-                                 segment_weight, nullptr, &gate_proj_.grad(), {.trans_b = true});
-  kernels::GroupedMatmulBackward(xr, up_proj_.value(), stash.Get(this, "du"), segment_rows,
-                                 segment_weight, nullptr, &up_proj_.grad(), {.trans_b = true});
+  const Tensor x = stash.Get(this, "x");
+  kernels::MatmulBackward(x, router_.value(), stash.Get(this, "dlogits"), nullptr, &router_.grad(),
+                          {.trans_b = true});
+  const int chunks = Chunks(x.dim(0));
+  for (int c = 0; c < chunks; ++c) {
+    const ChunkRouting r = ReadRouting(stash, c);
+    const Tensor xr = stash.Get(this, Slot("xr", c));
+    kernels::GroupedMatmulBackward(
+        stash.Get(this, Slot("a", c)), down_proj_.value(), stash.Get(this, Slot("dyr", c)),
+        r.segment_rows, r.segment_weight, nullptr, &down_proj_.grad(), {.trans_b = true});
+    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), stash.Get(this, Slot("dg", c)),
+                                   r.segment_rows, r.segment_weight, nullptr, &gate_proj_.grad(),
+                                   {.trans_b = true});
+    kernels::GroupedMatmulBackward(xr, up_proj_.value(), stash.Get(this, Slot("du", c)),
+                                   r.segment_rows, r.segment_weight, nullptr, &up_proj_.grad(),
+                                   {.trans_b = true});
+  }
   for (Parameter* p : {&router_, &gate_proj_, &up_proj_, &down_proj_}) p->ContributionDone();
   if (shared_ != nullptr) shared_->BackwardWeight(stash);
   const std::vector<int64_t> load = Longs(stash.Get(this, "load"));

@@ -39,6 +39,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,13 @@ struct MoeOptions {
   float bias_update_rate = 1e-3f;    // aux-loss-free balancing; 0: the bias stays 0
   float aux_loss_coef = 0.0f;        // sequence-level auxiliary loss α; 0: none
   comm::Communicator* ep = nullptr;  // expert parallelism (nullptr or one rank: none)
+  // Expert parallelism: the micro-batch's tokens go through the layer in this many chunks, each
+  // dispatched, computed and combined in turn, so one chunk's all-to-all runs while another's
+  // experts compute (overlap); overlap false waits for each exchange as it is issued (the same
+  // arithmetic, bitwise: the baseline that measures what the overlap hides). One chunk without
+  // ep or with a capacity factor (capacity is decided over the whole micro-batch).
+  int chunks = 2;
+  bool overlap = true;
 };
 
 class MoeLayer : public Layer {
@@ -93,12 +101,33 @@ class MoeLayer : public Layer {
   absl::StatusOr<std::vector<int64_t>> TakeLoad(const std::vector<comm::Communicator*>& groups);
   // b_e += rate · sign(mean(load) − load_e) (load: TakeLoad's, the same on every rank).
   void UpdateBias(const std::vector<int64_t>& load);
+  // Milliseconds spent waiting for the expert-parallel exchanges (dispatch and combine, forward
+  // and backward) since the last reset: what the overlap did not hide.
+  double exchange_wait_ms() const { return exchange_wait_ms_; }
+  void ResetExchangeWait() { exchange_wait_ms_ = 0.0; }
 
  private:
-  // Sends `in` (rows per destination rank: send_rows) over ep and returns what arrives
-  // (recv_rows per source); without ep, `in` itself.
-  runtime::Tensor Exchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
-                           const std::vector<int64_t>& recv_rows) const;
+  // An exchange in flight: its output and its Work (nullptr once waited for, or without ep).
+  struct Pending {
+    runtime::Tensor out;
+    std::shared_ptr<comm::Work> work;
+    runtime::Tensor in;  // the send buffer, alive until the exchange completes
+  };
+  // Who sends what to whom for one chunk.
+  struct ChunkRouting {
+    std::vector<int64_t> send_rows, recv_rows;  // per ep rank
+    std::vector<int64_t> segment_rows;          // received rows per (source, local expert)
+    std::vector<int> segment_weight;            // the local expert of each segment
+  };
+  int Chunks(int64_t tokens) const;
+  // Sends `in` (rows per destination rank: send_rows) over ep; Finish waits and returns what
+  // arrived (recv_rows per source). Without ep, `in` itself.
+  Pending StartExchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
+                        const std::vector<int64_t>& recv_rows);
+  runtime::Tensor Finish(Pending& pending);
+  // Every chunk's routing: the per-expert row counts exchanged over ep (one AllToAll).
+  std::vector<ChunkRouting> ExchangeCounts(const std::vector<runtime::kernels::RoutingPlan>& plans);
+  ChunkRouting ReadRouting(const Stash& stash, int chunk) const;
   // Adds the auxiliary loss's gradient (with respect to the scores) into dscores.
   void AuxLossBackward(const Stash& stash, const runtime::Tensor& scores,
                        const runtime::Tensor& experts, runtime::Tensor& dscores) const;
@@ -115,6 +144,7 @@ class MoeLayer : public Layer {
   runtime::Tensor bias_;
   std::vector<int64_t> load_;
   int64_t dropped_ = 0;
+  double exchange_wait_ms_ = 0.0;
 };
 
 }  // namespace loom::parallel

@@ -376,5 +376,23 @@ TEST(MoeBalancing, BiasBalancesASkewedRouter) {
   for (int j = 2; j < o.num_experts; ++j) EXPECT_LT(std::max(bias[0], bias[1]), bias[j]) << j;
 }
 
+// The chunked exchange with overlap and without is the same arithmetic: bitwise equal runs; and
+// 1 or 3 chunks agree within the ep tolerance.
+TEST_F(MoeEquivalence, OverlapOnAndOffGiveTheSameBits) {
+  models::TrainOptions o = Options();
+  o.ep = 2;
+  const std::vector<testing::RunResult> on = testing::TrainOnMesh(o);
+  o.moe_overlap = false;
+  const std::vector<testing::RunResult> off = testing::TrainOnMesh(o);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(on[r].losses, off[r].losses) << "rank " << r;
+    EXPECT_EQ(on[r].params, off[r].params) << "rank " << r;
+  }
+  for (int chunks : {1, 3}) {
+    o.moe_chunks = chunks;
+    Check(o, "ep 2, " + std::to_string(chunks) + " chunks");
+  }
+}
+
 }  // namespace
 }  // namespace loom::parallel
