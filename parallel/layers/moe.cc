@@ -42,6 +42,19 @@ ShardSpec ReplicatedSpec(const MoeOptions& o) {
   return s;
 }
 
+// A zeroed [rows, width] f32 buffer whose row count depends on the routing: allocated with the
+// rows rounded up to one of four sizes per power of two and viewed down, so the allocator's block
+// cache (reuse by exact size) serves next step's buffers instead of fresh pages.
+Tensor Rows(int64_t rows, int64_t width, bool zeroed = true) {
+  int64_t rounded = 1;
+  while (rounded < rows) rounded *= 2;
+  const int64_t step = std::max<int64_t>(1, rounded / 8);
+  rounded = (rows + step - 1) / step * step;
+  Tensor t = zeroed ? Tensor::Zeros({rounded, width}, DType::kF32, MemoryTag::kActivation)
+                    : Tensor::Empty({rounded, width}, DType::kF32, MemoryTag::kActivation);
+  return t.Slice(0, rows);
+}
+
 // Slot names of chunk c's tensors in the stash ("xr" -> "xr1").
 std::string Slot(const char* name, int c) { return absl::StrCat(name, c); }
 
@@ -100,8 +113,8 @@ MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<in
   std::vector<int64_t> send, recv;
   for (int64_t r : send_rows) send.push_back(r * width);
   for (int64_t r : recv_rows) recv.push_back(r * width);
-  Pending p{Tensor::Empty({std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width},
-                          DType::kF32, MemoryTag::kActivation),
+  Pending p{Rows(std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width,
+                 /*zeroed=*/false),
             nullptr, in};
   p.work = options_.ep->AllToAllV(in, send, p.out, recv);
   if (!options_.overlap) Finish(p);
@@ -199,7 +212,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   const std::vector<ChunkRouting> routing = ExchangeCounts(plans);
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    Tensor xp = F32({plans[c].rows(), dim_});
+    Tensor xp = Rows(plans[c].rows(), dim_);
     kernels::MoePermute(x.Slice(t0, t1), plans[c].row_of, xp);
     dispatched.push_back(StartExchange(xp, routing[c].send_rows, routing[c].recv_rows));
   }
@@ -209,7 +222,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     const ChunkRouting& r = routing[c];
     const Tensor xr = Finish(dispatched[c]);
     const int64_t rows = xr.dim(0);
-    Tensor g = F32({rows, h}), u = F32({rows, h}), a = F32({rows, h}), yr = F32({rows, dim_});
+    Tensor g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h), yr = Rows(rows, dim_);
     kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
                            {.trans_b = true});
     kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
@@ -258,7 +271,7 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
     routing.push_back(ReadRouting(stash, c));
     const Tensor yp = stash.Get(this, Slot("yp", c));
-    Tensor dyp = F32(yp.shape()), dgates_c = dgates.Slice(t0, t1);
+    Tensor dyp = Rows(yp.dim(0), dim_), dgates_c = dgates.Slice(t0, t1);
     kernels::MoeCombineBackward(dy.Slice(t0, t1), yp, stash.Get(this, Slot("row_of", c)),
                                 gates.Slice(t0, t1), dyp, dgates_c);
     dispatched.push_back(StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows));
@@ -270,7 +283,7 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const Tensor dyr = Finish(dispatched[c]);
     const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
     const int64_t rows = xr.dim(0);
-    Tensor da = F32({rows, h}), dg = F32({rows, h}), du = F32({rows, h}), dxr = F32({rows, dim_});
+    Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h), dxr = Rows(rows, dim_);
     kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, r.segment_rows, r.segment_weight,
                                    &da, nullptr, {.trans_b = true});
     kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,
