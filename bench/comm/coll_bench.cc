@@ -61,7 +61,7 @@ using runtime::MemoryTag;
 using runtime::Tensor;
 using Clock = std::chrono::steady_clock;
 
-enum class Op { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kBroadcast };
+enum class Op { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kAllToAllV, kBroadcast };
 
 struct Flags {
   Op op = Op::kAllReduce;
@@ -79,6 +79,10 @@ struct Flags {
   double idle_seconds = 0;
   int64_t overlap_bytes = 0;
   std::string buffers = "auto";  // auto | arena | heap
+  // alltoallv: rank r sends to rank j a share of its count·n elements proportional to
+  // (1 + (j - r) mod n)^-skew (0: uniform, as alltoall; 1: Zipf-like, a hot destination per
+  // sender, as MoE dispatch with popular experts).
+  double skew = 0;
 };
 
 [[noreturn]] void Usage(const std::string& error) {
@@ -87,7 +91,8 @@ struct Flags {
   if (rank == 0) {
     std::fprintf(stderr,
                  "coll_bench: %s\nusage: coll_bench --op allreduce|reducescatter|allgather|"
-                 "alltoall|broadcast [--min_bytes 8] [--max_bytes 64M] [--iters N] [--warmup 5] "
+                 "alltoall|alltoallv|broadcast [--skew S] [--min_bytes 8] [--max_bytes 64M] "
+                 "[--iters N] [--warmup 5] "
                  "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,ring,hier,MPI] "
                  "[--no_odd_counts] [--json FILE] [--idle_seconds S] [--overlap_bytes B] "
                  "[--buffers auto|arena|heap]\n",
@@ -136,11 +141,10 @@ Flags ParseFlags(int argc, char** argv) {
     const std::string key = arg.substr(0, eq);
     if (key == "--op") {
       f.op_name = next();
-      static const std::map<std::string, Op> ops = {{"allreduce", Op::kAllReduce},
-                                                    {"reducescatter", Op::kReduceScatter},
-                                                    {"allgather", Op::kAllGather},
-                                                    {"alltoall", Op::kAllToAll},
-                                                    {"broadcast", Op::kBroadcast}};
+      static const std::map<std::string, Op> ops = {
+          {"allreduce", Op::kAllReduce}, {"reducescatter", Op::kReduceScatter},
+          {"allgather", Op::kAllGather}, {"alltoall", Op::kAllToAll},
+          {"alltoallv", Op::kAllToAllV}, {"broadcast", Op::kBroadcast}};
       auto it = ops.find(f.op_name);
       if (it == ops.end()) Usage(absl::StrCat("unknown --op ", f.op_name));
       f.op = it->second;
@@ -190,6 +194,8 @@ Flags ParseFlags(int argc, char** argv) {
       }
     } else if (key == "--idle_seconds") {
       if (!absl::SimpleAtod(next(), &f.idle_seconds)) Usage("bad --idle_seconds");
+    } else if (key == "--skew") {
+      if (!absl::SimpleAtod(next(), &f.skew) || f.skew < 0) Usage("bad --skew (>= 0)");
     } else if (key == "--overlap_bytes") {
       f.overlap_bytes = ParseBytes(next());
     } else {
@@ -216,14 +222,40 @@ double BusFactor(Op op, int n) {
 // Elements in one rank's input, its output and the byte size nccl-tests reports, for `count`
 // elements per block.
 struct CallShape {
-  int64_t count;  // allreduce / broadcast: the buffer; others: one rank's block
-  int64_t in;
-  int64_t out;
-  int64_t bytes;
+  int64_t count = 0;  // allreduce / broadcast: the buffer; others: one rank's block
+  int64_t in = 0;
+  int64_t out = 0;
+  int64_t bytes = 0;
+  // alltoallv: elements rank q sends to rank j, sends[q][j] (every rank knows the whole matrix).
+  std::vector<std::vector<int64_t>> sends = {};
 };
 
-CallShape ShapeOf(Op op, int64_t count, int n, size_t es) {
+// alltoallv's count matrix: each rank sends count·n elements in all, split over the
+// destinations by the --skew weights (the rounding remainder to the heaviest).
+std::vector<std::vector<int64_t>> SkewedSends(int64_t count, int n, double skew) {
+  std::vector<std::vector<int64_t>> sends(n, std::vector<int64_t>(n, 0));
+  for (int q = 0; q < n; ++q) {
+    double total = 0;
+    for (int d = 0; d < n; ++d) total += std::pow(1.0 + d, -skew);
+    int64_t given = 0;
+    for (int d = 1; d < n; ++d) {
+      const int64_t c = static_cast<int64_t>(count * n * std::pow(1.0 + d, -skew) / total);
+      sends[q][(q + d) % n] = c;
+      given += c;
+    }
+    sends[q][q] = count * n - given;  // distance 0: the heaviest share
+  }
+  return sends;
+}
+
+CallShape ShapeOf(Op op, int64_t count, int n, size_t es, int r = 0, double skew = 0) {
   switch (op) {
+    case Op::kAllToAllV: {
+      CallShape s{count, count * n, 0, count * n * static_cast<int64_t>(es),
+                  SkewedSends(count, n, skew)};
+      for (int q = 0; q < n; ++q) s.out += s.sends[q][r];
+      return s;
+    }
     case Op::kAllReduce:
     case Op::kBroadcast:
       return {count, count, count, count * static_cast<int64_t>(es)};
@@ -258,8 +290,24 @@ double Expected(Op op, int64_t i, int r, int n, int64_t count, int seed) {
       return Value(static_cast<int>(i / count), r * count + i % count, seed);
     case Op::kBroadcast:
       return Value(0, i, seed);
+    case Op::kAllToAllV:
+      break;  // ExpectedAllToAllV
   }
   return 0;
+}
+
+// alltoallv: element i of rank r's output, from the source whose block holds it, at its offset
+// within what that source sent to r.
+double ExpectedAllToAllV(const CallShape& s, int64_t i, int r, int seed) {
+  for (size_t q = 0; q < s.sends.size(); ++q) {
+    if (i < s.sends[q][r]) {
+      int64_t offset = 0;  // where q's block for r starts in q's input
+      for (int j = 0; j < r; ++j) offset += s.sends[q][j];
+      return Value(static_cast<int>(q), offset + i, seed);
+    }
+    i -= s.sends[q][r];
+  }
+  return -1;
 }
 
 void Store(Tensor& t, int64_t i, double v) {
@@ -305,7 +353,7 @@ class LoomContender : public Contender {
   std::string name() const override { return label_; }
   Communicator& comm() { return *comm_; }
 
-  void Run(Op op, const CallShape&, Tensor& in, Tensor& out) override {
+  void Run(Op op, const CallShape& shape, Tensor& in, Tensor& out) override {
     std::shared_ptr<Work> w;
     switch (op) {
       case Op::kAllReduce:
@@ -320,6 +368,13 @@ class LoomContender : public Contender {
       case Op::kAllToAll:
         w = comm_->AllToAll(in, out);
         break;
+      case Op::kAllToAllV: {
+        const int r = comm_->rank(), n = comm_->size();
+        std::vector<int64_t> recv(n);
+        for (int q = 0; q < n; ++q) recv[q] = shape.sends[q][r];
+        w = comm_->AllToAllV(in.Slice(0, shape.in), shape.sends[r], out, recv);
+        break;
+      }
       case Op::kBroadcast:
         w = comm_->Broadcast(out, 0);
         break;
@@ -367,6 +422,23 @@ class MpiContender : public Contender {
       case Op::kAllToAll:
         MPI_Alltoall(src, c, type, dst, c, type, MPI_COMM_WORLD);
         break;
+      case Op::kAllToAllV: {
+        int r = 0, n = 0;
+        MPI_Comm_rank(MPI_COMM_WORLD, &r);
+        MPI_Comm_size(MPI_COMM_WORLD, &n);
+        std::vector<int> sc(n), sd(n), rc(n), rd(n);
+        for (int j = 0, so = 0, ro = 0; j < n; ++j) {
+          sc[j] = static_cast<int>(s.sends[r][j]);
+          rc[j] = static_cast<int>(s.sends[j][r]);
+          sd[j] = so;
+          rd[j] = ro;
+          so += sc[j];
+          ro += rc[j];
+        }
+        MPI_Alltoallv(src, sc.data(), sd.data(), type, dst, rc.data(), rd.data(), type,
+                      MPI_COMM_WORLD);
+        break;
+      }
       case Op::kBroadcast:
         MPI_Bcast(dst, c, type, 0, MPI_COMM_WORLD);
         break;
@@ -412,7 +484,9 @@ void Prepare(Op op, const CallShape& s, Tensor& in, Tensor& out, int r, int seed
 int64_t CountWrong(Op op, const CallShape& s, const Tensor& out, int r, int n, int seed) {
   int64_t wrong = 0;
   for (int64_t i = 0; i < s.out; ++i) {
-    if (Load(out, i) != Expected(op, i, r, n, s.count, seed)) ++wrong;
+    const double want = op == Op::kAllToAllV ? ExpectedAllToAllV(s, i, r, seed)
+                                             : Expected(op, i, r, n, s.count, seed);
+    if (Load(out, i) != want) ++wrong;
   }
   return wrong;
 }
@@ -483,9 +557,11 @@ int Main(int argc, char** argv) {
   nlohmann::json results = nlohmann::json::array();
   const char* single_copy = std::getenv("OMPI_MCA_btl_vader_single_copy_mechanism");
   if (r == 0) {
-    std::printf("# coll_bench %s  ranks %d  dtype %s  cores %ld  %s  (vader single copy: %s)\n",
-                f.op_name.c_str(), n, std::string(runtime::DTypeName(f.dtype)).c_str(),
-                sysconf(_SC_NPROCESSORS_ONLN), (*env)->library_version().c_str(),
+    std::printf("# coll_bench %s%s  ranks %d  dtype %s  cores %ld  %s  (vader single copy: %s)\n",
+                f.op_name.c_str(),
+                f.op == Op::kAllToAllV ? absl::StrFormat(" (skew %g)", f.skew).c_str() : "", n,
+                std::string(runtime::DTypeName(f.dtype)).c_str(), sysconf(_SC_NPROCESSORS_ONLN),
+                (*env)->library_version().c_str(),
                 single_copy == nullptr ? "default" : single_copy);
     std::printf("# MPI thread level %s; loom inline fast path up to %ld B\n",
                 (*env)->thread_multiple() ? "MPI_THREAD_MULTIPLE" : "MPI_THREAD_SERIALIZED",
@@ -609,7 +685,10 @@ int Main(int argc, char** argv) {
   if (sweep) {
     const std::vector<int64_t> counts = Counts(f, n, es);
     const int64_t max_in = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).in;
-    const int64_t max_out = counts.empty() ? 1 : ShapeOf(f.op, counts.back(), n, es).out;
+    // alltoallv: a rank may receive up to every rank's whole input.
+    const int64_t max_out =
+        counts.empty() ? 1
+                       : (f.op == Op::kAllToAllV ? n : 1) * ShapeOf(f.op, counts.back(), n, es).out;
     // Arena buffers come from the first loom communicator that has a shared arena.
     runtime::Allocator* buffers = nullptr;
     int arenas = 0;
@@ -640,7 +719,7 @@ int Main(int argc, char** argv) {
     Tensor out_all = Tensor::Zeros({max_out}, f.dtype, MemoryTag::kComm, buffers);
     int seed = 0;
     for (int64_t count : counts) {
-      const CallShape s = ShapeOf(f.op, count, n, es);
+      const CallShape s = ShapeOf(f.op, count, n, es, r, f.skew);
       // Views of the first elements of the big buffers: the same memory for every backend.
       Tensor in = in_all.Slice(0, s.in);
       Tensor out = out_all.Slice(0, s.out);

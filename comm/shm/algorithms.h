@@ -70,6 +70,11 @@ absl::Status BroadcastRegistered(ShmGroup& g, const ShmArena& arena, const Colle
 absl::Status BarrierFlags(ShmGroup& g, ShmProgress& p, ShmWait& w);
 // Not resumable (runs with a deadline only).
 absl::Status ExchangeStaged(ShmGroup& g, const CollectiveArgs& a, ShmWait& w);
+// AllToAllV reading each peer's part straight from its input when every input lies in `arena`
+// (agreed in one inline step; the displacement tables peers read are allocated there too);
+// otherwise ExchangeStaged. Not resumable.
+absl::Status AllToAllVRegistered(ShmGroup& g, ShmArena& arena, const CollectiveArgs& a,
+                                 ShmProgress& p, ShmWait& w);
 
 // Helpers shared by the algorithm files.
 namespace shm_detail {

@@ -156,6 +156,7 @@ class ShmBackend : public Backend {
       case CollectiveOp::kBarrier:
         return BarrierFlags(g, p, w);
       case CollectiveOp::kAllToAllV:
+        if (arena_ != nullptr) return AllToAllVRegistered(g, *arena_, a, p, w);
         return ExchangeStaged(g, a, w);
       default:
         return absl::InternalError(absl::StrCat("shm backend cannot run ", a.fp.ToString()));

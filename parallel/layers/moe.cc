@@ -44,14 +44,17 @@ ShardSpec ReplicatedSpec(const MoeOptions& o) {
 
 // A zeroed [rows, width] f32 buffer whose row count depends on the routing: allocated with the
 // rows rounded up to one of four sizes per power of two and viewed down, so the allocator's block
-// cache (reuse by exact size) serves next step's buffers instead of fresh pages.
-Tensor Rows(int64_t rows, int64_t width, bool zeroed = true) {
+// cache (reuse by exact size) serves next step's buffers instead of fresh pages. `allocator`: where
+// (nullptr: the default).
+Tensor Rows(int64_t rows, int64_t width, bool zeroed = true,
+            runtime::Allocator* allocator = nullptr) {
   int64_t rounded = 1;
   while (rounded < rows) rounded *= 2;
   const int64_t step = std::max<int64_t>(1, rounded / 8);
   rounded = (rows + step - 1) / step * step;
-  Tensor t = zeroed ? Tensor::Zeros({rounded, width}, DType::kF32, MemoryTag::kActivation)
-                    : Tensor::Empty({rounded, width}, DType::kF32, MemoryTag::kActivation);
+  Tensor t = zeroed
+                 ? Tensor::Zeros({rounded, width}, DType::kF32, MemoryTag::kActivation, allocator)
+                 : Tensor::Empty({rounded, width}, DType::kF32, MemoryTag::kActivation, allocator);
   return t.Slice(0, rows);
 }
 
@@ -99,6 +102,10 @@ kernels::TopKOptions MoeLayer::TopK() const {
           .top_groups = options_.top_groups,
           .normalize = options_.normalize_gates,
           .scale = options_.route_scale};
+}
+
+runtime::Allocator* MoeLayer::SendAllocator() const {
+  return ep_size() > 1 ? options_.ep->shared_allocator() : nullptr;
 }
 
 int MoeLayer::Chunks(int64_t tokens) const {
@@ -212,7 +219,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   const std::vector<ChunkRouting> routing = ExchangeCounts(plans);
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    Tensor xp = Rows(plans[c].rows(), dim_);
+    Tensor xp = Rows(plans[c].rows(), dim_, /*zeroed=*/true, SendAllocator());
     kernels::MoePermute(x.Slice(t0, t1), plans[c].row_of, xp);
     dispatched.push_back(StartExchange(xp, routing[c].send_rows, routing[c].recv_rows));
   }
@@ -222,7 +229,8 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     const ChunkRouting& r = routing[c];
     const Tensor xr = Finish(dispatched[c]);
     const int64_t rows = xr.dim(0);
-    Tensor g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h), yr = Rows(rows, dim_);
+    Tensor g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
+    Tensor yr = Rows(rows, dim_, /*zeroed=*/true, SendAllocator());
     kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
                            {.trans_b = true});
     kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
@@ -271,7 +279,8 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
     routing.push_back(ReadRouting(stash, c));
     const Tensor yp = stash.Get(this, Slot("yp", c));
-    Tensor dyp = Rows(yp.dim(0), dim_), dgates_c = dgates.Slice(t0, t1);
+    Tensor dyp = Rows(yp.dim(0), dim_, /*zeroed=*/true, SendAllocator());
+    Tensor dgates_c = dgates.Slice(t0, t1);
     kernels::MoeCombineBackward(dy.Slice(t0, t1), yp, stash.Get(this, Slot("row_of", c)),
                                 gates.Slice(t0, t1), dyp, dgates_c);
     dispatched.push_back(StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows));
@@ -283,7 +292,8 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const Tensor dyr = Finish(dispatched[c]);
     const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
     const int64_t rows = xr.dim(0);
-    Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h), dxr = Rows(rows, dim_);
+    Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h);
+    Tensor dxr = Rows(rows, dim_, /*zeroed=*/true, SendAllocator());
     kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, r.segment_rows, r.segment_weight,
                                    &da, nullptr, {.trans_b = true});
     kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,

@@ -120,6 +120,10 @@ class MoeLayer : public Layer {
     std::vector<int> segment_weight;            // the local expert of each segment
   };
   int Chunks(int64_t tokens) const;
+  // Where the exchanges' send buffers live: the ep group's shared arena when it has one (the shm
+  // backend then copies each row once, straight from this rank's buffer into the receiver's),
+  // else the default allocator. They live only while their exchange is in flight.
+  runtime::Allocator* SendAllocator() const;
   // Sends `in` (rows per destination rank: send_rows) over ep; Finish waits and returns what
   // arrived (recv_rows per source). Without ep, `in` itself.
   Pending StartExchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
