@@ -41,7 +41,8 @@ ABSL_FLAG(std::string, preset, "tiny",
           "moe-small (docs/expert_parallel.md)");
 ABSL_FLAG(std::string, data, "",
           "token file: an llm.c shard (magic 20240520) or any other file as byte tokens; empty: "
-          "the embedded synthetic sorting task");
+          "the embedded synthetic sorting task; random: uniform random tokens of the model's "
+          "vocabulary (benchmarks)");
 ABSL_FLAG(int64_t, steps, 100, "optimizer steps to run (total, counting resumed ones)");
 ABSL_FLAG(int64_t, batch, 8, "sequences per optimizer step (B), over all data-parallel ranks");
 ABSL_FLAG(int32_t, dp, 0, "data-parallel ranks; 0: the job's ranks / tp (mpirun -np)");
@@ -275,7 +276,8 @@ nlohmann::json MemoryJson(const std::vector<int64_t>& per_tag) {
 
 absl::Status RunEval(Trainer& trainer, MetricsWriter& metrics) {
   const TrainOptions& o = trainer.options();
-  LOOM_ASSIGN_OR_RETURN(models::data::TokenDataset data, models::LoadDataset(o.data, o.seed + 1));
+  LOOM_ASSIGN_OR_RETURN(models::data::TokenDataset data, models::LoadDataset(o.data, o.seed + 1,
+                                                                     trainer.model().config().vocab_size));
   const int64_t batches = absl::GetFlag(FLAGS_eval_batches);
   LOOM_ASSIGN_OR_RETURN(double loss, trainer.Evaluate(data, batches));
   std::printf("eval_loss %.6f (%lld batches of %lld x %lld tokens from %s)\n", loss,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -258,8 +259,18 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed) {
+absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed,
+                                               int64_t vocab_size) {
   if (path.empty()) return data::MakeSyntheticDataset(seed, kEmbeddedTokens);
+  if (path == "random") {
+    std::mt19937_64 gen(seed);
+    std::uniform_int_distribution<int32_t> draw(0, static_cast<int32_t>(vocab_size) - 1);
+    std::vector<int32_t> tokens(kEmbeddedTokens);
+    for (int32_t& t : tokens) t = draw(gen);
+    return data::TokenDataset(std::move(tokens), static_cast<int>(vocab_size), "random",
+                              absl::StrCat("random: ", kEmbeddedTokens,
+                                           " uniform tokens, vocab ", vocab_size));
+  }
   return data::LoadTokenFile(path);
 }
 
@@ -297,7 +308,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     }
   }
   LOOM_ASSIGN_OR_RETURN(GptConfig config, ModelConfig(options));
-  LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed));
+  LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed, config.vocab_size));
   if (dataset.vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("the data (", dataset.name(), ") has vocabulary ", dataset.vocab_size(),

@@ -246,7 +246,11 @@ absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& options);
 // The micro-batches per step of a pipeline run (--micro_batches, default --pp).
 int PipelineMicroBatches(const TrainOptions& options);
 
-// The dataset named by `path` (LoadTokenFile) or, when empty, the embedded synthetic task.
-absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed);
+// The dataset named by `path` (LoadTokenFile); when empty, the embedded synthetic task; "random":
+// 2^20 tokens drawn uniformly from [0, vocab_size) (for benchmarks against twins that train on
+// random tokens, e.g. scripts/torch_reference: the same token statistics, so the same MoE routing
+// balance).
+absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t seed,
+                                               int64_t vocab_size);
 
 }  // namespace loom::models

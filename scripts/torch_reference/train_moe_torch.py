@@ -9,8 +9,7 @@ balancing bias, gates normalised over the k, SwiGLU routed experts of width H pl
 tied LM head; AdamW as loom's (betas 0.9/0.95, weight decay 0.1 on matrices), clipping at 1.0, f32,
 random tokens. PyTorch has no MoE layer of its own, so expert parallelism is written here the way
 PyTorch users write it: the experts split over the ranks, tokens sorted by expert, the counts and
-then the rows exchanged with the differentiable torch.distributed.nn.functional.all_to_all_single
-(gloo), experts run per local expert, rows sent back and combined with the gates; replicated
+then the rows exchanged with dist.all_to_all_single (gloo, in a small autograd Function), experts run per local expert, rows sent back and combined with the gates; replicated
 gradients averaged with all_reduce, expert gradients divided by the world size. Each rank trains
 on its slice of every global batch.
 
@@ -20,7 +19,6 @@ import argparse
 import math
 import os
 import time
-import warnings
 
 import torch
 import torch.distributed as dist
@@ -29,9 +27,24 @@ import torch.nn.functional as F
 
 from train_gpt_torch import adamw, record_step, write_json
 
-# torch.distributed.nn.functional.all_to_all_single is deprecated in favour of a private module;
-# it is still the public differentiable all-to-all.
-warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+class AllToAll(torch.autograd.Function):
+    """dist.all_to_all_single with autograd: rows[send[j]] to rank j; backward sends the
+    gradients back with the splits swapped."""
+
+    @staticmethod
+    def forward(ctx, rows, send, recv):
+        ctx.send, ctx.recv = send, recv
+        out = rows.new_empty(sum(recv), rows.shape[1])
+        dist.all_to_all_single(out, rows.contiguous(), recv, send)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        back = grad.new_empty(sum(ctx.send), grad.shape[1])
+        dist.all_to_all_single(back, grad.contiguous(), ctx.send, ctx.recv)
+        return back, None, None
 
 PRESETS = {
     "tiny-moe": dict(vocab=64, ctx=64, layers=2, heads=4, dim=64, experts=8, top_k=2, hidden=32,
@@ -90,26 +103,25 @@ class Moe(nn.Module):
         rows = x[order // self.top_k]
         counts = torch.bincount(flat, minlength=self.experts)  # per expert
         if self.world > 1:
-            from torch.distributed.nn.functional import all_to_all_single
             recv_counts = torch.empty_like(counts)
             dist.all_to_all_single(recv_counts, counts)  # [source][local expert]
             send_split = counts.view(self.world, self.local).sum(1).tolist()
             recv_split = recv_counts.view(self.world, self.local).sum(1).tolist()
-            recv = all_to_all_single(x.new_empty(sum(recv_split), x.shape[1]), rows, recv_split,
-                                     send_split)
+            recv = AllToAll.apply(rows, send_split, recv_split)
             expert_of = torch.arange(self.local).repeat(self.world).repeat_interleave(recv_counts)
         else:
             recv, expert_of = rows, torch.arange(self.experts).repeat_interleave(counts)
         out = torch.zeros_like(recv)
+        # Every expert runs, even on no rows: the autograd graph then has the same shape on every
+        # rank, so the engine runs the exchanges' backward in the same order everywhere (with a
+        # data-dependent graph the ranks' orders differed and gloo matched the wrong calls).
         for e in range(self.local):
             idx = (expert_of == e).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                continue
             h = recv.index_select(0, idx)
             y = (F.silu(h @ self.w_gate[e].t()) * (h @ self.w_up[e].t())) @ self.w_down[e].t()
             out = out.index_copy(0, idx, y)
         if self.world > 1:
-            out = all_to_all_single(x.new_empty(rows.shape), out, send_split, recv_split)
+            out = AllToAll.apply(out, recv_split, send_split)
         combined = torch.zeros_like(x).index_add(
             0, order // self.top_k, out * gates.reshape(-1)[order].unsqueeze(1))
         if self.shared is not None:
