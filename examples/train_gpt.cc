@@ -80,6 +80,11 @@ ABSL_FLAG(int32_t, moe_chunks, 2,
 ABSL_FLAG(bool, moe_overlap, true,
           "with --ep: overlap the chunks' all-to-alls with expert compute (false: wait for each, "
           "the same arithmetic; the baseline for exposed_a2a_ms)");
+ABSL_FLAG(std::string, moe_dispatch, "fp32",
+          "with --ep: dtype of the forward dispatch: fp32, bf16 or fp8 (e4m3, one f32 scale per "
+          "128 elements, as DeepSeek-V3)");
+ABSL_FLAG(std::string, moe_combine, "fp32",
+          "with --ep: dtype of the combine and the backward exchanges: fp32 or bf16");
 ABSL_FLAG(int32_t, moe_top_groups, 0,
           "MoE node-limited routing: groups a token's experts may come from (0: the preset's)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
@@ -165,6 +170,8 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.moe_top_groups = absl::GetFlag(FLAGS_moe_top_groups);
   o.moe_chunks = absl::GetFlag(FLAGS_moe_chunks);
   o.moe_overlap = absl::GetFlag(FLAGS_moe_overlap);
+  o.moe_dispatch = absl::GetFlag(FLAGS_moe_dispatch);
+  o.moe_combine = absl::GetFlag(FLAGS_moe_combine);
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
   o.virtual_stages = absl::GetFlag(FLAGS_virtual_stages);
@@ -276,8 +283,9 @@ nlohmann::json MemoryJson(const std::vector<int64_t>& per_tag) {
 
 absl::Status RunEval(Trainer& trainer, MetricsWriter& metrics) {
   const TrainOptions& o = trainer.options();
-  LOOM_ASSIGN_OR_RETURN(models::data::TokenDataset data, models::LoadDataset(o.data, o.seed + 1,
-                                                                     trainer.model().config().vocab_size));
+  LOOM_ASSIGN_OR_RETURN(
+      models::data::TokenDataset data,
+      models::LoadDataset(o.data, o.seed + 1, trainer.model().config().vocab_size));
   const int64_t batches = absl::GetFlag(FLAGS_eval_batches);
   LOOM_ASSIGN_OR_RETURN(double loss, trainer.Evaluate(data, batches));
   std::printf("eval_loss %.6f (%lld batches of %lld x %lld tokens from %s)\n", loss,

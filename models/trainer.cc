@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <random>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
@@ -117,6 +117,9 @@ absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& o) {
   if (o.moe_top_groups > 0) moe.top_groups = o.moe_top_groups;
   moe.chunks = o.moe_chunks;
   moe.overlap = o.moe_overlap;
+  moe.dispatch_dtype =
+      o.moe_dispatch == "fp8" ? runtime::DType::kF8E4M3 : PrecisionDType(o.moe_dispatch);
+  moe.combine_dtype = PrecisionDType(o.moe_combine);
   return config;
 }
 
@@ -178,8 +181,15 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.pp > 1) LOOM_RETURN_IF_ERROR(ValidatePipelineOptions(o));
   if (o.ep < 1) return bad("--ep must be >= 1, got ", o.ep);
   if (o.moe_chunks < 1) return bad("--moe_chunks must be >= 1, got ", o.moe_chunks);
+  if (o.moe_dispatch != "fp32" && o.moe_dispatch != "bf16" && o.moe_dispatch != "fp8") {
+    return bad("--moe_dispatch must be fp32, bf16 or fp8, got '", o.moe_dispatch, "'");
+  }
+  if (o.moe_combine != "fp32" && o.moe_combine != "bf16") {
+    return bad("--moe_combine must be fp32 or bf16, got '", o.moe_combine, "'");
+  }
   if (o.moe_capacity_factor >= 0 || o.moe_aux_loss_coef >= 0 || o.moe_bias_rate >= 0 ||
-      o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1) {
+      o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1 || o.moe_dispatch != "fp32" ||
+      o.moe_combine != "fp32") {
     absl::StatusOr<GptConfig> config = ModelConfig(o);
     if (config.ok()) {
       if (!config->is_moe()) {
@@ -267,9 +277,9 @@ absl::StatusOr<data::TokenDataset> LoadDataset(const std::string& path, uint64_t
     std::uniform_int_distribution<int32_t> draw(0, static_cast<int32_t>(vocab_size) - 1);
     std::vector<int32_t> tokens(kEmbeddedTokens);
     for (int32_t& t : tokens) t = draw(gen);
-    return data::TokenDataset(std::move(tokens), static_cast<int>(vocab_size), "random",
-                              absl::StrCat("random: ", kEmbeddedTokens,
-                                           " uniform tokens, vocab ", vocab_size));
+    return data::TokenDataset(
+        std::move(tokens), static_cast<int>(vocab_size), "random",
+        absl::StrCat("random: ", kEmbeddedTokens, " uniform tokens, vocab ", vocab_size));
   }
   return data::LoadTokenFile(path);
 }
@@ -308,7 +318,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     }
   }
   LOOM_ASSIGN_OR_RETURN(GptConfig config, ModelConfig(options));
-  LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset, LoadDataset(options.data, options.seed, config.vocab_size));
+  LOOM_ASSIGN_OR_RETURN(data::TokenDataset dataset,
+                        LoadDataset(options.data, options.seed, config.vocab_size));
   if (dataset.vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("the data (", dataset.name(), ") has vocabulary ", dataset.vocab_size(),

@@ -63,6 +63,10 @@ struct TrainOptions {
   // (false: waited for as issued, the same bits; the baseline for exposed_a2a_ms).
   int moe_chunks = 2;
   bool moe_overlap = true;
+  // With --ep: the dtype of the forward dispatch (fp32, bf16, fp8: e4m3 with per-128-element
+  // scales) and of the combine and backward exchanges (fp32, bf16).
+  std::string moe_dispatch = "fp32";
+  std::string moe_combine = "fp32";
   std::string schedule = "1f1b";  // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
   int micro_batches = 0;          // with pp > 1: per step and data-parallel rank (0: pp)
   int virtual_stages = 2;         // interleaved: chunks per rank

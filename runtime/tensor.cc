@@ -99,6 +99,19 @@ Tensor Tensor::Reshape(const Shape& shape) const {
   return t;
 }
 
+Tensor Tensor::ViewAs(DType dtype, const Shape& shape) const {
+  const size_t bytes = static_cast<size_t>(NumElements(shape)) * DTypeSize(dtype);
+  LOOM_CHECK_EQ(bytes, nbytes()) << "Tensor::ViewAs: " << DebugString() << " as "
+                                 << DTypeName(dtype) << ShapeToString(shape);
+  LOOM_CHECK_EQ(offset_bytes_ % DTypeSize(dtype), 0u)
+      << "Tensor::ViewAs: " << DebugString() << " starts unaligned for " << DTypeName(dtype);
+  Tensor t = *this;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.numel_ = NumElements(shape);
+  return t;
+}
+
 Tensor Tensor::Clone(Allocator* allocator) const {
   Tensor t = Empty(shape_, dtype_, tag_, allocator);
   if (nbytes() > 0) std::memcpy(t.raw_data(), raw_data(), nbytes());

@@ -88,6 +88,10 @@ class Tensor {
   Tensor Slice(int64_t begin, int64_t end) const;
   // Same storage, new shape with the same element count; one dimension may be -1 (inferred).
   Tensor Reshape(const Shape& shape) const;
+  // The same bytes seen as `dtype` in `shape` (as torch's Tensor.view(dtype)): the byte sizes must
+  // match, and the start must be aligned for `dtype`. E.g. FP8 rows sent through a collective as
+  // i32 words.
+  Tensor ViewAs(DType dtype, const Shape& shape) const;
   // A deep copy with its own storage (same tag unless one is given).
   Tensor Clone(Allocator* allocator = nullptr) const;
   // Elements as f32 (floating dtypes only); handy for tests and logging.

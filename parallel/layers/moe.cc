@@ -47,14 +47,13 @@ ShardSpec ReplicatedSpec(const MoeOptions& o) {
 // cache (reuse by exact size) serves next step's buffers instead of fresh pages. `allocator`: where
 // (nullptr: the default).
 Tensor Rows(int64_t rows, int64_t width, bool zeroed = true,
-            runtime::Allocator* allocator = nullptr) {
+            runtime::Allocator* allocator = nullptr, DType dtype = DType::kF32) {
   int64_t rounded = 1;
   while (rounded < rows) rounded *= 2;
   const int64_t step = std::max<int64_t>(1, rounded / 8);
   rounded = (rows + step - 1) / step * step;
-  Tensor t = zeroed
-                 ? Tensor::Zeros({rounded, width}, DType::kF32, MemoryTag::kActivation, allocator)
-                 : Tensor::Empty({rounded, width}, DType::kF32, MemoryTag::kActivation, allocator);
+  Tensor t = zeroed ? Tensor::Zeros({rounded, width}, dtype, MemoryTag::kActivation, allocator)
+                    : Tensor::Empty({rounded, width}, dtype, MemoryTag::kActivation, allocator);
   return t.Slice(0, rows);
 }
 
@@ -104,8 +103,8 @@ kernels::TopKOptions MoeLayer::TopK() const {
           .scale = options_.route_scale};
 }
 
-runtime::Allocator* MoeLayer::SendAllocator() const {
-  return ep_size() > 1 ? options_.ep->shared_allocator() : nullptr;
+runtime::Allocator* MoeLayer::SendAllocator(DType dtype, DType wire) const {
+  return ep_size() > 1 && dtype == wire ? options_.ep->shared_allocator() : nullptr;
 }
 
 int MoeLayer::Chunks(int64_t tokens) const {
@@ -114,16 +113,31 @@ int MoeLayer::Chunks(int64_t tokens) const {
 }
 
 MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<int64_t>& send_rows,
-                                          const std::vector<int64_t>& recv_rows) {
-  if (ep_size() == 1) return {in, nullptr, Tensor()};
-  const int64_t width = in.dim(1);
+                                          const std::vector<int64_t>& recv_rows, DType wire) {
+  if (ep_size() == 1) return {.out = in};
+  // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales.
+  Tensor packed = in;
+  if (wire == DType::kBF16) {
+    packed = Rows(in.dim(0), in.dim(1), /*zeroed=*/false, SendAllocator(wire, wire), wire);
+    runtime::ConvertBuffer(in.raw_data(), DType::kF32, packed.raw_data(), wire, in.numel());
+  } else if (wire == DType::kF8E4M3) {
+    packed = Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), /*zeroed=*/false,
+                  SendAllocator(wire, wire), wire);
+    kernels::QuantizeRowsFp8(in, packed);
+  }
+  // Collectives carry 32- and 16-bit types: FP8 rows travel as i32 words (4-byte padded rows).
+  const DType carrier = wire == DType::kF8E4M3 ? DType::kI32 : wire;
+  if (carrier != wire) packed = packed.ViewAs(carrier, {packed.dim(0), packed.dim(1) / 4});
+  const int64_t width = packed.dim(1);
   std::vector<int64_t> send, recv;
   for (int64_t r : send_rows) send.push_back(r * width);
   for (int64_t r : recv_rows) recv.push_back(r * width);
-  Pending p{Rows(std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width,
-                 /*zeroed=*/false),
-            nullptr, in};
-  p.work = options_.ep->AllToAllV(in, send, p.out, recv);
+  Pending p{.out = Rows(std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width,
+                        /*zeroed=*/false, nullptr, carrier),
+            .in = packed,
+            .wire = wire,
+            .width = in.dim(1)};
+  p.work = options_.ep->AllToAllV(packed, send, p.out, recv);
   if (!options_.overlap) Finish(p);
   return p;
 }
@@ -136,6 +150,17 @@ Tensor MoeLayer::Finish(Pending& p) {
     LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
     p.work = nullptr;
     p.in = Tensor();
+  }
+  if (p.wire != DType::kF32) {  // widened once, on arrival
+    Tensor wide = Rows(p.out.dim(0), p.width, /*zeroed=*/false);
+    if (p.wire == DType::kF8E4M3) {
+      kernels::DequantizeRowsFp8(
+          p.out.ViewAs(DType::kF8E4M3, {p.out.dim(0), kernels::Fp8RowWidth(p.width)}), wide);
+    } else {
+      runtime::ConvertBuffer(p.out.raw_data(), p.wire, wide.raw_data(), DType::kF32, wide.numel());
+    }
+    p.out = wide;
+    p.wire = DType::kF32;
   }
   return p.out;
 }
@@ -219,9 +244,11 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   const std::vector<ChunkRouting> routing = ExchangeCounts(plans);
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    Tensor xp = Rows(plans[c].rows(), dim_, /*zeroed=*/true, SendAllocator());
+    Tensor xp = Rows(plans[c].rows(), dim_, /*zeroed=*/true,
+                     SendAllocator(DType::kF32, options_.dispatch_dtype));
     kernels::MoePermute(x.Slice(t0, t1), plans[c].row_of, xp);
-    dispatched.push_back(StartExchange(xp, routing[c].send_rows, routing[c].recv_rows));
+    dispatched.push_back(
+        StartExchange(xp, routing[c].send_rows, routing[c].recv_rows, options_.dispatch_dtype));
   }
   std::vector<Pending> combined;
   const int64_t h = options_.expert_hidden;
@@ -230,7 +257,8 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     const Tensor xr = Finish(dispatched[c]);
     const int64_t rows = xr.dim(0);
     Tensor g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
-    Tensor yr = Rows(rows, dim_, /*zeroed=*/true, SendAllocator());
+    Tensor yr =
+        Rows(rows, dim_, /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
     kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
                            {.trans_b = true});
     kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
@@ -238,7 +266,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     kernels::SwiGLUForward(g, u, a);
     kernels::GroupedMatmul(a, down_proj_.value(), r.segment_rows, r.segment_weight, yr,
                            {.trans_b = true});
-    combined.push_back(StartExchange(yr, r.recv_rows, r.send_rows));
+    combined.push_back(StartExchange(yr, r.recv_rows, r.send_rows, options_.combine_dtype));
     stash.Put(this, Slot("xr", c), xr);
     stash.Put(this, Slot("g", c), g);
     stash.Put(this, Slot("u", c), u);
@@ -279,11 +307,13 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
     routing.push_back(ReadRouting(stash, c));
     const Tensor yp = stash.Get(this, Slot("yp", c));
-    Tensor dyp = Rows(yp.dim(0), dim_, /*zeroed=*/true, SendAllocator());
+    Tensor dyp =
+        Rows(yp.dim(0), dim_, /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
     Tensor dgates_c = dgates.Slice(t0, t1);
     kernels::MoeCombineBackward(dy.Slice(t0, t1), yp, stash.Get(this, Slot("row_of", c)),
                                 gates.Slice(t0, t1), dyp, dgates_c);
-    dispatched.push_back(StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows));
+    dispatched.push_back(
+        StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows, options_.combine_dtype));
   }
   std::vector<Pending> returned;
   const int64_t h = options_.expert_hidden;
@@ -293,7 +323,8 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
     const int64_t rows = xr.dim(0);
     Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h);
-    Tensor dxr = Rows(rows, dim_, /*zeroed=*/true, SendAllocator());
+    Tensor dxr =
+        Rows(rows, dim_, /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
     kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, r.segment_rows, r.segment_weight,
                                    &da, nullptr, {.trans_b = true});
     kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,
@@ -302,7 +333,7 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
                                    &dxr, nullptr, {.trans_b = true});
     kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, r.segment_rows, r.segment_weight, &dxr,
                                    nullptr, {.trans_b = true});
-    returned.push_back(StartExchange(dxr, r.recv_rows, r.send_rows));
+    returned.push_back(StartExchange(dxr, r.recv_rows, r.send_rows, options_.combine_dtype));
     stash.Put(this, Slot("dyr", c), dyr);
     stash.Put(this, Slot("dg", c), dg);
     stash.Put(this, Slot("du", c), du);

@@ -71,6 +71,13 @@ struct MoeOptions {
   // ep or with a capacity factor (capacity is decided over the whole micro-batch).
   int chunks = 2;
   bool overlap = true;
+  // Expert parallelism: the dtype rows travel in, widened to f32 on arrival. dispatch_dtype: the
+  // forward dispatch (f32; bf16; or kF8E4M3: e4m3 with an f32 scale per 128 elements, DeepSeek-V3's
+  // FP8 dispatch; runtime/kernels/moe.h QuantizeRowsFp8). combine_dtype: the forward combine and
+  // both backward exchanges (f32 or bf16). The experts compute on what arrived (the rounded
+  // values); gradients pass the rounding straight through.
+  runtime::DType dispatch_dtype = runtime::DType::kF32;
+  runtime::DType combine_dtype = runtime::DType::kF32;
 };
 
 class MoeLayer : public Layer {
@@ -109,9 +116,11 @@ class MoeLayer : public Layer {
  private:
   // An exchange in flight: its output and its Work (nullptr once waited for, or without ep).
   struct Pending {
-    runtime::Tensor out;
-    std::shared_ptr<comm::Work> work;
-    runtime::Tensor in;  // the send buffer, alive until the exchange completes
+    runtime::Tensor out;  // in the wire dtype until Finish widens it
+    std::shared_ptr<comm::Work> work = nullptr;
+    runtime::Tensor in = {};  // the send buffer, alive until the exchange completes
+    runtime::DType wire = runtime::DType::kF32;
+    int64_t width = 0;  // f32 elements per row
   };
   // Who sends what to whom for one chunk.
   struct ChunkRouting {
@@ -123,11 +132,13 @@ class MoeLayer : public Layer {
   // Where the exchanges' send buffers live: the ep group's shared arena when it has one (the shm
   // backend then copies each row once, straight from this rank's buffer into the receiver's),
   // else the default allocator. They live only while their exchange is in flight.
-  runtime::Allocator* SendAllocator() const;
+  // A buffer of `dtype` goes on the wire itself when it is the `wire` dtype (else a narrowed copy
+  // does, which then comes from the arena).
+  runtime::Allocator* SendAllocator(runtime::DType dtype, runtime::DType wire) const;
   // Sends `in` (rows per destination rank: send_rows) over ep; Finish waits and returns what
   // arrived (recv_rows per source). Without ep, `in` itself.
   Pending StartExchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
-                        const std::vector<int64_t>& recv_rows);
+                        const std::vector<int64_t>& recv_rows, runtime::DType wire);
   runtime::Tensor Finish(Pending& pending);
   // Every chunk's routing: the per-expert row counts exchanged over ep (one AllToAll).
   std::vector<ChunkRouting> ExchangeCounts(const std::vector<runtime::kernels::RoutingPlan>& plans);

@@ -156,6 +156,30 @@ void MoeCombineBackward(const Tensor& dout, const Tensor& y, const Tensor& row_o
   cpu::MoeCombineBackward(dout, y, row_of, gates, dy, dgates);
 }
 
+int64_t Fp8RowWidth(int64_t c) { return (c + 3) / 4 * 4 + 4 * ((c + kFp8Block - 1) / kFp8Block); }
+
+namespace {
+
+void CheckFp8Rows(const ArgCheck& check, const Tensor& x, const Tensor& packed) {
+  check.ExpectDType(x, DType::kF32);
+  check.ExpectRank(x, 2);
+  check.ExpectDType(packed, DType::kF8E4M3);
+  check.ExpectShape(packed, {x.dim(0), Fp8RowWidth(x.dim(1))});
+  check.RequireCpu();
+}
+
+}  // namespace
+
+void QuantizeRowsFp8(const Tensor& x, Tensor& packed) {
+  CheckFp8Rows(ArgCheck("QuantizeRowsFp8", {{"x", &x}, {"packed", &packed}}), x, packed);
+  cpu::QuantizeRowsFp8(x, packed);
+}
+
+void DequantizeRowsFp8(const Tensor& packed, Tensor& x) {
+  CheckFp8Rows(ArgCheck("DequantizeRowsFp8", {{"packed", &packed}, {"x", &x}}), x, packed);
+  cpu::DequantizeRowsFp8(packed, x);
+}
+
 namespace {
 
 struct Segment {

@@ -26,6 +26,9 @@
 
 namespace loom::runtime::kernels {
 
+// Elements per FP8 scaling block of the dispatch (QuantizeRowsFp8).
+inline constexpr int64_t kFp8Block = 128;
+
 enum class RouterScore {
   kSoftmax,  // s = softmax(logits) over the experts (Mixtral, DeepSeek-V2)
   kSigmoid,  // s = sigmoid(logits) per expert (DeepSeek-V3)
@@ -99,5 +102,17 @@ void GroupedMatmul(const Tensor& a, const Tensor& b, std::span<const int64_t> ro
 void GroupedMatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout,
                            std::span<const int64_t> rows, std::span<const int> weight, Tensor* da,
                            Tensor* db, const MatmulOptions& options = {});
+
+// FP8 rows for the dispatch (DeepSeek-V3): each row of x [R, C] f32 becomes C e4m3 values, one
+// per element, scaled per block of 128 elements (the last block may be shorter) so the block's
+// largest magnitude maps to 448 (e4m3's largest), followed by the blocks' f32 scales stored as
+// raw bytes: packed is e4m3 [R, Fp8RowWidth(C)]. Dequantize restores x ≈ q · scale; the relative
+// error is at most 2^-4 for values above the block's subnormal range (absolute at most
+// scale · 2^-10 below it), and each block's largest magnitude comes back exactly. A block of
+// zeros has scale 1. Rows are padded to a multiple of 4 bytes (so they can travel as i32 words,
+// Tensor::ViewAs).
+int64_t Fp8RowWidth(int64_t c);
+void QuantizeRowsFp8(const Tensor& x, Tensor& packed);
+void DequantizeRowsFp8(const Tensor& packed, Tensor& x);
 
 }  // namespace loom::runtime::kernels

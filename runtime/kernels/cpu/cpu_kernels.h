@@ -62,6 +62,8 @@ void TopKGateBackward(const Tensor& scores, const Tensor& experts, const Tensor&
 void PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capacity, Tensor& row_of,
                  std::vector<int64_t>& counts, std::vector<int64_t>& load, int64_t& dropped);
 void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out);
+void QuantizeRowsFp8(const Tensor& x, Tensor& packed);
+void DequantizeRowsFp8(const Tensor& packed, Tensor& x);
 // gates: [N, K] or nullptr (weights 1).
 void MoeCombine(const Tensor& y, const Tensor& row_of, const float* gates, Tensor& out);
 void MoeCombineBackward(const Tensor& dout, const Tensor& y, const Tensor& row_of,

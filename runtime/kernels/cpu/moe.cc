@@ -224,4 +224,47 @@ void MoeCombineBackward(const Tensor& dout, const Tensor& y, const Tensor& row_o
   });
 }
 
+void QuantizeRowsFp8(const Tensor& x, Tensor& packed) {
+  const int64_t rows = x.dim(0), c = x.dim(1), width = packed.dim(1);
+  const int64_t blocks = (c + kFp8Block - 1) / kFp8Block;
+  const float* px = x.data<float>();
+  uint8_t* pp = static_cast<uint8_t*>(packed.raw_data());
+  ParallelFor(rows, RowGrain(c), [&](int64_t begin, int64_t end) {
+    std::vector<float> scaled(kFp8Block);
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = px + r * c;
+      uint8_t* out = pp + r * width;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t lo = b * kFp8Block, len = std::min(kFp8Block, c - lo);
+        float amax = 0.0f;
+        for (int64_t j = 0; j < len; ++j) amax = std::max(amax, std::fabs(xr[lo + j]));
+        const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+        for (int64_t j = 0; j < len; ++j) scaled[j] = xr[lo + j] / scale;
+        ConvertBuffer(scaled.data(), DType::kF32, out + lo, DType::kF8E4M3, len);
+        std::memcpy(out + (c + 3) / 4 * 4 + 4 * b, &scale, sizeof(scale));
+      }
+    }
+  });
+}
+
+void DequantizeRowsFp8(const Tensor& packed, Tensor& x) {
+  const int64_t rows = x.dim(0), c = x.dim(1), width = packed.dim(1);
+  const int64_t blocks = (c + kFp8Block - 1) / kFp8Block;
+  const uint8_t* pp = static_cast<const uint8_t*>(packed.raw_data());
+  float* px = x.data<float>();
+  ParallelFor(rows, RowGrain(c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* in = pp + r * width;
+      float* xr = px + r * c;
+      ConvertBuffer(in, DType::kF8E4M3, xr, DType::kF32, c);
+      for (int64_t b = 0; b < blocks; ++b) {
+        float scale;
+        std::memcpy(&scale, in + (c + 3) / 4 * 4 + 4 * b, sizeof(scale));
+        const int64_t lo = b * kFp8Block, len = std::min(kFp8Block, c - lo);
+        for (int64_t j = 0; j < len; ++j) xr[lo + j] *= scale;
+      }
+    }
+  });
+}
+
 }  // namespace loom::runtime::kernels::cpu

@@ -273,5 +273,40 @@ TEST(MoeKernelsTest, GroupedMatmulMultipliesEachSegmentByItsGroup) {
   }
 }
 
+// FP8 dispatch rows: every element within e4m3's rounding of its block-scaled value (relative
+// 2^-4, or scale · 2^-10 in the subnormal range), each block's largest magnitude exact, a zero
+// block exact, on a width that leaves a short last block (300 = 128 + 128 + 44).
+TEST(MoeKernelsTest, Fp8RowsRoundTripWithinE4m3Rounding) {
+  const int64_t rows = 5, c = 300;
+  Tensor x = RandomTensor({rows, c}, 16, 3.0f);
+  for (int64_t j = 0; j < 128; ++j) x.data<float>()[2 * c + j] = 0.0f;  // row 2, block 0: zeros
+  x.data<float>()[c + 7] = 1e-6f;  // a tiny value in a block of large ones
+  EXPECT_EQ(Fp8RowWidth(c), c + 12);
+  EXPECT_EQ(Fp8RowWidth(62), 64 + 4);  // values padded to 4 bytes, then one scale
+  Tensor packed = Tensor::Empty({rows, Fp8RowWidth(c)}, DType::kF8E4M3, MemoryTag::kActivation);
+  Tensor back = F32({rows, c});
+  QuantizeRowsFp8(x, packed);
+  DequantizeRowsFp8(packed, back);
+  const float* a = x.data<float>();
+  const float* b = back.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t lo = 0; lo < c; lo += kFp8Block) {
+      const int64_t hi = std::min(c, lo + kFp8Block);
+      double amax = 0;
+      for (int64_t j = lo; j < hi; ++j) amax = std::max(amax, std::fabs(double{a[r * c + j]}));
+      const double scale = amax > 0 ? amax / 448.0 : 1.0;
+      for (int64_t j = lo; j < hi; ++j) {
+        const double v = a[r * c + j], got = b[r * c + j];
+        EXPECT_LE(std::fabs(got - v), std::fabs(v) / 16 + scale / 1024 + 1e-12)
+            << "row " << r << " element " << j;
+        if (std::fabs(v) == amax) {
+          EXPECT_FLOAT_EQ(got, v) << "block max, row " << r;
+        }
+      }
+    }
+  }
+  for (int64_t j = 0; j < 128; ++j) EXPECT_EQ(b[2 * c + j], 0.0f);
+}
+
 }  // namespace
 }  // namespace loom::runtime::kernels
