@@ -305,17 +305,28 @@ def train(args, rank=0, world=1):
     return steps
 
 
-def ddp_worker(rank, world, args, port):
+def gloo_worker(rank, world, args, port, train_fn):
+    """One rank of a gloo job: train_fn(args, rank, world), rank 0's steps to args.json."""
     import os
     import torch.distributed as dist
-    if not args.world_from_env:
+    if not getattr(args, "world_from_env", False):
         os.environ["MASTER_ADDR"] = "127.0.0.1"
         os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    steps = train_pp(args, rank, world) if args.pp else train(args, rank, world)
+    steps = train_fn(args, rank, world)
     if rank == 0:
         write_json(args, steps, world)
     dist.destroy_process_group()
+
+
+def run_ranks(args, train_fn):
+    """train_fn on one rank inline, or on args.world_size spawned gloo processes."""
+    if args.world_size == 1:
+        write_json(args, train_fn(args), 1)
+    else:
+        torch.multiprocessing.spawn(gloo_worker,
+                                    args=(args.world_size, args, args.port, train_fn),
+                                    nprocs=args.world_size)
 
 
 def write_json(args, steps, world):
@@ -372,15 +383,11 @@ def main():
                      "SIZE or RANK/WORLD_SIZE) and MASTER_ADDR, MASTER_PORT")
         if args.batch % world:
             ap.error("--batch must be a multiple of the world size")
-        ddp_worker(rank, world, args, int(env["MASTER_PORT"]))
+        gloo_worker(rank, world, args, int(env["MASTER_PORT"]), train_pp if args.pp else train)
         return
     if args.world_size < 1 or (args.batch % args.world_size and not args.pp):
         ap.error("--batch must be a multiple of --world_size >= 1")
-    if args.world_size == 1:
-        write_json(args, train(args), 1)
-    else:
-        torch.multiprocessing.spawn(ddp_worker, args=(args.world_size, args, args.port),
-                                    nprocs=args.world_size)
+    run_ranks(args, train_pp if args.pp else train)
 
 
 if __name__ == "__main__":

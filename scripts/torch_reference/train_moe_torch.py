@@ -17,7 +17,6 @@ on its slice of every global batch.
 """
 import argparse
 import math
-import os
 import time
 
 import torch
@@ -25,7 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train_gpt_torch import adamw, record_step, write_json
+from train_gpt_torch import adamw, record_step, run_ranks
 
 
 
@@ -223,16 +222,6 @@ def train(args, rank=0, world=1):
     return steps
 
 
-def worker(rank, world, args, port):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    steps = train(args, rank, world)
-    if rank == 0:
-        write_json(args, steps, world)
-    dist.destroy_process_group()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="moe-small", choices=sorted(PRESETS))
@@ -249,11 +238,7 @@ def main():
     cfg = PRESETS[args.preset]
     if args.world_size < 1 or args.batch % args.world_size or cfg["experts"] % args.world_size:
         ap.error("--world_size must divide --batch and the experts")
-    if args.world_size == 1:
-        write_json(args, train(args), 1)
-    else:
-        torch.multiprocessing.spawn(worker, args=(args.world_size, args, args.port),
-                                    nprocs=args.world_size)
+    run_ranks(args, train)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,24 @@ class TrainGptTest : public ::testing::Test {
     return out;
   }
 
+  // Two exports hold the same tensors (names, order, shapes) with values within `tolerance`.
+  static void ExpectSameWeights(const std::string& a, const std::string& b, double tolerance) {
+    auto wa = runtime::io::ReadSafetensors(a);
+    auto wb = runtime::io::ReadSafetensors(b);
+    ASSERT_TRUE(wa.ok() && wb.ok());
+    ASSERT_EQ(wa->tensors.size(), wb->tensors.size());
+    for (size_t t = 0; t < wa->tensors.size(); ++t) {
+      ASSERT_EQ(wa->tensors[t].name, wb->tensors[t].name);
+      ASSERT_EQ(wa->tensors[t].tensor.shape(), wb->tensors[t].tensor.shape())
+          << wa->tensors[t].name;
+      const std::vector<float> x = wa->tensors[t].tensor.ToF32Vector();
+      const std::vector<float> y = wb->tensors[t].tensor.ToF32Vector();
+      for (size_t i = 0; i < x.size(); ++i) {
+        ASSERT_NEAR(y[i], x[i], tolerance) << wa->tensors[t].name << "[" << i << "]";
+      }
+    }
+  }
+
   fs::path dir_;
 };
 
@@ -295,19 +313,7 @@ TEST_F(TrainGptTest, TensorParallelRunMatchesOneRankAndResumesOnOne) {
     EXPECT_NEAR(b[i]["loss"].get<double>(), a[i]["loss"].get<double>(), 5e-5) << "step " << i + 1;
   }
   // The export holds whole tensors under the same names and shapes as the single-rank one.
-  auto wa = runtime::io::ReadSafetensors(Path("a.safetensors"));
-  auto wb = runtime::io::ReadSafetensors(Path("b.safetensors"));
-  ASSERT_TRUE(wa.ok() && wb.ok());
-  ASSERT_EQ(wa->tensors.size(), wb->tensors.size());
-  for (size_t t = 0; t < wa->tensors.size(); ++t) {
-    ASSERT_EQ(wa->tensors[t].name, wb->tensors[t].name);
-    ASSERT_EQ(wa->tensors[t].tensor.shape(), wb->tensors[t].tensor.shape()) << wa->tensors[t].name;
-    const std::vector<float> x = wa->tensors[t].tensor.ToF32Vector();
-    const std::vector<float> y = wb->tensors[t].tensor.ToF32Vector();
-    for (size_t i = 0; i < x.size(); ++i) {
-      ASSERT_NEAR(y[i], x[i], 1e-4) << wa->tensors[t].name << "[" << i << "]";
-    }
-  }
+  ExpectSameWeights(Path("a.safetensors"), Path("b.safetensors"), 1e-4);
   fs::remove_all(Path("ckpt/step-00000020"));
   const Result resumed =
       Run(common + "--resume --save_dir " + Path("ckpt") + " --metrics_out " + Path("c.jsonl"));
@@ -380,19 +386,7 @@ TEST_F(TrainGptTest, PipelineCheckpointsAndExportsAreLayoutFree) {
       RunMpi("-np 2 " + Gpt() + common + pp + "--save_dir " + Path("b") + " --metrics_out " +
              Path("b.jsonl") + " --export " + Path("b.safetensors"));
   ASSERT_EQ(piped.rc, 0) << piped.err;
-  auto wa = runtime::io::ReadSafetensors(Path("a.safetensors"));
-  auto wb = runtime::io::ReadSafetensors(Path("b.safetensors"));
-  ASSERT_TRUE(wa.ok() && wb.ok());
-  ASSERT_EQ(wa->tensors.size(), wb->tensors.size());
-  for (size_t t = 0; t < wa->tensors.size(); ++t) {
-    ASSERT_EQ(wa->tensors[t].name, wb->tensors[t].name) << "the model's order";
-    const std::vector<float> x = wa->tensors[t].tensor.ToF32Vector();
-    const std::vector<float> y = wb->tensors[t].tensor.ToF32Vector();
-    ASSERT_EQ(x.size(), y.size()) << wa->tensors[t].name;
-    for (size_t i = 0; i < x.size(); ++i) {
-      ASSERT_NEAR(y[i], x[i], 1e-5) << wa->tensors[t].name << "[" << i << "]";
-    }
-  }
+  ExpectSameWeights(Path("a.safetensors"), Path("b.safetensors"), 1e-5);  // in the model's order
   const std::vector<nlohmann::json> a = ReadMetrics(Path("a.jsonl"));
   const std::vector<nlohmann::json> b = ReadMetrics(Path("b.jsonl"));
   ASSERT_EQ(a.size(), 20u);
@@ -541,19 +535,7 @@ TEST_F(TrainGptTest, ExpertParallelRunMatchesOneRankAndResumesOnOne) {
     EXPECT_EQ(slots, 8 * 32 * 2) << "step " << i + 1;
     EXPECT_EQ(b[i]["expert_load"], a[i]["expert_load"]) << "step " << i + 1;
   }
-  auto wa = runtime::io::ReadSafetensors(Path("a.safetensors"));
-  auto wb = runtime::io::ReadSafetensors(Path("b.safetensors"));
-  ASSERT_TRUE(wa.ok() && wb.ok());
-  ASSERT_EQ(wa->tensors.size(), wb->tensors.size());
-  for (size_t t = 0; t < wa->tensors.size(); ++t) {
-    ASSERT_EQ(wa->tensors[t].name, wb->tensors[t].name);
-    ASSERT_EQ(wa->tensors[t].tensor.shape(), wb->tensors[t].tensor.shape()) << wa->tensors[t].name;
-    const std::vector<float> x = wa->tensors[t].tensor.ToF32Vector();
-    const std::vector<float> y = wb->tensors[t].tensor.ToF32Vector();
-    for (size_t i = 0; i < x.size(); ++i) {
-      ASSERT_NEAR(y[i], x[i], 1e-4) << wa->tensors[t].name << "[" << i << "]";
-    }
-  }
+  ExpectSameWeights(Path("a.safetensors"), Path("b.safetensors"), 1e-4);
   fs::remove_all(Path("ckpt/step-00000020"));
   const Result resumed =
       Run(common + "--resume --save_dir " + Path("ckpt") + " --metrics_out " + Path("c.jsonl"));

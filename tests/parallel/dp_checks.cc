@@ -96,6 +96,16 @@ std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o) {
   return results;
 }
 
+void TrainAndSaveOnMesh(const models::TrainOptions& o, int64_t steps) {
+  OnMesh(o, [&](int, const parallel::ParallelContext& ctx) {
+    auto t = models::Trainer::Create(o, ctx);
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (int64_t s = 0; s < steps; ++s) ASSERT_TRUE((*t)->Step().ok());
+    const absl::Status saved = (*t)->SaveCheckpoint();
+    ASSERT_TRUE(saved.ok()) << saved;
+  });
+}
+
 void ExpectEquivalentOnRanks(const RunResult& reference, const std::vector<RunResult>& ranks,
                              const std::string& what, const Tolerance& tolerance) {
   std::set<std::string> held;

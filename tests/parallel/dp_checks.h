@@ -90,6 +90,9 @@ void ExpectEquivalent(const RunResult& reference, const RunResult& got, const st
                       const Tolerance& tolerance = kF32Tolerance);
 // Trains `o` on its mesh (OnMesh) and returns every rank's result.
 std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o);
+// Trains `steps` steps of `o` on its mesh (o.steps sets the schedule) and checkpoints to
+// o.save_dir.
+void TrainAndSaveOnMesh(const models::TrainOptions& o, int64_t steps);
 // Every rank's losses and norms as the reference's; each parameter, on whichever ranks hold it
 // (a pipeline rank: its stages'), as the reference's; together the ranks hold all of them.
 void ExpectEquivalentOnRanks(const RunResult& reference, const std::vector<RunResult>& ranks,

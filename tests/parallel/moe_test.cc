@@ -326,13 +326,7 @@ TEST_F(MoeEquivalence, CheckpointCarriesTheBiasBitwise) {
   EXPECT_TRUE(std::any_of(bias.begin(), bias.end(), [](float b) { return b != 0.0f; }));
   o.save_dir = ::testing::TempDir() + "/moe_ckpt";
   std::filesystem::remove_all(o.save_dir);
-  testing::OnMesh(o, [&](int, const ParallelContext& ctx) {
-    auto t = models::Trainer::Create(o, ctx);
-    ASSERT_TRUE(t.ok()) << t.status();
-    for (int s = 0; s < 10; ++s) ASSERT_TRUE((*t)->Step().ok());
-    const absl::Status saved = (*t)->SaveCheckpoint();
-    ASSERT_TRUE(saved.ok()) << saved;
-  });
+  testing::TrainAndSaveOnMesh(o, 10);
   o.resume = true;
   const std::vector<testing::RunResult> resumed = testing::TrainOnMesh(o);
   const std::vector<float> tail(straight[0].losses.begin() + 10, straight[0].losses.end());

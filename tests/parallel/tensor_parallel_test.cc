@@ -426,13 +426,7 @@ TEST_F(TensorParallelEquivalence, CheckpointAtTp2Dp2ResumesAtTp1AndTp4) {
   const std::vector<RunResult> straight = TrainOnMesh(o);
   o.save_dir = ::testing::TempDir() + "/tp_ckpt";
   std::filesystem::remove_all(o.save_dir);
-  OnMesh(o, [&](int, const ParallelContext& ctx) {
-    auto t = models::Trainer::Create(o, ctx);
-    ASSERT_TRUE(t.ok()) << t.status();
-    for (int s = 0; s < 10; ++s) ASSERT_TRUE((*t)->Step().ok());
-    const absl::Status saved = (*t)->SaveCheckpoint();
-    ASSERT_TRUE(saved.ok()) << saved;
-  });
+  testing::TrainAndSaveOnMesh(o, 10);
   o.resume = true;
   const std::vector<RunResult> resumed = TrainOnMesh(o);
   ASSERT_EQ(resumed[0].losses.size(), 10u);
