@@ -99,6 +99,22 @@ class TrainGptTest : public ::testing::Test {
     }
   }
 
+  // Resumes the step-10 checkpoint in ckpt/ (the step-20 one removed) on one rank with `common`
+  // flags: steps 11-20 within 5e-5 of the single-rank run's `a`.
+  void ExpectStep10ResumesOnOneRank(const std::string& common,
+                                    const std::vector<nlohmann::json>& a) const {
+    fs::remove_all(Path("ckpt/step-00000020"));
+    const Result resumed =
+        Run(common + "--resume --save_dir " + Path("ckpt") + " --metrics_out " + Path("c.jsonl"));
+    ASSERT_EQ(resumed.rc, 0) << resumed.err;
+    const std::vector<nlohmann::json> c = ReadMetrics(Path("c.jsonl"));
+    ASSERT_EQ(c.size(), 10u);
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_NEAR(c[i]["loss"].get<double>(), a[10 + i]["loss"].get<double>(), 5e-5)
+          << "step " << 11 + i;
+    }
+  }
+
   fs::path dir_;
 };
 
@@ -314,16 +330,7 @@ TEST_F(TrainGptTest, TensorParallelRunMatchesOneRankAndResumesOnOne) {
   }
   // The export holds whole tensors under the same names and shapes as the single-rank one.
   ExpectSameWeights(Path("a.safetensors"), Path("b.safetensors"), 1e-4);
-  fs::remove_all(Path("ckpt/step-00000020"));
-  const Result resumed =
-      Run(common + "--resume --save_dir " + Path("ckpt") + " --metrics_out " + Path("c.jsonl"));
-  ASSERT_EQ(resumed.rc, 0) << resumed.err;
-  const std::vector<nlohmann::json> c = ReadMetrics(Path("c.jsonl"));
-  ASSERT_EQ(c.size(), 10u);
-  for (int i = 0; i < 10; ++i) {
-    EXPECT_NEAR(c[i]["loss"].get<double>(), a[10 + i]["loss"].get<double>(), 5e-5)
-        << "step " << 11 + i;
-  }
+  ExpectStep10ResumesOnOneRank(common, a);
 }
 
 // train_gpt --pp under mpirun: zb-v at pp 2, and 1f1b at pp 2 x tp 2 with sequence parallelism,
@@ -536,16 +543,7 @@ TEST_F(TrainGptTest, ExpertParallelRunMatchesOneRankAndResumesOnOne) {
     EXPECT_EQ(b[i]["expert_load"], a[i]["expert_load"]) << "step " << i + 1;
   }
   ExpectSameWeights(Path("a.safetensors"), Path("b.safetensors"), 1e-4);
-  fs::remove_all(Path("ckpt/step-00000020"));
-  const Result resumed =
-      Run(common + "--resume --save_dir " + Path("ckpt") + " --metrics_out " + Path("c.jsonl"));
-  ASSERT_EQ(resumed.rc, 0) << resumed.err;
-  const std::vector<nlohmann::json> c = ReadMetrics(Path("c.jsonl"));
-  ASSERT_EQ(c.size(), 10u);
-  for (int i = 0; i < 10; ++i) {
-    EXPECT_NEAR(c[i]["loss"].get<double>(), a[10 + i]["loss"].get<double>(), 5e-5)
-        << "step " << 11 + i;
-  }
+  ExpectStep10ResumesOnOneRank(common, a);
 }
 
 TEST_F(TrainGptTest, BadExpertParallelLayoutsFailBeforeTrainingWithWhatToChange) {
