@@ -250,6 +250,8 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     dispatched.push_back(
         StartExchange(xp, routing[c].send_rows, routing[c].recv_rows, options_.dispatch_dtype));
   }
+  // The shared experts need no exchange: they run while the dispatches are in flight.
+  const Tensor shared_y = shared_ != nullptr ? shared_->Forward(stash, x) : Tensor();
   std::vector<Pending> combined;
   const int64_t h = options_.expert_hidden;
   for (int c = 0; c < chunks; ++c) {
@@ -285,7 +287,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     kernels::MoeCombine(yp, plans[c].row_of, &gates_c, y_c);
     stash.Put(this, Slot("yp", c), yp);
   }
-  if (shared_ != nullptr) kernels::AddInto(y, shared_->Forward(stash, x));
+  if (shared_ != nullptr) kernels::AddInto(y, shared_y);
   stash.PutExact(this, "scores", scores);
   stash.PutExact(this, "gates", gates);
   stash.PutExact(this, "experts", experts);
@@ -295,9 +297,8 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
 }
 
 Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
-  const int64_t n = dy_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
+  const int64_t n = dy_in.numel() / dim_, k = options_.top_k;
   const Tensor dy = dy_in.Reshape({n, dim_});
-  Tensor dx = shared_ != nullptr ? shared_->BackwardInput(stash, dy) : F32({n, dim_});
   const Tensor gates = stash.Get(this, "gates");
   Tensor dgates = F32({n, k});
   const int chunks = Chunks(n);
@@ -315,6 +316,10 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     dispatched.push_back(
         StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows, options_.combine_dtype));
   }
+  // While the output gradients travel: the shared experts' and the router's backward, which
+  // need no exchange.
+  Tensor dx = shared_ != nullptr ? shared_->BackwardInput(stash, dy) : F32({n, dim_});
+  RouterBackward(stash, dgates, dx);
   std::vector<Pending> returned;
   const int64_t h = options_.expert_hidden;
   for (int c = 0; c < chunks; ++c) {
@@ -345,15 +350,17 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     kernels::MoeCombine(dxp, stash.Get(this, Slot("row_of", c)), nullptr, dx_routed);
     kernels::AddInto(dx_c, dx_routed);
   }
+  return dx.Reshape(dy_in.shape());
+}
 
+void MoeLayer::RouterBackward(Stash& stash, const Tensor& dgates, Tensor& dx) {
   const Tensor scores = stash.Get(this, "scores"), experts = stash.Get(this, "experts");
-  Tensor dscores = F32({n, e}), dlogits = F32({n, e});
+  Tensor dscores = F32(scores.shape()), dlogits = F32(scores.shape());
   kernels::TopKGateBackward(scores, experts, dgates, TopK(), dscores);
   if (options_.aux_loss_coef > 0) AuxLossBackward(stash, scores, experts, dscores);
   kernels::RouterScoresBackward(dscores, scores, options_.score, dlogits);
   kernels::Matmul(dlogits, router_.value(), dx, {.beta = 1.0f});
   stash.PutExact(this, "dlogits", dlogits);
-  return dx.Reshape(dy_in.shape());
 }
 
 void MoeLayer::BackwardWeight(Stash& stash) {

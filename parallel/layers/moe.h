@@ -17,7 +17,9 @@
 // replicated. Forward: route this rank's tokens, exchange the per-expert row counts
 // (AllToAll), send each expert's rows to its owner (AllToAllV), run the local experts over the
 // rows received from every rank (grouped GEMM, segments by source and expert), send the results
-// back (AllToAllV) and combine them with the gates. Backward is the mirror image. The ep ranks
+// back (AllToAllV) and combine them with the gates; the shared experts run while the dispatch is
+// in flight (in backward, the shared experts' and the router's backward). Backward is the mirror
+// image. The ep ranks
 // process different tokens, so the replicated parameters' gradients are partial over "ep"
 // (ShardSpec::grad_partial_over; data parallelism sums them there).
 //
@@ -143,6 +145,9 @@ class MoeLayer : public Layer {
   // Every chunk's routing: the per-expert row counts exchanged over ep (one AllToAll).
   std::vector<ChunkRouting> ExchangeCounts(const std::vector<runtime::kernels::RoutingPlan>& plans);
   ChunkRouting ReadRouting(const Stash& stash, int chunk) const;
+  // The router's backward from the gates' gradient (and the auxiliary loss): dx += dlogits · gate;
+  // dlogits stashed for BackwardWeight.
+  void RouterBackward(Stash& stash, const runtime::Tensor& dgates, runtime::Tensor& dx);
   // Adds the auxiliary loss's gradient (with respect to the scores) into dscores.
   void AuxLossBackward(const Stash& stash, const runtime::Tensor& scores,
                        const runtime::Tensor& experts, runtime::Tensor& dscores) const;
