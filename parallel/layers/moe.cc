@@ -165,57 +165,107 @@ Tensor MoeLayer::Finish(Pending& p) {
   return p.out;
 }
 
-MoeLayer::ChunkRouting MoeLayer::ReadRouting(const Stash& stash, int c) const {
-  ChunkRouting r;
-  r.send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
-  r.recv_rows = Longs(stash.Get(this, Slot("recv_rows", c)));
-  r.segment_rows = Longs(stash.Get(this, Slot("segment_rows", c)));
-  for (int64_t i = 0; i < options_.num_experts; ++i) {
-    r.segment_weight.push_back(static_cast<int>(i % local_experts()));
-  }
-  return r;
-}
-
-std::vector<MoeLayer::ChunkRouting> MoeLayer::ExchangeCounts(
-    const std::vector<kernels::RoutingPlan>& plans) {
-  const int p = ep_size(), chunks = static_cast<int>(plans.size());
-  const int64_t e = options_.num_experts, local = local_experts();
-  std::vector<ChunkRouting> routing(chunks);
-  for (int c = 0; c < chunks; ++c) {
-    ChunkRouting& r = routing[c];
-    r.send_rows.assign(p, 0);
-    for (int64_t j = 0; j < e; ++j) r.send_rows[j / local] += plans[c].counts[j];
-    for (int64_t i = 0; i < e; ++i) r.segment_weight.push_back(static_cast<int>(i % local));
-    if (p == 1) {
-      r.recv_rows = r.send_rows;
-      r.segment_rows = plans[c].counts;
-    }
-  }
-  if (p == 1) return routing;
-  // One AllToAll for every chunk: to rank j, [chunk][j's local expert] counts.
+std::vector<std::vector<int64_t>> MoeLayer::ExchangeCounts(
+    const std::vector<std::vector<int64_t>>& send_rows) {
+  const int p = ep_size(), chunks = static_cast<int>(send_rows.size());
+  if (p == 1) return send_rows;
+  // One AllToAll for every chunk: to rank j, the rows of each chunk it gets from this rank.
   std::vector<int64_t> send;
   for (int j = 0; j < p; ++j) {
-    for (int c = 0; c < chunks; ++c) {
-      for (int64_t l = 0; l < local; ++l) send.push_back(plans[c].counts[j * local + l]);
-    }
+    for (int c = 0; c < chunks; ++c) send.push_back(send_rows[c][j]);
   }
   Tensor counts = I64(send), received = I64(send);
   const absl::Status s = options_.ep->AllToAll(counts, received)->Wait();
-  LOOM_CHECK(s.ok()) << router_.name() << ": exchanging expert counts failed: " << s;
-  const int64_t* got = received.data<int64_t>();  // [source][chunk][local expert]
-  for (int c = 0; c < chunks; ++c) {
-    ChunkRouting& r = routing[c];
-    r.recv_rows.assign(p, 0);
-    for (int src = 0; src < p; ++src) {
-      for (int64_t l = 0; l < local; ++l) {
-        const int64_t rows = got[(src * chunks + c) * local + l];
-        r.segment_rows.push_back(rows);
-        r.recv_rows[src] += rows;
+  LOOM_CHECK(s.ok()) << router_.name() << ": exchanging row counts failed: " << s;
+  const int64_t* got = received.data<int64_t>();  // [source][chunk]
+  std::vector<std::vector<int64_t>> recv_rows(chunks, std::vector<int64_t>(p));
+  for (int src = 0; src < p; ++src) {
+    for (int c = 0; c < chunks; ++c) recv_rows[c][src] = got[src * chunks + c];
+  }
+  return recv_rows;
+}
+
+namespace {
+
+// The sender's side of a chunk: each token once per ep rank that holds one of its kept experts
+// (not once per expert), as DeepEP sends it. pair_row_of [n, P]: the token's row in the send
+// layout for rank d (rank-major, token order), or -1; meta [rows, 2k]: for each row, per choice,
+// the expert's index on that rank (-1: another rank's, or dropped) and the gate.
+struct SendPlan {
+  Tensor pair_row_of;
+  std::vector<int64_t> send_rows;
+  Tensor meta;
+};
+
+SendPlan PlanSend(const Tensor& experts, const Tensor& row_of, const Tensor& gates, int p,
+                  int64_t local) {
+  const int64_t n = experts.dim(0), k = experts.dim(1);
+  const int32_t* ex = experts.data<int32_t>();
+  const int32_t* kept = row_of.data<int32_t>();
+  SendPlan plan{Tensor::Empty({n, p}, DType::kI32, MemoryTag::kActivation),
+                std::vector<int64_t>(p, 0), Tensor()};
+  int32_t* pair = plan.pair_row_of.data<int32_t>();
+  std::fill_n(pair, n * p, -1);
+  for (int d = 0, row = 0; d < p; ++d) {
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < k; ++j) {
+        if (kept[t * k + j] >= 0 && ex[t * k + j] / local == d) {
+          pair[t * p + d] = row++;
+          ++plan.send_rows[d];
+          break;
+        }
       }
     }
   }
-  return routing;
+  const int64_t rows = std::accumulate(plan.send_rows.begin(), plan.send_rows.end(), int64_t{0});
+  plan.meta = Tensor::Empty({rows, 2 * k}, DType::kF32, MemoryTag::kActivation);
+  float* meta = plan.meta.data<float>();
+  const float* g = gates.data<float>();
+  for (int64_t t = 0; t < n; ++t) {
+    for (int d = 0; d < p; ++d) {
+      const int32_t r = pair[t * p + d];
+      if (r < 0) continue;
+      for (int64_t j = 0; j < k; ++j) {
+        const bool here = kept[t * k + j] >= 0 && ex[t * k + j] / local == d;
+        meta[r * 2 * k + j] = here ? static_cast<float>(ex[t * k + j] % local) : -1.0f;
+        meta[r * 2 * k + k + j] = here ? g[t * k + j] : 0.0f;
+      }
+    }
+  }
+  return plan;
 }
+
+// The receiver's view of the rows that arrived: per row and choice, the local expert (-1: not
+// here) and the gate.
+void UnpackMeta(const Tensor& meta, Tensor& experts, Tensor& gates) {
+  const int64_t rows = meta.dim(0), k = meta.dim(1) / 2;
+  experts = Tensor::Empty({rows, k}, DType::kI32, MemoryTag::kActivation);
+  gates = Tensor::Empty({rows, k}, DType::kF32, MemoryTag::kActivation);
+  const float* m = meta.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      experts.data<int32_t>()[r * k + j] = static_cast<int32_t>(m[r * 2 * k + j]);
+      gates.data<float>()[r * k + j] = m[r * 2 * k + k + j];
+    }
+  }
+}
+
+// dgates[t, j] of each kept choice from the gate gradients its expert's rank returned for the
+// token's row (dgates_rows [rows, k]); 0 for dropped choices.
+void GatherGateGrads(const Tensor& experts, const Tensor& row_of, const Tensor& pair_row_of,
+                     const Tensor& dgates_rows, int64_t local, Tensor& dgates) {
+  const int64_t n = experts.dim(0), k = experts.dim(1), p = pair_row_of.dim(1);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = experts.data<int32_t>()[t * k + j];
+      const int32_t r = pair_row_of.data<int32_t>()[t * p + e / local];
+      const bool kept = row_of.data<int32_t>()[t * k + j] >= 0;
+      dgates.data<float>()[t * k + j] = kept ? dgates_rows.data<float>()[r * k + j] : 0.0f;
+    }
+  }
+}
+
+}  // namespace
 
 Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   const int64_t n = x_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
@@ -231,61 +281,69 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
       options_.capacity_factor > 0 ? kernels::ExpertCapacity(options_.capacity_factor, n, k, e) : 0;
   // Chunks of tokens, each dispatched, computed and combined in turn: one chunk's exchange
   // overlaps another's expert GEMMs.
-  const int chunks = Chunks(n);
-  std::vector<kernels::RoutingPlan> plans;
-  std::vector<Pending> dispatched;
+  const int chunks = Chunks(n), p = ep_size();
+  std::vector<SendPlan> sends;
   std::vector<int64_t> load(e + 1, 0);  // + dropped
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    plans.push_back(kernels::PlanRouting(experts.Slice(t0, t1), e, capacity));
-    for (int64_t j = 0; j < e; ++j) load[j] += plans[c].load[j];
-    load[e] += plans[c].dropped;
+    const kernels::RoutingPlan plan = kernels::PlanRouting(experts.Slice(t0, t1), e, capacity);
+    for (int64_t j = 0; j < e; ++j) load[j] += plan.load[j];
+    load[e] += plan.dropped;
+    sends.push_back(
+        PlanSend(experts.Slice(t0, t1), plan.row_of, gates.Slice(t0, t1), p, local_experts()));
+    stash.PutExact(this, Slot("row_of", c), plan.row_of);
   }
-  const std::vector<ChunkRouting> routing = ExchangeCounts(plans);
+  std::vector<std::vector<int64_t>> send_rows;
+  for (const SendPlan& s : sends) send_rows.push_back(s.send_rows);
+  const std::vector<std::vector<int64_t>> recv_rows = ExchangeCounts(send_rows);
+  std::vector<Pending> metas, dispatched;
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    Tensor xp = Rows(plans[c].rows(), dim_, /*zeroed=*/true,
+    Tensor xs = Rows(sends[c].meta.dim(0), dim_, /*zeroed=*/true,
                      SendAllocator(DType::kF32, options_.dispatch_dtype));
-    kernels::MoePermute(x.Slice(t0, t1), plans[c].row_of, xp);
-    dispatched.push_back(
-        StartExchange(xp, routing[c].send_rows, routing[c].recv_rows, options_.dispatch_dtype));
+    kernels::MoePermute(x.Slice(t0, t1), sends[c].pair_row_of, xs);
+    metas.push_back(StartExchange(sends[c].meta, send_rows[c], recv_rows[c], DType::kF32));
+    dispatched.push_back(StartExchange(xs, send_rows[c], recv_rows[c], options_.dispatch_dtype));
   }
   // The shared experts need no exchange: they run while the dispatches are in flight.
   const Tensor shared_y = shared_ != nullptr ? shared_->Forward(stash, x) : Tensor();
   std::vector<Pending> combined;
   const int64_t h = options_.expert_hidden;
   for (int c = 0; c < chunks; ++c) {
-    const ChunkRouting& r = routing[c];
-    const Tensor xr = Finish(dispatched[c]);
-    const int64_t rows = xr.dim(0);
-    Tensor g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
-    Tensor yr =
-        Rows(rows, dim_, /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
-    kernels::GroupedMatmul(xr, gate_proj_.value(), r.segment_rows, r.segment_weight, g,
-                           {.trans_b = true});
-    kernels::GroupedMatmul(xr, up_proj_.value(), r.segment_rows, r.segment_weight, u,
-                           {.trans_b = true});
+    Tensor local_experts, local_gates;
+    UnpackMeta(Finish(metas[c]), local_experts, local_gates);
+    const Tensor arrived = Finish(dispatched[c]);
+    const kernels::RoutingPlan here = kernels::PlanRouting(local_experts, this->local_experts(), 0);
+    const int64_t rows = here.rows();
+    Tensor xr = Rows(rows, dim_), g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
+    Tensor yr = Rows(rows, dim_);
+    kernels::MoePermute(arrived, here.row_of, xr);
+    kernels::GroupedMatmul(xr, gate_proj_.value(), here.counts, {}, g, {.trans_b = true});
+    kernels::GroupedMatmul(xr, up_proj_.value(), here.counts, {}, u, {.trans_b = true});
     kernels::SwiGLUForward(g, u, a);
-    kernels::GroupedMatmul(a, down_proj_.value(), r.segment_rows, r.segment_weight, yr,
-                           {.trans_b = true});
-    combined.push_back(StartExchange(yr, r.recv_rows, r.send_rows, options_.combine_dtype));
+    kernels::GroupedMatmul(a, down_proj_.value(), here.counts, {}, yr, {.trans_b = true});
+    // Each arrived row's experts summed with their gates here: one row goes back per token.
+    Tensor back = Rows(arrived.dim(0), dim_, /*zeroed=*/true,
+                       SendAllocator(DType::kF32, options_.combine_dtype));
+    kernels::MoeCombine(yr, here.row_of, &local_gates, back);
+    combined.push_back(StartExchange(back, recv_rows[c], send_rows[c], options_.combine_dtype));
     stash.Put(this, Slot("xr", c), xr);
     stash.Put(this, Slot("g", c), g);
     stash.Put(this, Slot("u", c), u);
     stash.Put(this, Slot("a", c), a);
-    stash.PutExact(this, Slot("row_of", c), plans[c].row_of);
-    stash.PutExact(this, Slot("send_rows", c), I64(r.send_rows));
-    stash.PutExact(this, Slot("recv_rows", c), I64(r.recv_rows));
-    stash.PutExact(this, Slot("segment_rows", c), I64(r.segment_rows));
+    stash.Put(this, Slot("yr", c), yr);
+    stash.PutExact(this, Slot("pair_row_of", c), sends[c].pair_row_of);
+    stash.PutExact(this, Slot("here_row_of", c), here.row_of);
+    stash.PutExact(this, Slot("here_gates", c), local_gates);
+    stash.PutExact(this, Slot("here_counts", c), I64(here.counts));
+    stash.PutExact(this, Slot("send_rows", c), I64(send_rows[c]));
+    stash.PutExact(this, Slot("recv_rows", c), I64(recv_rows[c]));
   }
   Tensor y = F32({n, dim_});
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    const Tensor yp = Finish(combined[c]);
-    const Tensor gates_c = gates.Slice(t0, t1);
     Tensor y_c = y.Slice(t0, t1);
-    kernels::MoeCombine(yp, plans[c].row_of, &gates_c, y_c);
-    stash.Put(this, Slot("yp", c), yp);
+    kernels::MoeCombine(Finish(combined[c]), sends[c].pair_row_of, nullptr, y_c);
   }
   if (shared_ != nullptr) kernels::AddInto(y, shared_y);
   stash.PutExact(this, "scores", scores);
@@ -299,57 +357,64 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
 Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
   const int64_t n = dy_in.numel() / dim_, k = options_.top_k;
   const Tensor dy = dy_in.Reshape({n, dim_});
-  const Tensor gates = stash.Get(this, "gates");
-  Tensor dgates = F32({n, k});
   const int chunks = Chunks(n);
-  std::vector<ChunkRouting> routing;
   std::vector<Pending> dispatched;
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    routing.push_back(ReadRouting(stash, c));
-    const Tensor yp = stash.Get(this, Slot("yp", c));
-    Tensor dyp =
-        Rows(yp.dim(0), dim_, /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
-    Tensor dgates_c = dgates.Slice(t0, t1);
-    kernels::MoeCombineBackward(dy.Slice(t0, t1), yp, stash.Get(this, Slot("row_of", c)),
-                                gates.Slice(t0, t1), dyp, dgates_c);
-    dispatched.push_back(
-        StartExchange(dyp, routing[c].send_rows, routing[c].recv_rows, options_.combine_dtype));
+    const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
+    const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
+    Tensor dys = Rows(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}), dim_,
+                      /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
+    kernels::MoePermute(dy.Slice(t0, t1), pair_row_of, dys);
+    dispatched.push_back(StartExchange(dys, send_rows, Longs(stash.Get(this, Slot("recv_rows", c))),
+                                       options_.combine_dtype));
   }
-  // While the output gradients travel: the shared experts' and the router's backward, which
-  // need no exchange.
+  // The shared experts' backward needs no exchange: it runs while the gradients travel.
   Tensor dx = shared_ != nullptr ? shared_->BackwardInput(stash, dy) : F32({n, dim_});
-  RouterBackward(stash, dgates, dx);
-  std::vector<Pending> returned;
+  std::vector<Pending> returned, returned_gates;
   const int64_t h = options_.expert_hidden;
   for (int c = 0; c < chunks; ++c) {
-    const ChunkRouting& r = routing[c];
-    const Tensor dyr = Finish(dispatched[c]);
+    const Tensor d_back = Finish(dispatched[c]);  // the gradient of each row this rank sent back
+    const Tensor here_row_of = stash.Get(this, Slot("here_row_of", c));
     const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
+    const std::vector<int64_t> counts = Longs(stash.Get(this, Slot("here_counts", c)));
     const int64_t rows = xr.dim(0);
-    Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h);
-    Tensor dxr =
-        Rows(rows, dim_, /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
-    kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, r.segment_rows, r.segment_weight,
-                                   &da, nullptr, {.trans_b = true});
+    Tensor dyr = Rows(rows, dim_), dgates_here = F32({d_back.dim(0), k});
+    kernels::MoeCombineBackward(d_back, stash.Get(this, Slot("yr", c)), here_row_of,
+                                stash.Get(this, Slot("here_gates", c)), dyr, dgates_here);
+    Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h), dxr = Rows(rows, dim_);
+    kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, counts, {}, &da, nullptr,
+                                   {.trans_b = true});
     kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,
                             du);
-    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, r.segment_rows, r.segment_weight,
-                                   &dxr, nullptr, {.trans_b = true});
-    kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, r.segment_rows, r.segment_weight, &dxr,
-                                   nullptr, {.trans_b = true});
-    returned.push_back(StartExchange(dxr, r.recv_rows, r.send_rows, options_.combine_dtype));
+    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, counts, {}, &dxr, nullptr,
+                                   {.trans_b = true});
+    kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, counts, {}, &dxr, nullptr,
+                                   {.trans_b = true});
+    Tensor dx_rows = Rows(d_back.dim(0), dim_, /*zeroed=*/true,
+                          SendAllocator(DType::kF32, options_.combine_dtype));
+    kernels::MoeCombine(dxr, here_row_of, nullptr, dx_rows);
+    const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
+    const std::vector<int64_t> recv_rows = Longs(stash.Get(this, Slot("recv_rows", c)));
+    returned_gates.push_back(StartExchange(dgates_here, recv_rows, send_rows, DType::kF32));
+    returned.push_back(StartExchange(dx_rows, recv_rows, send_rows, options_.combine_dtype));
     stash.Put(this, Slot("dyr", c), dyr);
     stash.Put(this, Slot("dg", c), dg);
     stash.Put(this, Slot("du", c), du);
   }
+  const Tensor experts = stash.Get(this, "experts");
+  Tensor dgates = F32({n, k});
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = ChunkRange(n, c, chunks);
-    const Tensor dxp = Finish(returned[c]);
+    const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
+    Tensor dgates_c = dgates.Slice(t0, t1);
+    GatherGateGrads(experts.Slice(t0, t1), stash.Get(this, Slot("row_of", c)), pair_row_of,
+                    Finish(returned_gates[c]), local_experts(), dgates_c);
     Tensor dx_routed = F32({t1 - t0, dim_}), dx_c = dx.Slice(t0, t1);
-    kernels::MoeCombine(dxp, stash.Get(this, Slot("row_of", c)), nullptr, dx_routed);
+    kernels::MoeCombine(Finish(returned[c]), pair_row_of, nullptr, dx_routed);
     kernels::AddInto(dx_c, dx_routed);
   }
+  RouterBackward(stash, dgates, dx);
   return dx.Reshape(dy_in.shape());
 }
 
@@ -370,17 +435,15 @@ void MoeLayer::BackwardWeight(Stash& stash) {
                           {.trans_b = true});
   const int chunks = Chunks(x.dim(0));
   for (int c = 0; c < chunks; ++c) {
-    const ChunkRouting r = ReadRouting(stash, c);
+    const std::vector<int64_t> counts = Longs(stash.Get(this, Slot("here_counts", c)));
     const Tensor xr = stash.Get(this, Slot("xr", c));
-    kernels::GroupedMatmulBackward(
-        stash.Get(this, Slot("a", c)), down_proj_.value(), stash.Get(this, Slot("dyr", c)),
-        r.segment_rows, r.segment_weight, nullptr, &down_proj_.grad(), {.trans_b = true});
-    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), stash.Get(this, Slot("dg", c)),
-                                   r.segment_rows, r.segment_weight, nullptr, &gate_proj_.grad(),
-                                   {.trans_b = true});
-    kernels::GroupedMatmulBackward(xr, up_proj_.value(), stash.Get(this, Slot("du", c)),
-                                   r.segment_rows, r.segment_weight, nullptr, &up_proj_.grad(),
-                                   {.trans_b = true});
+    kernels::GroupedMatmulBackward(stash.Get(this, Slot("a", c)), down_proj_.value(),
+                                   stash.Get(this, Slot("dyr", c)), counts, {}, nullptr,
+                                   &down_proj_.grad(), {.trans_b = true});
+    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), stash.Get(this, Slot("dg", c)), counts,
+                                   {}, nullptr, &gate_proj_.grad(), {.trans_b = true});
+    kernels::GroupedMatmulBackward(xr, up_proj_.value(), stash.Get(this, Slot("du", c)), counts, {},
+                                   nullptr, &up_proj_.grad(), {.trans_b = true});
   }
   for (Parameter* p : {&router_, &gate_proj_, &up_proj_, &down_proj_}) p->ContributionDone();
   if (shared_ != nullptr) shared_->BackwardWeight(stash);

@@ -124,12 +124,6 @@ class MoeLayer : public Layer {
     runtime::DType wire = runtime::DType::kF32;
     int64_t width = 0;  // f32 elements per row
   };
-  // Who sends what to whom for one chunk.
-  struct ChunkRouting {
-    std::vector<int64_t> send_rows, recv_rows;  // per ep rank
-    std::vector<int64_t> segment_rows;          // received rows per (source, local expert)
-    std::vector<int> segment_weight;            // the local expert of each segment
-  };
   int Chunks(int64_t tokens) const;
   // Where the exchanges' send buffers live: the ep group's shared arena when it has one (the shm
   // backend then copies each row once, straight from this rank's buffer into the receiver's),
@@ -142,9 +136,10 @@ class MoeLayer : public Layer {
   Pending StartExchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
                         const std::vector<int64_t>& recv_rows, runtime::DType wire);
   runtime::Tensor Finish(Pending& pending);
-  // Every chunk's routing: the per-expert row counts exchanged over ep (one AllToAll).
-  std::vector<ChunkRouting> ExchangeCounts(const std::vector<runtime::kernels::RoutingPlan>& plans);
-  ChunkRouting ReadRouting(const Stash& stash, int chunk) const;
+  // The rows each chunk receives from each ep rank, given what it sends them (send_rows[chunk]
+  // [rank]): one AllToAll of the counts for every chunk.
+  std::vector<std::vector<int64_t>> ExchangeCounts(
+      const std::vector<std::vector<int64_t>>& send_rows);
   // The router's backward from the gates' gradient (and the auxiliary loss): dx += dlogits · gate;
   // dlogits stashed for BackwardWeight.
   void RouterBackward(Stash& stash, const runtime::Tensor& dgates, runtime::Tensor& dx);

@@ -106,8 +106,8 @@ RoutingPlan PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capa
   check.Expect(capacity >= 0, "capacity must be >= 0 (0: dropless)");
   const int32_t* e = experts.data<int32_t>();
   for (int64_t i = 0; i < experts.numel(); ++i) {
-    check.Expect(e[i] >= 0 && e[i] < num_experts,
-                 absl::StrCat("experts[", i, "] = ", e[i], " is outside [0, ", num_experts, ")"));
+    check.Expect(e[i] >= -1 && e[i] < num_experts,
+                 absl::StrCat("experts[", i, "] = ", e[i], " is outside [-1, ", num_experts, ")"));
   }
   check.RequireCpu();
   RoutingPlan plan;

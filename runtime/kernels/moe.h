@@ -71,8 +71,9 @@ struct RoutingPlan {
   int64_t rows() const;         // Σ counts
 };
 // capacity > 0: each expert keeps at most `capacity` slots, the earliest tokens first (the
-// rest are dropped: their gate contributes nothing); 0: dropless. Aborts on an expert index
-// outside [0, num_experts).
+// rest are dropped: their gate contributes nothing); 0: dropless. An expert index of -1 marks a
+// slot that is not routed here (row -1, neither load nor drop: a rank's view of the choices
+// another rank sent it). Aborts on an index outside [-1, num_experts).
 RoutingPlan PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capacity);
 // The capacity of each expert for `tokens` tokens with k choices among `num_experts` experts:
 // ceil(factor · tokens · k / num_experts) (GShard / Switch).

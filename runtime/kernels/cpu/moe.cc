@@ -144,7 +144,7 @@ void PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capacity, T
   load.assign(num_experts, 0);
   counts.assign(num_experts, 0);
   // First pass: each slot's rank among its expert's slots (token order) and the loads.
-  for (int64_t i = 0; i < slots; ++i) pr[i] = static_cast<int32_t>(load[pe[i]]++);
+  for (int64_t i = 0; i < slots; ++i) pr[i] = pe[i] < 0 ? -1 : static_cast<int32_t>(load[pe[i]]++);
   dropped = 0;
   for (int64_t j = 0; j < num_experts; ++j) {
     counts[j] = capacity > 0 ? std::min(load[j], capacity) : load[j];
@@ -153,12 +153,13 @@ void PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capacity, T
   std::vector<int64_t> start(num_experts, 0);
   std::exclusive_scan(counts.begin(), counts.end(), start.begin(), int64_t{0});
   for (int64_t i = 0; i < slots; ++i) {
+    if (pe[i] < 0) continue;  // not routed here
     pr[i] = pr[i] < counts[pe[i]] ? static_cast<int32_t>(start[pe[i]] + pr[i]) : -1;
   }
 }
 
 void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out) {
-  const int64_t c = x.dim(-1), n = x.numel() / c, k = row_of.numel() / n;
+  const int64_t c = x.dim(-1), n = x.numel() / c, k = row_of.dim(1);
   const float* px = x.data<float>();
   const int32_t* pr = row_of.data<int32_t>();
   float* po = out.data<float>();
@@ -173,7 +174,7 @@ void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out) {
 }
 
 void MoeCombine(const Tensor& y, const Tensor& row_of, const float* gates, Tensor& out) {
-  const int64_t c = out.dim(-1), n = out.numel() / c, k = row_of.numel() / n;
+  const int64_t c = out.dim(-1), n = out.numel() / c, k = row_of.dim(1);
   const float* py = y.data<float>();
   const int32_t* pr = row_of.data<int32_t>();
   float* po = out.data<float>();
@@ -194,7 +195,7 @@ void MoeCombine(const Tensor& y, const Tensor& row_of, const float* gates, Tenso
 
 void MoeCombineBackward(const Tensor& dout, const Tensor& y, const Tensor& row_of,
                         const Tensor& gates, Tensor& dy, Tensor& dgates) {
-  const int64_t c = dout.dim(-1), n = dout.numel() / c, k = row_of.numel() / n;
+  const int64_t c = dout.dim(-1), n = dout.numel() / c, k = row_of.dim(1);
   const float* pd = dout.data<float>();
   const float* py = y.data<float>();
   const int32_t* pr = row_of.data<int32_t>();

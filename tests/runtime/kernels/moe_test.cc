@@ -177,6 +177,29 @@ TEST(MoeKernelsTest, RoutingPlanGroupsSlotsByExpertAndDropsBeyondCapacity) {
   EXPECT_EQ(ExpertCapacity(1.25, 10, 2, 4), 7);  // ceil(6.25)
 }
 
+// No tokens at all (a rank that received nothing): permute and combine do nothing, no division by
+// zero.
+TEST(MoeKernelsTest, PermuteAndCombineOfNoRows) {
+  const Tensor row_of = Tensor::Zeros({0, 2}, DType::kI32, MemoryTag::kActivation);
+  const Tensor x = F32({0, 4}), gates = F32({0, 2});
+  Tensor xp = F32({0, 4}), y = F32({0, 4}), dy = F32({0, 4}), dgates = F32({0, 2});
+  MoePermute(x, row_of, xp);
+  MoeCombine(xp, row_of, &gates, y);
+  MoeCombineBackward(y, xp, row_of, gates, dy, dgates);
+  EXPECT_EQ(y.numel(), 0);
+}
+
+// -1 marks a slot routed elsewhere: row -1, and neither load nor drop.
+TEST(MoeKernelsTest, RoutingPlanSkipsSlotsMarkedNotHere) {
+  const Tensor experts =
+      Tensor::FromVector<int32_t>({3, 2}, {1, -1, -1, 0, 1, 0}, MemoryTag::kActivation);
+  const RoutingPlan plan = PlanRouting(experts, 2, 0);
+  EXPECT_EQ(Ints(plan.row_of), (std::vector<int32_t>{2, -1, -1, 0, 3, 1}));
+  EXPECT_EQ(plan.load, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(plan.dropped, 0);
+  EXPECT_EQ(plan.rows(), 4);
+}
+
 TEST(MoeKernelsTest, PermuteAndCombineMoveRowsAndTheirGradients) {
   const int n = 7, k = 2, e = 3, c = 5;
   Tensor experts = I32({n, k});
