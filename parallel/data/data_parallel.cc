@@ -346,9 +346,31 @@ void DataParallel::OnGradReady(Parameter& p) {
       deferred_partials_.push_back(&p);
       return;
     }
+    // Partial over one axis (sequence or expert parallelism): summed while backward goes on; the
+    // parameter is ready for its own reduction once the sum has arrived.
+    if (p.shard_spec().grad_partial_over.size() == 1) {
+      Tensor g = p.grad();
+      pending_partials_.push_back({&p, PartialGroup(options_, p.shard_spec().grad_partial_over[0])
+                                           ->AllReduce(g, g, comm::ReduceOp::kSum)});
+      CompletePartials(/*wait=*/false);
+      return;
+    }
     SumPartial(p);
   }
   MarkReady(p);
+}
+
+void DataParallel::CompletePartials(bool wait) {
+  size_t done = 0;
+  for (; done < pending_partials_.size(); ++done) {
+    auto& [p, work] = pending_partials_[done];
+    if (!wait && !work->Test()) break;
+    const absl::Status s = work->Wait();
+    LOOM_CHECK(s.ok()) << p->name() << ": summing the partial gradient over "
+                       << p->shard_spec().grad_partial_over[0] << " failed: " << s;
+    MarkReady(*p);
+  }
+  pending_partials_.erase(pending_partials_.begin(), pending_partials_.begin() + done);
 }
 
 void DataParallel::SumPartial(Parameter& p) {
@@ -483,6 +505,7 @@ absl::Status DataParallel::FinishBackward() {
     MarkReady(*p);
   }
   deferred_partials_.clear();
+  CompletePartials(/*wait=*/true);
   if (reduce_this_micro_) LaunchReady();
   absl::Status status;
   if (reduce_this_micro_ && next_launch_ < num_buckets()) {
@@ -710,6 +733,9 @@ void DataParallel::BeforeUse(int unit, Pass pass) {
 }
 
 void DataParallel::AfterUse(int unit, Pass pass) {
+  // A unit's partial sums finish before the next unit's backward (they overlap the rest of this
+  // unit's): ZeRO-3 rebinds storage between units.
+  if (pass == Pass::kBackward) CompletePartials(/*wait=*/true);
   for (int bucket : unit_buckets_[unit]) {
     Bucket& b = buckets_[bucket];
     if (LastUse(b, pass) == unit) ReleaseValues(b);

@@ -272,6 +272,15 @@ class DataParallel : public ParameterUseHooks {
   absl::flat_hash_map<Parameter*, int> hook_fires_;  // pipeline: per parameter, this step
   std::vector<Parameter*> deferred_partials_;        // pipeline: final, not yet summed
   void SumPartial(Parameter& p);
+  // Partial gradients being summed (in flight, in backward order; at most until the end of their
+  // unit's backward) and taking those that arrived (all of them, waiting, with `wait`): each
+  // becomes ready for its own reduction.
+  struct PendingPartial {
+    Parameter* param = nullptr;
+    std::shared_ptr<comm::Work> work;
+  };
+  std::vector<PendingPartial> pending_partials_;
+  void CompletePartials(bool wait);
   void MarkReady(Parameter& p);
   // The group a gradient partial over `axis` is summed over (nullptr if none).
   static comm::Communicator* PartialGroup(const Options& options, const std::string& axis);
