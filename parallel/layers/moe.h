@@ -14,13 +14,14 @@
 //
 // Expert parallelism: with an ep group of P ranks, rank r holds experts [r·E/P, (r+1)·E/P) (the
 // expert tensors are split along dim 0 over "ep"); the router and the shared experts are
-// replicated. Forward: route this rank's tokens, exchange the per-expert row counts
-// (AllToAll), send each expert's rows to its owner (AllToAllV), run the local experts over the
-// rows received from every rank (grouped GEMM, segments by source and expert), send the results
-// back (AllToAllV) and combine them with the gates; the shared experts run while the dispatch is
-// in flight (in backward, the shared experts' and the router's backward). Backward is the mirror
-// image. The ep ranks
-// process different tokens, so the replicated parameters' gradients are partial over "ep"
+// replicated. Forward: route this rank's tokens; send each token once to every ep rank that
+// holds one of its kept experts, with its local expert indices and gates (counts by AllToAll,
+// rows and indices by AllToAllV); the receiver groups the slots by expert, runs its experts
+// (grouped GEMM), sums each row's experts with their gates and sends one row back per (token,
+// rank), which the sender adds up. The shared experts run while the dispatch is in flight.
+// Backward is the mirror image (the receiver computes the gates' gradients and returns them with
+// the input gradients). The ep ranks process different tokens, so the replicated parameters'
+// gradients are partial over "ep"
 // (ShardSpec::grad_partial_over; data parallelism sums them there).
 //
 // Parameters (stable names; expert index = position along dim 0, global whatever ep is):
