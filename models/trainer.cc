@@ -202,7 +202,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     }
   }
   if (o.sequence_parallel) {
-    absl::StatusOr<GptConfig> config = GptConfig::Preset(o.preset);
+    absl::StatusOr<GptConfig> config = ModelConfig(o);
     if (config.ok() && config->is_moe()) {
       return absl::UnimplementedError(
           "--sequence_parallel with a mixture-of-experts model is not supported yet (each tp rank "

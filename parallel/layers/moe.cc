@@ -42,28 +42,28 @@ ShardSpec ReplicatedSpec(const MoeOptions& o) {
   return s;
 }
 
-// A zeroed [rows, width] f32 buffer whose row count depends on the routing: allocated with the
-// rows rounded up to one of four sizes per power of two and viewed down, so the allocator's block
-// cache (reuse by exact size) serves next step's buffers instead of fresh pages. `allocator`: where
-// (nullptr: the default).
-Tensor Rows(int64_t rows, int64_t width, bool zeroed = true,
-            runtime::Allocator* allocator = nullptr, DType dtype = DType::kF32) {
+// A [rows, width] buffer (not initialised: for outputs written whole) whose row count depends on
+// the routing: allocated with the rows rounded up to one of eight sizes per power of two and
+// viewed down, so the allocator's block cache (reuse by exact size) serves next step's buffers
+// instead of fresh pages. `allocator`: where (nullptr: the default).
+Tensor Rows(int64_t rows, int64_t width, runtime::Allocator* allocator = nullptr,
+            DType dtype = DType::kF32) {
   int64_t rounded = 1;
   while (rounded < rows) rounded *= 2;
   const int64_t step = std::max<int64_t>(1, rounded / 8);
   rounded = (rows + step - 1) / step * step;
-  Tensor t = zeroed ? Tensor::Zeros({rounded, width}, dtype, MemoryTag::kActivation, allocator)
-                    : Tensor::Empty({rounded, width}, dtype, MemoryTag::kActivation, allocator);
-  return t.Slice(0, rows);
+  return Tensor::Empty({rounded, width}, dtype, MemoryTag::kActivation, allocator).Slice(0, rows);
+}
+
+// As Rows, zeroed: for gradients the kernels accumulate into.
+Tensor ZeroRows(int64_t rows, int64_t width) {
+  Tensor t = Rows(rows, width);
+  t.Fill(0.0f);
+  return t;
 }
 
 // Slot names of chunk c's tensors in the stash ("xr" -> "xr1").
 std::string Slot(const char* name, int c) { return absl::StrCat(name, c); }
-
-// Token range of chunk c of `chunks` over n tokens.
-std::pair<int64_t, int64_t> ChunkRange(int64_t n, int c, int chunks) {
-  return BalancedRange(n, c, chunks);
-}
 
 }  // namespace
 
@@ -118,11 +118,10 @@ MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<in
   // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales.
   Tensor packed = in;
   if (wire == DType::kBF16) {
-    packed = Rows(in.dim(0), in.dim(1), /*zeroed=*/false, SendAllocator(wire, wire), wire);
+    packed = Rows(in.dim(0), in.dim(1), SendAllocator(wire, wire), wire);
     runtime::ConvertBuffer(in.raw_data(), DType::kF32, packed.raw_data(), wire, in.numel());
   } else if (wire == DType::kF8E4M3) {
-    packed = Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), /*zeroed=*/false,
-                  SendAllocator(wire, wire), wire);
+    packed = Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), SendAllocator(wire, wire), wire);
     kernels::QuantizeRowsFp8(in, packed);
   }
   // Collectives carry 32- and 16-bit types: FP8 rows travel as i32 words (4-byte padded rows).
@@ -133,7 +132,7 @@ MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<in
   for (int64_t r : send_rows) send.push_back(r * width);
   for (int64_t r : recv_rows) recv.push_back(r * width);
   Pending p{.out = Rows(std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width,
-                        /*zeroed=*/false, nullptr, carrier),
+                        nullptr, carrier),
             .in = packed,
             .wire = wire,
             .width = in.dim(1)};
@@ -152,7 +151,7 @@ Tensor MoeLayer::Finish(Pending& p) {
     p.in = Tensor();
   }
   if (p.wire != DType::kF32) {  // widened once, on arrival
-    Tensor wide = Rows(p.out.dim(0), p.width, /*zeroed=*/false);
+    Tensor wide = Rows(p.out.dim(0), p.width);
     if (p.wire == DType::kF8E4M3) {
       kernels::DequantizeRowsFp8(
           p.out.ViewAs(DType::kF8E4M3, {p.out.dim(0), kernels::Fp8RowWidth(p.width)}), wide);
@@ -242,10 +241,12 @@ void UnpackMeta(const Tensor& meta, Tensor& experts, Tensor& gates) {
   experts = Tensor::Empty({rows, k}, DType::kI32, MemoryTag::kActivation);
   gates = Tensor::Empty({rows, k}, DType::kF32, MemoryTag::kActivation);
   const float* m = meta.data<float>();
+  int32_t* ex = experts.data<int32_t>();
+  float* g = gates.data<float>();
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < k; ++j) {
-      experts.data<int32_t>()[r * k + j] = static_cast<int32_t>(m[r * 2 * k + j]);
-      gates.data<float>()[r * k + j] = m[r * 2 * k + k + j];
+      ex[r * k + j] = static_cast<int32_t>(m[r * 2 * k + j]);
+      g[r * k + j] = m[r * 2 * k + k + j];
     }
   }
 }
@@ -255,12 +256,15 @@ void UnpackMeta(const Tensor& meta, Tensor& experts, Tensor& gates) {
 void GatherGateGrads(const Tensor& experts, const Tensor& row_of, const Tensor& pair_row_of,
                      const Tensor& dgates_rows, int64_t local, Tensor& dgates) {
   const int64_t n = experts.dim(0), k = experts.dim(1), p = pair_row_of.dim(1);
+  const int32_t* ex = experts.data<int32_t>();
+  const int32_t* pair = pair_row_of.data<int32_t>();
+  const int32_t* kept = row_of.data<int32_t>();
+  const float* from = dgates_rows.data<float>();
+  float* to = dgates.data<float>();
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t j = 0; j < k; ++j) {
-      const int32_t e = experts.data<int32_t>()[t * k + j];
-      const int32_t r = pair_row_of.data<int32_t>()[t * p + e / local];
-      const bool kept = row_of.data<int32_t>()[t * k + j] >= 0;
-      dgates.data<float>()[t * k + j] = kept ? dgates_rows.data<float>()[r * k + j] : 0.0f;
+      const int32_t r = pair[t * p + ex[t * k + j] / local];
+      to[t * k + j] = kept[t * k + j] >= 0 ? from[r * k + j] : 0.0f;
     }
   }
 }
@@ -285,7 +289,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   std::vector<SendPlan> sends;
   std::vector<int64_t> load(e + 1, 0);  // + dropped
   for (int c = 0; c < chunks; ++c) {
-    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    const auto [t0, t1] = BalancedRange(n, c, chunks);
     const kernels::RoutingPlan plan = kernels::PlanRouting(experts.Slice(t0, t1), e, capacity);
     for (int64_t j = 0; j < e; ++j) load[j] += plan.load[j];
     load[e] += plan.dropped;
@@ -298,9 +302,9 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   const std::vector<std::vector<int64_t>> recv_rows = ExchangeCounts(send_rows);
   std::vector<Pending> metas, dispatched;
   for (int c = 0; c < chunks; ++c) {
-    const auto [t0, t1] = ChunkRange(n, c, chunks);
-    Tensor xs = Rows(sends[c].meta.dim(0), dim_, /*zeroed=*/true,
-                     SendAllocator(DType::kF32, options_.dispatch_dtype));
+    const auto [t0, t1] = BalancedRange(n, c, chunks);
+    Tensor xs =
+        Rows(sends[c].meta.dim(0), dim_, SendAllocator(DType::kF32, options_.dispatch_dtype));
     kernels::MoePermute(x.Slice(t0, t1), sends[c].pair_row_of, xs);
     metas.push_back(StartExchange(sends[c].meta, send_rows[c], recv_rows[c], DType::kF32));
     dispatched.push_back(StartExchange(xs, send_rows[c], recv_rows[c], options_.dispatch_dtype));
@@ -323,8 +327,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     kernels::SwiGLUForward(g, u, a);
     kernels::GroupedMatmul(a, down_proj_.value(), here.counts, {}, yr, {.trans_b = true});
     // Each arrived row's experts summed with their gates here: one row goes back per token.
-    Tensor back = Rows(arrived.dim(0), dim_, /*zeroed=*/true,
-                       SendAllocator(DType::kF32, options_.combine_dtype));
+    Tensor back = Rows(arrived.dim(0), dim_, SendAllocator(DType::kF32, options_.combine_dtype));
     kernels::MoeCombine(yr, here.row_of, &local_gates, back);
     combined.push_back(StartExchange(back, recv_rows[c], send_rows[c], options_.combine_dtype));
     stash.Put(this, Slot("xr", c), xr);
@@ -341,7 +344,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   }
   Tensor y = F32({n, dim_});
   for (int c = 0; c < chunks; ++c) {
-    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    const auto [t0, t1] = BalancedRange(n, c, chunks);
     Tensor y_c = y.Slice(t0, t1);
     kernels::MoeCombine(Finish(combined[c]), sends[c].pair_row_of, nullptr, y_c);
   }
@@ -360,11 +363,11 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
   const int chunks = Chunks(n);
   std::vector<Pending> dispatched;
   for (int c = 0; c < chunks; ++c) {
-    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    const auto [t0, t1] = BalancedRange(n, c, chunks);
     const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
     const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
     Tensor dys = Rows(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}), dim_,
-                      /*zeroed=*/true, SendAllocator(DType::kF32, options_.combine_dtype));
+                      SendAllocator(DType::kF32, options_.combine_dtype));
     kernels::MoePermute(dy.Slice(t0, t1), pair_row_of, dys);
     dispatched.push_back(StartExchange(dys, send_rows, Longs(stash.Get(this, Slot("recv_rows", c))),
                                        options_.combine_dtype));
@@ -382,7 +385,8 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     Tensor dyr = Rows(rows, dim_), dgates_here = F32({d_back.dim(0), k});
     kernels::MoeCombineBackward(d_back, stash.Get(this, Slot("yr", c)), here_row_of,
                                 stash.Get(this, Slot("here_gates", c)), dyr, dgates_here);
-    Tensor da = Rows(rows, h), dg = Rows(rows, h), du = Rows(rows, h), dxr = Rows(rows, dim_);
+    Tensor da = ZeroRows(rows, h), dg = ZeroRows(rows, h), du = ZeroRows(rows, h);
+    Tensor dxr = ZeroRows(rows, dim_);
     kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, counts, {}, &da, nullptr,
                                    {.trans_b = true});
     kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,
@@ -391,8 +395,7 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
                                    {.trans_b = true});
     kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, counts, {}, &dxr, nullptr,
                                    {.trans_b = true});
-    Tensor dx_rows = Rows(d_back.dim(0), dim_, /*zeroed=*/true,
-                          SendAllocator(DType::kF32, options_.combine_dtype));
+    Tensor dx_rows = Rows(d_back.dim(0), dim_, SendAllocator(DType::kF32, options_.combine_dtype));
     kernels::MoeCombine(dxr, here_row_of, nullptr, dx_rows);
     const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
     const std::vector<int64_t> recv_rows = Longs(stash.Get(this, Slot("recv_rows", c)));
@@ -405,7 +408,7 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
   const Tensor experts = stash.Get(this, "experts");
   Tensor dgates = F32({n, k});
   for (int c = 0; c < chunks; ++c) {
-    const auto [t0, t1] = ChunkRange(n, c, chunks);
+    const auto [t0, t1] = BalancedRange(n, c, chunks);
     const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
     Tensor dgates_c = dgates.Slice(t0, t1);
     GatherGateGrads(experts.Slice(t0, t1), stash.Get(this, Slot("row_of", c)), pair_row_of,
