@@ -29,6 +29,9 @@ class SpinWait {
   // again, or that the patience (kGaveUp) or the deadline (kTimedOut) has passed.
   Verdict Pause();
 
+  // How long this wait has lasted, as of its last clock reading.
+  std::chrono::nanoseconds elapsed() const { return elapsed_; }
+
   // True if `ranks` processes that each may spin would exceed this host's online CPUs.
   static bool Oversubscribed(int ranks_on_host);
 

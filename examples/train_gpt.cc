@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -32,7 +33,10 @@
 #include "parallel/mesh.h"
 #include "parallel/pipeline/trace.h"
 #include "runtime/allocator.h"
+#include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/base/stop_signal.h"
+#include "runtime/io/checkpoint.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/parallel.h"
 
@@ -117,8 +121,20 @@ ABSL_FLAG(int32_t, hsdp_shard, 0,
           "ranks of a host) and replicates across the groups; 0: shard over all ranks");
 ABSL_FLAG(std::string, hsdp_reduce_dtype, "fp32",
           "HSDP: dtype of the gradients between the groups (fp32, bf16, fp16; added in f32)");
+ABSL_FLAG(int32_t, nonfinite_skips, 3,
+          "fp32/bf16: steps with a non-finite loss or gradient skipped in a row (no update) before "
+          "the run stops with an error naming the first such parameter (docs/faults.md)");
+ABSL_FLAG(int32_t, keep_checkpoints, 3,
+          "committed checkpoints kept in --save_dir, the newest; older ones are removed after each "
+          "save (0: keep all)");
 ABSL_FLAG(int64_t, inject_overflow_step, 0,
-          "fault injection for tests: an Inf gradient on rank 0 at this step (needs fp16)");
+          "fault injection for tests: an Inf gradient on rank 0 at this step (fp16: an overflow; "
+          "fp32/bf16: a non-finite step)");
+ABSL_FLAG(int32_t, inject_overflow_count, 1,
+          "fault injection for tests: --inject_overflow_step's first N tries of that step get it");
+ABSL_FLAG(int32_t, inject_straggler_ms, 0,
+          "fault injection for tests: rank --inject_straggler_rank sleeps this long in every step");
+ABSL_FLAG(int32_t, inject_straggler_rank, 0, "see --inject_straggler_ms");
 ABSL_FLAG(int64_t, seq_len, 0, "tokens per sequence (T); 0: the preset's context length");
 ABSL_FLAG(int64_t, vocab_size, 0, "override the preset's vocabulary size (0: keep it)");
 ABSL_FLAG(int64_t, num_layers, 0, "override the preset's number of blocks (0: keep it)");
@@ -186,6 +202,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.hsdp_shard = absl::GetFlag(FLAGS_hsdp_shard);
   o.hsdp_reduce_dtype = absl::GetFlag(FLAGS_hsdp_reduce_dtype);
   o.inject_overflow_step = absl::GetFlag(FLAGS_inject_overflow_step);
+  o.inject_overflow_count = absl::GetFlag(FLAGS_inject_overflow_count);
+  o.nonfinite_skips = absl::GetFlag(FLAGS_nonfinite_skips);
+  o.keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   o.num_layers = absl::GetFlag(FLAGS_num_layers);
@@ -208,6 +227,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError("--save_every needs --save_dir");
   }
   if (absl::GetFlag(FLAGS_threads) < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (absl::GetFlag(FLAGS_inject_straggler_ms) < 0) {
+    return absl::InvalidArgumentError("--inject_straggler_ms must be >= 0");
+  }
   if (absl::GetFlag(FLAGS_peak_gflops) < 0) {
     return absl::InvalidArgumentError("--peak_gflops must be >= 0");
   }
@@ -252,25 +274,63 @@ class MetricsWriter {
   std::ofstream out_;
 };
 
-// Every rank's peak bytes per memory tag (collective over `world`): [rank][tag].
-absl::StatusOr<std::vector<std::vector<int64_t>>> PeakBytesPerRank(comm::Communicator& world) {
+// What every rank reports after each step, in one all-gather over the job: its peak bytes per
+// memory tag, the milliseconds it computed (the step less its waits on other ranks: a straggler's
+// is the largest) and the stop signal it received (0: none).
+struct RankReport {
+  std::vector<int64_t> peak_bytes;  // per memory tag
+  double busy_ms = 0.0;
+  int stop_signal = 0;
+};
+
+absl::StatusOr<std::vector<RankReport>> GatherReports(comm::Communicator& world, double busy_ms) {
   using runtime::Tensor;
+  constexpr int kWords = runtime::kNumMemoryTags + 2;
   const runtime::Allocator& a = runtime::Allocator::Default();
   std::vector<int64_t> mine;
   for (int t = 0; t < runtime::kNumMemoryTags; ++t) {
     mine.push_back(a.Stats(static_cast<runtime::MemoryTag>(t)).peak_bytes);
   }
-  Tensor in =
-      Tensor::FromVector<int64_t>({runtime::kNumMemoryTags}, mine, runtime::MemoryTag::kComm);
-  Tensor all = Tensor::Empty({world.size() * runtime::kNumMemoryTags}, runtime::DType::kI64,
-                             runtime::MemoryTag::kComm);
+  mine.push_back(static_cast<int64_t>(busy_ms * 1000.0));
+  mine.push_back(base::StopSignalReceived());
+  Tensor in = Tensor::FromVector<int64_t>({kWords}, mine, runtime::MemoryTag::kComm);
+  Tensor all =
+      Tensor::Empty({world.size() * kWords}, runtime::DType::kI64, runtime::MemoryTag::kComm);
   LOOM_RETURN_IF_ERROR(world.AllGather(in, all)->Wait());
-  std::vector<std::vector<int64_t>> out(world.size());
+  std::vector<RankReport> out(world.size());
   for (int r = 0; r < world.size(); ++r) {
-    const int64_t* row = all.data<int64_t>() + r * runtime::kNumMemoryTags;
-    out[r].assign(row, row + runtime::kNumMemoryTags);
+    const int64_t* row = all.data<int64_t>() + r * kWords;
+    out[r].peak_bytes.assign(row, row + runtime::kNumMemoryTags);
+    out[r].busy_ms = static_cast<double>(row[runtime::kNumMemoryTags]) / 1000.0;
+    out[r].stop_signal = static_cast<int>(row[runtime::kNumMemoryTags + 1]);
   }
   return out;
+}
+
+// The rank that computed longest in the step and by how much it exceeded the median rank.
+struct Straggler {
+  int rank = 0;
+  double excess_ms = 0.0;
+  double median_ms = 0.0;
+};
+
+Straggler SlowestRank(const std::vector<RankReport>& reports) {
+  std::vector<double> busy;
+  for (const RankReport& r : reports) busy.push_back(r.busy_ms);
+  std::vector<double> sorted = busy;
+  std::sort(sorted.begin(), sorted.end());
+  Straggler s;
+  s.median_ms = sorted[(sorted.size() - 1) / 2];
+  s.rank = static_cast<int>(std::max_element(busy.begin(), busy.end()) - busy.begin());
+  s.excess_ms = busy[s.rank] - s.median_ms;
+  return s;
+}
+
+// " | slowest rank 1 +212.0 ms" when one rank computed more than 10 % (and 2 ms) longer than the
+// median rank; empty otherwise.
+std::string StragglerSummary(const Straggler& s) {
+  if (s.excess_ms <= std::max(2.0, 0.1 * s.median_ms)) return "";
+  return absl::StrFormat(" | slowest rank %d +%.1f ms", s.rank, s.excess_ms);
 }
 
 nlohmann::json MemoryJson(const std::vector<int64_t>& per_tag) {
@@ -327,19 +387,64 @@ std::string LoadSummary(const StepMetrics& m) {
                          m.dropped_tokens > 0 ? absl::StrCat(" | dropped ", m.dropped_tokens) : "");
 }
 
+// A periodic checkpoint that could not be written (a full disk) does not stop the run: every rank
+// warns (the writer's error is shared, so all decide alike), the previous checkpoints are
+// intact, and the next interval tries again. The final and the preemption checkpoint must succeed.
+absl::Status SavePeriodic(Trainer& trainer, bool leader, int64_t save_every) {
+  const absl::Status saved = trainer.SaveCheckpoint();
+  if (saved.ok() || !leader) return absl::OkStatus();
+  LOOM_LOG(WARNING) << "the checkpoint of step " << trainer.step() << " was not saved (" << saved
+                    << "); the earlier checkpoints in " << trainer.options().save_dir
+                    << " are intact; training continues and tries again at step "
+                    << trainer.step() + save_every;
+  return absl::OkStatus();
+}
+
+// Preemption (SIGTERM / SIGUSR1 on any rank, agreed after the step): a checkpoint of the step just
+// finished, then exit 0. Without --save_dir nothing can be kept: an error.
+absl::Status StopForSignal(Trainer& trainer, bool leader, int signal, int rank) {
+  const TrainOptions& o = trainer.options();
+  const std::string cause = absl::StrCat(base::SignalName(signal), " on rank ", rank);
+  if (o.save_dir.empty()) {
+    return absl::AbortedError(absl::StrCat("stopped by ", cause, " after step ", trainer.step(),
+                                           "; nothing saved (no --save_dir)"));
+  }
+  const absl::Status saved = trainer.SaveCheckpoint();
+  if (!saved.ok()) {
+    return absl::Status(saved.code(), absl::StrCat("stopping for ", cause, " after step ",
+                                                   trainer.step(), ": ", saved.message()));
+  }
+  if (leader) {
+    std::printf("stopped by %s after step %lld: saved checkpoint to %s; continue with --resume\n",
+                cause.c_str(), static_cast<long long>(trainer.step()), o.save_dir.c_str());
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWriter& metrics,
                          double peak_gflops) {
   const TrainOptions& o = trainer.options();
   const bool leader = world.rank() == 0;
   const int64_t save_every = absl::GetFlag(FLAGS_save_every);
+  const int straggler_ms = world.rank() == absl::GetFlag(FLAGS_inject_straggler_rank)
+                               ? absl::GetFlag(FLAGS_inject_straggler_ms)
+                               : 0;
   while (trainer.step() < o.steps) {
+    const auto start = std::chrono::steady_clock::now();
+    if (straggler_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(straggler_ms));
     LOOM_ASSIGN_OR_RETURN(StepMetrics m, trainer.Step());
-    LOOM_ASSIGN_OR_RETURN(auto peaks, PeakBytesPerRank(world));
+    const double busy_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count() -
+        m.exposed_reduce_ms - m.exposed_tp_ms - m.exposed_a2a_ms;
+    LOOM_ASSIGN_OR_RETURN(const std::vector<RankReport> reports, GatherReports(world, busy_ms));
+    const Straggler straggler = SlowestRank(reports);
     const double mfu = m.gflops / (peak_gflops * world.size());
     if (leader) {
       std::printf(
           "step %5lld/%lld | loss %.6f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tok/s | "
-          "%7.2f GFLOP/s | MFU %5.1f%%%s%s\n",
+          "%7.2f GFLOP/s | MFU %5.1f%%%s%s%s%s\n",
           static_cast<long long>(m.step), static_cast<long long>(o.steps), m.loss, m.lr,
           m.grad_norm, m.step_ms, m.tokens_per_s, m.gflops, 100.0 * mfu,
           o.precision != "fp16"
@@ -347,11 +452,15 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
               : absl::StrFormat(" | loss scale %g%s", m.loss_scale,
                                 m.skipped ? " | overflow: step skipped, scale halved" : "")
                     .c_str(),
-          LoadSummary(m).c_str());
+          o.precision != "fp16" && m.skipped ? " | non-finite: step skipped" : "",
+          StragglerSummary(straggler).c_str(), LoadSummary(m).c_str());
       std::fflush(stdout);
     }
-    nlohmann::json per_rank = nlohmann::json::array();
-    for (const auto& p : peaks) per_rank.push_back(MemoryJson(p));
+    nlohmann::json per_rank = nlohmann::json::array(), busy = nlohmann::json::array();
+    for (const RankReport& r : reports) {
+      per_rank.push_back(MemoryJson(r.peak_bytes));
+      busy.push_back(r.busy_ms);
+    }
     metrics.Write({{"step", m.step},
                    {"loss", m.loss},
                    {"lr", m.lr},
@@ -367,10 +476,17 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                    {"skipped", m.skipped},
                    {"expert_load", m.expert_load},
                    {"dropped_tokens", m.dropped_tokens},
-                   {"peak_bytes", MemoryJson(peaks[0])},
+                   {"busy_ms_per_rank", busy},
+                   {"slowest_rank", straggler.rank},
+                   {"slowest_rank_excess_ms", straggler.excess_ms},
+                   {"peak_bytes", MemoryJson(reports[0].peak_bytes)},
                    {"peak_bytes_per_rank", per_rank}});
-    if (save_every > 0 && m.step % save_every == 0 && m.step < o.steps) {
-      LOOM_RETURN_IF_ERROR(trainer.SaveCheckpoint());
+    for (int r = 0; r < world.size(); ++r) {
+      if (reports[r].stop_signal != 0)
+        return StopForSignal(trainer, leader, reports[r].stop_signal, r);
+    }
+    if (save_every > 0 && !m.skipped && m.step % save_every == 0 && m.step < o.steps) {
+      LOOM_RETURN_IF_ERROR(SavePeriodic(trainer, leader, save_every));
     }
   }
   if (!o.save_dir.empty()) {
@@ -456,6 +572,14 @@ absl::Status Main() {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Mesh> mesh,
                         parallel::Mesh::Create(*world, shape));
   const bool leader = world->rank() == 0;
+  if (leader && !options.save_dir.empty()) {
+    // Saves cut short by a crash leave ".tmp-step-*" directories, which nothing reads.
+    LOOM_ASSIGN_OR_RETURN(const std::vector<std::string> removed,
+                          runtime::io::RemoveInterruptedSaves(options.save_dir));
+    for (const std::string& dir : removed) {
+      std::printf("removed %s, left by a save that did not finish\n", dir.c_str());
+    }
+  }
   MetricsWriter metrics;
   if (leader) LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
@@ -496,6 +620,7 @@ absl::Status Main() {
     std::printf("FLOPs per token %.4g (6N + 12 L T C)\n",
                 trainer->model().TrainingFlopsPerToken(trainer->seq_len()));
   }
+  base::InstallStopSignalHandlers();  // from here SIGTERM / SIGUSR1 stop after the step
   return RunTraining(*trainer, *world, metrics, peak);
 }
 

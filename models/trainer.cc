@@ -16,6 +16,7 @@
 #include "models/data/synthetic_task.h"
 #include "models/gpt_weights.h"
 #include "optim/grad_norm.h"
+#include "parallel/config_agreement.h"
 #include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/shard.h"
 #include "runtime/base/clock.h"
@@ -263,9 +264,11 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     return bad("--autocast runs the forward GEMMs in bf16; it needs --precision bf16, got '",
                o.precision, "'");
   }
-  if (o.inject_overflow_step != 0 && o.precision != "fp16") {
-    return bad("--inject_overflow_step tests f16 loss scaling; it needs --precision fp16");
+  if (o.inject_overflow_step < 0 || o.inject_overflow_count < 1) {
+    return bad("--inject_overflow_step must be >= 0 and --inject_overflow_count >= 1");
   }
+  if (o.nonfinite_skips < 0) return bad("--nonfinite_skips must be >= 0");
+  if (o.keep_checkpoints < 0) return bad("--keep_checkpoints must be >= 0 (0: keep all)");
   return absl::OkStatus();
 }
 
@@ -419,13 +422,43 @@ std::vector<comm::Communicator*> Trainer::DataGroups() const {
   return groups;
 }
 
-absl::StatusOr<float> Trainer::MeanOverRanks(float local) {
-  Tensor value = Tensor::FromVector<float>({1}, {local}, runtime::MemoryTag::kComm);
+absl::StatusOr<Trainer::RankMean> Trainer::MeanOverRanks(float local, bool flag) {
+  Tensor value =
+      Tensor::FromVector<float>({2}, {local, flag ? 1.0f : 0.0f}, runtime::MemoryTag::kComm);
   for (comm::Communicator* group : DataGroups()) {
     if (group->size() == 1) continue;
     LOOM_RETURN_IF_ERROR(group->AllReduce(value, value, comm::ReduceOp::kAvg)->Wait());
   }
-  return value.data<float>()[0];
+  return RankMean{value.data<float>()[0], value.data<float>()[1] > 0.0f};
+}
+
+absl::StatusOr<StepMetrics> Trainer::SkipStep(StepMetrics& m,
+                                              std::chrono::steady_clock::time_point start) {
+  m.skipped = true;
+  LOOM_RETURN_IF_ERROR(FinishMoeStep(m));
+  m.step = optimizer_->step();
+  FinishMetrics(m, start);
+  return m;
+}
+
+absl::StatusOr<StepMetrics> Trainer::SkipNonFiniteStep(
+    StepMetrics& m, std::chrono::steady_clock::time_point start) {
+  const int64_t step = optimizer_->step() + 1;
+  if (++nonfinite_in_a_row_ <= options_.nonfinite_skips) {
+    if (context_.world->rank() == 0) {
+      LOOM_LOG(WARNING) << "step " << step << ": non-finite loss or gradients, step skipped ("
+                        << nonfinite_in_a_row_ << " in a row of at most "
+                        << options_.nonfinite_skips << ", --nonfinite_skips)";
+    }
+    return SkipStep(m, start);
+  }
+  LOOM_ASSIGN_OR_RETURN(const std::string first, dp_->FirstNonFiniteGradient());
+  return absl::InternalError(absl::StrCat(
+      "step ", step, ": non-finite loss or gradients ", nonfinite_in_a_row_,
+      " times in a row (--nonfinite_skips ", options_.nonfinite_skips, "); ",
+      first.empty() ? "every gradient is finite, the loss is not"
+                    : absl::StrCat("first parameter with a non-finite gradient: ", first),
+      ". Lower --lr, check the data, or resume from the last checkpoint"));
 }
 
 absl::StatusOr<StepMetrics> Trainer::Step() {
@@ -444,26 +477,32 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
   m.exposed_tp_ms = model_->tp_wait_ms();
   m.exposed_a2a_ms = model_->moe_exchange_wait_ms();
-  LOOM_ASSIGN_OR_RETURN(m.loss, MeanOverRanks(loss));
   m.lr = schedule_.At(optimizer_->step());
+  InjectOverflowForTesting();
   if (scaled) {
-    InjectOverflowForTesting();
+    LOOM_ASSIGN_OR_RETURN(const RankMean mean, MeanOverRanks(loss, false));
+    m.loss = mean.value;
     LOOM_ASSIGN_OR_RETURN(const bool finite, dp_->GradientsFinite());
     if (!scaler_.Update(finite)) {  // every rank takes the same decision
-      m.skipped = true;
-      LOOM_RETURN_IF_ERROR(FinishMoeStep(m));
-      m.step = optimizer_->step();
       m.grad_norm = std::numeric_limits<double>::infinity();
-      FinishMetrics(m, start);
-      return m;
+      return SkipStep(m, start);
     }
     dp_->ScaleGradients(1.0f / m.loss_scale);
+    if (!std::isfinite(m.loss)) {  // before the update, so the weights stay as they were
+      return absl::InternalError(absl::StrCat("loss is ", m.loss, " at step ",
+                                              optimizer_->step() + 1,
+                                              "; lower --lr or check the data"));
+    }
+    LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
+  } else {
+    // A non-finite norm leaves the gradients as they are; whether any rank saw one travels with
+    // the loss, so every rank takes the same decision.
+    LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
+    LOOM_ASSIGN_OR_RETURN(const RankMean mean, MeanOverRanks(loss, !std::isfinite(m.grad_norm)));
+    m.loss = mean.value;
+    if (mean.any || !std::isfinite(m.loss)) return SkipNonFiniteStep(m, start);
   }
-  if (!std::isfinite(m.loss)) {  // before the update, so the weights stay as they were
-    return absl::InternalError(absl::StrCat("loss is ", m.loss, " at step ", optimizer_->step() + 1,
-                                            "; lower --lr or check the data"));
-  }
-  LOOM_ASSIGN_OR_RETURN(m.grad_norm, dp_->ClipGradNorm(options_.grad_clip));
+  nonfinite_in_a_row_ = 0;
   optimizer_->Step(dp_->Slots(), m.lr);
   LOOM_RETURN_IF_ERROR(dp_->FinishOptimizerStep());
   LOOM_RETURN_IF_ERROR(FinishMoeStep(m));
@@ -535,12 +574,13 @@ absl::Status Trainer::CreatePipeline() {
 }
 
 void Trainer::InjectOverflowForTesting() {
-  // One rank only (data-parallel rank 0), so the check must travel to the others.
+  // One rank only (data-parallel rank 0), so the check must travel to the others. A skipped step
+  // is retried under the same number: the first `inject_overflow_count` tries get the Inf.
   if (options_.inject_overflow_step != optimizer_->step() + 1 || dp_group_->rank() != 0 ||
-      injected_ || dp_->Slots().empty()) {
+      injected_ >= options_.inject_overflow_count || dp_->Slots().empty()) {
     return;
   }
-  injected_ = true;
+  ++injected_;
   dp_->Slots().front().grad.data<float>()[0] = std::numeric_limits<float>::infinity();
 }
 
@@ -595,12 +635,13 @@ absl::Status Trainer::WriteWhole(bool optimizer_state, const WholeWriter& write)
   absl::Status written = weights.ok() ? state.status() : weights.status();
   const bool writer = dp_group_->rank() == 0 && context_.tp_rank() == 0 &&
                       context_.pp_rank() == 0 && context_.ep_rank() == 0;
+  LOOM_CHECK_EQ(writer, context_.world->rank() == 0) << "the writer must be world rank 0";
   if (written.ok() && writer) written = write(*weights, *state);
   dp_->ReleaseParameters();  // the gathered weights are not kept (ZeRO-3: 4Ψ per rank)
-  // Every rank joins, whatever happened on the writer, so no rank reads or reports a file still
-  // being written and none waits for a rank that gave up.
-  const absl::Status joined = context_.world->Barrier()->Wait();
-  return written.ok() ? joined : written;
+  // Every rank joins, whatever happened on the writer (world rank 0: every mesh coordinate 0), so
+  // no rank reads or reports a file still being written, none waits for a rank that gave up, and
+  // all of them see the writer's error (a full disk) and decide alike what to do next.
+  return parallel::ShareStatus(*context_.world, written, /*root=*/0);
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::WholeWeights() {
@@ -677,10 +718,12 @@ absl::Status Trainer::WriteCheckpoint(const std::vector<io::NamedTensor>& weight
                                       const std::vector<io::NamedTensor>& optimizer_state) {
   LOOM_ASSIGN_OR_RETURN(std::string weights, io::SerializeSafetensors(weights_whole));
   LOOM_ASSIGN_OR_RETURN(std::string optimizer, io::SerializeSafetensors(optimizer_state));
-  return io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
-                            {{kModelFile, std::move(weights)},
-                             {kOptimizerFile, std::move(optimizer)},
-                             {kStateFile, StateJson()}});
+  LOOM_RETURN_IF_ERROR(io::SaveCheckpoint(options_.save_dir, optimizer_->step(),
+                                          {{kModelFile, std::move(weights)},
+                                           {kOptimizerFile, std::move(optimizer)},
+                                           {kStateFile, StateJson()}}));
+  if (options_.keep_checkpoints == 0) return absl::OkStatus();
+  return io::PruneCheckpoints(options_.save_dir, options_.keep_checkpoints).status();
 }
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {

@@ -87,9 +87,15 @@ struct TrainOptions {
   // ranks. Gradients cross between the groups in hsdp_reduce_dtype (fp32, bf16, fp16).
   int hsdp_shard = 0;
   std::string hsdp_reduce_dtype = "fp32";
-  int64_t inject_overflow_step = 0;  // tests: an Inf gradient on dp rank 0 at this step (fp16)
-  int64_t seq_len = 0;               // 0: the model's context length
-  std::string optimizer = "adamw";   // adamw | sgd
+  // fp32/bf16: a step whose loss or gradients are not finite (on any rank) is skipped (no update,
+  // its batch consumed); the run stops with an error after this many such steps in a row.
+  int nonfinite_skips = 3;
+  // Tests: an Inf gradient on dp rank 0 at this step (fp16: an overflow the loss scaler skips;
+  // fp32/bf16: a non-finite step), on its first `inject_overflow_count` tries.
+  int64_t inject_overflow_step = 0;
+  int inject_overflow_count = 1;
+  int64_t seq_len = 0;              // 0: the model's context length
+  std::string optimizer = "adamw";  // adamw | sgd
   float lr = 1e-3f;
   float min_lr = 0.0f;  // cosine floor; negative means lr / 10
   int64_t warmup_steps = 0;
@@ -100,9 +106,10 @@ struct TrainOptions {
   float grad_clip = 1.0f;  // <= 0 disables
   uint64_t seed = 1337;
   bool recompute = false;
-  std::string save_dir;   // checkpoints go to <save_dir>/step-N
-  bool resume = false;    // continue from the newest checkpoint in save_dir
-  std::string init_from;  // safetensors weights to start from (instead of random init)
+  std::string save_dir;      // checkpoints go to <save_dir>/step-N
+  int keep_checkpoints = 3;  // committed checkpoints kept in save_dir (the newest; 0: all)
+  bool resume = false;       // continue from the newest checkpoint in save_dir
+  std::string init_from;     // safetensors weights to start from (instead of random init)
 };
 
 struct StepMetrics {
@@ -201,8 +208,18 @@ class Trainer {
                                const std::vector<runtime::io::NamedTensor>& optimizer_state);
   // The ranks whose data differ: dp and, with expert parallelism, ep.
   std::vector<comm::Communicator*> DataGroups() const;
-  // The mean of `local` over the data ranks (dp × ep).
-  absl::StatusOr<float> MeanOverRanks(float local);
+  // The mean of `local` over the data ranks (dp × ep), and whether any of them set `flag`.
+  struct RankMean {
+    float value = 0.0f;
+    bool any = false;
+  };
+  absl::StatusOr<RankMean> MeanOverRanks(float local, bool flag);
+  // Ends a step without an update (metrics.skipped); the batch stays consumed.
+  absl::StatusOr<StepMetrics> SkipStep(StepMetrics& m, std::chrono::steady_clock::time_point start);
+  // fp32/bf16, a non-finite loss or gradient norm: SkipStep, or after options_.nonfinite_skips in
+  // a row an error naming the step and the first parameter with a non-finite gradient.
+  absl::StatusOr<StepMetrics> SkipNonFiniteStep(StepMetrics& m,
+                                                std::chrono::steady_clock::time_point start);
   void InjectOverflowForTesting();
   // MoE: the step's expert loads into `m` (summed over the data ranks; collective) and, unless
   // the step was skipped, the balancing biases updated from them.
@@ -233,7 +250,8 @@ class Trainer {
   parallel::pipeline::TraceEvent optimizer_event_{
       .instr = {.kind = parallel::pipeline::OpKind::kOptimizerStep}};
   optim::DynamicLossScaler scaler_;
-  bool injected_ = false;
+  int injected_ = 0;  // InjectOverflowForTesting's Infs so far
+  int nonfinite_in_a_row_ = 0;
   int64_t resumed_step_ = 0;
   std::unique_ptr<data::BatchSampler> sampler_;
   std::unique_ptr<optim::Optimizer> optimizer_;

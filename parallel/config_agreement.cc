@@ -1,6 +1,9 @@
 #include "parallel/config_agreement.h"
 
 #include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -61,6 +64,27 @@ absl::Status AgreeOnConfig(comm::Communicator& group, const std::vector<ConfigFi
   return absl::FailedPreconditionError(
       absl::StrCat("configuration differs between ranks: ", absl::StrJoin(problems, "; "),
                    "; start every rank with the same flags"));
+}
+
+absl::Status ShareStatus(comm::Communicator& group, const absl::Status& local, int root) {
+  // [code, message length, message bytes...] as i32 words.
+  constexpr int kMaxMessage = 1000;
+  constexpr int kWords = 2 + kMaxMessage / 4;
+  std::vector<int32_t> words(kWords, 0);
+  if (group.rank() == root) {
+    const std::string message(local.message().substr(0, kMaxMessage));
+    words[0] = static_cast<int32_t>(local.code());
+    words[1] = static_cast<int32_t>(message.size());
+    std::memcpy(words.data() + 2, message.data(), message.size());
+  }
+  runtime::Tensor buffer =
+      runtime::Tensor::FromVector<int32_t>({kWords}, words, runtime::MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(group.Broadcast(buffer, root)->Wait());
+  if (!local.ok()) return local;
+  const int32_t* shared = buffer.data<int32_t>();
+  if (shared[0] == static_cast<int32_t>(absl::StatusCode::kOk)) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(shared[0]),
+                      std::string(reinterpret_cast<const char*>(shared + 2), shared[1]));
 }
 
 }  // namespace loom::parallel

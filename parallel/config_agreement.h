@@ -28,4 +28,10 @@ struct ConfigField {
 // are returned as they are.
 absl::Status AgreeOnConfig(comm::Communicator& group, const std::vector<ConfigField>& fields);
 
+// Collective over `group`: `root`'s status (code and message, the message cut at 1000 bytes) on
+// every rank, for work one rank did on behalf of all (a checkpoint's writer), so every rank takes
+// the same decision after it. A rank whose own `local` failed keeps its error. Communication
+// errors are returned as they are.
+absl::Status ShareStatus(comm::Communicator& group, const absl::Status& local, int root);
+
 }  // namespace loom::parallel

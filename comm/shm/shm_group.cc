@@ -1,13 +1,17 @@
 #include "comm/shm/shm_group.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "comm/mpi/mpi_util.h"
+#include "comm/process_liveness.h"
 #include "comm/spin_wait.h"
 #include "runtime/base/check.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm {
 namespace {
@@ -37,6 +41,10 @@ absl::StatusOr<std::unique_ptr<ShmGroup>> ShmGroup::Create(MPI_Comm comm, const 
     std::unique_lock<std::mutex> lock = mpi_detail::LockMpi();
     MPI_Comm_rank(comm, &g->rank_);
     MPI_Comm_size(comm, &g->size_);
+    const int pid = static_cast<int>(::getpid());
+    std::vector<int> pids(g->size_);
+    MPI_Allgather(&pid, 1, MPI_INT, pids.data(), 1, MPI_INT, comm);
+    g->pids_.assign(pids.begin(), pids.end());
   }
   const size_t n = static_cast<size_t>(g->size_);
   g->oversubscribed_ = SpinWait::Oversubscribed(g->size_);
@@ -163,6 +171,17 @@ ShmGroup::SharedRead::~SharedRead() {
   pending = -1;
 }
 
+absl::Status ShmGroup::CheckPeersAlive(Flag flag, uint64_t step) const {
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_ || Reached(flag, r, step) || !ProcessExited(pids_[r])) continue;
+    return absl::AbortedError(absl::StrCat("rank ", r, " (pid ", pids_[r],
+                                           " on this host) has exited while this rank waited for "
+                                           "it (step ",
+                                           step, " of this communicator)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ShmGroup::WaitAll(Flag flag, uint64_t step, ShmWait& wait) const {
   int next = 0;  // ranks below `next` have reached `step`
   auto advance = [&] {
@@ -171,9 +190,14 @@ absl::Status ShmGroup::WaitAll(Flag flag, uint64_t step, ShmWait& wait) const {
   };
   if (advance()) return absl::OkStatus();
   SpinWait spin(wait.deadline, wait.give_up_at, oversubscribed_);
+  std::chrono::nanoseconds next_liveness = kLivenessEvery;
   for (;;) {
     const SpinWait::Verdict v = spin.Pause();
     if (advance()) return absl::OkStatus();
+    if (spin.elapsed() >= next_liveness) {
+      next_liveness = spin.elapsed() + kLivenessEvery;
+      LOOM_RETURN_IF_ERROR(CheckPeersAlive(flag, step));
+    }
     if (v == SpinWait::kGaveUp) {
       wait.suspended = true;
       return Suspended();

@@ -20,12 +20,14 @@
 #pragma once
 
 #include <mpi.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "comm/backend.h"
@@ -142,11 +144,13 @@ class ShmGroup {
         .store(number, std::memory_order_release);
   }
   // Waits until every rank published `flag` for step `number`. DeadlineExceeded "waiting for
-  // rank(s) 1, 3 (...)" naming the ranks whose flag is behind; Suspended() if `wait` gave up.
+  // rank(s) 1, 3 (...)" naming the ranks whose flag is behind; Aborted naming a rank whose process
+  // exited while it was awaited (checked every kLivenessEvery); Suspended() if `wait` gave up.
   absl::Status WaitAll(Flag flag, uint64_t number, ShmWait& wait) const;
 
  private:
   static constexpr uint64_t kFlagSlots = 1024;  // flags indexed by step % kFlagSlots
+  static constexpr std::chrono::milliseconds kLivenessEvery{10};
   static constexpr size_t kAlign = 64;
   static constexpr size_t kStepGap = 1024;  // unused bytes after each reservation (NextStep)
   static_assert(4 * kStepGap <= 16384, "the smallest ring (LOOM_SHM_RING_BYTES) holds 4 gaps");
@@ -195,6 +199,9 @@ class ShmGroup {
   char* base_ = nullptr;
   int rank_ = 0;
   int size_ = 1;
+  std::vector<pid_t> pids_;  // every rank's process
+  // Aborted naming the first rank behind `step` whose process has exited; OK if none.
+  absl::Status CheckPeersAlive(Flag flag, uint64_t step) const;
   bool oversubscribed_ = false;
   int64_t stream_min_bytes_ = 0;
   int64_t ring_bytes_ = 0;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "optim/grad_norm.h"
@@ -594,6 +595,29 @@ absl::StatusOr<bool> DataParallel::GradientsFinite() {
     LOOM_RETURN_IF_ERROR(g->AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
   }
   return flag.data<int32_t>()[0] == 1;
+}
+
+absl::StatusOr<std::string> DataParallel::FirstNonFiniteGradient() {
+  std::vector<Parameter*> order;  // of first use, as BuildSlots lists stage 0's slots
+  for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
+    order.insert(order.end(), b->params.rbegin(), b->params.rend());
+  }
+  absl::flat_hash_map<const Parameter*, int32_t> ordinal;
+  for (const Parameter* p : order) ordinal.emplace(p, static_cast<int32_t>(ordinal.size()));
+  int32_t first = std::numeric_limits<int32_t>::max();
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (!std::isfinite(runtime::kernels::SumOfSquares(slots_[i].grad))) {
+      first = std::min(first, ordinal.at(slot_params_[i]));
+    }
+  }
+  Tensor key = Tensor::FromVector<int32_t>({1}, {first}, MemoryTag::kComm, allocator_);
+  LOOM_RETURN_IF_ERROR(group_.AllReduce(key, key, comm::ReduceOp::kMin)->Wait());
+  for (comm::Communicator* g : {options_.tp, options_.ep}) {
+    if (g == nullptr || g->size() == 1) continue;
+    LOOM_RETURN_IF_ERROR(g->AllReduce(key, key, comm::ReduceOp::kMin)->Wait());
+  }
+  first = key.data<int32_t>()[0];
+  return first == std::numeric_limits<int32_t>::max() ? std::string() : order[first]->name();
 }
 
 void DataParallel::ScaleGradients(float factor) {

@@ -136,6 +136,10 @@ class DataParallel : public ParameterUseHooks {
   // Whether every gradient of the step is finite on every rank (collective): the loss scaler's
   // overflow check, agreed by all ranks.
   absl::StatusOr<bool> GradientsFinite();
+  // The name of the first parameter, in order of first use, whose gradient holds a non-finite
+  // value on some rank of the group or of the tp and ep groups (the same parameters on each); ""
+  // if none (collective over them). A pipeline stage names one of its own parameters.
+  absl::StatusOr<std::string> FirstNonFiniteGradient();
   // Multiplies every local gradient (what Slots() hold) by `factor` (unscaling).
   void ScaleGradients(float factor);
   // What the optimizer updates: every parameter (stage 0) or the pieces of parameters inside this

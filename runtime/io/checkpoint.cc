@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/base/fault.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/io/crc32c.h"
 #include "runtime/io/file.h"
@@ -107,6 +109,9 @@ absl::Status WriteCheckpointContents(const std::string& dir, int64_t step,
                                 {"files", std::move(listed)}};
   const std::string manifest_text = manifest.dump(1) + "\n";
   LOOM_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dir, kManifestName), manifest_text));
+  if (const int injected = base::FaultAt("checkpoint.commit", dir); injected != 0) {
+    return absl::ErrnoToStatus(injected, absl::StrCat(JoinPath(dir, kCommitName), ": write"));
+  }
   const OrderedJson commit = {{"format", kCommitFormat},
                               {"manifest_crc32c", Crc32c(manifest_text)}};
   return WriteFileAtomic(JoinPath(dir, kCommitName), commit.dump() + "\n");
@@ -258,36 +263,81 @@ absl::Status SaveCheckpoint(const std::string& save_dir, int64_t step,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> FindLatestCheckpoint(const std::string& save_dir) {
-  absl::StatusOr<std::vector<std::string>> names = ListDirectory(save_dir);
-  if (absl::IsNotFound(names.status())) {
-    return absl::NotFoundError(
-        absl::StrCat(save_dir, ": no checkpoint: the directory does not exist"));
-  }
-  if (!names.ok()) return names.status();
-  std::optional<int64_t> latest;
-  std::string latest_name;
+namespace {
+
+// The "step-<N>" directories of `save_dir`: the committed ones by step (oldest first), and how many
+// lack COMMIT.
+struct StepDirs {
+  std::vector<std::pair<int64_t, std::string>> committed;
   int uncommitted = 0;
-  for (const std::string& name : *names) {
+};
+absl::StatusOr<StepDirs> ListStepDirs(const std::string& save_dir) {
+  LOOM_ASSIGN_OR_RETURN(const std::vector<std::string> names, ListDirectory(save_dir));
+  StepDirs dirs;
+  for (const std::string& name : names) {
     const std::optional<int64_t> step = ParseStepDirName(name);
     const std::string dir = JoinPath(save_dir, name);
     if (!step.has_value() || !IsDirectory(dir)) continue;
-    if (!IsRegularFile(JoinPath(dir, kCommitName))) {
-      ++uncommitted;
-      continue;
-    }
-    if (!latest.has_value() || *step > *latest) {
-      latest = step;
-      latest_name = name;
+    if (IsRegularFile(JoinPath(dir, kCommitName))) {
+      dirs.committed.emplace_back(*step, dir);
+    } else {
+      ++dirs.uncommitted;
     }
   }
-  if (!latest.has_value()) {
+  std::sort(dirs.committed.begin(), dirs.committed.end());
+  return dirs;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FindLatestCheckpoint(const std::string& save_dir) {
+  absl::StatusOr<StepDirs> dirs = ListStepDirs(save_dir);
+  if (absl::IsNotFound(dirs.status())) {
+    return absl::NotFoundError(
+        absl::StrCat(save_dir, ": no checkpoint: the directory does not exist"));
+  }
+  if (!dirs.ok()) return dirs.status();
+  if (dirs->committed.empty()) {
     return absl::NotFoundError(absl::StrCat(save_dir,
                                             ": no committed checkpoint (no step-* directory "
                                             "containing ",
-                                            kCommitName, "; ", uncommitted, " without it)"));
+                                            kCommitName, "; ", dirs->uncommitted, " without it)"));
   }
-  return JoinPath(save_dir, latest_name);
+  return dirs->committed.back().second;
+}
+
+absl::StatusOr<std::vector<std::string>> PruneCheckpoints(const std::string& save_dir, int keep) {
+  if (keep < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PruneCheckpoints: keep must be >= 1, got ", keep));
+  }
+  LOOM_ASSIGN_OR_RETURN(const StepDirs dirs, ListStepDirs(save_dir));
+  const std::vector<std::pair<int64_t, std::string>>& committed = dirs.committed;
+  std::vector<std::string> removed;
+  for (size_t i = 0; i + keep < committed.size(); ++i) {
+    // COMMIT goes first: a removal cut short leaves an uncommitted directory, never a committed
+    // checkpoint with files missing.
+    const std::string& dir = committed[i].second;
+    if (::unlink(JoinPath(dir, kCommitName).c_str()) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat(JoinPath(dir, kCommitName), ": unlink"));
+    }
+    LOOM_RETURN_IF_ERROR(RemoveAll(dir));
+    removed.push_back(dir);
+  }
+  return removed;
+}
+
+absl::StatusOr<std::vector<std::string>> RemoveInterruptedSaves(const std::string& save_dir) {
+  absl::StatusOr<std::vector<std::string>> names = ListDirectory(save_dir);
+  if (absl::IsNotFound(names.status())) return std::vector<std::string>{};
+  if (!names.ok()) return names.status();
+  std::vector<std::string> removed;
+  for (const std::string& name : *names) {
+    if (!absl::StartsWith(name, kTempPrefix)) continue;
+    LOOM_RETURN_IF_ERROR(RemoveAll(JoinPath(save_dir, name)));
+    removed.push_back(JoinPath(save_dir, name));
+  }
+  return removed;
 }
 
 absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& checkpoint_dir) {

@@ -65,6 +65,17 @@ absl::Status SaveCheckpoint(const std::string& save_dir, int64_t step,
 // committed checkpoint.
 absl::StatusOr<std::string> FindLatestCheckpoint(const std::string& save_dir);
 
+// Retention: removes all but the newest `keep` (>= 1) committed checkpoints in `save_dir`, oldest
+// first, after the newest is committed (so one always exists). Uncommitted step directories and
+// leftovers of interrupted saves are not touched (RemoveInterruptedSaves). Returns the paths
+// removed.
+absl::StatusOr<std::vector<std::string>> PruneCheckpoints(const std::string& save_dir, int keep);
+
+// Removes what saves that never finished left in `save_dir` (".tmp-step-*" directories of a process
+// killed mid-save; readers ignore them) and returns their paths. OK when `save_dir` does not
+// exist. Call only while no save into `save_dir` is in progress.
+absl::StatusOr<std::vector<std::string>> RemoveInterruptedSaves(const std::string& save_dir);
+
 // Loads and verifies the checkpoint in `checkpoint_dir`: COMMIT present and matching MANIFEST's
 // crc32c, and every file listed in MANIFEST present with the recorded size and crc32c. Files in
 // the directory that MANIFEST does not list are ignored.

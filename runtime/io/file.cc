@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/base/fault.h"
 #include "runtime/base/status_macros.h"
 
 namespace loom::runtime::io {
@@ -135,7 +136,9 @@ absl::Status AtomicFileWriter::Append(const void* data, size_t n) {
   if (!status_.ok()) return status_;
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
-    const ssize_t w = ::write(fd_, p, std::min(n, kMaxIoBytes));
+    const int injected = base::FaultAt("file.write", path_);  // tests/fault: a full disk, EIO
+    const ssize_t w =
+        injected != 0 ? (errno = injected, -1) : ::write(fd_, p, std::min(n, kMaxIoBytes));
     if (w < 0) {
       if (errno == EINTR) continue;
       status_ = ErrnoError(errno, path_, absl::StrCat("write to temporary file ", temp_path_));
