@@ -607,7 +607,10 @@ absl::Status Main() {
                   static_cast<long long>(trainer->step()));
     }
   }
-  if (absl::GetFlag(FLAGS_eval)) return RunEval(*trainer, metrics);
+  if (absl::GetFlag(FLAGS_eval)) {
+    base::UnblockStopSignals();  // evaluation keeps nothing: a stop signal ends it at once
+    return RunEval(*trainer, metrics);
+  }
   double peak = absl::GetFlag(FLAGS_peak_gflops);
   if (peak == 0.0) {
     peak = MeasurePeakGflops();
@@ -620,7 +623,7 @@ absl::Status Main() {
     std::printf("FLOPs per token %.4g (6N + 12 L T C)\n",
                 trainer->model().TrainingFlopsPerToken(trainer->seq_len()));
   }
-  base::InstallStopSignalHandlers();  // from here SIGTERM / SIGUSR1 stop after the step
+  base::StartStopSignalWatcher();  // from here SIGTERM / SIGUSR1 stop after the step
   return RunTraining(*trainer, *world, metrics, peak);
 }
 
@@ -645,6 +648,9 @@ bool PrintHelpIfAsked(int argc, char** argv) {
 }  // namespace loom
 
 int main(int argc, char** argv) {
+  // Before any thread exists (MPI's, the communicators'), so that none is ever interrupted by a
+  // stop signal: the watcher takes them once training starts (runtime/base/stop_signal.h).
+  loom::base::BlockStopSignals();
   absl::SetProgramUsageMessage(
       "Trains a GPT on one rank or data-parallel under mpirun, or evaluates one with --eval.\n"
       "  train_gpt --preset tiny --steps 300 --metrics_out metrics.jsonl\n"
