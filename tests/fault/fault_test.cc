@@ -384,8 +384,8 @@ TEST_F(FaultTest, WriteErrorWhileSaving) {
   // Every rank fails with the writer's error at once (none waits out the comm timeout for a
   // writer that gave up).
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(25));
-  const std::string failed = "train_gpt: UNAVAILABLE: saving checkpoint step 300 to " +
-                             Path("ckpt2") + "/step-00000300: " + Path("ckpt2") +
+  const std::string failed = "saving checkpoint step 300 to " + Path("ckpt2") +
+                             "/step-00000300: " + Path("ckpt2") +
                              "/.tmp-step-00000300/model.safetensors";
   const size_t first = broken.err.find(failed);
   ASSERT_NE(first, std::string::npos) << broken.err;
