@@ -391,11 +391,19 @@ TEST(DataParallelOptions, RejectsBatchesThatDoNotDivide) {
   EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
               ::testing::HasSubstr("--precision must be fp32, bf16 or fp16, got 'fp8'"));
   o.precision = "bf16";
-  o.inject_overflow_step = 3;
+  o.inject_overflow_count = 0;
   EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
-              ::testing::HasSubstr("needs --precision fp16"));
+              ::testing::HasSubstr("--inject_overflow_count >= 1"));
+  o.inject_overflow_count = 1;
+  o.nonfinite_skips = -1;
+  EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
+              ::testing::HasSubstr("--nonfinite_skips must be >= 0"));
+  o.nonfinite_skips = 3;
+  o.keep_checkpoints = -2;
+  EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
+              ::testing::HasSubstr("--keep_checkpoints must be >= 0"));
+  o.keep_checkpoints = 3;
   o.precision = "fp32";
-  o.inject_overflow_step = 0;
   o = WithLayout(o, 4, 0);
   o.hsdp_shard = 2;
   EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
