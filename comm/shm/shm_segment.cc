@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -67,7 +69,14 @@ absl::StatusOr<std::unique_ptr<ShmSegment>> ShmSegment::Create(MPI_Comm comm, si
   Announcement note{};
   int fd = -1;
   if (rank == 0) {
-    const std::string name = absl::StrCat("/loom-", purpose, "-", getpid(), "-", counter++);
+    // Unpredictable (64 random bits), so no other process can guess it to pre-create or race for
+    // it; the segment is 0600 and unlinked once every rank has mapped it.
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof(nonce), 0) != static_cast<ssize_t>(sizeof(nonce))) {
+      nonce = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    }
+    const std::string name =
+        absl::StrCat("/loom-", purpose, "-", getpid(), "-", counter++, "-", absl::Hex(nonce));
     std::snprintf(note.name, sizeof(note.name), "%s", name.c_str());
     const std::string error = CreateFile(name, bytes, backing, &fd);
     if (!error.empty()) {

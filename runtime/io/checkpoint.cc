@@ -36,6 +36,8 @@ constexpr char kCommitFormat[] = "loom-checkpoint-commit";
 constexpr int64_t kManifestVersion = 1;
 constexpr absl::string_view kStepPrefix = "step-";
 constexpr absl::string_view kTempPrefix = ".tmp-";
+// A checkpoint holds the whole model: only its owner may list or read it (files: kOwnerOnly).
+constexpr int kOwnerDirectory = 0700;
 
 std::string JoinPath(const std::string& dir, absl::string_view name) {
   if (dir.empty()) return std::string(name);
@@ -96,10 +98,10 @@ absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
 // fsynced (file and directory) before the next, so COMMIT cannot reach the disk before the data.
 absl::Status WriteCheckpointContents(const std::string& dir, int64_t step,
                                      const std::vector<CheckpointFile>& files) {
-  LOOM_RETURN_IF_ERROR(MakeDirectories(dir));
+  LOOM_RETURN_IF_ERROR(MakeDirectories(dir, kOwnerDirectory));
   OrderedJson listed = OrderedJson::array();
   for (const CheckpointFile& file : files) {
-    LOOM_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dir, file.name), file.bytes));
+    LOOM_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dir, file.name), file.bytes, kOwnerOnly));
     listed.push_back(
         {{"name", file.name}, {"size", file.bytes.size()}, {"crc32c", Crc32c(file.bytes)}});
   }
@@ -108,13 +110,13 @@ absl::Status WriteCheckpointContents(const std::string& dir, int64_t step,
                                 {"step", step},
                                 {"files", std::move(listed)}};
   const std::string manifest_text = manifest.dump(1) + "\n";
-  LOOM_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dir, kManifestName), manifest_text));
+  LOOM_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(dir, kManifestName), manifest_text, kOwnerOnly));
   if (const int injected = base::FaultAt("checkpoint.commit", dir); injected != 0) {
     return absl::ErrnoToStatus(injected, absl::StrCat(JoinPath(dir, kCommitName), ": write"));
   }
   const OrderedJson commit = {{"format", kCommitFormat},
                               {"manifest_crc32c", Crc32c(manifest_text)}};
-  return WriteFileAtomic(JoinPath(dir, kCommitName), commit.dump() + "\n");
+  return WriteFileAtomic(JoinPath(dir, kCommitName), commit.dump() + "\n", kOwnerOnly);
 }
 
 // Renames the complete directory `temp` to `final_dir`. An existing `final_dir` (an older save of
@@ -247,7 +249,7 @@ absl::Status SaveCheckpoint(const std::string& save_dir, int64_t step,
           absl::StrCat(save_dir, ": checkpoint file name '", file.name, "' appears twice"));
     }
   }
-  LOOM_RETURN_IF_ERROR(MakeDirectories(save_dir));
+  LOOM_RETURN_IF_ERROR(MakeDirectories(save_dir, kOwnerDirectory));
   const std::string temp = JoinPath(save_dir, absl::StrCat(kTempPrefix, StepDirName(step)));
   const std::string final_dir = CheckpointDir(save_dir, step);
   const std::string context =

@@ -21,11 +21,12 @@
 // directory without COMMIT; a failed save removes its temporary directory and leaves every earlier
 // checkpoint as it was.
 //
-// One process (rank 0) saves into a given save_dir at a time. Errors name the directory or file
-// and the check: NotFound when there is no checkpoint; FailedPrecondition for an uncommitted one
-// or a MANIFEST version this loom does not read; DataLoss when a committed checkpoint is damaged
-// (missing or truncated file, checksum mismatch); InvalidArgument for bad arguments; file.h's
-// errno-derived codes for I/O failures.
+// Checkpoint directories loom creates are 0700 and its files 0600 (owner only: they hold the whole
+// model and optimizer state). One process (rank 0) saves into a given save_dir at a time. Errors
+// name the directory or file and the check: NotFound when there is no checkpoint;
+// FailedPrecondition for an uncommitted one or a MANIFEST version this loom does not read; DataLoss
+// when a committed checkpoint is damaged (missing or truncated file, checksum mismatch);
+// InvalidArgument for bad arguments; file.h's errno-derived codes for I/O failures.
 #pragma once
 
 #include <cstdint>

@@ -78,8 +78,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view bytes) {
-  LOOM_ASSIGN_OR_RETURN(AtomicFileWriter writer, AtomicFileWriter::Open(path));
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view bytes, int mode) {
+  LOOM_ASSIGN_OR_RETURN(AtomicFileWriter writer, AtomicFileWriter::Open(path, mode));
   LOOM_RETURN_IF_ERROR(writer.Append(bytes));
   return writer.Commit();
 }
@@ -87,9 +87,9 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view bytes) {
 AtomicFileWriter::AtomicFileWriter(std::string path, std::string temp_path, int fd)
     : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd) {}
 
-absl::StatusOr<AtomicFileWriter> AtomicFileWriter::Open(const std::string& path) {
+absl::StatusOr<AtomicFileWriter> AtomicFileWriter::Open(const std::string& path, int mode) {
   std::string temp_path = absl::StrCat(path, ".tmp.", ::getpid(), ".", temp_sequence.fetch_add(1));
-  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return ErrnoError(errno, path, absl::StrCat("create temporary file ", temp_path));
   return AtomicFileWriter(path, std::move(temp_path), fd);
 }
@@ -250,7 +250,7 @@ absl::Status FsyncDirectory(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::Status MakeDirectories(const std::string& path) {
+absl::Status MakeDirectories(const std::string& path, int mode) {
   if (path.empty()) return absl::InvalidArgumentError("MakeDirectories: empty path");
   size_t end = 0;
   while (end != std::string::npos) {
@@ -265,7 +265,7 @@ absl::Status MakeDirectories(const std::string& path) {
       }
       continue;
     }
-    if (::mkdir(prefix.c_str(), 0755) != 0) {
+    if (::mkdir(prefix.c_str(), static_cast<mode_t>(mode)) != 0) {
       // Another process may have created it since the stat.
       if (errno == EEXIST && ::stat(prefix.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
       return ErrnoError(errno, path, absl::StrCat("mkdir ", prefix));

@@ -30,8 +30,10 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // Replaces (or creates) `path` with exactly `bytes`, durably: writes "<path>.tmp.<pid>.<seq>" in
 // the same directory, fsyncs it, renames it over `path` and fsyncs the directory. On failure the
-// temporary file is removed and `path` is untouched. The directory must exist.
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view bytes);
+// temporary file is removed and `path` is untouched. The directory must exist. `mode` (before the
+// umask): the new file's permissions; checkpoints use kOwnerOnly.
+inline constexpr int kOwnerOnly = 0600;
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view bytes, int mode = 0644);
 
 // WriteFileAtomic for contents produced piece by piece (a large tensor need not be copied into one
 // string). Nothing is visible at `path` until Commit succeeds; a writer destroyed without a
@@ -39,7 +41,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view bytes);
 class AtomicFileWriter {
  public:
   // Creates the temporary file next to `path`; the directory must exist.
-  static absl::StatusOr<AtomicFileWriter> Open(const std::string& path);
+  static absl::StatusOr<AtomicFileWriter> Open(const std::string& path, int mode = 0644);
 
   AtomicFileWriter(AtomicFileWriter&& other) noexcept;
   AtomicFileWriter& operator=(AtomicFileWriter&& other) noexcept;
@@ -98,10 +100,10 @@ class RandomAccessFile {
 // fsyncs the directory itself, making renames and creations inside it durable.
 absl::Status FsyncDirectory(const std::string& path);
 
-// `mkdir -p`: creates `path` and any missing parents (mode 0755 before umask), fsyncing the parent
-// of each directory it creates. OK if `path` already is a directory; FailedPrecondition if it or
-// a parent exists and is not a directory.
-absl::Status MakeDirectories(const std::string& path);
+// `mkdir -p`: creates `path` and any missing parents (`mode` before umask), fsyncing the parent of
+// each directory it creates. OK if `path` already is a directory (its mode is left as it is);
+// FailedPrecondition if it or a parent exists and is not a directory.
+absl::Status MakeDirectories(const std::string& path, int mode = 0755);
 
 // Names of the entries in directory `path` (without "." and ".."), sorted bytewise.
 absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path);

@@ -217,6 +217,19 @@ TEST_F(CheckpointTest, DamagedCheckpointsAreRefusedNamingFileAndCheck) {
        [](const std::string& dir) { ASSERT_EQ(::unlink((dir + "/MANIFEST").c_str()), 0); },
        C::kDataLoss,
        {"/MANIFEST: missing"}},
+      {"a MANIFEST naming a file outside its directory (with a COMMIT that matches it)",
+       [](const std::string& dir) {
+         const std::string manifest =
+             R"({"format": "loom-checkpoint", "version": 1, "step": 7, "files": [)"
+             R"({"name": "../../secret", "size": 1, "crc32c": 0}]})";
+         ASSERT_TRUE(WriteFileAtomic(dir + "/MANIFEST", manifest).ok());
+         ASSERT_TRUE(WriteFileAtomic(dir + "/COMMIT",
+                                     absl::StrCat(R"({"format": "loom-checkpoint-commit", )",
+                                                  R"("manifest_crc32c": )", Crc32c(manifest), "}"))
+                         .ok());
+       },
+       C::kInvalidArgument,
+       {"/MANIFEST: checkpoint file name '../../secret' starts with '.'"}},
   };
   for (const Damage& damage : damages) {
     SCOPED_TRACE(damage.what);
@@ -233,6 +246,41 @@ TEST_F(CheckpointTest, DamagedCheckpointsAreRefusedNamingFileAndCheck) {
       EXPECT_THAT(loaded.status().message(), HasSubstr(part));
     }
   }
+}
+
+TEST_F(CheckpointTest, OnlyTheOwnerCanReadACheckpoint) {
+  ASSERT_TRUE(SaveCheckpoint(save_dir_, 3, Files(3)).ok());
+  const std::string dir = save_dir_ + "/step-00000003";
+  for (const std::string& path : {save_dir_, dir}) {
+    struct stat st;
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << path;
+  }
+  for (const char* name : {"a.bin", "b.json", "MANIFEST", "COMMIT"}) {
+    struct stat st;
+    ASSERT_EQ(::stat((dir + "/" + std::string(name)).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << name;
+  }
+}
+
+TEST_F(CheckpointTest, PruneKeepsTheNewestCommittedAndRemovesLeftovers) {
+  for (int step : {1, 2, 10, 11}) ASSERT_TRUE(SaveCheckpoint(save_dir_, step, Files(step)).ok());
+  ASSERT_TRUE(MakeDirectories(save_dir_ + "/step-00000012").ok());  // uncommitted: untouched
+  ASSERT_TRUE(MakeDirectories(save_dir_ + "/.tmp-step-00000013").ok());
+  absl::StatusOr<std::vector<std::string>> removed = PruneCheckpoints(save_dir_, 2);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_THAT(*removed,
+              ::testing::ElementsAre(save_dir_ + "/step-00000001", save_dir_ + "/step-00000002"));
+  EXPECT_THAT(Entries(save_dir_), ::testing::ElementsAre(".tmp-step-00000013", "step-00000010",
+                                                         "step-00000011", "step-00000012"));
+  ExpectLoads(save_dir_ + "/step-00000010", 10, Files(10));
+  EXPECT_EQ(PruneCheckpoints(save_dir_, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::vector<std::string>> leftovers = RemoveInterruptedSaves(save_dir_);
+  ASSERT_TRUE(leftovers.ok());
+  EXPECT_THAT(*leftovers, ::testing::ElementsAre(save_dir_ + "/.tmp-step-00000013"));
+  EXPECT_THAT(Entries(save_dir_),
+              ::testing::ElementsAre("step-00000010", "step-00000011", "step-00000012"));
+  EXPECT_TRUE(RemoveInterruptedSaves(root_ + "/absent")->empty());
 }
 
 TEST_F(CheckpointTest, SaveReplacesSameStepAndClearsLeftovers) {
