@@ -117,7 +117,9 @@ absl::StatusOr<TokenDataset> DecodeLlmcShard(const std::string& path,
     tokens[i] = t;
     max_token = std::max<int32_t>(max_token, t);
   }
-  const int vocab = std::max(kGpt2VocabSize, max_token + 1);
+  // The format does not record the tokenizer: the largest id is what the model must cover (a
+  // custom tokenizer's shard trains with its own --vocab_size; GPT-2's reach 50256).
+  const int vocab = max_token + 1;
   std::string description =
       absl::StrCat(path, ": llm.c token shard, ", count, " tokens, vocab ", vocab);
   return TokenDataset(std::move(tokens), vocab, path, std::move(description));

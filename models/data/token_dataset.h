@@ -29,9 +29,6 @@ inline constexpr int32_t kLlmcShardMagic = 20240520;
 inline constexpr int32_t kLlmcShardVersion = 1;  // uint16 GPT-2 tokens
 inline constexpr int kLlmcHeaderInts = 256;
 inline constexpr int64_t kLlmcHeaderBytes = kLlmcHeaderInts * 4;
-// Vocabulary of GPT-2's tokenizer, which version-1 shards use (llm.c pads it to 50304 in the
-// model; the padding rows are never a target).
-inline constexpr int kGpt2VocabSize = 50257;
 // One token per byte.
 inline constexpr int kByteVocabSize = 256;
 
@@ -63,8 +60,8 @@ class TokenDataset {
 };
 
 // Reads a whole token file. A file whose first 4 bytes are kLlmcShardMagic (little-endian int32)
-// is an llm.c shard; vocab_size() is max(kGpt2VocabSize, largest token + 1), so train and
-// validation shards of the same tokenizer agree. Any other file is text: each byte is one token
+// is an llm.c shard; vocab_size() is its largest token + 1 (the least vocabulary a model needs
+// for it: the format does not name the tokenizer). Any other file is text: each byte is one token
 // (0..255), vocab_size() == kByteVocabSize.
 // Errors, each naming `path` and what is wrong:
 //   NotFound for a missing file; PermissionDenied or another errno-derived code if it cannot be

@@ -72,12 +72,19 @@ TEST(TokenDatasetTest, LlmcShardRoundTripIsBitExact) {
   EXPECT_THAT(loaded->description(), HasSubstr("llm.c token shard, 8 tokens, vocab 65536"));
 }
 
-TEST(TokenDatasetTest, Gpt2ShardHasGpt2Vocabulary) {
+// A shard's vocabulary is its largest token + 1: GPT-2's shards reach 50256, and a custom
+// tokenizer's shard with a small vocabulary trains a model of that vocabulary.
+TEST(TokenDatasetTest, ShardVocabularyIsItsLargestTokenPlusOne) {
   const std::string path = TempPath("gpt2.bin");
   ASSERT_TRUE(WriteLlmcShard(path, {50256, 3, 50256}).ok());
   absl::StatusOr<TokenDataset> loaded = LoadTokenFile(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->vocab_size(), 50257);
+  ASSERT_TRUE(WriteLlmcShard(path, {7, 63, 0, 12}).ok());
+  loaded = LoadTokenFile(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->vocab_size(), 64);
+  EXPECT_THAT(loaded->description(), HasSubstr("llm.c token shard, 4 tokens, vocab 64"));
 }
 
 TEST(TokenDatasetTest, ShardIsDetectedByMagicWhateverTheExtension) {
