@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 namespace loom::runtime {
@@ -36,12 +37,21 @@ TEST(ParallelTest, CoversRangeExactlyOnce) {
 TEST(ParallelTest, NestedCallsRunInline) {
   SetNumThreads(2);
   std::atomic<int64_t> total{0};
+  std::atomic<int> inner_calls{0}, other_thread{0};
   ParallelFor(4, 1, [&](int64_t begin, int64_t end) {
+    const std::thread::id outer = std::this_thread::get_id();
     for (int64_t i = begin; i < end; ++i) {
-      ParallelFor(100, 1, [&](int64_t b, int64_t e) { total.fetch_add(e - b); });
+      // Inline: one chunk covering the whole range, on the calling thread.
+      ParallelFor(100, 1, [&](int64_t b, int64_t e) {
+        total.fetch_add(e - b);
+        inner_calls.fetch_add(1);
+        if (std::this_thread::get_id() != outer) other_thread.fetch_add(1);
+      });
     }
   });
   EXPECT_EQ(total.load(), 400);
+  EXPECT_EQ(inner_calls.load(), 4);
+  EXPECT_EQ(other_thread.load(), 0);
 }
 
 TEST(ParallelTest, DefaultHonoursEnvironment) {
