@@ -505,9 +505,11 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
                    {"slowest_rank_excess_ms", straggler.excess_ms},
                    {"peak_bytes", MemoryJson(reports[0].peak_bytes)},
                    {"peak_bytes_per_rank", per_rank}});
-    for (int r = 0; r < world.size(); ++r) {
-      if (reports[r].stop_signal != 0)
+    // A stop signal ends the run after this step (the last step ends as usual: a full save).
+    for (int r = 0; r < world.size() && trainer.step() < o.steps; ++r) {
+      if (reports[r].stop_signal != 0) {
         return StopForSignal(trainer, leader, reports[r].stop_signal, r);
+      }
     }
     if (save_every > 0 && !m.skipped && m.step % save_every == 0 && m.step < o.steps) {
       LOOM_RETURN_IF_ERROR(SavePeriodic(trainer, leader, save_every));
