@@ -290,7 +290,8 @@ void ConvertBuffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
   LOOM_CHECK(src_dtype == DType::kF32 || dst_dtype == DType::kF32)
       << "ConvertBuffer: one side must be f32, got " << src_dtype << " -> " << dst_dtype;
   if (src_dtype == DType::kF32 && dst_dtype == DType::kF32) {
-    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    if (n > 0)
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));  // n 0: dst may be null
     return;
   }
   if (src_dtype == DType::kF32) {

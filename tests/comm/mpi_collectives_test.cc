@@ -8,6 +8,7 @@
 // timeout.
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -417,6 +418,38 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
     }
   }
   SyncRanks();
+}
+
+// Another user on the host can neither attach to a job's collectives nor read its gradients:
+// every shared-memory segment the shm backend maps (its rings and its arena) is owner-only (0600),
+// has an unpredictable name ("/loom-<purpose>-<pid>-<n>-<16 hex digits of random>") and is already
+// unlinked, so nothing in /dev/shm leads to it. Read from /proc/self/maps and map_files (root).
+TEST(MpiCollectivesTest, SharedSegmentsAreUnlinkedOwnerOnlyAndUnguessable) {
+  if (Backend() != "shm") GTEST_SKIP() << "the segments belong to the shm backend";
+  std::unique_ptr<Communicator> world = World(Sweep());
+  ASSERT_NE(world->shared_allocator(), nullptr);  // the arena too
+  SyncRanks();  // rank 0 unlinks each segment once every rank has mapped it, then returns
+  std::ifstream maps("/proc/self/maps");
+  int segments = 0;
+  for (std::string line; std::getline(maps, line);) {
+    const size_t at = line.find("/dev/shm/loom-");
+    if (at == std::string::npos) continue;
+    ++segments;
+    const std::string name = line.substr(at + 9);                   // "loom-..." and " (deleted)"
+    EXPECT_NE(name.find(" (deleted)"), std::string::npos) << line;  // unlinked
+    const std::string base = name.substr(0, name.find(' '));
+    const size_t dash = base.rfind('-');
+    ASSERT_NE(dash, std::string::npos) << base;
+    const std::string nonce = base.substr(dash + 1);
+    EXPECT_EQ(nonce.find_first_not_of("0123456789abcdef"), std::string::npos) << base;
+    EXPECT_GE(nonce.size(), 12u) << base;  // 64 random bits (absl::Hex drops leading zeros)
+    if (::geteuid() != 0) continue;        // map_files needs CAP_SYS_ADMIN
+    struct stat st;
+    const std::string range = line.substr(0, line.find(' '));
+    ASSERT_EQ(::stat(("/proc/self/map_files/" + range).c_str(), &st), 0) << range;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << base;
+  }
+  EXPECT_GE(segments, 2) << "expected the communicator's rings and its arena";
 }
 
 TEST(MpiCollectivesTest, UnknownBackendNamesTheChoices) {
