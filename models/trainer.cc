@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <tuple>
 
@@ -726,6 +727,51 @@ absl::Status Trainer::WriteCheckpoint(const std::vector<io::NamedTensor>& weight
   return io::PruneCheckpoints(options_.save_dir, options_.keep_checkpoints).status();
 }
 
+namespace {
+
+// What Resume reads from trainer.json, every field type-checked (a damaged or hand-edited file is
+// an error naming the field, never an exception).
+struct SavedState {
+  nlohmann::json run;                                   // an object: the run's identity
+  nlohmann::json schedule = nlohmann::json::object();   // an object: the LR schedule's fields
+  int64_t data_position = -1;                           // -1: absent (SetPosition refuses it)
+  std::optional<std::pair<float, int64_t>> loss_scale;  // scale, clean steps
+};
+
+absl::StatusOr<SavedState> ParseSavedState(const std::string& text, const std::string& path) {
+  const nlohmann::json state = nlohmann::json::parse(text, nullptr, false);
+  if (state.is_discarded() || !state.is_object() || !state.contains("run") ||
+      !state["run"].is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": not a loom train state"));
+  }
+  auto bad = [&](const char* field) {
+    return absl::DataLossError(absl::StrCat(path, ": field \"", field, "\" has the wrong type"));
+  };
+  SavedState saved;
+  saved.run = state["run"];
+  if (state.contains("lr_schedule")) {
+    if (!state["lr_schedule"].is_object()) return bad("lr_schedule");
+    saved.schedule = state["lr_schedule"];
+  }
+  if (state.contains("data_position")) {
+    if (!state["data_position"].is_number_integer()) return bad("data_position");
+    saved.data_position = state["data_position"].get<int64_t>();
+  }
+  if (state.contains("loss_scale")) {
+    const nlohmann::json& ls = state["loss_scale"];
+    if (!ls.is_object() || !ls.contains("scale") || !ls["scale"].is_number() ||
+        !ls.contains("clean_steps") || !ls["clean_steps"].is_number_integer() ||
+        !(ls["scale"].get<double>() > 0.0 && ls["scale"].get<double>() < 3.4e38) ||
+        ls["clean_steps"].get<int64_t>() < 0) {
+      return bad("loss_scale");
+    }
+    saved.loss_scale = {ls["scale"].get<float>(), ls["clean_steps"].get<int64_t>()};
+  }
+  return saved;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
   LOOM_ASSIGN_OR_RETURN(std::string dir, io::FindLatestCheckpoint(options_.save_dir));
   LOOM_ASSIGN_OR_RETURN(io::LoadedCheckpoint ckpt, io::LoadCheckpoint(dir));
@@ -734,20 +780,19 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
       return absl::DataLossError(absl::StrCat(dir, ": checkpoint has no ", name));
     }
   }
-  const nlohmann::json state = nlohmann::json::parse(ckpt.files[kStateFile], nullptr, false);
-  if (state.is_discarded() || !state.is_object() || !state.contains("run")) {
-    return absl::DataLossError(absl::StrCat(dir, "/", kStateFile, ": not a loom train state"));
-  }
+  LOOM_ASSIGN_OR_RETURN(
+      const SavedState state,
+      ParseSavedState(ckpt.files[kStateFile], absl::StrCat(dir, "/", kStateFile)));
   const nlohmann::json expected = RunIdentity(options_, model_->config(), seq_len_);
   for (const auto& [field, value] : expected.items()) {
-    if (state["run"].value(field, nlohmann::json()) != value) {
+    if (state.run.value(field, nlohmann::json()) != value) {
       return absl::FailedPreconditionError(absl::StrCat(
-          dir, " was written with ", field, "=", state["run"].value(field, nlohmann::json()).dump(),
+          dir, " was written with ", field, "=", state.run.value(field, nlohmann::json()).dump(),
           " but this run has ", field, "=", value.dump(), "; resume with the same setting"));
     }
   }
   // The schedule must continue as it was planned (a different --steps, --lr, ... would bend it).
-  const nlohmann::json saved_schedule = state.value("lr_schedule", nlohmann::json::object());
+  const nlohmann::json& saved_schedule = state.schedule;
   const nlohmann::json schedule = ScheduleJson(schedule_.options());
   for (const auto& [field, value] : schedule.items()) {
     if (saved_schedule.contains(field) && saved_schedule[field] != value) {
@@ -763,10 +808,12 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::Resume() {
   LOOM_ASSIGN_OR_RETURN(io::SafetensorsFile opt,
                         io::ParseSafetensors(ckpt.files[kOptimizerFile], dir + "/" + kOptimizerFile,
                                              runtime::MemoryTag::kOptimizer));
-  LOOM_RETURN_IF_ERROR(sampler_->SetPosition(state.value("data_position", int64_t{-1})));
-  if (state.contains("loss_scale")) {
-    scaler_.Restore(state["loss_scale"].value("scale", scaler_.scale()),
-                    state["loss_scale"].value("clean_steps", int64_t{0}));
+  if (const absl::Status position = sampler_->SetPosition(state.data_position); !position.ok()) {
+    return absl::Status(position.code(),
+                        absl::StrCat(dir, "/", kStateFile, ": ", position.message()));
+  }
+  if (state.loss_scale.has_value()) {
+    scaler_.Restore(state.loss_scale->first, state.loss_scale->second);
   }
   resumed_from_ = dir;
   resumed_step_ = ckpt.step;

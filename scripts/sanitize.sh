@@ -3,16 +3,21 @@
 # several minutes on 2 cores and the instrumented tests run 2-10x slower).
 #   bash scripts/sanitize.sh asan   # AddressSanitizer + UndefinedBehaviorSanitizer: unit, mpi, fault
 #   bash scripts/sanitize.sh tsan   # ThreadSanitizer: the threads-backend comm tests
+#   bash scripts/sanitize.sh all    # both
 # Builds into build-asan / build-tsan (Release with -fsanitize, no benchmarks); any report fails
 # the test that produced it (halt_on_error; UBSan does not recover). Extra arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-kind="${1:?usage: sanitize.sh asan|tsan [ctest args]}"
+kind="${1:?usage: sanitize.sh asan|tsan|all [ctest args]}"
 shift
+if [ "$kind" = all ]; then  # both, one after the other; fails if either finds anything
+  bash "$0" asan "$@"
+  exec bash "$0" tsan "$@"
+fi
 case "$kind" in
   asan) flags="address,undefined"; dir=build-asan; tests=(-L "unit|mpi|fault") ;;
   tsan) flags="thread"; dir=build-tsan; tests=(-R "comm_local_test|comm_p2p_algorithms_test|comm_hierarchical_test") ;;
-  *) echo "sanitize.sh: unknown kind '$kind' (asan or tsan)" >&2; exit 2 ;;
+  *) echo "sanitize.sh: unknown kind '$kind' (asan, tsan or all)" >&2; exit 2 ;;
 esac
 bash scripts/setup.sh
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DLOOM_BUILD_BENCH=OFF -DLOOM_SANITIZE="$flags"

@@ -1,10 +1,11 @@
 // Bounded mutation fuzzing of what loom reads from disk (issue #13): the safetensors parser, a
-// checkpoint's MANIFEST + COMMIT, and the token-file reader. Each target starts from valid seed
-// inputs built here, applies random mutations (bit flips, byte overwrites with boundary values,
-// truncation, insertion, duplication of a span, rewriting length fields) and feeds every mutant to
-// the parser: it must return (a value or an error with a message), never crash, hang or allocate
-// without bound. Run under scripts/sanitize.sh asan it also finds memory errors. Deterministic
-// (fixed seed) and bounded by iterations and time, so it runs in the ordinary suite.
+// checkpoint's MANIFEST + COMMIT, the trainer state (trainer.json) and the token-file reader. Each
+// target starts from valid seed inputs built here, applies random mutations (bit flips, byte
+// overwrites with boundary values, truncation, insertion, duplication of a span, rewriting length
+// fields) and feeds every mutant to the parser: it must return (a value or an error with a
+// message), never crash, hang or allocate without bound. Run under scripts/sanitize.sh asan it also
+// finds memory errors. Deterministic (fixed seed) and bounded by iterations and time, so it runs in
+// the ordinary suite.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -13,12 +14,14 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "models/data/token_dataset.h"
+#include "models/trainer.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/file.h"
 #include "runtime/io/safetensors.h"
@@ -167,6 +170,44 @@ TEST(FuzzTest, TokenFileReader) {
     }
   });
   fs::remove_all(dir);
+}
+
+// trainer.json as Trainer::Create(--resume) reads it: every mutant is saved as a proper checkpoint
+// (so it passes the checksums and reaches the parser) and resumed; the resume succeeds or fails
+// with an error naming the file, never an exception.
+TEST(FuzzTest, TrainerState) {
+  const std::string save = TempDir("trainer");
+  models::TrainOptions o;
+  o.preset = "tiny";
+  o.steps = 2;
+  o.save_dir = save;
+  {
+    absl::StatusOr<std::unique_ptr<models::Trainer>> t = models::Trainer::Create(o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Step().ok());
+    ASSERT_TRUE((*t)->SaveCheckpoint().ok());
+  }
+  absl::StatusOr<runtime::io::LoadedCheckpoint> ckpt =
+      runtime::io::LoadCheckpoint(save + "/step-00000001");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  o.resume = true;
+  int resumed = 0;
+  Fuzz(400, {ckpt->files.at("trainer.json")}, [&](const std::string& state) {
+    ASSERT_TRUE(runtime::io::SaveCheckpoint(
+                    save, 1,
+                    {{"model.safetensors", ckpt->files.at("model.safetensors")},
+                     {"optimizer.safetensors", ckpt->files.at("optimizer.safetensors")},
+                     {"trainer.json", state}})
+                    .ok());
+    absl::StatusOr<std::unique_ptr<models::Trainer>> t = models::Trainer::Create(o);
+    if (t.ok()) {
+      ++resumed;
+    } else {
+      ASSERT_NE(t.status().message().find(save), std::string::npos) << t.status();
+    }
+  });
+  EXPECT_GE(resumed, 1);  // the seed itself
+  fs::remove_all(save);
 }
 
 }  // namespace
