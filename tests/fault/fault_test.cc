@@ -461,7 +461,10 @@ TEST_F(FaultTest, NonFiniteGradientsSkipThenStop) {
     EXPECT_NE(skipped.err.find("step 5: non-finite loss or gradients, step skipped"),
               std::string::npos);
 
-    const Result stopped = RunMpi(2, args + Path("b.jsonl") + " --inject_overflow_count 3", "b");
+    const std::string save = Path("ckpt_" + precision);
+    const std::string saving = " --save_every 2 --save_dir " + save;
+    const Result stopped =
+        RunMpi(2, args + Path("b.jsonl") + " --inject_overflow_count 3" + saving, "b");
     EXPECT_EQ(stopped.rc, 1);
     const std::string message =
         "step 5: non-finite loss or gradients 3 times in a row (--nonfinite_skips 2); first "
@@ -470,6 +473,19 @@ TEST_F(FaultTest, NonFiniteGradientsSkipThenStop) {
     const size_t first = stopped.err.find(message);
     ASSERT_NE(first, std::string::npos) << stopped.err;
     EXPECT_NE(stopped.err.find(message, first + 1), std::string::npos) << stopped.err;
+
+    // Nothing lost: the last checkpoint (step 4, before the bad steps) resumes to the losses of
+    // a run that never saw them.
+    EXPECT_EQ(CommittedSteps(save), (std::vector<int64_t>{2, 4}));
+    const std::string clean =
+        "--preset tiny --steps 8 --precision " + precision + " --metrics_out ";
+    fs::remove(Path("r.jsonl"));
+    fs::remove(Path("c.jsonl"));
+    ASSERT_EQ(RunMpi(2, clean + Path("r.jsonl"), "r").rc, 0);
+    const Result resumed = RunMpi(2, clean + Path("c.jsonl") + saving + " --resume", "c");
+    ASSERT_EQ(resumed.rc, 0) << resumed.err;
+    ASSERT_EQ(ReadMetrics("c").size(), 4u);
+    ExpectSameLosses(ReadMetrics("c"), ReadMetrics("r"), 0.0);
   }
 }
 
