@@ -589,12 +589,19 @@ absl::StatusOr<bool> DataParallel::GradientsFinite() {
     if (!finite) break;
     finite = std::isfinite(runtime::kernels::SumOfSquares(slot.grad));
   }
-  Tensor flag = Tensor::FromVector<int32_t>({1}, {finite}, MemoryTag::kComm, allocator_);
-  LOOM_RETURN_IF_ERROR(group_.AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
-  for (comm::Communicator* g : ModelParallelGroups()) {  // every rank of the job decides alike
-    LOOM_RETURN_IF_ERROR(g->AllReduce(flag, flag, comm::ReduceOp::kMin)->Wait());
+  // Every rank of the job decides alike.
+  LOOM_ASSIGN_OR_RETURN(finite, MinOverRanks(finite, /*include_pp=*/true));
+  return finite == 1;
+}
+
+absl::StatusOr<int32_t> DataParallel::MinOverRanks(int32_t local, bool include_pp) const {
+  Tensor value = Tensor::FromVector<int32_t>({1}, {local}, MemoryTag::kComm, allocator_);
+  LOOM_RETURN_IF_ERROR(group_.AllReduce(value, value, comm::ReduceOp::kMin)->Wait());
+  for (comm::Communicator* g : ModelParallelGroups()) {
+    if (g == options_.pp && !include_pp) continue;
+    LOOM_RETURN_IF_ERROR(g->AllReduce(value, value, comm::ReduceOp::kMin)->Wait());
   }
-  return flag.data<int32_t>()[0] == 1;
+  return value.data<int32_t>()[0];
 }
 
 absl::StatusOr<std::string> DataParallel::FirstNonFiniteGradient() {
@@ -610,13 +617,8 @@ absl::StatusOr<std::string> DataParallel::FirstNonFiniteGradient() {
       first = std::min(first, ordinal.at(slot_params_[i]));
     }
   }
-  Tensor key = Tensor::FromVector<int32_t>({1}, {first}, MemoryTag::kComm, allocator_);
-  LOOM_RETURN_IF_ERROR(group_.AllReduce(key, key, comm::ReduceOp::kMin)->Wait());
-  for (comm::Communicator* g : {options_.tp, options_.ep}) {
-    if (g == nullptr || g->size() == 1) continue;
-    LOOM_RETURN_IF_ERROR(g->AllReduce(key, key, comm::ReduceOp::kMin)->Wait());
-  }
-  first = key.data<int32_t>()[0];
+  // Not over pp: its stages hold other parameters, so their ordinals mean other things.
+  LOOM_ASSIGN_OR_RETURN(first, MinOverRanks(first, /*include_pp=*/false));
   return first == std::numeric_limits<int32_t>::max() ? std::string() : order[first]->name();
 }
 

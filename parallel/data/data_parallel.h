@@ -222,6 +222,8 @@ class DataParallel : public ParameterUseHooks {
   void BuildSlots();
   // The sum of every rank's `local` over `group`, the same bits on every rank (collective).
   absl::StatusOr<double> SumOverRanks(double local, comm::Communicator& group) const;
+  // The minimum of `local` over the group and the model-parallel groups (pp only if `include_pp`).
+  absl::StatusOr<int32_t> MinOverRanks(int32_t local, bool include_pp) const;
   // A zeroed flat buffer (storage that is accumulated into or only partly written).
   runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
                        runtime::DType dtype = runtime::DType::kF32) const;

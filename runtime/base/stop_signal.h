@@ -28,7 +28,7 @@ void StartStopSignalWatcher();
 void UnblockStopSignals();
 // The first stop signal the watcher took (SIGTERM or SIGUSR1), or 0.
 int StopSignalReceived();
-// Name of a signal for messages: "SIGTERM", "SIGUSR1", ..., or "another signal".
+// Name of a stop signal for messages: "SIGTERM", "SIGUSR1", or "another signal".
 const char* SignalName(int signal);
 
 }  // namespace loom::base

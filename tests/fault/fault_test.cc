@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -189,36 +190,35 @@ class FaultTest : public ::testing::Test {
   }
 
   // Committed checkpoints in `save_dir`, as step numbers.
+  // The names in `dir` that start with `prefix`, sorted.
+  static std::vector<std::string> NamesWithPrefix(const std::string& dir,
+                                                  const std::string& prefix) {
+    std::vector<std::string> names;
+    for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename();
+      if (name.rfind(prefix, 0) == 0) names.push_back(name);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  // Committed checkpoints in `save_dir`, as step numbers (oldest first).
   static std::vector<int64_t> CommittedSteps(const std::string& save_dir) {
     std::vector<int64_t> steps;
-    for (const fs::directory_entry& e : fs::directory_iterator(save_dir)) {
-      const std::string name = e.path().filename();
-      if (name.rfind("step-", 0) == 0 && fs::exists(e.path() / "COMMIT")) {
+    for (const std::string& name : NamesWithPrefix(save_dir, "step-")) {
+      if (fs::exists(fs::path(save_dir) / name / "COMMIT"))
         steps.push_back(std::stoll(name.substr(5)));
-      }
     }
-    std::sort(steps.begin(), steps.end());
     return steps;
   }
 
+  // What interrupted saves left behind.
   static std::vector<std::string> Leftovers(const std::string& save_dir) {
-    std::vector<std::string> names;
-    for (const fs::directory_entry& e : fs::directory_iterator(save_dir)) {
-      const std::string name = e.path().filename();
-      if (name.rfind(".tmp", 0) == 0) names.push_back(name);
-    }
-    return names;
+    return NamesWithPrefix(save_dir, ".tmp");
   }
 
   // Every segment loom made in /dev/shm (named /loom-*): none outlives its job.
-  static std::vector<std::string> LoomShmSegments() {
-    std::vector<std::string> names;
-    for (const fs::directory_entry& e : fs::directory_iterator("/dev/shm")) {
-      const std::string name = e.path().filename();
-      if (name.rfind("loom-", 0) == 0) names.push_back(name);
-    }
-    return names;
-  }
+  static std::vector<std::string> LoomShmSegments() { return NamesWithPrefix("/dev/shm", "loom-"); }
 
   fs::path dir_;
 };
@@ -227,8 +227,9 @@ class FaultTest : public ::testing::Test {
 // no value), checkpointing every 100 steps.
 constexpr int kSteps = 300;
 std::string TinyArgs(const std::string& save_dir, const std::string& metrics) {
-  return "--preset tiny --steps 300 --zero 1 --save_every 100 --keep_checkpoints 2 "
-         "--inject_straggler_ms 3 --inject_straggler_rank 0 --save_dir " +
+  return "--preset tiny --steps " + std::to_string(kSteps) +
+         " --zero 1 --save_every 100 --keep_checkpoints 2 --inject_straggler_ms 3 "
+         "--inject_straggler_rank 0 --save_dir " +
          save_dir + " --metrics_out " + metrics;
 }
 
@@ -277,8 +278,9 @@ TEST_F(FaultTest, RankKilledMidStep) {
   // 8. Resumed under another layout (one rank, ZeRO off): the killed run's checkpoint continues
   // within the equivalence tolerance of data parallelism (tests/parallel/dp_checks.h).
   const Result single = RunMpi(1,
-                               "--preset tiny --steps 300 --save_every 100 --resume --save_dir " +
-                                   Path("ckpt1") + " --metrics_out " + Path("c.jsonl"),
+                               "--preset tiny --steps " + std::to_string(kSteps) +
+                                   " --save_every 100 --resume --save_dir " + Path("ckpt1") +
+                                   " --metrics_out " + Path("c.jsonl"),
                                "c");
   ASSERT_EQ(single.rc, 0) << single.err;
   EXPECT_NE(single.out.find("resumed from " + Path("ckpt1") + "/step-00000100"), std::string::npos)
