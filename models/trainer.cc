@@ -401,6 +401,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
            .param_dtype = working,
            .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
            .overlap = options.overlap_grad_reduce,
+           .overlap_param_gather = options.overlap_param_gather,
            .replicas = t->replica_group_.get(),
            .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
            .tp = context.tp,
@@ -476,6 +477,7 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
   optimizer_event_.start_us = runtime::SteadyMicros();
   LOOM_RETURN_IF_ERROR(dp_->FinishBackward());
   m.exposed_reduce_ms = dp_->exposed_reduce_ms();
+  m.exposed_gather_ms = dp_->exposed_gather_ms();
   m.exposed_tp_ms = model_->tp_wait_ms();
   m.exposed_a2a_ms = model_->moe_exchange_wait_ms();
   m.lr = schedule_.At(optimizer_->step());

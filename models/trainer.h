@@ -75,6 +75,9 @@ struct TrainOptions {
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
   int64_t bucket_bytes = 4 << 20;   // gradient bucket size
   bool overlap_grad_reduce = true;  // false: reduce only after backward (a measurement baseline)
+  // ZeRO-1/2: the updated parameters' all-gathers overlap the next forward (false: the step waits
+  // for them at its end, the baseline). Either way the same values, bitwise.
+  bool overlap_param_gather = true;
   // Working parameters and activations: fp32, bf16 or fp16 (f32 master weights either way; fp16
   // with dynamic loss scaling). Gradients travel in grad_reduce_dtype (fp32, bf16, fp16).
   std::string precision = "fp32";
@@ -121,6 +124,7 @@ struct StepMetrics {
   double tokens_per_s = 0.0;
   double gflops = 0.0;             // achieved, from GptModel::TrainingFlopsPerToken
   double exposed_reduce_ms = 0.0;  // waiting for gradient reductions after backward
+  double exposed_gather_ms = 0.0;  // units waiting for their parameters' all-gathers (ZeRO)
   double exposed_tp_ms = 0.0;      // waiting for tensor-parallel collectives (forward + backward)
   double exposed_a2a_ms = 0.0;     // waiting for the MoE layers' expert-parallel exchanges
   float loss_scale = 1.0f;         // the scale this step's backward used (fp16; else 1)

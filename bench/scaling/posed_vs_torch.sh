@@ -3,11 +3,14 @@
 # (scripts/posed_cluster.sh): 2 hosts × 1 rank behind links of --rate, same GPT preset, global
 # batch, threads and AdamW settings on both sides, alternating round by round. Issue #16's rows,
 # each against the better of PyTorch's DDP and FSDP2 (gloo over the same links):
-#   fp32  loom DP (--comm hier over loom's sockets) vs DDP / FSDP2 in fp32     (target >= 1.5x)
-#   bf16  loom --precision bf16 --autocast --grad_reduce_dtype bf16 vs CPU autocast bf16 with
+#   fp32  loom ZeRO-1 (--comm hier over loom's sockets) vs DDP / FSDP2 in fp32  (target >= 1.5x)
+#   bf16  loom ZeRO-1 --precision bf16 --autocast --grad_reduce_dtype bf16 vs CPU autocast bf16 with
 #         DDP's bf16_compress_hook / FSDP2 reducing in bf16                    (target >= 1.5x)
+# loom runs ZeRO-1, its layout for slow links: the reduce-scatter overlaps backward and the updated
+# parameters' all-gather the next forward (docs/data_parallel.md).
 # Each figure is the median tokens/s over the steps after the first two; loom's exposed
-# communication (the share of a step spent waiting for reductions after backward) beside it. Needs
+# communication (the share of a step spent waiting for reductions after backward and for the
+# parameters' all-gathers in forward) beside it. Needs
 # root for the namespaces. The CPU model is recorded with the figures.
 #
 #   bash bench/scaling/posed_vs_torch.sh [--rate 1gbit] [--preset cpu-small] [--batch 8]
@@ -42,7 +45,7 @@ loom() {  # name [train_gpt flags...]
   shift
   echo "[round $r/$rounds] loom $name ($rate)"
   LOOM_P2P_TRANSPORT=socket LOOM_NUM_THREADS=1 "${cluster[@]}" "$build/examples/train_gpt" \
-    --preset "$preset" --batch "$batch" --steps "$steps" --threads 1 --comm hier \
+    --preset "$preset" --batch "$batch" --steps "$steps" --threads 1 --comm hier --zero 1 \
     --metrics_out "$work/loom_${name}_$r.jsonl" "$@" > "$work/loom_${name}_$r.log" 2>&1 ||
     { cat "$work/loom_${name}_$r.log" >&2; exit 1; }
 }
@@ -74,7 +77,7 @@ def loom(name):
     for r in range(1, int(rounds) + 1):
         steps = [json.loads(l) for l in open(f"{work}/loom_{name}_{r}.jsonl")][2:]
         tok += [s["tokens_per_s"] for s in steps]
-        exposed += [s["exposed_reduce_ms"] / s["step_ms"] for s in steps]
+        exposed += [(s["exposed_reduce_ms"] + s["exposed_gather_ms"]) / s["step_ms"] for s in steps]
     return statistics.median(tok), statistics.median(exposed)
 def torch(name):
     tok = []

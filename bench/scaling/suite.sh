@@ -102,6 +102,9 @@ row = {"layout": layout, "hosts": int(hosts), "ranks_per_host": int(per), "rate"
        "comm": f[f.index("--comm") + 1], "transport": transport, "zero": zero,
        "wire_bytes": wire, "parameters": params, "tokens_per_s": med("tokens_per_s"),
        "step_ms": med("step_ms"), "exposed_reduce_ms": med("exposed_reduce_ms"),
+       "exposed_gather_ms": med("exposed_gather_ms"),
+       "exposed_comm_ms": statistics.median(s["exposed_reduce_ms"] + s["exposed_gather_ms"]
+                                            for s in steps),
        "peak_bytes_per_rank": peak, "cpu": cpu}
 h, k = int(hosts), int(per)
 n = h * k
@@ -111,10 +114,14 @@ if "--hsdp_shard" in f:  # only the shards' all-reduce crosses: 1/k of the gradi
 elif h > 1:
     # A ring over the n ranks leaves each host once (ranks of a host are consecutive): each host
     # link carries one rank's ring traffic.
-    share = (n - 1) / n
-    sent = 2 * share * params * wire if zero == 0 else share * params * (wire + 4)
-    if zero == 3:
-        sent += 2 * share * params * 4
+    # Reduce-scatter: the first hop carries a rank's own values in the wire dtype, the other
+    # n - 2 hops f32 partial sums; then the all-gathers (n - 1 blocks each): the reduced
+    # gradients (DDP), the updated f32 parameters (ZeRO-1/2), or the parameters before forward
+    # and before backward (ZeRO-3).
+    block = params / n
+    sent = block * (wire + (n - 2) * 4)
+    gather = (n - 1) * block
+    sent += {0: gather * wire, 1: gather * 4, 2: gather * 4, 3: 2 * gather * 4}[zero]
     row["link_bytes_per_step"] = sent
 row["wire_bytes"] = wire
 print(json.dumps(row))

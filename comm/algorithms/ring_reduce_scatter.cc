@@ -27,20 +27,22 @@ absl::Status RingReduceScatterBlocks(const P2PContext& ctx, const void* in,
   const int64_t max_len = blocks.MaxLength();
   char* const send_buf = scratch.send.Get(Bytes(acc, max_len));
   char* const recv_buf = scratch.recv.Get(Bytes(acc, max_len));
-  // This rank's contribution widened to f32 (16-bit sums only).
+  // 16-bit sums only: this rank's contribution widened to f32, and the first hop's message.
   char* const widened = acc != dtype ? scratch.widened.Get(Bytes(acc, max_len)) : nullptr;
+  char* const narrow = acc != dtype ? scratch.narrow.Get(Bytes(dtype, max_len)) : nullptr;
 
+  // The first hop forwards each rank's own block as it is: 16-bit values are exact, so widening
+  // them first would only double the bytes on the wire. Later hops carry f32 partial sums.
   int send_block = (r + n - 1) % n;
-  const void* send_ptr = block_in(send_block);  // step 0 forwards this rank's own block as is
-  if (acc != dtype) {
-    ConvertElements(block_in(send_block), dtype, send_buf, acc, len(send_block));
-    send_ptr = send_buf;
-  }
+  const void* send_ptr = block_in(send_block);
+  DType wire = dtype;
   for (int k = 0; k < n - 1; ++k) {
     const int recv_block = (r + 2 * n - k - 2) % n;
-    LOOM_RETURN_IF_ERROR(p2p.SendRecv(send_ptr, Bytes(acc, len(send_block)), next, recv_buf,
-                                      Bytes(acc, len(recv_block)), prev, ctx.tag, ctx.deadline));
     const int64_t m = len(recv_block);
+    char* const into = wire != acc ? narrow : recv_buf;
+    LOOM_RETURN_IF_ERROR(p2p.SendRecv(send_ptr, Bytes(wire, len(send_block)), next, into,
+                                      Bytes(wire, m), prev, ctx.tag, ctx.deadline));
+    if (into != recv_buf) ConvertElements(into, dtype, recv_buf, acc, m);
     const void* mine = block_in(recv_block);
     if (acc != dtype) {
       ConvertElements(mine, dtype, widened, acc, m);
@@ -62,6 +64,7 @@ absl::Status RingReduceScatterBlocks(const P2PContext& ctx, const void* in,
     // The send buffer was consumed by the SendRecv above; it receives the next partial.
     if (m > 0) ReduceBuffers(acc, HopOp(op), inputs, 2, send_buf, m, 1);
     send_ptr = send_buf;
+    wire = acc;
     send_block = recv_block;
   }
   return absl::OkStatus();

@@ -25,13 +25,14 @@ absl::Status RingReduceScatter(const P2PContext& ctx, const void* in, void* out,
 
 // The buffers of RingReduceScatterBlocks, kept across the segments of one call.
 struct RingScratch {
-  Scratch send, recv, widened;
+  Scratch send, recv, widened, narrow;
 };
 
 // One unsegmented ring pass over arbitrary blocks (one per rank, offsets in elements of `in`):
 // writes block rank() reduced over every rank to `out` (blocks.length[rank()] elements); kAvg
 // divides by `avg_divisor`. `out` may equal the block's own place in `in`. Messages are whole
-// blocks in AccumDType. RingAllReduce runs it once per segment.
+// blocks: the first hop's in `dtype` (each rank's own values), later hops' in AccumDType (f32
+// partial sums of 16-bit values). RingAllReduce runs it once per segment.
 absl::Status RingReduceScatterBlocks(const P2PContext& ctx, const void* in,
                                      const BlockLayout& blocks, void* out, runtime::DType dtype,
                                      ReduceOp op, int avg_divisor, RingScratch& scratch);

@@ -23,9 +23,11 @@ namespace {
 
 // A failed collective inside a model's hook cannot be returned to the caller: the layer about to
 // run needs its parameters. The communicator already logged the op, sequence number and ranks.
+void CheckOk(const absl::Status& status, const char* what) {
+  LOOM_CHECK(status.ok()) << "data parallel " << what << " failed: " << status;
+}
 void CheckWait(const std::shared_ptr<comm::Work>& work, const char* what) {
-  const absl::Status s = work->Wait();
-  LOOM_CHECK(s.ok()) << "data parallel " << what << " failed: " << s;
+  CheckOk(work->Wait(), what);
 }
 
 // [lo, hi) ∩ [a, b), or an empty range at lo.
@@ -279,6 +281,7 @@ void DataParallel::ZeroGrad() {
   first_micro_ = true;
   micro_started_ = false;
   reduction_spans_.clear();
+  exposed_gather_ms_ = 0.0;
 }
 
 void DataParallel::BeginMicroBatch(bool last) {
@@ -644,22 +647,49 @@ absl::Status DataParallel::FinishOptimizerStep() {
   }
   // Stages 1-2: each rank updated its shard of the full master; all-gather the updated shards
   // (in the working dtype) into every rank's working values. The staged input does not alias the
-  // output.
-  std::vector<Tensor> staged;
-  std::vector<std::shared_ptr<comm::Work>> works;
+  // output. With overlap_param_gather the gathers start at the next use of a unit (StartUpdates),
+  // not here: collectives issued in between (a step's reports, on the same communicator or the
+  // same links) would otherwise queue behind them.
+  LOOM_RETURN_IF_ERROR(WaitForParameters());  // the previous step's, if nothing used them since
   const int64_t rank = group_.rank();
   for (Bucket& b : buckets_) {
-    Tensor mine = Scratch(b.shard, MemoryTag::kComm, work);
+    b.gather_in = Scratch(b.shard, MemoryTag::kComm, work);
     const float* updated = b.master.data<float>() + (master_full() ? rank * b.shard : 0);
-    runtime::ConvertBuffer(updated, runtime::DType::kF32, mine.raw_data(), work, b.shard);
-    works.push_back(group_.AllGather(mine, mixed() ? b.low : b.master));
-    staged.push_back(std::move(mine));
+    runtime::ConvertBuffer(updated, runtime::DType::kF32, b.gather_in.raw_data(), work, b.shard);
   }
+  updates_due_ = true;
+  return options_.overlap_param_gather ? absl::OkStatus() : WaitForParameters();
+}
+
+void DataParallel::StartUpdates() {
+  if (!updates_due_) return;
+  updates_due_ = false;
+  // In order of first use (the last bucket first): the first units wait least.
+  for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
+    b->gather = group_.AllGather(b->gather_in, mixed() ? b->low : b->master);
+  }
+}
+
+absl::Status DataParallel::WaitForParameters() {
+  StartUpdates();
   absl::Status status;
-  for (auto& w : works) {
-    absl::Status s = w->Wait();
-    if (!s.ok() && status.ok()) status = s;
-  }
+  for (Bucket& b : buckets_) status.Update(AwaitUpdate(b));
+  return status;
+}
+
+absl::Status DataParallel::AwaitUpdate(Bucket& b) {
+  if (options_.zero_stage == 3 || b.gather == nullptr) return absl::OkStatus();
+  const absl::Status status = WaitGather(b.gather);
+  b.gather_in = Tensor();
+  return status;
+}
+
+absl::Status DataParallel::WaitGather(std::shared_ptr<comm::Work>& work) {
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status status = work->Wait();
+  work = nullptr;
+  exposed_gather_ms_ +=
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return status;
 }
 
@@ -676,8 +706,7 @@ void DataParallel::Materialize(Bucket& b) {
   Tensor source = b.low;
   if (options_.zero_stage == 3) {
     StartGather(static_cast<int>(&b - buckets_.data()));
-    CheckWait(b.gather, "parameter all-gather");
-    b.gather = nullptr;
+    CheckOk(WaitGather(b.gather), "parameter all-gather");
     source = std::move(b.gathered);
     b.gathered = Tensor();
   }
@@ -701,7 +730,7 @@ void DataParallel::ReleaseValues(Bucket& b) {
 absl::Status DataParallel::GatherParameters() {
   // Every gather issued is waited for before returning, even after an error: none may still be
   // writing into a buffer this engine frees.
-  absl::Status status;
+  absl::Status status = WaitForParameters();
   std::vector<std::shared_ptr<comm::Work>> works(buckets_.size());
   for (size_t i = 0; i < buckets_.size(); ++i) {
     Bucket& b = buckets_[i];
@@ -742,12 +771,16 @@ int DataParallel::LastUse(const Bucket& b, Pass pass) const {
 
 void DataParallel::BeforeUse(int unit, Pass pass) {
   PollReductions();
+  StartUpdates();
   for (int bucket : unit_buckets_[unit]) StartGather(bucket);
   const int next = pass == Pass::kForward ? unit + 1 : unit - 1;
   if (next >= 0 && next < static_cast<int>(unit_buckets_.size())) {
     for (int bucket : unit_buckets_[next]) StartGather(bucket);  // prefetch (stage 3)
   }
-  for (int bucket : unit_buckets_[unit]) Materialize(buckets_[bucket]);
+  for (int bucket : unit_buckets_[unit]) {
+    CheckOk(AwaitUpdate(buckets_[bucket]), "parameter all-gather");  // overlap_param_gather
+    Materialize(buckets_[bucket]);
+  }
   if (options_.zero_stage >= 2 && pass == Pass::kBackward) {
     for (int bucket : unit_buckets_[unit]) {
       Bucket& b = buckets_[bucket];

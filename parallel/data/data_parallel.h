@@ -76,6 +76,12 @@ class DataParallel : public ParameterUseHooks {
     // Start each bucket's reduction as soon as its gradients are final (true), or only after the
     // backward pass (false: the baseline that measures how much of the reduction overlap hides).
     bool overlap = true;
+    // Stages 1-2: all-gather the updated parameters while the next forward runs (started at the
+    // first unit's BeforeUse, in order of first use; each unit waits only for its own buckets),
+    // instead of at the end of FinishOptimizerStep. Until a unit's next use, GatherParameters or
+    // WaitForParameters, its parameters' values are stale or being written: read them only after
+    // one of those.
+    bool overlap_param_gather = false;
     // nullptr: Allocator::Default(). Buffers collectives write into come from the group's shared
     // arena when it has one; they are counted in Allocator::Default() whatever this is.
     runtime::Allocator* allocator = nullptr;
@@ -157,7 +163,12 @@ class DataParallel : public ParameterUseHooks {
       const std::vector<optim::NamedTensor>& whole, const std::vector<std::string>& suffixes) const;
   // Brings every rank's parameters up to date after the optimizer updated the master shard:
   // stages 1-2 all-gather the updated shards, mixed precision re-derives the working copy.
+  // With overlap_param_gather the all-gathers are only staged here, and started and waited for
+  // where the parameters are next used (BeforeUse), or by WaitForParameters.
   absl::Status FinishOptimizerStep();
+  // Starts and waits for the parameter all-gathers FinishOptimizerStep left (overlap_param_gather),
+  // so the parameters' values can be read; the first error. Collective when some were left.
+  absl::Status WaitForParameters();
   // Binds every parameter's value to its full f32 master value (stage 3 all-gathers it), e.g. to
   // export or checkpoint the weights; the next use of a unit rebinds its working values.
   // Collective for stage 3.
@@ -176,6 +187,10 @@ class DataParallel : public ParameterUseHooks {
   std::vector<int64_t> BucketNumels() const;
   // Time spent waiting for reductions in the last FinishBackward (what backward did not hide).
   double exposed_reduce_ms() const { return exposed_reduce_ms_; }
+  // Time the units of this step (since ZeroGrad) waited for their parameters' all-gathers:
+  // ZeRO-3's, and with overlap_param_gather the previous step's updated parameters (what the passes
+  // did not hide).
+  double exposed_gather_ms() const { return exposed_gather_ms_; }
   // The gradient reductions of the current step (since ZeroGrad), in launch order: the bucket,
   // when it was launched and when its reduction completed (microseconds of the steady clock;
   // 0 while in flight), for timelines. A bucket that needs no communication is not listed.
@@ -196,6 +211,7 @@ class DataParallel : public ParameterUseHooks {
     runtime::Tensor master;          // f32 values: full or this rank's shard (see master_full())
     runtime::Tensor low;             // mixed precision: the 16-bit working copy of `master`
     runtime::Tensor gathered;        // stage 3, while gathering: full, in the working dtype
+    runtime::Tensor gather_in;       // stages 1-2, while gathering: this rank's updated shard
     runtime::Tensor value;           // full f32 values bound to the parameters (while in use)
     bool value_is_master = false;    // `value` holds the master (GatherParameters), not working
     runtime::Tensor grad;            // full gradients (stages 2-3: only during backward)
@@ -260,6 +276,12 @@ class DataParallel : public ParameterUseHooks {
   void CompleteReplicate(Bucket& b);
   void PollReductions();
   void StartGather(int bucket);
+  // Stages 1-2: starts the all-gathers of the updated shards FinishOptimizerStep staged, if due.
+  void StartUpdates();
+  // Stages 1-2: waits for b's all-gather of the updated shards, if one is in flight.
+  absl::Status AwaitUpdate(Bucket& b);
+  // Waits for a parameter all-gather and clears `work`; the wait counts in exposed_gather_ms.
+  absl::Status WaitGather(std::shared_ptr<comm::Work>& work);
   void Materialize(Bucket& b);
   void ReleaseValues(Bucket& b);
   // The unit that uses bucket `b` last in `pass` (highest index forward, lowest backward).
@@ -300,6 +322,8 @@ class DataParallel : public ParameterUseHooks {
   bool micro_started_ = false;  // a micro-batch of this step has begun
   int next_launch_ = 0;         // buckets launch in index order
   double exposed_reduce_ms_ = 0.0;
+  double exposed_gather_ms_ = 0.0;
+  bool updates_due_ = false;  // stages 1-2: updated shards staged, their all-gathers not started
   std::vector<ReductionSpan> reduction_spans_;
 };
 
