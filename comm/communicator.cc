@@ -10,7 +10,6 @@
 #include "runtime/base/check.h"
 #include "runtime/base/env.h"
 #include "runtime/base/logging.h"
-#include "runtime/base/thread_slice.h"
 
 namespace loom::comm {
 
@@ -39,9 +38,6 @@ CommOptions CommOptions::FromEnv() {
       base::GetEnvInt("LOOM_COMM_INLINE_BYTES", o.inline_max_bytes);
   if (inline_bytes.ok()) o.inline_max_bytes = *inline_bytes;
   if (!inline_bytes.ok()) LOOM_LOG(WARNING) << inline_bytes.status().message();
-  const absl::StatusOr<int64_t> slice_us = base::GetEnvInt("LOOM_COMM_SLICE_US", 100);
-  if (slice_us.ok()) o.progress_slice = absl::Microseconds(*slice_us);
-  if (!slice_us.ok()) LOOM_LOG(WARNING) << slice_us.status().message();
   return o;
 }
 
@@ -104,16 +100,6 @@ Communicator::Communicator(std::unique_ptr<Backend> backend, CommOptions options
   const int creator = base::CurrentRank();
   progress_ = std::thread([this, creator] {
     base::SetThreadRank(creator >= 0 ? creator : rank_);
-    if (options_.progress_slice > absl::ZeroDuration()) {
-      const absl::Status hinted = base::SetThreadSlice(options_.progress_slice);
-      static std::once_flag logged;
-      if (!hinted.ok()) {
-        std::call_once(logged, [&] {
-          LOOM_LOG(INFO) << "comm progress threads keep the default scheduler slice: "
-                         << hinted.message();
-        });
-      }
-    }
     ProgressLoop();
   });
 }

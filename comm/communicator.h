@@ -55,12 +55,6 @@ struct CommOptions {
   // 0 turns it off (env LOOM_COMM_INLINE_BYTES). Not used with check_fingerprints.
   int64_t inline_max_bytes = 256 << 10;
   absl::Duration inline_patience = absl::Microseconds(50);
-  // The progress thread's requested scheduler slice (base::SetThreadSlice): short, so that on a
-  // host whose cores are all computing it runs as soon as a message arrives or a send can go on,
-  // rather than after the compute thread's slice (on 2 posed hosts sharing 2 cores this halved
-  // the reduction time exposed after backward). 0 keeps the kernel's default (env
-  // LOOM_COMM_SLICE_US).
-  absl::Duration progress_slice = absl::Microseconds(100);
 
   // Defaults with the environment variables above applied.
   static CommOptions FromEnv();
