@@ -217,17 +217,18 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
                                                         tp_),
         MakeNorm(config, p + ".ln_2"), MakeMlp(config, i, p + ".mlp", tp_, ep)));
   }
-  // Sequence parallelism: everything replicated over tp (norms, position embeddings,
-  // row-parallel biases) sees only this rank's tokens.
+  // Sequence parallelism: everything not split over tp (norms, position embeddings, row-parallel
+  // biases, and a MoE layer's router and experts, which route only this rank's tokens) sees only
+  // this rank's tokens.
   if (tp_.sp()) {
     for (Parameter* p : Parameters()) {
-      if (!p->shard_spec().is_split()) p->AddGradPartialOver("tp");
+      if (!p->shard_spec().is_split() || p->shard_spec().axis != "tp") p->AddGradPartialOver("tp");
     }
   }
   // Expert parallelism: the ep ranks run other tokens, so everything but their own experts
-  // gets a partial gradient (sequence parallelism would need partial over two axes: refused).
+  // gets a partial gradient (with sequence parallelism, the router and the shared experts are
+  // partial over both axes).
   if (ep_ != nullptr && ep_->size() > 1) {
-    LOOM_CHECK(!tp_.sp()) << "GptModel: sequence parallelism with expert parallelism";
     for (Parameter* p : Parameters()) {
       if (!p->shard_spec().is_split() || p->shard_spec().axis != "ep") p->AddGradPartialOver("ep");
     }

@@ -205,10 +205,12 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.sequence_parallel) {
     absl::StatusOr<GptConfig> config = ModelConfig(o);
-    if (config.ok() && config->is_moe()) {
+    if (config.ok() && config->is_moe() && config->moe.aux_loss_coef > 0) {
       return absl::UnimplementedError(
-          "--sequence_parallel with a mixture-of-experts model is not supported yet (each tp rank "
-          "would route other tokens through the experts); drop --sequence_parallel");
+          "--moe_aux_loss_coef with --sequence_parallel is not supported yet (the sequence-level "
+          "loss "
+          "needs each sequence's routing statistics across the tp ranks); use the "
+          "auxiliary-loss-free balancing bias (--moe_aux_loss_coef 0) or drop --sequence_parallel");
     }
   }
   if (o.sequence_parallel && o.tp < 2) {
@@ -515,7 +517,10 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
 }
 
 absl::Status Trainer::FinishMoeStep(StepMetrics& m) {
-  LOOM_ASSIGN_OR_RETURN(m.expert_load, model_->FinishMoeStep(DataGroups(), !m.skipped));
+  // Sequence parallelism: the tp ranks routed other tokens too (each its share of the sequences).
+  std::vector<comm::Communicator*> routed = DataGroups();
+  if (options_.sequence_parallel && context_.tp != nullptr) routed.push_back(context_.tp);
+  LOOM_ASSIGN_OR_RETURN(m.expert_load, model_->FinishMoeStep(routed, !m.skipped));
   for (std::vector<int64_t>& load : m.expert_load) {
     m.dropped_tokens += load.back();  // TakeLoad's last entry: the dropped slots
     load.pop_back();

@@ -301,6 +301,20 @@ TEST_F(MoeEquivalence, Ep2Tp2) {
   Check(o, "ep 2 x tp 2");
 }
 
+// Sequence parallelism: each tp rank routes only its share of every sequence through the experts,
+// so the router's and the experts' gradients are partial over tp (over tp and ep for the router
+// and the shared experts under ep), and the balancing bias's loads are summed over tp too. A load
+// not summed over tp moves the biases apart from the reference's; a gradient not summed over tp
+// is half the reference's.
+TEST_F(MoeEquivalence, SequenceParallelTp2AndEp2Tp2) {
+  models::TrainOptions o = Options();
+  o.tp = 2;
+  o.sequence_parallel = true;
+  Check(o, "tp 2 sequence parallel");
+  o.ep = 2;
+  Check(o, "ep 2 x tp 2 sequence parallel");
+}
+
 TEST_F(MoeEquivalence, Ep2InsidePipelineStages) {
   models::TrainOptions o = Options();
   o.grad_accum = 2;  // the reference: the pipeline's two micro-batches, accumulated
