@@ -174,6 +174,7 @@ std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, int64_t layer,
   if (c.is_moe_layer(layer)) {
     parallel::MoeOptions moe = c.moe;
     moe.ep = ep;
+    moe.sp = tp.sp() ? tp.group : nullptr;
     return std::make_unique<parallel::MoeLayer>(prefix, c.dim, moe);
   }
   if (c.mlp == GptConfig::Mlp::kGelu) {

@@ -203,16 +203,6 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
       LOOM_RETURN_IF_ERROR(config->ValidateExpertParallel(o.ep));
     }
   }
-  if (o.sequence_parallel) {
-    absl::StatusOr<GptConfig> config = ModelConfig(o);
-    if (config.ok() && config->is_moe() && config->moe.aux_loss_coef > 0) {
-      return absl::UnimplementedError(
-          "--moe_aux_loss_coef with --sequence_parallel is not supported yet (the sequence-level "
-          "loss "
-          "needs each sequence's routing statistics across the tp ranks); use the "
-          "auxiliary-loss-free balancing bias (--moe_aux_loss_coef 0) or drop --sequence_parallel");
-    }
-  }
   if (o.sequence_parallel && o.tp < 2) {
     return bad(
         "--sequence_parallel shards activations over the tensor-parallel ranks; it needs "

@@ -498,47 +498,82 @@ int64_t SequenceLength(const Stash& stash, int64_t n) {
 
 }  // namespace
 
-double MoeLayer::AuxLoss(const Stash& stash, const Tensor& scores, const Tensor& experts) const {
+MoeLayer::AuxStats MoeLayer::AuxStatistics(const Stash& stash, const Tensor& scores,
+                                           const Tensor& experts, bool probs) const {
   const int64_t n = scores.dim(0), e = options_.num_experts, k = options_.top_k;
-  const int64_t t = SequenceLength(stash, n), sequences = n / t;
+  comm::Communicator* sp =
+      options_.sp != nullptr && options_.sp->size() > 1 ? options_.sp : nullptr;
+  AuxStats st;
+  // Sequence parallelism: this rank holds rows [rank·n, (rank + 1)·n) of the micro-batch's
+  // sequence-major rows, so a sequence may be split between ranks.
+  const int64_t rows = sp != nullptr ? n * sp->size() : n;
+  st.t = SequenceLength(stash, rows);
+  st.sequences = rows / st.t;
+  st.offset = sp != nullptr ? n * sp->rank() : 0;
+  st.counts.assign(st.sequences * e, 0);
+  if (probs) st.probs.assign(st.sequences * e, 0.0);
   const float* s = scores.data<float>();
   const int32_t* ex = experts.data<int32_t>();
-  double total = 0.0;
-  for (int64_t b = 0; b < sequences; ++b) {
-    std::vector<double> f(e, 0.0), prob(e, 0.0);
-    for (int64_t i = b * t; i < (b + 1) * t; ++i) {
-      for (int64_t c = 0; c < k; ++c) f[ex[i * k + c]] += static_cast<double>(e) / (k * t);
-      const double sum = std::accumulate(s + i * e, s + (i + 1) * e, 0.0);
-      for (int64_t j = 0; j < e; ++j) prob[j] += s[i * e + j] / sum / t;
-    }
-    for (int64_t j = 0; j < e; ++j) total += options_.aux_loss_coef * f[j] * prob[j];
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t b = (st.offset + i) / st.t;
+    for (int64_t c = 0; c < k; ++c) ++st.counts[b * e + ex[i * k + c]];
+    if (!probs) continue;
+    const double sum = std::accumulate(s + i * e, s + (i + 1) * e, 0.0);
+    for (int64_t j = 0; j < e; ++j) st.probs[b * e + j] += s[i * e + j] / sum / st.t;
   }
-  return total / sequences;
+  if (sp == nullptr) return st;
+  // The other ranks' rows: counts exactly (the gradient depends on them), the probabilities (the
+  // reported loss only) in f32.
+  Tensor counts = Tensor::FromVector<int64_t>({st.sequences * e}, st.counts, MemoryTag::kComm);
+  absl::Status s1 = sp->AllReduce(counts, counts, comm::ReduceOp::kSum)->Wait();
+  LOOM_CHECK(s1.ok()) << router_.name()
+                      << ": summing the auxiliary loss's counts over tp failed: " << s1;
+  st.counts.assign(counts.data<int64_t>(), counts.data<int64_t>() + counts.numel());
+  if (probs) {
+    std::vector<float> narrow(st.probs.begin(), st.probs.end());
+    Tensor p = Tensor::FromVector<float>({st.sequences * e}, narrow, MemoryTag::kComm);
+    absl::Status s2 = sp->AllReduce(p, p, comm::ReduceOp::kSum)->Wait();
+    LOOM_CHECK(s2.ok()) << router_.name()
+                        << ": summing the auxiliary loss's probabilities over tp failed: " << s2;
+    st.probs.assign(p.data<float>(), p.data<float>() + p.numel());
+  }
+  return st;
+}
+
+double MoeLayer::AuxLoss(const Stash& stash, const Tensor& scores, const Tensor& experts) const {
+  const int64_t e = options_.num_experts, k = options_.top_k;
+  const AuxStats st = AuxStatistics(stash, scores, experts, /*probs=*/true);
+  double total = 0.0;
+  for (int64_t b = 0; b < st.sequences; ++b) {
+    for (int64_t j = 0; j < e; ++j) {
+      const double f = static_cast<double>(e) / (k * st.t) * st.counts[b * e + j];
+      total += options_.aux_loss_coef * f * st.probs[b * e + j];
+    }
+  }
+  return total / st.sequences;
 }
 
 void MoeLayer::AuxLossBackward(const Stash& stash, const Tensor& scores, const Tensor& experts,
                                Tensor& dscores) const {
   const int64_t n = scores.dim(0), e = options_.num_experts, k = options_.top_k;
-  const int64_t t = SequenceLength(stash, n), sequences = n / t;
+  const AuxStats st = AuxStatistics(stash, scores, experts, /*probs=*/false);
   const float* s = scores.data<float>();
-  const int32_t* ex = experts.data<int32_t>();
   float* ds = dscores.data<float>();
-  const double scale = stash.loss_grad_scale() * options_.aux_loss_coef / (sequences * t);
-  for (int64_t b = 0; b < sequences; ++b) {
-    std::vector<double> f(e, 0.0);
-    for (int64_t i = b * t; i < (b + 1) * t; ++i) {
-      for (int64_t c = 0; c < k; ++c) f[ex[i * k + c]] += static_cast<double>(e) / (k * t);
+  const double scale = stash.loss_grad_scale() * options_.aux_loss_coef / (st.sequences * st.t);
+  // ∂/∂p_j = scale · f_j for p = s / Σ s; through the normalisation:
+  // ∂/∂s_j = (∂/∂p_j − Σ_i ∂/∂p_i · s_i / S) / S.
+  std::vector<double> f(e);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t b = (st.offset + i) / st.t;
+    for (int64_t j = 0; j < e; ++j) {
+      f[j] = static_cast<double>(e) / (k * st.t) * st.counts[b * e + j];
     }
-    // ∂/∂p_j = scale · f_j for p = s / Σ s; through the normalisation:
-    // ∂/∂s_j = (∂/∂p_j − Σ_i ∂/∂p_i · s_i / S) / S.
-    for (int64_t i = b * t; i < (b + 1) * t; ++i) {
-      const float* si = s + i * e;
-      const double sum = std::accumulate(si, si + e, 0.0);
-      double weighted = 0.0;
-      for (int64_t j = 0; j < e; ++j) weighted += scale * f[j] * si[j] / sum;
-      for (int64_t j = 0; j < e; ++j) {
-        ds[i * e + j] += static_cast<float>((scale * f[j] - weighted) / sum);
-      }
+    const float* si = s + i * e;
+    const double sum = std::accumulate(si, si + e, 0.0);
+    double weighted = 0.0;
+    for (int64_t j = 0; j < e; ++j) weighted += scale * f[j] * si[j] / sum;
+    for (int64_t j = 0; j < e; ++j) {
+      ds[i * e + j] += static_cast<float>((scale * f[j] - weighted) / sum);
     }
   }
 }

@@ -67,6 +67,10 @@ struct MoeOptions {
   float bias_update_rate = 1e-3f;    // aux-loss-free balancing; 0: the bias stays 0
   float aux_loss_coef = 0.0f;        // sequence-level auxiliary loss α; 0: none
   comm::Communicator* ep = nullptr;  // expert parallelism (nullptr or one rank: none)
+  // Sequence parallelism: the tp group, whose ranks hold the micro-batch's other rows (each its
+  // share of the sequence-major rows); the sequence-level auxiliary loss sums its statistics
+  // there. nullptr or one rank: every row is here.
+  comm::Communicator* sp = nullptr;
   // Expert parallelism: the micro-batch's tokens go through the layer in this many chunks, each
   // dispatched, computed and combined in turn, so one chunk's all-to-all runs while another's
   // experts compute (overlap); overlap false waits for each exchange as it is issued (the same
@@ -149,6 +153,17 @@ class MoeLayer : public Layer {
                        const runtime::Tensor& experts, runtime::Tensor& dscores) const;
   double AuxLoss(const Stash& stash, const runtime::Tensor& scores,
                  const runtime::Tensor& experts) const;
+  // The auxiliary loss's per-sequence statistics over the whole micro-batch: counts[b·E + e] (slots
+  // of sequence b routed to e) and, with `probs`, Σ over its tokens of s_e / Σ s / t. Under
+  // sequence parallelism this rank's rows are rows [offset, offset + n) of the micro-batch and
+  // the sums are completed over options_.sp (collective).
+  struct AuxStats {
+    int64_t sequences = 0, t = 0, offset = 0;
+    std::vector<int64_t> counts;
+    std::vector<double> probs;
+  };
+  AuxStats AuxStatistics(const Stash& stash, const runtime::Tensor& scores,
+                         const runtime::Tensor& experts, bool probs) const;
   runtime::kernels::TopKOptions TopK() const;
 
   int64_t dim_;

@@ -315,6 +315,23 @@ TEST_F(MoeEquivalence, SequenceParallelTp2AndEp2Tp2) {
   Check(o, "ep 2 x tp 2 sequence parallel");
 }
 
+// The sequence-level auxiliary loss under sequence parallelism: with micro-batches of one
+// sequence, every sequence is split between the 2 tp ranks, whose routing counts (and, for the
+// reported loss, probabilities) are summed over tp. Counted on one rank's half only, the loss's
+// gradient would differ from the reference's.
+TEST_F(MoeEquivalence, AuxLossWithSequenceParallelism) {
+  models::TrainOptions o = Options();
+  o.moe_aux_loss_coef = 0.05f;
+  o.grad_accum = 8;
+  const testing::RunResult reference = testing::Train(o, nullptr);
+  o.tp = 2;
+  o.sequence_parallel = true;
+  Check(o, "aux loss, tp 2 sequence parallel, sequences split", &reference);
+  o.ep = 2;
+  o.grad_accum = 4;
+  Check(o, "aux loss, ep 2 x tp 2 sequence parallel, sequences split", &reference);
+}
+
 TEST_F(MoeEquivalence, Ep2InsidePipelineStages) {
   models::TrainOptions o = Options();
   o.grad_accum = 2;  // the reference: the pipeline's two micro-batches, accumulated
