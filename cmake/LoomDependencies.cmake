@@ -34,7 +34,7 @@ message(STATUS "loom: OpenBLAS ${OpenBLAS_VERSION}: found (${OpenBLAS_LIBRARIES}
 message(STATUS "loom: MPI ${MPI_C_VERSION}: found (${MPI_C_LIBRARIES})")
 message(STATUS "loom: MPIEXEC: ${MPIEXEC_EXECUTABLE}")
 
-# --- GPU stack: detected and reported, not yet used. ---
+# --- GPU stack: detected and reported (the CUDA kernels: cmake/LoomCuda.cmake). ---
 find_package(CUDAToolkit QUIET)
 if(CUDAToolkit_FOUND)
   message(STATUS "loom: CUDA toolkit ${CUDAToolkit_VERSION}: found (${CUDAToolkit_BIN_DIR})")

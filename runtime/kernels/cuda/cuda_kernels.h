@@ -1,0 +1,23 @@
+// The CUDA twins of the CPU kernels (runtime/kernels/cpu/cpu_kernels.h), on raw device pointers
+// and a stream (nullptr: the default stream); asynchronous, like any kernel launch: errors surface
+// through cuda::LastError or the next synchronising call. Issue #14 moves them behind the kernel
+// entry points once tensors carry a device; today tests/runtime/cuda/cuda_kernels_test.cc checks
+// each against its CPU twin (docs/gpu.md). f32, with the CPU kernels' conventions: backward
+// outputs accumulate.
+#pragma once
+
+#include <cstdint>
+
+struct CUstream_st;  // cudaStream_t without the CUDA headers
+
+namespace loom::runtime::kernels::cuda {
+
+using Stream = CUstream_st*;
+
+// out = a + b (out may be a or b).
+void Add(const float* a, const float* b, float* out, int64_t n, Stream stream);
+// GELU, tanh form (the CPU's GeluForward / GeluBackward): out = gelu(x); dx += gelu'(x) · dout.
+void GeluForward(const float* x, float* out, int64_t n, Stream stream);
+void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream);
+
+}  // namespace loom::runtime::kernels::cuda

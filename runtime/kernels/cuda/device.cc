@@ -1,0 +1,73 @@
+#include "runtime/kernels/cuda/device.h"
+
+#include <cuda_runtime_api.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/base/check.h"
+
+namespace loom::runtime::kernels::cuda {
+
+int DeviceCount() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver or no device: not an error for the caller
+    return 0;
+  }
+  return count;
+}
+
+std::string DeviceDescription(int device) {
+  cudaDeviceProp prop{};
+  const cudaError_t e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return absl::StrCat("CUDA device ", device, ": ", cudaGetErrorString(e));
+  }
+  return absl::StrFormat("%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+                         static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+}
+
+absl::Status LastError(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+}
+
+DeviceMemory::DeviceMemory(size_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  const cudaError_t e = cudaMalloc(&ptr_, bytes);
+  LOOM_CHECK(e == cudaSuccess) << "cudaMalloc of " << bytes << " bytes: " << cudaGetErrorString(e);
+}
+
+DeviceMemory& DeviceMemory::operator=(DeviceMemory&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+DeviceMemory::~DeviceMemory() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+absl::Status DeviceMemory::CopyFrom(const void* host) {
+  if (bytes_ == 0) return absl::OkStatus();
+  if (cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice) != cudaSuccess) {
+    return LastError("copy to the device");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceMemory::CopyTo(void* host) const {
+  if (bytes_ == 0) return absl::OkStatus();
+  if (cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    return LastError("copy from the device");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loom::runtime::kernels::cuda

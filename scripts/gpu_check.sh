@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The prepared GPU check (issue #14, docs/gpu.md): on a machine with an NVIDIA GPU, builds loom in
+# Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
+# test, writing one report with the date, the GPU and each test's output. Today that is the CUDA
+# kernels against their CPU twins; NCCL, coll_bench and gpt2-124m training join the script as
+# issue #14 builds them. Exits non-zero if there is no GPU or a check fails (the report says which).
+#
+#   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
+#                                            # $OUT when set, as on the device machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out/gpu_check}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out=$2; shift 2 ;;
+    *) echo "gpu_check.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+report="$out/gpu_check.md"
+build=${LOOM_BUILD_DIR:-build-gpu}
+start=$(date +%s)
+if ! command -v nvidia-smi > /dev/null; then
+  echo "gpu_check.sh: no nvidia-smi on this machine: no NVIDIA driver, nothing to check" |
+    tee "$report" >&2
+  exit 1
+fi
+if ! gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1); then
+  echo "gpu_check.sh: no usable NVIDIA GPU (nvidia-smi: $gpu)" | tee "$report" >&2
+  exit 1
+fi
+{
+  echo "# loom GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "- GPU: $gpu"
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "- nvcc: $(nvcc --version | tail -1)"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo
+} > "$report"
+echo "[gpu_check] building $build (Release, CUDA on)"
+if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON > "$out/configure.log" 2>&1 ||
+   ! cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1; then
+  { echo "**build failed**; the last lines:"; echo '```'; tail -30 "$out/build.log" "$out/configure.log" 2>/dev/null; echo '```'; } >> "$report"
+  echo "[gpu_check] build failed: $report" >&2
+  exit 1
+fi
+grep -q "CUDA backend: on" "$out/configure.log" ||
+  { echo "**CUDA backend not built** (see configure.log)" >> "$report"; exit 1; }
+echo "[gpu_check] gpu-labelled tests"
+status=0
+ctest --test-dir "$build" -L gpu --output-on-failure -V > "$out/ctest_gpu.log" 2>&1 || status=1
+{
+  echo "## gpu-labelled tests ($([ $status = 0 ] && echo passed || echo FAILED))"
+  echo '```'
+  grep -E "CUDA device:|\[ +(OK|FAILED|SKIPPED) +\]|tests passed|tests failed" "$out/ctest_gpu.log" || true
+  echo '```'
+  echo
+  echo "Took $(( $(date +%s) - start )) s."
+} >> "$report"
+echo "[gpu_check] report: $report"
+exit $status

@@ -1,0 +1,92 @@
+// Every CUDA kernel against its CPU twin (runtime/kernels/cuda/cuda_kernels.h), at sizes that do
+// not fill whole blocks and at one that needs the grid-stride loop. ctest label `gpu`; without a
+// CUDA device (or driver) every test skips, saying so.
+//
+// Tolerances: Add is exact; GELU differs in tanh only (the CPU's FastTanh is within 8 ulp of
+// tanh for |x| >= 1e-3, CUDA's tanhf within 2 ulp; both sides compute without contracted
+// multiply-adds), so forward and backward agree within 1e-6 absolute + 1e-5 relative.
+#include "runtime/kernels/cuda/cuda_kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "runtime/kernels/activation.h"
+#include "runtime/kernels/cuda/device.h"
+#include "runtime/kernels/cuda/launch.h"
+#include "runtime/rng.h"
+#include "runtime/tensor.h"
+
+namespace loom::runtime::kernels::cuda {
+namespace {
+
+class CudaKernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: the CUDA kernels are not run";
+    std::printf("CUDA device: %s\n", DeviceDescription().c_str());
+  }
+  static std::vector<int64_t> Sizes() { return {1, 1000, kMaxBlocks * kBlock * 2 + 7}; }
+  static Tensor Random(int64_t n, uint64_t seed, float scale) {
+    Tensor t = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
+    FillNormal(t, seed, "cuda_kernels_test", 0, 0.0f, scale);
+    return t;
+  }
+  // Copies `host` to a new device buffer.
+  static DeviceBuffer<float> ToDevice(const Tensor& host) {
+    DeviceBuffer<float> d(host.numel());
+    const absl::Status s = d.CopyFrom(host.data<float>());
+    EXPECT_TRUE(s.ok()) << s;
+    return d;
+  }
+  static std::vector<float> ToHost(const DeviceBuffer<float>& d) {
+    std::vector<float> out(static_cast<size_t>(d.size()));
+    const absl::Status launched = LastError("kernel launch");
+    EXPECT_TRUE(launched.ok()) << launched;
+    const absl::Status s = d.CopyTo(out.data());
+    EXPECT_TRUE(s.ok()) << s;
+    return out;
+  }
+  static void ExpectClose(const std::vector<float>& got, const Tensor& want, const char* what) {
+    const float* w = want.data<float>();
+    int64_t bad = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (!(std::fabs(got[i] - w[i]) <= 1e-6f + 1e-5f * std::fabs(w[i]))) {
+        if (bad++ < 3) ADD_FAILURE() << what << "[" << i << "]: " << got[i] << " vs " << w[i];
+      }
+    }
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements differ";
+  }
+};
+
+TEST_F(CudaKernels, AddIsExact) {
+  for (int64_t n : Sizes()) {
+    const Tensor a = Random(n, 1, 1.0f), b = Random(n, 2, 1.0f);
+    Tensor want = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
+    for (int64_t i = 0; i < n; ++i) want.data<float>()[i] = a.data<float>()[i] + b.data<float>()[i];
+    DeviceBuffer<float> da = ToDevice(a), db = ToDevice(b), out(n);
+    Add(da.data(), db.data(), out.data(), n, nullptr);
+    EXPECT_EQ(ToHost(out), want.ToF32Vector()) << "n " << n;
+  }
+}
+
+TEST_F(CudaKernels, GeluForwardAndBackwardMatchTheCpu) {
+  for (int64_t n : Sizes()) {
+    const Tensor x = Random(n, 3, 3.0f), dout = Random(n, 4, 1.0f), dx0 = Random(n, 5, 1.0f);
+    Tensor y = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
+    kernels::GeluForward(x, y);
+    Tensor dx = dx0.Clone();
+    kernels::GeluBackward(dout, x, dx);  // accumulates into dx0's values
+    DeviceBuffer<float> dev_x = ToDevice(x), dev_dout = ToDevice(dout), dev_dx = ToDevice(dx0);
+    DeviceBuffer<float> dev_y(n);
+    GeluForward(dev_x.data(), dev_y.data(), n, nullptr);
+    GeluBackward(dev_dout.data(), dev_x.data(), dev_dx.data(), n, nullptr);
+    ExpectClose(ToHost(dev_y), y, "gelu");
+    ExpectClose(ToHost(dev_dx), dx, "gelu backward");
+  }
+}
+
+}  // namespace
+}  // namespace loom::runtime::kernels::cuda
