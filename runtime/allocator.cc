@@ -33,20 +33,26 @@ size_t RoundedSize(size_t bytes) {
   return (bytes + kAllocationAlignment - 1) / kAllocationAlignment * kAllocationAlignment;
 }
 
-int64_t CacheBytesFromEnv() {
-  const absl::StatusOr<int64_t> bytes =
-      base::GetEnvInt("LOOM_HOST_CACHE_BYTES", Allocator::kDefaultCacheBytes);
+}  // namespace
+
+int64_t Allocator::CacheBytesFromEnv(const char* variable, int64_t default_bytes) {
+  const absl::StatusOr<int64_t> bytes = base::GetEnvInt(variable, default_bytes);
   if (!bytes.ok() || *bytes < 0) {
-    LOOM_LOG(WARNING) << "LOOM_HOST_CACHE_BYTES must be a byte count >= 0; using the default "
-                      << Allocator::kDefaultCacheBytes;
-    return Allocator::kDefaultCacheBytes;
+    LOOM_LOG(WARNING) << variable << " must be a byte count >= 0; using the default "
+                      << default_bytes;
+    return default_bytes;
   }
   return *bytes;
 }
 
-}  // namespace
+MemorySource MemorySource::Host() {
+  return {.name = "host",
+          .allocate = [](size_t bytes) { return std::aligned_alloc(kAllocationAlignment, bytes); },
+          .release = std::free};
+}
 
-Allocator::Allocator() : cache_(CacheBytesFromEnv()) {}
+Allocator::Allocator()
+    : Allocator(CacheBytesFromEnv("LOOM_HOST_CACHE_BYTES", kDefaultCacheBytes)) {}
 
 Allocator& Allocator::Default() {
   static Allocator* allocator = new Allocator();  // never destroyed: tensors may outlive main
@@ -57,20 +63,20 @@ void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
   if (bytes == 0) return nullptr;
   const size_t rounded = RoundedSize(bytes);
   void* p = cache_.Take(rounded);
-  if (p == nullptr) p = std::aligned_alloc(kAllocationAlignment, rounded);
-  if (p == nullptr) {  // the cache's blocks may be what the C library is missing
+  if (p == nullptr) p = source_.allocate(rounded);
+  if (p == nullptr) {  // the cache's blocks may be what the source is missing
     cache_.Release();
-    p = std::aligned_alloc(kAllocationAlignment, rounded);
+    p = source_.allocate(rounded);
   }
-  LOOM_CHECK(p != nullptr) << "out of host memory allocating " << bytes << " bytes for tag "
-                           << MemoryTagName(tag) << "; " << Summary();
+  LOOM_CHECK(p != nullptr) << "out of " << source_.name << " memory allocating " << bytes
+                           << " bytes for tag " << MemoryTagName(tag) << "; " << Summary();
   Record(bytes, tag);
   return p;
 }
 
 void Allocator::Free(void* ptr, size_t bytes, MemoryTag tag) {
   if (ptr == nullptr) return;
-  if (!cache_.Give(ptr, RoundedSize(bytes))) std::free(ptr);
+  if (!cache_.Give(ptr, RoundedSize(bytes))) source_.release(ptr);
   Unrecord(bytes, tag);
 }
 

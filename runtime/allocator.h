@@ -46,14 +46,28 @@ struct MemoryStats {
 
 inline constexpr size_t kAllocationAlignment = 64;
 
+// Where an Allocator's memory comes from: host memory by default, or a device's (the CUDA
+// backend's device allocator, runtime/kernels/cuda/device.h). The accounting and the cache are the
+// same whatever the source.
+struct MemorySource {
+  const char* name;  // in messages: "out of host memory"
+  void* (*allocate)(
+      size_t bytes);  // `bytes` a multiple of kAllocationAlignment; nullptr: none left
+  void (*release)(void* ptr);
+  static MemorySource Host();  // std::aligned_alloc (64 bytes) and std::free
+};
+
 // Thread-safe. Counts the bytes requested (not the rounded-up size) so figures match formulas.
 class Allocator {
  public:
   // Cache capacity from LOOM_HOST_CACHE_BYTES (default kDefaultCacheBytes; 0: no cache).
   Allocator();
-  explicit Allocator(int64_t cache_bytes) : cache_(cache_bytes) {}
+  explicit Allocator(int64_t cache_bytes, MemorySource source = MemorySource::Host())
+      : source_(source), cache_(cache_bytes, source.release) {}
   virtual ~Allocator() = default;
   static constexpr int64_t kDefaultCacheBytes = int64_t{2} << 30;
+  // A cache capacity from the environment `variable` (a byte count >= 0), else `default_bytes`.
+  static int64_t CacheBytesFromEnv(const char* variable, int64_t default_bytes);
   Allocator(const Allocator&) = delete;
   Allocator& operator=(const Allocator&) = delete;
 
@@ -92,6 +106,7 @@ class Allocator {
     std::atomic<int64_t> largest{0};
   };
   std::array<Counter, kNumMemoryTags> counters_;
+  const MemorySource source_;
   BlockCache cache_;
 };
 

@@ -38,7 +38,7 @@ void BlockCache::EvictOldestLocked() {
   same_size.erase(std::find(same_size.begin(), same_size.end(), fifo_.begin()));
   fifo_.pop_front();
   stats_.cached_bytes -= static_cast<int64_t>(oldest.bytes);
-  std::free(oldest.ptr);
+  release_(oldest.ptr);
 }
 
 void BlockCache::Release() {

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <list>
 #include <mutex>
 #include <vector>
@@ -32,15 +33,19 @@ class BlockCache {
   // Blocks smaller than this go straight back to the C library (malloc keeps its own small bins).
   static constexpr size_t kMinBlockBytes = 64 * 1024;
 
-  explicit BlockCache(int64_t capacity_bytes) : capacity_(capacity_bytes) {}
+  // `release` returns a block to where it came from when the cache lets it go (std::free for host
+  // blocks from std::aligned_alloc; a device allocator's cudaFree).
+  using ReleaseFn = void (*)(void*);
+  explicit BlockCache(int64_t capacity_bytes, ReleaseFn release = std::free)
+      : capacity_(capacity_bytes), release_(release) {}
   ~BlockCache() { Release(); }
   BlockCache(const BlockCache&) = delete;
   BlockCache& operator=(const BlockCache&) = delete;
 
   // A cached block of exactly `bytes`, or nullptr.
   void* Take(size_t bytes);
-  // Keeps `block` (allocated with std::aligned_alloc, `bytes` long) for reuse; false when it is not
-  // kept and the caller frees it.
+  // Keeps `block` (`bytes` long, to be released with the cache's ReleaseFn) for reuse; false when
+  // it is not kept and the caller frees it.
   bool Give(void* block, size_t bytes);
   // Frees every cached block (the Allocator calls it before reporting out of memory).
   void Release();
@@ -56,6 +61,7 @@ class BlockCache {
   void EvictOldestLocked();
 
   const int64_t capacity_;
+  const ReleaseFn release_;
   mutable std::mutex mu_;
   std::list<Block> fifo_;  // oldest first
   absl::flat_hash_map<size_t, std::vector<std::list<Block>::iterator>> by_size_;

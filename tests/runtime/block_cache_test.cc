@@ -86,5 +86,47 @@ TEST(BlockCacheTest, AllocatorWithoutCacheFreesAtOnce) {
   EXPECT_EQ(a.CacheStats().hits, 0);
 }
 
+// Another memory source (as the CUDA backend's device allocator uses) gets the same cache and
+// accounting: the source sees one allocation for two same-size tensors, a release only when the
+// cache lets the block go, and its name in the out-of-memory message.
+struct FakeSource {
+  static inline int allocated = 0, released = 0;
+  static void* Allocate(size_t bytes) {
+    ++allocated;
+    return std::aligned_alloc(64, bytes);
+  }
+  static void Release(void* p) {
+    ++released;
+    std::free(p);
+  }
+};
+
+TEST(BlockCacheTest, AllocatorOverAnotherMemorySourceCachesAndCountsAlike) {
+  FakeSource::allocated = FakeSource::released = 0;
+  {
+    Allocator a(kBlock,
+                {.name = "fake", .allocate = FakeSource::Allocate, .release = FakeSource::Release});
+    void* p = a.Allocate(kBlock, MemoryTag::kParam);
+    a.Free(p, kBlock, MemoryTag::kParam);
+    void* q = a.Allocate(kBlock, MemoryTag::kActivation);
+    EXPECT_EQ(q, p);
+    EXPECT_EQ(FakeSource::allocated, 1);
+    EXPECT_EQ(a.Stats(MemoryTag::kActivation).peak_bytes, static_cast<int64_t>(kBlock));
+    a.Free(q, kBlock, MemoryTag::kActivation);
+    void* big = a.Allocate(2 * kBlock, MemoryTag::kGrad);  // over the cache's capacity
+    a.Free(big, 2 * kBlock, MemoryTag::kGrad);
+    EXPECT_EQ(FakeSource::allocated, 2);
+    EXPECT_EQ(FakeSource::released, 1);  // the big one; the first stays cached
+  }
+  EXPECT_EQ(FakeSource::released, 2);  // the cache returns it when the allocator goes
+}
+
+TEST(BlockCacheDeathTest, AnExhaustedSourceIsNamed) {
+  Allocator a(0, {.name = "fake device",
+                  .allocate = [](size_t) -> void* { return nullptr; },
+                  .release = std::free});
+  EXPECT_DEATH(a.Allocate(kBlock, MemoryTag::kParam), "out of fake device memory");
+}
+
 }  // namespace
 }  // namespace loom::runtime

@@ -28,6 +28,22 @@ std::string DeviceDescription(int device) {
                          static_cast<double>(prop.totalGlobalMem) / (1 << 30));
 }
 
+runtime::Allocator& DeviceAllocator() {
+  static runtime::Allocator* allocator = new runtime::Allocator(  // never destroyed, as Default()
+      runtime::Allocator::CacheBytesFromEnv("LOOM_DEVICE_CACHE_BYTES", int64_t{4} << 30),
+      {.name = "CUDA device",
+       .allocate = [](size_t bytes) -> void* {
+         void* p = nullptr;
+         if (cudaMalloc(&p, bytes) != cudaSuccess) {
+           (void)cudaGetLastError();  // out of memory: the allocator releases its cache and retries
+           return nullptr;
+         }
+         return p;
+       },
+       .release = [](void* p) { cudaFree(p); }});
+  return *allocator;
+}
+
 absl::Status LastError(const char* what) {
   const cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) return absl::OkStatus();

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "runtime/allocator.h"
 
 namespace loom::runtime::kernels::cuda {
 
@@ -23,6 +24,11 @@ int DeviceCount();
 std::string DeviceDescription(int device = 0);
 // OK, or the last CUDA error (naming `what`), e.g. after a kernel launch; clears it.
 absl::Status LastError(const char* what);
+
+// The process-wide allocator of memory on the current device: cudaMalloc / cudaFree behind the
+// host allocator's per-tag accounting (peaks included) and block cache (capacity
+// LOOM_DEVICE_CACHE_BYTES, default 4 GiB; cached blocks are not counted in any tag).
+runtime::Allocator& DeviceAllocator();
 
 // Untyped device memory of `bytes` on the current device.
 class DeviceMemory {

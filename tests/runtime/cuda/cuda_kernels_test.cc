@@ -88,5 +88,22 @@ TEST_F(CudaKernels, GeluForwardAndBackwardMatchTheCpu) {
   }
 }
 
+// The device allocator: cudaMalloc'd memory under the same accounting and cache as the host's
+// (a freed block comes back for the same size; the tags count only what is in use).
+TEST_F(CudaKernels, DeviceAllocatorCachesAndCounts) {
+  runtime::Allocator& a = DeviceAllocator();
+  const int64_t before = a.Stats(MemoryTag::kActivation).current_bytes;
+  constexpr size_t kBytes = 1 << 20;
+  void* p = a.Allocate(kBytes, MemoryTag::kActivation);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(a.Stats(MemoryTag::kActivation).current_bytes, before + static_cast<int64_t>(kBytes));
+  a.Free(p, kBytes, MemoryTag::kActivation);
+  EXPECT_EQ(a.Stats(MemoryTag::kActivation).current_bytes, before);
+  void* q = a.Allocate(kBytes, MemoryTag::kParam);
+  EXPECT_EQ(q, p);
+  a.Free(q, kBytes, MemoryTag::kParam);
+  EXPECT_TRUE(LastError("device allocator").ok());
+}
+
 }  // namespace
 }  // namespace loom::runtime::kernels::cuda
