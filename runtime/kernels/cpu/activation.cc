@@ -1,14 +1,13 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/kernels/cpu/rows.h"
+#include "runtime/kernels/gelu_formula.h"
 #include "runtime/parallel.h"
 #include "runtime/vectorize.h"
 
 namespace loom::runtime::kernels::cpu {
 namespace {
 
-constexpr float kGeluScale = 0.7978845608028654f;  // √(2/π)
-constexpr float kGeluCubic = 0.044715f;
 constexpr int64_t kGrain = 8192;
 
 float Sigmoid(float x) { return 1.0f / (1.0f + FastExp(-x)); }
@@ -16,18 +15,14 @@ float Sigmoid(float x) { return 1.0f / (1.0f + FastExp(-x)); }
 LOOM_VECTORIZED void GeluSpan(const float* x, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
-    out[i] = 0.5f * v * (1.0f + FastTanh(kGeluScale * (v + kGeluCubic * v * v * v)));
+    out[i] = GeluFromTanh(v, FastTanh(GeluInner(v)));
   }
 }
 
 LOOM_VECTORIZED void GeluBackwardSpan(const float* dout, const float* x, float* dx, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
-    const float t = FastTanh(kGeluScale * (v + kGeluCubic * v * v * v));
-    const float sech2 = 1.0f - t * t;
-    const float grad =
-        0.5f * (1.0f + t) + 0.5f * v * sech2 * kGeluScale * (1.0f + 3.0f * kGeluCubic * v * v);
-    dx[i] += grad * dout[i];
+    dx[i] += GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
   }
 }
 

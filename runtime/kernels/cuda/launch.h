@@ -10,11 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define LOOM_HOST_DEVICE __host__ __device__
-#else
-#define LOOM_HOST_DEVICE
-#endif
+#include "runtime/host_device.h"
 
 namespace loom::runtime::kernels::cuda {
 
