@@ -46,6 +46,9 @@ struct MemoryStats {
 
 inline constexpr size_t kAllocationAlignment = 64;
 
+// Where memory lives (runtime/tensor.h: a tensor's device is its allocator's).
+enum class Device : uint8_t { kCpu, kCuda };
+
 // Where an Allocator's memory comes from: host memory by default, or a device's (the CUDA
 // backend's device allocator, runtime/kernels/cuda/device.h). The accounting and the cache are the
 // same whatever the source.
@@ -54,6 +57,7 @@ struct MemorySource {
   void* (*allocate)(
       size_t bytes);  // `bytes` a multiple of kAllocationAlignment; nullptr: none left
   void (*release)(void* ptr);
+  Device device = Device::kCpu;
   static MemorySource Host();  // std::aligned_alloc (64 bytes) and std::free
 };
 
@@ -82,6 +86,7 @@ class Allocator {
   // `bytes` and `tag` must be those given to Allocate.
   virtual void Free(void* ptr, size_t bytes, MemoryTag tag);
 
+  Device device() const { return source_.device; }
   MemoryStats Stats(MemoryTag tag) const;
   int64_t TotalCurrentBytes() const;
   // Bytes held for reuse and the cache's hit counts (not part of any tag's figures).

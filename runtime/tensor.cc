@@ -34,8 +34,9 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, MemoryTag tag, Allocator* 
   t.numel_ = NumElements(shape);
   t.dtype_ = dtype;
   t.tag_ = tag;
-  t.storage_ = std::make_shared<Storage>(t.nbytes(), tag,
-                                         allocator != nullptr ? allocator : &Allocator::Default());
+  Allocator* from = allocator != nullptr ? allocator : &Allocator::Default();
+  t.device_ = from->device();
+  t.storage_ = std::make_shared<Storage>(t.nbytes(), tag, from);
   return t;
 }
 
@@ -57,9 +58,25 @@ int64_t Tensor::dim(int i) const {
   return shape_[j];
 }
 
+namespace {
+
+void* Address(const std::shared_ptr<Storage>& storage, size_t offset_bytes) {
+  if (storage == nullptr || storage->data() == nullptr) return nullptr;
+  return static_cast<char*>(storage->data()) + offset_bytes;
+}
+
+}  // namespace
+
 void* Tensor::raw_data() const {
-  if (storage_ == nullptr || storage_->data() == nullptr) return nullptr;
-  return static_cast<char*>(storage_->data()) + offset_bytes_;
+  LOOM_CHECK(device_ == Device::kCpu)
+      << "host code read a " << DebugString()
+      << ": device memory is not addressable from the host (copy it to the host first)";
+  return Address(storage_, offset_bytes_);
+}
+
+void* Tensor::device_data() const {
+  LOOM_CHECK(device_ != Device::kCpu) << "device_data() of a host tensor " << DebugString();
+  return Address(storage_, offset_bytes_);
 }
 
 Tensor Tensor::Slice(int64_t begin, int64_t end) const {

@@ -6,8 +6,9 @@
 //   Tensor w = Tensor::FromVector({2, 2}, std::vector<float>{1, 2, 3, 4}, MemoryTag::kParam);
 //
 // Copies of a Tensor are shallow (they share storage). Views exist only along dim 0 (Slice) and by
-// reshape, so every tensor is contiguous. Device memory appears when the CUDA backend lands; today
-// every tensor lives on the host (Device::kCpu).
+// reshape, so every tensor is contiguous. A tensor lives where its allocator's memory does: the
+// host (Device::kCpu, the default), or a CUDA device (runtime/kernels/cuda/device.h's
+// DeviceAllocator; host code cannot read it: data() refuses, device_data() is for CUDA code).
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,6 @@
 
 namespace loom::runtime {
 
-enum class Device : uint8_t { kCpu, kCuda };
 absl::string_view DeviceName(Device device);
 
 using Shape = std::vector<int64_t>;
@@ -75,14 +75,17 @@ class Tensor {
   // The allocation this tensor views (shared by its copies and views; null when undefined).
   const Storage* storage() const { return storage_.get(); }
 
-  // Typed pointer to the first element; aborts if T does not match dtype().
+  // Typed pointer to the first element; aborts if T does not match dtype(). Host tensors only.
   template <typename T>
   T* data() const {
     LOOM_CHECK(DTypeOf<T>::value == dtype_)
         << "Tensor::data<" << DTypeName(DTypeOf<T>::value) << ">() on a " << DebugString();
     return static_cast<T*>(raw_data());
   }
+  // The first element's address; aborts for a device tensor (host code cannot read it).
   void* raw_data() const;
+  // The first element's device address, for CUDA code; aborts for a host tensor.
+  void* device_data() const;
 
   // Rows [begin, end) along dim 0, sharing storage.
   Tensor Slice(int64_t begin, int64_t end) const;

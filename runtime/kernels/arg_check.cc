@@ -64,7 +64,8 @@ void ArgCheck::RequireCpu() const {
   for (const Arg& a : args_) {
     if (a.tensor->defined() && a.tensor->device() != Device::kCpu) {
       Fail(absl::StrCat(a.name, " is on ", DeviceName(a.tensor->device()),
-                        " but this build has only the CPU kernel backend"));
+                        " but the kernel entry points run on the CPU only (their CUDA twins "
+                        "are not dispatched to yet: docs/gpu.md)"));
     }
   }
 }

@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
+#include "runtime/kernels/activation.h"
+
 namespace loom::runtime {
 namespace {
 
@@ -50,6 +54,33 @@ TEST(TensorTest, FillConvertsToDType) {
   Tensor i = Tensor::Empty({3}, DType::kI64, MemoryTag::kActivation);
   i.Fill(-4.0f);
   EXPECT_EQ(i.data<int64_t>()[2], -4);
+}
+
+// A tensor lives where its allocator's memory does. Device memory is faked here with host memory
+// behind a source that says kCuda (the CUDA backend's DeviceAllocator is the real one): the tensor
+// and its views say cuda, host accessors and the CPU kernels refuse it by name, device_data()
+// gives its address, and the accounting counts it as any other.
+TEST(TensorDeathTest, DeviceTensorsAreRefusedByHostCode) {
+  Allocator fake(0, {.name = "fake device",
+                     .allocate = [](size_t b) { return std::aligned_alloc(64, b); },
+                     .release = std::free,
+                     .device = Device::kCuda});
+  const Tensor t = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation, &fake);
+  EXPECT_EQ(t.device(), Device::kCuda);
+  EXPECT_EQ(t.Slice(1, 3).device(), Device::kCuda);
+  EXPECT_EQ(t.Reshape({32}).device(), Device::kCuda);
+  EXPECT_NE(t.DebugString().find("@cuda"), std::string::npos) << t.DebugString();
+  EXPECT_NE(t.device_data(), nullptr);
+  EXPECT_EQ(fake.Stats(MemoryTag::kActivation).current_bytes, 4 * 8 * 4);
+  EXPECT_DEATH((void)t.data<float>(), "device memory is not addressable from the host");
+  EXPECT_DEATH(Tensor::Zeros({4}, DType::kF32, MemoryTag::kActivation, &fake),
+               "device memory is not addressable from the host");
+  Tensor out = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation);
+  EXPECT_DEATH(kernels::GeluForward(t, out),
+               "x is on cuda but the kernel entry points run on the CPU");
+  const Tensor host = Tensor::Empty({4}, DType::kF32, MemoryTag::kActivation);
+  EXPECT_EQ(host.device(), Device::kCpu);
+  EXPECT_DEATH((void)host.device_data(), "device_data\\(\\) of a host tensor");
 }
 
 TEST(TensorTest, StorageLivesWhileAnyViewDoes) {

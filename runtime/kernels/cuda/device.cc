@@ -40,8 +40,28 @@ runtime::Allocator& DeviceAllocator() {
          }
          return p;
        },
-       .release = [](void* p) { cudaFree(p); }});
+       .release = [](void* p) { cudaFree(p); },
+       .device = runtime::Device::kCuda});
   return *allocator;
+}
+
+absl::StatusOr<runtime::Tensor> ToDevice(const runtime::Tensor& host) {
+  runtime::Tensor d =
+      runtime::Tensor::Empty(host.shape(), host.dtype(), host.tag(), &DeviceAllocator());
+  if (host.nbytes() > 0 && cudaMemcpy(d.device_data(), host.raw_data(), host.nbytes(),
+                                      cudaMemcpyHostToDevice) != cudaSuccess) {
+    return LastError("copy of a tensor to the device");
+  }
+  return d;
+}
+
+absl::StatusOr<runtime::Tensor> ToHost(const runtime::Tensor& device) {
+  runtime::Tensor h = runtime::Tensor::Empty(device.shape(), device.dtype(), device.tag());
+  if (device.nbytes() > 0 && cudaMemcpy(h.raw_data(), device.device_data(), device.nbytes(),
+                                        cudaMemcpyDeviceToHost) != cudaSuccess) {
+    return LastError("copy of a tensor to the host");
+  }
+  return h;
 }
 
 absl::Status LastError(const char* what) {

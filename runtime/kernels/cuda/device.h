@@ -14,7 +14,9 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "runtime/allocator.h"
+#include "runtime/tensor.h"
 
 namespace loom::runtime::kernels::cuda {
 
@@ -29,6 +31,12 @@ absl::Status LastError(const char* what);
 // host allocator's per-tag accounting (peaks included) and block cache (capacity
 // LOOM_DEVICE_CACHE_BYTES, default 4 GiB; cached blocks are not counted in any tag).
 runtime::Allocator& DeviceAllocator();
+
+// Synchronous copies of a whole tensor between the host and the current device: a new tensor of the
+// same shape, dtype and tag (on the device from DeviceAllocator(), on the host from the default
+// allocator). An error names the CUDA failure.
+absl::StatusOr<runtime::Tensor> ToDevice(const runtime::Tensor& host);
+absl::StatusOr<runtime::Tensor> ToHost(const runtime::Tensor& device);
 
 // Untyped device memory of `bytes` on the current device.
 class DeviceMemory {

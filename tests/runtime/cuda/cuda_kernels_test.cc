@@ -35,13 +35,13 @@ class CudaKernels : public ::testing::Test {
     return t;
   }
   // Copies `host` to a new device buffer.
-  static DeviceBuffer<float> ToDevice(const Tensor& host) {
+  static DeviceBuffer<float> Upload(const Tensor& host) {
     DeviceBuffer<float> d(host.numel());
     const absl::Status s = d.CopyFrom(host.data<float>());
     EXPECT_TRUE(s.ok()) << s;
     return d;
   }
-  static std::vector<float> ToHost(const DeviceBuffer<float>& d) {
+  static std::vector<float> Download(const DeviceBuffer<float>& d) {
     std::vector<float> out(static_cast<size_t>(d.size()));
     const absl::Status launched = LastError("kernel launch");
     EXPECT_TRUE(launched.ok()) << launched;
@@ -66,9 +66,9 @@ TEST_F(CudaKernels, AddIsExact) {
     const Tensor a = Random(n, 1, 1.0f), b = Random(n, 2, 1.0f);
     Tensor want = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
     for (int64_t i = 0; i < n; ++i) want.data<float>()[i] = a.data<float>()[i] + b.data<float>()[i];
-    DeviceBuffer<float> da = ToDevice(a), db = ToDevice(b), out(n);
+    DeviceBuffer<float> da = Upload(a), db = Upload(b), out(n);
     Add(da.data(), db.data(), out.data(), n, nullptr);
-    EXPECT_EQ(ToHost(out), want.ToF32Vector()) << "n " << n;
+    EXPECT_EQ(Download(out), want.ToF32Vector()) << "n " << n;
   }
 }
 
@@ -79,12 +79,12 @@ TEST_F(CudaKernels, GeluForwardAndBackwardMatchTheCpu) {
     kernels::GeluForward(x, y);
     Tensor dx = dx0.Clone();
     kernels::GeluBackward(dout, x, dx);  // accumulates into dx0's values
-    DeviceBuffer<float> dev_x = ToDevice(x), dev_dout = ToDevice(dout), dev_dx = ToDevice(dx0);
+    DeviceBuffer<float> dev_x = Upload(x), dev_dout = Upload(dout), dev_dx = Upload(dx0);
     DeviceBuffer<float> dev_y(n);
     GeluForward(dev_x.data(), dev_y.data(), n, nullptr);
     GeluBackward(dev_dout.data(), dev_x.data(), dev_dx.data(), n, nullptr);
-    ExpectClose(ToHost(dev_y), y, "gelu");
-    ExpectClose(ToHost(dev_dx), dx, "gelu backward");
+    ExpectClose(Download(dev_y), y, "gelu");
+    ExpectClose(Download(dev_dx), dx, "gelu backward");
   }
 }
 
@@ -103,6 +103,27 @@ TEST_F(CudaKernels, DeviceAllocatorCachesAndCounts) {
   EXPECT_EQ(q, p);
   a.Free(q, kBytes, MemoryTag::kParam);
   EXPECT_TRUE(LastError("device allocator").ok());
+}
+
+// Tensors on the device: a host tensor copied there and back is the same bytes; the device copy
+// says cuda, comes from the device allocator, and refuses host reads.
+TEST_F(CudaKernels, TensorsRoundTripThroughTheDevice) {
+  const Tensor host = Random(1000, 6, 1.0f);
+  absl::StatusOr<Tensor> dev = ToDevice(host);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  EXPECT_EQ(dev->device(), Device::kCuda);
+  EXPECT_GE(DeviceAllocator().Stats(MemoryTag::kActivation).current_bytes, 4000);
+  Tensor gelu = Tensor::Empty({1000}, DType::kF32, MemoryTag::kActivation, &DeviceAllocator());
+  GeluForward(static_cast<const float*>(dev->device_data()),
+              static_cast<float*>(gelu.device_data()), 1000, nullptr);
+  absl::StatusOr<Tensor> back = ToHost(*dev);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToF32Vector(), host.ToF32Vector());
+  absl::StatusOr<Tensor> y = ToHost(gelu);
+  ASSERT_TRUE(y.ok()) << y.status();
+  Tensor want = Tensor::Empty({1000}, DType::kF32, MemoryTag::kActivation);
+  kernels::GeluForward(host, want);
+  ExpectClose(y->ToF32Vector(), want, "gelu on device tensors");
 }
 
 }  // namespace
