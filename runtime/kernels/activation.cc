@@ -2,6 +2,7 @@
 
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -12,19 +13,21 @@ void CheckSameShapeF32(const ArgCheck& check, std::initializer_list<const Tensor
     check.ExpectDType(*t, DType::kF32);
     check.ExpectShape(*t, first.shape());
   }
-  check.RequireCpu();
 }
 
 }  // namespace
 
 void GeluForward(const Tensor& x, Tensor& out) {
-  CheckSameShapeF32(ArgCheck("GeluForward", {{"x", &x}, {"out", &out}}), {&x, &out});
+  const ArgCheck check("GeluForward", {{"x", &x}, {"out", &out}});
+  CheckSameShapeF32(check, {&x, &out});
+  if (check.OnCuda()) return check.Twin(CudaTwins().gelu_forward)(x, out);
   cpu::GeluForward(x, out);
 }
 
 void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
   const ArgCheck check("BiasGeluForward", {{"x", &x}, {"bias", &bias}, {"out", &out}});
   CheckSameShapeF32(check, {&x, &out});
+  check.RequireCpu();
   check.Expect(x.rank() >= 1, "x needs at least one dimension");
   check.ExpectDType(bias, DType::kF32);
   check.ExpectShape(bias, {x.dim(-1)});
@@ -32,23 +35,26 @@ void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
 }
 
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
-  CheckSameShapeF32(ArgCheck("GeluBackward", {{"dout", &dout}, {"x", &x}, {"dx", &dx}}),
-                    {&x, &dout, &dx});
+  const ArgCheck check("GeluBackward", {{"dout", &dout}, {"x", &x}, {"dx", &dx}});
+  CheckSameShapeF32(check, {&x, &dout, &dx});
+  if (check.OnCuda()) return check.Twin(CudaTwins().gelu_backward)(dout, x, dx);
   cpu::GeluBackward(dout, x, dx);
 }
 
 void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out) {
-  CheckSameShapeF32(ArgCheck("SwiGLUForward", {{"gate", &gate}, {"up", &up}, {"out", &out}}),
-                    {&gate, &up, &out});
+  const ArgCheck check("SwiGLUForward", {{"gate", &gate}, {"up", &up}, {"out", &out}});
+  CheckSameShapeF32(check, {&gate, &up, &out});
+  check.RequireCpu();
   cpu::SwiGLUForward(gate, up, out);
 }
 
 void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                     Tensor& dup) {
-  CheckSameShapeF32(
-      ArgCheck("SwiGLUBackward",
-               {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}}),
-      {&gate, &dout, &up, &dgate, &dup});
+  const ArgCheck check(
+      "SwiGLUBackward",
+      {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
+  CheckSameShapeF32(check, {&gate, &dout, &up, &dgate, &dup});
+  check.RequireCpu();
   cpu::SwiGLUBackward(dout, gate, up, dgate, dup);
 }
 

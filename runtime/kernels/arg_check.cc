@@ -60,6 +60,26 @@ void ArgCheck::Expect(bool cond, absl::string_view what) const {
   if (!cond) Fail(what);
 }
 
+bool ArgCheck::OnCuda() const {
+  const Arg* first = nullptr;
+  for (const Arg& a : args_) {
+    if (!a.tensor->defined()) continue;
+    if (first == nullptr) {
+      first = &a;
+    } else if (a.tensor->device() != first->tensor->device()) {
+      Fail(absl::StrCat(first->name, " is on ", DeviceName(first->tensor->device()), " but ",
+                        a.name, " is on ", DeviceName(a.tensor->device())));
+    }
+  }
+  return first != nullptr && first->tensor->device() == Device::kCuda;
+}
+
+void ArgCheck::FailNoTwin() const {
+  Fail(
+      "its CUDA twin is not registered (call cuda::RegisterKernels() in a build with the CUDA "
+      "backend, docs/gpu.md)");
+}
+
 void ArgCheck::RequireCpu() const {
   for (const Arg& a : args_) {
     if (a.tensor->defined() && a.tensor->device() != Device::kCpu) {

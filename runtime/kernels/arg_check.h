@@ -3,7 +3,8 @@
 //   ArgCheck check("LayerNormForward", {{"x", &x}, {"w", &w}, {"out", &out}});
 //   check.ExpectDType(x, DType::kF32);
 //   check.ExpectShape(w, {C});
-//   check.RequireCpu();   // the seam: CUDA tensors need the CUDA backend (not built yet)
+//   check.RequireCpu();   // the seam: an op without a CUDA twin refuses device tensors
+//   if (check.OnCuda()) return check.Twin(CudaTwins().gelu_forward)(x, out);  // one with a twin
 //
 // A failed expectation aborts (it is a programmer error) with a message naming the op, what was
 // expected, and every argument's dtype and shape, e.g.
@@ -36,11 +37,20 @@ class ArgCheck {
   // Aborts with `what` (e.g. "qkv's last dimension must be 3 * C") unless `cond`.
   void Expect(bool cond, absl::string_view what) const;
 
-  // The device seam: every defined argument must be on the host. When the CUDA backend exists,
-  // entry points will branch on Device() instead and call kernels/cuda.
+  // The device seam. RequireCpu: every defined argument must be on the host (ops without a CUDA
+  // twin). OnCuda: whether the arguments are on a CUDA device (all of them: mixed devices fail,
+  // naming both). Twin: the registered CUDA twin (runtime/kernels/cuda_twins.h), or a failure
+  // naming the op when there is none.
   void RequireCpu() const;
+  bool OnCuda() const;
+  template <typename Fn>
+  Fn Twin(Fn fn) const {
+    if (fn == nullptr) FailNoTwin();
+    return fn;
+  }
 
   [[noreturn]] void Fail(absl::string_view what) const;
+  [[noreturn]] void FailNoTwin() const;
 
  private:
   absl::string_view NameOf(const Tensor& t) const;

@@ -2,6 +2,7 @@
 
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 
@@ -11,7 +12,7 @@ void Add(const Tensor& a, const Tensor& b, Tensor& out) {
     check.ExpectDType(*t, DType::kF32);
     check.ExpectShape(*t, a.shape());
   }
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().add)(a, b, out);
   cpu::Add(a, b, out);
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "runtime/kernels/activation.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime {
 namespace {
@@ -76,11 +77,37 @@ TEST(TensorDeathTest, DeviceTensorsAreRefusedByHostCode) {
   EXPECT_DEATH(Tensor::Zeros({4}, DType::kF32, MemoryTag::kActivation, &fake),
                "device memory is not addressable from the host");
   Tensor out = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation);
-  EXPECT_DEATH(kernels::GeluForward(t, out),
-               "x is on cuda but the kernel entry points run on the CPU");
+  EXPECT_DEATH(kernels::GeluForward(t, out), "x is on cuda but out is on cpu");
+  Tensor dev_out = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation, &fake);
+  EXPECT_DEATH(kernels::GeluForward(t, dev_out), "GeluForward: its CUDA twin is not registered");
+  EXPECT_DEATH(kernels::SwiGLUForward(t, t, dev_out),
+               "gate is on cuda but the kernel entry points run on the CPU only");
   const Tensor host = Tensor::Empty({4}, DType::kF32, MemoryTag::kActivation);
   EXPECT_EQ(host.device(), Device::kCpu);
   EXPECT_DEATH((void)host.device_data(), "device_data\\(\\) of a host tensor");
+}
+
+// An entry point runs the registered CUDA twin for device tensors (a fake twin here, on the fake
+// device's host memory), and the CPU kernel for host tensors.
+TEST(TensorTest, EntryPointsDispatchDeviceTensorsToTheirCudaTwin) {
+  Allocator fake(0, {.name = "fake device",
+                     .allocate = [](size_t b) { return std::aligned_alloc(64, b); },
+                     .release = std::free,
+                     .device = Device::kCuda});
+  static int calls = 0;
+  kernels::CudaTwins().gelu_forward = [](const Tensor& x, Tensor& out) {
+    ++calls;
+    static_cast<float*>(out.device_data())[0] = static_cast<const float*>(x.device_data())[0];
+  };
+  const Tensor x = Tensor::Zeros({2}, DType::kF32, MemoryTag::kActivation);
+  Tensor y = Tensor::Empty({2}, DType::kF32, MemoryTag::kActivation);
+  kernels::GeluForward(x, y);  // host: the CPU kernel
+  EXPECT_EQ(calls, 0);
+  const Tensor dx = Tensor::Empty({2}, DType::kF32, MemoryTag::kActivation, &fake);
+  Tensor dy = Tensor::Empty({2}, DType::kF32, MemoryTag::kActivation, &fake);
+  kernels::GeluForward(dx, dy);
+  EXPECT_EQ(calls, 1);
+  kernels::CudaTwins().gelu_forward = nullptr;
 }
 
 TEST(TensorTest, StorageLivesWhileAnyViewDoes) {

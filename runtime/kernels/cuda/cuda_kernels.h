@@ -1,9 +1,9 @@
 // The CUDA twins of the CPU kernels (runtime/kernels/cpu/cpu_kernels.h), on raw device pointers
 // and a stream (nullptr: the default stream); asynchronous, like any kernel launch: errors surface
-// through cuda::LastError or the next synchronising call. Issue #14 moves them behind the kernel
-// entry points once tensors carry a device; today tests/runtime/cuda/cuda_kernels_test.cc checks
-// each against its CPU twin (docs/gpu.md). f32, with the CPU kernels' conventions: backward
-// outputs accumulate.
+// through cuda::LastError or the next synchronising call. RegisterKernels() puts them behind the
+// kernel entry points (runtime/kernels/cuda_twins.h), which then run them for device tensors on
+// the default stream. tests/runtime/cuda/cuda_kernels_test.cc checks each against its CPU twin
+// (docs/gpu.md). f32, with the CPU kernels' conventions: backward outputs accumulate.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,9 @@ struct CUstream_st;  // cudaStream_t without the CUDA headers
 namespace loom::runtime::kernels::cuda {
 
 using Stream = CUstream_st*;
+
+// Fills the entry points' table of CUDA twins with the kernels below (idempotent).
+void RegisterKernels();
 
 // out = a + b (out may be a or b).
 void Add(const float* a, const float* b, float* out, int64_t n, Stream stream);

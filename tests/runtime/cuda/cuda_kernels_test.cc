@@ -106,7 +106,7 @@ TEST_F(CudaKernels, DeviceAllocatorCachesAndCounts) {
 }
 
 // Tensors on the device: a host tensor copied there and back is the same bytes; the device copy
-// says cuda, comes from the device allocator, and refuses host reads.
+// says cuda and comes from the device allocator; the GELU entry point dispatches to the CUDA twin.
 TEST_F(CudaKernels, TensorsRoundTripThroughTheDevice) {
   const Tensor host = Random(1000, 6, 1.0f);
   absl::StatusOr<Tensor> dev = ToDevice(host);
@@ -114,8 +114,8 @@ TEST_F(CudaKernels, TensorsRoundTripThroughTheDevice) {
   EXPECT_EQ(dev->device(), Device::kCuda);
   EXPECT_GE(DeviceAllocator().Stats(MemoryTag::kActivation).current_bytes, 4000);
   Tensor gelu = Tensor::Empty({1000}, DType::kF32, MemoryTag::kActivation, &DeviceAllocator());
-  GeluForward(static_cast<const float*>(dev->device_data()),
-              static_cast<float*>(gelu.device_data()), 1000, nullptr);
+  RegisterKernels();
+  kernels::GeluForward(*dev, gelu);  // the entry point, dispatching to the CUDA twin
   absl::StatusOr<Tensor> back = ToHost(*dev);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->ToF32Vector(), host.ToF32Vector());

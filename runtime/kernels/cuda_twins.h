@@ -1,0 +1,23 @@
+// The CUDA twins the kernel entry points dispatch to when their tensors are on a CUDA device
+// (docs/gpu.md). loom_runtime knows nothing of CUDA: the CUDA library fills this table
+// (cuda::RegisterKernels() in runtime/kernels/cuda/cuda_kernels.h), and an entry point whose twin
+// is missing refuses device tensors with a message naming the op.
+//
+//   if (check.OnCuda()) return check.Twin(CudaTwins().gelu_forward)(x, out);
+//   cpu::GeluForward(x, out);
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace loom::runtime::kernels {
+
+struct CudaTwinTable {
+  void (*add)(const Tensor& a, const Tensor& b, Tensor& out) = nullptr;
+  void (*gelu_forward)(const Tensor& x, Tensor& out) = nullptr;
+  void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx) = nullptr;
+};
+
+// The process-wide table; filled once, before device tensors reach the entry points.
+CudaTwinTable& CudaTwins();
+
+}  // namespace loom::runtime::kernels
