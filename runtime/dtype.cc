@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "runtime/base/check.h"
+#include "runtime/bf16_bits.h"
 #include "runtime/vectorize.h"
 
 #if defined(__x86_64__)
@@ -116,14 +117,7 @@ bool IsFloatingPoint(DType dtype) { return dtype != DType::kI32 && dtype != DTyp
 
 std::ostream& operator<<(std::ostream& os, DType dtype) { return os << DTypeName(dtype); }
 
-uint16_t F32ToBF16(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  // Round to nearest even on the low 16 bits; overflow carries into Inf as IEEE requires. NaN
-  // keeps its sign and becomes quiet. Branch-free, so loops over it vectorise.
-  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  const uint32_t quiet_nan = (bits >> 16) | 0x0040u;
-  return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
-}
+uint16_t F32ToBF16(float x) { return F32BitsToBF16(std::bit_cast<uint32_t>(x)); }
 
 float BF16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
 

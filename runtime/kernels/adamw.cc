@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 
@@ -24,7 +25,11 @@ void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
     check.Expect(out.numel() == master.numel(), "copy_out needs master's element count");
   }
   check.Expect(step >= 1, absl::StrCat("step must be >= 1, got ", step));
-  check.RequireCpu();
+  if (check.OnCuda()) {
+    check.Expect(copy_out == nullptr || out.dtype() == DType::kBF16,
+                 "on a CUDA device copy_out must be bf16 (f16 is not built yet)");
+    return check.Twin(CudaTwins().adamw)(master, grad, m, v, config, step, copy_out);
+  }
   cpu::AdamWUpdate(master, grad, m, v, config, step, copy_out);
 }
 

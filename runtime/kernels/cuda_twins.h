@@ -7,6 +7,7 @@
 //   cpu::GeluForward(x, out);
 #pragma once
 
+#include "runtime/kernels/adamw.h"
 #include "runtime/tensor.h"
 
 namespace loom::runtime::kernels {
@@ -15,6 +16,8 @@ struct CudaTwinTable {
   void (*add)(const Tensor& a, const Tensor& b, Tensor& out) = nullptr;
   void (*gelu_forward)(const Tensor& x, Tensor& out) = nullptr;
   void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx) = nullptr;
+  void (*adamw)(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
+                int64_t step, Tensor* copy_out) = nullptr;
 };
 
 // The process-wide table; filled once, before device tensors reach the entry points.

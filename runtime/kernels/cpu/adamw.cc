@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "runtime/kernels/adamw_formula.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/parallel.h"
 #include "runtime/vectorize.h"
@@ -7,22 +8,9 @@
 namespace loom::runtime::kernels::cpu {
 namespace {
 
-struct AdamWStep {
-  float b1, b2, correction1, correction2, decay, lr, eps;
-};
-
 LOOM_VECTORIZED void AdamWSpan(const AdamWStep& k, float* p, const float* g, float* m, float* v,
                                int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
-    const float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
-    const float vi = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float mhat = mi / k.correction1;
-    const float vhat = vi / k.correction2;
-    p[i] = p[i] * k.decay - k.lr * mhat / (std::sqrt(vhat) + k.eps);
-  }
+  for (int64_t i = 0; i < n; ++i) AdamWElement(k, p[i], g[i], m[i], v[i]);
 }
 
 }  // namespace
@@ -33,14 +21,7 @@ void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
   const float* pg = grad.data<float>();
   float* pm = m.data<float>();
   float* pv = v.data<float>();
-  const AdamWStep k{
-      .b1 = config.beta1,
-      .b2 = config.beta2,
-      .correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta1), step)),
-      .correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta2), step)),
-      .decay = 1.0f - config.lr * config.weight_decay,
-      .lr = config.lr,
-      .eps = config.eps};
+  const AdamWStep k = MakeAdamWStep(config, step);
   ParallelFor(master.numel(), 8192, [&](int64_t begin, int64_t end) {
     AdamWSpan(k, pp + begin, pg + begin, pm + begin, pv + begin, end - begin);
     if (copy_out != nullptr) {

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "runtime/kernels/adamw_formula.h"
+
 struct CUstream_st;  // cudaStream_t without the CUDA headers
 
 namespace loom::runtime::kernels::cuda {
@@ -22,5 +24,13 @@ void Add(const float* a, const float* b, float* out, int64_t n, Stream stream);
 // GELU, tanh form (the CPU's GeluForward / GeluBackward): out = gelu(x); dx += gelu'(x) · dout.
 void GeluForward(const float* x, float* out, int64_t n, Stream stream);
 void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream);
+// AdamW on n elements with the step's constants (runtime/kernels/adamw_formula.h: the CPU kernel's
+// bits); `copy_bf16`, if not null, receives the updated master rounded to bf16 (nearest even).
+struct AdamWArgs {
+  float *master, *m, *v;
+  const float* grad;
+  uint16_t* copy_bf16;
+};
+void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream);
 
 }  // namespace loom::runtime::kernels::cuda

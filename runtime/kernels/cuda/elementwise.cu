@@ -1,3 +1,4 @@
+#include "runtime/bf16_bits.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
 #include "runtime/kernels/gelu_formula.h"
@@ -28,7 +29,20 @@ __global__ void GeluBackwardKernel(const float* dout, const float* x, float* dx,
   }
 }
 
+__global__ void AdamWKernel(AdamWArgs a, AdamWStep k, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    AdamWElement(k, a.master[i], a.grad[i], a.m[i], a.v[i]);
+    if (a.copy_bf16 != nullptr) a.copy_bf16[i] = F32BitsToBF16(__float_as_uint(a.master[i]));
+  }
+}
+
 }  // namespace
+
+void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) AdamWKernel<<<g.blocks, g.threads, 0, stream>>>(args, step, n);
+}
 
 void Add(const float* a, const float* b, float* out, int64_t n, Stream stream) {
   const Grid g = GridFor(n);

@@ -20,6 +20,16 @@ void RegisterKernels() {
   twins.gelu_backward = [](const Tensor& dout, const Tensor& x, Tensor& dx) {
     GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
   };
+  twins.adamw = [](Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
+                   const AdamWConfig& config, int64_t step, Tensor* copy_out) {
+    AdamWUpdate({.master = Out(master),
+                 .m = Out(m),
+                 .v = Out(v),
+                 .grad = In(grad),
+                 .copy_bf16 = copy_out != nullptr ? static_cast<uint16_t*>(copy_out->device_data())
+                                                  : nullptr},
+                MakeAdamWStep(config, step), master.numel(), nullptr);
+  };
 }
 
 }  // namespace loom::runtime::kernels::cuda

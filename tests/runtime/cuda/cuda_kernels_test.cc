@@ -11,9 +11,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "runtime/kernels/activation.h"
+#include "runtime/kernels/adamw.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
 #include "runtime/rng.h"
@@ -124,6 +127,32 @@ TEST_F(CudaKernels, TensorsRoundTripThroughTheDevice) {
   Tensor want = Tensor::Empty({1000}, DType::kF32, MemoryTag::kActivation);
   kernels::GeluForward(host, want);
   ExpectClose(y->ToF32Vector(), want, "gelu on device tensors");
+}
+
+// AdamW through the entry point on device tensors: the same bits as the CPU kernel (shared
+// formula, no contracted multiply-adds, IEEE division and square root), bf16 copy included.
+TEST_F(CudaKernels, AdamWIsBitwiseTheCpuKernel) {
+  RegisterKernels();
+  const int64_t n = kMaxBlocks * kBlock + 5;
+  Tensor p = Random(n, 7, 0.02f), g = Random(n, 8, 1e-3f), m = Random(n, 9, 1e-4f);
+  Tensor v = Random(n, 10, 1e-4f);
+  for (int64_t i = 0; i < n; ++i) v.data<float>()[i] *= v.data<float>()[i];  // v >= 0
+  const AdamWConfig config{
+      .lr = 6e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+  absl::StatusOr<Tensor> dp = ToDevice(p), dg = ToDevice(g), dm = ToDevice(m), dv = ToDevice(v);
+  ASSERT_TRUE(dp.ok() && dg.ok() && dm.ok() && dv.ok());
+  Tensor copy = Tensor::Empty({n}, DType::kBF16, MemoryTag::kParam);
+  Tensor dcopy = Tensor::Empty({n}, DType::kBF16, MemoryTag::kParam, &DeviceAllocator());
+  kernels::AdamWUpdate(p, g, m, v, config, /*step=*/3, &copy);
+  kernels::AdamWUpdate(*dp, *dg, *dm, *dv, config, /*step=*/3, &dcopy);
+  for (const auto& [want, got] : {std::pair<Tensor*, Tensor*>{&p, &*dp}, {&m, &*dm}, {&v, &*dv}}) {
+    absl::StatusOr<Tensor> host = ToHost(*got);
+    ASSERT_TRUE(host.ok()) << host.status();
+    EXPECT_EQ(host->ToF32Vector(), want->ToF32Vector());
+  }
+  absl::StatusOr<Tensor> host_copy = ToHost(dcopy);
+  ASSERT_TRUE(host_copy.ok()) << host_copy.status();
+  EXPECT_EQ(0, std::memcmp(host_copy->raw_data(), copy.raw_data(), copy.nbytes()));
 }
 
 }  // namespace
