@@ -1,5 +1,6 @@
 #include "runtime/kernels/adamw.h"
 
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,16 @@
 #include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
+
+AdamWStep MakeAdamWStep(const AdamWConfig& c, int64_t step) {
+  return {.b1 = c.beta1,
+          .b2 = c.beta2,
+          .correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), step)),
+          .correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta2), step)),
+          .decay = 1.0f - c.lr * c.weight_decay,
+          .lr = c.lr,
+          .eps = c.eps};
+}
 
 void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamWConfig& config, int64_t step, Tensor* copy_out) {

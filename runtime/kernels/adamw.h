@@ -10,11 +10,12 @@
 //   p -= lr · (m / (1-β1ᵗ)) / (√(v / (1-β2ᵗ)) + eps)
 // master, grad, m, v: f32, same element count (shapes may differ, e.g. a flat shard); step t >= 1.
 // copy_out, if given, receives round-to-nearest-even bf16 or f16 of the updated master weights.
-// Host memory, synchronous.
+// Host tensors run the CPU kernel (synchronous); CUDA tensors its registered twin (docs/gpu.md).
 #pragma once
 
 #include <cstdint>
 
+#include "runtime/kernels/adamw_formula.h"
 #include "runtime/tensor.h"
 
 namespace loom::runtime::kernels {
@@ -29,5 +30,9 @@ struct AdamWConfig {
 
 void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamWConfig& config, int64_t step, Tensor* copy_out = nullptr);
+
+// The constants of step `step` for the per-element update (kernels/adamw_formula.h), which the
+// CPU kernel and its CUDA twin share.
+AdamWStep MakeAdamWStep(const AdamWConfig& config, int64_t step);
 
 }  // namespace loom::runtime::kernels

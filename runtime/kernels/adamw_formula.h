@@ -1,29 +1,19 @@
 // One element of the AdamW update (runtime/kernels/adamw.h), shared by the CPU kernel and its CUDA
 // twin: with no contracted multiply-adds on either side (-ffp-contract=off, nvcc --fmad=false)
-// and IEEE division and square root, both give the same bits.
+// and IEEE division and square root, both give the same bits. Device code includes it: no loom
+// headers beyond runtime/host_device.h.
 #pragma once
 
 #include <cmath>
-#include <cstdint>
 
 #include "runtime/host_device.h"
-#include "runtime/kernels/adamw.h"
 
 namespace loom::runtime::kernels {
 
-// The per-step constants (bias corrections in double, then f32).
+// The per-step constants (kernels/adamw.h MakeAdamWStep: bias corrections in double, then f32).
 struct AdamWStep {
   float b1, b2, correction1, correction2, decay, lr, eps;
 };
-inline AdamWStep MakeAdamWStep(const AdamWConfig& c, int64_t step) {
-  return {.b1 = c.beta1,
-          .b2 = c.beta2,
-          .correction1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), step)),
-          .correction2 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta2), step)),
-          .decay = 1.0f - c.lr * c.weight_decay,
-          .lr = c.lr,
-          .eps = c.eps};
-}
 
 LOOM_HOST_DEVICE inline void AdamWElement(const AdamWStep& k, float& p, float g, float& m,
                                           float& v) {

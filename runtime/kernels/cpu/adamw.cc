@@ -1,6 +1,7 @@
+#include "runtime/kernels/adamw.h"
+
 #include <cmath>
 
-#include "runtime/kernels/adamw_formula.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/parallel.h"
 #include "runtime/vectorize.h"
