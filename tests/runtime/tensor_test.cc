@@ -57,15 +57,20 @@ TEST(TensorTest, FillConvertsToDType) {
   EXPECT_EQ(i.data<int64_t>()[2], -4);
 }
 
+// Host memory that says it is a CUDA device's: device tensors without a GPU.
+MemorySource FakeDevice() {
+  MemorySource source = MemorySource::Host();
+  source.name = "fake device";
+  source.device = Device::kCuda;
+  return source;
+}
+
 // A tensor lives where its allocator's memory does. Device memory is faked here with host memory
 // behind a source that says kCuda (the CUDA backend's DeviceAllocator is the real one): the tensor
 // and its views say cuda, host accessors and the CPU kernels refuse it by name, device_data()
 // gives its address, and the accounting counts it as any other.
 TEST(TensorDeathTest, DeviceTensorsAreRefusedByHostCode) {
-  Allocator fake(0, {.name = "fake device",
-                     .allocate = [](size_t b) { return std::aligned_alloc(64, b); },
-                     .release = std::free,
-                     .device = Device::kCuda});
+  Allocator fake(0, FakeDevice());
   const Tensor t = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation, &fake);
   EXPECT_EQ(t.device(), Device::kCuda);
   EXPECT_EQ(t.Slice(1, 3).device(), Device::kCuda);
@@ -90,10 +95,7 @@ TEST(TensorDeathTest, DeviceTensorsAreRefusedByHostCode) {
 // An entry point runs the registered CUDA twin for device tensors (a fake twin here, on the fake
 // device's host memory), and the CPU kernel for host tensors.
 TEST(TensorTest, EntryPointsDispatchDeviceTensorsToTheirCudaTwin) {
-  Allocator fake(0, {.name = "fake device",
-                     .allocate = [](size_t b) { return std::aligned_alloc(64, b); },
-                     .release = std::free,
-                     .device = Device::kCuda});
+  Allocator fake(0, FakeDevice());
   static int calls = 0;
   kernels::CudaTwins().gelu_forward = [](const Tensor& x, Tensor& out) {
     ++calls;

@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "runtime/base/check.h"
 
 namespace loom::runtime::kernels::cuda {
 
@@ -69,41 +68,6 @@ absl::Status LastError(const char* what) {
   if (e == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(
       absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
-}
-
-DeviceMemory::DeviceMemory(size_t bytes) : bytes_(bytes) {
-  if (bytes == 0) return;
-  const cudaError_t e = cudaMalloc(&ptr_, bytes);
-  LOOM_CHECK(e == cudaSuccess) << "cudaMalloc of " << bytes << " bytes: " << cudaGetErrorString(e);
-}
-
-DeviceMemory& DeviceMemory::operator=(DeviceMemory&& o) noexcept {
-  if (this != &o) {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-    ptr_ = std::exchange(o.ptr_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-
-DeviceMemory::~DeviceMemory() {
-  if (ptr_ != nullptr) cudaFree(ptr_);
-}
-
-absl::Status DeviceMemory::CopyFrom(const void* host) {
-  if (bytes_ == 0) return absl::OkStatus();
-  if (cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice) != cudaSuccess) {
-    return LastError("copy to the device");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status DeviceMemory::CopyTo(void* host) const {
-  if (bytes_ == 0) return absl::OkStatus();
-  if (cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost) != cudaSuccess) {
-    return LastError("copy from the device");
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace loom::runtime::kernels::cuda

@@ -1,17 +1,14 @@
-// CUDA devices and device memory for the CUDA kernels and their tests (issue #14's first part;
-// docs/gpu.md). Tensors do not live on the device yet: callers move raw buffers.
+// CUDA devices, device memory and tensors on the device (issue #14; docs/gpu.md).
 //
-//   if (cuda::DeviceCount() == 0) return;            // no GPU, or no driver
-//   cuda::DeviceBuffer<float> x(n);                   // cudaMalloc'd, freed on destruction
-//   LOOM_RETURN_IF_ERROR(x.CopyFrom(host.data()));    // host -> device, synchronous
-//   cuda::GeluForward(x.data(), y.data(), n, nullptr);
-//   LOOM_RETURN_IF_ERROR(y.CopyTo(out.data()));       // device -> host after the stream's work
+//   if (cuda::DeviceCount() == 0) return;                         // no GPU, or no driver
+//   LOOM_ASSIGN_OR_RETURN(Tensor x, cuda::ToDevice(host));        // synchronous copy
+//   Tensor y = Tensor::Empty(x.shape(), x.dtype(), tag, &cuda::DeviceAllocator());
+//   kernels::GeluForward(x, y);                                   // the registered CUDA twin
+//   LOOM_ASSIGN_OR_RETURN(Tensor out, cuda::ToHost(y));
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 #include <string>
-#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,42 +34,5 @@ runtime::Allocator& DeviceAllocator();
 // allocator). An error names the CUDA failure.
 absl::StatusOr<runtime::Tensor> ToDevice(const runtime::Tensor& host);
 absl::StatusOr<runtime::Tensor> ToHost(const runtime::Tensor& device);
-
-// Untyped device memory of `bytes` on the current device.
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  explicit DeviceMemory(size_t bytes);  // LOOM_CHECKs the allocation
-  DeviceMemory(DeviceMemory&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceMemory& operator=(DeviceMemory&& o) noexcept;
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  ~DeviceMemory();
-
-  void* get() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
-  // Synchronous copies of all bytes() to and from host memory.
-  absl::Status CopyFrom(const void* host);
-  absl::Status CopyTo(void* host) const;
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// `count` elements of T on the device.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(int64_t count) : memory_(static_cast<size_t>(count) * sizeof(T)) {}
-  T* data() const { return static_cast<T*>(memory_.get()); }
-  int64_t size() const { return static_cast<int64_t>(memory_.bytes() / sizeof(T)); }
-  absl::Status CopyFrom(const T* host) { return memory_.CopyFrom(host); }
-  absl::Status CopyTo(T* host) const { return memory_.CopyTo(host); }
-
- private:
-  DeviceMemory memory_;
-};
 
 }  // namespace loom::runtime::kernels::cuda

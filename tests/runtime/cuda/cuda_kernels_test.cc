@@ -37,21 +37,24 @@ class CudaKernels : public ::testing::Test {
     FillNormal(t, seed, "cuda_kernels_test", 0, 0.0f, scale);
     return t;
   }
-  // Copies `host` to a new device buffer.
-  static DeviceBuffer<float> Upload(const Tensor& host) {
-    DeviceBuffer<float> d(host.numel());
-    const absl::Status s = d.CopyFrom(host.data<float>());
-    EXPECT_TRUE(s.ok()) << s;
-    return d;
+  // A device copy of `host`; an uninitialised device tensor of n elements.
+  static Tensor Upload(const Tensor& host) {
+    absl::StatusOr<Tensor> d = ToDevice(host);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? *d : Tensor();
   }
-  static std::vector<float> Download(const DeviceBuffer<float>& d) {
-    std::vector<float> out(static_cast<size_t>(d.size()));
+  static Tensor OnDevice(int64_t n) {
+    return Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation, &DeviceAllocator());
+  }
+  static std::vector<float> Download(const Tensor& d) {
     const absl::Status launched = LastError("kernel launch");
     EXPECT_TRUE(launched.ok()) << launched;
-    const absl::Status s = d.CopyTo(out.data());
-    EXPECT_TRUE(s.ok()) << s;
-    return out;
+    absl::StatusOr<Tensor> h = ToHost(d);
+    EXPECT_TRUE(h.ok()) << h.status();
+    return h.ok() ? h->ToF32Vector() : std::vector<float>();
   }
+  static const float* In(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
+  static float* Out(Tensor& t) { return static_cast<float*>(t.device_data()); }
   static void ExpectClose(const std::vector<float>& got, const Tensor& want, const char* what) {
     const float* w = want.data<float>();
     int64_t bad = 0;
@@ -69,8 +72,8 @@ TEST_F(CudaKernels, AddIsExact) {
     const Tensor a = Random(n, 1, 1.0f), b = Random(n, 2, 1.0f);
     Tensor want = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
     for (int64_t i = 0; i < n; ++i) want.data<float>()[i] = a.data<float>()[i] + b.data<float>()[i];
-    DeviceBuffer<float> da = Upload(a), db = Upload(b), out(n);
-    Add(da.data(), db.data(), out.data(), n, nullptr);
+    Tensor da = Upload(a), db = Upload(b), out = OnDevice(n);
+    Add(In(da), In(db), Out(out), n, nullptr);
     EXPECT_EQ(Download(out), want.ToF32Vector()) << "n " << n;
   }
 }
@@ -82,10 +85,9 @@ TEST_F(CudaKernels, GeluForwardAndBackwardMatchTheCpu) {
     kernels::GeluForward(x, y);
     Tensor dx = dx0.Clone();
     kernels::GeluBackward(dout, x, dx);  // accumulates into dx0's values
-    DeviceBuffer<float> dev_x = Upload(x), dev_dout = Upload(dout), dev_dx = Upload(dx0);
-    DeviceBuffer<float> dev_y(n);
-    GeluForward(dev_x.data(), dev_y.data(), n, nullptr);
-    GeluBackward(dev_dout.data(), dev_x.data(), dev_dx.data(), n, nullptr);
+    Tensor dev_x = Upload(x), dev_dout = Upload(dout), dev_dx = Upload(dx0), dev_y = OnDevice(n);
+    GeluForward(In(dev_x), Out(dev_y), n, nullptr);
+    GeluBackward(In(dev_dout), In(dev_x), Out(dev_dx), n, nullptr);
     ExpectClose(Download(dev_y), y, "gelu");
     ExpectClose(Download(dev_dx), dx, "gelu backward");
   }
