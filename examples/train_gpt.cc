@@ -84,6 +84,11 @@ ABSL_FLAG(int32_t, moe_chunks, 2,
 ABSL_FLAG(bool, moe_overlap, true,
           "with --ep: overlap the chunks' all-to-alls with expert compute (false: wait for each, "
           "the same arithmetic; the baseline for exposed_a2a_ms)");
+ABSL_FLAG(bool, moe_dual_batch, false,
+          "MoE: run each micro-batch as two halves that take turns, one half's all-to-all "
+          "overlapping the other's compute (DeepSeek's dual micro-batch overlap; with "
+          "--moe_overlap=false each exchange is waited for before the turn passes: the same "
+          "arithmetic, the baseline)");
 ABSL_FLAG(std::string, moe_dispatch, "fp32",
           "with --ep: dtype of the forward dispatch: fp32, bf16 or fp8 (e4m3, one f32 scale per "
           "128 elements, as DeepSeek-V3)");
@@ -189,6 +194,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.moe_top_groups = absl::GetFlag(FLAGS_moe_top_groups);
   o.moe_chunks = absl::GetFlag(FLAGS_moe_chunks);
   o.moe_overlap = absl::GetFlag(FLAGS_moe_overlap);
+  o.moe_dual_batch = absl::GetFlag(FLAGS_moe_dual_batch);
   o.moe_dispatch = absl::GetFlag(FLAGS_moe_dispatch);
   o.moe_combine = absl::GetFlag(FLAGS_moe_combine);
   o.schedule = absl::GetFlag(FLAGS_schedule);

@@ -131,6 +131,29 @@ int PipelineMicroBatches(const TrainOptions& o) {
 
 namespace {
 
+// What --moe_dual_batch needs: halves of equal size, and no layout that it does not compose with.
+absl::Status ValidateDualBatch(const TrainOptions& o) {
+  if (!o.moe_dual_batch) return absl::OkStatus();
+  if (o.pp > 1) {
+    return absl::InvalidArgumentError(
+        "--moe_dual_batch runs without --pp: a pipeline schedule interleaves its micro-batches "
+        "already");
+  }
+  if (o.zero > 2) {
+    return absl::InvalidArgumentError(
+        "--moe_dual_batch needs --zero 0, 1 or 2: ZeRO-3 releases a layer's parameters after "
+        "one half's use while the other half still needs them");
+  }
+  const int64_t ranks = static_cast<int64_t>(o.dp) * o.ep * o.grad_accum;
+  if (o.batch % (2 * ranks) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--moe_dual_batch splits each micro-batch's sequences into two halves: --batch ", o.batch,
+        " must be a multiple of 2 x --dp ", o.dp, " x --ep ", o.ep, " x --grad_accum ",
+        o.grad_accum, " = ", 2 * ranks));
+  }
+  return absl::OkStatus();
+}
+
 // What --pp needs and what it does not compose with yet.
 absl::Status ValidatePipelineOptions(const TrainOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
@@ -191,7 +214,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.moe_capacity_factor >= 0 || o.moe_aux_loss_coef >= 0 || o.moe_bias_rate >= 0 ||
       o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1 || o.moe_dispatch != "fp32" ||
-      o.moe_combine != "fp32") {
+      o.moe_combine != "fp32" || o.moe_dual_batch) {
     absl::StatusOr<GptConfig> config = ModelConfig(o);
     if (config.ok()) {
       if (!config->is_moe()) {
@@ -224,6 +247,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
   if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");
+  LOOM_RETURN_IF_ERROR(ValidateDualBatch(o));
   const int64_t per_step = o.dp * o.ep * o.grad_accum;  // micro-batches over the data ranks
   if (o.pp == 1 && o.batch % per_step != 0) {
     return bad("--batch ", o.batch, " must be a multiple of --dp ", o.dp,
@@ -534,17 +558,28 @@ absl::StatusOr<float> Trainer::RunMicroBatches(const data::Batch& batch, float l
     LOOM_RETURN_IF_ERROR(context_.pp->AllReduce(loss, loss, comm::ReduceOp::kSum)->Wait());
     return loss.data<float>()[0];
   }
-  const int64_t accum = options_.grad_accum;
-  const int64_t micro = batch.inputs.dim(0) / accum;
+  // Micro-batches in turn; with --moe_dual_batch each as two halves of its sequences, one lane
+  // each, taking turns at the MoE exchanges.
+  const int64_t accum = options_.grad_accum, halves = options_.moe_dual_batch ? 2 : 1;
+  const int64_t part = batch.inputs.dim(0) / (accum * halves);
+  const float part_scale = loss_scale / static_cast<float>(accum * halves);
   float loss = 0.0f;
+  std::vector<float> part_loss(halves);
   for (int64_t i = 0; i < accum; ++i) {
-    dp_->BeginMicroBatch(/*last=*/i + 1 == accum);
-    parallel::Stash stash = settings.EmptyLike();
-    loss += model_->ForwardLoss(stash, batch.inputs.Slice(i * micro, (i + 1) * micro),
-                                batch.targets.Slice(i * micro, (i + 1) * micro));
-    model_->Backward(stash, loss_scale / static_cast<float>(accum));
+    dp_->BeginMicroBatch(/*last=*/i + 1 == accum, static_cast<int>(halves));
+    std::vector<std::function<void()>> lanes;
+    for (int64_t h = 0; h < halves; ++h) {
+      lanes.push_back([&, h, lo = (i * halves + h) * part] {
+        parallel::Stash stash = settings.EmptyLike();
+        part_loss[h] = model_->ForwardLoss(stash, batch.inputs.Slice(lo, lo + part),
+                                           batch.targets.Slice(lo, lo + part));
+        model_->Backward(stash, part_scale);
+      });
+    }
+    lanes_.Run(lanes, /*interleave=*/true);
+    for (float l : part_loss) loss += l;
   }
-  return loss / static_cast<float>(accum);
+  return loss / static_cast<float>(accum * halves);
 }
 
 absl::Status Trainer::CreatePipeline() {

@@ -31,6 +31,7 @@
 #include "optim/optimizer.h"
 #include "parallel/context.h"
 #include "parallel/data/data_parallel.h"
+#include "parallel/lanes.h"
 #include "parallel/pipeline/channels.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/pipeline/ir.h"
@@ -63,6 +64,12 @@ struct TrainOptions {
   // (false: waited for as issued, the same bits; the baseline for exposed_a2a_ms).
   int moe_chunks = 2;
   bool moe_overlap = true;
+  // DeepSeek's dual micro-batch overlap: each micro-batch runs as two halves (of its sequences)
+  // that take turns (parallel/lanes.h), handing over wherever a MoE layer waits for an exchange,
+  // so one half computes (attention, router, experts) while the other's all-to-all travels. With
+  // moe_overlap false the halves take the same turns but each exchange is waited for before
+  // handing over: the same arithmetic, bitwise (the baseline). Not with pp > 1 or ZeRO-3.
+  bool moe_dual_batch = false;
   // With --ep: the dtype of the forward dispatch (fp32, bf16, fp8: e4m3 with per-128-element
   // scales) and of the combine and backward exchanges (fp32, bf16).
   std::string moe_dispatch = "fp32";
@@ -258,6 +265,7 @@ class Trainer {
   int nonfinite_in_a_row_ = 0;
   int64_t resumed_step_ = 0;
   std::unique_ptr<data::BatchSampler> sampler_;
+  parallel::Lanes lanes_;  // --moe_dual_batch: the micro-batch halves
   std::unique_ptr<optim::Optimizer> optimizer_;
   optim::CosineSchedule schedule_;
   std::string resumed_from_;

@@ -284,8 +284,14 @@ void DataParallel::ZeroGrad() {
   exposed_gather_ms_ = 0.0;
 }
 
-void DataParallel::BeginMicroBatch(bool last) {
+void DataParallel::BeginMicroBatch(bool last, int passes) {
+  LOOM_CHECK(passes >= 1) << "data parallel: a micro-batch needs >= 1 backward pass";
+  // ZeRO-3 releases a unit's parameters after its use: interleaved passes would lose them.
+  LOOM_CHECK(passes == 1 || options_.zero_stage <= 2)
+      << "data parallel: several passes over a micro-batch need ZeRO stage <= 2";
   pipeline_micro_batches_ = 0;
+  fires_needed_ = passes;
+  hook_fires_.clear();
   if (micro_started_) {
     if (reduce_this_micro_) LaunchReady();  // without overlap they start only now
     // Stages 2-3 reduce every micro-batch; the next one's buffers replace this one's.
@@ -336,13 +342,14 @@ void DataParallel::BeginPipelineStep(int micro_batches) {
   LOOM_CHECK(micro_batches >= 1) << "data parallel: a pipeline step needs >= 1 micro-batch";
   BeginMicroBatch(/*last=*/true);
   pipeline_micro_batches_ = micro_batches;
-  hook_fires_.clear();
+  fires_needed_ = micro_batches;
 }
 
 void DataParallel::OnGradReady(Parameter& p) {
   if (!reduce_this_micro_) return;
-  // Pipeline: final after the step's last contribution, in whatever order micro-batches come.
-  if (pipeline_micro_batches_ > 0 && ++hook_fires_[&p] < pipeline_micro_batches_) return;
+  // Final after the last pass's contribution (a pipeline step: the step's last micro-batch's, in
+  // whatever order they come).
+  if (fires_needed_ > 1 && ++hook_fires_[&p] < fires_needed_) return;
   if (p.shard_spec().grad_partial()) {
     // Pipeline: the ranks of the group are at different points of their schedules; summing now
     // could wait for a rank that waits for this one. FinishBackward sums them.

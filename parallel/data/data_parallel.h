@@ -125,8 +125,12 @@ class DataParallel : public ParameterUseHooks {
 
   // Zeroes the gradients of the step (call before the first micro-batch).
   void ZeroGrad();
-  // Starts a micro-batch; `last`: the last one of this optimizer step.
-  void BeginMicroBatch(bool last);
+  // Starts a micro-batch; `last`: the last one of this optimizer step. `passes`: the backward
+  // passes that cover it (dual micro-batch overlap runs its two halves interleaved: 2); a
+  // gradient is final once its grad-ready hook has fired that many times, and is then reduced as
+  // with one pass (partial gradients summed at once: every rank runs the same passes in the same
+  // order).
+  void BeginMicroBatch(bool last, int passes = 1);
   // Pipeline schedules run a step's micro-batches interleaved: instead of BeginMicroBatch, a
   // parameter's gradient is final once its grad-ready hook has fired `micro_batches` times (the
   // step's last W of it), whatever order they come in. Every ZeRO stage: stage 2 keeps the full
@@ -297,7 +301,8 @@ class DataParallel : public ParameterUseHooks {
   std::vector<SlotRange> slot_ranges_;   // parallel to slots_ (stages >= 1)
   std::vector<Parameter*> slot_params_;  // parallel to slots_: whose piece each slot is
   int pipeline_micro_batches_ = 0;       // BeginPipelineStep's count (0: per micro-batch)
-  absl::flat_hash_map<Parameter*, int> hook_fires_;  // pipeline: per parameter, this step
+  int fires_needed_ = 1;                 // hook fires that make a gradient final (see above)
+  absl::flat_hash_map<Parameter*, int> hook_fires_;  // per parameter, this micro-batch or step
   std::vector<Parameter*> deferred_partials_;        // pipeline: final, not yet summed
   void SumPartial(Parameter& p);
   // Partial gradients being summed (in flight, in backward order; at most until the end of their

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "parallel/lanes.h"
 #include "runtime/base/check.h"
 #include "runtime/base/clock.h"
 #include "runtime/kernels/activation.h"
@@ -143,10 +144,14 @@ MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<in
 
 Tensor MoeLayer::Finish(Pending& p) {
   if (p.work != nullptr) {
+    // Dual micro-batch overlap (parallel/lanes.h): the other half runs while this exchange
+    // travels; without overlap it takes the same turn after the exchange has arrived.
+    if (options_.overlap) YieldLane();
     const int64_t start = runtime::SteadyMicros();
     const absl::Status s = p.work->Wait();
     exchange_wait_ms_ += static_cast<double>(runtime::SteadyMicros() - start) / 1000.0;
     LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
+    if (!options_.overlap) YieldLane();
     p.work = nullptr;
     p.in = Tensor();
   }
@@ -174,7 +179,10 @@ std::vector<std::vector<int64_t>> MoeLayer::ExchangeCounts(
     for (int c = 0; c < chunks; ++c) send.push_back(send_rows[c][j]);
   }
   Tensor counts = I64(send), received = I64(send);
-  const absl::Status s = options_.ep->AllToAll(counts, received)->Wait();
+  const std::shared_ptr<comm::Work> work = options_.ep->AllToAll(counts, received);
+  if (options_.overlap) YieldLane();  // as in Finish
+  const absl::Status s = work->Wait();
+  if (!options_.overlap) YieldLane();
   LOOM_CHECK(s.ok()) << router_.name() << ": exchanging row counts failed: " << s;
   const int64_t* got = received.data<int64_t>();  // [source][chunk]
   std::vector<std::vector<int64_t>> recv_rows(chunks, std::vector<int64_t>(p));

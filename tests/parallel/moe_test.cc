@@ -6,6 +6,7 @@
 // summed over ep).
 #include "parallel/layers/moe.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -424,6 +425,58 @@ TEST_F(MoeEquivalence, OverlapOnAndOffGiveTheSameBits) {
     o.moe_chunks = chunks;
     Check(o, "ep 2, " + std::to_string(chunks) + " chunks");
   }
+}
+
+// DeepSeek's dual micro-batch overlap runs each micro-batch as two halves that take turns at the
+// MoE exchanges. With overlap and without (each exchange waited for before the turn passes) it
+// is the same arithmetic: bitwise equal runs; against one rank without halves within the ep
+// tolerance, also under ep 2 x dp 2 (ZeRO-2) and ep 2 x tp 2.
+TEST_F(MoeEquivalence, DualMicroBatchOverlapOnAndOffGiveTheSameBits) {
+  models::TrainOptions o = Options();
+  o.ep = 2;
+  o.moe_dual_batch = true;
+  const std::vector<testing::RunResult> on = testing::TrainOnMesh(o);
+  o.moe_overlap = false;
+  const std::vector<testing::RunResult> off = testing::TrainOnMesh(o);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(on[r].losses, off[r].losses) << "rank " << r;
+    EXPECT_EQ(on[r].params, off[r].params) << "rank " << r;
+  }
+  testing::ExpectEquivalentOnRanks(*reference_, on, "ep 2 dual micro-batch",
+                                   testing::kTpF32Tolerance);
+  o = Options();
+  o.moe_dual_batch = true;
+  o.ep = 2;
+  o.dp = 2;
+  o.zero = 2;
+  Check(o, "ep 2 x dp 2 zero 2, dual micro-batch");
+  o.dp = 1;
+  o.zero = 0;
+  o.tp = 2;
+  Check(o, "ep 2 x tp 2, dual micro-batch");
+}
+
+TEST(MoeOptions, DualMicroBatchRefusesWhatItCannotRun) {
+  models::TrainOptions o = testing::ReferenceOptions();
+  o.preset = "tiny-moe";
+  o.moe_dual_batch = true;
+  o.ep = 2;
+  o.zero = 3;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("--moe_dual_batch needs --zero 0, 1 or 2"));
+  o.zero = 0;
+  o.batch = 6;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("--batch 6 must be a multiple of 2 x --dp 1 x --ep 2 x "
+                                   "--grad_accum 1 = 4"));
+  o.batch = 8;
+  o.pp = 2;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("--moe_dual_batch runs without --pp"));
+  o = testing::ReferenceOptions();
+  o.moe_dual_batch = true;  // the dense tiny preset
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("need a mixture-of-experts model"));
 }
 
 // FP8 dispatch (e4m3, per-128 scales) and bf16 combine round what travels, so the run drifts from
