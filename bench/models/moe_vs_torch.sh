@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Mixture-of-experts training throughput side by side in one run: loom at ep 2 (mpirun, loom's
-# shared-memory AllToAllV), with the exchange overlapped with expert compute and without, vs a
+# shared-memory AllToAllV), with the exchange overlapped with expert compute, without, and with
+# the dual micro-batch overlap (--moe_dual_batch), vs a
 # PyTorch MoE of the same shape at ep 2 (scripts/torch_reference/train_moe_torch.py: the experts
 # split over 2 gloo processes, tokens exchanged with all_to_all_single), with the same preset,
 # global batch, sequence length, random tokens, threads per rank, f32 and AdamW settings; loom's
 # single rank for reference. Runs alternate round by round; each figure is the median over the steps after the
-# first two. Also reports loom's exposed all-to-all time (exposed_a2a_ms) with overlap on and off.
+# first two. Also reports loom's exposed all-to-all time (exposed_a2a_ms) for each variant.
 # The CPU model is printed with the figures.
 #
 #   bash bench/models/moe_vs_torch.sh [--preset moe-small] [--batch 8] [--steps 8] [--threads 1]
@@ -26,10 +27,15 @@ loom=("$build/examples/train_gpt" --preset "$preset" --batch "$batch" --steps "$
 for r in $(seq 1 "$rounds"); do
   echo "[round $r/$rounds] loom one rank"
   "${loom[@]}" --metrics_out "$work/one.$r.jsonl" | grep '^step' | tail -n 1
-  for overlap in true false; do
-    echo "[round $r/$rounds] loom ep 2, overlap $overlap"
-    "${mpi[@]}" "${loom[@]}" --ep 2 --moe_overlap="$overlap" \
-      --metrics_out "$work/loom_$overlap.$r.jsonl" | grep '^step' | tail -n 1
+  for variant in overlap no_overlap dual_batch; do
+    case $variant in
+      overlap) flags=(--moe_overlap=true) ;;
+      no_overlap) flags=(--moe_overlap=false) ;;
+      dual_batch) flags=(--moe_dual_batch) ;;
+    esac
+    echo "[round $r/$rounds] loom ep 2, $variant"
+    "${mpi[@]}" "${loom[@]}" --ep 2 "${flags[@]}" \
+      --metrics_out "$work/loom_$variant.$r.jsonl" | grep '^step' | tail -n 1
   done
   echo "[round $r/$rounds] torch ep 2 (all_to_all_single, gloo)"
   (cd scripts/torch_reference && OMP_NUM_THREADS=$threads "$python" train_moe_torch.py \
@@ -48,12 +54,11 @@ theirs, version = torch_median(f"{work}/torch.{{r}}.json", rounds)
 res = {"preset": preset, "batch": int(batch), "threads": int(threads), "cpu": cpu,
        "torch": version, "torch_tokens_per_s": theirs, "loom_1rank_tokens_per_s": one}
 print(f"CPU: {cpu}; {preset}, global batch {batch}, {threads} thread(s) per rank, ep 2")
-for overlap in ("true", "false"):
-    ours = loom_median(f"{work}/loom_{overlap}.{{r}}.jsonl", rounds, "tokens_per_s")
-    a2a = loom_median(f"{work}/loom_{overlap}.{{r}}.jsonl", rounds, "exposed_a2a_ms")
-    res[f"loom_overlap_{overlap}"] = {"tokens_per_s": ours, "exposed_a2a_ms": a2a,
-                                      "ratio": ours / theirs}
-    print(f"  loom ep 2 overlap {overlap:5s} {ours:6.0f} tok/s (exposed all-to-all {a2a:5.1f} ms) "
+for variant in ("overlap", "no_overlap", "dual_batch"):
+    ours = loom_median(f"{work}/loom_{variant}.{{r}}.jsonl", rounds, "tokens_per_s")
+    a2a = loom_median(f"{work}/loom_{variant}.{{r}}.jsonl", rounds, "exposed_a2a_ms")
+    res[f"loom_{variant}"] = {"tokens_per_s": ours, "exposed_a2a_ms": a2a, "ratio": ours / theirs}
+    print(f"  loom ep 2 {variant:10s} {ours:6.0f} tok/s (exposed all-to-all {a2a:5.1f} ms) "
           f"vs torch {version} {theirs:6.0f}: {ours / theirs:.2f}x (goal >= 1.5x)")
 print(f"  loom one rank: {one:.0f} tok/s")
 if out:
