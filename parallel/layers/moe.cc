@@ -86,6 +86,12 @@ MoeLayer::MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& opt
              options.top_k <= options.num_experts && options.expert_hidden > 0)
       << prefix << ": " << options.num_experts << " experts, top-" << options.top_k << ", hidden "
       << options.expert_hidden << " over " << ep_size() << " ep ranks";
+  LOOM_CHECK((options.ep_rail == nullptr) == (options.ep_host == nullptr) &&
+             (options.ep_rail == nullptr ||
+              (options.ep != nullptr &&
+               options.ep_rail->size() * options.ep_host->size() == options.ep->size())))
+      << prefix << ": the hierarchical dispatch needs rail and group communicators whose sizes "
+      << "multiply to ep's";
   for (Parameter* p : {&router_, &gate_proj_, &up_proj_, &down_proj_}) p->AddUse();
   if (options.shared_experts > 0) {
     shared_ = std::make_unique<SwiGluMlp>(prefix + ".shared_experts", dim,
@@ -104,8 +110,19 @@ kernels::TopKOptions MoeLayer::TopK() const {
           .scale = options_.route_scale};
 }
 
-runtime::Allocator* MoeLayer::SendAllocator(DType dtype, DType wire) const {
-  return ep_size() > 1 && dtype == wire ? options_.ep->shared_allocator() : nullptr;
+comm::Communicator* MoeLayer::Outer() const {
+  return options_.ep_rail != nullptr ? options_.ep_rail : options_.ep;
+}
+
+int64_t MoeLayer::OuterExperts() const {
+  return options_.ep_rail != nullptr ? options_.num_experts / options_.ep_rail->size()
+                                     : local_experts();
+}
+
+runtime::Allocator* MoeLayer::SendAllocator(comm::Communicator* group, DType dtype,
+                                            DType wire) const {
+  return group != nullptr && group->size() > 1 && dtype == wire ? group->shared_allocator()
+                                                                : nullptr;
 }
 
 int MoeLayer::Chunks(int64_t tokens) const {
@@ -113,16 +130,18 @@ int MoeLayer::Chunks(int64_t tokens) const {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(options_.chunks, tokens)));
 }
 
-MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<int64_t>& send_rows,
+MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tensor& in,
+                                          const std::vector<int64_t>& send_rows,
                                           const std::vector<int64_t>& recv_rows, DType wire) {
-  if (ep_size() == 1) return {.out = in};
+  if (group == nullptr || group->size() == 1) return {.out = in};
   // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales.
   Tensor packed = in;
   if (wire == DType::kBF16) {
-    packed = Rows(in.dim(0), in.dim(1), SendAllocator(wire, wire), wire);
+    packed = Rows(in.dim(0), in.dim(1), SendAllocator(group, wire, wire), wire);
     runtime::ConvertBuffer(in.raw_data(), DType::kF32, packed.raw_data(), wire, in.numel());
   } else if (wire == DType::kF8E4M3) {
-    packed = Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), SendAllocator(wire, wire), wire);
+    packed =
+        Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), SendAllocator(group, wire, wire), wire);
     kernels::QuantizeRowsFp8(in, packed);
   }
   // Collectives carry 32- and 16-bit types: FP8 rows travel as i32 words (4-byte padded rows).
@@ -137,7 +156,7 @@ MoeLayer::Pending MoeLayer::StartExchange(const Tensor& in, const std::vector<in
             .in = packed,
             .wire = wire,
             .width = in.dim(1)};
-  p.work = options_.ep->AllToAllV(packed, send, p.out, recv);
+  p.work = group->AllToAllV(packed, send, p.out, recv);
   if (!options_.overlap) Finish(p);
   return p;
 }
@@ -170,8 +189,8 @@ Tensor MoeLayer::Finish(Pending& p) {
 }
 
 std::vector<std::vector<int64_t>> MoeLayer::ExchangeCounts(
-    const std::vector<std::vector<int64_t>>& send_rows) {
-  const int p = ep_size(), chunks = static_cast<int>(send_rows.size());
+    comm::Communicator* group, const std::vector<std::vector<int64_t>>& send_rows) {
+  const int p = group != nullptr ? group->size() : 1, chunks = static_cast<int>(send_rows.size());
   if (p == 1) return send_rows;
   // One AllToAll for every chunk: to rank j, the rows of each chunk it gets from this rank.
   std::vector<int64_t> send;
@@ -179,7 +198,7 @@ std::vector<std::vector<int64_t>> MoeLayer::ExchangeCounts(
     for (int c = 0; c < chunks; ++c) send.push_back(send_rows[c][j]);
   }
   Tensor counts = I64(send), received = I64(send);
-  const std::shared_ptr<comm::Work> work = options_.ep->AllToAll(counts, received);
+  const std::shared_ptr<comm::Work> work = group->AllToAll(counts, received);
   if (options_.overlap) YieldLane();  // as in Finish
   const absl::Status s = work->Wait();
   if (!options_.overlap) YieldLane();
@@ -293,7 +312,8 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
       options_.capacity_factor > 0 ? kernels::ExpertCapacity(options_.capacity_factor, n, k, e) : 0;
   // Chunks of tokens, each dispatched, computed and combined in turn: one chunk's exchange
   // overlaps another's expert GEMMs.
-  const int chunks = Chunks(n), p = ep_size();
+  comm::Communicator* const outer = Outer();
+  const int chunks = Chunks(n), p = outer != nullptr ? outer->size() : 1;
   std::vector<SendPlan> sends;
   std::vector<int64_t> load(e + 1, 0);  // + dropped
   for (int c = 0; c < chunks; ++c) {
@@ -302,51 +322,39 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     for (int64_t j = 0; j < e; ++j) load[j] += plan.load[j];
     load[e] += plan.dropped;
     sends.push_back(
-        PlanSend(experts.Slice(t0, t1), plan.row_of, gates.Slice(t0, t1), p, local_experts()));
+        PlanSend(experts.Slice(t0, t1), plan.row_of, gates.Slice(t0, t1), p, OuterExperts()));
     stash.PutExact(this, Slot("row_of", c), plan.row_of);
   }
   std::vector<std::vector<int64_t>> send_rows;
   for (const SendPlan& s : sends) send_rows.push_back(s.send_rows);
-  const std::vector<std::vector<int64_t>> recv_rows = ExchangeCounts(send_rows);
+  const std::vector<std::vector<int64_t>> recv_rows = ExchangeCounts(outer, send_rows);
   std::vector<Pending> metas, dispatched;
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = BalancedRange(n, c, chunks);
-    Tensor xs =
-        Rows(sends[c].meta.dim(0), dim_, SendAllocator(DType::kF32, options_.dispatch_dtype));
+    Tensor xs = Rows(sends[c].meta.dim(0), dim_,
+                     SendAllocator(outer, DType::kF32, options_.dispatch_dtype));
     kernels::MoePermute(x.Slice(t0, t1), sends[c].pair_row_of, xs);
-    metas.push_back(StartExchange(sends[c].meta, send_rows[c], recv_rows[c], DType::kF32));
-    dispatched.push_back(StartExchange(xs, send_rows[c], recv_rows[c], options_.dispatch_dtype));
+    metas.push_back(StartExchange(outer, sends[c].meta, send_rows[c], recv_rows[c], DType::kF32));
+    dispatched.push_back(
+        StartExchange(outer, xs, send_rows[c], recv_rows[c], options_.dispatch_dtype));
   }
   // The shared experts need no exchange: they run while the dispatches are in flight.
   const Tensor shared_y = shared_ != nullptr ? shared_->Forward(stash, x) : Tensor();
   std::vector<Pending> combined;
-  const int64_t h = options_.expert_hidden;
   for (int c = 0; c < chunks; ++c) {
-    Tensor local_experts, local_gates;
-    UnpackMeta(Finish(metas[c]), local_experts, local_gates);
+    Tensor arrived_experts, arrived_gates;
+    UnpackMeta(Finish(metas[c]), arrived_experts, arrived_gates);
     const Tensor arrived = Finish(dispatched[c]);
-    const kernels::RoutingPlan here = kernels::PlanRouting(local_experts, this->local_experts(), 0);
-    const int64_t rows = here.rows();
-    Tensor xr = Rows(rows, dim_), g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
-    Tensor yr = Rows(rows, dim_);
-    kernels::MoePermute(arrived, here.row_of, xr);
-    kernels::GroupedMatmul(xr, gate_proj_.value(), here.counts, {}, g, {.trans_b = true});
-    kernels::GroupedMatmul(xr, up_proj_.value(), here.counts, {}, u, {.trans_b = true});
-    kernels::SwiGLUForward(g, u, a);
-    kernels::GroupedMatmul(a, down_proj_.value(), here.counts, {}, yr, {.trans_b = true});
-    // Each arrived row's experts summed with their gates here: one row goes back per token.
-    Tensor back = Rows(arrived.dim(0), dim_, SendAllocator(DType::kF32, options_.combine_dtype));
-    kernels::MoeCombine(yr, here.row_of, &local_gates, back);
-    combined.push_back(StartExchange(back, recv_rows[c], send_rows[c], options_.combine_dtype));
-    stash.Put(this, Slot("xr", c), xr);
-    stash.Put(this, Slot("g", c), g);
-    stash.Put(this, Slot("u", c), u);
-    stash.Put(this, Slot("a", c), a);
-    stash.Put(this, Slot("yr", c), yr);
+    // Each arrived row's experts summed with their gates (here, or in this rank's group): one row
+    // goes back per token.
+    const Tensor back =
+        options_.ep_rail != nullptr
+            ? ForwardInGroup(stash, c, arrived, arrived_experts, arrived_gates)
+            : ExpertsForward(stash, c, arrived, arrived_experts, arrived_gates,
+                             SendAllocator(outer, DType::kF32, options_.combine_dtype));
+    combined.push_back(
+        StartExchange(outer, back, recv_rows[c], send_rows[c], options_.combine_dtype));
     stash.PutExact(this, Slot("pair_row_of", c), sends[c].pair_row_of);
-    stash.PutExact(this, Slot("here_row_of", c), here.row_of);
-    stash.PutExact(this, Slot("here_gates", c), local_gates);
-    stash.PutExact(this, Slot("here_counts", c), I64(here.counts));
     stash.PutExact(this, Slot("send_rows", c), I64(send_rows[c]));
     stash.PutExact(this, Slot("recv_rows", c), I64(recv_rows[c]));
   }
@@ -365,9 +373,113 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   return y.Reshape(x_in.shape());
 }
 
+Tensor MoeLayer::ExpertsForward(Stash& stash, int c, const Tensor& arrived,
+                                const Tensor& local_experts, const Tensor& local_gates,
+                                runtime::Allocator* out) {
+  const kernels::RoutingPlan here = kernels::PlanRouting(local_experts, this->local_experts(), 0);
+  const int64_t rows = here.rows(), h = options_.expert_hidden;
+  Tensor xr = Rows(rows, dim_), g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
+  Tensor yr = Rows(rows, dim_);
+  kernels::MoePermute(arrived, here.row_of, xr);
+  kernels::GroupedMatmul(xr, gate_proj_.value(), here.counts, {}, g, {.trans_b = true});
+  kernels::GroupedMatmul(xr, up_proj_.value(), here.counts, {}, u, {.trans_b = true});
+  kernels::SwiGLUForward(g, u, a);
+  kernels::GroupedMatmul(a, down_proj_.value(), here.counts, {}, yr, {.trans_b = true});
+  Tensor back = Rows(arrived.dim(0), dim_, out);
+  kernels::MoeCombine(yr, here.row_of, &local_gates, back);
+  stash.Put(this, Slot("xr", c), xr);
+  stash.Put(this, Slot("g", c), g);
+  stash.Put(this, Slot("u", c), u);
+  stash.Put(this, Slot("a", c), a);
+  stash.Put(this, Slot("yr", c), yr);
+  stash.PutExact(this, Slot("here_row_of", c), here.row_of);
+  stash.PutExact(this, Slot("here_gates", c), local_gates);
+  stash.PutExact(this, Slot("here_counts", c), I64(here.counts));
+  return back;
+}
+
+MoeLayer::RowGrads MoeLayer::ExpertsBackward(Stash& stash, int c, const Tensor& d_back,
+                                             runtime::Allocator* out) {
+  const int64_t k = options_.top_k, h = options_.expert_hidden;
+  const Tensor here_row_of = stash.Get(this, Slot("here_row_of", c));
+  const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
+  const std::vector<int64_t> counts = Longs(stash.Get(this, Slot("here_counts", c)));
+  const int64_t rows = xr.dim(0);
+  Tensor dyr = Rows(rows, dim_);
+  RowGrads grads{.dx = Rows(d_back.dim(0), dim_, out), .dgates = F32({d_back.dim(0), k})};
+  kernels::MoeCombineBackward(d_back, stash.Get(this, Slot("yr", c)), here_row_of,
+                              stash.Get(this, Slot("here_gates", c)), dyr, grads.dgates);
+  Tensor da = ZeroRows(rows, h), dg = ZeroRows(rows, h), du = ZeroRows(rows, h);
+  Tensor dxr = ZeroRows(rows, dim_);
+  kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, counts, {}, &da, nullptr,
+                                 {.trans_b = true});
+  kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg, du);
+  kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, counts, {}, &dxr, nullptr,
+                                 {.trans_b = true});
+  kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, counts, {}, &dxr, nullptr,
+                                 {.trans_b = true});
+  kernels::MoeCombine(dxr, here_row_of, nullptr, grads.dx);
+  stash.Put(this, Slot("dyr", c), dyr);
+  stash.Put(this, Slot("dg", c), dg);
+  stash.Put(this, Slot("du", c), du);
+  return grads;
+}
+
+Tensor MoeLayer::ForwardInGroup(Stash& stash, int c, const Tensor& rows,
+                                const Tensor& group_experts, const Tensor& gates) {
+  comm::Communicator* const group = options_.ep_host;
+  // A choice outside this group is -1 in group_experts, which PlanSend also reads as "not kept".
+  const SendPlan plan =
+      PlanSend(group_experts, group_experts, gates, group->size(), local_experts());
+  const std::vector<int64_t> recv = ExchangeCounts(group, {plan.send_rows})[0];
+  Tensor xs =
+      Rows(plan.meta.dim(0), dim_, SendAllocator(group, DType::kF32, options_.dispatch_dtype));
+  kernels::MoePermute(rows, plan.pair_row_of, xs);
+  Pending meta = StartExchange(group, plan.meta, plan.send_rows, recv, DType::kF32);
+  Pending dispatched = StartExchange(group, xs, plan.send_rows, recv, options_.dispatch_dtype);
+  Tensor local_experts, local_gates;
+  UnpackMeta(Finish(meta), local_experts, local_gates);
+  const Tensor arrived = Finish(dispatched);
+  Tensor back = ExpertsForward(stash, c, arrived, local_experts, local_gates,
+                               SendAllocator(group, DType::kF32, options_.combine_dtype));
+  Pending combined = StartExchange(group, back, recv, plan.send_rows, options_.combine_dtype);
+  Tensor out =
+      Rows(rows.dim(0), dim_, SendAllocator(options_.ep_rail, DType::kF32, options_.combine_dtype));
+  kernels::MoeCombine(Finish(combined), plan.pair_row_of, nullptr, out);
+  stash.PutExact(this, Slot("group_experts", c), group_experts);
+  stash.PutExact(this, Slot("group_pair_row_of", c), plan.pair_row_of);
+  stash.PutExact(this, Slot("group_send_rows", c), I64(plan.send_rows));
+  stash.PutExact(this, Slot("group_recv_rows", c), I64(recv));
+  return out;
+}
+
+MoeLayer::RowGrads MoeLayer::BackwardInGroup(Stash& stash, int c, const Tensor& d_rows) {
+  comm::Communicator* const group = options_.ep_host;
+  const Tensor pair_row_of = stash.Get(this, Slot("group_pair_row_of", c));
+  const Tensor group_experts = stash.Get(this, Slot("group_experts", c));
+  const std::vector<int64_t> send = Longs(stash.Get(this, Slot("group_send_rows", c)));
+  const std::vector<int64_t> recv = Longs(stash.Get(this, Slot("group_recv_rows", c)));
+  Tensor ds = Rows(std::accumulate(send.begin(), send.end(), int64_t{0}), dim_,
+                   SendAllocator(group, DType::kF32, options_.combine_dtype));
+  kernels::MoePermute(d_rows, pair_row_of, ds);
+  Pending dispatched = StartExchange(group, ds, send, recv, options_.combine_dtype);
+  const RowGrads here = ExpertsBackward(stash, c, Finish(dispatched),
+                                        SendAllocator(group, DType::kF32, options_.combine_dtype));
+  Pending returned_gates = StartExchange(group, here.dgates, recv, send, DType::kF32);
+  Pending returned = StartExchange(group, here.dx, recv, send, options_.combine_dtype);
+  RowGrads grads{.dx = Rows(d_rows.dim(0), dim_,
+                            SendAllocator(options_.ep_rail, DType::kF32, options_.combine_dtype)),
+                 .dgates = F32({d_rows.dim(0), options_.top_k})};
+  GatherGateGrads(group_experts, group_experts, pair_row_of, Finish(returned_gates),
+                  local_experts(), grads.dgates);
+  kernels::MoeCombine(Finish(returned), pair_row_of, nullptr, grads.dx);
+  return grads;
+}
+
 Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
   const int64_t n = dy_in.numel() / dim_, k = options_.top_k;
   const Tensor dy = dy_in.Reshape({n, dim_});
+  comm::Communicator* const outer = Outer();
   const int chunks = Chunks(n);
   std::vector<Pending> dispatched;
   for (int c = 0; c < chunks; ++c) {
@@ -375,43 +487,26 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
     const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
     Tensor dys = Rows(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}), dim_,
-                      SendAllocator(DType::kF32, options_.combine_dtype));
+                      SendAllocator(outer, DType::kF32, options_.combine_dtype));
     kernels::MoePermute(dy.Slice(t0, t1), pair_row_of, dys);
-    dispatched.push_back(StartExchange(dys, send_rows, Longs(stash.Get(this, Slot("recv_rows", c))),
+    dispatched.push_back(StartExchange(outer, dys, send_rows,
+                                       Longs(stash.Get(this, Slot("recv_rows", c))),
                                        options_.combine_dtype));
   }
   // The shared experts' backward needs no exchange: it runs while the gradients travel.
   Tensor dx = shared_ != nullptr ? shared_->BackwardInput(stash, dy) : F32({n, dim_});
   std::vector<Pending> returned, returned_gates;
-  const int64_t h = options_.expert_hidden;
   for (int c = 0; c < chunks; ++c) {
     const Tensor d_back = Finish(dispatched[c]);  // the gradient of each row this rank sent back
-    const Tensor here_row_of = stash.Get(this, Slot("here_row_of", c));
-    const Tensor xr = stash.Get(this, Slot("xr", c)), a = stash.Get(this, Slot("a", c));
-    const std::vector<int64_t> counts = Longs(stash.Get(this, Slot("here_counts", c)));
-    const int64_t rows = xr.dim(0);
-    Tensor dyr = Rows(rows, dim_), dgates_here = F32({d_back.dim(0), k});
-    kernels::MoeCombineBackward(d_back, stash.Get(this, Slot("yr", c)), here_row_of,
-                                stash.Get(this, Slot("here_gates", c)), dyr, dgates_here);
-    Tensor da = ZeroRows(rows, h), dg = ZeroRows(rows, h), du = ZeroRows(rows, h);
-    Tensor dxr = ZeroRows(rows, dim_);
-    kernels::GroupedMatmulBackward(a, down_proj_.value(), dyr, counts, {}, &da, nullptr,
-                                   {.trans_b = true});
-    kernels::SwiGLUBackward(da, stash.Get(this, Slot("g", c)), stash.Get(this, Slot("u", c)), dg,
-                            du);
-    kernels::GroupedMatmulBackward(xr, gate_proj_.value(), dg, counts, {}, &dxr, nullptr,
-                                   {.trans_b = true});
-    kernels::GroupedMatmulBackward(xr, up_proj_.value(), du, counts, {}, &dxr, nullptr,
-                                   {.trans_b = true});
-    Tensor dx_rows = Rows(d_back.dim(0), dim_, SendAllocator(DType::kF32, options_.combine_dtype));
-    kernels::MoeCombine(dxr, here_row_of, nullptr, dx_rows);
+    const RowGrads here =
+        options_.ep_rail != nullptr
+            ? BackwardInGroup(stash, c, d_back)
+            : ExpertsBackward(stash, c, d_back,
+                              SendAllocator(outer, DType::kF32, options_.combine_dtype));
     const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
     const std::vector<int64_t> recv_rows = Longs(stash.Get(this, Slot("recv_rows", c)));
-    returned_gates.push_back(StartExchange(dgates_here, recv_rows, send_rows, DType::kF32));
-    returned.push_back(StartExchange(dx_rows, recv_rows, send_rows, options_.combine_dtype));
-    stash.Put(this, Slot("dyr", c), dyr);
-    stash.Put(this, Slot("dg", c), dg);
-    stash.Put(this, Slot("du", c), du);
+    returned_gates.push_back(StartExchange(outer, here.dgates, recv_rows, send_rows, DType::kF32));
+    returned.push_back(StartExchange(outer, here.dx, recv_rows, send_rows, options_.combine_dtype));
   }
   const Tensor experts = stash.Get(this, "experts");
   Tensor dgates = F32({n, k});
@@ -420,7 +515,7 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
     Tensor dgates_c = dgates.Slice(t0, t1);
     GatherGateGrads(experts.Slice(t0, t1), stash.Get(this, Slot("row_of", c)), pair_row_of,
-                    Finish(returned_gates[c]), local_experts(), dgates_c);
+                    Finish(returned_gates[c]), OuterExperts(), dgates_c);
     Tensor dx_routed = F32({t1 - t0, dim_}), dx_c = dx.Slice(t0, t1);
     kernels::MoeCombine(Finish(returned[c]), pair_row_of, nullptr, dx_routed);
     kernels::AddInto(dx_c, dx_routed);

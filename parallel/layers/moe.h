@@ -85,6 +85,14 @@ struct MoeOptions {
   // values); gradients pass the rounding straight through.
   runtime::DType dispatch_dtype = runtime::DType::kF32;
   runtime::DType combine_dtype = runtime::DType::kF32;
+  // Hierarchical dispatch (DeepEP's two hops; both nullptr: flat). The node-limited groups are
+  // the hosts, each the experts of ep / groups consecutive ep ranks. `ep_rail`: the ep ranks with
+  // this rank's index inside their group, one per group in group order; `ep_host`: the ranks of
+  // this rank's group, in ep order. A token travels once to each group that holds one of its
+  // experts (to the rail rank there), which forwards it inside the group to the ranks holding
+  // them; each group's gate-weighted partial output comes back once. Backward mirrors it.
+  comm::Communicator* ep_rail = nullptr;
+  comm::Communicator* ep_host = nullptr;
 };
 
 class MoeLayer : public Layer {
@@ -130,21 +138,47 @@ class MoeLayer : public Layer {
     int64_t width = 0;  // f32 elements per row
   };
   int Chunks(int64_t tokens) const;
-  // Where the exchanges' send buffers live: the ep group's shared arena when it has one (the shm
+  // The group a token's rows go to first (ep, or the rail group with the hierarchical dispatch)
+  // and the experts each of its ranks stands for (its own, or its group's).
+  comm::Communicator* Outer() const;
+  int64_t OuterExperts() const;
+  // Where the exchanges' send buffers live: `group`'s shared arena when it has one (the shm
   // backend then copies each row once, straight from this rank's buffer into the receiver's),
   // else the default allocator. They live only while their exchange is in flight.
   // A buffer of `dtype` goes on the wire itself when it is the `wire` dtype (else a narrowed copy
   // does, which then comes from the arena).
-  runtime::Allocator* SendAllocator(runtime::DType dtype, runtime::DType wire) const;
-  // Sends `in` (rows per destination rank: send_rows) over ep; Finish waits and returns what
-  // arrived (recv_rows per source). Without ep, `in` itself.
-  Pending StartExchange(const runtime::Tensor& in, const std::vector<int64_t>& send_rows,
+  runtime::Allocator* SendAllocator(comm::Communicator* group, runtime::DType dtype,
+                                    runtime::DType wire) const;
+  // Sends `in` (rows per destination rank: send_rows) over `group`; Finish waits and returns what
+  // arrived (recv_rows per source). Without a group (or one rank), `in` itself.
+  Pending StartExchange(comm::Communicator* group, const runtime::Tensor& in,
+                        const std::vector<int64_t>& send_rows,
                         const std::vector<int64_t>& recv_rows, runtime::DType wire);
   runtime::Tensor Finish(Pending& pending);
-  // The rows each chunk receives from each ep rank, given what it sends them (send_rows[chunk]
-  // [rank]): one AllToAll of the counts for every chunk.
+  // The rows each chunk receives from each rank of `group`, given what it sends them
+  // (send_rows[chunk][rank]): one AllToAll of the counts for every chunk.
   std::vector<std::vector<int64_t>> ExchangeCounts(
-      const std::vector<std::vector<int64_t>>& send_rows);
+      comm::Communicator* group, const std::vector<std::vector<int64_t>>& send_rows);
+  // This rank's experts on the rows that arrived for chunk c (per row and choice, the local
+  // expert or -1, and the gate): one gate-weighted row per arrived row, from `out` (the
+  // allocator of the exchange it goes back through). Stashes what backward needs.
+  runtime::Tensor ExpertsForward(Stash& stash, int c, const runtime::Tensor& arrived,
+                                 const runtime::Tensor& local_experts,
+                                 const runtime::Tensor& local_gates, runtime::Allocator* out);
+  // Its backward from the gradient of those rows: the arrived rows' input gradients and their
+  // gates' gradients [rows, k].
+  struct RowGrads {
+    runtime::Tensor dx, dgates;
+  };
+  RowGrads ExpertsBackward(Stash& stash, int c, const runtime::Tensor& d_back,
+                           runtime::Allocator* out);
+  // Hierarchical dispatch, at the rail rank of a group: the rows that arrived for chunk c (with
+  // their choices as the group's expert indices, -1 elsewhere) forwarded inside the group, and
+  // the group's partial output per row; and its backward.
+  runtime::Tensor ForwardInGroup(Stash& stash, int c, const runtime::Tensor& rows,
+                                 const runtime::Tensor& group_experts,
+                                 const runtime::Tensor& gates);
+  RowGrads BackwardInGroup(Stash& stash, int c, const runtime::Tensor& d_rows);
   // The router's backward from the gates' gradient (and the auxiliary loss): dx += dlogits · gate;
   // dlogits stashed for BackwardWeight.
   void RouterBackward(Stash& stash, const runtime::Tensor& dgates, runtime::Tensor& dx);
