@@ -89,6 +89,10 @@ ABSL_FLAG(bool, moe_dual_batch, false,
           "overlapping the other's compute (DeepSeek's dual micro-batch overlap; with "
           "--moe_overlap=false each exchange is waited for before the turn passes: the same "
           "arithmetic, the baseline)");
+ABSL_FLAG(bool, moe_hier_dispatch, false,
+          "MoE with --ep and --moe_groups > 1 (one group per host): send a token once to each "
+          "group holding one of its experts and forward it inside the group (DeepEP's two hops); "
+          "each group's partial output comes back once");
 ABSL_FLAG(std::string, moe_dispatch, "fp32",
           "with --ep: dtype of the forward dispatch: fp32, bf16 or fp8 (e4m3, one f32 scale per "
           "128 elements, as DeepSeek-V3)");
@@ -195,6 +199,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.moe_chunks = absl::GetFlag(FLAGS_moe_chunks);
   o.moe_overlap = absl::GetFlag(FLAGS_moe_overlap);
   o.moe_dual_batch = absl::GetFlag(FLAGS_moe_dual_batch);
+  o.moe_hier_dispatch = absl::GetFlag(FLAGS_moe_hier_dispatch);
   o.moe_dispatch = absl::GetFlag(FLAGS_moe_dispatch);
   o.moe_combine = absl::GetFlag(FLAGS_moe_combine);
   o.schedule = absl::GetFlag(FLAGS_schedule);

@@ -214,7 +214,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.moe_capacity_factor >= 0 || o.moe_aux_loss_coef >= 0 || o.moe_bias_rate >= 0 ||
       o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1 || o.moe_dispatch != "fp32" ||
-      o.moe_combine != "fp32" || o.moe_dual_batch) {
+      o.moe_combine != "fp32" || o.moe_dual_batch || o.moe_hier_dispatch) {
     absl::StatusOr<GptConfig> config = ModelConfig(o);
     if (config.ok()) {
       if (!config->is_moe()) {
@@ -224,6 +224,13 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
             o.preset, " is dense");
       }
       LOOM_RETURN_IF_ERROR(config->ValidateExpertParallel(o.ep));
+      if (o.moe_hier_dispatch && (o.ep < 2 || config->moe.groups < 2)) {
+        return bad(
+            "--moe_hier_dispatch sends a token once to each expert group (host) that holds one "
+            "of its experts and forwards it inside; it needs --ep > 1 and --moe_groups > 1 (one "
+            "group per host), got --ep ",
+            o.ep, " and ", config->moe.groups, " group(s)");
+      }
     }
   }
   if (o.sequence_parallel && o.tp < 2) {
@@ -355,6 +362,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   LOOM_RETURN_IF_ERROR(config.Validate());
   LOOM_RETURN_IF_ERROR(config.ValidateTensorParallel(options.tp));
   LOOM_RETURN_IF_ERROR(config.ValidateExpertParallel(options.ep));
+  // Hierarchical dispatch: the rail group (the ranks with this rank's index inside their group,
+  // one per group) and this rank's group, split from ep (collective over it).
+  std::unique_ptr<comm::Communicator> ep_rail, ep_host;
+  if (options.moe_hier_dispatch) {
+    const int per_group = options.ep / static_cast<int>(config.moe.groups);
+    const int r = context.ep->rank();
+    LOOM_ASSIGN_OR_RETURN(ep_rail, context.ep->Split(r % per_group, r));
+    LOOM_ASSIGN_OR_RETURN(ep_host, context.ep->Split(r / per_group, r));
+    config.moe.ep_rail = ep_rail.get();
+    config.moe.ep_host = ep_host.get();
+  }
   auto model = std::make_unique<GptModel>(
       config,
       parallel::TensorParallelOptions{.group = context.tp,
@@ -376,6 +394,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   auto owned = std::make_unique<data::TokenDataset>(std::move(dataset));
   std::unique_ptr<Trainer> t(new Trainer(options, std::move(owned), std::move(model), seq_len));
+  t->ep_rail_ = std::move(ep_rail);
+  t->ep_host_ = std::move(ep_host);
   LOOM_RETURN_IF_ERROR(t->schedule_.Validate());
   if (dp_group == nullptr) {
     t->own_group_ = std::move(comm::MakeLocalWorld(1)[0]);

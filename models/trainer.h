@@ -70,6 +70,10 @@ struct TrainOptions {
   // moe_overlap false the halves take the same turns but each exchange is waited for before
   // handing over: the same arithmetic, bitwise (the baseline). Not with pp > 1 or ZeRO-3.
   bool moe_dual_batch = false;
+  // Hierarchical dispatch (DeepEP's two hops over the node-limited groups, one group per host;
+  // needs ep > 1 and moe_groups > 1): a token crosses once to each group holding one of its
+  // experts and is forwarded inside it; each group's partial output crosses back once.
+  bool moe_hier_dispatch = false;
   // With --ep: the dtype of the forward dispatch (fp32, bf16, fp8: e4m3 with per-128-element
   // scales) and of the combine and backward exchanges (fp32, bf16).
   std::string moe_dispatch = "fp32";
@@ -247,6 +251,8 @@ class Trainer {
   std::unique_ptr<GptModel> model_;
   int64_t seq_len_;
   std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
+  // --moe_hier_dispatch: the rail group and this rank's expert group, split from ep.
+  std::unique_ptr<comm::Communicator> ep_rail_, ep_host_;
   comm::Communicator* dp_group_ = nullptr;
   parallel::ParallelContext context_;  // dp is dp_group_
   // HSDP: the shard group and the replica group, split from dp_group_ (they outlive dp_).
