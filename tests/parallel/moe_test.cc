@@ -295,6 +295,20 @@ class MoeEquivalence : public ::testing::Test {
     testing::ExpectEquivalentOnRanks(reference != nullptr ? *reference : *reference_,
                                      testing::TrainOnMesh(o), what, testing::kTpF32Tolerance);
   }
+  // Trains `o` with overlap and without (o.moe_overlap false), expects bitwise equal losses and
+  // parameters on every rank, and returns the run with overlap.
+  static std::vector<testing::RunResult> OverlapOnAndOffBitwise(models::TrainOptions o,
+                                                                const std::string& what) {
+    o.moe_overlap = true;
+    std::vector<testing::RunResult> on = testing::TrainOnMesh(o);
+    o.moe_overlap = false;
+    const std::vector<testing::RunResult> off = testing::TrainOnMesh(o);
+    for (size_t r = 0; r < on.size(); ++r) {
+      EXPECT_EQ(on[r].losses, off[r].losses) << what << ", rank " << r;
+      EXPECT_EQ(on[r].params, off[r].params) << what << ", rank " << r;
+    }
+    return on;
+  }
   static testing::RunResult* reference_;
 };
 testing::RunResult* MoeEquivalence::reference_ = nullptr;
@@ -436,13 +450,7 @@ TEST(MoeBalancing, BiasBalancesASkewedRouter) {
 TEST_F(MoeEquivalence, OverlapOnAndOffGiveTheSameBits) {
   models::TrainOptions o = Options();
   o.ep = 2;
-  const std::vector<testing::RunResult> on = testing::TrainOnMesh(o);
-  o.moe_overlap = false;
-  const std::vector<testing::RunResult> off = testing::TrainOnMesh(o);
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(on[r].losses, off[r].losses) << "rank " << r;
-    EXPECT_EQ(on[r].params, off[r].params) << "rank " << r;
-  }
+  OverlapOnAndOffBitwise(o, "ep 2");
   for (int chunks : {1, 3}) {
     o.moe_chunks = chunks;
     Check(o, "ep 2, " + std::to_string(chunks) + " chunks");
@@ -457,13 +465,7 @@ TEST_F(MoeEquivalence, DualMicroBatchOverlapOnAndOffGiveTheSameBits) {
   models::TrainOptions o = Options();
   o.ep = 2;
   o.moe_dual_batch = true;
-  const std::vector<testing::RunResult> on = testing::TrainOnMesh(o);
-  o.moe_overlap = false;
-  const std::vector<testing::RunResult> off = testing::TrainOnMesh(o);
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(on[r].losses, off[r].losses) << "rank " << r;
-    EXPECT_EQ(on[r].params, off[r].params) << "rank " << r;
-  }
+  const std::vector<testing::RunResult> on = OverlapOnAndOffBitwise(o, "ep 2 dual micro-batch");
   testing::ExpectEquivalentOnRanks(*reference_, on, "ep 2 dual micro-batch",
                                    testing::kTpF32Tolerance);
   o = Options();
@@ -502,14 +504,9 @@ TEST_F(MoeEquivalence, HierarchicalDispatch) {
     testing::ExpectEquivalentOnRanks(reference, testing::TrainOnMesh(o), what, tolerance);
     if (top_groups == 2) continue;
     o.moe_dual_batch = true;
-    const std::vector<testing::RunResult> on = testing::TrainOnMesh(o);
-    testing::ExpectEquivalentOnRanks(reference, on, what + ", dual micro-batch", tolerance);
-    o.moe_overlap = false;
-    const std::vector<testing::RunResult> off = testing::TrainOnMesh(o);
-    for (int r = 0; r < 4; ++r) {
-      EXPECT_EQ(on[r].losses, off[r].losses) << "rank " << r;
-      EXPECT_EQ(on[r].params, off[r].params) << "rank " << r;
-    }
+    testing::ExpectEquivalentOnRanks(reference,
+                                     OverlapOnAndOffBitwise(o, what + ", dual micro-batch"),
+                                     what + ", dual micro-batch", tolerance);
     o = Options();
     o.moe_groups = 2;
     o.moe_top_groups = top_groups;
