@@ -88,7 +88,8 @@ ABSL_FLAG(bool, moe_dual_batch, false,
           "MoE: run each micro-batch as two halves that take turns, one half's all-to-all "
           "overlapping the other's compute (DeepSeek's dual micro-batch overlap; with "
           "--moe_overlap=false each exchange is waited for before the turn passes: the same "
-          "arithmetic, the baseline)");
+          "arithmetic, the baseline); with --pp, --schedule dualpipe-v's paired forward and "
+          "backward take turns instead");
 ABSL_FLAG(bool, moe_hier_dispatch, false,
           "MoE with --ep and --moe_groups > 1 (one group per host): send a token once to each "
           "group holding one of its experts and forward it inside the group (DeepEP's two hops); "

@@ -134,15 +134,19 @@ namespace {
 // What --moe_dual_batch needs: halves of equal size, and no layout that it does not compose with.
 absl::Status ValidateDualBatch(const TrainOptions& o) {
   if (!o.moe_dual_batch) return absl::OkStatus();
-  if (o.pp > 1) {
-    return absl::InvalidArgumentError(
-        "--moe_dual_batch runs without --pp: a pipeline schedule interleaves its micro-batches "
-        "already");
-  }
   if (o.zero > 2) {
     return absl::InvalidArgumentError(
         "--moe_dual_batch needs --zero 0, 1 or 2: ZeRO-3 releases a layer's parameters after "
         "one half's use while the other half still needs them");
+  }
+  if (o.pp > 1) {  // the schedule's F and B pairs take turns instead of halves
+    if (o.schedule != "dualpipe-v") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--moe_dual_batch with --pp overlaps the paired forward and backward of two "
+                       "micro-batches, which only --schedule dualpipe-v has; got --schedule ",
+                       o.schedule));
+    }
+    return absl::OkStatus();
   }
   const int64_t ranks = static_cast<int64_t>(o.dp) * o.ep * o.grad_accum;
   if (o.batch % (2 * ranks) != 0) {
@@ -621,8 +625,9 @@ absl::Status Trainer::CreatePipeline() {
     if (member) embedding_group_ = std::move(group);
   }
   stages_ = std::make_unique<GptStages>(*model_, placement, pp.rank(), embedding_group_.get());
-  executor_ =
-      std::make_unique<parallel::pipeline::Executor>(*pipeline_, pp.rank(), *channels_, *stages_);
+  executor_ = std::make_unique<parallel::pipeline::Executor>(
+      *pipeline_, pp.rank(), *channels_, *stages_,
+      parallel::pipeline::ExecutorOptions{.overlap_pairs = options_.moe_dual_batch});
   return absl::OkStatus();
 }
 

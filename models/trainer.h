@@ -68,7 +68,9 @@ struct TrainOptions {
   // that take turns (parallel/lanes.h), handing over wherever a MoE layer waits for an exchange,
   // so one half computes (attention, router, experts) while the other's all-to-all travels. With
   // moe_overlap false the halves take the same turns but each exchange is waited for before
-  // handing over: the same arithmetic, bitwise (the baseline). Not with pp > 1 or ZeRO-3.
+  // handing over: the same arithmetic, bitwise (the baseline). With pp > 1 (schedule dualpipe-v
+  // only) the schedule's paired F and B of two micro-batches take turns instead (DualPipe's
+  // overlap; no halves). Not with ZeRO-3.
   bool moe_dual_batch = false;
   // Hierarchical dispatch (DeepEP's two hops over the node-limited groups, one group per host;
   // needs ep > 1 and moe_groups > 1): a token crosses once to each group holding one of its

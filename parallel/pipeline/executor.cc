@@ -46,12 +46,9 @@ absl::Status Executor::RunStep() {
     });
     return status;
   };
-  trace_.clear();
-  for (const Instr& i : schedule_.ranks[rank_]) {
+  // F, B and W of one (micro-batch, stage); returns what the op added to its stash.
+  auto compute = [&](const Instr& i) -> int64_t {
     const Key key{i.micro_batch, i.stage};
-    if (absl::Status s = finish_sends(); !s.ok()) return s;
-    const int64_t start = runtime::SteadyMicros();
-    int64_t stash_bytes = 0;
     switch (i.kind) {
       case OpKind::kForward: {
         const Tensor input =
@@ -59,9 +56,8 @@ absl::Status Executor::RunStep() {
         auto [it, added] = stashes.emplace(key, runner_.NewStash());
         LOOM_CHECK(added) << "pipeline executor: " << i.ToString() << " twice";
         Tensor out = runner_.Forward(it->second, i.micro_batch, i.stage, input);
-        stash_bytes = it->second.activation_bytes();
         if (i.stage + 1 < p.stages()) activations[key] = std::move(out);
-        break;
+        return it->second.activation_bytes();
       }
       case OpKind::kBackwardInput: {
         const Tensor dy =
@@ -69,13 +65,49 @@ absl::Status Executor::RunStep() {
         Stash& stash = stashes.at(key);
         const int64_t before = stash.activation_bytes();
         Tensor dx = runner_.BackwardInput(stash, i.micro_batch, i.stage, dy);
-        stash_bytes = stash.activation_bytes() - before;
         if (i.stage > 0) gradients[key] = std::move(dx);
-        break;
+        return stash.activation_bytes() - before;
       }
-      case OpKind::kBackwardWeight:
+      default:  // kBackwardWeight
         runner_.BackwardWeight(stashes.at(key), i.micro_batch, i.stage);
         stashes.erase(key);
+        return 0;
+    }
+  };
+  trace_.clear();
+  const std::vector<Instr>& list = schedule_.ranks[rank_];
+  for (size_t k = 0; k < list.size(); ++k) {
+    const Instr& i = list[k];
+    const Key key{i.micro_batch, i.stage};
+    if (absl::Status s = finish_sends(); !s.ok()) return s;
+    const int64_t start = runtime::SteadyMicros();
+    if (i.paired && options_.overlap_pairs) {
+      // DualPipe's pair: the F and the B right after it take turns on two lanes, handing over
+      // where one waits for a collective (the MoE exchanges), so one computes while the other's
+      // exchange travels. Both events span the pair.
+      const Instr& b = list[k + 1];
+      LOOM_CHECK(b.kind == OpKind::kBackwardInput)
+          << "pipeline executor: " << i.ToString() << " is paired but followed by " << b.ToString();
+      int64_t f_bytes = 0, b_bytes = 0;
+      lanes_.Run({[&] { f_bytes = compute(i); }, [&] { b_bytes = compute(b); }},
+                 /*interleave=*/true);
+      const int64_t end = runtime::SteadyMicros();
+      trace_.push_back({.instr = i, .start_us = start, .end_us = end, .stash_bytes = f_bytes});
+      trace_.push_back({.instr = b,
+                        .start_us = start,
+                        .end_us = end,
+                        .stash_bytes = b_bytes,
+                        .held_bytes = held_bytes()});
+      trace_[trace_.size() - 2].held_bytes = trace_.back().held_bytes;
+      ++k;
+      continue;
+    }
+    int64_t stash_bytes = 0;
+    switch (i.kind) {
+      case OpKind::kForward:
+      case OpKind::kBackwardInput:
+      case OpKind::kBackwardWeight:
+        stash_bytes = compute(i);
         break;
       case OpKind::kSendActivation:
       case OpKind::kSendGradient: {

@@ -8,6 +8,7 @@
 // channels.h): a send is asynchronous (its buffer is kept until it completes: checked before each
 // op, waited for at the end of the step), a receive waits for its message right where the
 // schedule puts it. Each (micro-batch, stage) gets its own stash, freed as soon as its W is done.
+// A paired F and B (DualPipe's) may run together on two lanes (ExecutorOptions::overlap_pairs).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "parallel/lanes.h"
 #include "parallel/pipeline/channels.h"
 #include "parallel/pipeline/ir.h"
 #include "parallel/stash.h"
@@ -63,11 +65,19 @@ struct TraceEvent {
   int64_t held_bytes = 0;
 };
 
+struct ExecutorOptions {
+  // Run each paired F and B (Instr::paired, DualPipe's) together on two lanes
+  // (parallel/lanes.h), handing over at the MoE exchanges; false: one after the other. The
+  // same arithmetic either way (an F and a B of other micro-batches share no gradients).
+  bool overlap_pairs = false;
+};
+
 class Executor {
  public:
   // `schedule` must pass CheckSchedule; all must outlive the executor.
-  Executor(const Schedule& schedule, int rank, Channels& channels, StageRunner& runner)
-      : schedule_(schedule), rank_(rank), channels_(channels), runner_(runner) {}
+  Executor(const Schedule& schedule, int rank, Channels& channels, StageRunner& runner,
+           ExecutorOptions options = {})
+      : schedule_(schedule), rank_(rank), channels_(channels), runner_(runner), options_(options) {}
 
   // Runs this rank's instructions up to the optimizer step (which the caller takes). A failed
   // transfer is returned (the communicator names the op and the missing rank).
@@ -82,6 +92,8 @@ class Executor {
   int rank_;
   Channels& channels_;
   StageRunner& runner_;
+  ExecutorOptions options_;
+  Lanes lanes_;  // overlap_pairs: the pair's F and B
   std::vector<TraceEvent> trace_;
 };
 

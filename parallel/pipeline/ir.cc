@@ -78,29 +78,57 @@ std::string Schedule::ToString(bool compute_only) const {
   return out;
 }
 
+namespace {
+
+// The receive a compute instruction of rank r needs first, and the send of what it produced.
+void AddRecv(const Placement& p, int r, const Instr& i, std::vector<Instr>& out) {
+  const int mb = i.micro_batch, s = i.stage;
+  if (i.kind == OpKind::kForward && s > 0 && p.rank_of(s - 1) != r) {
+    out.push_back({OpKind::kRecvActivation, mb, s - 1, p.rank_of(s - 1)});
+  }
+  if (i.kind == OpKind::kBackwardInput && s + 1 < p.stages() && p.rank_of(s + 1) != r) {
+    out.push_back({OpKind::kRecvGradient, mb, s + 1, p.rank_of(s + 1)});
+  }
+}
+
+void AddSend(const Placement& p, int r, const Instr& i, std::vector<Instr>& out) {
+  const int mb = i.micro_batch, s = i.stage;
+  if (i.kind == OpKind::kForward && s + 1 < p.stages() && p.rank_of(s + 1) != r) {
+    out.push_back({OpKind::kSendActivation, mb, s, p.rank_of(s + 1)});
+  }
+  if (i.kind == OpKind::kBackwardInput && s > 0 && p.rank_of(s - 1) != r) {
+    out.push_back({OpKind::kSendGradient, mb, s, p.rank_of(s - 1)});
+  }
+}
+
+}  // namespace
+
 void InsertTransfers(Schedule& schedule) {
   const Placement& p = schedule.placement;
   for (size_t r = 0; r < schedule.ranks.size(); ++r) {
+    const std::vector<Instr>& in = schedule.ranks[r];
+    const int rank = static_cast<int>(r);
     std::vector<Instr> out;
-    for (const Instr& i : schedule.ranks[r]) {
+    for (size_t k = 0; k < in.size(); ++k) {
+      const Instr& i = in[k];
       LOOM_CHECK(IsCompute(i.kind) || i.kind == OpKind::kOptimizerStep)
           << "InsertTransfers on a schedule that has transfers already: " << i.ToString();
-      const int mb = i.micro_batch, s = i.stage;
-      if (i.kind == OpKind::kForward && s > 0 && p.rank_of(s - 1) != static_cast<int>(r)) {
-        out.push_back({OpKind::kRecvActivation, mb, s - 1, p.rank_of(s - 1)});
+      if (!i.paired) {
+        AddRecv(p, rank, i, out);
+        out.push_back(i);
+        AddSend(p, rank, i, out);
+        continue;
       }
-      if (i.kind == OpKind::kBackwardInput && s + 1 < p.stages() &&
-          p.rank_of(s + 1) != static_cast<int>(r)) {
-        out.push_back({OpKind::kRecvGradient, mb, s + 1, p.rank_of(s + 1)});
-      }
+      LOOM_CHECK(i.kind == OpKind::kForward && k + 1 < in.size() &&
+                 in[k + 1].kind == OpKind::kBackwardInput)
+          << "a paired instruction must be an F followed by a B: " << i.ToString();
+      const Instr& b = in[++k];
+      AddRecv(p, rank, i, out);
+      AddRecv(p, rank, b, out);
       out.push_back(i);
-      if (i.kind == OpKind::kForward && s + 1 < p.stages() &&
-          p.rank_of(s + 1) != static_cast<int>(r)) {
-        out.push_back({OpKind::kSendActivation, mb, s, p.rank_of(s + 1)});
-      }
-      if (i.kind == OpKind::kBackwardInput && s > 0 && p.rank_of(s - 1) != static_cast<int>(r)) {
-        out.push_back({OpKind::kSendGradient, mb, s, p.rank_of(s - 1)});
-      }
+      out.push_back(b);
+      AddSend(p, rank, i, out);
+      AddSend(p, rank, b, out);
     }
     schedule.ranks[r] = std::move(out);
   }

@@ -39,6 +39,10 @@ struct Instr {
   int micro_batch = -1;  // -1 for the optimizer step
   int stage = -1;        // the stage computed; transfers: the stage whose F or B produced the data
   int peer = -1;         // sends and receives: the other rank
+  // F only: paired with the B that comes right after it (DualPipe's overlapped forward and
+  // backward of two micro-batches). Both their receives come before the F and both their sends
+  // after the B (InsertTransfers), so an executor may run the two together.
+  bool paired = false;
   std::string ToString() const;  // "F(mb 3, stage 1)", "send_act(mb 3, stage 1 -> rank 2)"
 };
 
@@ -66,7 +70,8 @@ struct Schedule {
 
 // Adds the transfers to a schedule whose ranks hold only compute instructions (and the optimizer
 // step): each send right after the F or B that produced its data, each receive right before the
-// F or B that needs it.
+// F or B that needs it; for a paired F and its B, both receives before the F and both sends after
+// the B.
 void InsertTransfers(Schedule& schedule);
 
 }  // namespace loom::parallel::pipeline

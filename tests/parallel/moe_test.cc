@@ -383,6 +383,31 @@ TEST_F(MoeEquivalence, Ep2InsidePipelineStages) {
   }
 }
 
+// DualPipe-V's paired forward and backward of two micro-batches take turns at the MoE exchanges
+// (--moe_dual_batch with --pp): the same arithmetic as running each pair one after the other
+// (bitwise), with the chunk overlap on and off (bitwise), and against one rank.
+TEST_F(MoeEquivalence, DualPipeVPairsTakeTurns) {
+  models::TrainOptions o = Options();
+  o.num_layers = 4;  // dualpipe-v cuts the model into 2 x pp stages
+  o.grad_accum = 4;  // the reference: the pipeline's four micro-batches, accumulated
+  const testing::RunResult reference = testing::Train(o, nullptr);
+  o.grad_accum = 1;
+  o.ep = 2;
+  o.pp = 2;
+  o.micro_batches = 4;
+  o.schedule = "dualpipe-v";
+  const std::vector<testing::RunResult> in_turn = testing::TrainOnMesh(o);
+  o.moe_dual_batch = true;
+  const std::vector<testing::RunResult> paired =
+      OverlapOnAndOffBitwise(o, "ep 2 x pp 2 dualpipe-v, paired F and B");
+  for (size_t r = 0; r < paired.size(); ++r) {
+    EXPECT_EQ(paired[r].losses, in_turn[r].losses) << "rank " << r;
+    EXPECT_EQ(paired[r].params, in_turn[r].params) << "rank " << r;
+  }
+  testing::ExpectEquivalentOnRanks(reference, paired, "ep 2 x pp 2 dualpipe-v, paired",
+                                   testing::kTpF32Tolerance);
+}
+
 // A checkpoint carries the balancing biases: 10 steps + save + resume + 10 steps at ep 2 is bitwise
 // the uninterrupted run (losses, weights and biases, which have moved), and one rank resumes it
 // too (within the ep tolerance).
@@ -546,7 +571,7 @@ TEST(MoeOptions, DualMicroBatchRefusesWhatItCannotRun) {
   o.batch = 8;
   o.pp = 2;
   EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
-              ::testing::HasSubstr("--moe_dual_batch runs without --pp"));
+              ::testing::HasSubstr("which only --schedule dualpipe-v has; got --schedule 1f1b"));
   o = testing::ReferenceOptions();
   o.moe_dual_batch = true;  // the dense tiny preset
   EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),

@@ -5,8 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "comm/local/local_backend.h"
+#include "parallel/lanes.h"
 #include "parallel/pipeline/check.h"
+#include "parallel/pipeline/executor.h"
 #include "parallel/pipeline/schedules/schedules.h"
 #include "parallel/pipeline/simulate.h"
 
@@ -227,6 +235,113 @@ TEST(PipelineSchedules, BadOptionsSayWhatToChange) {
   EXPECT_THAT(
       std::string(MakeSchedule("dualpipe-v", {.ranks = 4, .micro_batches = 6}).status().message()),
       HasSubstr("needs --micro_batches >= 2 x --pp = 8, got 6"));
+}
+
+// DualPipe-V's pairs: each paired F is followed by its B, with both their receives before the F
+// and both their sends after the B.
+TEST(DualPipeV, PairsHaveTheirTransfersAroundBoth) {
+  const Schedule s = Make("dualpipe-v", 4, 10);
+  int pairs = 0, checked = 0;
+  for (const std::vector<Instr>& list : s.ranks) {
+    // Where the transfer of `kind` for (micro-batch, stage) is in this rank's list, or -1.
+    auto at = [&](OpKind kind, int mb, int stage) -> int {
+      for (size_t j = 0; j < list.size(); ++j) {
+        if (list[j].kind == kind && list[j].micro_batch == mb && list[j].stage == stage) {
+          return static_cast<int>(j);
+        }
+      }
+      return -1;
+    };
+    for (size_t k = 0; k < list.size(); ++k) {
+      if (!list[k].paired) continue;
+      ++pairs;
+      ASSERT_LT(k + 1, list.size());
+      const Instr& f = list[k];
+      const Instr& b = list[k + 1];
+      ASSERT_EQ(b.kind, OpKind::kBackwardInput) << f.ToString();
+      const int pair_start = static_cast<int>(k), pair_end = pair_start + 1;
+      for (const auto& [kind, mb, stage, before] :
+           {std::tuple{OpKind::kRecvActivation, f.micro_batch, f.stage - 1, true},
+            std::tuple{OpKind::kRecvGradient, b.micro_batch, b.stage + 1, true},
+            std::tuple{OpKind::kSendActivation, f.micro_batch, f.stage, false},
+            std::tuple{OpKind::kSendGradient, b.micro_batch, b.stage, false}}) {
+        const int j = at(kind, mb, stage);
+        if (j < 0) continue;  // the neighbouring stage is on this rank
+        ++checked;
+        EXPECT_EQ(j < pair_start, before) << OpKindName(kind) << " of " << f.ToString();
+        EXPECT_EQ(j > pair_end, !before) << OpKindName(kind) << " of " << f.ToString();
+      }
+    }
+  }
+  EXPECT_GT(pairs, 0);
+  EXPECT_GT(checked, pairs);
+  EXPECT_TRUE(CheckSchedule(s).ok());
+}
+
+// A StageRunner that logs each F, B and W and hands its turn over in the middle of each F and B,
+// as a MoE layer does while its exchange travels.
+class LoggingRunner : public StageRunner {
+ public:
+  Stash NewStash() const override { return Stash(); }
+  runtime::Tensor Forward(Stash&, int mb, int stage, const runtime::Tensor&) override {
+    Halves("F", mb, stage);
+    return runtime::Tensor::Zeros({1}, runtime::DType::kF32, runtime::MemoryTag::kActivation);
+  }
+  runtime::Tensor BackwardInput(Stash&, int mb, int stage, const runtime::Tensor&) override {
+    Halves("B", mb, stage);
+    return runtime::Tensor::Zeros({1}, runtime::DType::kF32, runtime::MemoryTag::kActivation);
+  }
+  void BackwardWeight(Stash&, int mb, int stage) override { log.push_back(Name("W", mb, stage)); }
+  runtime::Shape BoundaryShape() const override { return {1}; }
+
+  static std::string Name(const char* op, int mb, int stage) {
+    return absl::StrCat(op, mb, ".", stage);
+  }
+  std::vector<std::string> log;
+
+ private:
+  void Halves(const char* op, int mb, int stage) {
+    log.push_back(Name(op, mb, stage) + " begins");
+    YieldLane();
+    log.push_back(Name(op, mb, stage) + " ends");
+  }
+};
+
+// The executor runs a pair's F and B on two lanes (they take turns at the hand-over: F begins, B
+// begins, F ends, B ends) with overlap_pairs, and everything in the schedule's order without.
+TEST(DualPipeV, ExecutorRunsPairsOnTwoLanes) {
+  const Schedule s = Make("dualpipe-v", 1, 4);
+  ASSERT_TRUE(CheckSchedule(s).ok());
+  std::unique_ptr<comm::Communicator> pp = std::move(comm::MakeLocalWorld(1)[0]);
+  auto channels = Channels::Create(*pp, s.placement);
+  ASSERT_TRUE(channels.ok()) << channels.status();
+  for (bool overlap : {true, false}) {
+    std::vector<std::string> want;  // from the schedule alone
+    const std::vector<Instr>& list = s.ranks[0];
+    for (size_t k = 0; k < list.size(); ++k) {
+      const Instr& i = list[k];
+      const char* op = i.kind == OpKind::kForward          ? "F"
+                       : i.kind == OpKind::kBackwardInput  ? "B"
+                       : i.kind == OpKind::kBackwardWeight ? "W"
+                                                           : nullptr;
+      if (op == nullptr) continue;
+      const std::string name = LoggingRunner::Name(op, i.micro_batch, i.stage);
+      if (i.kind == OpKind::kBackwardWeight) {
+        want.push_back(name);
+      } else if (i.paired && overlap) {
+        const Instr& b = list[++k];
+        const std::string b_name = LoggingRunner::Name("B", b.micro_batch, b.stage);
+        want.insert(want.end(),
+                    {name + " begins", b_name + " begins", name + " ends", b_name + " ends"});
+      } else {
+        want.insert(want.end(), {name + " begins", name + " ends"});
+      }
+    }
+    LoggingRunner runner;
+    Executor executor(s, 0, **channels, runner, {.overlap_pairs = overlap});
+    ASSERT_TRUE(executor.RunStep().ok());
+    EXPECT_EQ(runner.log, want) << "overlap " << overlap;
+  }
 }
 
 }  // namespace

@@ -30,10 +30,11 @@ class RankList {
     list_.push_back(deferred_.front());
     deferred_.pop_front();
   }
-  // DualPipe overlaps this pair (one micro-batch's forward with another's backward); here they
-  // run one after the other.
+  // DualPipe overlaps this pair (one micro-batch's forward with another's backward): marked as a
+  // pair, whose transfers come before and after both; the executor may run them together.
   void FB(int forward_phase, int backward_phase) {
     F(forward_phase);
+    list_.back().paired = true;
     B(backward_phase);
   }
   std::vector<Instr> Finish() {
