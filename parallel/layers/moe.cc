@@ -161,16 +161,21 @@ MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tenso
   return p;
 }
 
+absl::Status MoeLayer::AwaitExchange(comm::Work& work) {
+  // Dual micro-batch overlap (parallel/lanes.h): the other lane runs while this exchange travels;
+  // without overlap the turn passes after it has arrived (the same turns, nothing in flight).
+  if (options_.overlap) YieldLane();
+  const int64_t start = runtime::SteadyMicros();
+  const absl::Status s = work.Wait();
+  exchange_wait_ms_ += static_cast<double>(runtime::SteadyMicros() - start) / 1000.0;
+  if (!options_.overlap) YieldLane();
+  return s;
+}
+
 Tensor MoeLayer::Finish(Pending& p) {
   if (p.work != nullptr) {
-    // Dual micro-batch overlap (parallel/lanes.h): the other half runs while this exchange
-    // travels; without overlap it takes the same turn after the exchange has arrived.
-    if (options_.overlap) YieldLane();
-    const int64_t start = runtime::SteadyMicros();
-    const absl::Status s = p.work->Wait();
-    exchange_wait_ms_ += static_cast<double>(runtime::SteadyMicros() - start) / 1000.0;
+    const absl::Status s = AwaitExchange(*p.work);
     LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
-    if (!options_.overlap) YieldLane();
     p.work = nullptr;
     p.in = Tensor();
   }
@@ -198,10 +203,7 @@ std::vector<std::vector<int64_t>> MoeLayer::ExchangeCounts(
     for (int c = 0; c < chunks; ++c) send.push_back(send_rows[c][j]);
   }
   Tensor counts = I64(send), received = I64(send);
-  const std::shared_ptr<comm::Work> work = group->AllToAll(counts, received);
-  if (options_.overlap) YieldLane();  // as in Finish
-  const absl::Status s = work->Wait();
-  if (!options_.overlap) YieldLane();
+  const absl::Status s = AwaitExchange(*group->AllToAll(counts, received));
   LOOM_CHECK(s.ok()) << router_.name() << ": exchanging row counts failed: " << s;
   const int64_t* got = received.data<int64_t>();  // [source][chunk]
   std::vector<std::vector<int64_t>> recv_rows(chunks, std::vector<int64_t>(p));

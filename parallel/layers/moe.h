@@ -123,8 +123,8 @@ class MoeLayer : public Layer {
   absl::StatusOr<std::vector<int64_t>> TakeLoad(const std::vector<comm::Communicator*>& groups);
   // b_e += rate · sign(mean(load) − load_e) (load: TakeLoad's, the same on every rank).
   void UpdateBias(const std::vector<int64_t>& load);
-  // Milliseconds spent waiting for the expert-parallel exchanges (dispatch and combine, forward
-  // and backward) since the last reset: what the overlap did not hide.
+  // Milliseconds spent waiting for the expert-parallel exchanges (row counts, dispatch and
+  // combine, forward and backward) since the last reset: what the overlap did not hide.
   double exchange_wait_ms() const { return exchange_wait_ms_; }
   void ResetExchangeWait() { exchange_wait_ms_ = 0.0; }
 
@@ -155,6 +155,9 @@ class MoeLayer : public Layer {
                         const std::vector<int64_t>& send_rows,
                         const std::vector<int64_t>& recv_rows, runtime::DType wire);
   runtime::Tensor Finish(Pending& pending);
+  // Waits for an exchange this rank issued (the row counts or Finish's), timed into
+  // exchange_wait_ms, taking turns with the other lanes around the wait (parallel/lanes.h).
+  absl::Status AwaitExchange(comm::Work& work);
   // The rows each chunk receives from each rank of `group`, given what it sends them
   // (send_rows[chunk][rank]): one AllToAll of the counts for every chunk.
   std::vector<std::vector<int64_t>> ExchangeCounts(

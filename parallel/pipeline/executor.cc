@@ -91,14 +91,14 @@ absl::Status Executor::RunStep() {
       int64_t f_bytes = 0, b_bytes = 0;
       lanes_.Run({[&] { f_bytes = compute(i); }, [&] { b_bytes = compute(b); }},
                  /*interleave=*/true);
-      const int64_t end = runtime::SteadyMicros();
-      trace_.push_back({.instr = i, .start_us = start, .end_us = end, .stash_bytes = f_bytes});
-      trace_.push_back({.instr = b,
-                        .start_us = start,
-                        .end_us = end,
-                        .stash_bytes = b_bytes,
-                        .held_bytes = held_bytes()});
-      trace_[trace_.size() - 2].held_bytes = trace_.back().held_bytes;
+      const int64_t end = runtime::SteadyMicros(), held = held_bytes();
+      for (const auto& [instr, bytes] : {std::pair{&i, f_bytes}, std::pair{&b, b_bytes}}) {
+        trace_.push_back({.instr = *instr,
+                          .start_us = start,
+                          .end_us = end,
+                          .stash_bytes = bytes,
+                          .held_bytes = held});
+      }
       ++k;
       continue;
     }
