@@ -8,6 +8,7 @@
 #pragma once
 
 #include "runtime/kernels/adamw.h"
+#include "runtime/kernels/matmul.h"
 #include "runtime/tensor.h"
 
 namespace loom::runtime::kernels {
@@ -18,6 +19,9 @@ struct CudaTwinTable {
   void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx) = nullptr;
   void (*adamw)(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
                 int64_t step, Tensor* copy_out) = nullptr;
+  // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
+  void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
+                 const MatmulOptions& options) = nullptr;
 };
 
 // The process-wide table; filled once, before device tensors reach the entry points.

@@ -5,6 +5,7 @@
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -53,7 +54,7 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
   if (!options.trans_a && a.rank() > 2) {
     check.Expect(out.rank() == a.rank(), "out must have a's leading dimensions");
   }
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().matmul)(a, b, out, m, n, k, options);
   if (bf16) {
     cpu::Matmul(AsBF16(a), AsBF16(b), out, m, n, k, options);
   } else {

@@ -33,4 +33,19 @@ struct AdamWArgs {
 };
 void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream);
 
+// A row-major GEMM through cuBLASLt (runtime/kernels/cuda/gemm.cc): out[m, n] = alpha · op(a) ·
+// op(b) + beta · out, a [m, k] ([k, m] with trans_a), b [k, n] ([n, k] with trans_b), both of
+// type `in`; out f32 or `in`. Accumulates in f32 (never TF32), as the CPU's GEMMs do.
+enum class GemmType { kF32, kBF16, kF16 };
+struct GemmArgs {
+  const void* a;
+  const void* b;
+  void* out;
+  GemmType in = GemmType::kF32, out_type = GemmType::kF32;
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  float alpha = 1.0f, beta = 0.0f;
+};
+void Gemm(const GemmArgs& args, Stream stream);
+
 }  // namespace loom::runtime::kernels::cuda

@@ -1,3 +1,4 @@
+#include "runtime/base/check.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda_twins.h"
 
@@ -6,6 +7,34 @@ namespace {
 
 const float* In(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
 float* Out(Tensor& t) { return static_cast<float*>(t.device_data()); }
+
+GemmType GemmTypeOf(DType dtype) {
+  return dtype == DType::kBF16  ? GemmType::kBF16
+         : dtype == DType::kF16 ? GemmType::kF16
+                                : GemmType::kF32;
+}
+
+void MatmulTwin(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
+                const MatmulOptions& o) {
+  // compute_dtype bf16 rounds f32 operands first; on the device that is not built yet.
+  LOOM_CHECK(o.compute_dtype == DType::kF32 ||
+             (a.dtype() == DType::kBF16 && b.dtype() == DType::kBF16))
+      << "Matmul on CUDA: compute_dtype bf16 needs bf16 operands (rounding f32 operands on the "
+         "device is not built)";
+  Gemm({.a = a.device_data(),
+        .b = b.device_data(),
+        .out = out.device_data(),
+        .in = GemmTypeOf(a.dtype()),
+        .out_type = GemmTypeOf(out.dtype()),
+        .m = m,
+        .n = n,
+        .k = k,
+        .trans_a = o.trans_a,
+        .trans_b = o.trans_b,
+        .alpha = o.alpha,
+        .beta = o.beta},
+       nullptr);
+}
 
 }  // namespace
 
@@ -20,6 +49,7 @@ void RegisterKernels() {
   twins.gelu_backward = [](const Tensor& dout, const Tensor& x, Tensor& dx) {
     GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
   };
+  twins.matmul = MatmulTwin;
   twins.adamw = [](Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                    const AdamWConfig& config, int64_t step, Tensor* copy_out) {
     AdamWUpdate({.master = Out(master),

@@ -19,6 +19,7 @@
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
+#include "runtime/kernels/matmul.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
 
@@ -155,6 +156,45 @@ TEST_F(CudaKernels, AdamWIsBitwiseTheCpuKernel) {
   absl::StatusOr<Tensor> host_copy = ToHost(dcopy);
   ASSERT_TRUE(host_copy.ok()) << host_copy.status();
   EXPECT_EQ(0, std::memcmp(host_copy->raw_data(), copy.raw_data(), copy.nbytes()));
+}
+
+// Matmul through the entry point on device tensors (the cuBLASLt twin) against the CPU: every
+// transposition, odd shapes, alpha and beta, f32 and bf16 operands (f32 out). Both accumulate in
+// f32 in different orders: within 1e-4 absolute + 1e-4 relative on entries of size ~sqrt(k).
+TEST_F(CudaKernels, MatmulMatchesTheCpu) {
+  RegisterKernels();
+  const int64_t m = 37, n = 53, k = 29;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (bool trans_a : {false, true}) {
+      for (bool trans_b : {false, true}) {
+        Tensor a = Random(m * k, 11, 1.0f).Reshape(trans_a ? Shape{k, m} : Shape{m, k});
+        Tensor b = Random(k * n, 12, 1.0f).Reshape(trans_b ? Shape{n, k} : Shape{k, n});
+        if (dtype == DType::kBF16) {
+          for (Tensor* t : {&a, &b}) {
+            Tensor narrow = Tensor::Empty(t->shape(), DType::kBF16, MemoryTag::kActivation);
+            ConvertBuffer(t->raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, t->numel());
+            *t = narrow;
+          }
+        }
+        Tensor want = Random(m * n, 13, 1.0f).Reshape({m, n});
+        const Tensor out0 = want.Clone();
+        const MatmulOptions o{.trans_a = trans_a, .trans_b = trans_b, .alpha = 0.5f, .beta = 1.0f};
+        kernels::Matmul(a, b, want, o);
+        Tensor da = Upload(a), db = Upload(b), dout = Upload(out0);
+        kernels::Matmul(da, db, dout, o);
+        const std::vector<float> got = Download(dout);
+        const float* w = want.data<float>();
+        int64_t bad = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (!(std::fabs(got[i] - w[i]) <= 1e-4f + 1e-4f * std::fabs(w[i])) && bad++ < 3) {
+            ADD_FAILURE() << DTypeName(dtype) << " trans_a " << trans_a << " trans_b " << trans_b
+                          << " [" << i << "]: " << got[i] << " vs " << w[i];
+          }
+        }
+        EXPECT_EQ(bad, 0) << DTypeName(dtype) << " trans_a " << trans_a << " trans_b " << trans_b;
+      }
+    }
+  }
 }
 
 }  // namespace

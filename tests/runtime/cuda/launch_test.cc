@@ -1,11 +1,15 @@
 // The CUDA kernels' grid arithmetic (runtime/kernels/cuda/launch.h), on the host: a launch shape
 // and its grid-stride loop visit every element exactly once, for sizes around the block and at
-// the block cap, where the loop has to go round more than once.
+// the block cap, where the loop has to go round more than once; and the row-major to
+// column-major GEMM mapping of the cuBLASLt twin.
 #include "runtime/kernels/cuda/launch.h"
 
 #include <gtest/gtest.h>
 
+#include <tuple>
 #include <vector>
+
+#include "runtime/kernels/cuda/gemm_layout.h"
 
 namespace loom::runtime::kernels::cuda {
 namespace {
@@ -52,4 +56,46 @@ TEST(CudaGrid, GridStrideLoopVisitsEveryElementOnce) {
 }
 
 }  // namespace
+// The row-major -> column-major GEMM mapping (gemm_layout.h), run through a naive column-major
+// GEMM as BLAS defines it, on the row-major buffers: every shape and transposition gives the
+// row-major product, exactly (small integers).
+TEST(ColumnMajorGemm, ARowMajorProductIsOneColumnMajorCallOnTheSameBuffers) {
+  for (const auto& [m, n, k] : {std::tuple{3, 5, 4}, std::tuple{1, 7, 2}, std::tuple{6, 1, 3}}) {
+    for (bool trans_a : {false, true}) {
+      for (bool trans_b : {false, true}) {
+        // Row-major a: [m, k] or [k, m]; b: [k, n] or [n, k]; op(a)(i, p) and op(b)(p, j).
+        std::vector<float> a(m * k), b(k * n);
+        for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) - 3.0f;
+        for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 5) - 2.0f;
+        auto op_a = [&](int i, int p) { return trans_a ? a[p * m + i] : a[i * k + p]; };
+        auto op_b = [&](int p, int j) { return trans_b ? b[j * k + p] : b[p * n + j]; };
+        std::vector<float> want(m * n, 0.0f);
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            for (int p = 0; p < k; ++p) want[i * n + j] += op_a(i, p) * op_b(p, j);
+          }
+        }
+        const ColumnMajorGemm g = ToColumnMajor(m, n, k, trans_a, trans_b);
+        EXPECT_EQ(g.rows_a * g.cols_a, static_cast<int64_t>(b.size()));
+        EXPECT_EQ(g.rows_b * g.cols_b, static_cast<int64_t>(a.size()));
+        // BLAS: C[i + j·ldc] = Σ_p opA(i, p) · opB(p, j), A = b's buffer, B = a's, ld = rows.
+        auto blas_a = [&](int64_t i, int64_t p) {
+          return g.trans_a ? b[p + i * g.rows_a] : b[i + p * g.rows_a];
+        };
+        auto blas_b = [&](int64_t p, int64_t j) {
+          return g.trans_b ? a[j + p * g.rows_b] : a[p + j * g.rows_b];
+        };
+        std::vector<float> c(g.rows_c * g.cols_c, 0.0f);
+        for (int64_t i = 0; i < g.m; ++i) {
+          for (int64_t j = 0; j < g.n; ++j) {
+            for (int64_t p = 0; p < g.k; ++p) c[i + j * g.rows_c] += blas_a(i, p) * blas_b(p, j);
+          }
+        }
+        EXPECT_EQ(c, want) << m << "x" << n << "x" << k << " trans_a " << trans_a << " trans_b "
+                           << trans_b;
+      }
+    }
+  }
+}
+
 }  // namespace loom::runtime::kernels::cuda

@@ -1,0 +1,98 @@
+// The GEMM twin on cuBLASLt: one column-major call per row-major product, no data moved
+// (gemm_layout.h). One handle and a 32 MiB workspace per process; descriptors per call (cached
+// per shape later, when a profile asks for it).
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "runtime/base/check.h"
+#include "runtime/kernels/cuda/cuda_kernels.h"
+#include "runtime/kernels/cuda/gemm_layout.h"
+
+namespace loom::runtime::kernels::cuda {
+namespace {
+
+void Check(cublasStatus_t status, const char* what) {
+  LOOM_CHECK(status == CUBLAS_STATUS_SUCCESS)
+      << "cuBLASLt " << what << ": " << cublasLtGetStatusString(status);
+}
+
+cudaDataType_t CudaType(GemmType t) {
+  switch (t) {
+    case GemmType::kBF16:
+      return CUDA_R_16BF;
+    case GemmType::kF16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
+  }
+}
+
+struct LtContext {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = size_t{32} << 20;
+};
+
+LtContext& Context() {
+  static LtContext* context = [] {
+    auto* c = new LtContext;
+    Check(cublasLtCreate(&c->handle), "create");
+    const cudaError_t e = cudaMalloc(&c->workspace, c->workspace_bytes);
+    LOOM_CHECK(e == cudaSuccess) << "cuBLASLt workspace: " << cudaGetErrorString(e);
+    return c;
+  }();
+  return *context;
+}
+
+// A column-major layout of `rows` x `cols` with leading dimension `rows`.
+cublasLtMatrixLayout_t Layout(GemmType type, int64_t rows, int64_t cols) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  Check(cublasLtMatrixLayoutCreate(&layout, CudaType(type), static_cast<uint64_t>(rows),
+                                   static_cast<uint64_t>(cols), rows),
+        "layout");
+  return layout;
+}
+
+}  // namespace
+
+void Gemm(const GemmArgs& g, Stream stream) {
+  if (g.m == 0 || g.n == 0) return;
+  LtContext& lt = Context();
+  cublasLtMatmulDesc_t desc = nullptr;
+  Check(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
+  const ColumnMajorGemm c = ToColumnMajor(g.m, g.n, g.k, g.trans_a, g.trans_b);
+  const cublasOperation_t op_a = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)),
+        "transa");
+  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
+        "transb");
+  cublasLtMatrixLayout_t layout_a = Layout(g.in, c.rows_a, c.cols_a);  // b's buffer
+  cublasLtMatrixLayout_t layout_b = Layout(g.in, c.rows_b, c.cols_b);  // a's buffer
+  cublasLtMatrixLayout_t layout_c = Layout(g.out_type, c.rows_c, c.cols_c);
+  cublasLtMatmulPreference_t preference = nullptr;
+  Check(cublasLtMatmulPreferenceCreate(&preference), "preference");
+  Check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &lt.workspace_bytes, sizeof(lt.workspace_bytes)),
+        "workspace size");
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  Check(cublasLtMatmulAlgoGetHeuristic(lt.handle, desc, layout_a, layout_b, layout_c, layout_c,
+                                       preference, 1, &heuristic, &found),
+        "heuristic");
+  LOOM_CHECK(found > 0) << "cuBLASLt has no algorithm for a [" << g.m << ", " << g.k << "] x ["
+                        << g.k << ", " << g.n << "] GEMM of these types";
+  Check(cublasLtMatmul(lt.handle, desc, &g.alpha, g.b, layout_a, g.a, layout_b, &g.beta, g.out,
+                       layout_c, g.out, layout_c, &heuristic.algo, lt.workspace, lt.workspace_bytes,
+                       stream),
+        "matmul");
+  cublasLtMatmulPreferenceDestroy(preference);
+  cublasLtMatrixLayoutDestroy(layout_c);
+  cublasLtMatrixLayoutDestroy(layout_b);
+  cublasLtMatrixLayoutDestroy(layout_a);
+  cublasLtMatmulDescDestroy(desc);
+}
+
+}  // namespace loom::runtime::kernels::cuda
