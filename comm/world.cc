@@ -1,5 +1,9 @@
 #include "comm/world.h"
 
+#include <mutex>
+#include <optional>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "comm/hierarchical.h"
 #include "comm/mpi/mpi_backend.h"
@@ -9,6 +13,7 @@
 #include "comm/shm/shm_backend.h"
 #include "comm/socket/socket_p2p.h"
 #include "runtime/base/env.h"
+#include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
 
 namespace loom::comm {
@@ -37,12 +42,37 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeHierarchical(std::unique_ptr<Backen
   });
 }
 
+// Across hosts, MPI's TCP transport moves a two-way exchange at about half the link rate (the
+// directions take turns; docs/cluster.md), loom's sockets at 95 %: rank 0 says so once when the
+// default transport spans hosts (collective over the world).
+absl::Status HintSocketsAcrossHosts() {
+  LOOM_ASSIGN_OR_RETURN(const int host, mpi_detail::MpiHostId(MPI_COMM_WORLD, 0));
+  int rank = 0, hosts = 0;
+  {
+    std::unique_lock<std::mutex> lock = mpi_detail::LockMpi();
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int leader = host == rank ? 1 : 0;  // a host's id is its lowest rank
+    MPI_Allreduce(&leader, &hosts, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  }
+  if (hosts > 1 && rank == 0) {
+    LOOM_LOG(INFO) << "ring/hier across " << hosts
+                   << " hosts over MPI's point-to-point transport; on a TCP network "
+                      "LOOM_P2P_TRANSPORT=socket sends both ways at once (about 2x the "
+                      "bandwidth on a 1 Gbit/s link, docs/comm.md); keep mpi on RDMA fabrics";
+  }
+  return absl::OkStatus();
+}
+
 // The transport under ring and hier: MPI's point-to-point, or loom's sockets with MPI as their
 // control plane (LOOM_P2P_TRANSPORT=mpi|socket, default mpi).
 absl::StatusOr<std::unique_ptr<PointToPoint>> MakeWorldTransport(const CommOptions& options) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<PointToPoint> mpi, MakeMpiPointToPoint());
-  const std::string transport = base::GetEnv("LOOM_P2P_TRANSPORT").value_or("mpi");
-  if (transport == "mpi") return mpi;
+  const std::optional<std::string> chosen = base::GetEnv("LOOM_P2P_TRANSPORT");
+  const std::string transport = chosen.value_or("mpi");
+  if (transport == "mpi") {
+    if (!chosen.has_value()) LOOM_RETURN_IF_ERROR(HintSocketsAcrossHosts());
+    return mpi;
+  }
   if (transport == "socket") {
     const Deadline deadline{std::chrono::steady_clock::now() +
                             absl::ToChronoNanoseconds(options.timeout)};
