@@ -80,6 +80,13 @@ void Allocator::Free(void* ptr, size_t bytes, MemoryTag tag) {
   Unrecord(bytes, tag);
 }
 
+void Allocator::FreeAfter(void* ptr, size_t bytes, MemoryTag tag,
+                          std::vector<BlockCache::Fence> fences) {
+  if (ptr == nullptr) return;
+  cache_.GiveAfter(ptr, RoundedSize(bytes), std::move(fences));
+  Unrecord(bytes, tag);
+}
+
 void Allocator::Record(size_t bytes, MemoryTag tag) {
   Counter& c = counters_[static_cast<int>(tag)];
   const int64_t now =

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "runtime/block_cache.h"
@@ -85,6 +86,12 @@ class Allocator {
   virtual void* Allocate(size_t bytes, MemoryTag tag);
   // `bytes` and `tag` must be those given to Allocate.
   virtual void Free(void* ptr, size_t bytes, MemoryTag tag);
+  // Free for memory that queued device work (or another thread) may still use: the tag stops
+  // counting it now, and the block is reused or released only once every fence is done
+  // (BlockCache::GiveAfter; CacheStats().pending_bytes until then). Subclasses that take memory
+  // from elsewhere override it with Free.
+  virtual void FreeAfter(void* ptr, size_t bytes, MemoryTag tag,
+                         std::vector<BlockCache::Fence> fences);
 
   Device device() const { return source_.device; }
   MemoryStats Stats(MemoryTag tag) const;

@@ -5,9 +5,15 @@
 
 namespace loom::runtime {
 
+BlockCache::~BlockCache() {
+  Release();
+  for (const Pending& p : pending_) release_(p.block.ptr);
+}
+
 void* BlockCache::Take(size_t bytes) {
   if (bytes < kMinBlockBytes || capacity_ <= 0) return nullptr;
   std::lock_guard<std::mutex> lock(mu_);
+  SettleLocked();
   auto it = by_size_.find(bytes);
   if (it == by_size_.end() || it->second.empty()) {
     ++stats_.misses;
@@ -23,13 +29,34 @@ void* BlockCache::Take(size_t bytes) {
 }
 
 bool BlockCache::Give(void* block, size_t bytes) {
-  if (bytes < kMinBlockBytes || static_cast<int64_t>(bytes) > capacity_) return false;
   std::lock_guard<std::mutex> lock(mu_);
-  while (stats_.cached_bytes + static_cast<int64_t>(bytes) > capacity_) EvictOldestLocked();
-  fifo_.push_back(Block{block, bytes});
-  by_size_[bytes].push_back(std::prev(fifo_.end()));
-  stats_.cached_bytes += static_cast<int64_t>(bytes);
+  return KeepLocked(Block{block, bytes});
+}
+
+bool BlockCache::KeepLocked(const Block& block) {
+  if (block.bytes < kMinBlockBytes || static_cast<int64_t>(block.bytes) > capacity_) return false;
+  while (stats_.cached_bytes + static_cast<int64_t>(block.bytes) > capacity_) EvictOldestLocked();
+  fifo_.push_back(block);
+  by_size_[block.bytes].push_back(std::prev(fifo_.end()));
+  stats_.cached_bytes += static_cast<int64_t>(block.bytes);
   return true;
+}
+
+void BlockCache::GiveAfter(void* block, size_t bytes, std::vector<Fence> fences) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.push_back(Pending{Block{block, bytes}, std::move(fences)});
+  stats_.pending_bytes += static_cast<int64_t>(bytes);
+  SettleLocked();
+}
+
+void BlockCache::SettleLocked() {
+  std::erase_if(pending_, [&](Pending& p) {
+    std::erase_if(p.fences, [](const Fence& done) { return done(); });
+    if (!p.fences.empty()) return false;
+    stats_.pending_bytes -= static_cast<int64_t>(p.block.bytes);
+    if (!KeepLocked(p.block)) release_(p.block.ptr);
+    return true;
+  });
 }
 
 void BlockCache::EvictOldestLocked() {
@@ -43,6 +70,7 @@ void BlockCache::EvictOldestLocked() {
 
 void BlockCache::Release() {
   std::lock_guard<std::mutex> lock(mu_);
+  SettleLocked();
   while (!fifo_.empty()) EvictOldestLocked();
 }
 

@@ -9,11 +9,19 @@
 //
 // Blocks match by exact size (sizes repeat exactly from step to step). When a new block would
 // exceed the capacity, the oldest cached blocks are freed first. Thread-safe.
+//
+// Stream-ordered reuse: a block that queued device work (or another thread) may still read or
+// write is given with fences (GiveAfter) and kept apart, never handed out, until every fence
+// reports done; then it is cached (or released) like any other. Fences are polled by GiveAfter,
+// Take and Release, never waited on: no host synchronisation.
+//
+//   cache.GiveAfter(p, bytes, {[event] { return event->Done(); }});
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <vector>
@@ -23,9 +31,10 @@
 namespace loom::runtime {
 
 struct BlockCacheStats {
-  int64_t cached_bytes = 0;  // held for reuse now
-  int64_t hits = 0;          // Take calls served from the cache
-  int64_t misses = 0;        // Take calls of a cacheable size that found nothing
+  int64_t cached_bytes = 0;   // held for reuse now
+  int64_t pending_bytes = 0;  // given with fences not all done yet (GiveAfter)
+  int64_t hits = 0;           // Take calls served from the cache
+  int64_t misses = 0;         // Take calls of a cacheable size that found nothing
 };
 
 class BlockCache {
@@ -38,7 +47,7 @@ class BlockCache {
   using ReleaseFn = void (*)(void*);
   explicit BlockCache(int64_t capacity_bytes, ReleaseFn release = std::free)
       : capacity_(capacity_bytes), release_(release) {}
-  ~BlockCache() { Release(); }
+  ~BlockCache();
   BlockCache(const BlockCache&) = delete;
   BlockCache& operator=(const BlockCache&) = delete;
 
@@ -47,7 +56,14 @@ class BlockCache {
   // Keeps `block` (`bytes` long, to be released with the cache's ReleaseFn) for reuse; false when
   // it is not kept and the caller frees it.
   bool Give(void* block, size_t bytes);
-  // Frees every cached block (the Allocator calls it before reporting out of memory).
+  // Whether the work a fence stands for is done (polled, never waited on).
+  using Fence = std::function<bool()>;
+  // Takes `block` over once every fence is done: until then neither handed out nor released;
+  // then kept as by Give, or released. Any size, any capacity.
+  void GiveAfter(void* block, size_t bytes, std::vector<Fence> fences);
+  // Frees every cached block (the Allocator calls it before reporting out of memory); pending
+  // blocks whose fences are done are freed too, the others stay pending. The destructor releases
+  // pending blocks as well (a device allocator's release, cudaFree, waits for the device).
   void Release();
 
   BlockCacheStats Stats() const;
@@ -58,12 +74,20 @@ class BlockCache {
     void* ptr;
     size_t bytes;
   };
+  struct Pending {
+    Block block;
+    std::vector<Fence> fences;
+  };
   void EvictOldestLocked();
+  // Caches (or releases) the pending blocks whose fences are all done.
+  void SettleLocked();
+  bool KeepLocked(const Block& block);
 
   const int64_t capacity_;
   const ReleaseFn release_;
   mutable std::mutex mu_;
   std::list<Block> fifo_;  // oldest first
+  std::vector<Pending> pending_;
   absl::flat_hash_map<size_t, std::vector<std::list<Block>::iterator>> by_size_;
   BlockCacheStats stats_;
 };

@@ -26,7 +26,18 @@ int64_t NumElements(const Shape& shape) {
 Storage::Storage(size_t bytes, MemoryTag tag, Allocator* allocator)
     : data_(allocator->Allocate(bytes, tag)), bytes_(bytes), tag_(tag), allocator_(allocator) {}
 
-Storage::~Storage() { allocator_->Free(data_, bytes_, tag_); }
+Storage::~Storage() {
+  if (uses_.empty()) {
+    allocator_->Free(data_, bytes_, tag_);
+  } else {
+    allocator_->FreeAfter(data_, bytes_, tag_, std::move(uses_));
+  }
+}
+
+void Storage::RecordUse(BlockCache::Fence done) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uses_.push_back(std::move(done));
+}
 
 Tensor Tensor::Empty(const Shape& shape, DType dtype, MemoryTag tag, Allocator* allocator) {
   Tensor t;
@@ -77,6 +88,11 @@ void* Tensor::raw_data() const {
 void* Tensor::device_data() const {
   LOOM_CHECK(device_ != Device::kCpu) << "device_data() of a host tensor " << DebugString();
   return Address(storage_, offset_bytes_);
+}
+
+void Tensor::RecordUse(BlockCache::Fence done) const {
+  LOOM_CHECK(defined()) << "RecordUse on an undefined tensor";
+  storage_->RecordUse(std::move(done));
 }
 
 Tensor Tensor::Slice(int64_t begin, int64_t end) const {

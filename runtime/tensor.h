@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -40,12 +41,17 @@ class Storage {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   MemoryTag tag() const { return tag_; }
+  // Queued work (a device stream's) uses this memory until `done` says otherwise: when the last
+  // tensor goes, the allocator reuses it only after every recorded use (Allocator::FreeAfter).
+  void RecordUse(BlockCache::Fence done);
 
  private:
   void* data_;
   size_t bytes_;
   MemoryTag tag_;
   Allocator* allocator_;
+  std::mutex mu_;  // RecordUse from several threads
+  std::vector<BlockCache::Fence> uses_;
 };
 
 class Tensor {
@@ -86,6 +92,9 @@ class Tensor {
   void* raw_data() const;
   // The first element's device address, for CUDA code; aborts for a host tensor.
   void* device_data() const;
+  // Queued work uses this tensor's storage until `done` returns true (a device stream's event:
+  // cuda::RecordUse); its memory is reused only after that, whenever the last tensor goes.
+  void RecordUse(BlockCache::Fence done) const;
 
   // Rows [begin, end) along dim 0, sharing storage.
   Tensor Slice(int64_t begin, int64_t end) const;

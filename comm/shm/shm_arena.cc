@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "comm/mpi/mpi_util.h"
+#include "runtime/base/check.h"
 #include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
 
@@ -100,6 +101,13 @@ void* ShmArena::Allocate(size_t bytes, runtime::MemoryTag tag) {
     }
   }
   return runtime::Allocator::Default().Allocate(bytes, tag);
+}
+
+void ShmArena::FreeAfter(void* ptr, size_t bytes, runtime::MemoryTag tag,
+                         std::vector<runtime::BlockCache::Fence> fences) {
+  LOOM_CHECK(fences.empty()) << "a shared-arena tensor of " << bytes
+                             << " bytes had a recorded use (RecordUse is for device tensors)";
+  Free(ptr, bytes, tag);
 }
 
 void ShmArena::Free(void* ptr, size_t bytes, runtime::MemoryTag tag) {

@@ -41,6 +41,10 @@ class ShmArena : public runtime::Allocator {
 
   void* Allocate(size_t bytes, runtime::MemoryTag tag) override;
   void Free(void* ptr, size_t bytes, runtime::MemoryTag tag) override;
+  // Arena memory is host memory that only loom's collectives use, and they hold its tensors while
+  // they do: a recorded use (meant for device tensors) is a bug, and fails.
+  void FreeAfter(void* ptr, size_t bytes, runtime::MemoryTag tag,
+                 std::vector<runtime::BlockCache::Fence> fences) override;
 
   // The offset in the segment of [p, p + bytes) if it lies inside the segment (any rank's
   // region), else -1.

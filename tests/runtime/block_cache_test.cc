@@ -1,6 +1,7 @@
 // BlockCache and the Allocator's use of it: freed blocks come back for the same size, the cache
-// never holds more than its capacity (oldest evicted first), small blocks are never kept, and the
-// per-tag accounting counts only what is in use.
+// never holds more than its capacity (oldest evicted first), small blocks are never kept, the
+// per-tag accounting counts only what is in use, and blocks freed with fences (stream-ordered
+// reuse) wait for them.
 #include "runtime/block_cache.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <cstring>
 
 #include "runtime/allocator.h"
+#include "runtime/tensor.h"
 
 namespace loom::runtime {
 namespace {
@@ -119,6 +121,69 @@ TEST(BlockCacheTest, AllocatorOverAnotherMemorySourceCachesAndCountsAlike) {
     EXPECT_EQ(FakeSource::released, 1);  // the big one; the first stays cached
   }
   EXPECT_EQ(FakeSource::released, 2);  // the cache returns it when the allocator goes
+}
+
+// Stream-ordered reuse: a block given with fences is neither handed out nor released until every
+// fence is done (a fake event's flag here), whatever its size; then it is cached as usual.
+TEST(BlockCacheTest, FencedBlocksWaitForEveryFence) {
+  BlockCache cache(8 * kBlock);
+  bool first = false, second = false;
+  void* p = NewBlock(kBlock);
+  cache.GiveAfter(p, kBlock, {[&] { return first; }, [&] { return second; }});
+  EXPECT_EQ(cache.Stats().pending_bytes, static_cast<int64_t>(kBlock));
+  EXPECT_EQ(cache.Stats().cached_bytes, 0);
+  EXPECT_EQ(cache.Take(kBlock), nullptr);  // in use by queued work
+  first = true;
+  EXPECT_EQ(cache.Take(kBlock), nullptr);  // the second use is still queued
+  cache.Release();                         // and Release leaves it alone
+  second = true;
+  EXPECT_EQ(cache.Take(kBlock), p);
+  EXPECT_EQ(cache.Stats().pending_bytes, 0);
+  std::free(p);
+}
+
+// A small block (never cached) given with a fence is released only once the fence is done.
+TEST(BlockCacheTest, FencedSmallBlocksAreReleasedOnlyWhenDone) {
+  FakeSource::allocated = FakeSource::released = 0;
+  Allocator a(8 * kBlock,
+              {.name = "fake", .allocate = FakeSource::Allocate, .release = FakeSource::Release});
+  bool done = false;
+  void* small = a.Allocate(1024, MemoryTag::kActivation);
+  a.FreeAfter(small, 1024, MemoryTag::kActivation, {[&] { return done; }});
+  EXPECT_EQ(a.Stats(MemoryTag::kActivation).current_bytes, 0);  // the tag stops counting it
+  EXPECT_EQ(FakeSource::released, 0);
+  void* big = a.Allocate(kBlock, MemoryTag::kActivation);  // polls: still queued
+  EXPECT_EQ(FakeSource::released, 0);
+  done = true;
+  a.Free(big, kBlock, MemoryTag::kActivation);
+  void* again = a.Allocate(kBlock, MemoryTag::kActivation);  // polls: now released
+  EXPECT_EQ(again, big);
+  EXPECT_EQ(FakeSource::released, 1);
+  a.Free(again, kBlock, MemoryTag::kActivation);
+}
+
+// Tensors: a use recorded on a tensor (or any view of its storage) keeps its memory from the next
+// tensor of that size until the use is done.
+TEST(BlockCacheTest, RecordedUsesDelayReuseOfATensorsMemory) {
+  Allocator a(8 * kBlock);
+  bool done = false;
+  const void* first = nullptr;
+  {
+    Tensor t =
+        Tensor::Empty({static_cast<int64_t>(kBlock / 4)}, DType::kF32, MemoryTag::kActivation, &a);
+    first = t.raw_data();
+    t.Slice(0, 8).RecordUse([&] { return done; });
+  }
+  EXPECT_EQ(a.CacheStats().pending_bytes, static_cast<int64_t>(kBlock));
+  Tensor u =
+      Tensor::Empty({static_cast<int64_t>(kBlock / 4)}, DType::kF32, MemoryTag::kActivation, &a);
+  EXPECT_NE(u.raw_data(), first);
+  u = Tensor();
+  done = true;
+  Tensor v =
+      Tensor::Empty({static_cast<int64_t>(kBlock / 4)}, DType::kF32, MemoryTag::kActivation, &a);
+  EXPECT_EQ(v.raw_data(), first);  // settled into the cache, the most recently given block
+  EXPECT_EQ(a.CacheStats().pending_bytes, 0);
 }
 
 TEST(BlockCacheDeathTest, AnExhaustedSourceIsNamed) {
