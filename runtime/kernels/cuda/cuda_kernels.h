@@ -48,4 +48,7 @@ struct GemmArgs {
 };
 void Gemm(const GemmArgs& args, Stream stream);
 
+// Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
+void SpinForTesting(int64_t cycles, Stream stream);
+
 }  // namespace loom::runtime::kernels::cuda

@@ -37,7 +37,15 @@ __global__ void AdamWKernel(AdamWArgs a, AdamWStep k, int64_t n) {
   }
 }
 
+__global__ void SpinKernel(int64_t cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
 }  // namespace
+
+void SpinForTesting(int64_t cycles, Stream stream) { SpinKernel<<<1, 1, 0, stream>>>(cycles); }
 
 void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream) {
   const Grid g = GridFor(n);

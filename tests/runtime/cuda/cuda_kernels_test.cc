@@ -19,6 +19,7 @@
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
+#include "runtime/kernels/cuda/stream.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
@@ -195,6 +196,57 @@ TEST_F(CudaKernels, MatmulMatchesTheCpu) {
       }
     }
   }
+}
+
+// Waits on the host until everything queued on `stream` so far has run.
+void Drain(cuda::Stream stream) {
+  Event done;
+  done.Record(stream);
+  while (!done.Done()) {
+  }
+}
+
+// Streams ordered by an event: work on a second stream that waits for the first one's event reads
+// what the first wrote, although the first is held back by a spinning kernel.
+TEST_F(CudaKernels, AStreamWaitingForAnEventSeesTheOtherStreamsWrites) {
+  const int64_t n = 4096;
+  const Tensor a = Random(n, 21, 1.0f), b = Random(n, 22, 1.0f);
+  Tensor da = Upload(a), db = Upload(b), c = OnDevice(n), d = OnDevice(n);
+  OwnedStream first, second;
+  SpinForTesting(int64_t{200} << 20, first.get());  // roughly 0.1 s
+  Add(In(da), In(db), Out(c), n, first.get());
+  Event written;
+  written.Record(first.get());
+  second.Wait(written);
+  Add(In(c), In(c), Out(d), n, second.get());
+  Drain(second.get());
+  const std::vector<float> got = Download(d);
+  for (int64_t i = 0; i < n; ++i) {
+    const float sum = a.data<float>()[i] + b.data<float>()[i];
+    ASSERT_EQ(got[i], sum + sum) << i;
+  }
+}
+
+// Stream-ordered reuse: memory a side stream's queued work still uses is not handed to the next
+// tensor of its size; once that work has run, it is.
+TEST_F(CudaKernels, MemoryUsedByQueuedWorkIsReusedOnlyAfterIt) {
+  OwnedStream side;
+  const int64_t n = int64_t{1} << 20;  // 4 MiB: cached by size
+  const void* first = nullptr;
+  {
+    Tensor t = OnDevice(n);
+    first = t.device_data();
+    SpinForTesting(int64_t{200} << 20, side.get());
+    RecordUse(t, side.get());
+  }
+  EXPECT_GE(DeviceAllocator().CacheStats().pending_bytes, 4 * n);
+  Tensor u = OnDevice(n);
+  EXPECT_NE(u.device_data(), first);
+  u = Tensor();
+  Drain(side.get());
+  Tensor v = OnDevice(n);
+  EXPECT_EQ(v.device_data(), first);
+  EXPECT_EQ(DeviceAllocator().CacheStats().pending_bytes, 0);
 }
 
 }  // namespace
