@@ -19,6 +19,11 @@ struct CudaTwinTable {
   void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx) = nullptr;
   void (*adamw)(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
                 int64_t step, Tensor* copy_out) = nullptr;
+  void (*layer_norm_forward)(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
+                             Tensor& out, Tensor& mean, Tensor& rstd) = nullptr;
+  void (*layer_norm_backward)(const Tensor& dout, const Tensor& x, const Tensor& w,
+                              const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
+                              Tensor& db) = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
                  const MatmulOptions& options) = nullptr;

@@ -48,6 +48,21 @@ struct GemmArgs {
 };
 void Gemm(const GemmArgs& args, Stream stream);
 
+// LayerNorm over rows of `cols` (the CPU's LayerNormForward / LayerNormBackward; norm.cu):
+// out = (x - mean) · rstd · w + b, saving mean and rstd per row; backward adds into dx, dw, db.
+struct LayerNormArgs {
+  const float *x, *w, *b;
+  float *out, *mean, *rstd;
+  int64_t rows = 0, cols = 0;
+};
+void LayerNormForward(const LayerNormArgs& args, float eps, Stream stream);
+struct LayerNormGradArgs {
+  const float *dout, *x, *w, *mean, *rstd;
+  float *dx, *dw, *db;
+  int64_t rows = 0, cols = 0;
+};
+void LayerNormBackward(const LayerNormGradArgs& args, Stream stream);
+
 // Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
 void SpinForTesting(int64_t cycles, Stream stream);
 

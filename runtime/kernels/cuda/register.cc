@@ -8,6 +8,9 @@ namespace {
 const float* In(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
 float* Out(Tensor& t) { return static_cast<float*>(t.device_data()); }
 
+// Rows of x read as [rows, last dimension].
+int64_t Rows(const Tensor& x) { return x.dim(-1) == 0 ? 0 : x.numel() / x.dim(-1); }
+
 GemmType GemmTypeOf(DType dtype) {
   return dtype == DType::kBF16  ? GemmType::kBF16
          : dtype == DType::kF16 ? GemmType::kF16
@@ -50,6 +53,33 @@ void RegisterKernels() {
     GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
   };
   twins.matmul = MatmulTwin;
+  twins.layer_norm_forward = [](const Tensor& x, const Tensor& w, const Tensor& b, float eps,
+                                Tensor& out, Tensor& mean, Tensor& rstd) {
+    LayerNormForward({.x = In(x),
+                      .w = In(w),
+                      .b = In(b),
+                      .out = Out(out),
+                      .mean = Out(mean),
+                      .rstd = Out(rstd),
+                      .rows = Rows(x),
+                      .cols = x.dim(-1)},
+                     eps, nullptr);
+  };
+  twins.layer_norm_backward = [](const Tensor& dout, const Tensor& x, const Tensor& w,
+                                 const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
+                                 Tensor& db) {
+    LayerNormBackward({.dout = In(dout),
+                       .x = In(x),
+                       .w = In(w),
+                       .mean = In(mean),
+                       .rstd = In(rstd),
+                       .dx = Out(dx),
+                       .dw = Out(dw),
+                       .db = Out(db),
+                       .rows = Rows(x),
+                       .cols = x.dim(-1)},
+                      nullptr);
+  };
   twins.adamw = [](Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                    const AdamWConfig& config, int64_t step, Tensor* copy_out) {
     AdamWUpdate({.master = Out(master),

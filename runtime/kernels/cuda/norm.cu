@@ -1,0 +1,101 @@
+// LayerNorm forward and backward on the device (the CPU's runtime/kernels/cpu/norm.cc): one block
+// per row for the statistics and dx (block sums in a fixed tree order, so results do not depend on
+// timing), one thread per column for dw and db, summing the rows in order as the CPU does.
+#include "runtime/kernels/cuda/cuda_kernels.h"
+#include "runtime/kernels/cuda/launch.h"
+
+namespace loom::runtime::kernels::cuda {
+namespace {
+
+constexpr int64_t kMaxRowBlocks = 65535;
+
+// The sum of every thread's `v` in the block (blockDim.x == kBlock), in a fixed tree order.
+__device__ float BlockSum(float v, float* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = kBlock / 2; half > 0; half /= 2) {
+    if (static_cast<int>(threadIdx.x) < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+    __syncthreads();
+  }
+  const float sum = shared[0];
+  __syncthreads();  // before the next call overwrites it
+  return sum;
+}
+
+__global__ void LayerNormForwardKernel(LayerNormArgs a, float eps) {
+  __shared__ float shared[kBlock];
+  const float c = static_cast<float>(a.cols);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float* x = a.x + r * a.cols;
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) sum += x[j];
+    const float m = BlockSum(sum, shared) / c;
+    float squares = 0.0f;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) squares += (x[j] - m) * (x[j] - m);
+    const float s = 1.0f / sqrtf(BlockSum(squares, shared) / c + eps);
+    float* out = a.out + r * a.cols;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
+      out[j] = (x[j] - m) * s * a.w[j] + a.b[j];
+    }
+    if (threadIdx.x == 0) {
+      a.mean[r] = m;
+      a.rstd[r] = s;
+    }
+  }
+}
+
+// dx += (dout·w - mean(dout·w) - n · mean(dout·w·n)) · rstd with n = (x - mean) · rstd.
+__global__ void LayerNormBackwardInputKernel(LayerNormGradArgs a) {
+  __shared__ float shared[kBlock];
+  const float c = static_cast<float>(a.cols);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float* x = a.x + r * a.cols;
+    const float* dout = a.dout + r * a.cols;
+    const float m = a.mean[r], s = a.rstd[r];
+    float dnorm = 0.0f, dnorm_norm = 0.0f;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
+      dnorm += dout[j] * a.w[j];
+      dnorm_norm += dout[j] * a.w[j] * ((x[j] - m) * s);
+    }
+    const float dnorm_mean = BlockSum(dnorm, shared) / c;
+    const float dnorm_norm_mean = BlockSum(dnorm_norm, shared) / c;
+    float* dx = a.dx + r * a.cols;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
+      const float norm = (x[j] - m) * s;
+      dx[j] += (dout[j] * a.w[j] - dnorm_mean - norm * dnorm_norm_mean) * s;
+    }
+  }
+}
+
+// dw[j] += Σ_r dout[r, j] · n[r, j] and db[j] += Σ_r dout[r, j], rows in order.
+__global__ void LayerNormBackwardWeightKernel(LayerNormGradArgs a) {
+  for (int64_t j = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); j < a.cols;
+       j += Stride(gridDim.x, blockDim.x)) {
+    float dw = a.dw[j], db = a.db[j];
+    for (int64_t r = 0; r < a.rows; ++r) {
+      const float d = a.dout[r * a.cols + j];
+      dw += d * ((a.x[r * a.cols + j] - a.mean[r]) * a.rstd[r]);
+      db += d;
+    }
+    a.dw[j] = dw;
+    a.db[j] = db;
+  }
+}
+
+int64_t RowBlocks(int64_t rows) { return rows < kMaxRowBlocks ? rows : kMaxRowBlocks; }
+
+}  // namespace
+
+void LayerNormForward(const LayerNormArgs& args, float eps, Stream stream) {
+  if (args.rows == 0 || args.cols == 0) return;
+  LayerNormForwardKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args, eps);
+}
+
+void LayerNormBackward(const LayerNormGradArgs& args, Stream stream) {
+  if (args.rows == 0 || args.cols == 0) return;
+  LayerNormBackwardInputKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args);
+  const Grid g = GridFor(args.cols);
+  LayerNormBackwardWeightKernel<<<g.blocks, g.threads, 0, stream>>>(args);
+}
+
+}  // namespace loom::runtime::kernels::cuda
