@@ -24,6 +24,7 @@ struct CudaTwinTable {
   void (*layer_norm_backward)(const Tensor& dout, const Tensor& x, const Tensor& w,
                               const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
                               Tensor& db) = nullptr;
+  double (*sum_of_squares)(const Tensor& x) = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
                  const MatmulOptions& options) = nullptr;

@@ -37,7 +37,7 @@ double SumOfSquares(const Tensor& x) {
   check.ExpectDefined(x);
   check.Expect(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16 || x.dtype() == DType::kF16,
                "x must be f32, bf16 or f16");
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().sum_of_squares)(x);
   return cpu::SumOfSquares(x);
 }
 

@@ -1,6 +1,7 @@
 #include <vector>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/sum_of_squares_formula.h"
 #include "runtime/parallel.h"
 #include "runtime/vectorize.h"
 
@@ -8,17 +9,16 @@ namespace loom::runtime::kernels::cpu {
 namespace {
 
 constexpr int64_t kGrain = 16384;
-constexpr int64_t kSumBlock = 4096;
 
 template <typename Load>
 double BlockedSumOfSquares(int64_t n, Load load) {
-  const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+  const int64_t blocks = SumOfSquaresBlocks(n);
   std::vector<double> partial(static_cast<size_t>(blocks));
   ParallelFor(blocks, 16, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       double s = 0.0;
-      const int64_t stop = std::min(n, (blk + 1) * kSumBlock);
-      for (int64_t i = blk * kSumBlock; i < stop; ++i) {
+      const int64_t stop = std::min(n, (blk + 1) * kSumOfSquaresBlock);
+      for (int64_t i = blk * kSumOfSquaresBlock; i < stop; ++i) {
         const double v = load(i);
         s += v * v;
       }

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "runtime/kernels/adamw_formula.h"
+#include "runtime/kernels/sum_of_squares_formula.h"
 
 struct CUstream_st;  // cudaStream_t without the CUDA headers
 
@@ -36,12 +37,12 @@ void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream
 // A row-major GEMM through cuBLASLt (runtime/kernels/cuda/gemm.cc): out[m, n] = alpha · op(a) ·
 // op(b) + beta · out, a [m, k] ([k, m] with trans_a), b [k, n] ([n, k] with trans_b), both of
 // type `in`; out f32 or `in`. Accumulates in f32 (never TF32), as the CPU's GEMMs do.
-enum class GemmType { kF32, kBF16, kF16 };
+enum class ElemType { kF32, kBF16, kF16 };  // floating element types of device buffers
 struct GemmArgs {
   const void* a;
   const void* b;
   void* out;
-  GemmType in = GemmType::kF32, out_type = GemmType::kF32;
+  ElemType in = ElemType::kF32, out_type = ElemType::kF32;
   int64_t m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
   float alpha = 1.0f, beta = 0.0f;
@@ -62,6 +63,13 @@ struct LayerNormGradArgs {
   int64_t rows = 0, cols = 0;
 };
 void LayerNormBackward(const LayerNormGradArgs& args, Stream stream);
+
+// Σ x² in double in the CPU's order (sum_of_squares_formula.h): each block of
+// kSumOfSquaresBlock elements summed in index order, then the block sums in order, so the result
+// is bitwise the CPU's SumOfSquares. `partial` holds SumOfSquaresBlocks(n) doubles and `total`
+// one, both device memory; *total holds the result once the stream gets there.
+void SumOfSquares(const void* x, ElemType type, int64_t n, double* partial, double* total,
+                  Stream stream);
 
 // Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
 void SpinForTesting(int64_t cycles, Stream stream);

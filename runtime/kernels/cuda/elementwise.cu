@@ -1,3 +1,5 @@
+#include <cuda_fp16.h>
+
 #include "runtime/bf16_bits.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
@@ -37,6 +39,38 @@ __global__ void AdamWKernel(AdamWArgs a, AdamWStep k, int64_t n) {
   }
 }
 
+__device__ float LoadAsF32(const void* x, ElemType type, int64_t i) {
+  switch (type) {
+    case ElemType::kBF16:
+      return __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(x)[i]) << 16);
+    case ElemType::kF16:
+      return __half2float(static_cast<const __half*>(x)[i]);
+    default:
+      return static_cast<const float*>(x)[i];
+  }
+}
+
+// One thread per block of kSumOfSquaresBlock elements, in index order (the CPU's order).
+__global__ void BlockSquaresKernel(const void* x, ElemType type, int64_t n, double* partial) {
+  const int64_t blocks = SumOfSquaresBlocks(n);
+  for (int64_t blk = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); blk < blocks;
+       blk += Stride(gridDim.x, blockDim.x)) {
+    const int64_t stop = n < (blk + 1) * kSumOfSquaresBlock ? n : (blk + 1) * kSumOfSquaresBlock;
+    double s = 0.0;
+    for (int64_t i = blk * kSumOfSquaresBlock; i < stop; ++i) {
+      const double v = LoadAsF32(x, type, i);
+      s += v * v;
+    }
+    partial[blk] = s;
+  }
+}
+
+__global__ void TotalKernel(const double* partial, int64_t blocks, double* total) {
+  double t = 0.0;
+  for (int64_t b = 0; b < blocks; ++b) t += partial[b];
+  *total = t;
+}
+
 __global__ void SpinKernel(int64_t cycles) {
   const long long start = clock64();
   while (clock64() - start < cycles) {
@@ -46,6 +80,14 @@ __global__ void SpinKernel(int64_t cycles) {
 }  // namespace
 
 void SpinForTesting(int64_t cycles, Stream stream) { SpinKernel<<<1, 1, 0, stream>>>(cycles); }
+
+void SumOfSquares(const void* x, ElemType type, int64_t n, double* partial, double* total,
+                  Stream stream) {
+  const int64_t blocks = SumOfSquaresBlocks(n);
+  const Grid g = GridFor(blocks);
+  if (g.blocks > 0) BlockSquaresKernel<<<g.blocks, g.threads, 0, stream>>>(x, type, n, partial);
+  TotalKernel<<<1, 1, 0, stream>>>(partial, blocks, total);
+}
 
 void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream) {
   const Grid g = GridFor(n);

@@ -18,11 +18,11 @@ void Check(cublasStatus_t status, const char* what) {
       << "cuBLASLt " << what << ": " << cublasLtGetStatusString(status);
 }
 
-cudaDataType_t CudaType(GemmType t) {
+cudaDataType_t CudaType(ElemType t) {
   switch (t) {
-    case GemmType::kBF16:
+    case ElemType::kBF16:
       return CUDA_R_16BF;
-    case GemmType::kF16:
+    case ElemType::kF16:
       return CUDA_R_16F;
     default:
       return CUDA_R_32F;
@@ -47,7 +47,7 @@ LtContext& Context() {
 }
 
 // A column-major layout of `rows` x `cols` with leading dimension `rows`.
-cublasLtMatrixLayout_t Layout(GemmType type, int64_t rows, int64_t cols) {
+cublasLtMatrixLayout_t Layout(ElemType type, int64_t rows, int64_t cols) {
   cublasLtMatrixLayout_t layout = nullptr;
   Check(cublasLtMatrixLayoutCreate(&layout, CudaType(type), static_cast<uint64_t>(rows),
                                    static_cast<uint64_t>(cols), rows),

@@ -1,5 +1,8 @@
+#include <cuda_runtime.h>
+
 #include "runtime/base/check.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
+#include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels::cuda {
@@ -11,10 +14,10 @@ float* Out(Tensor& t) { return static_cast<float*>(t.device_data()); }
 // Rows of x read as [rows, last dimension].
 int64_t Rows(const Tensor& x) { return x.dim(-1) == 0 ? 0 : x.numel() / x.dim(-1); }
 
-GemmType GemmTypeOf(DType dtype) {
-  return dtype == DType::kBF16  ? GemmType::kBF16
-         : dtype == DType::kF16 ? GemmType::kF16
-                                : GemmType::kF32;
+ElemType ElemTypeOf(DType dtype) {
+  return dtype == DType::kBF16  ? ElemType::kBF16
+         : dtype == DType::kF16 ? ElemType::kF16
+                                : ElemType::kF32;
 }
 
 void MatmulTwin(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
@@ -27,8 +30,8 @@ void MatmulTwin(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_
   Gemm({.a = a.device_data(),
         .b = b.device_data(),
         .out = out.device_data(),
-        .in = GemmTypeOf(a.dtype()),
-        .out_type = GemmTypeOf(out.dtype()),
+        .in = ElemTypeOf(a.dtype()),
+        .out_type = ElemTypeOf(out.dtype()),
         .m = m,
         .n = n,
         .k = k,
@@ -53,6 +56,17 @@ void RegisterKernels() {
     GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
   };
   twins.matmul = MatmulTwin;
+  twins.sum_of_squares = [](const Tensor& x) {
+    // The block sums after the total, in one device buffer of doubles (8-byte i64 elements).
+    Tensor sums = Tensor::Empty({SumOfSquaresBlocks(x.numel()) + 1}, DType::kI64,
+                                MemoryTag::kWorkspace, &DeviceAllocator());
+    double* d = static_cast<double*>(sums.device_data());
+    SumOfSquares(x.device_data(), ElemTypeOf(x.dtype()), x.numel(), d + 1, d, nullptr);
+    double total = 0.0;
+    const cudaError_t e = cudaMemcpy(&total, d, sizeof(total), cudaMemcpyDeviceToHost);
+    LOOM_CHECK(e == cudaSuccess) << "SumOfSquares on CUDA: " << cudaGetErrorString(e);
+    return total;
+  };
   twins.layer_norm_forward = [](const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                                 Tensor& out, Tensor& mean, Tensor& rstd) {
     LayerNormForward({.x = In(x),

@@ -22,6 +22,7 @@
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
 #include "runtime/kernels/cuda/stream.h"
+#include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/rng.h"
@@ -241,6 +242,23 @@ TEST_F(CudaKernels, LayerNormMatchesTheCpu) {
         }
         EXPECT_EQ(bad, 0) << what << " " << at;
       }
+    }
+  }
+}
+
+// SumOfSquares through the entry point on device tensors: the CPU's blocks and order
+// (sum_of_squares_formula.h) in double, so bitwise the CPU's result, for f32, bf16 and f16, at
+// sizes around the block and beyond a million elements.
+TEST_F(CudaKernels, SumOfSquaresIsBitwiseTheCpus) {
+  RegisterKernels();
+  for (int64_t n :
+       {int64_t{1}, int64_t{4095}, int64_t{4096}, int64_t{4097}, (int64_t{1} << 20) + 3}) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      const Tensor wide = Random(n, 41, 3.0f);
+      Tensor x = Tensor::Empty({n}, dtype, MemoryTag::kGrad);
+      ConvertBuffer(wide.raw_data(), DType::kF32, x.raw_data(), dtype, n);
+      EXPECT_EQ(kernels::SumOfSquares(Upload(x)), kernels::SumOfSquares(x))
+          << DTypeName(dtype) << " n " << n;
     }
   }
 }
