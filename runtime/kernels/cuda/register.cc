@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include "runtime/base/check.h"
+#include "runtime/kernels/cpu/rows.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda_twins.h"
@@ -10,9 +11,6 @@ namespace {
 
 const float* In(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
 float* Out(Tensor& t) { return static_cast<float*>(t.device_data()); }
-
-// Rows of x read as [rows, last dimension].
-int64_t Rows(const Tensor& x) { return x.dim(-1) == 0 ? 0 : x.numel() / x.dim(-1); }
 
 ElemType ElemTypeOf(DType dtype) {
   return dtype == DType::kBF16  ? ElemType::kBF16
@@ -75,7 +73,7 @@ void RegisterKernels() {
                       .out = Out(out),
                       .mean = Out(mean),
                       .rstd = Out(rstd),
-                      .rows = Rows(x),
+                      .rows = cpu::AsRows(x).rows,
                       .cols = x.dim(-1)},
                      eps, nullptr);
   };
@@ -90,7 +88,7 @@ void RegisterKernels() {
                        .dx = Out(dx),
                        .dw = Out(dw),
                        .db = Out(db),
-                       .rows = Rows(x),
+                       .rows = cpu::AsRows(x).rows,
                        .cols = x.dim(-1)},
                       nullptr);
   };

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "runtime/kernels/activation.h"
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/cuda/device.h"
@@ -61,11 +62,13 @@ class CudaKernels : public ::testing::Test {
   }
   static const float* In(const Tensor& t) { return static_cast<const float*>(t.device_data()); }
   static float* Out(Tensor& t) { return static_cast<float*>(t.device_data()); }
-  static void ExpectClose(const std::vector<float>& got, const Tensor& want, const char* what) {
+  // Every element within `abs` + `rel`·|want| (the GELU tolerance by default).
+  static void ExpectClose(const std::vector<float>& got, const Tensor& want,
+                          const std::string& what, float abs = 1e-6f, float rel = 1e-5f) {
     const float* w = want.data<float>();
     int64_t bad = 0;
     for (size_t i = 0; i < got.size(); ++i) {
-      if (!(std::fabs(got[i] - w[i]) <= 1e-6f + 1e-5f * std::fabs(w[i]))) {
+      if (!(std::fabs(got[i] - w[i]) <= abs + rel * std::fabs(w[i]))) {
         if (bad++ < 3) ADD_FAILURE() << what << "[" << i << "]: " << got[i] << " vs " << w[i];
       }
     }
@@ -187,16 +190,9 @@ TEST_F(CudaKernels, MatmulMatchesTheCpu) {
         kernels::Matmul(a, b, want, o);
         Tensor da = Upload(a), db = Upload(b), dout = Upload(out0);
         kernels::Matmul(da, db, dout, o);
-        const std::vector<float> got = Download(dout);
-        const float* w = want.data<float>();
-        int64_t bad = 0;
-        for (size_t i = 0; i < got.size(); ++i) {
-          if (!(std::fabs(got[i] - w[i]) <= 1e-4f + 1e-4f * std::fabs(w[i])) && bad++ < 3) {
-            ADD_FAILURE() << DTypeName(dtype) << " trans_a " << trans_a << " trans_b " << trans_b
-                          << " [" << i << "]: " << got[i] << " vs " << w[i];
-          }
-        }
-        EXPECT_EQ(bad, 0) << DTypeName(dtype) << " trans_a " << trans_a << " trans_b " << trans_b;
+        ExpectClose(Download(dout), want,
+                    absl::StrCat(DTypeName(dtype), " trans_a ", trans_a, " trans_b ", trans_b),
+                    1e-4f, 1e-4f);
       }
     }
   }
@@ -232,15 +228,7 @@ TEST_F(CudaKernels, LayerNormMatchesTheCpu) {
            {std::tuple{&d_out, &out, "out"}, std::tuple{&d_mean, &mean, "mean"},
             std::tuple{&d_rstd, &rstd, "rstd"}, std::tuple{&d_dx, &dx, "dx"},
             std::tuple{&d_dw, &dw, "dw"}, std::tuple{&d_db, &db, "db"}}) {
-        const std::vector<float> g = Download(*got);
-        const float* wv = want->data<float>();
-        int64_t bad = 0;
-        for (size_t i = 0; i < g.size(); ++i) {
-          if (!(std::fabs(g[i] - wv[i]) <= 1e-5f + 1e-4f * std::fabs(wv[i])) && bad++ < 3) {
-            ADD_FAILURE() << what << " " << at << " [" << i << "]: " << g[i] << " vs " << wv[i];
-          }
-        }
-        EXPECT_EQ(bad, 0) << what << " " << at;
+        ExpectClose(Download(*got), *want, absl::StrCat(what, " ", at), 1e-5f, 1e-4f);
       }
     }
   }
