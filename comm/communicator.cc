@@ -34,10 +34,13 @@ CommOptions CommOptions::FromEnv() {
   if (timeout.ok() && *timeout > 0) o.timeout = absl::Seconds(*timeout);
   if (!timeout.ok()) LOOM_LOG(WARNING) << timeout.status().message();
   o.check_fingerprints = base::GetEnvBool("LOOM_DEBUG_COLLECTIVES", false).value_or(false);
-  const absl::StatusOr<int64_t> inline_bytes =
-      base::GetEnvInt("LOOM_COMM_INLINE_BYTES", o.inline_max_bytes);
-  if (inline_bytes.ok()) o.inline_max_bytes = *inline_bytes;
-  if (!inline_bytes.ok()) LOOM_LOG(WARNING) << inline_bytes.status().message();
+  for (auto [name, limit] :
+       {std::pair{"LOOM_COMM_INLINE_BYTES", &o.inline_max_bytes},
+        std::pair{"LOOM_COMM_INLINE_EXCHANGE_BYTES", &o.inline_exchange_max_bytes}}) {
+    const absl::StatusOr<int64_t> bytes = base::GetEnvInt(name, *limit);
+    if (bytes.ok()) *limit = *bytes;
+    if (!bytes.ok()) LOOM_LOG(WARNING) << bytes.status().message();
+  }
   return o;
 }
 
@@ -170,8 +173,11 @@ std::shared_ptr<Work> Communicator::EnqueueTask(Task task, int64_t bytes) {
     task.args.seq = next_seq_++;
     // The fast path keeps the order: nothing is queued or running, and `busy_` holds the progress
     // thread back until this call finished or was queued at the front.
-    run_inline = bytes >= 0 && bytes <= options_.inline_max_bytes && !options_.check_fingerprints &&
-                 queue_.empty() && !busy_ && !stopping_;
+    const int64_t limit = task.args.fp.op == CollectiveOp::kAllToAllV
+                              ? options_.inline_exchange_max_bytes
+                              : options_.inline_max_bytes;
+    run_inline = bytes >= 0 && bytes <= limit && !options_.check_fingerprints && queue_.empty() &&
+                 !busy_ && !stopping_;
     if (run_inline) {
       busy_ = true;
       poisoned = poison_;

@@ -54,6 +54,12 @@ struct CommOptions {
   // its caller for much longer than `inline_patience` plus its own copy and reduction work.
   // 0 turns it off (env LOOM_COMM_INLINE_BYTES). Not used with check_fingerprints.
   int64_t inline_max_bytes = 256 << 10;
+  // The same for AllToAllV (env LOOM_COMM_INLINE_EXCHANGE_BYTES): MoE's dispatch and combine,
+  // whose results the caller needs next and whose copies are the caller's receive work either
+  // way; handing them to the progress thread costs two thread switches per call and wins only
+  // where a core is idle. Reductions keep the lower limit: a large all-reduce behind the backward
+  // pass is where the progress thread overlaps.
+  int64_t inline_exchange_max_bytes = 64 << 20;
   absl::Duration inline_patience = absl::Microseconds(50);
 
   // Defaults with the environment variables above applied.

@@ -563,9 +563,11 @@ int Main(int argc, char** argv) {
                 std::string(runtime::DTypeName(f.dtype)).c_str(), sysconf(_SC_NPROCESSORS_ONLN),
                 (*env)->library_version().c_str(),
                 single_copy == nullptr ? "default" : single_copy);
-    std::printf("# MPI thread level %s; loom inline fast path up to %ld B\n",
+    const CommOptions options = CommOptions::FromEnv();
+    std::printf("# MPI thread level %s; loom inline fast path up to %ld B (alltoallv %ld B)\n",
                 (*env)->thread_multiple() ? "MPI_THREAD_MULTIPLE" : "MPI_THREAD_SERIALIZED",
-                static_cast<long>(CommOptions::FromEnv().inline_max_bytes));
+                static_cast<long>(options.inline_max_bytes),
+                static_cast<long>(options.inline_exchange_max_bytes));
     std::printf(
         "# iterations: %s, warmup %d, %d interleaved cycles (median), time averaged "
         "over ranks\n",

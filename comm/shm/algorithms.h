@@ -29,6 +29,7 @@
 #include "comm/backend.h"
 #include "comm/shm/shm_arena.h"
 #include "comm/shm/shm_group.h"
+#include "runtime/tensor.h"
 
 namespace loom::comm {
 
@@ -40,6 +41,7 @@ struct ShmProgress {
   ShmStep step;                // the chunk's step, once phase > 0
   int variant = 0;             // algorithms that first agree on a variant: 0 = not yet decided
   uint64_t decision_step = 0;  // the step whose inline data carried the ranks' choices
+  runtime::Tensor kept;        // what peers read until the call ends (AllToAllV's displacements)
 };
 
 // Algorithms. Buffers and semantics as in CollectiveArgs (comm/backend.h).
@@ -72,7 +74,8 @@ absl::Status BarrierFlags(ShmGroup& g, ShmProgress& p, ShmWait& w);
 absl::Status ExchangeStaged(ShmGroup& g, const CollectiveArgs& a, ShmWait& w);
 // AllToAllV reading each peer's part straight from its input when every input lies in `arena`
 // (agreed in one inline step; the displacement tables peers read are allocated there too);
-// otherwise ExchangeStaged. Not resumable.
+// otherwise ExchangeStaged. Resumable until every rank has arrived (a caller-thread attempt gives
+// up only then); after that it runs to the end.
 absl::Status AllToAllVRegistered(ShmGroup& g, ShmArena& arena, const CollectiveArgs& a,
                                  ShmProgress& p, ShmWait& w);
 

@@ -81,7 +81,8 @@ class ShmBackend : public Backend {
   std::optional<absl::Status> TryRunNow(const CollectiveArgs& args, Deadline deadline,
                                         std::chrono::nanoseconds patience) override {
     const CollectiveOp op = args.fp.op;
-    if (op == CollectiveOp::kSend || op == CollectiveOp::kRecv || op == CollectiveOp::kAllToAllV) {
+    if (op == CollectiveOp::kSend || op == CollectiveOp::kRecv ||
+        (op == CollectiveOp::kAllToAllV && arena_ == nullptr)) {
       return std::nullopt;  // not resumable: the progress thread runs them
     }
     ShmProgress progress;

@@ -15,8 +15,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "comm/world.h"
@@ -100,6 +102,38 @@ TEST(MpiCollectivesTest, CollectiveSweepInTinyChunksWithStreamingStores) {
   SyncRanks();
 }
 
+// AllToAllV with buffers from `alloc` (nullptr: the default allocator) where rank r sends
+// (r + q) % 3 · count / 2 + 1 elements to rank q, element i of them valued 1000·r + 10·q + i % 10.
+// `before` runs after the input is written and before the call. Returns the wrong elements.
+int64_t CheckedAllToAllV(Communicator& world, runtime::Allocator* alloc, int64_t count,
+                         const std::function<void()>& before) {
+  const int n = world.size(), r = world.rank();
+  auto sent = [&](int from, int to) { return (from + to) % 3 * count / 2 + 1; };
+  auto value = [](int from, int to, int64_t i) { return 1000.0f * from + 10.0f * to + i % 10; };
+  std::vector<int64_t> send(n), recv(n);
+  int64_t total_send = 0, total_recv = 0;
+  for (int q = 0; q < n; ++q) {
+    total_send += send[q] = sent(r, q);
+    total_recv += recv[q] = sent(q, r);
+  }
+  Tensor in = Tensor::Empty({total_send}, DType::kF32, MemoryTag::kComm, alloc);
+  Tensor out = Tensor::Zeros({total_recv}, DType::kF32, MemoryTag::kComm, alloc);
+  float* x = in.data<float>();
+  for (int q = 0; q < n; ++q) {
+    for (int64_t i = 0; i < send[q]; ++i) *x++ = value(r, q, i);
+  }
+  before();
+  EXPECT_TRUE(world.AllToAllV(in, send, out, recv)->Wait().ok());
+  // Overwrite the input at once (a caller may): a peer still reading it would get these.
+  in.Fill(-1.0f);
+  int64_t wrong = 0;
+  const float* y = out.data<float>();
+  for (int q = 0; q < n; ++q) {
+    for (int64_t i = 0; i < recv[q]; ++i) wrong += *y++ != value(q, r, i);
+  }
+  return wrong;
+}
+
 // One rank arrives 30 ms late to every call: the others' fast path gives up after its patience
 // and the progress thread resumes the call where it stopped.
 TEST(MpiCollectivesTest, LateRankResumesSuspendedCalls) {
@@ -135,6 +169,13 @@ TEST(MpiCollectivesTest, LateRankResumesSuspendedCalls) {
     EXPECT_EQ(b.data<float>()[count / 2], n - 1.0f);
     maybe_late();
     ASSERT_TRUE(world->Barrier()->Wait().ok());
+    // From the heap (staged), and from the arena where there is one (read in place: the
+    // displacement table a suspended call published must stay where its peers read it).
+    EXPECT_EQ(CheckedAllToAllV(*world, nullptr, count, maybe_late), 0) << "heap, count " << count;
+    if (world->shared_allocator() != nullptr) {
+      EXPECT_EQ(CheckedAllToAllV(*world, world->shared_allocator(), count, maybe_late), 0)
+          << "arena, count " << count;
+    }
   }
   SyncRanks();
 }
@@ -406,6 +447,14 @@ TEST(MpiCollectivesTest, InputsReadInPlaceStayUntilEveryPeerHasRead) {
     for (int q = 0; q < n; ++q) {  // block q came from rank q's block r
       for (int64_t i = 0; i < block; ++i) wrong += y[q * block + i] != value(k, q, r * block + i);
     }
+  }
+  EXPECT_EQ(wrong, 0);
+  // And an all-to-all with per-peer counts (MoE's exchanges), read out of each peer's input.
+  wrong = 0;
+  for (int64_t k = 0; k < 500; ++k) {
+    wrong += CheckedAllToAllV(*world, world->shared_allocator(), 100 + k % 5, [&] {
+      if (r != 0) Skew(k);
+    });
   }
   EXPECT_EQ(wrong, 0);
   // In place on arena buffers: the staged path (a rank's output would overwrite what its peers
