@@ -10,6 +10,7 @@
 #include "parallel/layers/mlp.h"
 #include "parallel/tensor/tensor_parallel.h"
 #include "runtime/base/status_macros.h"
+#include "runtime/kernels/elementwise.h"
 #include "runtime/rng.h"
 
 namespace loom::models {
@@ -24,7 +25,7 @@ Tensor GptModel::InUnit(int unit, Pass pass, F&& body) {
   if (hooks_ != nullptr) hooks_->BeforeUse(unit, pass);
   Tensor result = body();
   if (hooks_ != nullptr) hooks_->AfterUse(unit, pass);
-  runtime::RoundToDType(result.data<float>(), result.numel(), activation_dtype_);
+  runtime::kernels::RoundToDType(result, activation_dtype_);
   return result;
 }
 
@@ -335,7 +336,7 @@ float GptModel::ForwardLoss(Stash& stash, const Tensor& inputs, const Tensor& ta
 Tensor GptModel::LossBackward(Stash& stash, float scale) {
   stash.SetLossGradScale(scale);  // for layers' own loss terms (MoE auxiliary loss)
   Tensor dx = loss_.Backward(stash, scale);
-  runtime::RoundToDType(dx.data<float>(), dx.numel(), activation_dtype_);
+  runtime::kernels::RoundToDType(dx, activation_dtype_);
   return dx;
 }
 

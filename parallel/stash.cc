@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "runtime/base/check.h"
 #include "runtime/dtype.h"
+#include "runtime/kernels/elementwise.h"
 
 namespace loom::parallel {
 
@@ -23,8 +24,7 @@ void Stash::Put(const void* owner, absl::string_view slot, runtime::Tensor t) {
   }
   runtime::Tensor narrow =
       runtime::Tensor::Empty(t.shape(), activation_dtype_, runtime::MemoryTag::kActivation);
-  runtime::ConvertBuffer(t.raw_data(), runtime::DType::kF32, narrow.raw_data(), activation_dtype_,
-                         t.numel());
+  runtime::kernels::Convert(t, narrow);
   tensors_[Key(owner, std::string(slot))] = Entry{std::move(narrow), /*widen=*/true};
 }
 
@@ -57,8 +57,7 @@ runtime::Tensor Stash::WidenedIfNarrowed(const Entry& e) {
   if (!e.widen) return e.tensor;
   runtime::Tensor wide = runtime::Tensor::Empty(e.tensor.shape(), runtime::DType::kF32,
                                                 runtime::MemoryTag::kActivation);
-  runtime::ConvertBuffer(e.tensor.raw_data(), e.tensor.dtype(), wide.raw_data(),
-                         runtime::DType::kF32, e.tensor.numel());
+  runtime::kernels::Convert(e.tensor, wide);
   return wide;
 }
 

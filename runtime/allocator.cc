@@ -59,6 +59,20 @@ Allocator& Allocator::Default() {
   return *allocator;
 }
 
+namespace {
+thread_local Allocator* current_allocator = nullptr;
+}  // namespace
+
+Allocator& Allocator::Current() {
+  return current_allocator != nullptr ? *current_allocator : Default();
+}
+
+AllocatorScope::AllocatorScope(Allocator* allocator) : previous_(current_allocator) {
+  current_allocator = allocator;
+}
+
+AllocatorScope::~AllocatorScope() { current_allocator = previous_; }
+
 void* Allocator::Allocate(size_t bytes, MemoryTag tag) {
   if (bytes == 0) return nullptr;
   const size_t rounded = RoundedSize(bytes);

@@ -59,6 +59,11 @@ struct MemorySource {
       size_t bytes);  // `bytes` a multiple of kAllocationAlignment; nullptr: none left
   void (*release)(void* ptr);
   Device device = Device::kCpu;
+  // Moving bytes for memory the host cannot address (nullptr for host memory: memcpy and memset):
+  // `copy` between this source's memory and the host's or within it (either side may be this
+  // source's), `set` every byte of a block to `byte`. Both complete before they return.
+  void (*copy)(void* dst, const void* src, size_t bytes) = nullptr;
+  void (*set)(void* ptr, int byte, size_t bytes) = nullptr;
   static MemorySource Host();  // std::aligned_alloc (64 bytes) and std::free
 };
 
@@ -78,6 +83,9 @@ class Allocator {
 
   // The process-wide CPU allocator.
   static Allocator& Default();
+  // Where tensors allocated without an allocator go on this thread: the innermost
+  // AllocatorScope's, else Default().
+  static Allocator& Current();
 
   // Returns 64-byte aligned host memory of `bytes` bytes (nullptr for 0 bytes), not initialised.
   // Aborts with a message naming the tag and size if the system is out of memory.
@@ -94,6 +102,7 @@ class Allocator {
                          std::vector<BlockCache::Fence> fences);
 
   Device device() const { return source_.device; }
+  const MemorySource& source() const { return source_; }
   MemoryStats Stats(MemoryTag tag) const;
   int64_t TotalCurrentBytes() const;
   // Bytes held for reuse and the cache's hit counts (not part of any tag's figures).
@@ -120,6 +129,23 @@ class Allocator {
   std::array<Counter, kNumMemoryTags> counters_;
   const MemorySource source_;
   BlockCache cache_;
+};
+
+// Makes `allocator` this thread's Allocator::Current() until the scope ends (scopes nest): code
+// that allocates its tensors without naming an allocator, such as the layers, then allocates
+// there, e.g. on a CUDA device.
+//
+//   AllocatorScope on_device(&cuda::DeviceAllocator());
+//   Tensor y = model.Forward(stash, x);   // activations on the device
+class AllocatorScope {
+ public:
+  explicit AllocatorScope(Allocator* allocator);
+  ~AllocatorScope();
+  AllocatorScope(const AllocatorScope&) = delete;
+  AllocatorScope& operator=(const AllocatorScope&) = delete;
+
+ private:
+  Allocator* previous_;
 };
 
 }  // namespace loom::runtime

@@ -45,7 +45,7 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, MemoryTag tag, Allocator* 
   t.numel_ = NumElements(shape);
   t.dtype_ = dtype;
   t.tag_ = tag;
-  Allocator* from = allocator != nullptr ? allocator : &Allocator::Default();
+  Allocator* from = allocator != nullptr ? allocator : &Allocator::Current();
   t.device_ = from->device();
   t.storage_ = std::make_shared<Storage>(t.nbytes(), tag, from);
   return t;
@@ -53,6 +53,11 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, MemoryTag tag, Allocator* 
 
 Tensor Tensor::Zeros(const Shape& shape, DType dtype, MemoryTag tag, Allocator* allocator) {
   Tensor t = Empty(shape, dtype, tag, allocator);
+  const MemorySource& source = t.storage_->allocator()->source();
+  if (source.set != nullptr) {
+    if (t.nbytes() > 0) source.set(t.storage_->data(), 0, t.nbytes());
+    return t;
+  }
   // Backward allocates a zeroed gradient per layer: split large ones across loom's threads, so
   // the memset does not run serially while the other threads wait.
   char* p = static_cast<char*>(t.raw_data());
@@ -147,18 +152,60 @@ Tensor Tensor::ViewAs(DType dtype, const Shape& shape) const {
 
 Tensor Tensor::Clone(Allocator* allocator) const {
   Tensor t = Empty(shape_, dtype_, tag_, allocator);
-  if (nbytes() > 0) std::memcpy(t.raw_data(), raw_data(), nbytes());
+  t.CopyFrom(*this);
   return t;
+}
+
+namespace {
+
+// The copy function for moving bytes between `a`'s and `b`'s memory: a device source's if either
+// is on one (it handles both directions), else nullptr (memcpy).
+using CopyFn = void (*)(void* dst, const void* src, size_t bytes);
+CopyFn CopyBetween(const Storage* a, const Storage* b) {
+  for (const Storage* s : {a, b}) {
+    if (s != nullptr && s->allocator()->source().copy != nullptr) {
+      return s->allocator()->source().copy;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void Tensor::CopyFrom(const Tensor& src) {
+  LOOM_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_)
+      << "Tensor::CopyFrom: " << src.DebugString() << " into " << DebugString();
+  if (nbytes() == 0) return;
+  void* dst = static_cast<char*>(storage_->data()) + offset_bytes_;
+  const void* from = static_cast<const char*>(src.storage_->data()) + src.offset_bytes_;
+  const CopyFn copy = CopyBetween(storage_.get(), src.storage_.get());
+  if (copy != nullptr) {
+    copy(dst, from, nbytes());
+  } else {
+    std::memcpy(dst, from, nbytes());
+  }
 }
 
 std::vector<float> Tensor::ToF32Vector() const {
   LOOM_CHECK(IsFloatingPoint(dtype_)) << "Tensor::ToF32Vector on " << DebugString();
   std::vector<float> out(static_cast<size_t>(numel_));
+  if (device_ != Device::kCpu) {
+    Tensor host = Empty(shape_, dtype_, tag_, &Allocator::Default());
+    host.CopyFrom(*this);
+    ConvertBuffer(host.raw_data(), dtype_, out.data(), DType::kF32, numel_);
+    return out;
+  }
   ConvertBuffer(raw_data(), dtype_, out.data(), DType::kF32, numel_);
   return out;
 }
 
 void Tensor::Fill(float value) {
+  if (device_ != Device::kCpu) {  // filled on the host, then copied over
+    Tensor host = Empty(shape_, dtype_, tag_, &Allocator::Default());
+    host.Fill(value);
+    CopyFrom(host);
+    return;
+  }
   if (dtype_ == DType::kI32) {
     std::fill_n(data<int32_t>(), numel_, static_cast<int32_t>(value));
     return;

@@ -41,6 +41,7 @@ class Storage {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   MemoryTag tag() const { return tag_; }
+  Allocator* allocator() const { return allocator_; }
   // Queued work (a device stream's) uses this memory until `done` says otherwise: when the last
   // tensor goes, the allocator reuses it only after every recorded use (Allocator::FreeAfter).
   void RecordUse(BlockCache::Fence done);
@@ -58,7 +59,8 @@ class Tensor {
  public:
   Tensor() = default;  // undefined: defined() is false
 
-  // Uninitialised host tensor. `allocator` defaults to Allocator::Default().
+  // Uninitialised tensor. `allocator` defaults to Allocator::Current() (the host's unless an
+  // AllocatorScope says otherwise); the tensor is on its device.
   static Tensor Empty(const Shape& shape, DType dtype, MemoryTag tag,
                       Allocator* allocator = nullptr);
   static Tensor Zeros(const Shape& shape, DType dtype, MemoryTag tag,
@@ -104,11 +106,16 @@ class Tensor {
   // match, and the start must be aligned for `dtype`. E.g. FP8 rows sent through a collective as
   // i32 words.
   Tensor ViewAs(DType dtype, const Shape& shape) const;
-  // A deep copy with its own storage (same tag unless one is given).
+  // A deep copy with its own storage from `allocator` (default Allocator::Current()), same tag;
+  // host or device on either side.
   Tensor Clone(Allocator* allocator = nullptr) const;
-  // Elements as f32 (floating dtypes only); handy for tests and logging.
+  // Copies `src`'s elements into this tensor (same shape and dtype; host or device on either
+  // side); synchronous.
+  void CopyFrom(const Tensor& src);
+  // Elements as f32 (floating dtypes only); handy for tests and logging. Device tensors are
+  // copied to the host first.
   std::vector<float> ToF32Vector() const;
-  // Writes `value` (converted to dtype()) to every element.
+  // Writes `value` (converted to dtype()) to every element, on the host or the device.
   void Fill(float value);
 
   std::string DebugString() const;  // "f32[4, 7]"

@@ -3,6 +3,7 @@
 #include "parallel/shard.h"
 #include "runtime/base/check.h"
 #include "runtime/kernels/cross_entropy.h"
+#include "runtime/kernels/elementwise.h"
 
 namespace loom::parallel {
 
@@ -22,10 +23,13 @@ float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor
   const int64_t vocab = vocab_ > 0 ? vocab_ : logits.dim(-1);
   LOOM_CHECK(split() || logits.dim(-1) == vocab)
       << "CrossEntropyLoss: logits of width " << logits.dim(-1) << " for a vocabulary of " << vocab;
-  const int32_t* t = flat_targets.data<int32_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    LOOM_CHECK(t[i] >= 0 && t[i] < vocab) << "CrossEntropyLoss: target " << t[i] << " at position "
-                                          << i << " is outside the vocabulary [0, " << vocab << ")";
+  if (flat_targets.device() == runtime::Device::kCpu) {  // on a device the kernels check them
+    const int32_t* t = flat_targets.data<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      LOOM_CHECK(t[i] >= 0 && t[i] < vocab)
+          << "CrossEntropyLoss: target " << t[i] << " at position " << i
+          << " is outside the vocabulary [0, " << vocab << ")";
+    }
   }
   Tensor row_max = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
   // sum_exp and target_logit side by side, so the sharded case sums both in one collective.
@@ -50,6 +54,7 @@ float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor
   stash.PutExact(this, "losses", losses);
   double total = 0.0;
   for (float l : losses.ToF32Vector()) total += l;
+  kernels::CheckDeviceErrors();  // the host has waited for the device to read the losses
   return n == 0 ? 0.0f : static_cast<float>(total / static_cast<double>(n));
 }
 

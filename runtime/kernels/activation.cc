@@ -27,10 +27,10 @@ void GeluForward(const Tensor& x, Tensor& out) {
 void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
   const ArgCheck check("BiasGeluForward", {{"x", &x}, {"bias", &bias}, {"out", &out}});
   CheckSameShapeF32(check, {&x, &out});
-  check.RequireCpu();
   check.Expect(x.rank() >= 1, "x needs at least one dimension");
   check.ExpectDType(bias, DType::kF32);
   check.ExpectShape(bias, {x.dim(-1)});
+  if (check.OnCuda()) return check.Twin(CudaTwins().bias_gelu_forward)(x, bias, out);
   cpu::BiasGeluForward(x, bias, out);
 }
 

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -30,7 +31,9 @@ void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor&
   check.ExpectShape(out, {b, t, c});
   check.ExpectDType(probs, qkv.dtype());
   check.ExpectShape(probs, {b, num_heads, t, t});
-  check.RequireCpu();
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().attention_forward)(qkv, num_heads, out, probs);
+  }
   cpu::AttentionForward(qkv, num_heads, out, probs);
 }
 
@@ -45,7 +48,9 @@ void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& prob
   check.ExpectShape(probs, {b, num_heads, t, t});
   check.ExpectDType(dqkv, DType::kF32);
   check.ExpectShape(dqkv, qkv.shape());
-  check.RequireCpu();
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().attention_backward)(dout, qkv, probs, num_heads, dqkv);
+  }
   cpu::AttentionBackward(dout, qkv, probs, num_heads, dqkv);
 }
 

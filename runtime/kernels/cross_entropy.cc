@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -23,7 +24,6 @@ void CheckRowStats(const ArgCheck& check, int64_t n, std::initializer_list<const
     check.ExpectDType(*t, DType::kF32);
     check.ExpectShape(*t, {n});
   }
-  check.RequireCpu();
 }
 
 }  // namespace
@@ -38,6 +38,10 @@ void CrossEntropyStats(const Tensor& logits, const Tensor& targets, int64_t voca
   const int64_t n = CheckLogits(check, logits, targets);
   check.Expect(vocab_start >= 0, "vocab_start must be >= 0");
   CheckRowStats(check, n, {&row_max, &sum_exp, &target_logit});
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().cross_entropy_stats)(logits, targets, vocab_start, row_max,
+                                                       sum_exp, target_logit);
+  }
   cpu::CrossEntropyStats(logits, targets, vocab_start, row_max, sum_exp, target_logit);
 }
 
@@ -46,6 +50,9 @@ void CrossEntropyRescaleSumExp(const Tensor& local_max, const Tensor& global_max
                  {{"local_max", &local_max}, {"global_max", &global_max}, {"sum_exp", &sum_exp}});
   check.ExpectRank(sum_exp, 1);
   CheckRowStats(check, sum_exp.dim(0), {&local_max, &global_max, &sum_exp});
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().cross_entropy_rescale)(local_max, global_max, sum_exp);
+  }
   cpu::CrossEntropyRescaleSumExp(local_max, global_max, sum_exp);
 }
 
@@ -57,6 +64,9 @@ void CrossEntropyLoss(const Tensor& row_max, const Tensor& sum_exp, const Tensor
                                       {"losses", &losses}});
   check.ExpectRank(losses, 1);
   CheckRowStats(check, losses.dim(0), {&row_max, &sum_exp, &target_logit, &losses});
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().cross_entropy_loss)(row_max, sum_exp, target_logit, losses);
+  }
   cpu::CrossEntropyLoss(row_max, sum_exp, target_logit, losses);
 }
 
@@ -73,6 +83,10 @@ void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, int64_t v
   check.ExpectDType(dlogits, DType::kF32);
   check.ExpectShape(dlogits, logits.shape());
   CheckRowStats(check, n, {&row_max, &sum_exp, &dloss});
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().cross_entropy_backward)(logits, targets, vocab_start, row_max,
+                                                          sum_exp, dloss, dlogits);
+  }
   cpu::CrossEntropyBackward(logits, targets, vocab_start, row_max, sum_exp, dloss, dlogits);
 }
 

@@ -25,6 +25,37 @@ struct CudaTwinTable {
                               const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
                               Tensor& db) = nullptr;
   double (*sum_of_squares)(const Tensor& x) = nullptr;
+  void (*add_into)(Tensor& dst, const Tensor& src) = nullptr;
+  void (*scale)(Tensor& x, float factor) = nullptr;
+  // dst = src converted (f32 <-> bf16 / f16, same shape).
+  void (*convert)(const Tensor& src, Tensor& dst) = nullptr;
+  // f32 x rounded in place to the nearest value of `dtype` (bf16 or f16).
+  void (*round_to_dtype)(Tensor& x, DType dtype) = nullptr;
+  void (*bias_add)(Tensor& x, const Tensor& bias) = nullptr;
+  void (*bias_backward)(const Tensor& dout, Tensor& dbias) = nullptr;
+  void (*bias_gelu_forward)(Tensor& x, const Tensor& bias, Tensor& out) = nullptr;
+  // Embedding rows of ids - vocab_start (zeros outside a shard's table); ids outside the table
+  // of an unsharded one are recorded for CheckDeviceErrors, their rows zero.
+  void (*embedding_forward)(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                            bool sharded, Tensor& out) = nullptr;
+  void (*embedding_backward)(const Tensor& dout, const Tensor& ids, int64_t vocab_start,
+                             bool sharded, Tensor& dtable) = nullptr;
+  void (*cross_entropy_stats)(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                              Tensor& row_max, Tensor& sum_exp, Tensor& target_logit) = nullptr;
+  void (*cross_entropy_rescale)(const Tensor& local_max, const Tensor& global_max,
+                                Tensor& sum_exp) = nullptr;
+  void (*cross_entropy_loss)(const Tensor& row_max, const Tensor& sum_exp,
+                             const Tensor& target_logit, Tensor& losses) = nullptr;
+  void (*cross_entropy_backward)(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                                 const Tensor& row_max, const Tensor& sum_exp, const Tensor& dloss,
+                                 Tensor& dlogits) = nullptr;
+  void (*attention_forward)(const Tensor& qkv, int64_t num_heads, Tensor& out,
+                            Tensor& probs) = nullptr;
+  void (*attention_backward)(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
+                             int64_t num_heads, Tensor& dqkv) = nullptr;
+  // Fails, naming the op, the position and the value, if a device kernel met bad input (ids or
+  // targets outside their range) since the last call; waits for the device.
+  void (*check_errors)() = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
                  const MatmulOptions& options) = nullptr;

@@ -21,15 +21,44 @@ void AddInto(Tensor& dst, const Tensor& src) {
   check.ExpectDType(dst, DType::kF32);
   check.ExpectDType(src, DType::kF32);
   check.ExpectShape(src, dst.shape());
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().add_into)(dst, src);
   cpu::Add(dst, src, dst);
 }
 
 void Scale(Tensor& x, float factor) {
   ArgCheck check("Scale", {{"x", &x}});
   check.ExpectDType(x, DType::kF32);
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().scale)(x, factor);
   cpu::Scale(x, factor);
+}
+
+void Convert(const Tensor& src, Tensor& dst) {
+  ArgCheck check("Convert", {{"src", &src}, {"dst", &dst}});
+  check.ExpectDefined(src);
+  check.ExpectShape(dst, src.shape());
+  check.Expect(IsFloatingPoint(src.dtype()) && IsFloatingPoint(dst.dtype()),
+               "src and dst must be floating point");
+  if (check.OnCuda()) {
+    check.Expect(src.dtype() == DType::kF32 || dst.dtype() == DType::kF32,
+                 "on CUDA one side must be f32");
+    check.Expect(src.dtype() != DType::kF8E4M3 && dst.dtype() != DType::kF8E4M3,
+                 "fp8 conversion on CUDA is not built");
+    return check.Twin(CudaTwins().convert)(src, dst);
+  }
+  ConvertBuffer(src.raw_data(), src.dtype(), dst.raw_data(), dst.dtype(), src.numel());
+}
+
+void RoundToDType(Tensor& x, DType dtype) {
+  if (dtype == DType::kF32 || !x.defined()) return;
+  ArgCheck check("RoundToDType", {{"x", &x}});
+  check.ExpectDType(x, DType::kF32);
+  check.Expect(dtype == DType::kBF16 || dtype == DType::kF16, "dtype must be f32, bf16 or f16");
+  if (check.OnCuda()) return check.Twin(CudaTwins().round_to_dtype)(x, dtype);
+  runtime::RoundToDType(x.data<float>(), x.numel(), dtype);
+}
+
+void CheckDeviceErrors() {
+  if (CudaTwins().check_errors != nullptr) CudaTwins().check_errors();
 }
 
 double SumOfSquares(const Tensor& x) {

@@ -6,8 +6,9 @@
 //   Scale(grad, 1.0f / clip);
 //   double ss = SumOfSquares(grad);        // f32 / bf16 / f16, accumulated in double
 //
-// Host memory, synchronous. SumOfSquares adds fixed 4096-element blocks and then the block sums
-// in order, so it is bitwise reproducible for any thread count.
+// Host or device memory (the CUDA twins, runtime/kernels/cuda_twins.h). SumOfSquares adds fixed
+// 4096-element blocks and then the block sums in order, so it is bitwise reproducible for any
+// thread count.
 #pragma once
 
 #include "runtime/tensor.h"
@@ -22,5 +23,15 @@ void AddInto(Tensor& dst, const Tensor& src);
 void Scale(Tensor& x, float factor);
 // Σ x², accumulated in double; x is f32, bf16 or f16.
 double SumOfSquares(const Tensor& x);
+// dst = src in dst's dtype (ConvertBuffer's rounding: nearest even), same shape; host or device
+// (where one side must be f32 and fp8 is not built).
+void Convert(const Tensor& src, Tensor& dst);
+// Each element of the f32 x rounded to the nearest `dtype` value (bf16 or f16; f32: unchanged),
+// kept in f32: an activation that a bf16 run would hold as bf16.
+void RoundToDType(Tensor& x, DType dtype);
+// Device kernels record bad input they meet (ids or targets out of range) instead of stopping:
+// this fails with the first such record, naming the op, the position and the value. It waits
+// for the device; call it where the host waits anyway (reading the loss). No-op without CUDA.
+void CheckDeviceErrors();
 
 }  // namespace loom::runtime::kernels

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -17,45 +18,53 @@ void CheckEmbeddingArgs(const ArgCheck& check, const Tensor& ids, const Tensor& 
   Shape expected = ids.shape();
   expected.push_back(table.dim(1));
   check.ExpectShape(rows, expected);
+  if (ids.device() != Device::kCpu) return;  // the device kernels check them (CheckDeviceErrors)
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {
     check.Expect(
         id[i] >= 0 && (sharded || id[i] < table.dim(0)),
         absl::StrCat("ids[", i, "] = ", id[i], " is outside the table's ", table.dim(0), " rows"));
   }
-  check.RequireCpu();
+}
+
+void Forward(absl::string_view op, const Tensor& ids, const Tensor& table, int64_t vocab_start,
+             bool sharded, Tensor& out) {
+  const ArgCheck check(op, {{"ids", &ids}, {"table", &table}, {"out", &out}});
+  CheckEmbeddingArgs(check, ids, table, out, sharded);
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().embedding_forward)(ids, table, vocab_start, sharded, out);
+  }
+  cpu::EmbeddingForward(ids, table, vocab_start, out);
+}
+
+void Backward(absl::string_view op, const Tensor& dout, const Tensor& ids, int64_t vocab_start,
+              bool sharded, Tensor& dtable) {
+  const ArgCheck check(op, {{"dout", &dout}, {"ids", &ids}, {"dtable", &dtable}});
+  CheckEmbeddingArgs(check, ids, dtable, dout, sharded);
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().embedding_backward)(dout, ids, vocab_start, sharded, dtable);
+  }
+  cpu::EmbeddingBackward(dout, ids, vocab_start, dtable);
 }
 
 }  // namespace
 
 void EmbeddingForward(const Tensor& ids, const Tensor& table, Tensor& out) {
-  CheckEmbeddingArgs(
-      ArgCheck("EmbeddingForward", {{"ids", &ids}, {"table", &table}, {"out", &out}}), ids, table,
-      out);
-  cpu::EmbeddingForward(ids, table, 0, out);
+  Forward("EmbeddingForward", ids, table, 0, /*sharded=*/false, out);
 }
 
 void EmbeddingShardForward(const Tensor& ids, const Tensor& table, int64_t vocab_start,
                            Tensor& out) {
-  CheckEmbeddingArgs(
-      ArgCheck("EmbeddingShardForward", {{"ids", &ids}, {"table", &table}, {"out", &out}}), ids,
-      table, out, /*sharded=*/true);
-  cpu::EmbeddingForward(ids, table, vocab_start, out);
+  Forward("EmbeddingShardForward", ids, table, vocab_start, /*sharded=*/true, out);
 }
 
 void EmbeddingBackward(const Tensor& dout, const Tensor& ids, Tensor& dtable) {
-  CheckEmbeddingArgs(
-      ArgCheck("EmbeddingBackward", {{"dout", &dout}, {"ids", &ids}, {"dtable", &dtable}}), ids,
-      dtable, dout);
-  cpu::EmbeddingBackward(dout, ids, 0, dtable);
+  Backward("EmbeddingBackward", dout, ids, 0, /*sharded=*/false, dtable);
 }
 
 void EmbeddingShardBackward(const Tensor& dout, const Tensor& ids, int64_t vocab_start,
                             Tensor& dtable) {
-  CheckEmbeddingArgs(
-      ArgCheck("EmbeddingShardBackward", {{"dout", &dout}, {"ids", &ids}, {"dtable", &dtable}}),
-      ids, dtable, dout, /*sharded=*/true);
-  cpu::EmbeddingBackward(dout, ids, vocab_start, dtable);
+  Backward("EmbeddingShardBackward", dout, ids, vocab_start, /*sharded=*/true, dtable);
 }
 
 }  // namespace loom::runtime::kernels

@@ -6,6 +6,7 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
 #include "runtime/kernels/cuda_twins.h"
+#include "runtime/kernels/elementwise.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -13,8 +14,10 @@ namespace {
 // `t` rounded to bf16: the tensor itself when it is bf16, else a narrowed workspace copy.
 Tensor AsBF16(const Tensor& t) {
   if (t.dtype() == DType::kBF16) return t;
-  Tensor n = Tensor::Empty(t.shape(), DType::kBF16, MemoryTag::kWorkspace);
-  ConvertBuffer(t.raw_data(), t.dtype(), n.raw_data(), DType::kBF16, t.numel());
+  // On t's device (never in a communicator's arena, where a host operand may lie).
+  Tensor n = Tensor::Empty(t.shape(), DType::kBF16, MemoryTag::kWorkspace,
+                           t.device() == Device::kCpu ? nullptr : t.storage()->allocator());
+  Convert(t, n);
   return n;
 }
 
@@ -54,7 +57,10 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
   if (!options.trans_a && a.rank() > 2) {
     check.Expect(out.rank() == a.rank(), "out must have a's leading dimensions");
   }
-  if (check.OnCuda()) return check.Twin(CudaTwins().matmul)(a, b, out, m, n, k, options);
+  if (check.OnCuda()) {
+    if (bf16) return check.Twin(CudaTwins().matmul)(AsBF16(a), AsBF16(b), out, m, n, k, options);
+    return check.Twin(CudaTwins().matmul)(a, b, out, m, n, k, options);
+  }
   if (bf16) {
     cpu::Matmul(AsBF16(a), AsBF16(b), out, m, n, k, options);
   } else {

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
 
 #include "runtime/kernels/activation.h"
 #include "runtime/kernels/cuda_twins.h"
@@ -110,6 +113,72 @@ TEST(TensorTest, EntryPointsDispatchDeviceTensorsToTheirCudaTwin) {
   kernels::GeluForward(dx, dy);
   EXPECT_EQ(calls, 1);
   kernels::CudaTwins().gelu_forward = nullptr;
+}
+
+// A fake device whose memory the host cannot be assumed to address: copies and fills go through
+// the source's own functions (host memory underneath, counted here), as cudaMemcpy / cudaMemset
+// do for the CUDA device.
+int fake_copies = 0, fake_sets = 0;
+MemorySource FakeDeviceWithCopies() {
+  MemorySource source = FakeDevice();
+  source.copy = [](void* dst, const void* src, size_t bytes) {
+    ++fake_copies;
+    std::memcpy(dst, src, bytes);
+  };
+  source.set = [](void* p, int byte, size_t bytes) {
+    ++fake_sets;
+    std::memset(p, byte, bytes);
+  };
+  return source;
+}
+
+// Zeros, Fill, Clone, CopyFrom and ToF32Vector work on device tensors through the source's copy
+// and set (never the host's memcpy on device memory), in either direction.
+TEST(TensorTest, DeviceTensorsAreFilledAndCopiedThroughTheirSource) {
+  Allocator device(0, FakeDeviceWithCopies());
+  fake_copies = fake_sets = 0;
+  Tensor z = Tensor::Zeros({5}, DType::kF32, MemoryTag::kActivation, &device);
+  EXPECT_EQ(fake_sets, 1);
+  EXPECT_EQ(z.ToF32Vector(), std::vector<float>(5, 0.0f));
+  EXPECT_EQ(fake_copies, 1);  // to the host
+  Tensor b = Tensor::Empty({3}, DType::kBF16, MemoryTag::kActivation, &device);
+  b.Fill(1.5f);  // built on the host, copied over
+  EXPECT_EQ(fake_copies, 2);
+  EXPECT_EQ(b.ToF32Vector(), std::vector<float>(3, 1.5f));
+  const Tensor host = Tensor::FromVector<float>({4}, {1, 2, 3, 4}, MemoryTag::kActivation);
+  Tensor d = host.Clone(&device);  // host to device
+  EXPECT_EQ(d.device(), Device::kCuda);
+  Tensor back = d.Slice(1, 3).Clone(&Allocator::Default());  // device to host, from a view
+  EXPECT_EQ(back.device(), Device::kCpu);
+  EXPECT_EQ(back.ToF32Vector(), (std::vector<float>{2, 3}));
+  Tensor d2 = Tensor::Empty({4}, DType::kF32, MemoryTag::kActivation, &device);
+  d2.CopyFrom(d);  // device to device
+  EXPECT_EQ(d2.ToF32Vector(), (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(fake_copies, 7);
+  EXPECT_DEATH(d2.CopyFrom(back), "Tensor::CopyFrom: f32\\[2\\] into f32\\[4\\]@cuda");
+}
+
+// Tensors allocated without naming an allocator go to the innermost AllocatorScope's (the
+// layers' activations onto a device), and back to the default once the scope ends.
+TEST(TensorTest, AllocatorScopeDecidesWhereUnnamedTensorsGo) {
+  Allocator outer, inner;
+  EXPECT_EQ(&Allocator::Current(), &Allocator::Default());
+  {
+    AllocatorScope a(&outer);
+    Tensor x = Tensor::Empty({8}, DType::kF32, MemoryTag::kActivation);
+    EXPECT_EQ(outer.Stats(MemoryTag::kActivation).current_bytes, 32);
+    {
+      AllocatorScope b(&inner);
+      Tensor y = Tensor::Zeros({4}, DType::kF32, MemoryTag::kActivation);
+      EXPECT_EQ(inner.Stats(MemoryTag::kActivation).current_bytes, 16);
+      Tensor named = Tensor::Empty({4}, DType::kF32, MemoryTag::kActivation, &outer);
+      EXPECT_EQ(outer.Stats(MemoryTag::kActivation).current_bytes, 48);
+    }
+    EXPECT_EQ(&Allocator::Current(), &outer);
+    std::thread other([&] { EXPECT_EQ(&Allocator::Current(), &Allocator::Default()); });
+    other.join();
+  }
+  EXPECT_EQ(&Allocator::Current(), &Allocator::Default());
 }
 
 TEST(TensorTest, StorageLivesWhileAnyViewDoes) {

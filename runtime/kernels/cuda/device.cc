@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/base/check.h"
 
 namespace loom::runtime::kernels::cuda {
 
@@ -40,7 +41,21 @@ runtime::Allocator& DeviceAllocator() {
          return p;
        },
        .release = [](void* p) { cudaFree(p); },
-       .device = runtime::Device::kCuda});
+       .device = runtime::Device::kCuda,
+       .copy =
+           [](void* dst, const void* src, size_t bytes) {
+             // Unified addressing tells host from device memory on either side.
+             const cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+             LOOM_CHECK(e == cudaSuccess)
+                 << "copy of " << bytes
+                 << " bytes to or from the CUDA device: " << cudaGetErrorString(e);
+           },
+       .set =
+           [](void* p, int byte, size_t bytes) {
+             const cudaError_t e = cudaMemset(p, byte, bytes);
+             LOOM_CHECK(e == cudaSuccess)
+                 << "memset of " << bytes << " bytes on the CUDA device: " << cudaGetErrorString(e);
+           }});
   return *allocator;
 }
 
@@ -55,7 +70,8 @@ absl::StatusOr<runtime::Tensor> ToDevice(const runtime::Tensor& host) {
 }
 
 absl::StatusOr<runtime::Tensor> ToHost(const runtime::Tensor& device) {
-  runtime::Tensor h = runtime::Tensor::Empty(device.shape(), device.dtype(), device.tag());
+  runtime::Tensor h = runtime::Tensor::Empty(device.shape(), device.dtype(), device.tag(),
+                                             &runtime::Allocator::Default());
   if (device.nbytes() > 0 && cudaMemcpy(h.raw_data(), device.device_data(), device.nbytes(),
                                         cudaMemcpyDeviceToHost) != cudaSuccess) {
     return LastError("copy of a tensor to the host");
