@@ -23,14 +23,8 @@ float CrossEntropyLoss::Forward(Stash& stash, const Tensor& logits, const Tensor
   const int64_t vocab = vocab_ > 0 ? vocab_ : logits.dim(-1);
   LOOM_CHECK(split() || logits.dim(-1) == vocab)
       << "CrossEntropyLoss: logits of width " << logits.dim(-1) << " for a vocabulary of " << vocab;
-  if (flat_targets.device() == runtime::Device::kCpu) {  // on a device the kernels check them
-    const int32_t* t = flat_targets.data<int32_t>();
-    for (int64_t i = 0; i < n; ++i) {
-      LOOM_CHECK(t[i] >= 0 && t[i] < vocab)
-          << "CrossEntropyLoss: target " << t[i] << " at position " << i
-          << " is outside the vocabulary [0, " << vocab << ")";
-    }
-  }
+  // On a device reported below, once the losses are read.
+  kernels::CheckIndices(flat_targets, vocab, "CrossEntropyLoss: targets");
   Tensor row_max = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
   // sum_exp and target_logit side by side, so the sharded case sums both in one collective.
   Tensor sums = Tensor::Empty({2, n}, DType::kF32, MemoryTag::kActivation);

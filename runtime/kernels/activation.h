@@ -6,8 +6,9 @@
 //   SwiGLUForward(gate, up, a);        // a = silu(gate) · up
 //   SwiGLUBackward(da, gate, up, dgate, dup);
 //
-// f32, any shape (all arguments of one call share it), host memory, synchronous; backward
-// outputs are accumulated.
+// f32, any shape (all arguments of one call share it); backward outputs are accumulated. Host
+// memory (synchronous) or, for GELU and BiasGelu, device memory (the CUDA twins, queued on the
+// default stream). SwiGLU has no CUDA twin yet.
 #pragma once
 
 #include "runtime/tensor.h"

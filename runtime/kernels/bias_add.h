@@ -5,8 +5,8 @@
 //   ...
 //   BiasBackward(dy, db);
 //
-// f32, host memory, synchronous. The backward sums rows in a fixed order per column, so it is
-// deterministic for any thread count.
+// f32, host or device memory (the CUDA twins). The backward sums rows in a fixed order per column,
+// so it is deterministic for any thread count, and the device's sums are bitwise the CPU's.
 #pragma once
 
 #include "runtime/tensor.h"

@@ -1,9 +1,9 @@
 #include "runtime/kernels/cross_entropy.h"
 
-#include "absl/strings/str_cat.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cuda_twins.h"
+#include "runtime/kernels/elementwise.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -95,17 +95,14 @@ void CrossEntropyForwardBackward(const Tensor& logits, const Tensor& targets, co
   {
     ArgCheck check("CrossEntropyForwardBackward", {{"logits", &logits}, {"targets", &targets}});
     CheckLogits(check, logits, targets);
-    const int32_t* t = targets.data<int32_t>();
-    for (int64_t i = 0; i < targets.numel(); ++i) {
-      check.Expect(t[i] >= 0 && t[i] < logits.dim(-1),
-                   absl::StrCat("targets[", i, "] = ", t[i], " is outside the vocabulary [0, ",
-                                logits.dim(-1), ")"));
-    }
   }
+  // On a device reported by CheckDeviceErrors.
+  CheckIndices(targets, logits.dim(-1), "CrossEntropyForwardBackward: targets");
   const int64_t n = targets.numel();
-  Tensor row_max = Tensor::Empty({n}, DType::kF32, MemoryTag::kWorkspace);
-  Tensor sum_exp = Tensor::Empty({n}, DType::kF32, MemoryTag::kWorkspace);
-  Tensor target_logit = Tensor::Empty({n}, DType::kF32, MemoryTag::kWorkspace);
+  Allocator* where = logits.storage()->allocator();  // the workspace beside the logits
+  Tensor row_max = Tensor::Empty({n}, DType::kF32, MemoryTag::kWorkspace, where);
+  Tensor sum_exp = Tensor::Empty({n}, DType::kF32, MemoryTag::kWorkspace, where);
+  Tensor target_logit = Tensor::Empty({n}, DType::kF32, MemoryTag::kWorkspace, where);
   CrossEntropyStats(logits, targets, 0, row_max, sum_exp, target_logit);
   CrossEntropyLoss(row_max, sum_exp, target_logit, losses);
   CrossEntropyBackward(logits, targets, 0, row_max, sum_exp, dloss, dlogits);

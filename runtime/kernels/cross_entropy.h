@@ -13,7 +13,9 @@
 //   CrossEntropyBackward(logits, targets, v0, global_max, sum_exp, dloss, dlogits);
 //
 // logits: f32 [N, V_local] (leading dims folded); targets: i32 [N] with global vocabulary ids;
-// row statistics: f32 [N]. Host memory, synchronous.
+// row statistics: f32 [N]. Host or device memory (the CUDA twins, which agree with the CPU
+// within a tolerance: their exp and summation order differ). Targets outside the vocabulary fail
+// at once on the host, and at the next CheckDeviceErrors on a device (elementwise.h).
 #pragma once
 
 #include <cstdint>

@@ -34,8 +34,8 @@ struct CudaTwinTable {
   void (*bias_add)(Tensor& x, const Tensor& bias) = nullptr;
   void (*bias_backward)(const Tensor& dout, Tensor& dbias) = nullptr;
   void (*bias_gelu_forward)(Tensor& x, const Tensor& bias, Tensor& out) = nullptr;
-  // Embedding rows of ids - vocab_start (zeros outside a shard's table); ids outside the table
-  // of an unsharded one are recorded for CheckDeviceErrors, their rows zero.
+  // Embedding rows of ids - vocab_start (zeros, and no gradient, outside the table: another
+  // shard's rows, or ids that CheckIndices has recorded).
   void (*embedding_forward)(const Tensor& ids, const Tensor& table, int64_t vocab_start,
                             bool sharded, Tensor& out) = nullptr;
   void (*embedding_backward)(const Tensor& dout, const Tensor& ids, int64_t vocab_start,
@@ -53,8 +53,10 @@ struct CudaTwinTable {
                             Tensor& probs) = nullptr;
   void (*attention_backward)(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                              int64_t num_heads, Tensor& dqkv) = nullptr;
-  // Fails, naming the op, the position and the value, if a device kernel met bad input (ids or
-  // targets outside their range) since the last call; waits for the device.
+  // Records the first id outside [0, limit) for check_errors (kernels::CheckIndices).
+  void (*check_indices)(const Tensor& ids, int64_t limit, const char* what) = nullptr;
+  // Fails, naming what was checked, the position and the value, if check_indices recorded an id
+  // since the last call; waits for the device.
   void (*check_errors)() = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,

@@ -1,5 +1,6 @@
 #include "runtime/kernels/elementwise.h"
 
+#include "runtime/base/check.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cuda_twins.h"
@@ -55,6 +56,17 @@ void RoundToDType(Tensor& x, DType dtype) {
   check.Expect(dtype == DType::kBF16 || dtype == DType::kF16, "dtype must be f32, bf16 or f16");
   if (check.OnCuda()) return check.Twin(CudaTwins().round_to_dtype)(x, dtype);
   runtime::RoundToDType(x.data<float>(), x.numel(), dtype);
+}
+
+void CheckIndices(const Tensor& ids, int64_t limit, const char* what) {
+  ArgCheck check("CheckIndices", {{"ids", &ids}});
+  check.ExpectDType(ids, DType::kI32);
+  if (check.OnCuda()) return check.Twin(CudaTwins().check_indices)(ids, limit, what);
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    LOOM_CHECK(id[i] >= 0 && id[i] < limit)
+        << what << "[" << i << "] = " << id[i] << " is outside [0, " << limit << ")";
+  }
 }
 
 void CheckDeviceErrors() {

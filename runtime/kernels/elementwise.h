@@ -29,6 +29,9 @@ void Convert(const Tensor& src, Tensor& dst);
 // Each element of the f32 x rounded to the nearest `dtype` value (bf16 or f16; f32: unchanged),
 // kept in f32: an activation that a bf16 run would hold as bf16.
 void RoundToDType(Tensor& x, DType dtype);
+// Every element of the i32 `ids` in [0, limit); otherwise fails with "<what>[i] = v is outside
+// [0, limit)" for the first: at once on the host, at the next CheckDeviceErrors on a device.
+void CheckIndices(const Tensor& ids, int64_t limit, const char* what);
 // Device kernels record bad input they meet (ids or targets out of range) instead of stopping:
 // this fails with the first such record, naming the op, the position and the value. It waits
 // for the device; call it where the host waits anyway (reading the loss). No-op without CUDA.

@@ -4,6 +4,7 @@
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cuda_twins.h"
+#include "runtime/kernels/elementwise.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -18,7 +19,10 @@ void CheckEmbeddingArgs(const ArgCheck& check, const Tensor& ids, const Tensor& 
   Shape expected = ids.shape();
   expected.push_back(table.dim(1));
   check.ExpectShape(rows, expected);
-  if (ids.device() != Device::kCpu) return;  // the device kernels check them (CheckDeviceErrors)
+  if (ids.device() != Device::kCpu) {  // checked on the device, reported by CheckDeviceErrors
+    CheckIndices(ids, sharded ? int64_t{1} << 31 : table.dim(0), "Embedding ids");
+    return;
+  }
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {
     check.Expect(

@@ -8,9 +8,10 @@
 //   EmbeddingShardBackward(dx, ids, v0, dwte_local); // only this shard's rows
 //
 // ids may have any shape with N elements (x is then [..., C] with the same leading shape).
-// Out-of-range ids abort naming the position and the id (negative ones, for the shard versions).
-// f32, host memory, synchronous; the backward adds rows in index order per column, so it is
-// deterministic for any thread count.
+// Out-of-range ids abort naming the position and the id (negative ones, for the shard versions):
+// at once on the host, at the next CheckDeviceErrors on a device (elementwise.h), where their
+// rows read as zeros meanwhile. f32, host or device memory; the backward adds rows in index order
+// per column (on the device too), so it is deterministic for any thread count.
 #pragma once
 
 #include <cstdint>

@@ -8,7 +8,7 @@
 // The product runs on the configured GEMM provider (kernels/cpu/gemm.h). bf16 operands are
 // multiplied with f32 accumulation: by the CPU's bf16 units where they are faster than f32 (AMX;
 // AVX512_BF16 on AMD), otherwise widened to f32. f16 operands are widened. The result is rounded
-// once when `out` is 16-bit. Host memory, synchronous.
+// once when `out` is 16-bit. Host memory, or device memory through cuBLASLt (kernels/cuda/gemm.cc).
 //
 //   // bf16 training (as bf16 autocast): operands rounded to bf16, f32 accumulation and output
 //   Matmul(x, w, y, {.trans_b = true, .compute_dtype = DType::kBF16});

@@ -71,6 +71,62 @@ void LayerNormBackward(const LayerNormGradArgs& args, Stream stream);
 void SumOfSquares(const void* x, ElemType type, int64_t n, double* partial, double* total,
                   Stream stream);
 
+// x *= factor.
+void Scale(float* x, float factor, int64_t n, Stream stream);
+// dst = src converted (ConvertBuffer's rounding: nearest even); one side f32.
+void Convert(const void* src, ElemType from, void* dst, ElemType to, int64_t n, Stream stream);
+// Each f32 element rounded to the nearest value of `type` (bf16 or f16), kept in f32.
+void RoundTo(float* x, ElemType type, int64_t n, Stream stream);
+// Over rows of `cols`: x += bias; x += bias then out = gelu(x); dbias += Σ_rows dout (rows in
+// order, one thread per column: bitwise the CPU's sums).
+void BiasAdd(float* x, const float* bias, int64_t rows, int64_t cols, Stream stream);
+void BiasGeluForward(float* x, const float* bias, float* out, int64_t rows, int64_t cols,
+                     Stream stream);
+void BiasBackward(const float* dout, float* dbias, int64_t rows, int64_t cols, Stream stream);
+// Bad input found on the device is recorded, not fatal there: `record` (device, 4 int64) becomes
+// {what, position, value, limit} for the first id outside [0, limit) when record[0] was 0.
+void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, int64_t* record,
+                  Stream stream);
+
+// Embedding rows (the CPU's EmbeddingForward / EmbeddingBackward, embedding.cu): out[i] =
+// table[ids[i] - vocab_start] where that row is in the table, else zeros; backward adds dout[i]
+// into that row, one thread per column taking positions in order (bitwise the CPU's sums).
+struct EmbeddingArgs {
+  const int32_t* ids;
+  int64_t n = 0, cols = 0, table_rows = 0, vocab_start = 0;
+};
+void EmbeddingForward(const EmbeddingArgs& args, const float* table, float* out, Stream stream);
+void EmbeddingBackward(const EmbeddingArgs& args, const float* dout, float* dtable, Stream stream);
+
+// Softmax cross-entropy pieces over rows of `vocab` logits (the CPU's CrossEntropy*,
+// cross_entropy.cu), one block per row for the statistics (fixed reduction order).
+struct CrossEntropyArgs {
+  const float* logits;
+  const int32_t* targets;
+  int64_t rows = 0, vocab = 0, vocab_start = 0;
+};
+void CrossEntropyStats(const CrossEntropyArgs& args, float* row_max, float* sum_exp,
+                       float* target_logit, Stream stream);
+void CrossEntropyRescale(const float* local_max, const float* global_max, float* sum_exp,
+                         int64_t rows, Stream stream);
+void CrossEntropyLoss(const float* row_max, const float* sum_exp, const float* target_logit,
+                      float* losses, int64_t rows, Stream stream);
+void CrossEntropyBackward(const CrossEntropyArgs& args, const float* row_max, const float* sum_exp,
+                          const float* dloss, float* dlogits, Stream stream);
+
+// Causal attention over a fused qkv [B, T, 3C] (the CPU's AttentionForward / AttentionBackward,
+// attention.cu): f32, or bf16 qkv and probs (`bf16`) with the CPU's rounding points. One block per
+// (batch, head, query row); backward writes dS into `dscores` ([B, NH, T, T] f32 scratch) and
+// accumulates into dqkv, each element from one thread (no atomics).
+struct AttentionArgs {
+  const void* qkv;
+  int64_t batch = 0, seq = 0, channels = 0, heads = 0;
+  bool bf16 = false;
+};
+void AttentionForward(const AttentionArgs& args, float* out, void* probs, Stream stream);
+void AttentionBackward(const AttentionArgs& args, const float* dout, const void* probs,
+                       float* dscores, float* dqkv, Stream stream);
+
 // Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
 void SpinForTesting(int64_t cycles, Stream stream);
 

@@ -39,6 +39,91 @@ __global__ void AdamWKernel(AdamWArgs a, AdamWStep k, int64_t n) {
   }
 }
 
+__global__ void ScaleKernel(float* x, float factor, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    x[i] *= factor;
+  }
+}
+
+__device__ float LoadAsF32(const void* x, ElemType type, int64_t i);
+
+__device__ void StoreFromF32(void* x, ElemType type, int64_t i, float v) {
+  switch (type) {
+    case ElemType::kBF16:
+      static_cast<uint16_t*>(x)[i] = F32BitsToBF16(__float_as_uint(v));
+      break;
+    case ElemType::kF16:
+      static_cast<__half*>(x)[i] = __float2half_rn(v);
+      break;
+    default:
+      static_cast<float*>(x)[i] = v;
+  }
+}
+
+__global__ void ConvertKernel(const void* src, ElemType from, void* dst, ElemType to, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    StoreFromF32(dst, to, i, LoadAsF32(src, from, i));
+  }
+}
+
+// x = widen(narrow(x)): the value a 16-bit activation would hold, kept in f32.
+__global__ void RoundKernel(float* x, ElemType type, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    if (type == ElemType::kBF16) {
+      x[i] = __uint_as_float(static_cast<uint32_t>(F32BitsToBF16(__float_as_uint(x[i]))) << 16);
+    } else {
+      x[i] = __half2float(__float2half_rn(x[i]));
+    }
+  }
+}
+
+__global__ void BiasAddKernel(float* x, const float* bias, int64_t cols, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    x[i] += bias[i % cols];
+  }
+}
+
+// x += bias, then out = gelu(x) (the CPU's BiasGeluForward: x keeps the pre-activation).
+__global__ void BiasGeluKernel(float* x, const float* bias, float* out, int64_t cols, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    const float v = x[i] + bias[i % cols];
+    x[i] = v;
+    out[i] = GeluFromTanh(v, tanhf(GeluInner(v)));
+  }
+}
+
+// dbias[j] += dout[0, j], then dout[1, j], ...: one thread per column, rows in order (the CPU's
+// order, so the sums are bitwise equal).
+__global__ void BiasBackwardKernel(const float* dout, float* dbias, int64_t rows, int64_t cols) {
+  for (int64_t j = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); j < cols;
+       j += Stride(gridDim.x, blockDim.x)) {
+    float sum = dbias[j];
+    for (int64_t r = 0; r < rows; ++r) sum += dout[r * cols + j];
+    dbias[j] = sum;
+  }
+}
+
+// Every id in [0, limit), else the first offender (by whichever thread gets there first) is
+// recorded: record = {what, position, value, limit}, what != 0 once set.
+__global__ void CheckIndicesKernel(const int32_t* ids, int64_t n, int64_t limit,
+                                   unsigned long long what, long long* record) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    const int32_t id = ids[i];
+    if (id >= 0 && id < limit) continue;
+    if (atomicCAS(reinterpret_cast<unsigned long long*>(record), 0ull, what) == 0ull) {
+      record[1] = i;
+      record[2] = id;
+      record[3] = limit;
+    }
+  }
+}
+
 __device__ float LoadAsF32(const void* x, ElemType type, int64_t i) {
   switch (type) {
     case ElemType::kBF16:
@@ -102,6 +187,48 @@ void Add(const float* a, const float* b, float* out, int64_t n, Stream stream) {
 void GeluForward(const float* x, float* out, int64_t n, Stream stream) {
   const Grid g = GridFor(n);
   if (g.blocks > 0) GeluForwardKernel<<<g.blocks, g.threads, 0, stream>>>(x, out, n);
+}
+
+void Scale(float* x, float factor, int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) ScaleKernel<<<g.blocks, g.threads, 0, stream>>>(x, factor, n);
+}
+
+void Convert(const void* src, ElemType from, void* dst, ElemType to, int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) ConvertKernel<<<g.blocks, g.threads, 0, stream>>>(src, from, dst, to, n);
+}
+
+void RoundTo(float* x, ElemType type, int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) RoundKernel<<<g.blocks, g.threads, 0, stream>>>(x, type, n);
+}
+
+void BiasAdd(float* x, const float* bias, int64_t rows, int64_t cols, Stream stream) {
+  const Grid g = GridFor(rows * cols);
+  if (g.blocks > 0) BiasAddKernel<<<g.blocks, g.threads, 0, stream>>>(x, bias, cols, rows * cols);
+}
+
+void BiasGeluForward(float* x, const float* bias, float* out, int64_t rows, int64_t cols,
+                     Stream stream) {
+  const Grid g = GridFor(rows * cols);
+  if (g.blocks > 0) {
+    BiasGeluKernel<<<g.blocks, g.threads, 0, stream>>>(x, bias, out, cols, rows * cols);
+  }
+}
+
+void BiasBackward(const float* dout, float* dbias, int64_t rows, int64_t cols, Stream stream) {
+  const Grid g = GridFor(cols);
+  if (g.blocks > 0) BiasBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, dbias, rows, cols);
+}
+
+void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, int64_t* record,
+                  Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) {
+    CheckIndicesKernel<<<g.blocks, g.threads, 0, stream>>>(
+        ids, n, limit, static_cast<unsigned long long>(what), reinterpret_cast<long long*>(record));
+  }
 }
 
 void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream) {

@@ -30,6 +30,13 @@ inline Grid GridFor(int64_t n, int block = kBlock) {
   return {std::min<int64_t>((n + block - 1) / block, kMaxBlocks), block};
 }
 
+// Kernels that give each row (or other unit of work) a block of kBlock threads launch
+// RowBlocks(rows) blocks and loop over rows with a stride of gridDim.x beyond the cap.
+inline constexpr int64_t kMaxRowBlocks = 65535;
+inline int64_t RowBlocks(int64_t rows) {
+  return std::min(std::max<int64_t>(rows, 0), kMaxRowBlocks);
+}
+
 // The first element of a thread and the step between its elements in a grid-stride loop, in 64
 // bits (a grid covers more than 2^31 elements only through the loop, never by overflowing).
 LOOM_HOST_DEVICE inline int64_t FirstIndex(int64_t block, int64_t block_dim, int64_t thread) {

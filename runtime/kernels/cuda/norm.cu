@@ -1,26 +1,12 @@
 // LayerNorm forward and backward on the device (the CPU's runtime/kernels/cpu/norm.cc): one block
 // per row for the statistics and dx (block sums in a fixed tree order, so results do not depend on
 // timing), one thread per column for dw and db, summing the rows in order as the CPU does.
+#include "runtime/kernels/cuda/block_reduce.cuh"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
 
 namespace loom::runtime::kernels::cuda {
 namespace {
-
-constexpr int64_t kMaxRowBlocks = 65535;
-
-// The sum of every thread's `v` in the block (blockDim.x == kBlock), in a fixed tree order.
-__device__ float BlockSum(float v, float* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = kBlock / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) shared[threadIdx.x] += shared[threadIdx.x + half];
-    __syncthreads();
-  }
-  const float sum = shared[0];
-  __syncthreads();  // before the next call overwrites it
-  return sum;
-}
 
 __global__ void LayerNormForwardKernel(LayerNormArgs a, float eps) {
   __shared__ float shared[kBlock];
@@ -81,8 +67,6 @@ __global__ void LayerNormBackwardWeightKernel(LayerNormGradArgs a) {
     a.db[j] = db;
   }
 }
-
-int64_t RowBlocks(int64_t rows) { return rows < kMaxRowBlocks ? rows : kMaxRowBlocks; }
 
 }  // namespace
 

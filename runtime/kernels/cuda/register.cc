@@ -1,9 +1,14 @@
 #include <cuda_runtime.h>
 
+#include <mutex>
+#include <string>
+#include <vector>
+
 #include "runtime/base/check.h"
 #include "runtime/kernels/cpu/rows.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/device.h"
+#include "runtime/kernels/cuda/launch.h"
 #include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels::cuda {
@@ -38,6 +43,146 @@ void MatmulTwin(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_
        nullptr);
 }
 
+// Bad input found by device kernels (CheckIndices): one record on the device, {what, position,
+// value, limit}, and here the names of what was checked (what = index + 1).
+class DeviceErrors {
+ public:
+  static DeviceErrors& Get() {
+    static DeviceErrors* errors = new DeviceErrors();  // never destroyed, as the allocators
+    return *errors;
+  }
+
+  int64_t* Record() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!record_.defined()) {
+      record_ = Tensor::Zeros({4}, DType::kI64, MemoryTag::kWorkspace, &DeviceAllocator());
+    }
+    return static_cast<int64_t*>(record_.device_data());
+  }
+
+  int64_t CodeOf(const char* what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < names_.size(); ++i) {
+      if (names_[i] == what) return static_cast<int64_t>(i) + 1;
+    }
+    names_.emplace_back(what);
+    return static_cast<int64_t>(names_.size());
+  }
+
+  void Check() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!record_.defined()) return;
+    int64_t r[4] = {0, 0, 0, 0};
+    const cudaError_t e = cudaMemcpy(r, record_.device_data(), sizeof(r), cudaMemcpyDeviceToHost);
+    LOOM_CHECK(e == cudaSuccess) << "reading the device's error record: " << cudaGetErrorString(e);
+    LOOM_CHECK(r[0] == 0) << names_[static_cast<size_t>(r[0] - 1)] << "[" << r[1] << "] = " << r[2]
+                          << " is outside [0, " << r[3] << ")";
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> names_;
+  Tensor record_;
+};
+
+EmbeddingArgs EmbeddingOf(const Tensor& ids, const Tensor& table, int64_t vocab_start) {
+  return {.ids = static_cast<const int32_t*>(ids.device_data()),
+          .n = ids.numel(),
+          .cols = table.dim(1),
+          .table_rows = table.dim(0),
+          .vocab_start = vocab_start};
+}
+
+CrossEntropyArgs CrossEntropyOf(const Tensor& logits, const Tensor& targets, int64_t vocab_start) {
+  const cpu::RowsCols rows = cpu::AsRows(logits);
+  return {.logits = In(logits),
+          .targets = static_cast<const int32_t*>(targets.device_data()),
+          .rows = rows.rows,
+          .vocab = rows.cols,
+          .vocab_start = vocab_start};
+}
+
+AttentionArgs AttentionOf(const Tensor& qkv, int64_t num_heads) {
+  const AttentionArgs a{.qkv = qkv.device_data(),
+                        .batch = qkv.dim(0),
+                        .seq = qkv.dim(1),
+                        .channels = qkv.dim(2) / 3,
+                        .heads = num_heads,
+                        .bf16 = qkv.dtype() == DType::kBF16};
+  // A row's scores live in shared memory (48 KiB without opting in to more).
+  LOOM_CHECK((a.seq + kBlock) * static_cast<int64_t>(sizeof(float)) <= (48 << 10))
+      << "Attention on CUDA: sequences of " << a.seq << " tokens are longer than this kernel takes";
+  return a;
+}
+
+void RegisterLayerKernels(CudaTwinTable& twins) {
+  twins.add_into = [](Tensor& dst, const Tensor& src) {
+    Add(In(dst), In(src), Out(dst), dst.numel(), nullptr);
+  };
+  twins.scale = [](Tensor& x, float factor) { Scale(Out(x), factor, x.numel(), nullptr); };
+  twins.convert = [](const Tensor& src, Tensor& dst) {
+    Convert(src.device_data(), ElemTypeOf(src.dtype()), dst.device_data(), ElemTypeOf(dst.dtype()),
+            src.numel(), nullptr);
+  };
+  twins.round_to_dtype = [](Tensor& x, DType dtype) {
+    RoundTo(Out(x), ElemTypeOf(dtype), x.numel(), nullptr);
+  };
+  twins.bias_add = [](Tensor& x, const Tensor& bias) {
+    BiasAdd(Out(x), In(bias), cpu::AsRows(x).rows, x.dim(-1), nullptr);
+  };
+  twins.bias_backward = [](const Tensor& dout, Tensor& dbias) {
+    BiasBackward(In(dout), Out(dbias), cpu::AsRows(dout).rows, dout.dim(-1), nullptr);
+  };
+  twins.bias_gelu_forward = [](Tensor& x, const Tensor& bias, Tensor& out) {
+    BiasGeluForward(Out(x), In(bias), Out(out), cpu::AsRows(x).rows, x.dim(-1), nullptr);
+  };
+  twins.embedding_forward = [](const Tensor& ids, const Tensor& table, int64_t vocab_start, bool,
+                               Tensor& out) {
+    EmbeddingForward(EmbeddingOf(ids, table, vocab_start), In(table), Out(out), nullptr);
+  };
+  twins.embedding_backward = [](const Tensor& dout, const Tensor& ids, int64_t vocab_start, bool,
+                                Tensor& dtable) {
+    EmbeddingBackward(EmbeddingOf(ids, dtable, vocab_start), In(dout), Out(dtable), nullptr);
+  };
+  twins.cross_entropy_stats = [](const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                                 Tensor& row_max, Tensor& sum_exp, Tensor& target_logit) {
+    CrossEntropyStats(CrossEntropyOf(logits, targets, vocab_start), Out(row_max), Out(sum_exp),
+                      Out(target_logit), nullptr);
+  };
+  twins.cross_entropy_rescale = [](const Tensor& local_max, const Tensor& global_max,
+                                   Tensor& sum_exp) {
+    CrossEntropyRescale(In(local_max), In(global_max), Out(sum_exp), sum_exp.numel(), nullptr);
+  };
+  twins.cross_entropy_loss = [](const Tensor& row_max, const Tensor& sum_exp,
+                                const Tensor& target_logit, Tensor& losses) {
+    CrossEntropyLoss(In(row_max), In(sum_exp), In(target_logit), Out(losses), losses.numel(),
+                     nullptr);
+  };
+  twins.cross_entropy_backward = [](const Tensor& logits, const Tensor& targets,
+                                    int64_t vocab_start, const Tensor& row_max,
+                                    const Tensor& sum_exp, const Tensor& dloss, Tensor& dlogits) {
+    CrossEntropyBackward(CrossEntropyOf(logits, targets, vocab_start), In(row_max), In(sum_exp),
+                         In(dloss), Out(dlogits), nullptr);
+  };
+  twins.attention_forward = [](const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs) {
+    AttentionForward(AttentionOf(qkv, num_heads), Out(out), probs.device_data(), nullptr);
+  };
+  twins.attention_backward = [](const Tensor& dout, const Tensor& qkv, const Tensor& probs,
+                                int64_t num_heads, Tensor& dqkv) {
+    Tensor dscores =
+        Tensor::Empty(probs.shape(), DType::kF32, MemoryTag::kWorkspace, &DeviceAllocator());
+    AttentionBackward(AttentionOf(qkv, num_heads), In(dout), probs.device_data(), Out(dscores),
+                      Out(dqkv), nullptr);
+    // dscores goes back to the cache now; the default stream orders its next use after this.
+  };
+  twins.check_indices = [](const Tensor& ids, int64_t limit, const char* what) {
+    DeviceErrors& errors = DeviceErrors::Get();
+    CheckIndices(static_cast<const int32_t*>(ids.device_data()), ids.numel(), limit,
+                 errors.CodeOf(what), errors.Record(), nullptr);
+  };
+  twins.check_errors = [] { DeviceErrors::Get().Check(); };
+}
+
 }  // namespace
 
 void RegisterKernels() {
@@ -52,6 +197,7 @@ void RegisterKernels() {
     GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
   };
   twins.matmul = MatmulTwin;
+  RegisterLayerKernels(twins);
   twins.sum_of_squares = [](const Tensor& x) {
     // The block sums after the total, in one device buffer of doubles (8-byte i64 elements).
     Tensor sums = Tensor::Empty({SumOfSquaresBlocks(x.numel()) + 1}, DType::kI64,

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -20,10 +21,14 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/activation.h"
 #include "runtime/kernels/adamw.h"
+#include "runtime/kernels/attention.h"
+#include "runtime/kernels/bias_add.h"
+#include "runtime/kernels/cross_entropy.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
 #include "runtime/kernels/cuda/stream.h"
 #include "runtime/kernels/elementwise.h"
+#include "runtime/kernels/embedding.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/rng.h"
@@ -249,6 +254,214 @@ TEST_F(CudaKernels, SumOfSquaresIsBitwiseTheCpus) {
           << DTypeName(dtype) << " n " << n;
     }
   }
+}
+
+// The element-wise entry points on device tensors against the CPU, each exact (the same
+// operations in the same order): AddInto, Scale, Convert both ways for bf16 and f16 (bytes),
+// RoundToDType, BiasAdd, BiasBackward (columns summed row by row on both); BiasGelu's
+// pre-activation exact, its GELU within the GELU tolerance.
+TEST_F(CudaKernels, ElementwiseEntryPointsMatchTheCpu) {
+  RegisterKernels();
+  for (int64_t rows : {1, 7, 3000}) {
+    const int64_t c = 129, n = rows * c;
+    const Tensor x = Random(n, 51, 2.0f).Reshape({rows, c}), y = Random(n, 52, 1.0f);
+    const Tensor bias = Random(c, 53, 1.0f), dbias0 = Random(c, 54, 1.0f);
+    const std::string at = " rows " + std::to_string(rows);
+    Tensor sum = x.Clone().Reshape({n}), d_sum = Upload(x).Reshape({n});
+    kernels::AddInto(sum, y);
+    kernels::AddInto(d_sum, Upload(y));
+    kernels::Scale(sum, 0.37f);
+    kernels::Scale(d_sum, 0.37f);
+    ExpectClose(Download(d_sum), sum, "AddInto, Scale" + at, 0.0f, 0.0f);
+    for (DType narrow : {DType::kBF16, DType::kF16}) {
+      Tensor h16 = Tensor::Empty({rows, c}, narrow, MemoryTag::kActivation);
+      Tensor d16 = Tensor::Empty({rows, c}, narrow, MemoryTag::kActivation, &DeviceAllocator());
+      kernels::Convert(x, h16);
+      kernels::Convert(Upload(x), d16);
+      absl::StatusOr<Tensor> back16 = ToHost(d16);
+      ASSERT_TRUE(back16.ok()) << back16.status();
+      EXPECT_EQ(0, std::memcmp(back16->raw_data(), h16.raw_data(), h16.nbytes()))
+          << "Convert to " << DTypeName(narrow) << at;
+      Tensor wide = OnDevice(n).Reshape({rows, c});
+      kernels::Convert(d16, wide);  // and back: exact
+      Tensor rounded = x.Clone(), d_rounded = Upload(x);
+      kernels::RoundToDType(rounded, narrow);
+      kernels::RoundToDType(d_rounded, narrow);
+      ExpectClose(Download(wide), rounded, absl::StrCat("Convert from ", DTypeName(narrow), at),
+                  0.0f, 0.0f);
+      ExpectClose(Download(d_rounded), rounded,
+                  absl::StrCat("RoundToDType ", DTypeName(narrow), at), 0.0f, 0.0f);
+    }
+    Tensor biased = x.Clone(), d_biased = Upload(x);
+    kernels::BiasAdd(biased, bias);
+    kernels::BiasAdd(d_biased, Upload(bias));
+    ExpectClose(Download(d_biased), biased, "BiasAdd" + at, 0.0f, 0.0f);
+    Tensor dbias = dbias0.Clone(), d_dbias = Upload(dbias0);
+    kernels::BiasBackward(x, dbias);
+    kernels::BiasBackward(Upload(x), d_dbias);
+    ExpectClose(Download(d_dbias), dbias, "BiasBackward" + at, 0.0f, 0.0f);
+    Tensor pre = x.Clone(), d_pre = Upload(x);
+    Tensor act = Tensor::Empty({rows, c}, DType::kF32, MemoryTag::kActivation);
+    Tensor d_act = OnDevice(n).Reshape({rows, c});
+    kernels::BiasGeluForward(pre, bias, act);
+    kernels::BiasGeluForward(d_pre, Upload(bias), d_act);
+    ExpectClose(Download(d_pre), pre, "BiasGelu pre-activation" + at, 0.0f, 0.0f);
+    ExpectClose(Download(d_act), act, "BiasGelu" + at);
+  }
+}
+
+// Embedding through the entry points on device tensors: forward rows exact; the backward's sums
+// (repeated ids, positions in order per column) bitwise; the vocabulary-shard versions with ids
+// inside and outside the shard.
+TEST_F(CudaKernels, EmbeddingMatchesTheCpu) {
+  RegisterKernels();
+  const int64_t vocab = 50, c = 70, n = 300, start = 20, shard_rows = 17;
+  std::vector<int32_t> id_values(n);
+  for (int64_t i = 0; i < n; ++i) id_values[i] = static_cast<int32_t>((i * 7 + i / 13) % vocab);
+  const Tensor ids = Tensor::FromVector<int32_t>({n}, id_values, MemoryTag::kActivation);
+  const Tensor table = Random(vocab * c, 61, 1.0f).Reshape({vocab, c});
+  const Tensor shard = Random(shard_rows * c, 62, 1.0f).Reshape({shard_rows, c});
+  const Tensor dout = Random(n * c, 63, 1.0f).Reshape({n, c});
+  const Tensor d_ids = Upload(ids), d_dout = Upload(dout);
+  for (bool sharded : {false, true}) {
+    const Tensor& t = sharded ? shard : table;
+    const Tensor dtable0 = Random(t.numel(), 64, 1.0f).Reshape(t.shape());
+    Tensor out = Tensor::Empty({n, c}, DType::kF32, MemoryTag::kActivation);
+    Tensor d_out = OnDevice(n * c).Reshape({n, c});
+    Tensor dtable = dtable0.Clone(), d_dtable = Upload(dtable0);
+    if (sharded) {
+      kernels::EmbeddingShardForward(ids, t, start, out);
+      kernels::EmbeddingShardForward(d_ids, Upload(t), start, d_out);
+      kernels::EmbeddingShardBackward(dout, ids, start, dtable);
+      kernels::EmbeddingShardBackward(d_dout, d_ids, start, d_dtable);
+    } else {
+      kernels::EmbeddingForward(ids, t, out);
+      kernels::EmbeddingForward(d_ids, Upload(t), d_out);
+      kernels::EmbeddingBackward(dout, ids, dtable);
+      kernels::EmbeddingBackward(d_dout, d_ids, d_dtable);
+    }
+    const std::string what = sharded ? "shard " : "";
+    ExpectClose(Download(d_out), out, what + "embedding forward", 0.0f, 0.0f);
+    ExpectClose(Download(d_dtable), dtable, what + "embedding backward", 0.0f, 0.0f);
+  }
+  kernels::CheckDeviceErrors();  // nothing recorded
+}
+
+// Cross-entropy through the entry points on device tensors: the fused forward-backward and the
+// vocabulary-shard pieces (two shards, statistics combined on the host as the all-reduces would).
+// The CPU's exp is within 2 ulp and its sums run in lanes: losses within 1e-5 + 1e-5 relative,
+// dlogits (accumulated into random values) within 1e-6 + 1e-5 relative.
+TEST_F(CudaKernels, CrossEntropyMatchesTheCpu) {
+  RegisterKernels();
+  for (int64_t rows : {1, 7, 300}) {
+    for (int64_t vocab : {33, 1000}) {
+      const Tensor logits = Random(rows * vocab, 71, 3.0f).Reshape({rows, vocab});
+      std::vector<int32_t> t(rows);
+      for (int64_t r = 0; r < rows; ++r) t[r] = static_cast<int32_t>((r * 31 + 5) % vocab);
+      const Tensor targets = Tensor::FromVector<int32_t>({rows}, t, MemoryTag::kActivation);
+      const Tensor dloss = Random(rows, 72, 1.0f), dlogits0 = Random(rows * vocab, 73, 1.0f);
+      Tensor losses = Tensor::Empty({rows}, DType::kF32, MemoryTag::kActivation);
+      Tensor dlogits = dlogits0.Clone().Reshape({rows, vocab});
+      kernels::CrossEntropyForwardBackward(logits, targets, dloss, losses, dlogits);
+      Tensor d_losses = OnDevice(rows), d_dlogits = Upload(dlogits0).Reshape({rows, vocab});
+      const Tensor d_logits = Upload(logits), d_targets = Upload(targets);
+      kernels::CrossEntropyForwardBackward(d_logits, d_targets, Upload(dloss), d_losses, d_dlogits);
+      const std::string at = absl::StrCat(" rows ", rows, " vocab ", vocab);
+      ExpectClose(Download(d_losses), losses, "losses" + at, 1e-5f, 1e-5f);
+      ExpectClose(Download(d_dlogits), dlogits, "dlogits" + at, 1e-6f, 1e-5f);
+      // Shard statistics: each half's pieces on the device against the CPU's on the same half.
+      const int64_t half = vocab / 2;
+      for (int64_t start : {int64_t{0}, half}) {
+        const int64_t width = start == 0 ? half : vocab - half;
+        Tensor part = Tensor::Empty({rows, width}, DType::kF32, MemoryTag::kActivation);
+        for (int64_t r = 0; r < rows; ++r) {
+          std::memcpy(part.data<float>() + r * width, logits.data<float>() + r * vocab + start,
+                      sizeof(float) * width);
+        }
+        std::vector<Tensor> stats, d_stats;
+        for (int i = 0; i < 3; ++i) {
+          stats.push_back(Tensor::Empty({rows}, DType::kF32, MemoryTag::kActivation));
+          d_stats.push_back(OnDevice(rows));
+        }
+        kernels::CrossEntropyStats(part, targets, start, stats[0], stats[1], stats[2]);
+        kernels::CrossEntropyStats(Upload(part), d_targets, start, d_stats[0], d_stats[1],
+                                   d_stats[2]);
+        for (int i = 0; i < 3; ++i) {
+          ExpectClose(Download(d_stats[i]), stats[i], absl::StrCat("shard stats ", i, at), 1e-5f,
+                      1e-5f);
+        }
+      }
+    }
+  }
+  kernels::CheckDeviceErrors();
+}
+
+// Attention through the entry points on device tensors, f32 and bf16 (qkv and probs), at
+// sequences of 1, 17 (less than a block) and 300 (more): forward output and probabilities,
+// backward dqkv accumulated into random values. The dot products run in other orders than the
+// CPU's: f32 within 1e-5 + 1e-4 relative; bf16, where a probability or dS may round to the
+// neighbouring bf16 value, within 1e-2 of the largest element + 1e-2 relative (the bf16 attention
+// test's bound against its f64 reference).
+TEST_F(CudaKernels, AttentionMatchesTheCpu) {
+  RegisterKernels();
+  const int64_t batch = 2, heads = 3, c = 48;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (int64_t seq : {1, 17, 300}) {
+      Tensor qkv = Random(batch * seq * 3 * c, 81, 1.0f).Reshape({batch, seq, 3 * c});
+      if (dtype == DType::kBF16) {
+        Tensor narrow = Tensor::Empty(qkv.shape(), DType::kBF16, MemoryTag::kActivation);
+        ConvertBuffer(qkv.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, qkv.numel());
+        qkv = narrow;
+      }
+      const Tensor dout = Random(batch * seq * c, 82, 1.0f).Reshape({batch, seq, c});
+      const Tensor dqkv0 = Random(qkv.numel(), 83, 1.0f).Reshape(qkv.shape());
+      const Shape probs_shape{batch, heads, seq, seq};
+      Tensor out = Tensor::Empty({batch, seq, c}, DType::kF32, MemoryTag::kActivation);
+      Tensor probs = Tensor::Empty(probs_shape, dtype, MemoryTag::kActivation);
+      Tensor dqkv = dqkv0.Clone();
+      kernels::AttentionForward(qkv, heads, out, probs);
+      kernels::AttentionBackward(dout, qkv, probs, heads, dqkv);
+      const Tensor d_qkv = Upload(qkv);
+      Tensor d_out = OnDevice(out.numel()).Reshape(out.shape());
+      Tensor d_probs =
+          Tensor::Empty(probs_shape, dtype, MemoryTag::kActivation, &DeviceAllocator());
+      Tensor d_dqkv = Upload(dqkv0);
+      kernels::AttentionForward(d_qkv, heads, d_out, d_probs);
+      kernels::AttentionBackward(Upload(dout), d_qkv, d_probs, heads, d_dqkv);
+      const bool bf16 = dtype == DType::kBF16;
+      const float abs = bf16 ? 1e-2f : 1e-5f, rel = bf16 ? 1e-2f : 1e-4f;
+      const std::string at = absl::StrCat(" ", DTypeName(dtype), " seq ", seq);
+      Tensor probs32 = Tensor::Empty(probs_shape, DType::kF32, MemoryTag::kActivation);
+      kernels::Convert(probs, probs32);
+      ExpectClose(Download(d_out), out, "out" + at, abs, rel);
+      ExpectClose(Download(d_probs), probs32, "probs" + at, bf16 ? 4e-3f : 1e-6f, rel);
+      float largest = 0.0f;
+      for (float v : dqkv.ToF32Vector()) largest = std::max(largest, std::fabs(v));
+      ExpectClose(Download(d_dqkv), dqkv, "dqkv" + at, bf16 ? 1e-2f * largest : abs, rel);
+    }
+  }
+}
+
+// Ids outside their range on the device: the kernels read zero rows instead, and the next
+// CheckDeviceErrors fails naming what was checked, the position and the value. (A death test
+// re-runs the binary, so the child starts its own CUDA context.)
+TEST_F(CudaKernels, BadIdsOnTheDeviceFailAtCheckDeviceErrors) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        RegisterKernels();
+        const Tensor table = Random(10 * 4, 91, 1.0f).Reshape({10, 4});
+        const Tensor ids =
+            Tensor::FromVector<int32_t>({5}, {1, 2, 9, 12, 0}, MemoryTag::kActivation);
+        Tensor out = OnDevice(20).Reshape({5, 4});
+        kernels::EmbeddingForward(Upload(ids), Upload(table), out);
+        const std::vector<float> rows = Download(out);
+        for (int j = 0; j < 4; ++j) {
+          if (rows[3 * 4 + j] != 0.0f) std::abort();  // a wrong message, not the expected one
+        }
+        kernels::CheckDeviceErrors();
+      },
+      R"(Embedding ids\[3\] = 12 is outside \[0, 10\))");
 }
 
 // Waits on the host until everything queued on `stream` so far has run.

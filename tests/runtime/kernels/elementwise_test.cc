@@ -54,5 +54,15 @@ TEST(ElementwiseTest, SumOfSquaresOfSixteenBitValues) {
   }
 }
 
+// Ids in range pass; the first one outside is named with its position and value (a negative id
+// included), and nothing is checked on a tensor of another dtype.
+TEST(ElementwiseDeathTest, CheckIndicesNamesTheFirstIdOutsideItsRange) {
+  const Tensor good = Tensor::FromVector<int32_t>({4}, {0, 3, 1, 2}, MemoryTag::kActivation);
+  CheckIndices(good, 4, "ids");
+  const Tensor bad = Tensor::FromVector<int32_t>({2, 2}, {0, 3, -1, 4}, MemoryTag::kActivation);
+  EXPECT_DEATH(CheckIndices(bad, 4, "token ids"), R"(token ids\[2\] = -1 is outside \[0, 4\))");
+  EXPECT_DEATH(CheckIndices(RandomTensor({4}, 1), 4, "ids"), "CheckIndices");
+}
+
 }  // namespace
 }  // namespace loom::runtime::kernels
