@@ -1,7 +1,6 @@
 #include "parallel/parameter.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "runtime/base/check.h"
 
@@ -40,12 +39,19 @@ void Parameter::InitialValues(int64_t offset, runtime::Tensor out) const {
       << name_ << ": initial values [" << offset << ", " << end << ") outside its " << local_numel()
       << " local elements";
   if (out.numel() == 0) return;
-  if (value_.defined()) {
-    std::memcpy(out.data<float>(), value_.data<float>() + offset, out.nbytes());
+  runtime::Tensor flat = out.Reshape({out.numel()});
+  if (value_.defined()) {  // host or device on either side
+    flat.CopyFrom(value_.Reshape({local_numel()}).Slice(offset, end));
     return;
   }
   LOOM_CHECK(initializer_ != nullptr) << name_ << ": no value and no initializer";
-  runtime::Tensor flat = out.Reshape({out.numel()});
+  if (out.device() != runtime::Device::kCpu) {  // initializers write host memory
+    runtime::Tensor host = runtime::Tensor::Empty({out.numel()}, out.dtype(), out.tag(),
+                                                  &runtime::Allocator::Default());
+    InitialValues(offset, host);
+    flat.CopyFrom(host);
+    return;
+  }
   ForEachRun(global_shape_, spec_, [&](int64_t local, int64_t global, int64_t n) {
     const int64_t lo = std::max(local, offset), hi = std::min(local + n, end);
     if (lo >= hi) return;

@@ -208,7 +208,8 @@ void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& prob
                        int64_t num_heads, Tensor& dqkv) {
   const HeadGeometry g(qkv, num_heads);
   if (qkv.dtype() == DType::kBF16) {
-    Tensor dout16 = Tensor::Empty(dout.shape(), DType::kBF16, MemoryTag::kWorkspace);
+    Tensor dout16 = Tensor::Empty(dout.shape(), DType::kBF16, MemoryTag::kWorkspace,
+                                  &Allocator::Default());  // host, whatever the scope
     ConvertBuffer(dout.raw_data(), DType::kF32, dout16.raw_data(), DType::kBF16, dout.numel());
     Backward(g, Bf16Data(dout16), Bf16Data(qkv), Bf16Data(probs), dqkv.data<float>());
   } else {

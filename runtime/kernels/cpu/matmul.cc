@@ -11,7 +11,7 @@ namespace {
 // An f32 view of `t`: the tensor itself when it is f32, else a widened workspace copy.
 Tensor AsF32(const Tensor& t) {
   if (t.dtype() == DType::kF32) return t;
-  Tensor w = Tensor::Empty(t.shape(), DType::kF32, MemoryTag::kWorkspace);
+  Tensor w = Tensor::Empty(t.shape(), DType::kF32, MemoryTag::kWorkspace, &Allocator::Default());
   ConvertBuffer(t.raw_data(), t.dtype(), w.raw_data(), DType::kF32, t.numel());
   return w;
 }
@@ -44,10 +44,11 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n,
             const MatmulOptions& options) {
   if (m == 0 || n == 0) return;
   // A 16-bit `out` is computed in f32 (reading it first when beta != 0) and rounded once.
-  Tensor out32 = out.dtype() == DType::kF32 ? out
-                 : options.beta != 0.0f
-                     ? AsF32(out)
-                     : Tensor::Empty(out.shape(), DType::kF32, MemoryTag::kWorkspace);
+  Tensor out32 =
+      out.dtype() == DType::kF32 ? out
+      : options.beta != 0.0f
+          ? AsF32(out)
+          : Tensor::Empty(out.shape(), DType::kF32, MemoryTag::kWorkspace, &Allocator::Default());
   const GemmShape shape{.trans_a = options.trans_a,
                         .trans_b = options.trans_b,
                         .m = m,
