@@ -50,6 +50,17 @@ absl::Status Invalid(const Fingerprint& fp, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(fp.ToString(), ": ", what));
 }
 
+// The host address of a tensor's data; nullptr for an undefined or device tensor (CheckTensor
+// reports them).
+void* HostData(const Tensor& t) {
+  return t.defined() && t.device() == runtime::Device::kCpu ? t.raw_data() : nullptr;
+}
+
+bool OnDevice(const Tensor& t) { return t.defined() && t.device() != runtime::Device::kCpu; }
+
+// Where a defined tensor's first element is, host or device.
+const void* Address(const Tensor& t) { return OnDevice(t) ? t.device_data() : t.raw_data(); }
+
 absl::Status CheckTensor(const Fingerprint& fp, const Tensor& t, absl::string_view name) {
   if (!t.defined()) return Invalid(fp, absl::StrCat(name, " is undefined"));
   if (t.device() != runtime::Device::kCpu) {
@@ -232,6 +243,31 @@ void Communicator::RunInline(Task& task, const absl::Status& poisoned) {
   if (wake) cv_.notify_one();
 }
 
+std::shared_ptr<Work> Communicator::DeviceCollective(const Fingerprint& fp, const Tensor& in,
+                                                     Tensor& out) {
+  absl::Status v = absl::OkStatus();
+  if (size_ > 1) {
+    v = Invalid(fp, absl::StrCat("device tensors (", in.DebugString(), ") on a group of ", size_,
+                                 " ranks need a device communicator (NCCL), which is not built "
+                                 "yet (docs/gpu.md)"));
+  } else if (!in.defined() || !out.defined() || in.dtype() != out.dtype() ||
+             in.numel() != out.numel()) {
+    v = Invalid(fp, absl::StrCat("one rank's result is its input: in ", in.DebugString(),
+                                 " and out ", out.DebugString(), " must match"));
+  }
+  CollectiveArgs args;
+  args.fp = fp;
+  if (!v.ok()) return Enqueue(std::move(args), std::move(v));
+  // A copy in the group's order (after the calls queued before it); nothing when in place.
+  Task task;
+  task.args = std::move(args);
+  task.custom = [in, out](Deadline) mutable {
+    if (Address(in) != Address(out)) out.CopyFrom(in);
+    return absl::OkStatus();
+  };
+  return EnqueueTask(std::move(task));
+}
+
 std::shared_ptr<Work> Communicator::Enqueue(CollectiveArgs args, absl::Status validation) {
   if (!validation.ok()) {
     // Nothing was sent: the caller's mistake is reported without poisoning the communicator.
@@ -362,10 +398,13 @@ absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadlin
 }
 
 std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, ReduceOp op) {
+  if (OnDevice(in) || OnDevice(out)) {
+    return DeviceCollective({CollectiveOp::kAllReduce, in.dtype(), in.numel(), op}, in, out);
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllReduce, in.dtype(), in.numel(), op};
-  a.in = in.raw_data();
-  a.out = out.raw_data();
+  a.in = HostData(in);
+  a.out = HostData(out);
   const absl::Status v =
       FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
                   CheckReducible(in.dtype(), op), CheckCount(a.fp, out, "out", in.numel())});
@@ -373,10 +412,13 @@ std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, Red
 }
 
 std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) {
+  if (OnDevice(in) || OnDevice(out)) {
+    return DeviceCollective({CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op}, in, out);
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op};
-  a.in = in.raw_data();
-  a.out = out.raw_data();
+  a.in = HostData(in);
+  a.out = HostData(out);
   const absl::Status v =
       FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
                   CheckReducible(in.dtype(), op), CheckCount(a.fp, in, "in", out.numel() * size_)});
@@ -384,20 +426,26 @@ std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out,
 }
 
 std::shared_ptr<Work> Communicator::AllGather(const Tensor& in, Tensor& out) {
+  if (OnDevice(in) || OnDevice(out)) {
+    return DeviceCollective({CollectiveOp::kAllGather, in.dtype(), in.numel()}, in, out);
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllGather, in.dtype(), in.numel()};
-  a.in = in.raw_data();
-  a.out = out.raw_data();
+  a.in = HostData(in);
+  a.out = HostData(out);
   const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
                                      CheckCount(a.fp, out, "out", in.numel() * size_)});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::AllToAll(const Tensor& in, Tensor& out) {
+  if (OnDevice(in) || OnDevice(out)) {
+    return DeviceCollective({CollectiveOp::kAllToAll, in.dtype(), in.numel()}, in, out);
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllToAll, in.dtype(), in.numel() / size_};
-  a.in = in.raw_data();
-  a.out = out.raw_data();
+  a.in = HostData(in);
+  a.out = HostData(out);
   absl::Status divisible =
       in.numel() % size_ == 0
           ? absl::OkStatus()
@@ -411,10 +459,13 @@ std::shared_ptr<Work> Communicator::AllToAll(const Tensor& in, Tensor& out) {
 std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
                                               absl::Span<const int64_t> send_counts, Tensor& out,
                                               absl::Span<const int64_t> recv_counts) {
+  if (OnDevice(in) || OnDevice(out)) {
+    return DeviceCollective({CollectiveOp::kAllToAllV, in.dtype(), in.numel()}, in, out);
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllToAllV, in.dtype(), in.numel()};
-  a.in = in.raw_data();
-  a.out = out.raw_data();
+  a.in = HostData(in);
+  a.out = HostData(out);
   a.send_counts.assign(send_counts.begin(), send_counts.end());
   a.recv_counts.assign(recv_counts.begin(), recv_counts.end());
   absl::Status counts = absl::OkStatus();
@@ -434,10 +485,15 @@ std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
 }
 
 std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
+  if (OnDevice(buffer) || OnDevice(buffer)) {
+    return DeviceCollective(
+        {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root}, buffer,
+        buffer);
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root};
-  a.in = buffer.raw_data();
-  a.out = buffer.raw_data();
+  a.in = HostData(buffer);
+  a.out = HostData(buffer);
   const absl::Status v =
       FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, root, size_, rank_)});
   return Enqueue(std::move(a), v);
@@ -446,7 +502,7 @@ std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
 std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag) {
   CollectiveArgs a;
   a.fp = {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
-  a.in = buffer.raw_data();
+  a.in = HostData(buffer);
   a.tag = tag;
   const absl::Status v =
       FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, peer, size_, rank_)});
@@ -456,7 +512,7 @@ std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag
 std::shared_ptr<Work> Communicator::Recv(Tensor& buffer, int peer, int tag) {
   CollectiveArgs a;
   a.fp = {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
-  a.out = buffer.raw_data();
+  a.out = HostData(buffer);
   a.tag = tag;
   const absl::Status v =
       FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, peer, size_, rank_)});

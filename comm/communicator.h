@@ -84,6 +84,9 @@ class Communicator {
   // communicator is destroyed (the memory is unmapped with it).
   runtime::Allocator* shared_allocator() { return backend_->shared_allocator(); }
 
+  // Host tensors. Device tensors (a CUDA model's) only on a group of one rank, where every
+  // collective's result is its input: a device copy, in order with the group's other calls; on
+  // larger groups they fail (InvalidArgument) until a device communicator (NCCL) exists.
   std::shared_ptr<Work> AllReduce(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> ReduceScatter(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> AllGather(const runtime::Tensor& in, runtime::Tensor& out);
@@ -120,6 +123,9 @@ class Communicator {
   };
 
   std::shared_ptr<Work> Enqueue(CollectiveArgs args, absl::Status validation);
+  // A collective whose `in` or `out` is on a device (see AllReduce).
+  std::shared_ptr<Work> DeviceCollective(const Fingerprint& fp, const runtime::Tensor& in,
+                                         runtime::Tensor& out);
   std::shared_ptr<Work> EnqueueTask(Task task, int64_t bytes = -1);
   void RunInline(Task& task, const absl::Status& poisoned);
   void ProgressLoop();

@@ -189,6 +189,56 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
 
 }  // namespace
 
+namespace {
+
+// Tensors made without a named allocator go to `device` (nullptr: as before) while it lives.
+class OnDevice {
+ public:
+  explicit OnDevice(runtime::Allocator* device) {
+    if (device != nullptr) scope_.emplace(device);
+  }
+
+ private:
+  std::optional<runtime::AllocatorScope> scope_;
+};
+
+// Device tensors among `tensors` replaced by host copies (checkpoints and exports are written
+// from the host).
+void CopyToHost(std::vector<io::NamedTensor>& tensors) {
+  for (io::NamedTensor& t : tensors) {
+    if (t.tensor.device() != runtime::Device::kCpu) {
+      t.tensor = t.tensor.Clone(&runtime::Allocator::Default());
+    }
+  }
+}
+
+// Training on a device (TrainOptions::device): what its path runs today.
+absl::Status ValidateDeviceOptions(const TrainOptions& o) {
+  const int64_t ranks = int64_t{o.dp} * o.tp * o.pp * o.ep;
+  if (ranks > 1) {
+    return absl::UnimplementedError(
+        absl::StrCat("--device cuda runs one rank for now (got --dp ", o.dp, " --tp ", o.tp,
+                     " --pp ", o.pp, " --ep ", o.ep,
+                     "): ranks exchange device tensors only once the NCCL communicator "
+                     "lands (docs/gpu.md); run one rank, or train on the CPU"));
+  }
+  if (o.optimizer != "adamw") {
+    return absl::UnimplementedError(absl::StrCat(
+        "--device cuda updates with AdamW for now (its kernel has a CUDA twin); --optimizer ",
+        o.optimizer, " runs on the CPU"));
+  }
+  absl::StatusOr<GptConfig> config = ModelConfig(o);
+  if (config.ok() && (config->is_moe() || config->mlp != GptConfig::Mlp::kGelu ||
+                      config->norm != GptConfig::Norm::kLayerNorm)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--device cuda trains the dense GPT-2 models (LayerNorm, GELU) for now; ", o.preset,
+        " needs RMSNorm, SwiGLU or experts, which have no CUDA kernels yet (docs/gpu.md)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (o.steps < 0) return bad("--steps must be >= 0, got ", o.steps);
@@ -255,6 +305,7 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
       }
     }
   }
+  if (o.device != nullptr) LOOM_RETURN_IF_ERROR(ValidateDeviceOptions(o));
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
   if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");
@@ -442,6 +493,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
            .reduce_dtype = PrecisionDType(options.grad_reduce_dtype),
            .overlap = options.overlap_grad_reduce,
            .overlap_param_gather = options.overlap_param_gather,
+           .allocator = options.device,
            .replicas = t->replica_group_.get(),
            .replica_reduce_dtype = PrecisionDType(options.hsdp_reduce_dtype),
            .tp = context.tp,
@@ -453,6 +505,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   if (options.resume) {
     LOOM_ASSIGN_OR_RETURN(std::vector<io::NamedTensor> mine,
                           t->ShardOptimizerState(optimizer_state));
+    if (options.device != nullptr) {
+      for (io::NamedTensor& state : mine) state.tensor = state.tensor.Clone(options.device);
+    }
     LOOM_RETURN_IF_ERROR(t->optimizer_->LoadState(mine, t->resumed_step_));
   }
   return t;
@@ -505,7 +560,11 @@ absl::StatusOr<StepMetrics> Trainer::SkipNonFiniteStep(
 
 absl::StatusOr<StepMetrics> Trainer::Step() {
   const auto start = std::chrono::steady_clock::now();
-  const data::Batch batch = sampler_->Next();
+  data::Batch batch = sampler_->Next();
+  if (options_.device != nullptr) {
+    batch.inputs = batch.inputs.Clone(options_.device);
+    batch.targets = batch.targets.Clone(options_.device);
+  }
   dp_->ZeroGrad();
   model_->ResetTpStats();
   model_->ResetMoeExchangeWait();
@@ -594,6 +653,7 @@ absl::StatusOr<float> Trainer::RunMicroBatches(const data::Batch& batch, float l
     std::vector<std::function<void()>> lanes;
     for (int64_t h = 0; h < halves; ++h) {
       lanes.push_back([&, h, lo = (i * halves + h) * part] {
+        const OnDevice activations(options_.device);  // lanes may run on helper threads
         parallel::Stash stash = settings.EmptyLike();
         part_loss[h] = model_->ForwardLoss(stash, batch.inputs.Slice(lo, lo + part),
                                            batch.targets.Slice(lo, lo + part));
@@ -704,6 +764,7 @@ absl::Status Trainer::WriteWhole(bool optimizer_state, const WholeWriter& write)
 
 absl::StatusOr<std::vector<io::NamedTensor>> Trainer::WholeWeights() {
   LOOM_ASSIGN_OR_RETURN(std::vector<io::NamedTensor> weights, GptParameterTensors(*model_));
+  CopyToHost(weights);
   if (context_.pp == nullptr) return weights;
   LOOM_ASSIGN_OR_RETURN(
       weights, UnionOnRankZero(std::move(weights), *context_.pp, runtime::MemoryTag::kParam));
@@ -725,6 +786,7 @@ absl::StatusOr<std::vector<io::NamedTensor>> Trainer::GatherOptimizerState() {
   LOOM_ASSIGN_OR_RETURN(
       std::vector<io::NamedTensor> state,
       dp_->GatherOptimizerState(optimizer_->State(), optimizer_->StateSuffixes()));
+  CopyToHost(state);
   // Each tensor is the flat state of this rank's shard of a parameter: gathered whole, flat.
   for (io::NamedTensor& t : state) {
     const parallel::Parameter* p = StateOwner(t.name);
@@ -887,6 +949,11 @@ absl::StatusOr<double> Trainer::Evaluate(const data::TokenDataset& dataset, int6
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
     LOOM_ASSIGN_OR_RETURN(data::Batch b, data::EvalBatch(dataset, options_.batch, seq_len_, i));
+    if (options_.device != nullptr) {
+      b.inputs = b.inputs.Clone(options_.device);
+      b.targets = b.targets.Clone(options_.device);
+    }
+    const OnDevice activations(options_.device);
     parallel::Stash stash;
     total += model_->ForwardLoss(stash, b.inputs, b.targets);
   }

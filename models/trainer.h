@@ -126,6 +126,10 @@ struct TrainOptions {
   int keep_checkpoints = 3;  // committed checkpoints kept in save_dir (the newest; 0: all)
   bool resume = false;       // continue from the newest checkpoint in save_dir
   std::string init_from;     // safetensors weights to start from (instead of random init)
+  // Where the model, its gradients, activations and optimizer state live: nullptr for the host,
+  // else a device's allocator (cuda::DeviceAllocator(); train_gpt's --device cuda). One rank and a
+  // dense model (LayerNorm, GELU) for now: ValidateTrainOptions refuses the rest. Not owned.
+  runtime::Allocator* device = nullptr;
 };
 
 struct StepMetrics {

@@ -15,17 +15,26 @@ using runtime::Tensor;
 
 namespace {
 
-Tensor StateLike(const Tensor& param) {
-  return Tensor::Zeros({param.numel()}, DType::kF32, MemoryTag::kOptimizer);
+// Where state for `t` lives: beside it, on its device, or on the host (never in a communicator's
+// arena, where a parameter may lie).
+runtime::Allocator* Beside(const Tensor& t) {
+  return t.device() == runtime::Device::kCpu ? &runtime::Allocator::Default()
+                                             : t.storage()->allocator();
 }
 
-// Copies of the state tensors whose names end in `suffix`, keyed by the parameter name before it.
+Tensor StateLike(const Tensor& param) {
+  return Tensor::Zeros({param.numel()}, DType::kF32, MemoryTag::kOptimizer, Beside(param));
+}
+
+// Copies of the state tensors whose names end in `suffix` (where they are), keyed by the parameter
+// name before it.
 std::map<std::string, Tensor> StateWithSuffix(const std::vector<NamedTensor>& state,
                                               absl::string_view suffix) {
   std::map<std::string, Tensor> out;
   for (const NamedTensor& s : state) {
     absl::string_view name = s.name;
-    if (absl::ConsumeSuffix(&name, suffix)) out[std::string(name)] = s.tensor.Clone();
+    if (absl::ConsumeSuffix(&name, suffix))
+      out[std::string(name)] = s.tensor.Clone(Beside(s.tensor));
   }
   return out;
 }

@@ -36,6 +36,8 @@ std::pair<int64_t, int64_t> Intersect(int64_t lo, int64_t hi, int64_t a, int64_t
   return h > l ? std::make_pair(l, h) : std::make_pair(l, l);
 }
 
+runtime::Allocator& Host() { return runtime::Allocator::Default(); }
+
 }  // namespace
 
 DataParallel::DataParallel(comm::Communicator& group, Options options)
@@ -208,10 +210,8 @@ void DataParallel::AllocateStorage() {
         if (hi == lo) continue;
         Tensor f32 = Flat(hi - lo, MemoryTag::kWorkspace);
         b.params[i]->InitialValues(lo - off, f32);
-        runtime::ConvertBuffer(f32.raw_data(), runtime::DType::kF32,
-                               static_cast<char*>(b.low.raw_data()) +
-                                   (lo - base) * runtime::DTypeSize(options_.param_dtype),
-                               options_.param_dtype, hi - lo);
+        Tensor low = b.low.Slice(lo - base, hi - base);
+        runtime::kernels::Convert(f32, low);
       }
     }
     if (values_persistent()) {
@@ -420,8 +420,7 @@ void DataParallel::LaunchReduce(int bucket) {
   if (wire != runtime::DType::kF32) {
     b.wire = options_.zero_stage == 0 ? SharedScratch(b.grad.numel(), MemoryTag::kComm, wire)
                                       : Scratch(b.grad.numel(), MemoryTag::kComm, wire);
-    runtime::ConvertBuffer(b.grad.raw_data(), runtime::DType::kF32, b.wire.raw_data(), wire,
-                           b.grad.numel());
+    runtime::kernels::Convert(b.grad, b.wire);
     send = &b.wire;
     if (options_.zero_stage >= 2) {  // the bucket is final: its f32 gradient is not needed
       for (Parameter* p : b.params) p->BindGrad(Tensor());
@@ -458,8 +457,7 @@ void DataParallel::CompleteReduce(Bucket& b) {
       if (add) b.reduce_out = Scratch(b.shard, MemoryTag::kGrad);
       into = add ? &b.reduce_out : &b.grad_shard;
     }
-    runtime::ConvertBuffer(back.raw_data(), options_.reduce_dtype, into->raw_data(),
-                           runtime::DType::kF32, back.numel());
+    runtime::kernels::Convert(back, *into);
     b.wire = Tensor();
     b.wire_out = Tensor();
   }
@@ -478,8 +476,7 @@ void DataParallel::StartReplicate(Bucket& b) {
   Tensor* send = &b.grad_shard;
   if (wire != runtime::DType::kF32) {
     b.replica_wire = Scratch(b.shard, MemoryTag::kComm, wire);
-    runtime::ConvertBuffer(b.grad_shard.raw_data(), runtime::DType::kF32, b.replica_wire.raw_data(),
-                           wire, b.shard);
+    runtime::kernels::Convert(b.grad_shard, b.replica_wire);
     send = &b.replica_wire;
   }
   b.replicate = options_.replicas->AllReduce(*send, *send, comm::ReduceOp::kAvg);
@@ -488,8 +485,7 @@ void DataParallel::StartReplicate(Bucket& b) {
 void DataParallel::CompleteReplicate(Bucket& b) {
   b.replicate = nullptr;
   if (!b.replica_wire.defined()) return;
-  runtime::ConvertBuffer(b.replica_wire.raw_data(), options_.replica_reduce_dtype,
-                         b.grad_shard.raw_data(), runtime::DType::kF32, b.shard);
+  runtime::kernels::Convert(b.replica_wire, b.grad_shard);
   b.replica_wire = Tensor();
 }
 
@@ -551,9 +547,10 @@ absl::Status DataParallel::WaitForReductions() {
 absl::StatusOr<double> DataParallel::SumOverRanks(double local, comm::Communicator& group) const {
   // Each rank's value travels bit for bit (a double in an i64) and every rank adds them in rank
   // order, so all ranks get the same sum.
-  Tensor mine = Tensor::Empty({1}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
+  // Host scalars, wherever the model lives.
+  Tensor mine = Tensor::Empty({1}, runtime::DType::kI64, MemoryTag::kComm, &Host());
   std::memcpy(mine.data<int64_t>(), &local, sizeof(double));
-  Tensor all = Tensor::Empty({group.size()}, runtime::DType::kI64, MemoryTag::kComm, allocator_);
+  Tensor all = Tensor::Empty({group.size()}, runtime::DType::kI64, MemoryTag::kComm, &Host());
   LOOM_RETURN_IF_ERROR(group.AllGather(mine, all)->Wait());
   double total = 0.0;
   for (int r = 0; r < group.size(); ++r) {
@@ -605,7 +602,7 @@ absl::StatusOr<bool> DataParallel::GradientsFinite() {
 }
 
 absl::StatusOr<int32_t> DataParallel::MinOverRanks(int32_t local, bool include_pp) const {
-  Tensor value = Tensor::FromVector<int32_t>({1}, {local}, MemoryTag::kComm, allocator_);
+  Tensor value = Tensor::FromVector<int32_t>({1}, {local}, MemoryTag::kComm, &Host());
   LOOM_RETURN_IF_ERROR(group_.AllReduce(value, value, comm::ReduceOp::kMin)->Wait());
   for (comm::Communicator* g : ModelParallelGroups()) {
     if (g == options_.pp && !include_pp) continue;
@@ -645,10 +642,7 @@ absl::Status DataParallel::FinishOptimizerStep() {
   if (stage == 0 || stage == 3) {
     // Every rank updated all it holds: only the working copy needs refreshing.
     for (Bucket& b : buckets_) {
-      if (mixed()) {
-        runtime::ConvertBuffer(b.master.raw_data(), runtime::DType::kF32, b.low.raw_data(), work,
-                               b.master.numel());
-      }
+      if (mixed()) runtime::kernels::Convert(b.master, b.low);
     }
     return absl::OkStatus();
   }
@@ -661,8 +655,8 @@ absl::Status DataParallel::FinishOptimizerStep() {
   const int64_t rank = group_.rank();
   for (Bucket& b : buckets_) {
     b.gather_in = Scratch(b.shard, MemoryTag::kComm, work);
-    const float* updated = b.master.data<float>() + (master_full() ? rank * b.shard : 0);
-    runtime::ConvertBuffer(updated, runtime::DType::kF32, b.gather_in.raw_data(), work, b.shard);
+    const int64_t first = master_full() ? rank * b.shard : 0;
+    runtime::kernels::Convert(b.master.Slice(first, first + b.shard), b.gather_in);
   }
   updates_due_ = true;
   return options_.overlap_param_gather ? absl::OkStatus() : WaitForParameters();
@@ -719,8 +713,7 @@ void DataParallel::Materialize(Bucket& b) {
   }
   if (mixed()) {
     b.value = Scratch(source.numel(), MemoryTag::kWorkspace);
-    runtime::ConvertBuffer(source.raw_data(), options_.param_dtype, b.value.raw_data(),
-                           runtime::DType::kF32, source.numel());
+    runtime::kernels::Convert(source, b.value);
   } else {
     b.value = std::move(source);
   }

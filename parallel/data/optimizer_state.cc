@@ -1,7 +1,5 @@
 // DataParallel's checkpoint side: optimizer state in one layout-independent format (every
 // parameter's state whole), gathered from and cut back to this rank's ZeRO shards.
-#include <cstring>
-
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "parallel/data/data_parallel.h"
@@ -11,6 +9,15 @@ namespace loom::parallel {
 
 using runtime::MemoryTag;
 using runtime::Tensor;
+
+namespace {
+
+Tensor HostFlat(int64_t numel) {
+  return Tensor::Zeros({numel}, runtime::DType::kF32, MemoryTag::kComm,
+                       &runtime::Allocator::Default());
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::GatherOptimizerState(
     const std::vector<optim::NamedTensor>& local, const std::vector<std::string>& suffixes) {
@@ -41,17 +48,19 @@ absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::GatherOptimizerSta
   const int64_t mine = group_.rank();
   std::vector<optim::NamedTensor> whole;
   for (const std::string& suffix : suffixes) {
-    // This rank's pieces into per-bucket shards, then all-gathered into whole buckets.
+    // This rank's pieces (host or device) into per-bucket shards on the host, then all-gathered
+    // into whole buckets: a checkpoint's state goes to a file.
     std::vector<Tensor> shards, full;
-    for (const Bucket& b : buckets_) shards.push_back(Flat(b.shard, MemoryTag::kComm));
+    for (const Bucket& b : buckets_) shards.push_back(HostFlat(b.shard));
     for (const SlotRange& r : slot_ranges_) {
-      const Tensor& piece = *by_name.at(r.param->name() + suffix);
-      std::memcpy(shards[r.bucket].data<float>() + (r.lo - mine * buckets_[r.bucket].shard),
-                  piece.data<float>(), (r.hi - r.lo) * sizeof(float));
+      const int64_t at = r.lo - mine * buckets_[r.bucket].shard;
+      shards[r.bucket]
+          .Slice(at, at + (r.hi - r.lo))
+          .CopyFrom(*by_name.at(r.param->name() + suffix));
     }
     std::vector<std::shared_ptr<comm::Work>> works;
     for (size_t i = 0; i < buckets_.size(); ++i) {
-      full.push_back(Flat(buckets_[i].shard * group_.size(), MemoryTag::kComm));
+      full.push_back(HostFlat(buckets_[i].shard * group_.size()));
       works.push_back(group_.AllGather(shards[i], full.back()));
     }
     absl::Status status;  // every gather is waited for before the buffers go
