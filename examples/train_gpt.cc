@@ -36,6 +36,7 @@
 #include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
 #include "runtime/base/stop_signal.h"
+#include "runtime/device_open.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/parallel.h"
@@ -171,7 +172,12 @@ ABSL_FLAG(bool, eval, false,
           "evaluate instead of training: mean loss of the first --eval_batches batches of --data "
           "(default: a held-out stream of the embedded task, seed + 1)");
 ABSL_FLAG(int64_t, eval_batches, 8, "batches of B x T + 1 consecutive tokens for --eval");
-ABSL_FLAG(double, peak_gflops, 0.0, "peak GFLOP/s for MFU; 0: measure an sgemm at start-up");
+ABSL_FLAG(double, peak_gflops, 0.0,
+          "peak GFLOP/s for MFU; 0: measure an sgemm at start-up (--device cuda: the GPU's dense "
+          "bf16 peak from loom's table)");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the model, gradients, activations and optimizer state live: cpu, or cuda (one "
+          "rank, dense GPT-2 presets, AdamW for now; docs/gpu.md)");
 
 namespace loom {
 namespace {
@@ -317,10 +323,15 @@ struct RankReport {
   int stop_signal = 0;
 };
 
-absl::StatusOr<std::vector<RankReport>> GatherReports(comm::Communicator& world, double busy_ms) {
+// Where the training state's memory is counted: the device's allocator, or the host's.
+const runtime::Allocator& StateMemory(const TrainOptions& o) {
+  return o.device != nullptr ? *o.device : runtime::Allocator::Default();
+}
+
+absl::StatusOr<std::vector<RankReport>> GatherReports(comm::Communicator& world,
+                                                      const runtime::Allocator& a, double busy_ms) {
   using runtime::Tensor;
   constexpr int kWords = runtime::kNumMemoryTags + 2;
-  const runtime::Allocator& a = runtime::Allocator::Default();
   std::vector<int64_t> mine;
   for (int t = 0; t < runtime::kNumMemoryTags; ++t) {
     mine.push_back(a.Stats(static_cast<runtime::MemoryTag>(t)).peak_bytes);
@@ -394,10 +405,10 @@ absl::Status RunEval(Trainer& trainer, MetricsWriter& metrics) {
 }
 
 // One line per rank: "rank 1 memory now: param 1.50 MiB (peak 1.50 MiB), grad ...", in rank order.
-absl::Status PrintMemoryPerRank(comm::Communicator& world) {
+absl::Status PrintMemoryPerRank(comm::Communicator& world, const runtime::Allocator& a) {
   for (int r = 0; r < world.size(); ++r) {
     if (r == world.rank()) {
-      std::printf("rank %d memory now: %s\n", r, runtime::Allocator::Default().Summary().c_str());
+      std::printf("rank %d memory now: %s\n", r, a.Summary().c_str());
       std::fflush(stdout);
     }
     LOOM_RETURN_IF_ERROR(world.Barrier()->Wait());
@@ -473,7 +484,8 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
             .count() -
         m.exposed_reduce_ms - m.exposed_gather_ms - m.exposed_tp_ms - m.exposed_a2a_ms;
-    LOOM_ASSIGN_OR_RETURN(const std::vector<RankReport> reports, GatherReports(world, busy_ms));
+    LOOM_ASSIGN_OR_RETURN(const std::vector<RankReport> reports,
+                          GatherReports(world, StateMemory(o), busy_ms));
     const Straggler straggler = SlowestRank(reports);
     const double mfu = m.gflops / (peak_gflops * world.size());
     if (leader && mfu > 1.0 && !warned_mfu) {
@@ -545,7 +557,8 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
         parallel::pipeline::WriteChromeTrace(trainer.pipeline_trace(), world, trace));
     if (leader) std::printf("wrote the last step's pipeline timeline to %s\n", trace.c_str());
   }
-  LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world));  // the training state, before any export
+  // The training state, before any export.
+  LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world, StateMemory(o)));
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
     LOOM_RETURN_IF_ERROR(trainer.ExportWeights(export_path));
@@ -579,6 +592,9 @@ absl::StatusOr<std::unique_ptr<comm::Communicator>> MakeWorld(int world_size) {
 
 absl::Status Main() {
   LOOM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags());
+  LOOM_ASSIGN_OR_RETURN(const runtime::OpenedDevice device,
+                        runtime::OpenDevice(absl::GetFlag(FLAGS_device)));
+  options.device = device.allocator;
   // Everything that can be checked without the other ranks is, before the first collective, so a
   // bad setting fails on every rank with the same message.
   const int world_size = comm::LaunchedWorldSize();
@@ -628,11 +644,12 @@ absl::Status Main() {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                         Trainer::Create(options, parallel::ParallelContext::FromMesh(*mesh)));
   if (leader) {
-    std::printf("model %s, %lld parameters | data %s | B %lld, T %lld | threads %d\n",
+    std::printf("model %s, %lld parameters | data %s | B %lld, T %lld | threads %d%s\n",
                 trainer->model().config().ToString().c_str(),
                 static_cast<long long>(trainer->model().NumParameters()),
                 trainer->dataset().description().c_str(), static_cast<long long>(options.batch),
-                static_cast<long long>(trainer->seq_len()), runtime::NumThreads());
+                static_cast<long long>(trainer->seq_len()), runtime::NumThreads(),
+                device.allocator != nullptr ? (" | device " + device.description).c_str() : "");
     const std::string hsdp =
         options.hsdp_shard > 0 ? absl::StrCat(" | hsdp: shards of ", options.hsdp_shard, " ranks, ",
                                               options.dp / options.hsdp_shard, " replicas, ",
@@ -655,7 +672,20 @@ absl::Status Main() {
     return RunEval(*trainer, metrics);
   }
   double peak = absl::GetFlag(FLAGS_peak_gflops);
-  if (peak == 0.0) {
+  if (peak == 0.0 && device.allocator != nullptr) {
+    if (device.peak_bf16_gflops == 0.0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the dense bf16 peak of ", device.description,
+                       " is not in loom's table (runtime/device_peaks.cc): pass --peak_gflops"));
+    }
+    peak = device.peak_bf16_gflops;
+    if (leader) {
+      std::printf(
+          "peak %.1f GFLOP/s (dense bf16 of %s, from the data sheet; --peak_gflops sets "
+          "it)\n",
+          peak, device.description.c_str());
+    }
+  } else if (peak == 0.0) {
     LOOM_ASSIGN_OR_RETURN(peak, JobPeakGflops(*world));
     if (leader) {
       std::printf(

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue #14, docs/gpu.md): on a machine with an NVIDIA GPU, builds loom in
 # Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
-# test, writing one report with the date, the GPU and each test's output. Today that is the CUDA
-# kernels against their CPU twins; NCCL, coll_bench and gpt2-124m training join the script as
-# issue #14 builds them. Exits non-zero if there is no GPU or a check fails (the report says which).
+# test (the CUDA kernels against their CPU twins, a small GPT against the CPU) and 20 steps of
+# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory), writing one report with the
+# date, the GPU and each part's output. NCCL and coll_bench join the script as issue #14 builds
+# them. Exits non-zero if there is no GPU or a check fails (the report says which).
 #
 #   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
 #                                            # $OUT when set, as on the device machine)
@@ -54,6 +55,22 @@ ctest --test-dir "$build" -L gpu --output-on-failure -V > "$out/ctest_gpu.log" 2
   echo "## gpu-labelled tests ($([ $status = 0 ] && echo passed || echo FAILED))"
   echo '```'
   grep -E "CUDA device:|\[ +(OK|FAILED|SKIPPED) +\]|tests passed|tests failed" "$out/ctest_gpu.log" || true
+  echo '```'
+  echo
+} >> "$report"
+# gpt2-124m on one GPU: bf16 (f32 master weights), 8 sequences of 1024 random tokens per step.
+echo "[gpu_check] gpt2-124m training on the GPU"
+train_status=0
+timeout 300 "$build/examples/train_gpt" --device cuda --preset gpt2-124m --data random \
+  --precision bf16 --batch 8 --steps 20 --lr 3e-4 --warmup_steps 5 \
+  --metrics_out "$out/gpt2_124m.jsonl" > "$out/gpt2_124m.log" 2>&1 || train_status=$?
+[ $train_status = 0 ] || status=1
+{
+  echo "## gpt2-124m, bf16, B 8 x T 1024, 20 steps ($([ $train_status = 0 ] && echo ran || echo "FAILED, exit $train_status"))"
+  echo
+  echo "\`train_gpt --device cuda --preset gpt2-124m --data random --precision bf16 --batch 8 --steps 20\`"
+  echo '```'
+  grep -E "^model|^peak|^step +(1|5|10|15|20)/|memory now|train_gpt:" "$out/gpt2_124m.log" || tail -20 "$out/gpt2_124m.log"
   echo '```'
   echo
   echo "Took $(( $(date +%s) - start )) s."

@@ -252,12 +252,31 @@ TEST_F(TrainGptTest, BadInputsSayWhatToChange) {
       {"--data " + Path("missing.bin"), "missing.bin"},
       {"--eval --eval_batches 0", "--eval_batches must be >= 1"},
       {"extra_positional", "unexpected argument 'extra_positional'"},
+      {"--device tpu", "--device must be cpu or cuda, got 'tpu'"},
   };
   for (const Case& c : cases) {
     const Result r = Run(c.args + " --steps 1");
     EXPECT_NE(r.rc, 0) << c.args;
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.args << "\n" << r.err;
   }
+}
+
+// --device cuda trains on a GPU where there is one (the step lines, MFU against the GPU's bf16
+// peak, the device's memory), and otherwise says what is missing; what it cannot run yet is
+// refused by name before training.
+TEST_F(TrainGptTest, DeviceCudaTrainsOrSaysWhatIsMissing) {
+  const Result r = Run("--device cuda --preset tiny --steps 2 --batch 4");
+  if (r.rc == 0) {
+    EXPECT_NE(r.out.find("| device "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("dense bf16 of"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("step     2"), std::string::npos) << r.out;
+    const Result moe = Run("--device cuda --preset tiny-moe --steps 1");
+    EXPECT_NE(moe.err.find("has no CUDA kernels yet"), std::string::npos) << moe.err;
+    return;
+  }
+  EXPECT_TRUE(r.err.find("no CUDA device is visible") != std::string::npos ||
+              r.err.find("this build has no CUDA backend") != std::string::npos)
+      << r.err;
 }
 
 TEST_F(TrainGptTest, TextFileNeedsAByteVocabulary) {
