@@ -10,6 +10,7 @@
 #include "runtime/base/check.h"
 #include "runtime/base/env.h"
 #include "runtime/base/logging.h"
+#include "runtime/base/status_macros.h"
 
 namespace loom::comm {
 
@@ -132,7 +133,7 @@ Deadline Communicator::NextDeadline() const {
 }
 
 void Communicator::RecordLocked(const Task& task, const char* state) {
-  history_.push_back({task.args.seq, task.args.fp, static_cast<bool>(task.custom), state});
+  history_.push_back({task.args.seq, task.args.fp, task.custom ? task.label : nullptr, state});
   while (static_cast<int>(history_.size()) > options_.history) history_.pop_front();
 }
 
@@ -146,8 +147,8 @@ std::vector<std::string> Communicator::History() const {
   std::vector<std::string> lines;
   lines.reserve(history_.size());
   for (const HistoryEntry& e : history_) {
-    lines.push_back(
-        absl::StrCat("#", e.seq, " ", e.split ? "Split" : e.fp.ToString(), ": ", e.state));
+    lines.push_back(absl::StrCat("#", e.seq, " ", e.custom != nullptr ? e.custom : e.fp.ToString(),
+                                 ": ", e.state));
   }
   return lines;
 }
@@ -244,25 +245,40 @@ void Communicator::RunInline(Task& task, const absl::Status& poisoned) {
 }
 
 std::shared_ptr<Work> Communicator::DeviceCollective(const Fingerprint& fp, const Tensor& in,
-                                                     Tensor& out) {
-  absl::Status v = absl::OkStatus();
-  if (size_ > 1) {
-    v = Invalid(fp, absl::StrCat("device tensors (", in.DebugString(), ") on a group of ", size_,
-                                 " ranks need a device communicator (NCCL), which is not built "
-                                 "yet (docs/gpu.md)"));
-  } else if (!in.defined() || !out.defined() || in.dtype() != out.dtype() ||
-             in.numel() != out.numel()) {
-    v = Invalid(fp, absl::StrCat("one rank's result is its input: in ", in.DebugString(),
-                                 " and out ", out.DebugString(), " must match"));
-  }
-  CollectiveArgs args;
-  args.fp = fp;
-  if (!v.ok()) return Enqueue(std::move(args), std::move(v));
-  // A copy in the group's order (after the calls queued before it); nothing when in place.
+                                                     Tensor& out, const HostCall& host_call) {
   Task task;
-  task.args = std::move(args);
-  task.custom = [in, out](Deadline) mutable {
-    if (Address(in) != Address(out)) out.CopyFrom(in);
+  task.args.fp = fp;
+  const bool p2p = fp.op == CollectiveOp::kSend || fp.op == CollectiveOp::kRecv;
+  if (size_ == 1 && !p2p) {
+    if (!in.defined() || !out.defined() || in.dtype() != out.dtype() || in.numel() != out.numel()) {
+      return Enqueue(
+          std::move(task.args),
+          Invalid(fp, absl::StrCat("one rank's result is its input: in ", in.DebugString(),
+                                   " and out ", out.DebugString(), " must match")));
+    }
+    // A copy in the group's order (after the calls queued before it); nothing when in place.
+    task.label = "device copy";
+    task.custom = [in, out](Deadline) mutable {
+      if (Address(in) != Address(out)) out.CopyFrom(in);
+      return absl::OkStatus();
+    };
+    return EnqueueTask(std::move(task));
+  }
+  runtime::Allocator* host = &runtime::Allocator::Default();
+  const bool in_place = in.defined() && out.defined() && Address(in) == Address(out);
+  Tensor host_in = in.defined() ? in.Clone(host) : Tensor();
+  Tensor host_out = in_place        ? host_in
+                    : out.defined() ? Tensor::Empty(out.shape(), out.dtype(), out.tag(), host)
+                                    : Tensor();
+  std::shared_ptr<Work> staged = host_call(host_in, host_out);
+  // Refused before it was queued (bad arguments): nothing to copy back.
+  if (staged->Test() && !staged->status().ok()) return staged;
+  // Queued after the host call, so it runs once that is done: the result to the device.
+  task.label = "device staging";
+  // The host buffers live until then: the backend may read and write them until the call is done.
+  task.custom = [staged, host_in, host_out, out](Deadline) mutable {
+    LOOM_RETURN_IF_ERROR(staged->Wait());
+    if (out.defined()) out.CopyFrom(host_out);
     return absl::OkStatus();
   };
   return EnqueueTask(std::move(task));
@@ -335,7 +351,7 @@ void Communicator::SkipPoisoned(Task& task, const absl::Status& poisoned) {
 void Communicator::FinishTask(Task& task, absl::Status status) {
   const uint64_t seq = task.args.seq;
   if (!status.ok()) {
-    const std::string what = task.custom ? "Split" : task.args.fp.ToString();
+    const std::string what = task.custom ? task.label : task.args.fp.ToString();
     status = absl::Status(
         status.code(),
         absl::StrCat(
@@ -399,7 +415,8 @@ absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadlin
 
 std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, ReduceOp op) {
   if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllReduce, in.dtype(), in.numel(), op}, in, out);
+    return DeviceCollective({CollectiveOp::kAllReduce, in.dtype(), in.numel(), op}, in, out,
+                            [&](const Tensor& i, Tensor& o) { return AllReduce(i, o, op); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllReduce, in.dtype(), in.numel(), op};
@@ -413,7 +430,8 @@ std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, Red
 
 std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) {
   if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op}, in, out);
+    return DeviceCollective({CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op}, in, out,
+                            [&](const Tensor& i, Tensor& o) { return ReduceScatter(i, o, op); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op};
@@ -427,7 +445,8 @@ std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out,
 
 std::shared_ptr<Work> Communicator::AllGather(const Tensor& in, Tensor& out) {
   if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllGather, in.dtype(), in.numel()}, in, out);
+    return DeviceCollective({CollectiveOp::kAllGather, in.dtype(), in.numel()}, in, out,
+                            [&](const Tensor& i, Tensor& o) { return AllGather(i, o); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllGather, in.dtype(), in.numel()};
@@ -440,7 +459,8 @@ std::shared_ptr<Work> Communicator::AllGather(const Tensor& in, Tensor& out) {
 
 std::shared_ptr<Work> Communicator::AllToAll(const Tensor& in, Tensor& out) {
   if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllToAll, in.dtype(), in.numel()}, in, out);
+    return DeviceCollective({CollectiveOp::kAllToAll, in.dtype(), in.numel()}, in, out,
+                            [&](const Tensor& i, Tensor& o) { return AllToAll(i, o); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllToAll, in.dtype(), in.numel() / size_};
@@ -460,7 +480,9 @@ std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
                                               absl::Span<const int64_t> send_counts, Tensor& out,
                                               absl::Span<const int64_t> recv_counts) {
   if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllToAllV, in.dtype(), in.numel()}, in, out);
+    return DeviceCollective(
+        {CollectiveOp::kAllToAllV, in.dtype(), in.numel()}, in, out,
+        [&](const Tensor& i, Tensor& o) { return AllToAllV(i, send_counts, o, recv_counts); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllToAllV, in.dtype(), in.numel()};
@@ -488,7 +510,7 @@ std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
   if (OnDevice(buffer) || OnDevice(buffer)) {
     return DeviceCollective(
         {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root}, buffer,
-        buffer);
+        buffer, [&](const Tensor&, Tensor& b) { return Broadcast(b, root); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root};
@@ -500,6 +522,12 @@ std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
 }
 
 std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag) {
+  if (OnDevice(buffer)) {
+    Tensor none;
+    return DeviceCollective(
+        {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer}, buffer, none,
+        [&](const Tensor& b, Tensor&) { return Send(b, peer, tag); });
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
   a.in = HostData(buffer);
@@ -510,6 +538,12 @@ std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag
 }
 
 std::shared_ptr<Work> Communicator::Recv(Tensor& buffer, int peer, int tag) {
+  if (OnDevice(buffer)) {
+    const Tensor none;
+    return DeviceCollective(
+        {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer}, none, buffer,
+        [&](const Tensor&, Tensor& b) { return Recv(b, peer, tag); });
+  }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
   a.out = HostData(buffer);

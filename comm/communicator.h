@@ -84,9 +84,11 @@ class Communicator {
   // communicator is destroyed (the memory is unmapped with it).
   runtime::Allocator* shared_allocator() { return backend_->shared_allocator(); }
 
-  // Host tensors. Device tensors (a CUDA model's) only on a group of one rank, where every
-  // collective's result is its input: a device copy, in order with the group's other calls; on
-  // larger groups they fail (InvalidArgument) until a device communicator (NCCL) exists.
+  // Host or device tensors. Device tensors (a CUDA model's) are staged through the host until a
+  // device communicator (NCCL) exists: the input is copied to a host buffer when the call is made,
+  // the host collective runs in the group's order, and the Work completes once the result is
+  // copied into the device output. On a group of one rank, where every collective's result is its
+  // input, it is one device copy instead.
   std::shared_ptr<Work> AllReduce(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> ReduceScatter(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> AllGather(const runtime::Tensor& in, runtime::Tensor& out);
@@ -112,20 +114,24 @@ class Communicator {
     CollectiveArgs args;
     std::shared_ptr<Work> work;
     std::function<absl::Status(Deadline)> custom;  // Split and other non-backend calls
-    bool resumed = false;  // started by the caller-thread fast path; Run() continues it
+    bool resumed = false;         // started by the caller-thread fast path; Run() continues it
+    const char* label = "Split";  // a custom call's name in the history and in errors
   };
   // One history line, formatted only when History() is read (recording stays cheap).
   struct HistoryEntry {
     uint64_t seq;
     Fingerprint fp;
-    bool split;
+    const char* custom;  // a custom call's label; nullptr for a collective
     const char* state;
   };
 
   std::shared_ptr<Work> Enqueue(CollectiveArgs args, absl::Status validation);
-  // A collective whose `in` or `out` is on a device (see AllReduce).
+  // A collective whose `in` or `out` is on a device (see AllReduce): the one-rank copy, or
+  // `host_call` on host copies (undefined stay undefined), staged as described there.
+  using HostCall =
+      std::function<std::shared_ptr<Work>(const runtime::Tensor& in, runtime::Tensor& out)>;
   std::shared_ptr<Work> DeviceCollective(const Fingerprint& fp, const runtime::Tensor& in,
-                                         runtime::Tensor& out);
+                                         runtime::Tensor& out, const HostCall& host_call);
   std::shared_ptr<Work> EnqueueTask(Task task, int64_t bytes = -1);
   void RunInline(Task& task, const absl::Status& poisoned);
   void ProgressLoop();

@@ -176,8 +176,8 @@ ABSL_FLAG(double, peak_gflops, 0.0,
           "peak GFLOP/s for MFU; 0: measure an sgemm at start-up (--device cuda: the GPU's dense "
           "bf16 peak from loom's table)");
 ABSL_FLAG(std::string, device, "cpu",
-          "where the model, gradients, activations and optimizer state live: cpu, or cuda (one "
-          "rank, dense GPT-2 presets, AdamW for now; docs/gpu.md)");
+          "where the model, gradients, activations and optimizer state live: cpu, or cuda (the "
+          "first visible GPU; dense GPT-2 presets and AdamW for now; docs/gpu.md)");
 
 namespace loom {
 namespace {

@@ -73,7 +73,7 @@ float GptStages::MeanLoss() const {
 // and Stash::activation_bytes would not be what the stash adds.
 Tensor GptStages::Rows(const Tensor& t, int micro_batch) const {
   const int64_t n = t.dim(0) / micro_batches_;
-  return t.Slice(micro_batch * n, (micro_batch + 1) * n).Clone();
+  return t.Slice(micro_batch * n, (micro_batch + 1) * n).Clone(t.Beside());
 }
 
 runtime::Shape GptStages::BoundaryShape() const {

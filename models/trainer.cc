@@ -214,14 +214,6 @@ void CopyToHost(std::vector<io::NamedTensor>& tensors) {
 
 // Training on a device (TrainOptions::device): what its path runs today.
 absl::Status ValidateDeviceOptions(const TrainOptions& o) {
-  const int64_t ranks = int64_t{o.dp} * o.tp * o.pp * o.ep;
-  if (ranks > 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("--device cuda runs one rank for now (got --dp ", o.dp, " --tp ", o.tp,
-                     " --pp ", o.pp, " --ep ", o.ep,
-                     "): ranks exchange device tensors only once the NCCL communicator "
-                     "lands (docs/gpu.md); run one rank, or train on the CPU"));
-  }
   if (o.optimizer != "adamw") {
     return absl::UnimplementedError(absl::StrCat(
         "--device cuda updates with AdamW for now (its kernel has a CUDA twin); --optimizer ",
@@ -635,7 +627,10 @@ absl::StatusOr<float> Trainer::RunMicroBatches(const data::Batch& batch, float l
   if (pipeline_ != nullptr) {
     dp_->BeginPipelineStep(pipeline_->micro_batches);
     stages_->BeginStep(batch, pipeline_->micro_batches, loss_scale, settings);
-    LOOM_RETURN_IF_ERROR(executor_->RunStep());
+    {
+      const OnDevice activations(options_.device);
+      LOOM_RETURN_IF_ERROR(executor_->RunStep());
+    }
     // The last stage's loss, on every stage's rank.
     Tensor loss = Tensor::FromVector<float>({1}, {stages_->MeanLoss()}, runtime::MemoryTag::kComm);
     LOOM_RETURN_IF_ERROR(context_.pp->AllReduce(loss, loss, comm::ReduceOp::kSum)->Wait());

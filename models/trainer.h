@@ -127,8 +127,9 @@ struct TrainOptions {
   bool resume = false;       // continue from the newest checkpoint in save_dir
   std::string init_from;     // safetensors weights to start from (instead of random init)
   // Where the model, its gradients, activations and optimizer state live: nullptr for the host,
-  // else a device's allocator (cuda::DeviceAllocator(); train_gpt's --device cuda). One rank and a
-  // dense model (LayerNorm, GELU) for now: ValidateTrainOptions refuses the rest. Not owned.
+  // else a device's allocator (cuda::DeviceAllocator(); train_gpt's --device cuda). Dense models
+  // (LayerNorm, GELU) and AdamW for now: ValidateTrainOptions refuses the rest. Collectives
+  // between ranks are staged through host memory (comm::Communicator). Not owned.
   runtime::Allocator* device = nullptr;
 };
 

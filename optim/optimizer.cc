@@ -15,15 +15,8 @@ using runtime::Tensor;
 
 namespace {
 
-// Where state for `t` lives: beside it, on its device, or on the host (never in a communicator's
-// arena, where a parameter may lie).
-runtime::Allocator* Beside(const Tensor& t) {
-  return t.device() == runtime::Device::kCpu ? &runtime::Allocator::Default()
-                                             : t.storage()->allocator();
-}
-
 Tensor StateLike(const Tensor& param) {
-  return Tensor::Zeros({param.numel()}, DType::kF32, MemoryTag::kOptimizer, Beside(param));
+  return Tensor::Zeros({param.numel()}, DType::kF32, MemoryTag::kOptimizer, param.Beside());
 }
 
 // Copies of the state tensors whose names end in `suffix` (where they are), keyed by the parameter
@@ -34,7 +27,7 @@ std::map<std::string, Tensor> StateWithSuffix(const std::vector<NamedTensor>& st
   for (const NamedTensor& s : state) {
     absl::string_view name = s.name;
     if (absl::ConsumeSuffix(&name, suffix))
-      out[std::string(name)] = s.tensor.Clone(Beside(s.tensor));
+      out[std::string(name)] = s.tensor.Clone(s.tensor.Beside());
   }
   return out;
 }

@@ -151,9 +151,11 @@ void InsertShard(const Tensor& local, const ShardSpec& spec, Tensor& whole) {
 
 absl::StatusOr<Tensor> GatherShards(const Tensor& local, const Shape& global, const ShardSpec& spec,
                                     comm::Communicator& group) {
-  Tensor whole = Tensor::Empty(global, DType::kF32, MemoryTag::kWorkspace);
+  // On the host, whether `local` is a host or a device tensor: whole tensors go to files.
+  runtime::Allocator* host = &runtime::Allocator::Default();
+  Tensor whole = Tensor::Empty(global, DType::kF32, MemoryTag::kWorkspace, host);
   if (!spec.is_split()) {
-    std::memcpy(whole.data<float>(), local.data<float>(), whole.nbytes());
+    whole.CopyFrom(local.Reshape(global));
     return whole;
   }
   LOOM_CHECK(group.size() == spec.count && group.rank() == spec.index)
@@ -161,9 +163,9 @@ absl::StatusOr<Tensor> GatherShards(const Tensor& local, const Shape& global, co
       << " ranks (this one " << group.rank() << ")";
   // Rank 0 holds the largest shard; every rank sends that many elements (zero-padded).
   const int64_t most = runtime::NumElements(LocalShape(global, spec.ForIndex(0)));
-  Tensor mine = Tensor::Zeros({most}, DType::kF32, MemoryTag::kComm);
-  std::memcpy(mine.data<float>(), local.data<float>(), local.nbytes());
-  Tensor all = Tensor::Empty({most * group.size()}, DType::kF32, MemoryTag::kComm);
+  Tensor mine = Tensor::Zeros({most}, DType::kF32, MemoryTag::kComm, host);
+  mine.Slice(0, local.numel()).CopyFrom(local.Reshape({local.numel()}));
+  Tensor all = Tensor::Empty({most * group.size()}, DType::kF32, MemoryTag::kComm, host);
   LOOM_RETURN_IF_ERROR(group.AllGather(mine, all)->Wait());
   for (int r = 0; r < group.size(); ++r) {
     const ShardSpec theirs = spec.ForIndex(r);

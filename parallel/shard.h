@@ -83,7 +83,8 @@ void ExtractShard(const runtime::Tensor& whole, const ShardSpec& spec, runtime::
 void InsertShard(const runtime::Tensor& local, const ShardSpec& spec, runtime::Tensor& whole);
 
 // The whole tensor from every rank's shard: all-gathers them over `group` (whose rank r holds the
-// shard of spec.ForIndex(r); collective) and places each. Replicated: a copy of `local`.
+// shard of spec.ForIndex(r); collective) and places each. Replicated: a copy of `local`. `local`
+// may be a host or a device tensor; the whole one is on the host.
 absl::StatusOr<runtime::Tensor> GatherShards(const runtime::Tensor& local,
                                              const runtime::Shape& global, const ShardSpec& spec,
                                              comm::Communicator& group);

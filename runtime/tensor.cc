@@ -150,6 +150,11 @@ Tensor Tensor::ViewAs(DType dtype, const Shape& shape) const {
   return t;
 }
 
+Allocator* Tensor::Beside() const {
+  return device_ == Device::kCpu || storage_ == nullptr ? &Allocator::Default()
+                                                        : storage_->allocator();
+}
+
 Tensor Tensor::Clone(Allocator* allocator) const {
   Tensor t = Empty(shape_, dtype_, tag_, allocator);
   t.CopyFrom(*this);

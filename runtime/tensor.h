@@ -109,6 +109,10 @@ class Tensor {
   // A deep copy with its own storage from `allocator` (default Allocator::Current()), same tag;
   // host or device on either side.
   Tensor Clone(Allocator* allocator = nullptr) const;
+  // Where to make a tensor that belongs beside this one: its device's allocator, or the host's
+  // default for a host tensor (never a communicator's arena, where a host tensor may lie),
+  // whatever an AllocatorScope says. E.g. Clone(t.Beside()), optimizer state for a parameter.
+  Allocator* Beside() const;
   // Copies `src`'s elements into this tensor (same shape and dtype; host or device on either
   // side); synchronous.
   void CopyFrom(const Tensor& src);

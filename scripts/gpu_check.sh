@@ -2,9 +2,9 @@
 # The prepared GPU check (issue #14, docs/gpu.md): on a machine with an NVIDIA GPU, builds loom in
 # Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
 # test (the CUDA kernels against their CPU twins, a small GPT against the CPU) and 20 steps of
-# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory), writing one report with the
-# date, the GPU and each part's output. NCCL and coll_bench join the script as issue #14 builds
-# them. Exits non-zero if there is no GPU or a check fails (the report says which).
+# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory) and dp = 2 on the one GPU
+# against one rank, writing one report with the date, the GPU and each part's output. NCCL and
+# coll_bench join the script as issue #14 builds them. Exits non-zero if there is no GPU or a check fails (the report says which).
 #
 #   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
 #                                            # $OUT when set, as on the device machine)
@@ -65,6 +65,29 @@ timeout 300 "$build/examples/train_gpt" --device cuda --preset gpt2-124m --data 
   --precision bf16 --batch 8 --steps 20 --lr 3e-4 --warmup_steps 5 \
   --metrics_out "$out/gpt2_124m.jsonl" > "$out/gpt2_124m.log" 2>&1 || train_status=$?
 [ $train_status = 0 ] || status=1
+# dp = 2 on the one GPU (ranks share it; collectives staged through the host) against one rank:
+# the same global batch, so the same losses up to the order of the gradient sums.
+dp_status=0
+tiny=(--device cuda --preset tiny --steps 20 --batch 8 --seq_len 32 --lr 3e-3)
+if command -v mpirun > /dev/null; then
+  echo "[gpu_check] dp 2 on one GPU against one rank"
+  { timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl" &&
+    timeout 180 mpirun --allow-run-as-root --oversubscribe -np 2 "$build/examples/train_gpt" \
+      "${tiny[@]}" --metrics_out "$out/tiny_dp2.jsonl"; } > "$out/tiny_dp2.log" 2>&1 || dp_status=$?
+  losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
+  worst=$(paste <(losses "$out/tiny_1.jsonl") <(losses "$out/tiny_dp2.jsonl") |
+    awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.3g", m}')
+  [ $dp_status = 0 ] && awk -v w="$worst" 'BEGIN {exit !(w != "" && w <= 1e-4)}' || dp_status=1
+  {
+    echo "## dp 2 on one GPU vs one rank, tiny fp32, 20 steps ($([ $dp_status = 0 ] && echo "passed" || echo FAILED))"
+    echo
+    echo "Largest loss difference over the 20 steps: ${worst:-none} (bound 1e-4)."
+    echo
+  } >> "$report"
+else
+  echo "## dp 2 on one GPU: skipped (no mpirun on this machine)" >> "$report"
+fi
+[ $dp_status = 0 ] || status=1
 {
   echo "## gpt2-124m, bf16, B 8 x T 1024, 20 steps ($([ $train_status = 0 ] && echo ran || echo "FAILED, exit $train_status"))"
   echo

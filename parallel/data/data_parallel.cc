@@ -147,9 +147,15 @@ Tensor DataParallel::Flat(int64_t numel, MemoryTag tag, runtime::DType dtype) co
   return Tensor::Zeros({numel}, dtype, tag, allocator_);
 }
 
-Tensor DataParallel::SharedFlat(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
+// The group's shared arena (host memory) only where the training state lives on the host.
+runtime::Allocator* DataParallel::SharedOrOwn() const {
   runtime::Allocator* shared = group_.shared_allocator();
-  return Tensor::Zeros({numel}, dtype, tag, shared != nullptr ? shared : allocator_);
+  const bool on_host = allocator_->source().device == runtime::Device::kCpu;
+  return shared != nullptr && on_host ? shared : allocator_;
+}
+
+Tensor DataParallel::SharedFlat(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
+  return Tensor::Zeros({numel}, dtype, tag, SharedOrOwn());
 }
 
 Tensor DataParallel::Scratch(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
@@ -157,8 +163,7 @@ Tensor DataParallel::Scratch(int64_t numel, MemoryTag tag, runtime::DType dtype)
 }
 
 Tensor DataParallel::SharedScratch(int64_t numel, MemoryTag tag, runtime::DType dtype) const {
-  runtime::Allocator* shared = group_.shared_allocator();
-  return Tensor::Empty({numel}, dtype, tag, shared != nullptr ? shared : allocator_);
+  return Tensor::Empty({numel}, dtype, tag, SharedOrOwn());
 }
 
 void DataParallel::BindValues(Bucket& b) {

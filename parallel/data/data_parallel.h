@@ -247,10 +247,12 @@ class DataParallel : public ParameterUseHooks {
   // A zeroed flat buffer (storage that is accumulated into or only partly written).
   runtime::Tensor Flat(int64_t numel, runtime::MemoryTag tag,
                        runtime::DType dtype = runtime::DType::kF32) const;
-  // A collective's output buffer: from the group's shared arena when it has one (so the shm
-  // backend's registered all-reduce / all-gather write straight into it), else as Flat.
+  // A collective's output buffer: from the group's shared arena when it has one and the state
+  // lives on the host (so the shm backend's registered all-reduce / all-gather write straight
+  // into it), else as Flat.
   runtime::Tensor SharedFlat(int64_t numel, runtime::MemoryTag tag,
                              runtime::DType dtype = runtime::DType::kF32) const;
+  runtime::Allocator* SharedOrOwn() const;
   // As Flat / SharedFlat, not zeroed: for per-step buffers whose every element is written next
   // (a conversion's or a collective's output), so the hot path does not clear them first.
   runtime::Tensor Scratch(int64_t numel, runtime::MemoryTag tag,

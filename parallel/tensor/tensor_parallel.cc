@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -145,7 +144,7 @@ Tensor GatherMatmul(const TensorParallelOptions& tp, const Tensor& local, int64_
       Tensor out = y.Slice(r * n + b, r * n + e);
       gemm(in, out);
       if (gathered != nullptr) {
-        std::memcpy(gathered->Slice(r * n + b, r * n + e).raw_data(), in.raw_data(), in.nbytes());
+        gathered->Slice(r * n + b, r * n + e).CopyFrom(in);  // host or device
       }
     }
   }

@@ -14,11 +14,7 @@ namespace {
 // `t` rounded to bf16: the tensor itself when it is bf16, else a narrowed workspace copy.
 Tensor AsBF16(const Tensor& t) {
   if (t.dtype() == DType::kBF16) return t;
-  // On t's device (never in a communicator's arena, where a host operand may lie; never where an
-  // AllocatorScope points when t is on the host).
-  Tensor n =
-      Tensor::Empty(t.shape(), DType::kBF16, MemoryTag::kWorkspace,
-                    t.device() == Device::kCpu ? &Allocator::Default() : t.storage()->allocator());
+  Tensor n = Tensor::Empty(t.shape(), DType::kBF16, MemoryTag::kWorkspace, t.Beside());
   Convert(t, n);
   return n;
 }

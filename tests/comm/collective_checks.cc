@@ -21,10 +21,14 @@ double Value(int rank, int64_t i) { return (rank + 1) * static_cast<double>(i % 
 // The allocator of the sweep running on this thread (ranks of the local backend are threads).
 thread_local runtime::Allocator* sweep_allocator = nullptr;
 
-// A tensor of `dtype` holding f(i) (small integers: exact in every dtype).
+// A tensor of `dtype` holding f(i) (small integers: exact in every dtype), on the sweep's
+// allocator (a device's too: written on the host, then copied there).
 template <typename F>
 Tensor Make(DType dtype, int64_t n, F f) {
-  Tensor t = Tensor::Empty({n}, dtype, MemoryTag::kComm, sweep_allocator);
+  const bool device =
+      sweep_allocator != nullptr && sweep_allocator->source().device != runtime::Device::kCpu;
+  Tensor t = Tensor::Empty({n}, dtype, MemoryTag::kComm,
+                           device ? &runtime::Allocator::Default() : sweep_allocator);
   for (int64_t i = 0; i < n; ++i) {
     const double v = f(i);
     switch (dtype) {
@@ -42,7 +46,12 @@ Tensor Make(DType dtype, int64_t n, F f) {
       }
     }
   }
-  return t;
+  return device ? t.Clone(sweep_allocator) : t;
+}
+
+// `t` where the host can read it.
+Tensor OnHost(const Tensor& t) {
+  return t.device() == runtime::Device::kCpu ? t : t.Clone(&runtime::Allocator::Default());
 }
 
 double Get(const Tensor& t, int64_t i) {
@@ -59,12 +68,13 @@ double Get(const Tensor& t, int64_t i) {
 // Rounds an expected value the way the dtype stores it (avg can be fractional).
 double Stored(DType dtype, double v) {
   if (!runtime::IsFloatingPoint(dtype)) return v;
-  const Tensor t = Make(dtype, 1, [v](int64_t) { return v; });
+  const Tensor t = OnHost(Make(dtype, 1, [v](int64_t) { return v; }));
   return Get(t, 0);
 }
 
 template <typename F>
-void Expect(const Tensor& out, const std::string& what, F expected) {
+void Expect(const Tensor& result, const std::string& what, F expected) {
+  const Tensor out = OnHost(result);
   int64_t wrong = 0;
   for (int64_t i = 0; i < out.numel(); ++i) {
     const double e = expected(i);

@@ -57,8 +57,7 @@ RunResult Train(const models::TrainOptions& o, const parallel::ParallelContext& 
   EXPECT_TRUE(whole.ok()) << whole.status();
   if (!whole.ok()) return r;
   for (const runtime::io::NamedTensor& nt : *whole) {
-    const float* v = nt.tensor.data<float>();
-    r.params[nt.name].assign(v, v + nt.tensor.numel());
+    r.params[nt.name] = nt.tensor.ToF32Vector();  // host or device
   }
   return r;
 }
