@@ -44,7 +44,7 @@ void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
 void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out) {
   const ArgCheck check("SwiGLUForward", {{"gate", &gate}, {"up", &up}, {"out", &out}});
   CheckSameShapeF32(check, {&gate, &up, &out});
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().swiglu_forward)(gate, up, out);
   cpu::SwiGLUForward(gate, up, out);
 }
 
@@ -54,7 +54,7 @@ void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Te
       "SwiGLUBackward",
       {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
   CheckSameShapeF32(check, {&gate, &dout, &up, &dgate, &dup});
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().swiglu_backward)(dout, gate, up, dgate, dup);
   cpu::SwiGLUBackward(dout, gate, up, dgate, dup);
 }
 

@@ -7,8 +7,7 @@
 //   SwiGLUBackward(da, gate, up, dgate, dup);
 //
 // f32, any shape (all arguments of one call share it); backward outputs are accumulated. Host
-// memory (synchronous) or, for GELU and BiasGelu, device memory (the CUDA twins, queued on the
-// default stream). SwiGLU has no CUDA twin yet.
+// memory (synchronous) or device memory (the CUDA twins, queued on the default stream).
 #pragma once
 
 #include "runtime/tensor.h"

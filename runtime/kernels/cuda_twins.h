@@ -24,6 +24,13 @@ struct CudaTwinTable {
   void (*layer_norm_backward)(const Tensor& dout, const Tensor& x, const Tensor& w,
                               const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
                               Tensor& db) = nullptr;
+  void (*rms_norm_forward)(const Tensor& x, const Tensor& w, float eps, Tensor& out,
+                           Tensor& rstd) = nullptr;
+  void (*rms_norm_backward)(const Tensor& dout, const Tensor& x, const Tensor& w,
+                            const Tensor& rstd, Tensor& dx, Tensor& dw) = nullptr;
+  void (*swiglu_forward)(const Tensor& gate, const Tensor& up, Tensor& out) = nullptr;
+  void (*swiglu_backward)(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                          Tensor& dup) = nullptr;
   double (*sum_of_squares)(const Tensor& x) = nullptr;
   void (*add_into)(Tensor& dst, const Tensor& src) = nullptr;
   void (*scale)(Tensor& x, float factor) = nullptr;

@@ -65,7 +65,7 @@ void LayerNormBackward(const Tensor& dout, const Tensor& x, const Tensor& w, con
 void RMSNormForward(const Tensor& x, const Tensor& w, float eps, Tensor& out, Tensor& rstd) {
   const ArgCheck check("RMSNormForward", {{"x", &x}, {"w", &w}, {"out", &out}, {"rstd", &rstd}});
   CheckNormArgs(check, x, {&out}, {&w}, {&rstd});
-  check.RequireCpu();
+  if (check.OnCuda()) return check.Twin(CudaTwins().rms_norm_forward)(x, w, eps, out, rstd);
   cpu::RMSNormForward(x, w, eps, out, rstd);
 }
 
@@ -75,7 +75,9 @@ void RMSNormBackward(const Tensor& dout, const Tensor& x, const Tensor& w, const
       "RMSNormBackward",
       {{"dout", &dout}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dx", &dx}, {"dw", &dw}});
   CheckNormArgs(check, x, {&dout, &dx}, {&w, &dw}, {&rstd});
-  check.RequireCpu();
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().rms_norm_backward)(dout, x, w, rstd, dx, dw);
+  }
   cpu::RMSNormBackward(dout, x, w, rstd, dx, dw);
 }
 

@@ -6,8 +6,9 @@
 //   RMSNormBackward(dout, x, w, rstd, dx, dw);
 //
 // x may have any leading shape ([B, T, C] is read as [B·T, C]); statistics are per row. f32, host
-// memory, synchronous. Backward adds into dx, dw, db (zero them first for a plain gradient);
-// dw and db sum rows in a fixed order, so results do not depend on the thread count.
+// memory (synchronous) or device memory (the CUDA twins). Backward adds into dx, dw, db (zero them
+// first for a plain gradient); dw and db sum rows in a fixed order, so results do not depend on
+// the thread count.
 #pragma once
 
 #include "runtime/tensor.h"

@@ -1,7 +1,8 @@
 // GPT on the device: the GPT-2 variant (LayerNorm, GELU, tied embedding, vocabulary not a multiple
-// of anything) built under AllocatorScope(cuda::DeviceAllocator()), so its parameters, gradients
-// and activations live on the GPU and every op runs through its CUDA twin, against the same model
-// on the CPU. ctest label `gpu`; skips without a device.
+// of anything; and in f32 the RMSNorm + SwiGLU one) built under
+// AllocatorScope(cuda::DeviceAllocator()), so its parameters, gradients and activations live on
+// the GPU and every op runs through its CUDA twin, against the same model on the CPU. ctest label
+// `gpu`; skips without a device.
 //
 // Tolerances: the twins sum in other orders than the CPU kernels (GEMM, attention, the norms'
 // and cross-entropy's reductions), through 2 blocks: the loss within 1e-5 relative, each gradient
@@ -57,8 +58,12 @@ struct Step {
 
 // One forward and backward of a fresh model (seed 7) on 3 sequences of 31 tokens, on the CPU or
 // on the device.
-Step RunStep(DType activations, bool autocast, bool on_device) {
-  const GptConfig config = SmallGpt();
+Step RunStep(DType activations, bool autocast, bool llama, bool on_device) {
+  GptConfig config = SmallGpt();
+  if (llama) {
+    config.mlp = GptConfig::Mlp::kSwiGlu;
+    config.norm = GptConfig::Norm::kRMSNorm;
+  }
   Tensor inputs = RandomIds({3, 31}, static_cast<int32_t>(config.vocab_size), 1);
   Tensor targets = RandomIds({3, 31}, static_cast<int32_t>(config.vocab_size), 2);
   std::optional<runtime::AllocatorScope> scope;
@@ -88,7 +93,8 @@ Step RunStep(DType activations, bool autocast, bool on_device) {
 
 struct Precision {
   DType activations;
-  bool autocast;  // bf16 operands in the forward GEMMs and attention too
+  bool autocast;       // bf16 operands in the forward GEMMs and attention too
+  bool llama = false;  // RMSNorm and SwiGLU instead of LayerNorm and GELU
 };
 
 class GptOnCuda : public ::testing::TestWithParam<Precision> {
@@ -101,10 +107,10 @@ class GptOnCuda : public ::testing::TestWithParam<Precision> {
 };
 
 TEST_P(GptOnCuda, ForwardAndBackwardMatchTheCpu) {
-  const auto [activations, autocast] = GetParam();
+  const auto [activations, autocast, llama] = GetParam();
   const bool bf16 = activations == DType::kBF16;
-  const Step want = RunStep(activations, autocast, /*on_device=*/false);
-  const Step got = RunStep(activations, autocast, /*on_device=*/true);
+  const Step want = RunStep(activations, autocast, llama, /*on_device=*/false);
+  const Step got = RunStep(activations, autocast, llama, /*on_device=*/true);
   EXPECT_NEAR(got.loss, want.loss, (bf16 ? 1e-3 : 1e-5) * std::fabs(want.loss));
   const float abs = bf16 ? 2e-2f : 1e-4f, rel = bf16 ? 2e-2f : 1e-3f;
   for (const auto& [name, w] : want.grads) {
@@ -125,10 +131,12 @@ TEST_P(GptOnCuda, ForwardAndBackwardMatchTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Precisions, GptOnCuda,
                          ::testing::Values(Precision{DType::kF32, false},
                                            Precision{DType::kBF16, false},
-                                           Precision{DType::kBF16, true}),
+                                           Precision{DType::kBF16, true},
+                                           Precision{DType::kF32, false, true}),
                          [](const ::testing::TestParamInfo<Precision>& info) {
                            return std::string(runtime::DTypeName(info.param.activations)) +
-                                  (info.param.autocast ? "_autocast" : "");
+                                  (info.param.autocast ? "_autocast" : "") +
+                                  (info.param.llama ? "_rmsnorm_swiglu" : "");
                          });
 
 }  // namespace

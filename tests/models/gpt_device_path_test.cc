@@ -1,11 +1,11 @@
-// GPT's device path on the CPU: the GPT-2 variant built and trained under an AllocatorScope of an
-// emulated CUDA device (tests/runtime/emulated_device.h: memory the host code must not touch,
-// twins that run the CPU kernels on host copies). Two steps of forward, backward and AdamW must
-// give bitwise the host run's losses, gradients and parameters, in f32, bf16 and bf16 with
-// autocast; so everything the model, the stash, the loss and the optimizer do to device tensors
-// goes through the dispatching entry points and Tensor's source-aware operations (a host access
-// aborts), and the twins see the arguments the host kernels see. The CUDA kernels themselves are
-// gpt_cuda_test's (label gpu).
+// GPT's device path on the CPU: the GPT-2 variant, and the RMSNorm + SwiGLU one, built and
+// trained under an AllocatorScope of an emulated CUDA device (tests/runtime/emulated_device.h:
+// memory the host code must not touch, twins that run the CPU kernels on host copies). Two steps
+// of forward, backward and AdamW must give bitwise the host run's losses, gradients and
+// parameters, in f32, bf16 and bf16 with autocast; so everything the model, the stash, the loss
+// and the optimizer do to device tensors goes through the dispatching entry points and Tensor's
+// source-aware operations (a host access aborts), and the twins see the arguments the host kernels
+// see. The CUDA kernels themselves are gpt_cuda_test's (label gpu).
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -47,8 +47,12 @@ struct Training {
   std::vector<std::vector<float>> grads, params;  // after the last step, in Parameters() order
 };
 
-Training Train(DType activations, bool autocast, runtime::Allocator* device) {
-  const GptConfig config = SmallGpt();
+Training Train(DType activations, bool autocast, bool llama, runtime::Allocator* device) {
+  GptConfig config = SmallGpt();
+  if (llama) {
+    config.mlp = GptConfig::Mlp::kSwiGlu;
+    config.norm = GptConfig::Norm::kRMSNorm;
+  }
   std::optional<runtime::AllocatorScope> scope;
   std::vector<Tensor> inputs, targets;
   for (uint32_t step = 0; step < 2; ++step) {
@@ -89,16 +93,17 @@ Training Train(DType activations, bool autocast, runtime::Allocator* device) {
 struct Precision {
   DType activations;
   bool autocast;
+  bool llama = false;  // RMSNorm and SwiGLU instead of LayerNorm and GELU
 };
 
 class GptDevicePath : public ::testing::TestWithParam<Precision> {};
 
 TEST_P(GptDevicePath, TrainsBitwiseAsOnTheHost) {
-  const auto [activations, autocast] = GetParam();
-  const Training host = Train(activations, autocast, nullptr);
+  const auto [activations, autocast, llama] = GetParam();
+  const Training host = Train(activations, autocast, llama, nullptr);
   runtime::testing::EmulatedDevice device;
   runtime::testing::emulated::copies = 0;
-  const Training on_device = Train(activations, autocast, &device.allocator());
+  const Training on_device = Train(activations, autocast, llama, &device.allocator());
   EXPECT_GT(runtime::testing::emulated::copies, 0);  // the twins ran on device tensors
   EXPECT_EQ(on_device.losses, host.losses);
   ASSERT_EQ(on_device.params.size(), host.params.size());
@@ -111,10 +116,13 @@ TEST_P(GptDevicePath, TrainsBitwiseAsOnTheHost) {
 INSTANTIATE_TEST_SUITE_P(Precisions, GptDevicePath,
                          ::testing::Values(Precision{DType::kF32, false},
                                            Precision{DType::kBF16, false},
-                                           Precision{DType::kBF16, true}),
+                                           Precision{DType::kBF16, true},
+                                           Precision{DType::kF32, false, true},
+                                           Precision{DType::kBF16, false, true}),
                          [](const ::testing::TestParamInfo<Precision>& info) {
                            return std::string(runtime::DTypeName(info.param.activations)) +
-                                  (info.param.autocast ? "_autocast" : "");
+                                  (info.param.autocast ? "_autocast" : "") +
+                                  (info.param.llama ? "_rmsnorm_swiglu" : "");
                          });
 
 }  // namespace

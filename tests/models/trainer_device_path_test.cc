@@ -2,8 +2,8 @@
 // activations and optimizer state on an emulated CUDA device (tests/runtime/emulated_device.h)
 // against the same options on the host: bitwise the same losses, gradient norms and final
 // weights, for fp32, bf16 (with and without autocast) and fp16 (loss scaling), ZeRO stages 0-3 on
-// one rank, gradient accumulation and clipping; and what the device does not run yet (MoE and
-// RMSNorm/SwiGLU models, SGD) is refused before anything is built. Layouts of several ranks on
+// one rank, gradient accumulation and clipping; and what the device does not run yet (MoE models,
+// SGD) is refused before anything is built. Layouts of several ranks on
 // the device: tests/parallel/device_layouts_test.cc. What it cannot check is
 // the CUDA kernels (gpt_cuda_test, label gpu).
 #include <gmock/gmock.h>

@@ -139,6 +139,10 @@ class EmulatedDevice {
     t.adamw = Twin<&kernels::AdamWUpdate>::Run;
     t.layer_norm_forward = Twin<&kernels::LayerNormForward>::Run;
     t.layer_norm_backward = Twin<&kernels::LayerNormBackward>::Run;
+    t.rms_norm_forward = Twin<&kernels::RMSNormForward>::Run;
+    t.rms_norm_backward = Twin<&kernels::RMSNormBackward>::Run;
+    t.swiglu_forward = Twin<&kernels::SwiGLUForward>::Run;
+    t.swiglu_backward = Twin<&kernels::SwiGLUBackward>::Run;
     t.sum_of_squares = Twin<&kernels::SumOfSquares>::Run;
     t.add_into = Twin<&kernels::AddInto>::Run;
     t.scale = Twin<&kernels::Scale>::Run;

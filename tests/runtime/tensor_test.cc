@@ -10,6 +10,7 @@
 
 #include "runtime/kernels/activation.h"
 #include "runtime/kernels/cuda_twins.h"
+#include "runtime/kernels/moe.h"
 
 namespace loom::runtime {
 namespace {
@@ -88,8 +89,9 @@ TEST(TensorDeathTest, DeviceTensorsAreRefusedByHostCode) {
   EXPECT_DEATH(kernels::GeluForward(t, out), "x is on cuda but out is on cpu");
   Tensor dev_out = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation, &fake);
   EXPECT_DEATH(kernels::GeluForward(t, dev_out), "GeluForward: its CUDA twin is not registered");
-  EXPECT_DEATH(kernels::SwiGLUForward(t, t, dev_out),
-               "gate is on cuda but the kernel entry points run on the CPU only");
+  Tensor scores = Tensor::Empty({4, 8}, DType::kF32, MemoryTag::kActivation, &fake);
+  EXPECT_DEATH(kernels::RouterScores(t, kernels::RouterScore::kSoftmax, scores),
+               "logits is on cuda but the kernel entry points run on the CPU only");
   const Tensor host = Tensor::Empty({4}, DType::kF32, MemoryTag::kActivation);
   EXPECT_EQ(host.device(), Device::kCpu);
   EXPECT_DEATH((void)host.device_data(), "device_data\\(\\) of a host tensor");

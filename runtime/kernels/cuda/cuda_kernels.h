@@ -63,6 +63,14 @@ struct LayerNormGradArgs {
   int64_t rows = 0, cols = 0;
 };
 void LayerNormBackward(const LayerNormGradArgs& args, Stream stream);
+// RMSNorm (the CPU's RMSNormForward / RMSNormBackward; norm.cu): out = x · rstd · w, the same
+// arguments with b, mean and db unused (nullptr).
+void RMSNormForward(const LayerNormArgs& args, float eps, Stream stream);
+void RMSNormBackward(const LayerNormGradArgs& args, Stream stream);
+// out = silu(gate) · up; dgate += dout · up · silu'(gate), dup += dout · silu(gate).
+void SwiGLUForward(const float* gate, const float* up, float* out, int64_t n, Stream stream);
+void SwiGLUBackward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
+                    int64_t n, Stream stream);
 
 // Σ x² in double in the CPU's order (sum_of_squares_formula.h): each block of
 // kSumOfSquaresBlock elements summed in index order, then the block sums in order, so the result

@@ -39,6 +39,26 @@ __global__ void AdamWKernel(AdamWArgs a, AdamWStep k, int64_t n) {
   }
 }
 
+__device__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void SwiGLUForwardKernel(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    out[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+  }
+}
+
+// d silu(g)/dg = s · (1 + g · (1 - s)), as the CPU kernel.
+__global__ void SwiGLUBackwardKernel(const float* dout, const float* gate, const float* up,
+                                     float* dgate, float* dup, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    const float g = gate[i], s = Sigmoid(g);
+    dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    dup[i] += dout[i] * g * s;
+  }
+}
+
 __global__ void ScaleKernel(float* x, float factor, int64_t n) {
   for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
        i += Stride(gridDim.x, blockDim.x)) {
@@ -187,6 +207,19 @@ void Add(const float* a, const float* b, float* out, int64_t n, Stream stream) {
 void GeluForward(const float* x, float* out, int64_t n, Stream stream) {
   const Grid g = GridFor(n);
   if (g.blocks > 0) GeluForwardKernel<<<g.blocks, g.threads, 0, stream>>>(x, out, n);
+}
+
+void SwiGLUForward(const float* gate, const float* up, float* out, int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) SwiGLUForwardKernel<<<g.blocks, g.threads, 0, stream>>>(gate, up, out, n);
+}
+
+void SwiGLUBackward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
+                    int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) {
+    SwiGLUBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, gate, up, dgate, dup, n);
+  }
 }
 
 void Scale(float* x, float factor, int64_t n, Stream stream) {

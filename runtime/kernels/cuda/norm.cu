@@ -1,6 +1,7 @@
-// LayerNorm forward and backward on the device (the CPU's runtime/kernels/cpu/norm.cc): one block
-// per row for the statistics and dx (block sums in a fixed tree order, so results do not depend on
-// timing), one thread per column for dw and db, summing the rows in order as the CPU does.
+// LayerNorm and RMSNorm forward and backward on the device (the CPU's runtime/kernels/cpu/
+// norm.cc): one block per row for the statistics and dx (block sums in a fixed tree order, so
+// results do not depend on timing), one thread per column for dw (and db), summing the rows in
+// order as the CPU does.
 #include "runtime/kernels/cuda/block_reduce.cuh"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
@@ -53,18 +54,55 @@ __global__ void LayerNormBackwardInputKernel(LayerNormGradArgs a) {
   }
 }
 
-// dw[j] += Σ_r dout[r, j] · n[r, j] and db[j] += Σ_r dout[r, j], rows in order.
-__global__ void LayerNormBackwardWeightKernel(LayerNormGradArgs a) {
+// dw[j] += Σ_r dout[r, j] · n[r, j] and db[j] += Σ_r dout[r, j], rows in order (RMSNorm: no mean,
+// no db).
+__global__ void NormBackwardWeightKernel(LayerNormGradArgs a) {
   for (int64_t j = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); j < a.cols;
        j += Stride(gridDim.x, blockDim.x)) {
-    float dw = a.dw[j], db = a.db[j];
+    float dw = a.dw[j], db = a.db != nullptr ? a.db[j] : 0.0f;
     for (int64_t r = 0; r < a.rows; ++r) {
       const float d = a.dout[r * a.cols + j];
-      dw += d * ((a.x[r * a.cols + j] - a.mean[r]) * a.rstd[r]);
+      const float m = a.mean != nullptr ? a.mean[r] : 0.0f;
+      dw += d * ((a.x[r * a.cols + j] - m) * a.rstd[r]);
       db += d;
     }
     a.dw[j] = dw;
-    a.db[j] = db;
+    if (a.db != nullptr) a.db[j] = db;
+  }
+}
+
+// out = x · s · w with s = 1 / sqrt(mean(x²) + eps), saved per row.
+__global__ void RMSNormForwardKernel(LayerNormArgs a, float eps) {
+  __shared__ float shared[kBlock];
+  const float c = static_cast<float>(a.cols);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float* x = a.x + r * a.cols;
+    float squares = 0.0f;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) squares += x[j] * x[j];
+    const float s = 1.0f / sqrtf(BlockSum(squares, shared) / c + eps);
+    float* out = a.out + r * a.cols;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) out[j] = x[j] * s * a.w[j];
+    if (threadIdx.x == 0) a.rstd[r] = s;
+  }
+}
+
+// With n = x·s: dx += s · (dn - n · mean(dn · n)), dn = dout · w.
+__global__ void RMSNormBackwardInputKernel(LayerNormGradArgs a) {
+  __shared__ float shared[kBlock];
+  const float c = static_cast<float>(a.cols);
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    const float* x = a.x + r * a.cols;
+    const float* dout = a.dout + r * a.cols;
+    const float s = a.rstd[r];
+    float dnorm_norm = 0.0f;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
+      dnorm_norm += dout[j] * a.w[j] * (x[j] * s);
+    }
+    const float dnorm_norm_mean = BlockSum(dnorm_norm, shared) / c;
+    float* dx = a.dx + r * a.cols;
+    for (int64_t j = threadIdx.x; j < a.cols; j += blockDim.x) {
+      dx[j] += (dout[j] * a.w[j] - x[j] * s * dnorm_norm_mean) * s;
+    }
   }
 }
 
@@ -79,7 +117,19 @@ void LayerNormBackward(const LayerNormGradArgs& args, Stream stream) {
   if (args.rows == 0 || args.cols == 0) return;
   LayerNormBackwardInputKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args);
   const Grid g = GridFor(args.cols);
-  LayerNormBackwardWeightKernel<<<g.blocks, g.threads, 0, stream>>>(args);
+  NormBackwardWeightKernel<<<g.blocks, g.threads, 0, stream>>>(args);
+}
+
+void RMSNormForward(const LayerNormArgs& args, float eps, Stream stream) {
+  if (args.rows == 0 || args.cols == 0) return;
+  RMSNormForwardKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args, eps);
+}
+
+void RMSNormBackward(const LayerNormGradArgs& args, Stream stream) {
+  if (args.rows == 0 || args.cols == 0) return;
+  RMSNormBackwardInputKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args);
+  const Grid g = GridFor(args.cols);
+  NormBackwardWeightKernel<<<g.blocks, g.threads, 0, stream>>>(args);
 }
 
 }  // namespace loom::runtime::kernels::cuda

@@ -236,6 +236,39 @@ void RegisterKernels() {
                        .cols = x.dim(-1)},
                       nullptr);
   };
+  twins.rms_norm_forward = [](const Tensor& x, const Tensor& w, float eps, Tensor& out,
+                              Tensor& rstd) {
+    RMSNormForward({.x = In(x),
+                    .w = In(w),
+                    .b = nullptr,
+                    .out = Out(out),
+                    .mean = nullptr,
+                    .rstd = Out(rstd),
+                    .rows = cpu::AsRows(x).rows,
+                    .cols = x.dim(-1)},
+                   eps, nullptr);
+  };
+  twins.rms_norm_backward = [](const Tensor& dout, const Tensor& x, const Tensor& w,
+                               const Tensor& rstd, Tensor& dx, Tensor& dw) {
+    RMSNormBackward({.dout = In(dout),
+                     .x = In(x),
+                     .w = In(w),
+                     .mean = nullptr,
+                     .rstd = In(rstd),
+                     .dx = Out(dx),
+                     .dw = Out(dw),
+                     .db = nullptr,
+                     .rows = cpu::AsRows(x).rows,
+                     .cols = x.dim(-1)},
+                    nullptr);
+  };
+  twins.swiglu_forward = [](const Tensor& gate, const Tensor& up, Tensor& out) {
+    SwiGLUForward(In(gate), In(up), Out(out), gate.numel(), nullptr);
+  };
+  twins.swiglu_backward = [](const Tensor& dout, const Tensor& gate, const Tensor& up,
+                             Tensor& dgate, Tensor& dup) {
+    SwiGLUBackward(In(dout), In(gate), In(up), Out(dgate), Out(dup), gate.numel(), nullptr);
+  };
   twins.adamw = [](Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                    const AdamWConfig& config, int64_t step, Tensor* copy_out) {
     AdamWUpdate({.master = Out(master),

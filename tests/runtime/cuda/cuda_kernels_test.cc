@@ -239,6 +239,56 @@ TEST_F(CudaKernels, LayerNormMatchesTheCpu) {
   }
 }
 
+// RMSNorm through the entry points on device tensors against the CPU, at the LayerNorm test's
+// shapes and tolerance (block sums in another order than the CPU's lanes).
+TEST_F(CudaKernels, RMSNormMatchesTheCpu) {
+  RegisterKernels();
+  for (int64_t rows : {1, 7, 300}) {
+    for (int64_t c : {33, 768}) {
+      const Tensor x = Random(rows * c, 38, 2.0f).Reshape({rows, c});
+      const Tensor w = Random(c, 39, 1.0f), dw0 = Random(c, 40, 1.0f);
+      const Tensor dout = Random(rows * c, 41, 1.0f).Reshape({rows, c});
+      const Tensor dx0 = Random(rows * c, 42, 1.0f).Reshape({rows, c});
+      Tensor out = Tensor::Empty({rows, c}, DType::kF32, MemoryTag::kActivation);
+      Tensor rstd = Tensor::Empty({rows}, DType::kF32, MemoryTag::kActivation);
+      Tensor dx = dx0.Clone(), dw = dw0.Clone();
+      kernels::RMSNormForward(x, w, 1e-6f, out, rstd);
+      kernels::RMSNormBackward(dout, x, w, rstd, dx, dw);
+      Tensor d_x = Upload(x), d_w = Upload(w), d_out = OnDevice(rows * c).Reshape({rows, c});
+      Tensor d_rstd = OnDevice(rows), d_dx = Upload(dx0), d_dw = Upload(dw0);
+      kernels::RMSNormForward(d_x, d_w, 1e-6f, d_out, d_rstd);
+      kernels::RMSNormBackward(Upload(dout), d_x, d_w, d_rstd, d_dx, d_dw);
+      const std::string at = absl::StrCat(" rows ", rows, " c ", c);
+      ExpectClose(Download(d_out), out, "rms out" + at, 1e-5f, 1e-4f);
+      ExpectClose(Download(d_rstd), rstd, "rms rstd" + at, 1e-5f, 1e-4f);
+      ExpectClose(Download(d_dx), dx, "rms dx" + at, 1e-5f, 1e-4f);
+      ExpectClose(Download(d_dw), dw, "rms dw" + at, 1e-5f, 1e-4f);
+    }
+  }
+}
+
+// SwiGLU through the entry points on device tensors: the CPU's exp is within 2 ulp, CUDA's expf
+// within 2: the GELU tolerance.
+TEST_F(CudaKernels, SwiGLUMatchesTheCpu) {
+  RegisterKernels();
+  for (int64_t n : Sizes()) {
+    const Tensor gate = Random(n, 43, 3.0f), up = Random(n, 44, 1.0f), dout = Random(n, 45, 1.0f);
+    const Tensor dgate0 = Random(n, 46, 1.0f), dup0 = Random(n, 47, 1.0f);
+    Tensor out = Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation);
+    Tensor dgate = dgate0.Clone(), dup = dup0.Clone();
+    kernels::SwiGLUForward(gate, up, out);
+    kernels::SwiGLUBackward(dout, gate, up, dgate, dup);
+    Tensor d_gate = Upload(gate), d_up = Upload(up), d_out = OnDevice(n);
+    Tensor d_dgate = Upload(dgate0), d_dup = Upload(dup0);
+    kernels::SwiGLUForward(d_gate, d_up, d_out);
+    kernels::SwiGLUBackward(Upload(dout), d_gate, d_up, d_dgate, d_dup);
+    const std::string at = absl::StrCat(" n ", n);
+    ExpectClose(Download(d_out), out, "swiglu" + at);
+    ExpectClose(Download(d_dgate), dgate, "swiglu dgate" + at);
+    ExpectClose(Download(d_dup), dup, "swiglu dup" + at);
+  }
+}
+
 // SumOfSquares through the entry point on device tensors: the CPU's blocks and order
 // (sum_of_squares_formula.h) in double, so bitwise the CPU's result, for f32, bf16 and f16, at
 // sizes around the block and beyond a million elements.
