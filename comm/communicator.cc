@@ -51,8 +51,8 @@ absl::Status Invalid(const Fingerprint& fp, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(fp.ToString(), ": ", what));
 }
 
-// The host address of a tensor's data; nullptr for an undefined or device tensor (CheckTensor
-// reports them).
+// The host address of a tensor's data; nullptr for an undefined one (CheckTensor reports it).
+// Device tensors never get here: the collectives hand them to DeviceCollective first.
 void* HostData(const Tensor& t) {
   return t.defined() && t.device() == runtime::Device::kCpu ? t.raw_data() : nullptr;
 }

@@ -187,10 +187,6 @@ absl::Status ValidatePipelineOptions(const TrainOptions& o) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-namespace {
-
 // Tensors made without a named allocator go to `device` (nullptr: as before) while it lives.
 class OnDevice {
  public:
@@ -210,6 +206,13 @@ void CopyToHost(std::vector<io::NamedTensor>& tensors) {
       t.tensor = t.tensor.Clone(&runtime::Allocator::Default());
     }
   }
+}
+
+// The batch's tokens copied to `device` (nullptr: left on the host).
+void CopyTo(runtime::Allocator* device, data::Batch& batch) {
+  if (device == nullptr) return;
+  batch.inputs = batch.inputs.Clone(device);
+  batch.targets = batch.targets.Clone(device);
 }
 
 // Training on a device (TrainOptions::device): what its path runs today.
@@ -552,10 +555,7 @@ absl::StatusOr<StepMetrics> Trainer::SkipNonFiniteStep(
 absl::StatusOr<StepMetrics> Trainer::Step() {
   const auto start = std::chrono::steady_clock::now();
   data::Batch batch = sampler_->Next();
-  if (options_.device != nullptr) {
-    batch.inputs = batch.inputs.Clone(options_.device);
-    batch.targets = batch.targets.Clone(options_.device);
-  }
+  CopyTo(options_.device, batch);
   dp_->ZeroGrad();
   model_->ResetTpStats();
   model_->ResetMoeExchangeWait();
@@ -943,10 +943,7 @@ absl::StatusOr<double> Trainer::Evaluate(const data::TokenDataset& dataset, int6
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
     LOOM_ASSIGN_OR_RETURN(data::Batch b, data::EvalBatch(dataset, options_.batch, seq_len_, i));
-    if (options_.device != nullptr) {
-      b.inputs = b.inputs.Clone(options_.device);
-      b.targets = b.targets.Clone(options_.device);
-    }
+    CopyTo(options_.device, b);
     const OnDevice activations(options_.device);
     parallel::Stash stash;
     total += model_->ForwardLoss(stash, b.inputs, b.targets);

@@ -24,6 +24,7 @@
 #include "runtime/allocator.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/device.h"
+#include "tests/models/device_test_gpt.h"
 #include "tests/runtime/kernels/test_util.h"
 
 namespace loom::models {
@@ -37,20 +38,6 @@ using runtime::DType;
 using runtime::Tensor;
 using runtime::kernels::testing::RandomIds;
 
-GptConfig SmallGpt() {
-  GptConfig c;
-  c.name = "test";
-  c.vocab_size = 97;
-  c.context_length = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.dim = 64;
-  c.mlp = GptConfig::Mlp::kGelu;
-  c.norm = GptConfig::Norm::kLayerNorm;
-  c.init_std = 0.1f;
-  return c;
-}
-
 struct Step {
   float loss = 0.0f;
   std::map<std::string, std::vector<float>> grads;
@@ -59,11 +46,7 @@ struct Step {
 // One forward and backward of a fresh model (seed 7) on 3 sequences of 31 tokens, on the CPU or
 // on the device.
 Step RunStep(DType activations, bool autocast, bool llama, bool on_device) {
-  GptConfig config = SmallGpt();
-  if (llama) {
-    config.mlp = GptConfig::Mlp::kSwiGlu;
-    config.norm = GptConfig::Norm::kRMSNorm;
-  }
+  const GptConfig config = testing::SmallDeviceGpt(llama);
   Tensor inputs = RandomIds({3, 31}, static_cast<int32_t>(config.vocab_size), 1);
   Tensor targets = RandomIds({3, 31}, static_cast<int32_t>(config.vocab_size), 2);
   std::optional<runtime::AllocatorScope> scope;
@@ -91,13 +74,7 @@ Step RunStep(DType activations, bool autocast, bool llama, bool on_device) {
   return step;
 }
 
-struct Precision {
-  DType activations;
-  bool autocast;       // bf16 operands in the forward GEMMs and attention too
-  bool llama = false;  // RMSNorm and SwiGLU instead of LayerNorm and GELU
-};
-
-class GptOnCuda : public ::testing::TestWithParam<Precision> {
+class GptOnCuda : public ::testing::TestWithParam<testing::DevicePrecision> {
  protected:
   void SetUp() override {
     if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: the CUDA kernels are not run";
@@ -129,15 +106,11 @@ TEST_P(GptOnCuda, ForwardAndBackwardMatchTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, GptOnCuda,
-                         ::testing::Values(Precision{DType::kF32, false},
-                                           Precision{DType::kBF16, false},
-                                           Precision{DType::kBF16, true},
-                                           Precision{DType::kF32, false, true}),
-                         [](const ::testing::TestParamInfo<Precision>& info) {
-                           return std::string(runtime::DTypeName(info.param.activations)) +
-                                  (info.param.autocast ? "_autocast" : "") +
-                                  (info.param.llama ? "_rmsnorm_swiglu" : "");
-                         });
+                         ::testing::Values(testing::DevicePrecision{DType::kF32, false},
+                                           testing::DevicePrecision{DType::kBF16, false},
+                                           testing::DevicePrecision{DType::kBF16, true},
+                                           testing::DevicePrecision{DType::kF32, false, true}),
+                         testing::DevicePrecisionName);
 
 }  // namespace
 }  // namespace loom::models

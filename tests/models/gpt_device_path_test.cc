@@ -15,6 +15,7 @@
 #include "models/gpt.h"
 #include "optim/optimizer.h"
 #include "runtime/allocator.h"
+#include "tests/models/device_test_gpt.h"
 #include "tests/runtime/emulated_device.h"
 #include "tests/runtime/kernels/test_util.h"
 
@@ -28,31 +29,13 @@ using runtime::DType;
 using runtime::Tensor;
 using runtime::kernels::testing::RandomIds;
 
-GptConfig SmallGpt() {
-  GptConfig c;
-  c.name = "test";
-  c.vocab_size = 37;
-  c.context_length = 16;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.dim = 16;
-  c.mlp = GptConfig::Mlp::kGelu;
-  c.norm = GptConfig::Norm::kLayerNorm;
-  c.init_std = 0.1f;
-  return c;
-}
-
 struct Training {
   std::vector<float> losses;
   std::vector<std::vector<float>> grads, params;  // after the last step, in Parameters() order
 };
 
 Training Train(DType activations, bool autocast, bool llama, runtime::Allocator* device) {
-  GptConfig config = SmallGpt();
-  if (llama) {
-    config.mlp = GptConfig::Mlp::kSwiGlu;
-    config.norm = GptConfig::Norm::kRMSNorm;
-  }
+  const GptConfig config = testing::SmallDeviceGpt(llama);
   std::optional<runtime::AllocatorScope> scope;
   std::vector<Tensor> inputs, targets;
   for (uint32_t step = 0; step < 2; ++step) {
@@ -90,13 +73,7 @@ Training Train(DType activations, bool autocast, bool llama, runtime::Allocator*
   return run;
 }
 
-struct Precision {
-  DType activations;
-  bool autocast;
-  bool llama = false;  // RMSNorm and SwiGLU instead of LayerNorm and GELU
-};
-
-class GptDevicePath : public ::testing::TestWithParam<Precision> {};
+class GptDevicePath : public ::testing::TestWithParam<testing::DevicePrecision> {};
 
 TEST_P(GptDevicePath, TrainsBitwiseAsOnTheHost) {
   const auto [activations, autocast, llama] = GetParam();
@@ -114,16 +91,12 @@ TEST_P(GptDevicePath, TrainsBitwiseAsOnTheHost) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, GptDevicePath,
-                         ::testing::Values(Precision{DType::kF32, false},
-                                           Precision{DType::kBF16, false},
-                                           Precision{DType::kBF16, true},
-                                           Precision{DType::kF32, false, true},
-                                           Precision{DType::kBF16, false, true}),
-                         [](const ::testing::TestParamInfo<Precision>& info) {
-                           return std::string(runtime::DTypeName(info.param.activations)) +
-                                  (info.param.autocast ? "_autocast" : "") +
-                                  (info.param.llama ? "_rmsnorm_swiglu" : "");
-                         });
+                         ::testing::Values(testing::DevicePrecision{DType::kF32, false},
+                                           testing::DevicePrecision{DType::kBF16, false},
+                                           testing::DevicePrecision{DType::kBF16, true},
+                                           testing::DevicePrecision{DType::kF32, false, true},
+                                           testing::DevicePrecision{DType::kBF16, false, true}),
+                         testing::DevicePrecisionName);
 
 }  // namespace
 }  // namespace loom::models

@@ -37,6 +37,16 @@ struct Geometry {
   __device__ int64_t Qkv(int64_t b, int64_t t, int64_t part, int64_t h) const {
     return (b * T + t) * 3 * C + part * C + h * HS;
   }
+  // The work units, one per (batch, head, row): unit u is row u % T of head bh % NH of batch
+  // bh / NH, with bh = u / T (the row of probs [B, NH, T, T] is bh · T + t).
+  struct Unit {
+    int64_t bh, t, b, h;
+  };
+  __device__ int64_t Units() const { return B * NH * T; }
+  __device__ Unit UnitAt(int64_t u) const {
+    const int64_t bh = u / T;
+    return {bh, u % T, bh / NH, bh % NH};
+  }
   // Offset of head h in row t of batch b of a [B, T, C] tensor.
   __device__ int64_t Heads(int64_t b, int64_t t, int64_t h) const {
     return (b * T + t) * C + h * HS;
@@ -49,9 +59,8 @@ __global__ void ForwardKernel(AttentionArgs a, float* out, void* probs) {
   const Geometry g(a);
   float* scores = smem;
   float* red = smem + g.T;
-  const int64_t units = g.B * g.NH * g.T;
-  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const int64_t bh = u / g.T, i = u % g.T, b = bh / g.NH, h = bh % g.NH;
+  for (int64_t u = blockIdx.x; u < g.Units(); u += gridDim.x) {
+    const auto [bh, i, b, h] = g.UnitAt(u);
     const int64_t q = g.Qkv(b, i, 0, h);
     for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
       const int64_t k = g.Qkv(b, j, 1, h);
@@ -107,9 +116,8 @@ __global__ void BackwardQueryKernel(AttentionArgs a, const float* dout, const vo
   const Geometry g(a);
   float* ds = smem;
   float* red = smem + g.T;
-  const int64_t units = g.B * g.NH * g.T;
-  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const int64_t bh = u / g.T, i = u % g.T, b = bh / g.NH, h = bh % g.NH;
+  for (int64_t u = blockIdx.x; u < g.Units(); u += gridDim.x) {
+    const auto [bh, i, b, h] = g.UnitAt(u);
     const int64_t prow = (bh * g.T + i) * g.T;
     const int64_t o = g.Heads(b, i, h);
     float dot = 0.0f;
@@ -145,9 +153,8 @@ __global__ void BackwardQueryKernel(AttentionArgs a, const float* dout, const vo
 __global__ void BackwardKeyKernel(AttentionArgs a, const float* dout, const void* probs,
                                   const float* dscores, float* dqkv) {
   const Geometry g(a);
-  const int64_t units = g.B * g.NH * g.T;
-  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const int64_t bh = u / g.T, j = u % g.T, b = bh / g.NH, h = bh % g.NH;
+  for (int64_t u = blockIdx.x; u < g.Units(); u += gridDim.x) {
+    const auto [bh, j, b, h] = g.UnitAt(u);
     for (int64_t d = threadIdx.x; d < g.HS; d += blockDim.x) {
       float dv = 0.0f, dk = 0.0f;
       for (int64_t i = j; i < g.T; ++i) {
