@@ -177,7 +177,7 @@ ABSL_FLAG(double, peak_gflops, 0.0,
           "bf16 peak from loom's table)");
 ABSL_FLAG(std::string, device, "cpu",
           "where the model, gradients, activations and optimizer state live: cpu, or cuda (the "
-          "first visible GPU; dense GPT-2 presets and AdamW for now; docs/gpu.md)");
+          "first visible GPU; dense models for now; docs/gpu.md)");
 
 namespace loom {
 namespace {

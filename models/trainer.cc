@@ -217,11 +217,6 @@ void CopyTo(runtime::Allocator* device, data::Batch& batch) {
 
 // Training on a device (TrainOptions::device): what its path runs today.
 absl::Status ValidateDeviceOptions(const TrainOptions& o) {
-  if (o.optimizer != "adamw") {
-    return absl::UnimplementedError(absl::StrCat(
-        "--device cuda updates with AdamW for now (its kernel has a CUDA twin); --optimizer ",
-        o.optimizer, " runs on the CPU"));
-  }
   absl::StatusOr<GptConfig> config = ModelConfig(o);
   if (config.ok() && config->is_moe()) {
     return absl::UnimplementedError(absl::StrCat(

@@ -5,7 +5,6 @@
 #include "absl/strings/strip.h"
 #include "runtime/base/check.h"
 #include "runtime/base/status_macros.h"
-#include "runtime/parallel.h"
 
 namespace loom::optim {
 
@@ -116,18 +115,12 @@ void Sgd::Step(const std::vector<ParamSlot>& slots, float lr) {
     const bool first = it == momentum_.end();
     CheckStateExists(!first, step_, slot.name);
     if (first) it = momentum_.emplace(slot.name, StateLike(slot.param)).first;
-    float* buf = it->second.data<float>();
-    float* p = slot.param.data<float>();
-    const float* g = slot.grad.data<float>();
-    const float wd = slot.decay ? options_.weight_decay : 0.0f;
-    const float mu = options_.momentum;
-    runtime::ParallelFor(slot.param.numel(), 8192, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const float d = g[i] + wd * p[i];
-        buf[i] = first ? d : mu * buf[i] + d;
-        p[i] -= lr * buf[i];
-      }
-    });
+    Tensor param = slot.param;
+    runtime::kernels::SgdUpdate(param, slot.grad, it->second,
+                                {.lr = lr,
+                                 .momentum = options_.momentum,
+                                 .weight_decay = slot.decay ? options_.weight_decay : 0.0f,
+                                 .first = first});
   }
 }
 

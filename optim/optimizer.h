@@ -8,8 +8,7 @@
 //   std::vector<NamedTensor> state = adamw.State();   // moments, for checkpoints
 //
 // Weight decay applies only to slots with decay = true (matrices and embeddings, as GPT-2
-// training does). f32; state lives beside each parameter (host or device memory). SGD runs on the
-// host only.
+// training does). f32; state lives beside each parameter (host or device memory).
 #pragma once
 
 #include <cstdint>

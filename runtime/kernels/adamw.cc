@@ -44,4 +44,14 @@ void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
   cpu::AdamWUpdate(master, grad, m, v, config, step, copy_out);
 }
 
+void SgdUpdate(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step) {
+  ArgCheck check("SgdUpdate", {{"param", &param}, {"grad", &grad}, {"buffer", &buffer}});
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &buffer}) {
+    check.ExpectDType(*t, DType::kF32);
+    check.Expect(t->numel() == param.numel(), "every tensor needs param's element count");
+  }
+  if (check.OnCuda()) return check.Twin(CudaTwins().sgd)(param, grad, buffer, step);
+  cpu::SgdUpdate(param, grad, buffer, step);
+}
+
 }  // namespace loom::runtime::kernels

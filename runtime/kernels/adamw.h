@@ -1,5 +1,6 @@
-// The AdamW update on a flat parameter shard (decoupled weight decay, Loshchilov & Hutter), with
-// f32 master weights and an optional rounded copy for bf16/f16 compute.
+// The optimizers' updates on a flat parameter shard: AdamW (decoupled weight decay, Loshchilov &
+// Hutter), with f32 master weights and an optional rounded copy for bf16/f16 compute, and SGD with
+// momentum (SgdUpdate, below).
 //
 //   AdamWConfig cfg{.lr = 6e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
 //                   .weight_decay = 0.1f};
@@ -34,5 +35,10 @@ void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
 // The constants of step `step` for the per-element update (kernels/adamw_formula.h), which the
 // CPU kernel and its CUDA twin share.
 AdamWStep MakeAdamWStep(const AdamWConfig& config, int64_t step);
+
+// p -= lr · buffer with buffer = g + wd·p on the `first` step, else μ·buffer + g + wd·p
+// (kernels/adamw_formula.h SgdElement, as torch.optim.SGD); param, grad and buffer f32 with one
+// element count; host or device.
+void SgdUpdate(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step);
 
 }  // namespace loom::runtime::kernels

@@ -31,6 +31,7 @@ struct CudaTwinTable {
   void (*swiglu_forward)(const Tensor& gate, const Tensor& up, Tensor& out) = nullptr;
   void (*swiglu_backward)(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                           Tensor& dup) = nullptr;
+  void (*sgd)(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step) = nullptr;
   double (*sum_of_squares)(const Tensor& x) = nullptr;
   void (*add_into)(Tensor& dst, const Tensor& src) = nullptr;
   void (*scale)(Tensor& x, float factor) = nullptr;

@@ -137,6 +137,7 @@ class EmulatedDevice {
     t.gelu_forward = Twin<&kernels::GeluForward>::Run;
     t.gelu_backward = Twin<&kernels::GeluBackward>::Run;
     t.adamw = Twin<&kernels::AdamWUpdate>::Run;
+    t.sgd = Twin<&kernels::SgdUpdate>::Run;
     t.layer_norm_forward = Twin<&kernels::LayerNormForward>::Run;
     t.layer_norm_backward = Twin<&kernels::LayerNormBackward>::Run;
     t.rms_norm_forward = Twin<&kernels::RMSNormForward>::Run;

@@ -14,6 +14,10 @@ LOOM_VECTORIZED void AdamWSpan(const AdamWStep& k, float* p, const float* g, flo
   for (int64_t i = 0; i < n; ++i) AdamWElement(k, p[i], g[i], m[i], v[i]);
 }
 
+LOOM_VECTORIZED void SgdSpan(const SgdStep& k, float* p, const float* g, float* buffer, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) SgdElement(k, p[i], g[i], buffer[i]);
+}
+
 }  // namespace
 
 void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
@@ -31,6 +35,15 @@ void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                         begin * static_cast<int64_t>(DTypeSize(copy_out->dtype())),
                     copy_out->dtype(), end - begin);
     }
+  });
+}
+
+void SgdUpdate(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step) {
+  float* pp = param.data<float>();
+  const float* pg = grad.data<float>();
+  float* pb = buffer.data<float>();
+  ParallelFor(param.numel(), 8192, [&](int64_t begin, int64_t end) {
+    SgdSpan(step, pp + begin, pg + begin, pb + begin, end - begin);
   });
 }
 

@@ -75,5 +75,6 @@ double SumOfSquares(const Tensor& x);
 
 void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamWConfig& config, int64_t step, Tensor* copy_out);
+void SgdUpdate(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step);
 
 }  // namespace loom::runtime::kernels::cpu

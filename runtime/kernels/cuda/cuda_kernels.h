@@ -33,6 +33,9 @@ struct AdamWArgs {
   uint16_t* copy_bf16;
 };
 void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream);
+// SGD with momentum on n elements (the CPU kernel's SgdElement).
+void SgdUpdate(float* param, const float* grad, float* buffer, const SgdStep& step, int64_t n,
+               Stream stream);
 
 // A row-major GEMM through cuBLASLt (runtime/kernels/cuda/gemm.cc): out[m, n] = alpha · op(a) ·
 // op(b) + beta · out, a [m, k] ([k, m] with trans_a), b [k, n] ([n, k] with trans_b), both of

@@ -59,6 +59,13 @@ __global__ void SwiGLUBackwardKernel(const float* dout, const float* gate, const
   }
 }
 
+__global__ void SgdKernel(float* p, const float* g, float* buffer, SgdStep k, int64_t n) {
+  for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
+       i += Stride(gridDim.x, blockDim.x)) {
+    SgdElement(k, p[i], g[i], buffer[i]);
+  }
+}
+
 __global__ void ScaleKernel(float* x, float factor, int64_t n) {
   for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
        i += Stride(gridDim.x, blockDim.x)) {
@@ -220,6 +227,12 @@ void SwiGLUBackward(const float* dout, const float* gate, const float* up, float
   if (g.blocks > 0) {
     SwiGLUBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, gate, up, dgate, dup, n);
   }
+}
+
+void SgdUpdate(float* param, const float* grad, float* buffer, const SgdStep& step, int64_t n,
+               Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) SgdKernel<<<g.blocks, g.threads, 0, stream>>>(param, grad, buffer, step, n);
 }
 
 void Scale(float* x, float factor, int64_t n, Stream stream) {

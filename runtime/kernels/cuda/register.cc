@@ -269,6 +269,9 @@ void RegisterKernels() {
                              Tensor& dgate, Tensor& dup) {
     SwiGLUBackward(In(dout), In(gate), In(up), Out(dgate), Out(dup), gate.numel(), nullptr);
   };
+  twins.sgd = [](Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step) {
+    SgdUpdate(Out(param), In(grad), Out(buffer), step, param.numel(), nullptr);
+  };
   twins.adamw = [](Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                    const AdamWConfig& config, int64_t step, Tensor* copy_out) {
     AdamWUpdate({.master = Out(master),

@@ -171,6 +171,24 @@ TEST_F(CudaKernels, AdamWIsBitwiseTheCpuKernel) {
   EXPECT_EQ(0, std::memcmp(host_copy->raw_data(), copy.raw_data(), copy.nbytes()));
 }
 
+// SGD through the entry point on device tensors: the shared formula, so bitwise the CPU kernel, on
+// the first step (buffer = d) and a later one (momentum).
+TEST_F(CudaKernels, SgdIsBitwiseTheCpuKernel) {
+  RegisterKernels();
+  const int64_t n = kMaxBlocks * kBlock + 5;
+  Tensor p = Random(n, 48, 0.02f), buffer = Random(n, 50, 1e-3f);
+  const Tensor g = Random(n, 49, 1e-3f);
+  Tensor dp = Upload(p), dbuffer = Upload(buffer);
+  const Tensor dg = Upload(g);
+  for (bool first : {true, false}) {
+    const SgdStep step{.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f, .first = first};
+    kernels::SgdUpdate(p, g, buffer, step);
+    kernels::SgdUpdate(dp, dg, dbuffer, step);
+    ExpectClose(Download(dp), p, absl::StrCat("sgd param, first ", first), 0.0f, 0.0f);
+    ExpectClose(Download(dbuffer), buffer, absl::StrCat("sgd buffer, first ", first), 0.0f, 0.0f);
+  }
+}
+
 // Matmul through the entry point on device tensors (the cuBLASLt twin) against the CPU: every
 // transposition, odd shapes, alpha and beta, f32 and bf16 operands (f32 out). Both accumulate in
 // f32 in different orders: within 1e-4 absolute + 1e-4 relative on entries of size ~sqrt(k).
