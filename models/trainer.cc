@@ -688,7 +688,8 @@ void Trainer::InjectOverflowForTesting() {
     return;
   }
   ++injected_;
-  dp_->Slots().front().grad.data<float>()[0] = std::numeric_limits<float>::infinity();
+  const Tensor& grad = dp_->Slots().front().grad;  // host or device
+  grad.Reshape({grad.numel()}).Slice(0, 1).Fill(std::numeric_limits<float>::infinity());
 }
 
 std::vector<parallel::pipeline::TraceEvent> Trainer::pipeline_trace() const {

@@ -27,6 +27,7 @@ struct Result {
   std::vector<float> losses;
   std::vector<double> grad_norms;
   std::vector<std::vector<float>> weights;  // Parameters() order
+  int skipped = 0;                          // steps skipped (overflow, non-finite)
 };
 
 Result Train(TrainOptions o) {
@@ -40,6 +41,7 @@ Result Train(TrainOptions o) {
     if (!m.ok()) return r;
     r.losses.push_back(m->loss);
     r.grad_norms.push_back(m->grad_norm);
+    r.skipped += m->skipped ? 1 : 0;
   }
   EXPECT_TRUE((*t)->GatherParameters().ok());
   for (parallel::Parameter* p : (*t)->model().Parameters()) {
@@ -64,6 +66,7 @@ struct Case {
   int zero = 0;
   int64_t grad_accum = 1;
   std::string optimizer = "adamw";
+  int64_t inject_overflow_step = 0;  // an Inf gradient at this step: a skipped step
 };
 
 class TrainerDevicePath : public ::testing::TestWithParam<Case> {};
@@ -72,19 +75,22 @@ TEST_P(TrainerDevicePath, TrainsBitwiseAsOnTheHost) {
   const Case& c = GetParam();
   TrainOptions o;
   o.preset = "tiny";
-  o.steps = 3;
   o.batch = 4;
   o.precision = c.precision;
   o.autocast = c.autocast;
   o.zero = c.zero;
   o.grad_accum = c.grad_accum;
   o.optimizer = c.optimizer;
+  o.inject_overflow_step = c.inject_overflow_step;
+  o.steps = c.inject_overflow_step > 0 ? 4 : 3;
   o.grad_clip = 0.5f;  // clips: the tiny model's norms are above it
   o.bucket_bytes = 64 << 10;
   const Result host = Train(o);
   runtime::testing::EmulatedDevice device;
   o.device = &device.allocator();
   const Result on_device = Train(o);
+  EXPECT_EQ(host.skipped, c.inject_overflow_step > 0 ? 1 : 0);
+  EXPECT_EQ(on_device.skipped, host.skipped);
   EXPECT_EQ(on_device.losses, host.losses);
   EXPECT_EQ(on_device.grad_norms, host.grad_norms);
   ASSERT_EQ(on_device.weights.size(), host.weights.size());
@@ -98,6 +104,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{.name = "fp32"}, Case{.name = "bf16", .precision = "bf16"},
                       Case{.name = "bf16_autocast", .precision = "bf16", .autocast = true},
                       Case{.name = "fp16", .precision = "fp16"},
+                      Case{.name = "fp16_overflow", .precision = "fp16", .inject_overflow_step = 2},
+                      Case{.name = "fp32_nonfinite_skip", .inject_overflow_step = 2},
                       Case{.name = "zero1_accum2", .zero = 1, .grad_accum = 2},
                       Case{.name = "zero2_bf16", .precision = "bf16", .zero = 2},
                       Case{.name = "zero3", .zero = 3}, Case{.name = "sgd", .optimizer = "sgd"}),
