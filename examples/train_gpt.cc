@@ -641,6 +641,11 @@ absl::Status Main() {
   }
   MetricsWriter metrics;
   if (leader) LOOM_RETURN_IF_ERROR(metrics.Open(absl::GetFlag(FLAGS_metrics_out)));
+  if (leader && device.visible > 1 && world_size > 1) {
+    LOOM_LOG(WARNING) << "--device cuda: every rank uses the first of the " << device.visible
+                      << " visible GPUs (" << device.description
+                      << "); give each rank its own with CUDA_VISIBLE_DEVICES (docs/gpu.md)";
+  }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                         Trainer::Create(options, parallel::ParallelContext::FromMesh(*mesh)));
   if (leader) {

@@ -22,6 +22,8 @@ struct OpenedDevice {
   std::string description;         // "host", "NVIDIA H200 (sm_90, 139.8 GiB)"
   // Dense bf16 peak of the device in GFLOP/s for MFU (DenseBf16PeakGflops); 0: not known.
   double peak_bf16_gflops = 0.0;
+  // Devices of this kind the process sees (the opened one is the first of them).
+  int visible = 0;
 };
 
 absl::StatusOr<OpenedDevice> OpenDevice(absl::string_view name);

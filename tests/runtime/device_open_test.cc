@@ -13,6 +13,7 @@ TEST(OpenDevice, CpuIsTheHostAndOtherNamesAreRefused) {
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EXPECT_EQ(cpu->allocator, nullptr);
   EXPECT_EQ(cpu->description, "host");
+  EXPECT_EQ(cpu->visible, 0);
   absl::StatusOr<OpenedDevice> tpu = OpenDevice("tpu");
   EXPECT_FALSE(tpu.ok());
   EXPECT_EQ(tpu.status().message(), "--device must be cpu or cuda, got 'tpu'");
@@ -24,6 +25,7 @@ TEST(OpenDevice, CudaOpensAGpuOrSaysWhatIsMissing) {
   if (cuda.ok()) {
     EXPECT_NE(cuda->allocator, nullptr);
     EXPECT_EQ(cuda->allocator->source().device, Device::kCuda);
+    EXPECT_GE(cuda->visible, 1);
     return;
   }
   const std::string why(cuda.status().message());

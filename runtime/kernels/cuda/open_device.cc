@@ -21,6 +21,7 @@ absl::StatusOr<OpenedDevice> OpenDevice(absl::string_view name) {
   OpenedDevice d{.allocator = &kernels::cuda::DeviceAllocator(),
                  .description = kernels::cuda::DeviceDescription()};
   d.peak_bf16_gflops = DenseBf16PeakGflops(d.description);
+  d.visible = kernels::cuda::DeviceCount();
   return d;
 }
 
