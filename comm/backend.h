@@ -1,5 +1,5 @@
 // The seam between Communicator (API, ordering, progress thread, watchdog, poisoning) and a
-// transport that moves bytes: local threads, MPI, POSIX shared memory, later NCCL.
+// transport that moves bytes: local threads, MPI, POSIX shared memory, sockets, NCCL.
 //
 // A backend runs one call at a time, to completion, on its communicator's progress thread, in the
 // order the caller issued them (every rank issues the same order). Any wait on a peer must give up
@@ -25,7 +25,8 @@ struct Deadline {
   bool Expired() const { return std::chrono::steady_clock::now() >= at; }
 };
 
-// One call. Buffers are host memory owned by the caller until its Work completes.
+// One call. Buffers are in the backend's memory() (host memory but for nccl), owned by the caller
+// until its Work completes.
 //   AllReduce:     in, out: count elements (out may equal in)
 //   ReduceScatter: in: size·count, out: count (this rank's block)
 //   AllGather:     in: count, out: size·count (rank r's block at r·count)
@@ -78,6 +79,15 @@ class Backend {
   // Optional: an allocator whose memory the backend's peers can reach directly (the shm backend's
   // arena), so collectives on tensors allocated from it can skip a staging copy. nullptr: none.
   virtual runtime::Allocator* shared_allocator() { return nullptr; }
+  // Where this backend's buffers live: host memory (every backend but nccl) or a device's. The
+  // communicator hands it tensors there as they are and stages the others through
+  // staging_allocator() (memory of that kind).
+  virtual runtime::Device memory() const { return runtime::Device::kCpu; }
+  virtual runtime::Allocator* staging_allocator() { return &runtime::Allocator::Default(); }
+  // Called on the caller's thread when a collective is made, in call order, before it is queued
+  // (not for Split): a device backend marks the point of the caller's device work that the call
+  // must follow. Default: nothing.
+  virtual void Issued(const CollectiveArgs& args) { (void)args; }
   virtual uint64_t EnterCollective() { return 0; }
   virtual std::vector<int> MissingRanks(uint64_t call) const {
     (void)call;

@@ -51,21 +51,24 @@ absl::Status Invalid(const Fingerprint& fp, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(fp.ToString(), ": ", what));
 }
 
-// The host address of a tensor's data; nullptr for an undefined one (CheckTensor reports it).
-// Device tensors never get here: the collectives hand them to DeviceCollective first.
-void* HostData(const Tensor& t) {
-  return t.defined() && t.device() == runtime::Device::kCpu ? t.raw_data() : nullptr;
+// Where a defined tensor's first element is, host or device.
+const void* Address(const Tensor& t) {
+  return t.device() != runtime::Device::kCpu ? t.device_data() : t.raw_data();
 }
 
-bool OnDevice(const Tensor& t) { return t.defined() && t.device() != runtime::Device::kCpu; }
+// The address of a tensor's data in `memory` (the backend's); nullptr for an undefined one
+// (CheckTensor reports it). Tensors elsewhere never get here: the collectives stage them first.
+void* BufferData(const Tensor& t, runtime::Device memory) {
+  return t.defined() && t.device() == memory ? const_cast<void*>(Address(t)) : nullptr;
+}
 
-// Where a defined tensor's first element is, host or device.
-const void* Address(const Tensor& t) { return OnDevice(t) ? t.device_data() : t.raw_data(); }
-
-absl::Status CheckTensor(const Fingerprint& fp, const Tensor& t, absl::string_view name) {
+absl::Status CheckTensor(const Fingerprint& fp, const Tensor& t, absl::string_view name,
+                         runtime::Device memory) {
   if (!t.defined()) return Invalid(fp, absl::StrCat(name, " is undefined"));
-  if (t.device() != runtime::Device::kCpu) {
-    return Invalid(fp, absl::StrCat(name, " is not in host memory"));
+  if (t.device() != memory) {
+    return Invalid(
+        fp, absl::StrCat(name, " is not in ", memory == runtime::Device::kCpu ? "host" : "device",
+                         " memory, where this backend's buffers are"));
   }
   if (t.dtype() != fp.dtype) {
     return Invalid(fp, absl::StrCat(name, " is ", t.DebugString(), ", expected ",
@@ -109,7 +112,8 @@ Communicator::Communicator(std::unique_ptr<Backend> backend, CommOptions options
       options_(options),
       rank_(backend_->rank()),
       size_(backend_->size()),
-      backend_name_(backend_->name()) {
+      backend_name_(backend_->name()),
+      memory_(backend_->memory()) {
   // Log lines from the progress thread carry the creating thread's rank (the process rank under
   // mpirun, the thread-rank in tests), else this communicator's rank.
   const int creator = base::CurrentRank();
@@ -183,6 +187,7 @@ std::shared_ptr<Work> Communicator::EnqueueTask(Task task, int64_t bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     task.args.seq = next_seq_++;
+    if (!task.custom) backend_->Issued(task.args);
     // The fast path keeps the order: nothing is queued or running, and `busy_` holds the progress
     // thread back until this call finished or was queued at the front.
     const int64_t limit = task.args.fp.op == CollectiveOp::kAllToAllV
@@ -244,8 +249,8 @@ void Communicator::RunInline(Task& task, const absl::Status& poisoned) {
   if (wake) cv_.notify_one();
 }
 
-std::shared_ptr<Work> Communicator::DeviceCollective(const Fingerprint& fp, const Tensor& in,
-                                                     Tensor& out, const HostCall& host_call) {
+std::shared_ptr<Work> Communicator::StagedCollective(const Fingerprint& fp, const Tensor& in,
+                                                     Tensor& out, const StagedCall& call) {
   Task task;
   task.args.fp = fp;
   const bool p2p = fp.op == CollectiveOp::kSend || fp.op == CollectiveOp::kRecv;
@@ -257,28 +262,29 @@ std::shared_ptr<Work> Communicator::DeviceCollective(const Fingerprint& fp, cons
                                    " and out ", out.DebugString(), " must match")));
     }
     // A copy in the group's order (after the calls queued before it); nothing when in place.
-    task.label = "device copy";
+    task.label = "staging copy";
     task.custom = [in, out](Deadline) mutable {
       if (Address(in) != Address(out)) out.CopyFrom(in);
       return absl::OkStatus();
     };
     return EnqueueTask(std::move(task));
   }
-  runtime::Allocator* host = &runtime::Allocator::Default();
+  runtime::Allocator* staging = backend_->staging_allocator();
   const bool in_place = in.defined() && out.defined() && Address(in) == Address(out);
-  Tensor host_in = in.defined() ? in.Clone(host) : Tensor();
-  Tensor host_out = in_place        ? host_in
-                    : out.defined() ? Tensor::Empty(out.shape(), out.dtype(), out.tag(), host)
-                                    : Tensor();
-  std::shared_ptr<Work> staged = host_call(host_in, host_out);
+  Tensor staged_in = in.defined() ? in.Clone(staging) : Tensor();
+  Tensor staged_out = in_place        ? staged_in
+                      : out.defined() ? Tensor::Empty(out.shape(), out.dtype(), out.tag(), staging)
+                                      : Tensor();
+  std::shared_ptr<Work> staged = call(staged_in, staged_out);
   // Refused before it was queued (bad arguments): nothing to copy back.
   if (staged->Test() && !staged->status().ok()) return staged;
-  // Queued after the host call, so it runs once that is done: the result to the device.
-  task.label = "device staging";
-  // The host buffers live until then: the backend may read and write them until the call is done.
-  task.custom = [staged, host_in, host_out, out](Deadline) mutable {
+  // Queued after the staged call, so it runs once that is done: the result to the caller's memory.
+  task.label = "staging";
+  // The staged buffers live until then: the backend may read and write them until the call is
+  // done.
+  task.custom = [staged, staged_in, staged_out, out](Deadline) mutable {
     LOOM_RETURN_IF_ERROR(staged->Wait());
-    if (out.defined()) out.CopyFrom(host_out);
+    if (out.defined()) out.CopyFrom(staged_out);
     return absl::OkStatus();
   };
   return EnqueueTask(std::move(task));
@@ -382,16 +388,24 @@ void Communicator::Fail(const absl::Status& error) {
 absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadline deadline) {
   constexpr int kWords = 5;
   const Fingerprint& fp = args.fp;
-  const int64_t mine[kWords] = {static_cast<int64_t>(fp.op), static_cast<int64_t>(fp.dtype),
-                                fp.count, static_cast<int64_t>(fp.reduce), fp.root};
-  std::vector<int64_t> all(static_cast<size_t>(kWords * size_));
+  // Through buffers in the backend's memory (a device's for nccl), staged from and to the host.
+  Tensor host_mine = Tensor::Empty({kWords}, DType::kI64, runtime::MemoryTag::kComm);
+  const int64_t words[kWords] = {static_cast<int64_t>(fp.op), static_cast<int64_t>(fp.dtype),
+                                 fp.count, static_cast<int64_t>(fp.reduce), fp.root};
+  std::copy(words, words + kWords, host_mine.data<int64_t>());
+  runtime::Allocator* staging = backend_->staging_allocator();
+  Tensor mine = host_mine.Clone(staging);
+  Tensor gathered =
+      Tensor::Empty({kWords * size_}, DType::kI64, runtime::MemoryTag::kComm, staging);
   CollectiveArgs gather;
   gather.fp = {CollectiveOp::kAllGather, DType::kI64, kWords};
   gather.seq = args.seq;
-  gather.in = mine;
-  gather.out = all.data();
+  gather.in = BufferData(mine, memory_);
+  gather.out = BufferData(gathered, memory_);
   absl::Status s = backend_->Run(gather, deadline);
   if (!s.ok()) return s;
+  const Tensor host_all = gathered.Clone(&runtime::Allocator::Default());
+  const absl::Span<const int64_t> all(host_all.data<int64_t>(), kWords * size_);
   bool same = true;
   std::vector<std::string> per_rank;
   for (int r = 0; r < size_; ++r) {
@@ -414,80 +428,82 @@ absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadlin
 }
 
 std::shared_ptr<Work> Communicator::AllReduce(const Tensor& in, Tensor& out, ReduceOp op) {
-  if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllReduce, in.dtype(), in.numel(), op}, in, out,
+  if (Misplaced(in) || Misplaced(out)) {
+    return StagedCollective({CollectiveOp::kAllReduce, in.dtype(), in.numel(), op}, in, out,
                             [&](const Tensor& i, Tensor& o) { return AllReduce(i, o, op); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllReduce, in.dtype(), in.numel(), op};
-  a.in = HostData(in);
-  a.out = HostData(out);
+  a.in = BufferData(in, memory_);
+  a.out = BufferData(out, memory_);
   const absl::Status v =
-      FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+      FirstError({CheckTensor(a.fp, in, "in", memory_), CheckTensor(a.fp, out, "out", memory_),
                   CheckReducible(in.dtype(), op), CheckCount(a.fp, out, "out", in.numel())});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& in, Tensor& out, ReduceOp op) {
-  if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op}, in, out,
+  if (Misplaced(in) || Misplaced(out)) {
+    return StagedCollective({CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op}, in, out,
                             [&](const Tensor& i, Tensor& o) { return ReduceScatter(i, o, op); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kReduceScatter, in.dtype(), out.numel(), op};
-  a.in = HostData(in);
-  a.out = HostData(out);
+  a.in = BufferData(in, memory_);
+  a.out = BufferData(out, memory_);
   const absl::Status v =
-      FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
+      FirstError({CheckTensor(a.fp, in, "in", memory_), CheckTensor(a.fp, out, "out", memory_),
                   CheckReducible(in.dtype(), op), CheckCount(a.fp, in, "in", out.numel() * size_)});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::AllGather(const Tensor& in, Tensor& out) {
-  if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllGather, in.dtype(), in.numel()}, in, out,
+  if (Misplaced(in) || Misplaced(out)) {
+    return StagedCollective({CollectiveOp::kAllGather, in.dtype(), in.numel()}, in, out,
                             [&](const Tensor& i, Tensor& o) { return AllGather(i, o); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllGather, in.dtype(), in.numel()};
-  a.in = HostData(in);
-  a.out = HostData(out);
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
-                                     CheckCount(a.fp, out, "out", in.numel() * size_)});
+  a.in = BufferData(in, memory_);
+  a.out = BufferData(out, memory_);
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, in, "in", memory_), CheckTensor(a.fp, out, "out", memory_),
+                  CheckCount(a.fp, out, "out", in.numel() * size_)});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::AllToAll(const Tensor& in, Tensor& out) {
-  if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective({CollectiveOp::kAllToAll, in.dtype(), in.numel()}, in, out,
+  if (Misplaced(in) || Misplaced(out)) {
+    return StagedCollective({CollectiveOp::kAllToAll, in.dtype(), in.numel()}, in, out,
                             [&](const Tensor& i, Tensor& o) { return AllToAll(i, o); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllToAll, in.dtype(), in.numel() / size_};
-  a.in = HostData(in);
-  a.out = HostData(out);
+  a.in = BufferData(in, memory_);
+  a.out = BufferData(out, memory_);
   absl::Status divisible =
       in.numel() % size_ == 0
           ? absl::OkStatus()
           : Invalid(a.fp, absl::StrCat("in has ", in.numel(), " elements, not a multiple of ",
                                        size_, " ranks"));
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
-                                     divisible, CheckCount(a.fp, out, "out", in.numel())});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, in, "in", memory_), CheckTensor(a.fp, out, "out", memory_),
+                  divisible, CheckCount(a.fp, out, "out", in.numel())});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
                                               absl::Span<const int64_t> send_counts, Tensor& out,
                                               absl::Span<const int64_t> recv_counts) {
-  if (OnDevice(in) || OnDevice(out)) {
-    return DeviceCollective(
+  if (Misplaced(in) || Misplaced(out)) {
+    return StagedCollective(
         {CollectiveOp::kAllToAllV, in.dtype(), in.numel()}, in, out,
         [&](const Tensor& i, Tensor& o) { return AllToAllV(i, send_counts, o, recv_counts); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kAllToAllV, in.dtype(), in.numel()};
-  a.in = HostData(in);
-  a.out = HostData(out);
+  a.in = BufferData(in, memory_);
+  a.out = BufferData(out, memory_);
   a.send_counts.assign(send_counts.begin(), send_counts.end());
   a.recv_counts.assign(recv_counts.begin(), recv_counts.end());
   absl::Status counts = absl::OkStatus();
@@ -500,56 +516,57 @@ std::shared_ptr<Work> Communicator::AllToAllV(const Tensor& in,
         Invalid(a.fp, absl::StrCat("send_counts and recv_counts need one entry per rank (", size_,
                                    "), got ", send_counts.size(), " and ", recv_counts.size()));
   }
-  const absl::Status v = FirstError({CheckTensor(a.fp, in, "in"), CheckTensor(a.fp, out, "out"),
-                                     counts, CheckCount(a.fp, in, "in (Σ send_counts)", sent),
-                                     CheckCount(a.fp, out, "out (Σ recv_counts)", received)});
+  const absl::Status v =
+      FirstError({CheckTensor(a.fp, in, "in", memory_), CheckTensor(a.fp, out, "out", memory_),
+                  counts, CheckCount(a.fp, in, "in (Σ send_counts)", sent),
+                  CheckCount(a.fp, out, "out (Σ recv_counts)", received)});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::Broadcast(Tensor& buffer, int root) {
-  if (OnDevice(buffer) || OnDevice(buffer)) {
-    return DeviceCollective(
+  if (Misplaced(buffer)) {
+    return StagedCollective(
         {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root}, buffer,
         buffer, [&](const Tensor&, Tensor& b) { return Broadcast(b, root); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kBroadcast, buffer.dtype(), buffer.numel(), ReduceOp::kSum, root};
-  a.in = HostData(buffer);
-  a.out = HostData(buffer);
-  const absl::Status v =
-      FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, root, size_, rank_)});
+  a.in = BufferData(buffer, memory_);
+  a.out = BufferData(buffer, memory_);
+  const absl::Status v = FirstError(
+      {CheckTensor(a.fp, buffer, "buffer", memory_), CheckPeer(a.fp, root, size_, rank_)});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::Send(const Tensor& buffer, int peer, int tag) {
-  if (OnDevice(buffer)) {
+  if (Misplaced(buffer)) {
     Tensor none;
-    return DeviceCollective(
+    return StagedCollective(
         {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer}, buffer, none,
         [&](const Tensor& b, Tensor&) { return Send(b, peer, tag); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kSend, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
-  a.in = HostData(buffer);
+  a.in = BufferData(buffer, memory_);
   a.tag = tag;
-  const absl::Status v =
-      FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, peer, size_, rank_)});
+  const absl::Status v = FirstError(
+      {CheckTensor(a.fp, buffer, "buffer", memory_), CheckPeer(a.fp, peer, size_, rank_)});
   return Enqueue(std::move(a), v);
 }
 
 std::shared_ptr<Work> Communicator::Recv(Tensor& buffer, int peer, int tag) {
-  if (OnDevice(buffer)) {
+  if (Misplaced(buffer)) {
     const Tensor none;
-    return DeviceCollective(
+    return StagedCollective(
         {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer}, none, buffer,
         [&](const Tensor&, Tensor& b) { return Recv(b, peer, tag); });
   }
   CollectiveArgs a;
   a.fp = {CollectiveOp::kRecv, buffer.dtype(), buffer.numel(), ReduceOp::kSum, peer};
-  a.out = HostData(buffer);
+  a.out = BufferData(buffer, memory_);
   a.tag = tag;
-  const absl::Status v =
-      FirstError({CheckTensor(a.fp, buffer, "buffer"), CheckPeer(a.fp, peer, size_, rank_)});
+  const absl::Status v = FirstError(
+      {CheckTensor(a.fp, buffer, "buffer", memory_), CheckPeer(a.fp, peer, size_, rank_)});
   return Enqueue(std::move(a), v);
 }
 

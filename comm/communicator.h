@@ -84,11 +84,11 @@ class Communicator {
   // communicator is destroyed (the memory is unmapped with it).
   runtime::Allocator* shared_allocator() { return backend_->shared_allocator(); }
 
-  // Host or device tensors. Device tensors (a CUDA model's) are staged through the host until a
-  // device communicator (NCCL) exists: the input is copied to a host buffer when the call is made,
-  // the host collective runs in the group's order, and the Work completes once the result is
-  // copied into the device output. On a group of one rank, where every collective's result is its
-  // input, it is one device copy instead.
+  // Host or device tensors. Tensors not in the backend's memory (device tensors on a host
+  // backend, host tensors on nccl) are staged: the input is copied to a buffer of the backend's
+  // memory when the call is made, the call runs there in the group's order, and the Work
+  // completes once the result is copied back into the output. On a group of one rank, where every
+  // collective's result is its input, it is one copy instead.
   std::shared_ptr<Work> AllReduce(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> ReduceScatter(const runtime::Tensor& in, runtime::Tensor& out, ReduceOp op);
   std::shared_ptr<Work> AllGather(const runtime::Tensor& in, runtime::Tensor& out);
@@ -126,12 +126,13 @@ class Communicator {
   };
 
   std::shared_ptr<Work> Enqueue(CollectiveArgs args, absl::Status validation);
-  // A collective whose `in` or `out` is on a device (see AllReduce): the one-rank copy, or
-  // `host_call` on host copies (undefined stay undefined), staged as described there.
-  using HostCall =
+  // A collective whose `in` or `out` is not in the backend's memory (see AllReduce): the
+  // one-rank copy, or `call` on staged copies (undefined stay undefined), as described there.
+  using StagedCall =
       std::function<std::shared_ptr<Work>(const runtime::Tensor& in, runtime::Tensor& out)>;
-  std::shared_ptr<Work> DeviceCollective(const Fingerprint& fp, const runtime::Tensor& in,
-                                         runtime::Tensor& out, const HostCall& host_call);
+  std::shared_ptr<Work> StagedCollective(const Fingerprint& fp, const runtime::Tensor& in,
+                                         runtime::Tensor& out, const StagedCall& call);
+  bool Misplaced(const runtime::Tensor& t) const { return t.defined() && t.device() != memory_; }
   std::shared_ptr<Work> EnqueueTask(Task task, int64_t bytes = -1);
   void RunInline(Task& task, const absl::Status& poisoned);
   void ProgressLoop();
@@ -150,6 +151,7 @@ class Communicator {
   const int rank_;
   const int size_;
   const std::string backend_name_;
+  const runtime::Device memory_;  // where the backend's buffers are
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -9,6 +9,8 @@
 #include "comm/mpi/mpi_backend.h"
 #include "comm/mpi/mpi_p2p.h"
 #include "comm/mpi/mpi_util.h"
+#include "comm/nccl/api.h"
+#include "comm/nccl/nccl_backend.h"
 #include "comm/p2p_backend.h"
 #include "comm/shm/shm_backend.h"
 #include "comm/socket/socket_p2p.h"
@@ -83,6 +85,20 @@ absl::StatusOr<std::unique_ptr<PointToPoint>> MakeWorldTransport(const CommOptio
       transport, "'"));
 }
 
+// NCCL over every rank, bootstrapped by MPI's collectives (unique id, the one-GPU-per-rank check,
+// splits); a fatal error takes the job down with MPI_Abort.
+absl::StatusOr<std::unique_ptr<Backend>> MakeNcclWorld(const CommOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(nccl::Api * api, nccl::NcclApi());
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Backend> mpi, MakeMpiWorldBackend());
+  auto bootstrap = std::make_unique<Communicator>(std::move(mpi), options);
+  const Deadline deadline{std::chrono::steady_clock::now() +
+                          absl::ToChronoNanoseconds(options.timeout)};
+  return MakeNcclBackend(api, std::move(bootstrap), deadline, [](int exit_code) {
+    LOOM_LOG(ERROR) << "aborting the job: MPI_Abort(MPI_COMM_WORLD, " << exit_code << ")";
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
@@ -97,13 +113,16 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string
     if (!p2p.ok()) return p2p.status();
     b = MakeP2PBackend(std::move(p2p).value(), P2POptions{});
     if (b.ok() && backend == "hier") b = MakeHierarchical(std::move(b).value(), options);
+  } else if (backend == "nccl") {
+    b = MakeNcclWorld(options);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown communicator backend \"", backend,
         "\"; choose \"mpi\" (MPI's collectives, any hosts), \"shm\" (loom's shared-memory "
         "algorithms, one host), \"ring\" (loom's ring / halving-doubling algorithms over MPI "
         "point-to-point, any hosts) or \"hier\" (ring's algorithms composed per host: "
-        "reduce-scatter inside, all-reduce across, all-gather inside)"));
+        "reduce-scatter inside, all-reduce across, all-gather inside) or \"nccl\" (NCCL, device "
+        "tensors, one GPU per rank)"));
   }
   if (!b.ok()) return b.status();
   return std::make_unique<Communicator>(std::move(b).value(), options);

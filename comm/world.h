@@ -24,6 +24,8 @@ namespace loom::comm {
 //          shared-memory algorithms, all-reduce across hosts with the ring, all-gather inside;
 //          other ops on the ring over all ranks. LOOM_HIER_RANKS_PER_HOST=k treats every k
 //          consecutive ranks as a host (to test the composition on one machine).
+//   "nccl" NCCL (comm/nccl/nccl_backend.h) on device tensors, one GPU per rank, bootstrapped by
+//          MPI; needs the CUDA backend and a visible GPU.
 // InvalidArgument naming the choices for any other name; the backend's error if it cannot start.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator(absl::string_view backend,
                                                                     CommOptions options);

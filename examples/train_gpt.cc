@@ -120,8 +120,9 @@ ABSL_FLAG(bool, overlap_param_gather, true,
           "waits for its own); false: at the end of the step (to measure overlap)");
 ABSL_FLAG(std::string, comm, "shm",
           "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
-          "(MPI's own), ring (loom's ring algorithms over MPI point-to-point) or hier (ring "
-          "composed per host)");
+          "(MPI's own), ring (loom's ring algorithms over MPI point-to-point), hier (ring "
+          "composed per host) or nccl (NCCL on device tensors: --device cuda, one GPU per rank); "
+          "with --device cuda the host backends stage device tensors through host memory");
 ABSL_FLAG(std::string, precision, "fp32",
           "working parameters and activations: fp32, bf16 or fp16 (f32 master weights; fp16 with "
           "dynamic loss scaling)");
@@ -584,9 +585,12 @@ std::vector<parallel::ConfigField> FlagSettings() {
   return fields;
 }
 
-// The job's world: every launched rank over --comm, or one local rank without a launcher.
+// The job's world: every launched rank over --comm, or one local rank without a launcher (NCCL
+// even then, when --comm nccl asks for it).
 absl::StatusOr<std::unique_ptr<comm::Communicator>> MakeWorld(int world_size) {
-  if (world_size == 1) return std::move(comm::MakeLocalWorld(1)[0]);
+  if (world_size == 1 && absl::GetFlag(FLAGS_comm) != "nccl") {
+    return std::move(comm::MakeLocalWorld(1)[0]);
+  }
   return comm::MakeWorldCommunicator(absl::GetFlag(FLAGS_comm), comm::CommOptions::FromEnv());
 }
 
@@ -616,6 +620,16 @@ absl::Status Main() {
   if (options.pp > 1 && absl::GetFlag(FLAGS_eval)) {
     return absl::InvalidArgumentError(
         "--eval runs on one rank; evaluate a --pp run's --export (or checkpoint) without --pp");
+  }
+  if (absl::GetFlag(FLAGS_comm) == "nccl" && options.device == nullptr) {
+    return absl::InvalidArgumentError(
+        "--comm nccl moves device tensors: it needs --device cuda (or choose a host backend)");
+  }
+  if (absl::GetFlag(FLAGS_comm) == "nccl" && options.pp > 1) {
+    return absl::InvalidArgumentError(
+        "--comm nccl cannot run --pp yet: the pipeline's sends need to complete before their "
+        "receives are posted, and NCCL's do not; use a host backend (--comm shm|mpi|ring|hier), "
+        "which stages device tensors through host memory");
   }
   if (!absl::GetFlag(FLAGS_trace).empty() && options.pp < 2) {
     return absl::InvalidArgumentError("--trace records pipeline schedules; it needs --pp >= 2");

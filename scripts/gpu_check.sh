@@ -3,8 +3,9 @@
 # Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
 # test (the CUDA kernels against their CPU twins, a small GPT against the CPU) and 20 steps of
 # gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory) and dp = 2 on the one GPU
-# against one rank, writing one report with the date, the GPU and each part's output. NCCL and
-# coll_bench join the script as issue #14 builds them. Exits non-zero if there is no GPU or a check fails (the report says which).
+# against one rank, and one rank over the real NCCL against the local one, writing one report
+# with the date, the GPU and each part's output. coll_bench joins the script as issue #14 builds
+# it. Exits non-zero if there is no GPU or a check fails (the report says which).
 #
 #   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
 #                                            # $OUT when set, as on the device machine)
@@ -67,6 +68,7 @@ timeout 300 "$build/examples/train_gpt" --device cuda --preset gpt2-124m --data 
 [ $train_status = 0 ] || status=1
 # dp = 2 on the one GPU (ranks share it; collectives staged through the host) against one rank:
 # the same global batch, so the same losses up to the order of the gradient sums.
+losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
 dp_status=0
 tiny=(--device cuda --preset tiny --steps 20 --batch 8 --seq_len 32 --lr 3e-3)
 if command -v mpirun > /dev/null; then
@@ -74,7 +76,6 @@ if command -v mpirun > /dev/null; then
   { timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl" &&
     timeout 180 mpirun --allow-run-as-root --oversubscribe -np 2 "$build/examples/train_gpt" \
       "${tiny[@]}" --metrics_out "$out/tiny_dp2.jsonl"; } > "$out/tiny_dp2.log" 2>&1 || dp_status=$?
-  losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
   worst=$(paste <(losses "$out/tiny_1.jsonl") <(losses "$out/tiny_dp2.jsonl") |
     awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.3g", m}')
   [ $dp_status = 0 ] && awk -v w="$worst" 'BEGIN {exit !(w != "" && w <= 1e-4)}' || dp_status=1
@@ -88,6 +89,24 @@ else
   echo "## dp 2 on one GPU: skipped (no mpirun on this machine)" >> "$report"
 fi
 [ $dp_status = 0 ] || status=1
+# One rank over the real NCCL (--comm nccl; more ranks need a GPU each) against the local one.
+echo "[gpu_check] tiny on one rank over NCCL"
+nccl_status=0
+{ [ -f "$out/tiny_1.jsonl" ] ||
+    timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl"; } \
+  > "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
+timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --comm nccl \
+  --metrics_out "$out/tiny_nccl.jsonl" >> "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
+nccl_worst=$(paste <(losses "$out/tiny_1.jsonl") <(losses "$out/tiny_nccl.jsonl") |
+  awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.3g", m}')
+[ $nccl_status = 0 ] && awk -v w="$nccl_worst" 'BEGIN {exit !(w != "" && w <= 1e-6)}' || nccl_status=1
+{
+  echo "## one rank over NCCL vs the local one rank, tiny fp32, 20 steps ($([ $nccl_status = 0 ] && echo "passed" || echo FAILED))"
+  echo
+  echo "Largest loss difference: ${nccl_worst:-none} (bound 1e-6)."
+  echo
+} >> "$report"
+[ $nccl_status = 0 ] || status=1
 {
   echo "## gpt2-124m, bf16, B 8 x T 1024, 20 steps ($([ $train_status = 0 ] && echo ran || echo "FAILED, exit $train_status"))"
   echo

@@ -185,15 +185,22 @@ void RunCollectiveSweep(Communicator& comm, const SweepOptions& options) {
     MustSucceed(comm.AllToAllV(in, send, out, recv), what);
     Expect(out, what, [&](int64_t i) { return expect_values[i]; });
   }
-  // Send / Recv around a ring. Every rank sends before it receives: Send is buffered in every
-  // backend (it completes without a matching Recv), which this relies on.
+  // Send / Recv around a ring. With buffered sends (every host backend: a Send completes without
+  // a matching Recv) every rank sends first; without (nccl) rank 0 sends first and the others
+  // receive first, so the ring unwinds from rank 0.
   if (n > 1) {
     for (int64_t count : {int64_t{1}, int64_t{4099}}) {
       Tensor send = Make(DType::kF32, count, [&](int64_t i) { return Value(r, i); });
       Tensor recv = Make(DType::kF32, count, [](int64_t) { return kPoison; });
       const int next = (r + 1) % n, prev = (r + n - 1) % n;
-      auto s = comm.Send(send, next, 5);
-      auto v = comm.Recv(recv, prev, 5);
+      std::shared_ptr<Work> s, v;
+      if (options.buffered_send || r == 0) {
+        s = comm.Send(send, next, 5);
+        v = comm.Recv(recv, prev, 5);
+      } else {
+        v = comm.Recv(recv, prev, 5);
+        s = comm.Send(send, next, 5);
+      }
       MustSucceed(s, "Send");
       MustSucceed(v, "Recv");
       Expect(recv, absl::StrCat("Recv from ", prev, " count ", count),

@@ -19,6 +19,8 @@ struct SweepOptions {
   // Where the sweep's buffers come from (e.g. Communicator::shared_allocator()); nullptr: the
   // default allocator.
   runtime::Allocator* allocator = nullptr;
+  // Whether a Send completes without its Recv (every host backend; not nccl).
+  bool buffered_send = true;
 };
 
 // Runs every collective in every dtype on `comm` (each rank of the group calls this with its own

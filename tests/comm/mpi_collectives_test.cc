@@ -506,6 +506,15 @@ TEST(MpiCollectivesTest, UnknownBackendNamesTheChoices) {
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(c.status().message().find("\"mpi\""), std::string::npos) << c.status();
   EXPECT_NE(c.status().message().find("\"shm\""), std::string::npos) << c.status();
+  EXPECT_NE(c.status().message().find("\"nccl\""), std::string::npos) << c.status();
+}
+
+// The nccl world needs the CUDA backend, a GPU, and a GPU per rank: without them it fails at once
+// on every rank saying which (a build without CUDA; no visible GPU; ranks sharing one).
+TEST(MpiCollectivesTest, NcclWorldSaysWhatItNeeds) {
+  const absl::StatusOr<std::unique_ptr<Communicator>> c = MakeWorldCommunicator("nccl", {});
+  if (c.ok()) GTEST_SKIP() << "every rank has its own GPU here";
+  EXPECT_NE(c.status().message().find("CUDA"), std::string::npos) << c.status();
 }
 
 }  // namespace

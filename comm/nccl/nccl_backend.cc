@@ -1,0 +1,318 @@
+#include "comm/nccl/nccl_backend.h"
+
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "comm/spin_wait.h"
+#include "runtime/base/status_macros.h"
+#include "runtime/tensor.h"
+
+namespace loom::comm {
+
+namespace {
+
+using nccl::Api;
+using runtime::DType;
+using runtime::Tensor;
+
+// Stops a communicator that failed or hangs, and says so after `why`.
+absl::Status AbortWith(Api& api, Api::Comm comm, const absl::Status& why) {
+  api.Abort(comm);
+  return absl::Status(why.code(),
+                      absl::StrCat(why.message(), "; NCCL communicator aborted (ncclCommAbort)"));
+}
+
+absl::Status AsyncError(const char* what, const absl::Status& error) {
+  return absl::InternalError(
+      absl::StrCat("NCCL reported an asynchronous error (", what, "): ", error.message()));
+}
+
+// Polls a communicator being initialised, split or queueing a call until it is ready; aborts it
+// on an error or at the deadline.
+absl::Status WaitReady(Api& api, Api::Comm comm, Deadline deadline, const char* what) {
+  SpinWait wait(deadline, std::nullopt, /*oversubscribed=*/true);
+  for (;;) {
+    const absl::StatusOr<bool> ready = api.Ready(comm);
+    if (!ready.ok()) return AbortWith(api, comm, AsyncError(what, ready.status()));
+    if (*ready) return absl::OkStatus();
+    if (wait.Pause() == SpinWait::kTimedOut) {
+      return AbortWith(
+          api, comm,
+          absl::DeadlineExceededError(absl::StrCat(
+              "NCCL ", what, " did not finish before the deadline (does every rank create it?)")));
+    }
+  }
+}
+
+// Fails when two ranks are on one GPU (NCCL refuses that), naming them and what to do instead.
+// Collective over `bootstrap`.
+absl::Status CheckOneRankPerGpu(Api& api, Communicator& bootstrap) {
+  constexpr int kWords = 8;  // a PCI bus id ("0000:19:00.0") fits with room to spare
+  LOOM_ASSIGN_OR_RETURN(const std::string id, api.DeviceId());
+  Tensor mine = Tensor::Zeros({kWords}, DType::kI64, runtime::MemoryTag::kComm);
+  std::memcpy(mine.raw_data(), id.data(), std::min<size_t>(id.size(), kWords * 8 - 1));
+  const int n = bootstrap.size();
+  Tensor all = Tensor::Empty({kWords * n}, DType::kI64, runtime::MemoryTag::kComm);
+  LOOM_RETURN_IF_ERROR(bootstrap.AllGather(mine, all)->Wait());
+  std::vector<std::string> ids;
+  for (int r = 0; r < n; ++r) ids.emplace_back(static_cast<const char*>(all.raw_data()) + r * 64);
+  for (int r = 0; r < n; ++r) {
+    for (int q = r + 1; q < n; ++q) {
+      if (ids[r] != ids[q]) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ranks ", r, " and ", q, " are on the same GPU (", ids[r],
+          "): NCCL needs a GPU per rank. Give each rank its own (CUDA_VISIBLE_DEVICES) or use a "
+          "host backend (--comm shm|mpi|ring|hier), whose collectives on device tensors are "
+          "staged through host memory (docs/gpu.md)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// NCCL's unique id, made by rank 0 and broadcast by `bootstrap`, or rank 0's error on every rank.
+absl::StatusOr<nccl::UniqueId> ShareUniqueId(Api& api, Communicator& bootstrap) {
+  constexpr int kWords = nccl::UniqueId::kBytes / 8;
+  // Word 0 says whether rank 0 has an id; the id follows.
+  Tensor words = Tensor::Zeros({kWords + 1}, DType::kI64, runtime::MemoryTag::kComm);
+  int64_t* w = words.data<int64_t>();
+  absl::Status made = absl::OkStatus();
+  if (bootstrap.rank() == 0) {
+    absl::StatusOr<nccl::UniqueId> id = api.GetUniqueId();
+    made = id.status();
+    if (id.ok()) {
+      w[0] = 1;
+      std::memcpy(w + 1, id->bytes, nccl::UniqueId::kBytes);
+    }
+  }
+  LOOM_RETURN_IF_ERROR(bootstrap.Broadcast(words, 0)->Wait());
+  if (!made.ok()) return made;
+  if (words.data<int64_t>()[0] != 1) {
+    return absl::InternalError("rank 0 could not make NCCL's unique id (see its log)");
+  }
+  nccl::UniqueId id;
+  std::memcpy(id.bytes, words.data<int64_t>() + 1, nccl::UniqueId::kBytes);
+  return id;
+}
+
+class NcclBackend final : public Backend {
+ public:
+  NcclBackend(Api* api, std::unique_ptr<Communicator> bootstrap, Api::Comm comm, Api::Stream stream,
+              Api::Event done, std::function<void(int)> abort_job)
+      : api_(api),
+        bootstrap_(std::move(bootstrap)),
+        comm_(comm),
+        stream_(stream),
+        done_(done),
+        abort_job_(std::move(abort_job)),
+        barrier_(
+            Tensor::Zeros({1}, DType::kF32, runtime::MemoryTag::kComm, &api->DeviceAllocator())) {}
+
+  ~NcclBackend() override {
+    for (auto& [seq, event] : ready_) api_->DestroyEvent(event);
+    for (Api::Event event : free_events_) api_->DestroyEvent(event);
+    if (!aborted_) api_->Destroy(comm_);
+    api_->DestroyEvent(done_);
+    api_->DestroyStream(stream_);
+  }
+
+  int rank() const override { return bootstrap_->rank(); }
+  int size() const override { return bootstrap_->size(); }
+  std::string name() const override { return "nccl"; }
+  runtime::Device memory() const override { return runtime::Device::kCuda; }
+  runtime::Allocator* staging_allocator() override { return &api_->DeviceAllocator(); }
+
+  // On the caller's thread: the point of its device work this call must follow.
+  void Issued(const CollectiveArgs& args) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!issue_error_.ok()) return;
+    Api::Event event = nullptr;
+    if (!free_events_.empty()) {
+      event = free_events_.back();
+      free_events_.pop_back();
+    } else {
+      absl::StatusOr<Api::Event> made = api_->CreateEvent();
+      if (!made.ok()) {
+        issue_error_ = made.status();
+        return;
+      }
+      event = *made;
+    }
+    issue_error_ = api_->Record(event, /*stream=*/nullptr);
+    ready_.emplace_back(args.seq, event);
+  }
+
+  absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
+    if (aborted_) return absl::FailedPreconditionError("the NCCL communicator was aborted");
+    LOOM_RETURN_IF_ERROR(FollowCaller(args.seq));
+    LOOM_RETURN_IF_ERROR(Queue(args));
+    // A non-blocking communicator may still be queueing the call: the event goes after it.
+    const absl::Status queued = WaitReady(*api_, comm_, deadline, "queueing the call");
+    if (!queued.ok()) {
+      aborted_ = true;
+      return queued;
+    }
+    LOOM_RETURN_IF_ERROR(api_->Record(done_, stream_));
+    return WaitDone(deadline);
+  }
+
+  absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
+    if (aborted_) return absl::FailedPreconditionError("the NCCL communicator was aborted");
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> host, bootstrap_->Split(color, key));
+    LOOM_ASSIGN_OR_RETURN(Api::Comm child, api_->Split(comm_, color, key));
+    LOOM_RETURN_IF_ERROR(WaitReady(*api_, child, deadline, "split"));
+    return Make(api_, std::move(host), child, abort_job_);
+  }
+
+  [[noreturn]] void Abort(int exit_code) override {
+    if (abort_job_) abort_job_(exit_code);
+    Backend::Abort(exit_code);
+  }
+
+  // The backend of an initialised communicator: its stream, its event and its barrier buffer.
+  static absl::StatusOr<std::unique_ptr<Backend>> Make(Api* api,
+                                                       std::unique_ptr<Communicator> bootstrap,
+                                                       Api::Comm comm,
+                                                       std::function<void(int)> abort_job) {
+    absl::StatusOr<Api::Stream> stream = api->CreateStream();
+    if (!stream.ok()) {
+      api->Destroy(comm);
+      return stream.status();
+    }
+    absl::StatusOr<Api::Event> done = api->CreateEvent();
+    if (!done.ok()) {
+      api->DestroyStream(*stream);
+      api->Destroy(comm);
+      return done.status();
+    }
+    return std::unique_ptr<Backend>(
+        new NcclBackend(api, std::move(bootstrap), comm, *stream, *done, std::move(abort_job)));
+  }
+
+ private:
+  // Makes the stream wait for the point recorded when call `seq` was made (a fingerprint check
+  // runs under the call's seq before it: the first run waits, the second finds nothing left).
+  absl::Status FollowCaller(uint64_t seq) {
+    std::lock_guard<std::mutex> lock(mu_);
+    LOOM_RETURN_IF_ERROR(issue_error_);
+    while (!ready_.empty() && ready_.front().first <= seq) {
+      const auto [issued, event] = ready_.front();
+      ready_.pop_front();
+      free_events_.push_back(event);
+      if (issued == seq) LOOM_RETURN_IF_ERROR(api_->StreamWait(stream_, event));
+    }
+    return absl::OkStatus();
+  }
+
+  // The call's NCCL operations, queued on the stream.
+  absl::Status Queue(const CollectiveArgs& a) {
+    const Fingerprint& fp = a.fp;
+    const size_t count = static_cast<size_t>(fp.count);
+    switch (fp.op) {
+      case CollectiveOp::kAllReduce:
+        return api_->AllReduce(a.in, a.out, count, fp.dtype, fp.reduce, comm_, stream_);
+      case CollectiveOp::kReduceScatter:
+        return api_->ReduceScatter(a.in, a.out, count, fp.dtype, fp.reduce, comm_, stream_);
+      case CollectiveOp::kAllGather:
+        return api_->AllGather(a.in, a.out, count, fp.dtype, comm_, stream_);
+      case CollectiveOp::kAllToAll: {
+        const std::vector<int64_t> each(static_cast<size_t>(size()), fp.count);
+        return Exchange(a, each, each);
+      }
+      case CollectiveOp::kAllToAllV:
+        return Exchange(a, a.send_counts, a.recv_counts);
+      case CollectiveOp::kBroadcast:
+        return api_->Broadcast(a.out, a.out, count, fp.dtype, fp.root, comm_, stream_);
+      case CollectiveOp::kSend:
+        return api_->Send(a.in, count, fp.dtype, fp.root, comm_, stream_);
+      case CollectiveOp::kRecv:
+        return api_->Recv(a.out, count, fp.dtype, fp.root, comm_, stream_);
+      case CollectiveOp::kBarrier:
+        return api_->AllReduce(barrier_.device_data(), barrier_.device_data(), 1, DType::kF32,
+                               ReduceOp::kSum, comm_, stream_);
+    }
+    return absl::InternalError("unknown collective");
+  }
+
+  // Block j of `in` (send[j] elements) to rank j, block j of `out` (recv[j]) from rank j: one
+  // group of a send and a receive per peer with anything to move.
+  absl::Status Exchange(const CollectiveArgs& a, absl::Span<const int64_t> send,
+                        absl::Span<const int64_t> recv) {
+    const size_t es = runtime::DTypeSize(a.fp.dtype);
+    const char* in = static_cast<const char*>(a.in);
+    char* out = static_cast<char*>(a.out);
+    LOOM_RETURN_IF_ERROR(api_->GroupStart());
+    absl::Status status;
+    int64_t sent = 0, received = 0;
+    for (int j = 0; j < size() && status.ok(); ++j) {
+      if (send[j] > 0) {
+        status =
+            api_->Send(in + sent * es, static_cast<size_t>(send[j]), a.fp.dtype, j, comm_, stream_);
+      }
+      if (status.ok() && recv[j] > 0) {
+        status = api_->Recv(out + received * es, static_cast<size_t>(recv[j]), a.fp.dtype, j, comm_,
+                            stream_);
+      }
+      sent += send[j];
+      received += recv[j];
+    }
+    const absl::Status end = api_->GroupEnd();  // the group is closed whatever happened
+    return status.ok() ? end : status;
+  }
+
+  // The watchdog: polls the call's event, and between polls NCCL's asynchronous error; aborts the
+  // communicator on an error or at the deadline.
+  absl::Status WaitDone(Deadline deadline) {
+    SpinWait wait(deadline, std::nullopt, /*oversubscribed=*/false);
+    for (;;) {
+      LOOM_ASSIGN_OR_RETURN(const bool done, api_->Query(done_));
+      if (done) return absl::OkStatus();
+      const absl::StatusOr<bool> healthy = api_->Ready(comm_);
+      if (!healthy.ok()) {
+        aborted_ = true;
+        return AbortWith(*api_, comm_, AsyncError("running the call", healthy.status()));
+      }
+      if (wait.Pause() == SpinWait::kTimedOut) {
+        aborted_ = true;
+        return AbortWith(*api_, comm_,
+                         absl::DeadlineExceededError(
+                             "the call is still running on the device (a peer may not have "
+                             "made it, or made a different one)"));
+      }
+    }
+  }
+
+  Api* const api_;
+  std::unique_ptr<Communicator> bootstrap_;  // host collectives of the same ranks
+  const Api::Comm comm_;
+  const Api::Stream stream_;
+  const Api::Event done_;
+  const std::function<void(int)> abort_job_;
+  const Tensor barrier_;  // one f32 on the device
+  bool aborted_ = false;  // progress thread only
+
+  std::mutex mu_;  // Issued runs on callers' threads, Run on the progress thread
+  std::deque<std::pair<uint64_t, Api::Event>> ready_;
+  std::vector<Api::Event> free_events_;
+  absl::Status issue_error_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeNcclBackend(nccl::Api* api,
+                                                         std::unique_ptr<Communicator> bootstrap,
+                                                         Deadline deadline,
+                                                         std::function<void(int)> abort_job) {
+  LOOM_RETURN_IF_ERROR(CheckOneRankPerGpu(*api, *bootstrap));
+  LOOM_ASSIGN_OR_RETURN(const nccl::UniqueId id, ShareUniqueId(*api, *bootstrap));
+  LOOM_ASSIGN_OR_RETURN(Api::Comm comm, api->InitRank(bootstrap->size(), id, bootstrap->rank()));
+  LOOM_RETURN_IF_ERROR(WaitReady(*api, comm, deadline, "initialisation"));
+  return NcclBackend::Make(api, std::move(bootstrap), comm, std::move(abort_job));
+}
+
+}  // namespace loom::comm
