@@ -66,47 +66,48 @@ timeout 300 "$build/examples/train_gpt" --device cuda --preset gpt2-124m --data 
   --precision bf16 --batch 8 --steps 20 --lr 3e-4 --warmup_steps 5 \
   --metrics_out "$out/gpt2_124m.jsonl" > "$out/gpt2_124m.log" 2>&1 || train_status=$?
 [ $train_status = 0 ] || status=1
-# dp = 2 on the one GPU (ranks share it; collectives staged through the host) against one rank:
-# the same global batch, so the same losses up to the order of the gradient sums.
+# Two runs that must give the same losses: compares the metrics files step by step and appends a
+# report section. compare_runs TITLE A.jsonl B.jsonl BOUND RUN_STATUS; returns non-zero if the
+# runs failed or differ by more than BOUND.
 losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
-dp_status=0
-tiny=(--device cuda --preset tiny --steps 20 --batch 8 --seq_len 32 --lr 3e-3)
-if command -v mpirun > /dev/null; then
-  echo "[gpu_check] dp 2 on one GPU against one rank"
-  { timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl" &&
-    timeout 180 mpirun --allow-run-as-root --oversubscribe -np 2 "$build/examples/train_gpt" \
-      "${tiny[@]}" --metrics_out "$out/tiny_dp2.jsonl"; } > "$out/tiny_dp2.log" 2>&1 || dp_status=$?
-  worst=$(paste <(losses "$out/tiny_1.jsonl") <(losses "$out/tiny_dp2.jsonl") |
+compare_runs() {
+  local title=$1 a=$2 b=$3 bound=$4 run_status=$5 worst ok=1
+  worst=$(paste <(losses "$a") <(losses "$b") |
     awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.3g", m}')
-  [ $dp_status = 0 ] && awk -v w="$worst" 'BEGIN {exit !(w != "" && w <= 1e-4)}' || dp_status=1
+  [ "$run_status" = 0 ] && awk -v w="$worst" -v b="$bound" 'BEGIN {exit !(w != "" && w <= b)}' &&
+    ok=0
   {
-    echo "## dp 2 on one GPU vs one rank, tiny fp32, 20 steps ($([ $dp_status = 0 ] && echo "passed" || echo FAILED))"
+    echo "## $title ($([ $ok = 0 ] && echo "passed" || echo FAILED))"
     echo
-    echo "Largest loss difference over the 20 steps: ${worst:-none} (bound 1e-4)."
+    echo "Largest loss difference over the steps: ${worst:-none} (bound $bound)."
     echo
   } >> "$report"
+  return $ok
+}
+tiny=(--device cuda --preset tiny --steps 20 --batch 8 --seq_len 32 --lr 3e-3)
+echo "[gpu_check] tiny on one rank"
+one_status=0
+timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl" \
+  > "$out/tiny_1.log" 2>&1 || one_status=$?
+# dp = 2 on the one GPU (ranks share it; collectives staged through the host) against one rank:
+# the same global batch, so the same losses up to the order of the gradient sums.
+if command -v mpirun > /dev/null; then
+  echo "[gpu_check] dp 2 on one GPU against one rank"
+  dp_status=$one_status
+  timeout 180 mpirun --allow-run-as-root --oversubscribe -np 2 "$build/examples/train_gpt" \
+    "${tiny[@]}" --metrics_out "$out/tiny_dp2.jsonl" > "$out/tiny_dp2.log" 2>&1 || dp_status=$?
+  compare_runs "dp 2 on one GPU vs one rank, tiny fp32, 20 steps" "$out/tiny_1.jsonl" \
+    "$out/tiny_dp2.jsonl" 1e-4 $dp_status || status=1
 else
   echo "## dp 2 on one GPU: skipped (no mpirun on this machine)" >> "$report"
 fi
-[ $dp_status = 0 ] || status=1
 # One rank over the real NCCL (--comm nccl; more ranks need a GPU each) against the local one.
 echo "[gpu_check] tiny on one rank over NCCL"
-nccl_status=0
-{ [ -f "$out/tiny_1.jsonl" ] ||
-    timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl"; } \
-  > "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
+nccl_status=$one_status
 timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --comm nccl \
-  --metrics_out "$out/tiny_nccl.jsonl" >> "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
-nccl_worst=$(paste <(losses "$out/tiny_1.jsonl") <(losses "$out/tiny_nccl.jsonl") |
-  awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d} END {printf "%.3g", m}')
-[ $nccl_status = 0 ] && awk -v w="$nccl_worst" 'BEGIN {exit !(w != "" && w <= 1e-6)}' || nccl_status=1
-{
-  echo "## one rank over NCCL vs the local one rank, tiny fp32, 20 steps ($([ $nccl_status = 0 ] && echo "passed" || echo FAILED))"
-  echo
-  echo "Largest loss difference: ${nccl_worst:-none} (bound 1e-6)."
-  echo
-} >> "$report"
-[ $nccl_status = 0 ] || status=1
+  --metrics_out "$out/tiny_nccl.jsonl" > "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
+compare_runs "one rank over NCCL vs the local one rank, tiny fp32, 20 steps" \
+  "$out/tiny_1.jsonl" "$out/tiny_nccl.jsonl" 1e-6 $nccl_status || status=1
 {
   echo "## gpt2-124m, bf16, B 8 x T 1024, 20 steps ($([ $train_status = 0 ] && echo ran || echo "FAILED, exit $train_status"))"
   echo
