@@ -2,10 +2,11 @@
 # The prepared GPU check (issue #14, docs/gpu.md): on a machine with an NVIDIA GPU, builds loom in
 # Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
 # test (the CUDA kernels against their CPU twins, a small GPT against the CPU) and 20 steps of
-# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory) and dp = 2 on the one GPU
-# against one rank, and one rank over the real NCCL against the local one, writing one report
-# with the date, the GPU and each part's output. coll_bench joins the script as issue #14 builds
-# it. Exits non-zero if there is no GPU or a check fails (the report says which).
+# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory), dp = 2 on the one GPU
+# against one rank, one rank over the real NCCL against the local one, and coll_bench on device
+# buffers (2 ranks sharing the GPU over loom's staged path; one rank over NCCL), writing one report
+# with the date, the GPU and each part's output. Exits non-zero if there is no GPU or a check
+# fails (the report says which).
 #
 #   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
 #                                            # $OUT when set, as on the device machine)
@@ -108,6 +109,28 @@ timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --comm nccl \
   --metrics_out "$out/tiny_nccl.jsonl" > "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
 compare_runs "one rank over NCCL vs the local one rank, tiny fp32, 20 steps" \
   "$out/tiny_1.jsonl" "$out/tiny_nccl.jsonl" 1e-6 $nccl_status || status=1
+# coll_bench on device buffers: loom's path with 2 ranks sharing the GPU (staged through host
+# memory: shm and mpi), and NCCL on the one rank a one-GPU machine allows, beside shm there.
+coll_status=0
+if command -v mpirun > /dev/null; then
+  echo "[gpu_check] coll_bench on device buffers"
+  coll=(--op allreduce --min_bytes 1K --max_bytes 64M --cycles 3 --device cuda)
+  { timeout 240 mpirun --allow-run-as-root --oversubscribe -np 2 "$build/bench/coll_bench" \
+      "${coll[@]}" --backends shm,mpi &&
+    timeout 120 mpirun --allow-run-as-root -np 1 "$build/bench/coll_bench" "${coll[@]}" \
+      --backends nccl,shm; } > "$out/coll_bench.log" 2>&1 || coll_status=$?
+  {
+    echo "## coll_bench allreduce on device buffers: 2 ranks sharing the GPU (loom's staged path), 1 rank over NCCL ($([ $coll_status = 0 ] && echo ran || echo "FAILED, exit $coll_status"))"
+    echo
+    echo '```'
+    grep -vE "^\[|^-+$|^ *$" "$out/coll_bench.log" | tail -80
+    echo '```'
+    echo
+  } >> "$report"
+else
+  echo "## coll_bench: skipped (no mpirun on this machine)" >> "$report"
+fi
+[ $coll_status = 0 ] || status=1
 {
   echo "## gpt2-124m, bf16, B 8 x T 1024, 20 steps ($([ $train_status = 0 ] && echo ran || echo "FAILED, exit $train_status"))"
   echo

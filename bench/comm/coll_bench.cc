@@ -19,6 +19,12 @@
 //   ... --backends ring,hier,mpi,MPI
 //                               the contenders (default shm,mpi,MPI); ring and hier run across
 //                               hosts, e.g. on a posed cluster (scripts/posed_cluster.sh).
+//   ... --device cuda --backends nccl,shm
+//                               buffers on the GPU (runtime::OpenDevice): nccl moves them with
+//                               NCCL (a GPU per rank), the host backends stage them through host
+//                               memory (ranks may share a GPU); not with MPI's own calls, which
+//                               take host buffers, nor with --idle_seconds / --overlap_bytes.
+//                               Inputs are prepared and results checked on the host, copied over.
 //
 // Columns: size (bytes as nccl-tests counts them: the whole array for reducescatter, allgather and
 // alltoall), count (elements per rank's block), backend, time_us (mean per call, averaged over
@@ -51,6 +57,7 @@
 #include "comm/world.h"
 #include "nlohmann/json.hpp"
 #include "runtime/base/check.h"
+#include "runtime/device_open.h"
 #include "runtime/tensor.h"
 
 namespace loom::comm {
@@ -79,6 +86,7 @@ struct Flags {
   double idle_seconds = 0;
   int64_t overlap_bytes = 0;
   std::string buffers = "auto";  // auto | arena | heap
+  std::string device = "cpu";    // cpu | cuda: where the timed buffers are
   // alltoallv: rank r sends to rank j a share of its count·n elements proportional to
   // (1 + (j - r) mod n)^-skew (0: uniform, as alltoall; 1: Zipf-like, a hot destination per
   // sender, as MoE dispatch with popular experts).
@@ -93,9 +101,9 @@ struct Flags {
                  "coll_bench: %s\nusage: coll_bench --op allreduce|reducescatter|allgather|"
                  "alltoall|alltoallv|broadcast [--skew S] [--min_bytes 8] [--max_bytes 64M] "
                  "[--iters N] [--warmup 5] "
-                 "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,ring,hier,MPI] "
+                 "[--cycles 5] [--dtype f32|bf16|f16|i32] [--backends shm,mpi,ring,hier,nccl,MPI] "
                  "[--no_odd_counts] [--json FILE] [--idle_seconds S] [--overlap_bytes B] "
-                 "[--buffers auto|arena|heap]\n",
+                 "[--buffers auto|arena|heap] [--device cpu|cuda]\n",
                  error.c_str());
   }
   MPI_Abort(MPI_COMM_WORLD, 2);
@@ -198,6 +206,11 @@ Flags ParseFlags(int argc, char** argv) {
       if (!absl::SimpleAtod(next(), &f.skew) || f.skew < 0) Usage("bad --skew (>= 0)");
     } else if (key == "--overlap_bytes") {
       f.overlap_bytes = ParseBytes(next());
+    } else if (key == "--device") {
+      f.device = next();
+      if (f.device != "cpu" && f.device != "cuda") {
+        Usage(absl::StrCat("--device must be cpu or cuda, not ", f.device));
+      }
     } else {
       Usage(absl::StrCat("unknown flag ", arg));
     }
@@ -518,6 +531,21 @@ std::vector<int64_t> Counts(const Flags& f, int n, size_t es) {
   return counts;
 }
 
+// The GPU's allocator for --device cuda (nullptr for cpu), or a usage error saying what cannot run.
+runtime::Allocator* OpenBenchDevice(const Flags& f, int rank) {
+  if (f.device == "cpu") return nullptr;
+  if (f.idle_seconds > 0 || f.overlap_bytes > 0) {
+    Usage("--device cuda runs the size sweep only (no --idle_seconds, --overlap_bytes)");
+  }
+  if (std::find(f.backends.begin(), f.backends.end(), "MPI") != f.backends.end()) {
+    Usage("MPI's own calls take host buffers: leave MPI out of --backends with --device cuda");
+  }
+  absl::StatusOr<runtime::OpenedDevice> opened = runtime::OpenDevice("cuda");
+  if (!opened.ok()) Usage(std::string(opened.status().message()));
+  if (rank == 0) std::printf("# device: %s\n", opened->description.c_str());
+  return opened->allocator;
+}
+
 int Main(int argc, char** argv) {
   absl::StatusOr<MpiEnvironment*> env = MpiEnvironment::Init(&argc, &argv);
   if (!env.ok()) {
@@ -527,6 +555,7 @@ int Main(int argc, char** argv) {
   const Flags f = ParseFlags(argc, argv);
   const int r = (*env)->world_rank(), n = (*env)->world_size();
   const size_t es = runtime::DTypeSize(f.dtype);
+  runtime::Allocator* const device = OpenBenchDevice(f, r);
 
   std::vector<std::unique_ptr<Contender>> contenders;
   for (const std::string& b : f.backends) {
@@ -695,6 +724,7 @@ int Main(int argc, char** argv) {
     runtime::Allocator* buffers = nullptr;
     int arenas = 0;
     for (auto& c : contenders) {
+      if (device != nullptr) break;  // the host buffers only prepare and check
       auto* loom = dynamic_cast<LoomContender*>(c.get());
       if (loom == nullptr || loom->comm().shared_allocator() == nullptr) continue;
       ++arenas;
@@ -707,8 +737,10 @@ int Main(int argc, char** argv) {
     }
     const bool registered = buffers != nullptr;
     if (r == 0) {
-      std::printf("# buffers: %s\n", registered ? "arena (the shm communicator's shared arena)"
-                                                : "heap (ordinary memory)");
+      std::printf("# buffers: %s\n",
+                  device != nullptr ? "device (copied from and to host buffers around the check)"
+                  : registered      ? "arena (the shm communicator's shared arena)"
+                                    : "heap (ordinary memory)");
       if (buffers != nullptr && arenas > 1) {
         std::printf(
             "# note: the buffers lie in the first shm contender's arena; the other shm "
@@ -719,17 +751,30 @@ int Main(int argc, char** argv) {
     }
     Tensor in_all = Tensor::Zeros({max_in}, f.dtype, MemoryTag::kComm, buffers);
     Tensor out_all = Tensor::Zeros({max_out}, f.dtype, MemoryTag::kComm, buffers);
+    // --device cuda: the timed buffers are on the GPU; in_all and out_all prepare and check.
+    Tensor device_in_all, device_out_all;
+    if (device != nullptr) {
+      device_in_all = Tensor::Zeros({max_in}, f.dtype, MemoryTag::kComm, device);
+      device_out_all = Tensor::Zeros({max_out}, f.dtype, MemoryTag::kComm, device);
+    }
     int seed = 0;
     for (int64_t count : counts) {
       const CallShape s = ShapeOf(f.op, count, n, es, r, f.skew);
       // Views of the first elements of the big buffers: the same memory for every backend.
       Tensor in = in_all.Slice(0, s.in);
       Tensor out = out_all.Slice(0, s.out);
+      Tensor timed_in = device != nullptr ? device_in_all.Slice(0, s.in) : in;
+      Tensor timed_out = device != nullptr ? device_out_all.Slice(0, s.out) : out;
       std::vector<int64_t> wrong(contenders.size());
       for (size_t b = 0; b < contenders.size(); ++b) {
         ++seed;
         Prepare(f.op, s, in, out, r, seed);
-        contenders[b]->Run(f.op, s, in, out);
+        if (device != nullptr) {
+          timed_in.CopyFrom(in);
+          timed_out.CopyFrom(out);
+        }
+        contenders[b]->Run(f.op, s, timed_in, timed_out);
+        if (device != nullptr) out.CopyFrom(timed_out);
         wrong[b] = SumOverRanks(CountWrong(f.op, s, out, r, n, seed));
         total_wrong += wrong[b];
       }
@@ -738,7 +783,7 @@ int Main(int argc, char** argv) {
       for (auto& c : contenders) {
         MPI_Barrier(MPI_COMM_WORLD);
         const double t0 = Now();
-        for (int i = 0; i < f.warmup; ++i) c->Run(f.op, s, in, out);
+        for (int i = 0; i < f.warmup; ++i) c->Run(f.op, s, timed_in, timed_out);
         slowest = std::max(slowest, (Now() - t0) / std::max(1, f.warmup));
       }
       slowest = MaxOverRanks(slowest);
@@ -751,7 +796,7 @@ int Main(int argc, char** argv) {
         for (size_t b = 0; b < contenders.size(); ++b) {
           MPI_Barrier(MPI_COMM_WORLD);
           const double t0 = Now();
-          for (int i = 0; i < iters; ++i) contenders[b]->Run(f.op, s, in, out);
+          for (int i = 0; i < iters; ++i) contenders[b]->Run(f.op, s, timed_in, timed_out);
           times[b].push_back(MeanOverRanks((Now() - t0) / iters, n));
         }
       }
@@ -788,7 +833,10 @@ int Main(int argc, char** argv) {
                              {"busbw", row.busbw},
                              {"wrong", row.wrong},
                              {"speedup_vs_mpi", row.speedup},
-                             {"buffers", registered ? "arena" : "heap"},
+                             {"buffers", device != nullptr ? "device"
+                                         : registered      ? "arena"
+                                                           : "heap"},
+                             {"device", f.device},
                              {"registered_buffers", registered},
                              {"iters", iters}});
         }
