@@ -7,7 +7,8 @@
 // Scores are q·k / √head_dim with a causal mask (position t sees 0..t); probs keeps the softmax
 // (zeros above the diagonal) for the backward. The layout matches GPT-2's c_attn output, and a
 // tensor-parallel rank passes its local heads the same way. Host or device memory (the CUDA
-// twin keeps a row of scores in shared memory: sequences up to about 12k tokens).
+// twin: batched GEMMs on cuBLASLt and a softmax kernel; its row form, LOOM_CUDA_ATTENTION=rows,
+// keeps a row of scores in shared memory: sequences up to about 12k tokens).
 //
 // qkv and probs are both f32, or both bf16 (autocast): then every product takes bf16 operands
 // with f32 accumulation, the probabilities are rounded to bf16 (as probs stores them) before

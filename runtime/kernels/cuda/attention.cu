@@ -5,6 +5,8 @@
 // dqkv is summed by one thread in a fixed order (no atomics). On bf16 qkv and probs the CPU's
 // rounding points hold: probabilities rounded to bf16 before P·V, dout and dS before the products
 // that read them, softmax and its backward in f32.
+#include <cmath>
+
 #include "runtime/bf16_bits.h"
 #include "runtime/kernels/cuda/block_reduce.cuh"
 #include "runtime/kernels/cuda/cuda_kernels.h"
@@ -168,6 +170,108 @@ __global__ void BackwardKeyKernel(AttentionArgs a, const float* dout, const void
   }
 }
 
+// ---- The batched-GEMM form: scores and products on cuBLASLt, the softmax here ----
+
+// Row r of the [rows, T] scores is query row i = r % T: probs = softmax(scores[0..i]) and zeros
+// above the diagonal, rounded to bf16 where probs is. `scores` may be `probs` (f32, in place:
+// each element is read before the same thread writes it).
+__global__ void CausalSoftmaxKernel(const float* scores, void* probs, bool bf16, int64_t rows,
+                                    int64_t T) {
+  __shared__ float red[kBlock];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t i = r % T;
+    const float* s = scores + r * T;
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) m = fmaxf(m, s[j]);
+    m = BlockMax(m, red);
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) sum += expf(s[j] - m);
+    const float inv = 1.0f / BlockSum(sum, red);
+    for (int64_t j = threadIdx.x; j < T; j += blockDim.x) {
+      const float p = j <= i ? expf(s[j] - m) * inv : 0.0f;
+      if (bf16) {
+        static_cast<uint16_t*>(probs)[r * T + j] = F32BitsToBF16(__float_as_uint(p));
+      } else {
+        static_cast<float*>(probs)[r * T + j] = p;
+      }
+    }
+  }
+}
+
+// Row r (query i = r % T): dS = P ⊙ (dP − Σ P·dP) · scale over 0..i, zeros above; in place in
+// `dp` (f32), or bf16-rounded into `ds16` where probs is bf16.
+__global__ void SoftmaxBackwardKernel(const void* probs, float* dp, uint16_t* ds16, bool bf16,
+                                      int64_t rows, int64_t T, float scale) {
+  __shared__ float red[kBlock];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t i = r % T;
+    float dot = 0.0f;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+      dot += Load(probs, r * T + j, bf16) * dp[r * T + j];
+    }
+    dot = BlockSum(dot, red);
+    for (int64_t j = threadIdx.x; j < T; j += blockDim.x) {
+      const float v = j <= i ? Load(probs, r * T + j, bf16) * (dp[r * T + j] - dot) * scale : 0.0f;
+      if (bf16) {
+        ds16[r * T + j] = F32BitsToBF16(__float_as_uint(v));
+      } else {
+        dp[r * T + j] = v;
+      }
+    }
+  }
+}
+
+// Pointers into the fused qkv and the [B, NH, T, T] probs for batch element b, in bytes.
+struct GemmGeometry {
+  int64_t T, C, NH, HS, es;
+  ElemType type;
+  float scale;
+  explicit GemmGeometry(const AttentionArgs& a)
+      : T(a.seq),
+        C(a.channels),
+        NH(a.heads),
+        HS(a.channels / a.heads),
+        es(a.bf16 ? 2 : 4),
+        type(a.bf16 ? ElemType::kBF16 : ElemType::kF32),
+        scale(1.0f / std::sqrt(static_cast<float>(a.channels / a.heads))) {}
+  // Head 0 of q (part 0), k (1) or v (2) in row 0 of batch element b.
+  const char* Qkv(const void* qkv, int64_t b, int64_t part) const {
+    return static_cast<const char*>(qkv) + ((b * T * 3 * C) + part * C) * es;
+  }
+  int64_t Probs(int64_t b) const { return b * NH * T * T; }  // elements
+};
+
+// For each head h of a batch element: out_h = op(x_h) · op(y_h), x_h and y_h [rows, cols] views
+// (row stride ld, head h at h · stride), out_h at h · stride_out: one batched cuBLASLt call.
+struct HeadOperand {
+  const void* p;
+  int64_t ld, stride;
+};
+void HeadGemm(HeadOperand x, bool trans_x, HeadOperand y, bool trans_y, float* out, int64_t ldc,
+              int64_t stride_out, int64_t m, int64_t n, int64_t k, float alpha, float beta,
+              const GemmGeometry& g, Stream stream) {
+  Gemm({.a = x.p,
+        .b = y.p,
+        .out = out,
+        .in = g.type,
+        .out_type = ElemType::kF32,
+        .m = m,
+        .n = n,
+        .k = k,
+        .trans_a = trans_x,
+        .trans_b = trans_y,
+        .alpha = alpha,
+        .beta = beta,
+        .lda = x.ld,
+        .ldb = y.ld,
+        .ldc = ldc,
+        .batch = g.NH,
+        .stride_a = x.stride,
+        .stride_b = y.stride,
+        .stride_out = stride_out},
+       stream);
+}
+
 size_t SharedBytes(const AttentionArgs& a) {
   return static_cast<size_t>(a.seq + kBlock) * sizeof(float);
 }
@@ -186,6 +290,61 @@ void AttentionBackward(const AttentionArgs& args, const float* dout, const void*
   BackwardQueryKernel<<<blocks, kBlock, SharedBytes(args), stream>>>(args, dout, probs, dscores,
                                                                      dqkv);
   BackwardKeyKernel<<<blocks, kBlock, 0, stream>>>(args, dout, probs, dscores, dqkv);
+}
+
+}  // namespace loom::runtime::kernels::cuda
+
+namespace loom::runtime::kernels::cuda {
+
+void AttentionForwardGemm(const AttentionArgs& args, float* out, void* probs, float* scores,
+                          Stream stream) {
+  const GemmGeometry g(args);
+  const int64_t T = g.T, C = g.C, TT = g.T * g.T;
+  const int64_t blocks = RowBlocks(g.NH * T);
+  if (blocks == 0 || args.batch == 0) return;
+  for (int64_t b = 0; b < args.batch; ++b) {
+    void* p = static_cast<char*>(probs) + g.Probs(b) * g.es;
+    float* s = args.bf16 ? scores : static_cast<float*>(p);
+    // S_h = scale · Q_h · K_hᵀ, heads read in place from qkv (row stride 3C, head stride HS).
+    HeadGemm({g.Qkv(args.qkv, b, 0), 3 * C, g.HS}, false, {g.Qkv(args.qkv, b, 1), 3 * C, g.HS},
+             true, s, T, TT, T, T, g.HS, g.scale, 0.0f, g, stream);
+    CausalSoftmaxKernel<<<blocks, kBlock, 0, stream>>>(s, p, args.bf16, g.NH * T, T);
+    // out_h = P_h · V_h, written into out [B, T, C] at head h's columns.
+    HeadGemm({p, T, TT}, false, {g.Qkv(args.qkv, b, 2), 3 * C, g.HS}, false, out + b * T * C, C,
+             g.HS, T, g.HS, T, 1.0f, 0.0f, g, stream);
+  }
+}
+
+void AttentionBackwardGemm(const AttentionArgs& args, const float* dout, const void* probs,
+                           const AttentionGemmScratch& scratch, float* dqkv, Stream stream) {
+  const GemmGeometry g(args);
+  const int64_t T = g.T, C = g.C, TT = g.T * g.T;
+  const int64_t blocks = RowBlocks(g.NH * T);
+  if (blocks == 0 || args.batch == 0) return;
+  // dout as the products read it: bf16 where qkv is.
+  if (args.bf16) {
+    Convert(dout, ElemType::kF32, scratch.dout16, ElemType::kBF16, args.batch * T * C, stream);
+  }
+  const void* dy = args.bf16 ? scratch.dout16 : static_cast<const void*>(dout);
+  for (int64_t b = 0; b < args.batch; ++b) {
+    const void* p = static_cast<const char*>(probs) + g.Probs(b) * g.es;
+    const void* dyb = static_cast<const char*>(dy) + b * T * C * g.es;
+    float* dq = dqkv + b * T * 3 * C;
+    // dP_h = dO_h · V_hᵀ
+    HeadGemm({dyb, C, g.HS}, false, {g.Qkv(args.qkv, b, 2), 3 * C, g.HS}, true, scratch.dscores, T,
+             TT, T, T, g.HS, 1.0f, 0.0f, g, stream);
+    // dV_h += P_hᵀ · dO_h
+    HeadGemm({p, T, TT}, true, {dyb, C, g.HS}, false, dq + 2 * C, 3 * C, g.HS, T, g.HS, T, 1.0f,
+             1.0f, g, stream);
+    SoftmaxBackwardKernel<<<blocks, kBlock, 0, stream>>>(
+        p, scratch.dscores, static_cast<uint16_t*>(scratch.ds16), args.bf16, g.NH * T, T, g.scale);
+    const void* ds = args.bf16 ? scratch.ds16 : static_cast<const void*>(scratch.dscores);
+    // dQ_h += dS_h · K_h and dK_h += dS_hᵀ · Q_h (the scale is in dS).
+    HeadGemm({ds, T, TT}, false, {g.Qkv(args.qkv, b, 1), 3 * C, g.HS}, false, dq, 3 * C, g.HS, T,
+             g.HS, T, 1.0f, 1.0f, g, stream);
+    HeadGemm({ds, T, TT}, true, {g.Qkv(args.qkv, b, 0), 3 * C, g.HS}, false, dq + C, 3 * C, g.HS, T,
+             g.HS, T, 1.0f, 1.0f, g, stream);
+  }
 }
 
 }  // namespace loom::runtime::kernels::cuda

@@ -49,6 +49,10 @@ struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
   float alpha = 1.0f, beta = 0.0f;
+  // Row strides of a, b and out in elements (0: packed), and a batch of `batch` products, each
+  // operand `stride_*` elements after the previous product's (gemm_layout.h's RowMajorGemm).
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t batch = 1, stride_a = 0, stride_b = 0, stride_out = 0;
 };
 void Gemm(const GemmArgs& args, Stream stream);
 
@@ -137,6 +141,22 @@ struct AttentionArgs {
 void AttentionForward(const AttentionArgs& args, float* out, void* probs, Stream stream);
 void AttentionBackward(const AttentionArgs& args, const float* dout, const void* probs,
                        float* dscores, float* dqkv, Stream stream);
+// The same on cuBLASLt (the default; attention.cu): per batch element, the heads' scores
+// S = scale · Q·Kᵀ as one batched GEMM reading q and k in place in qkv, a causal softmax kernel,
+// and P·V as another, written into out at each head's columns; backward dP = dO·Vᵀ, dV += Pᵀ·dO,
+// the softmax backward kernel, dQ += dS·K, dK += dSᵀ·Q. Full T x T products (the masked half
+// is computed and ignored), f32 accumulation, the CPU's bf16 rounding points. Scratch on the
+// device: `scores` [NH, T, T] f32 for bf16 forward (f32 writes the scores into probs); backward
+// `dscores` [NH, T, T] f32, and for bf16 `ds16` [NH, T, T] and `dout16` [B, T, C] bf16.
+struct AttentionGemmScratch {
+  float* dscores = nullptr;
+  void* ds16 = nullptr;
+  void* dout16 = nullptr;
+};
+void AttentionForwardGemm(const AttentionArgs& args, float* out, void* probs, float* scores,
+                          Stream stream);
+void AttentionBackwardGemm(const AttentionArgs& args, const float* dout, const void* probs,
+                           const AttentionGemmScratch& scratch, float* dqkv, Stream stream);
 
 // Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
 void SpinForTesting(int64_t cycles, Stream stream);

@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <utility>
 
 #include "runtime/base/check.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
@@ -46,37 +48,84 @@ LtContext& Context() {
   return *context;
 }
 
-// A column-major layout of `rows` x `cols` with leading dimension `rows`.
-cublasLtMatrixLayout_t Layout(ElemType type, int64_t rows, int64_t cols) {
+// A column-major layout of `rows` x `cols` with leading dimension `ld`; `batch` of them, each
+// `stride` elements after the previous.
+cublasLtMatrixLayout_t Layout(ElemType type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+                              int64_t stride) {
   cublasLtMatrixLayout_t layout = nullptr;
   Check(cublasLtMatrixLayoutCreate(&layout, CudaType(type), static_cast<uint64_t>(rows),
-                                   static_cast<uint64_t>(cols), rows),
+                                   static_cast<uint64_t>(cols), ld),
         "layout");
+  if (batch > 1) {
+    const int32_t count = static_cast<int32_t>(batch);
+    Check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                           sizeof(count)),
+          "batch count");
+    Check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                           &stride, sizeof(stride)),
+          "batch stride");
+  }
   return layout;
 }
+
+// The alignment cuBLASLt may assume of an operand: the largest power of two up to 256 dividing
+// its address and, in a batch, every product's offset. (Its default, 256, admits algorithms that
+// fault on operands less aligned, such as a head's columns inside the fused qkv.)
+uint32_t Alignment(const void* p, int64_t stride_elements, size_t element_bytes, int64_t batch) {
+  uint64_t bits = reinterpret_cast<uintptr_t>(p) | 256;
+  if (batch > 1) bits |= static_cast<uint64_t>(stride_elements) * element_bytes;
+  return static_cast<uint32_t>(bits & (~bits + 1));  // the lowest set bit
+}
+
+size_t ElementBytes(ElemType t) { return t == ElemType::kF32 ? 4 : 2; }
 
 }  // namespace
 
 void Gemm(const GemmArgs& g, Stream stream) {
-  if (g.m == 0 || g.n == 0) return;
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  LOOM_CHECK(g.batch <= INT32_MAX) << "cuBLASLt: a batch of " << g.batch << " products";
   LtContext& lt = Context();
   cublasLtMatmulDesc_t desc = nullptr;
   Check(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
-  const ColumnMajorGemm c = ToColumnMajor(g.m, g.n, g.k, g.trans_a, g.trans_b);
+  const ColumnMajorGemm c = ToColumnMajor(RowMajorGemm{.m = g.m,
+                                                       .n = g.n,
+                                                       .k = g.k,
+                                                       .trans_a = g.trans_a,
+                                                       .trans_b = g.trans_b,
+                                                       .lda = g.lda,
+                                                       .ldb = g.ldb,
+                                                       .ldc = g.ldc,
+                                                       .stride_a = g.stride_a,
+                                                       .stride_b = g.stride_b,
+                                                       .stride_out = g.stride_out});
   const cublasOperation_t op_a = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)),
         "transa");
   Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
         "transb");
-  cublasLtMatrixLayout_t layout_a = Layout(g.in, c.rows_a, c.cols_a);  // b's buffer
-  cublasLtMatrixLayout_t layout_b = Layout(g.in, c.rows_b, c.cols_b);  // a's buffer
-  cublasLtMatrixLayout_t layout_c = Layout(g.out_type, c.rows_c, c.cols_c);
+  cublasLtMatrixLayout_t layout_a =
+      Layout(g.in, c.rows_a, c.cols_a, c.ld_a, g.batch, c.stride_a);  // b's buffer
+  cublasLtMatrixLayout_t layout_b =
+      Layout(g.in, c.rows_b, c.cols_b, c.ld_b, g.batch, c.stride_b);  // a's buffer
+  cublasLtMatrixLayout_t layout_c =
+      Layout(g.out_type, c.rows_c, c.cols_c, c.ld_c, g.batch, c.stride_c);
   cublasLtMatmulPreference_t preference = nullptr;
   Check(cublasLtMatmulPreferenceCreate(&preference), "preference");
   Check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                              &lt.workspace_bytes, sizeof(lt.workspace_bytes)),
         "workspace size");
+  const uint32_t align_a = Alignment(g.b, g.stride_b, ElementBytes(g.in), g.batch);  // b's buffer
+  const uint32_t align_b = Alignment(g.a, g.stride_a, ElementBytes(g.in), g.batch);
+  const uint32_t align_c = Alignment(g.out, g.stride_out, ElementBytes(g.out_type), g.batch);
+  for (const auto& [attribute, bytes] :
+       {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+        std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+        std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+        std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}}) {
+    Check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &bytes, sizeof(bytes)),
+          "alignment");
+  }
   cublasLtMatmulHeuristicResult_t heuristic = {};
   int found = 0;
   Check(cublasLtMatmulAlgoGetHeuristic(lt.handle, desc, layout_a, layout_b, layout_c, layout_c,

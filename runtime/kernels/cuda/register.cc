@@ -1,7 +1,9 @@
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/base/check.h"
@@ -103,16 +105,33 @@ CrossEntropyArgs CrossEntropyOf(const Tensor& logits, const Tensor& targets, int
 }
 
 AttentionArgs AttentionOf(const Tensor& qkv, int64_t num_heads) {
-  const AttentionArgs a{.qkv = qkv.device_data(),
-                        .batch = qkv.dim(0),
-                        .seq = qkv.dim(1),
-                        .channels = qkv.dim(2) / 3,
-                        .heads = num_heads,
-                        .bf16 = qkv.dtype() == DType::kBF16};
-  // A row's scores live in shared memory (48 KiB without opting in to more).
-  LOOM_CHECK((a.seq + kBlock) * static_cast<int64_t>(sizeof(float)) <= (48 << 10))
-      << "Attention on CUDA: sequences of " << a.seq << " tokens are longer than this kernel takes";
-  return a;
+  return {.qkv = qkv.device_data(),
+          .batch = qkv.dim(0),
+          .seq = qkv.dim(1),
+          .channels = qkv.dim(2) / 3,
+          .heads = num_heads,
+          .bf16 = qkv.dtype() == DType::kBF16};
+}
+
+// Which attention kernels run: the batched GEMMs on cuBLASLt (default), or one block per query
+// row (LOOM_CUDA_ATTENTION=rows, the first, simplest form; kept to compare with). Read at every
+// call, so a test can run both.
+bool AttentionByRows(const AttentionArgs& a) {
+  const char* choice = std::getenv("LOOM_CUDA_ATTENTION");
+  const bool rows = choice != nullptr && std::string_view(choice) == "rows";
+  LOOM_CHECK(choice == nullptr || rows || std::string_view(choice) == "gemm")
+      << "LOOM_CUDA_ATTENTION must be gemm or rows, not '" << choice << "'";
+  // The row kernels keep a row's scores in shared memory (48 KiB without opting in to more).
+  LOOM_CHECK(!rows || (a.seq + kBlock) * static_cast<int64_t>(sizeof(float)) <= (48 << 10))
+      << "Attention on CUDA (LOOM_CUDA_ATTENTION=rows): sequences of " << a.seq
+      << " tokens are longer than the row kernels take";
+  return rows;
+}
+
+// Device scratch of `elements` of `dtype`, back in the cache when the twin returns (the default
+// stream orders its next use after the kernels queued here).
+Tensor Scratch(int64_t elements, DType dtype) {
+  return Tensor::Empty({elements}, dtype, MemoryTag::kWorkspace, &DeviceAllocator());
 }
 
 void RegisterLayerKernels(CudaTwinTable& twins) {
@@ -165,15 +184,31 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
                          In(dloss), Out(dlogits), nullptr);
   };
   twins.attention_forward = [](const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs) {
-    AttentionForward(AttentionOf(qkv, num_heads), Out(out), probs.device_data(), nullptr);
+    const AttentionArgs a = AttentionOf(qkv, num_heads);
+    if (AttentionByRows(a)) {
+      AttentionForward(a, Out(out), probs.device_data(), nullptr);
+      return;
+    }
+    Tensor scores = a.bf16 ? Scratch(a.heads * a.seq * a.seq, DType::kF32) : Tensor();
+    AttentionForwardGemm(a, Out(out), probs.device_data(), a.bf16 ? Out(scores) : nullptr, nullptr);
   };
   twins.attention_backward = [](const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                                 int64_t num_heads, Tensor& dqkv) {
-    Tensor dscores =
-        Tensor::Empty(probs.shape(), DType::kF32, MemoryTag::kWorkspace, &DeviceAllocator());
-    AttentionBackward(AttentionOf(qkv, num_heads), In(dout), probs.device_data(), Out(dscores),
-                      Out(dqkv), nullptr);
-    // dscores goes back to the cache now; the default stream orders its next use after this.
+    const AttentionArgs a = AttentionOf(qkv, num_heads);
+    if (AttentionByRows(a)) {
+      Tensor dscores = Scratch(probs.numel(), DType::kF32);
+      AttentionBackward(a, In(dout), probs.device_data(), Out(dscores), Out(dqkv), nullptr);
+      return;
+    }
+    const int64_t per_batch = a.heads * a.seq * a.seq;
+    Tensor dscores = Scratch(per_batch, DType::kF32);
+    Tensor ds16 = a.bf16 ? Scratch(per_batch, DType::kBF16) : Tensor();
+    Tensor dout16 = a.bf16 ? Scratch(dout.numel(), DType::kBF16) : Tensor();
+    AttentionBackwardGemm(a, In(dout), probs.device_data(),
+                          {.dscores = Out(dscores),
+                           .ds16 = a.bf16 ? ds16.device_data() : nullptr,
+                           .dout16 = a.bf16 ? dout16.device_data() : nullptr},
+                          Out(dqkv), nullptr);
   };
   twins.check_indices = [](const Tensor& ids, int64_t limit, const char* what) {
     DeviceErrors& errors = DeviceErrors::Get();

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -469,45 +470,50 @@ TEST_F(CudaKernels, CrossEntropyMatchesTheCpu) {
 // backward dqkv accumulated into random values. The dot products run in other orders than the
 // CPU's: f32 within 1e-5 + 1e-4 relative; bf16, where a probability or dS may round to the
 // neighbouring bf16 value, within 1e-2 of the largest element + 1e-2 relative (the bf16 attention
-// test's bound against its f64 reference).
+// test's bound against its f64 reference). Both forms of the CUDA kernels: the batched GEMMs on
+// cuBLASLt (default) and the row kernels (LOOM_CUDA_ATTENTION=rows).
 TEST_F(CudaKernels, AttentionMatchesTheCpu) {
   RegisterKernels();
   const int64_t batch = 2, heads = 3, c = 48;
-  for (DType dtype : {DType::kF32, DType::kBF16}) {
-    for (int64_t seq : {1, 17, 300}) {
-      Tensor qkv = Random(batch * seq * 3 * c, 81, 1.0f).Reshape({batch, seq, 3 * c});
-      if (dtype == DType::kBF16) {
-        Tensor narrow = Tensor::Empty(qkv.shape(), DType::kBF16, MemoryTag::kActivation);
-        ConvertBuffer(qkv.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, qkv.numel());
-        qkv = narrow;
+  for (const char* form : {"gemm", "rows"}) {
+    setenv("LOOM_CUDA_ATTENTION", form, 1);
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      for (int64_t seq : {1, 17, 300}) {
+        Tensor qkv = Random(batch * seq * 3 * c, 81, 1.0f).Reshape({batch, seq, 3 * c});
+        if (dtype == DType::kBF16) {
+          Tensor narrow = Tensor::Empty(qkv.shape(), DType::kBF16, MemoryTag::kActivation);
+          ConvertBuffer(qkv.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, qkv.numel());
+          qkv = narrow;
+        }
+        const Tensor dout = Random(batch * seq * c, 82, 1.0f).Reshape({batch, seq, c});
+        const Tensor dqkv0 = Random(qkv.numel(), 83, 1.0f).Reshape(qkv.shape());
+        const Shape probs_shape{batch, heads, seq, seq};
+        Tensor out = Tensor::Empty({batch, seq, c}, DType::kF32, MemoryTag::kActivation);
+        Tensor probs = Tensor::Empty(probs_shape, dtype, MemoryTag::kActivation);
+        Tensor dqkv = dqkv0.Clone();
+        kernels::AttentionForward(qkv, heads, out, probs);
+        kernels::AttentionBackward(dout, qkv, probs, heads, dqkv);
+        const Tensor d_qkv = Upload(qkv);
+        Tensor d_out = OnDevice(out.numel()).Reshape(out.shape());
+        Tensor d_probs =
+            Tensor::Empty(probs_shape, dtype, MemoryTag::kActivation, &DeviceAllocator());
+        Tensor d_dqkv = Upload(dqkv0);
+        kernels::AttentionForward(d_qkv, heads, d_out, d_probs);
+        kernels::AttentionBackward(Upload(dout), d_qkv, d_probs, heads, d_dqkv);
+        const bool bf16 = dtype == DType::kBF16;
+        const float abs = bf16 ? 1e-2f : 1e-5f, rel = bf16 ? 1e-2f : 1e-4f;
+        const std::string at = absl::StrCat(" ", form, " ", DTypeName(dtype), " seq ", seq);
+        Tensor probs32 = Tensor::Empty(probs_shape, DType::kF32, MemoryTag::kActivation);
+        kernels::Convert(probs, probs32);
+        ExpectClose(Download(d_out), out, "out" + at, abs, rel);
+        ExpectClose(Download(d_probs), probs32, "probs" + at, bf16 ? 4e-3f : 1e-6f, rel);
+        float largest = 0.0f;
+        for (float v : dqkv.ToF32Vector()) largest = std::max(largest, std::fabs(v));
+        ExpectClose(Download(d_dqkv), dqkv, "dqkv" + at, bf16 ? 1e-2f * largest : abs, rel);
       }
-      const Tensor dout = Random(batch * seq * c, 82, 1.0f).Reshape({batch, seq, c});
-      const Tensor dqkv0 = Random(qkv.numel(), 83, 1.0f).Reshape(qkv.shape());
-      const Shape probs_shape{batch, heads, seq, seq};
-      Tensor out = Tensor::Empty({batch, seq, c}, DType::kF32, MemoryTag::kActivation);
-      Tensor probs = Tensor::Empty(probs_shape, dtype, MemoryTag::kActivation);
-      Tensor dqkv = dqkv0.Clone();
-      kernels::AttentionForward(qkv, heads, out, probs);
-      kernels::AttentionBackward(dout, qkv, probs, heads, dqkv);
-      const Tensor d_qkv = Upload(qkv);
-      Tensor d_out = OnDevice(out.numel()).Reshape(out.shape());
-      Tensor d_probs =
-          Tensor::Empty(probs_shape, dtype, MemoryTag::kActivation, &DeviceAllocator());
-      Tensor d_dqkv = Upload(dqkv0);
-      kernels::AttentionForward(d_qkv, heads, d_out, d_probs);
-      kernels::AttentionBackward(Upload(dout), d_qkv, d_probs, heads, d_dqkv);
-      const bool bf16 = dtype == DType::kBF16;
-      const float abs = bf16 ? 1e-2f : 1e-5f, rel = bf16 ? 1e-2f : 1e-4f;
-      const std::string at = absl::StrCat(" ", DTypeName(dtype), " seq ", seq);
-      Tensor probs32 = Tensor::Empty(probs_shape, DType::kF32, MemoryTag::kActivation);
-      kernels::Convert(probs, probs32);
-      ExpectClose(Download(d_out), out, "out" + at, abs, rel);
-      ExpectClose(Download(d_probs), probs32, "probs" + at, bf16 ? 4e-3f : 1e-6f, rel);
-      float largest = 0.0f;
-      for (float v : dqkv.ToF32Vector()) largest = std::max(largest, std::fabs(v));
-      ExpectClose(Download(d_dqkv), dqkv, "dqkv" + at, bf16 ? 1e-2f * largest : abs, rel);
     }
   }
+  unsetenv("LOOM_CUDA_ATTENTION");
 }
 
 // Ids outside their range on the device: the kernels read zero rows instead, and the next

@@ -98,4 +98,66 @@ TEST(ColumnMajorGemm, ARowMajorProductIsOneColumnMajorCallOnTheSameBuffers) {
   }
 }
 
+// The same with row strides wider than the rows and a batch of products at strides (as batched
+// attention reads heads out of the fused qkv): the mapped call, through a naive column-major
+// batched GEMM with leading dimensions, gives every product, and leaves the padding alone.
+TEST(ColumnMajorGemm, StridedAndBatchedProductsMapToo) {
+  constexpr int64_t kBatch = 3, kPad = 2, kGap = 5;
+  for (const auto& [m, n, k] : {std::tuple{3, 5, 4}, std::tuple{1, 7, 2}, std::tuple{6, 1, 3}}) {
+    for (bool trans_a : {false, true}) {
+      for (bool trans_b : {false, true}) {
+        RowMajorGemm r{.m = m, .n = n, .k = k, .trans_a = trans_a, .trans_b = trans_b};
+        const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+        const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+        r.lda = a_cols + kPad;
+        r.ldb = b_cols + kPad + 1;
+        r.ldc = n + kPad;
+        r.stride_a = a_rows * r.lda + kGap;
+        r.stride_b = b_rows * r.ldb + kGap;
+        r.stride_out = m * r.ldc + kGap;
+        std::vector<float> a(kBatch * r.stride_a), b(kBatch * r.stride_b);
+        for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) - 3.0f;
+        for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 5) - 2.0f;
+        constexpr float kUntouched = -99.0f;
+        std::vector<float> want(kBatch * r.stride_out, kUntouched);
+        for (int64_t x = 0; x < kBatch; ++x) {
+          auto op_a = [&](int64_t i, int64_t p) {
+            return a[x * r.stride_a + (trans_a ? p * r.lda + i : i * r.lda + p)];
+          };
+          auto op_b = [&](int64_t p, int64_t j) {
+            return b[x * r.stride_b + (trans_b ? j * r.ldb + p : p * r.ldb + j)];
+          };
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t j = 0; j < n; ++j) {
+              float sum = 0.0f;
+              for (int64_t p = 0; p < k; ++p) sum += op_a(i, p) * op_b(p, j);
+              want[x * r.stride_out + i * r.ldc + j] = sum;
+            }
+          }
+        }
+        const ColumnMajorGemm g = ToColumnMajor(r);
+        std::vector<float> c(want.size(), kUntouched);
+        for (int64_t x = 0; x < kBatch; ++x) {
+          // BLAS with leading dimensions: A = b's buffer, B = a's, batch strides swapped alike.
+          auto blas_a = [&](int64_t i, int64_t p) {
+            return b[x * g.stride_a + (g.trans_a ? p + i * g.ld_a : i + p * g.ld_a)];
+          };
+          auto blas_b = [&](int64_t p, int64_t j) {
+            return a[x * g.stride_b + (g.trans_b ? j + p * g.ld_b : p + j * g.ld_b)];
+          };
+          for (int64_t i = 0; i < g.m; ++i) {
+            for (int64_t j = 0; j < g.n; ++j) {
+              float sum = 0.0f;
+              for (int64_t p = 0; p < g.k; ++p) sum += blas_a(i, p) * blas_b(p, j);
+              c[x * g.stride_c + i + j * g.ld_c] = sum;
+            }
+          }
+        }
+        EXPECT_EQ(c, want) << m << "x" << n << "x" << k << " trans_a " << trans_a << " trans_b "
+                           << trans_b;
+      }
+    }
+  }
+}
+
 }  // namespace loom::runtime::kernels::cuda
