@@ -1,11 +1,14 @@
 // The GEMM twin on cuBLASLt: one column-major call per row-major product, no data moved
-// (gemm_layout.h). One handle and a 32 MiB workspace per process; descriptors per call (cached
-// per shape later, when a profile asks for it).
+// (gemm_layout.h). One handle and a 32 MiB workspace per process; descriptors, layouts and the
+// heuristic's algorithm made once per kind of product and kept (PlanFor).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #include "runtime/base/check.h"
@@ -81,12 +84,43 @@ size_t ElementBytes(ElemType t) { return t == ElemType::kF32 ? 4 : 2; }
 
 }  // namespace
 
-void Gemm(const GemmArgs& g, Stream stream) {
-  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  LOOM_CHECK(g.batch <= INT32_MAX) << "cuBLASLt: a batch of " << g.batch << " products";
-  LtContext& lt = Context();
+namespace {
+
+// What cuBLASLt needs for one kind of product, made once per kind: the descriptor, the three
+// layouts and the heuristic's algorithm. Alpha, beta and the pointers come with each call.
+struct GemmPlan {
   cublasLtMatmulDesc_t desc = nullptr;
-  Check(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo = {};
+};
+
+// Everything a plan depends on: types, shape, transpositions, strides, batch and alignments.
+using PlanKey = std::array<int64_t, 17>;
+
+PlanKey KeyOf(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+  return {static_cast<int64_t>(g.in),
+          static_cast<int64_t>(g.out_type),
+          g.m,
+          g.n,
+          g.k,
+          g.trans_a,
+          g.trans_b,
+          g.lda,
+          g.ldb,
+          g.ldc,
+          g.batch,
+          g.stride_a,
+          g.stride_b,
+          g.stride_out,
+          align_a,
+          align_b,
+          align_c};
+}
+
+GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+  LtContext& lt = Context();
+  GemmPlan plan;
+  Check(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
   const ColumnMajorGemm c = ToColumnMajor(RowMajorGemm{.m = g.m,
                                                        .n = g.n,
                                                        .k = g.k,
@@ -100,24 +134,18 @@ void Gemm(const GemmArgs& g, Stream stream) {
                                                        .stride_out = g.stride_out});
   const cublasOperation_t op_a = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)),
+  Check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)),
         "transa");
-  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
+  Check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
         "transb");
-  cublasLtMatrixLayout_t layout_a =
-      Layout(g.in, c.rows_a, c.cols_a, c.ld_a, g.batch, c.stride_a);  // b's buffer
-  cublasLtMatrixLayout_t layout_b =
-      Layout(g.in, c.rows_b, c.cols_b, c.ld_b, g.batch, c.stride_b);  // a's buffer
-  cublasLtMatrixLayout_t layout_c =
-      Layout(g.out_type, c.rows_c, c.cols_c, c.ld_c, g.batch, c.stride_c);
+  plan.a = Layout(g.in, c.rows_a, c.cols_a, c.ld_a, g.batch, c.stride_a);  // b's buffer
+  plan.b = Layout(g.in, c.rows_b, c.cols_b, c.ld_b, g.batch, c.stride_b);  // a's buffer
+  plan.c = Layout(g.out_type, c.rows_c, c.cols_c, c.ld_c, g.batch, c.stride_c);
   cublasLtMatmulPreference_t preference = nullptr;
   Check(cublasLtMatmulPreferenceCreate(&preference), "preference");
   Check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                              &lt.workspace_bytes, sizeof(lt.workspace_bytes)),
         "workspace size");
-  const uint32_t align_a = Alignment(g.b, g.stride_b, ElementBytes(g.in), g.batch);  // b's buffer
-  const uint32_t align_b = Alignment(g.a, g.stride_a, ElementBytes(g.in), g.batch);
-  const uint32_t align_c = Alignment(g.out, g.stride_out, ElementBytes(g.out_type), g.batch);
   for (const auto& [attribute, bytes] :
        {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
         std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
@@ -128,20 +156,41 @@ void Gemm(const GemmArgs& g, Stream stream) {
   }
   cublasLtMatmulHeuristicResult_t heuristic = {};
   int found = 0;
-  Check(cublasLtMatmulAlgoGetHeuristic(lt.handle, desc, layout_a, layout_b, layout_c, layout_c,
+  Check(cublasLtMatmulAlgoGetHeuristic(lt.handle, plan.desc, plan.a, plan.b, plan.c, plan.c,
                                        preference, 1, &heuristic, &found),
         "heuristic");
+  cublasLtMatmulPreferenceDestroy(preference);
   LOOM_CHECK(found > 0) << "cuBLASLt has no algorithm for a [" << g.m << ", " << g.k << "] x ["
                         << g.k << ", " << g.n << "] GEMM of these types";
-  Check(cublasLtMatmul(lt.handle, desc, &g.alpha, g.b, layout_a, g.a, layout_b, &g.beta, g.out,
-                       layout_c, g.out, layout_c, &heuristic.algo, lt.workspace, lt.workspace_bytes,
-                       stream),
+  plan.algo = heuristic.algo;
+  return plan;
+}
+
+// The plan for `g`'s kind, made on first use and kept for the process (a model has a few dozen
+// kinds of product: making a plan costs a heuristic query, tens of microseconds).
+const GemmPlan& PlanFor(const GemmArgs& g) {
+  static std::mutex mu;
+  static auto* plans = new std::map<PlanKey, GemmPlan>();
+  const uint32_t align_a = Alignment(g.b, g.stride_b, ElementBytes(g.in), g.batch);  // b's buffer
+  const uint32_t align_b = Alignment(g.a, g.stride_a, ElementBytes(g.in), g.batch);
+  const uint32_t align_c = Alignment(g.out, g.stride_out, ElementBytes(g.out_type), g.batch);
+  const PlanKey key = KeyOf(g, align_a, align_b, align_c);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = plans->find(key);
+  if (it == plans->end()) it = plans->emplace(key, MakePlan(g, align_a, align_b, align_c)).first;
+  return it->second;  // map nodes do not move
+}
+
+}  // namespace
+
+void Gemm(const GemmArgs& g, Stream stream) {
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  LOOM_CHECK(g.batch <= INT32_MAX) << "cuBLASLt: a batch of " << g.batch << " products";
+  LtContext& lt = Context();
+  const GemmPlan& plan = PlanFor(g);
+  Check(cublasLtMatmul(lt.handle, plan.desc, &g.alpha, g.b, plan.a, g.a, plan.b, &g.beta, g.out,
+                       plan.c, g.out, plan.c, &plan.algo, lt.workspace, lt.workspace_bytes, stream),
         "matmul");
-  cublasLtMatmulPreferenceDestroy(preference);
-  cublasLtMatrixLayoutDestroy(layout_c);
-  cublasLtMatrixLayoutDestroy(layout_b);
-  cublasLtMatrixLayoutDestroy(layout_a);
-  cublasLtMatmulDescDestroy(desc);
 }
 
 }  // namespace loom::runtime::kernels::cuda
