@@ -8,6 +8,7 @@
 #pragma once
 
 #include "runtime/kernels/adamw.h"
+#include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/tensor.h"
 
@@ -66,6 +67,9 @@ struct CudaTwinTable {
   // Fails, naming what was checked, the position and the value, if check_indices recorded an id
   // since the last call; waits for the device.
   void (*check_errors)() = nullptr;
+  void (*quantize_fp8)(const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) = nullptr;
+  void (*fp8_matmul)(const Tensor& a, const Tensor& scale_a, Fp8Blocks a_blocks, const Tensor& b,
+                     const Tensor& scale_b, Fp8Blocks b_blocks, Tensor& out) = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
                  const MatmulOptions& options) = nullptr;

@@ -21,13 +21,11 @@
 #include <span>
 #include <vector>
 
+#include "runtime/kernels/fp8_formula.h"  // kFp8Block: the dispatch's FP8 blocks
 #include "runtime/kernels/matmul.h"
 #include "runtime/tensor.h"
 
 namespace loom::runtime::kernels {
-
-// Elements per FP8 scaling block of the dispatch (QuantizeRowsFp8).
-inline constexpr int64_t kFp8Block = 128;
 
 enum class RouterScore {
   kSoftmax,  // s = softmax(logits) over the experts (Mixtral, DeepSeek-V2)

@@ -26,6 +26,7 @@
 #include "runtime/kernels/cuda_twins.h"
 #include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/embedding.h"
+#include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/tensor.h"
@@ -158,6 +159,8 @@ class EmulatedDevice {
     t.cross_entropy_rescale = Twin<&kernels::CrossEntropyRescaleSumExp>::Run;
     t.cross_entropy_loss = Twin<&kernels::CrossEntropyLoss>::Run;
     t.cross_entropy_backward = Twin<&kernels::CrossEntropyBackward>::Run;
+    t.quantize_fp8 = Twin<&kernels::QuantizeFp8>::Run;
+    t.fp8_matmul = Twin<&kernels::Fp8Matmul>::Run;
     t.attention_forward = Twin<&kernels::AttentionForward>::Run;
     t.attention_backward = Twin<&kernels::AttentionBackward>::Run;
     t.check_indices = Twin<&kernels::CheckIndices>::Run;  // fails at once, as the host does

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/kernels/adamw.h"
+#include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/moe.h"
 #include "runtime/tensor.h"
@@ -63,6 +64,9 @@ void PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capacity, T
                  std::vector<int64_t>& counts, std::vector<int64_t>& load, int64_t& dropped);
 void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out);
 void QuantizeRowsFp8(const Tensor& x, Tensor& packed);
+void QuantizeFp8(const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales);
+void Fp8Matmul(const Tensor& a, const Tensor& scale_a, Fp8Blocks a_blocks, const Tensor& b,
+               const Tensor& scale_b, Fp8Blocks b_blocks, Tensor& out);
 void DequantizeRowsFp8(const Tensor& packed, Tensor& x);
 // gates: [N, K] or nullptr (weights 1).
 void MoeCombine(const Tensor& y, const Tensor& row_of, const float* gates, Tensor& out);

@@ -239,7 +239,7 @@ void QuantizeRowsFp8(const Tensor& x, Tensor& packed) {
         const int64_t lo = b * kFp8Block, len = std::min(kFp8Block, c - lo);
         float amax = 0.0f;
         for (int64_t j = 0; j < len; ++j) amax = std::max(amax, std::fabs(xr[lo + j]));
-        const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+        const float scale = Fp8Scale(amax);
         for (int64_t j = 0; j < len; ++j) scaled[j] = xr[lo + j] / scale;
         ConvertBuffer(scaled.data(), DType::kF32, out + lo, DType::kF8E4M3, len);
         std::memcpy(out + (c + 3) / 4 * 4 + 4 * b, &scale, sizeof(scale));

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "runtime/kernels/adamw_formula.h"
+#include "runtime/kernels/fp8_formula.h"
 #include "runtime/kernels/sum_of_squares_formula.h"
 
 struct CUstream_st;  // cudaStream_t without the CUDA headers
@@ -55,6 +56,33 @@ struct GemmArgs {
   int64_t batch = 1, stride_a = 0, stride_b = 0, stride_out = 0;
 };
 void Gemm(const GemmArgs& args, Stream stream);
+
+// FP8 (runtime/kernels/fp8.h, the layouts there): x f32 or bf16 [rows, cols] to e4m3 `q` and f32
+// `scales` (fp8.cu; the per-tensor form takes one f32 of device scratch for the maximum); the
+// e4m3 GEMM out[m, n] = (a · scale_a) · (b · scale_b)ᵀ on cuBLASLt, a [m, k] and b [n, k]
+// K-contiguous, per-tensor scales or a 1 x 128 with b 128 x 128 (gemm.cc).
+struct Fp8QuantizeArgs {
+  const void* x;
+  bool bf16 = false;
+  int64_t rows = 0, cols = 0;
+  Fp8Blocks blocks = Fp8Blocks::kTensor;
+  uint8_t* q = nullptr;
+  float* scales = nullptr;
+  int64_t scale_elements = 0;  // the whole scales tensor (the 128 x 128 layout's padding included)
+  float* amax = nullptr;       // kTensor: one f32 of scratch
+};
+void QuantizeFp8(const Fp8QuantizeArgs& args, Stream stream);
+struct Fp8GemmArgs {
+  const void* a;
+  const float* scale_a;
+  const void* b;
+  const float* scale_b;
+  void* out;
+  ElemType out_type = ElemType::kF32;
+  int64_t m = 0, n = 0, k = 0;
+  Fp8Blocks a_blocks = Fp8Blocks::kTensor, b_blocks = Fp8Blocks::kTensor;
+};
+void Fp8Gemm(const Fp8GemmArgs& args, Stream stream);
 
 // LayerNorm over rows of `cols` (the CPU's LayerNormForward / LayerNormBackward; norm.cu):
 // out = (x - mean) · rstd · w + b, saving mean and rstd per row; backward adds into dx, dw, db.

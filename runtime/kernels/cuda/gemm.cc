@@ -193,4 +193,68 @@ void Gemm(const GemmArgs& g, Stream stream) {
         "matmul");
 }
 
+void Fp8Gemm(const Fp8GemmArgs& g, Stream stream) {
+  if (g.m == 0 || g.n == 0) return;
+  LtContext& lt = Context();
+  cublasLtMatmulDesc_t desc = nullptr;
+  Check(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
+  // out = a · bᵀ: the call's A is b's buffer (K x N column-major, transposed), its B is a's (K x
+  // M, as it is): the K-major "TN" form FP8 tensor cores take.
+  const ColumnMajorGemm c = ToColumnMajor(g.m, g.n, g.k, /*trans_a=*/false, /*trans_b=*/true);
+  const cublasOperation_t op_a = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)),
+        "transa");
+  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
+        "transb");
+  // Scales follow their operands: the call's A scale is b's, its B scale a's.
+  const void* scale_a = g.scale_b;
+  const void* scale_b = g.scale_a;
+  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_a,
+                                       sizeof(scale_a)),
+        "A scale");
+  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_b,
+                                       sizeof(scale_b)),
+        "B scale");
+  if (g.a_blocks == Fp8Blocks::k1x128) {  // b 128 x 128 (the entry point admits no other mix)
+    const int32_t mode_a = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    const int32_t mode_b = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode_a,
+                                         sizeof(mode_a)),
+          "A scale mode");
+    Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_b,
+                                         sizeof(mode_b)),
+          "B scale mode");
+  }
+  cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_c = nullptr;
+  Check(cublasLtMatrixLayoutCreate(&layout_a, CUDA_R_8F_E4M3, c.rows_a, c.cols_a, c.ld_a),
+        "layout");
+  Check(cublasLtMatrixLayoutCreate(&layout_b, CUDA_R_8F_E4M3, c.rows_b, c.cols_b, c.ld_b),
+        "layout");
+  Check(cublasLtMatrixLayoutCreate(&layout_c, CudaType(g.out_type), c.rows_c, c.cols_c, c.ld_c),
+        "layout");
+  cublasLtMatmulPreference_t preference = nullptr;
+  Check(cublasLtMatmulPreferenceCreate(&preference), "preference");
+  Check(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &lt.workspace_bytes, sizeof(lt.workspace_bytes)),
+        "workspace size");
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  Check(cublasLtMatmulAlgoGetHeuristic(lt.handle, desc, layout_a, layout_b, layout_c, layout_c,
+                                       preference, 1, &heuristic, &found),
+        "heuristic");
+  LOOM_CHECK(found > 0) << "cuBLASLt has no FP8 algorithm for [" << g.m << ", " << g.k << "] x ["
+                        << g.n << ", " << g.k << "]ᵀ with these scales on this GPU";
+  const float alpha = 1.0f, beta = 0.0f;
+  Check(
+      cublasLtMatmul(lt.handle, desc, &alpha, g.b, layout_a, g.a, layout_b, &beta, g.out, layout_c,
+                     g.out, layout_c, &heuristic.algo, lt.workspace, lt.workspace_bytes, stream),
+      "FP8 matmul");
+  cublasLtMatmulPreferenceDestroy(preference);
+  cublasLtMatrixLayoutDestroy(layout_c);
+  cublasLtMatrixLayoutDestroy(layout_b);
+  cublasLtMatrixLayoutDestroy(layout_a);
+  cublasLtMatmulDescDestroy(desc);
+}
+
 }  // namespace loom::runtime::kernels::cuda

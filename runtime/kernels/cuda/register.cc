@@ -210,6 +210,34 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
                            .dout16 = a.bf16 ? dout16.device_data() : nullptr},
                           Out(dqkv), nullptr);
   };
+  twins.quantize_fp8 = [](const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) {
+    Tensor amax = blocks == Fp8Blocks::kTensor ? Scratch(1, DType::kF32) : Tensor();
+    QuantizeFp8({.x = x.device_data(),
+                 .bf16 = x.dtype() == DType::kBF16,
+                 .rows = x.dim(0),
+                 .cols = x.dim(1),
+                 .blocks = blocks,
+                 .q = static_cast<uint8_t*>(q.device_data()),
+                 .scales = Out(scales),
+                 .scale_elements = scales.numel(),
+                 .amax = blocks == Fp8Blocks::kTensor ? Out(amax) : nullptr},
+                nullptr);
+  };
+  twins.fp8_matmul = [](const Tensor& a, const Tensor& scale_a, Fp8Blocks a_blocks, const Tensor& b,
+                        const Tensor& scale_b, Fp8Blocks b_blocks, Tensor& out) {
+    Fp8Gemm({.a = a.device_data(),
+             .scale_a = In(scale_a),
+             .b = b.device_data(),
+             .scale_b = In(scale_b),
+             .out = out.device_data(),
+             .out_type = ElemTypeOf(out.dtype()),
+             .m = a.dim(0),
+             .n = b.dim(0),
+             .k = a.dim(1),
+             .a_blocks = a_blocks,
+             .b_blocks = b_blocks},
+            nullptr);
+  };
   twins.check_indices = [](const Tensor& ids, int64_t limit, const char* what) {
     DeviceErrors& errors = DeviceErrors::Get();
     CheckIndices(static_cast<const int32_t*>(ids.device_data()), ids.numel(), limit,

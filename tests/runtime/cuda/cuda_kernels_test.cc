@@ -10,9 +10,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -30,6 +30,7 @@
 #include "runtime/kernels/cuda/stream.h"
 #include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/embedding.h"
+#include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/rng.h"
@@ -514,6 +515,64 @@ TEST_F(CudaKernels, AttentionMatchesTheCpu) {
     }
   }
   unsetenv("LOOM_CUDA_ATTENTION");
+}
+
+// FP8 through the entry points on device tensors: quantization bit for bit the CPU's (the same
+// scale formula and e4m3 rounding), every scaling and input dtype, odd shapes (tails of blocks and
+// tiles); the GEMM within f32 accumulation-order error of the CPU's product of the same
+// quantized operands (1e-4 of the largest element + 1e-4 relative; bf16 out 1e-2), per-tensor and
+// 1 x 128 / 128 x 128 scales (the scale layouts of fp8.h, which cuBLASLt must read as such).
+TEST_F(CudaKernels, Fp8QuantizeAndMatmulMatchTheCpu) {
+  RegisterKernels();
+  auto quantize = [](const Tensor& x, Fp8Blocks blocks, Allocator* where) {
+    std::pair<Tensor, Tensor> qs{
+        Tensor::Empty(x.shape(), DType::kF8E4M3, MemoryTag::kActivation, where),
+        Tensor::Empty(Fp8ScaleShape(x.dim(0), x.dim(1), blocks), DType::kF32,
+                      MemoryTag::kActivation, where)};
+    kernels::QuantizeFp8(x, blocks, qs.first, qs.second);
+    return qs;
+  };
+  for (const auto& [rows, cols] : {std::pair{200, 300}, std::pair{256, 512}}) {
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      Tensor x = Random(rows * cols, 91, 2.0f).Reshape({rows, cols});
+      if (dtype == DType::kBF16) {
+        Tensor narrow = Tensor::Empty(x.shape(), DType::kBF16, MemoryTag::kActivation);
+        ConvertBuffer(x.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, x.numel());
+        x = narrow;
+      }
+      for (Fp8Blocks blocks : {Fp8Blocks::kTensor, Fp8Blocks::k1x128, Fp8Blocks::k128x128}) {
+        const auto [q, scales] = quantize(x, blocks, nullptr);
+        const auto [dq, dscales] = quantize(Upload(x), blocks, &DeviceAllocator());
+        const std::string what = absl::StrCat(rows, "x", cols, " ", DTypeName(dtype), " blocks ",
+                                              static_cast<int>(blocks));
+        EXPECT_EQ(Download(dq), q.ToF32Vector()) << what;
+        EXPECT_EQ(Download(dscales), scales.ToF32Vector()) << what;
+      }
+    }
+  }
+  const int64_t m = 96, k = 512, n = 272;
+  const Tensor x = Random(m * k, 92, 1.0f).Reshape({m, k});
+  const Tensor w = Random(n * k, 93, 0.05f).Reshape({n, k});
+  for (const auto& [a_blocks, b_blocks] : {std::pair{Fp8Blocks::kTensor, Fp8Blocks::kTensor},
+                                           std::pair{Fp8Blocks::k1x128, Fp8Blocks::k128x128}}) {
+    const auto [a, sa] = quantize(x, a_blocks, nullptr);
+    const auto [b, sb] = quantize(w, b_blocks, nullptr);
+    for (DType out_dtype : {DType::kF32, DType::kBF16}) {
+      Tensor want = Tensor::Empty({m, n}, out_dtype, MemoryTag::kActivation);
+      kernels::Fp8Matmul(a, sa, a_blocks, b, sb, b_blocks, want);
+      Tensor got = Tensor::Empty({m, n}, out_dtype, MemoryTag::kActivation, &DeviceAllocator());
+      kernels::Fp8Matmul(Upload(a), Upload(sa), a_blocks, Upload(b), Upload(sb), b_blocks, got);
+      const std::vector<float> g = Download(got), e = want.ToF32Vector();
+      float largest = 0.0f;
+      for (float v : e) largest = std::max(largest, std::fabs(v));
+      const std::string what =
+          absl::StrCat("Fp8Matmul ", static_cast<int>(a_blocks), " ", DTypeName(out_dtype));
+      const float rel = out_dtype == DType::kF32 ? 1e-4f : 1e-2f;
+      Tensor want32 = Tensor::Empty({m, n}, DType::kF32, MemoryTag::kActivation);
+      std::copy(e.begin(), e.end(), want32.data<float>());
+      ExpectClose(g, want32, what, 1e-4f * largest, rel);
+    }
+  }
 }
 
 // Ids outside their range on the device: the kernels read zero rows instead, and the next
