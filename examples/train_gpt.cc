@@ -658,7 +658,8 @@ absl::Status Main() {
   if (leader && device.visible > 1 && world_size > 1) {
     LOOM_LOG(WARNING) << "--device cuda: every rank uses the first of the " << device.visible
                       << " visible GPUs (" << device.description
-                      << "); give each rank its own with CUDA_VISIBLE_DEVICES (docs/gpu.md)";
+                      << "); give each rank its own: mpirun ... bash scripts/gpu_per_rank.sh "
+                         "train_gpt ... (docs/gpu.md)";
   }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                         Trainer::Create(options, parallel::ParallelContext::FromMesh(*mesh)));

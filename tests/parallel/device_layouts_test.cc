@@ -3,12 +3,18 @@
 // device tensors staged through host memory (comm::Communicator). Each layout must give bitwise
 // the same losses, gradient norms and final parameters as the same layout on the host: the
 // staging moves the same bytes through the same host collectives, in the same order. (That the
-// host layouts equal the single-rank run is data_parallel_test's and the tp/pp tests' job.)
+// host layouts equal the single-rank run is data_parallel_test's and the tp/pp tests' job.) The
+// same again over the nccl backend on a fake NCCL (NcclLayouts, below).
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "comm/nccl/nccl_backend.h"
+#include "tests/comm/fake_nccl.h"
 #include "tests/parallel/dp_checks.h"
 #include "tests/runtime/emulated_device.h"
 
@@ -59,6 +65,61 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{.name = "tp2_sp", .tp = 2, .sequence_parallel = true},
                       Layout{.name = "dp2_tp2", .dp = 2, .tp = 2, .zero = 1},
                       Layout{.name = "pp2", .pp = 2}, Layout{.name = "pp2_dp2", .dp = 2, .pp = 2}),
+    [](const ::testing::TestParamInfo<Layout>& info) { return info.param.name; });
+
+// The same layouts over the nccl backend (comm/nccl) on a fake NCCL (tests/comm/fake_nccl.h) whose
+// operations are the thread-rank backend's on host copies: device tensors go to the backend as
+// they are, host tensors (the trainer's scalars) are staged through the device, splits make the
+// mesh's groups. The same host collectives run underneath, so the results must again be bitwise
+// the host layout's. (Pipeline layouts are refused with --comm nccl: its sends are not buffered.)
+class NcclLayouts : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
+  const Layout& l = GetParam();
+  models::TrainOptions o = ReferenceOptions();
+  o.steps = 4;
+  o.dp = l.dp;
+  o.tp = l.tp;
+  o.zero = l.zero;
+  o.precision = l.precision;
+  o.sequence_parallel = l.sequence_parallel;
+  o.hsdp_shard = l.hsdp_shard;
+  const std::vector<RunResult> host = TrainOnMesh(o);
+  runtime::testing::EmulatedDevice device;
+  o.device = &device.allocator();
+  const int n = o.dp * o.tp;
+  comm::testing::FakeNcclWorld fake(n, &device.allocator());
+  std::vector<std::unique_ptr<comm::Communicator>> bootstrap = comm::MakeLocalWorld(n);
+  std::vector<RunResult> on_device(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      const comm::Deadline deadline{std::chrono::steady_clock::now() + std::chrono::seconds(60)};
+      absl::StatusOr<std::unique_ptr<comm::Backend>> backend =
+          comm::MakeNcclBackend(&fake.rank(r), std::move(bootstrap[r]), deadline);
+      ASSERT_TRUE(backend.ok()) << backend.status();
+      comm::Communicator world(std::move(backend).value(), comm::CommOptions{});
+      auto mesh = parallel::Mesh::Create(world, parallel::MeshShape{.dp = o.dp, .tp = o.tp});
+      ASSERT_TRUE(mesh.ok()) << mesh.status();
+      on_device[r] = Train(o, parallel::ParallelContext::FromMesh(**mesh));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int r = 0; r < n; ++r) {
+    EXPECT_EQ(on_device[r].losses, host[r].losses) << "rank " << r;
+    EXPECT_EQ(on_device[r].grad_norms, host[r].grad_norms) << "rank " << r;
+    EXPECT_EQ(on_device[r].params, host[r].params) << "rank " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, NcclLayouts,
+    ::testing::Values(Layout{.name = "dp2", .dp = 2},
+                      Layout{.name = "dp2_zero1_bf16", .dp = 2, .zero = 1, .precision = "bf16"},
+                      Layout{.name = "dp2_zero3", .dp = 2, .zero = 3},
+                      Layout{.name = "hsdp_2x2_zero2", .dp = 4, .zero = 2, .hsdp_shard = 2},
+                      Layout{.name = "tp2_sp", .tp = 2, .sequence_parallel = true},
+                      Layout{.name = "dp2_tp2", .dp = 2, .tp = 2, .zero = 1}),
     [](const ::testing::TestParamInfo<Layout>& info) { return info.param.name; });
 
 }  // namespace
