@@ -88,6 +88,13 @@ class Backend {
   // (not for Split): a device backend marks the point of the caller's device work that the call
   // must follow. Default: nothing.
   virtual void Issued(const CollectiveArgs& args) { (void)args; }
+  // A call that was Issued but will not Run (its communicator was poisoned first).
+  virtual void Abandoned(const CollectiveArgs& args) { (void)args; }
+  // A call on host buffers whatever memory() says (the fingerprint check's all-gather of a few
+  // words); a device backend runs it over a host communicator of the same ranks.
+  virtual absl::Status RunOnHost(const CollectiveArgs& args, Deadline deadline) {
+    return Run(args, deadline);
+  }
   virtual uint64_t EnterCollective() { return 0; }
   virtual std::vector<int> MissingRanks(uint64_t call) const {
     (void)call;

@@ -347,6 +347,7 @@ void Communicator::RunTask(Task& task) {
 }
 
 void Communicator::SkipPoisoned(Task& task, const absl::Status& poisoned) {
+  if (!task.custom) backend_->Abandoned(task.args);
   Record(task, "skipped (poisoned)");
   task.work->Complete(absl::Status(
       poisoned.code(),
@@ -388,24 +389,16 @@ void Communicator::Fail(const absl::Status& error) {
 absl::Status Communicator::CheckFingerprints(const CollectiveArgs& args, Deadline deadline) {
   constexpr int kWords = 5;
   const Fingerprint& fp = args.fp;
-  // Through buffers in the backend's memory (a device's for nccl), staged from and to the host.
-  Tensor host_mine = Tensor::Empty({kWords}, DType::kI64, runtime::MemoryTag::kComm);
-  const int64_t words[kWords] = {static_cast<int64_t>(fp.op), static_cast<int64_t>(fp.dtype),
-                                 fp.count, static_cast<int64_t>(fp.reduce), fp.root};
-  std::copy(words, words + kWords, host_mine.data<int64_t>());
-  runtime::Allocator* staging = backend_->staging_allocator();
-  Tensor mine = host_mine.Clone(staging);
-  Tensor gathered =
-      Tensor::Empty({kWords * size_}, DType::kI64, runtime::MemoryTag::kComm, staging);
+  const int64_t mine[kWords] = {static_cast<int64_t>(fp.op), static_cast<int64_t>(fp.dtype),
+                                fp.count, static_cast<int64_t>(fp.reduce), fp.root};
+  std::vector<int64_t> all(static_cast<size_t>(kWords * size_));
   CollectiveArgs gather;
   gather.fp = {CollectiveOp::kAllGather, DType::kI64, kWords};
   gather.seq = args.seq;
-  gather.in = BufferData(mine, memory_);
-  gather.out = BufferData(gathered, memory_);
-  absl::Status s = backend_->Run(gather, deadline);
+  gather.in = mine;
+  gather.out = all.data();
+  absl::Status s = backend_->RunOnHost(gather, deadline);
   if (!s.ok()) return s;
-  const Tensor host_all = gathered.Clone(&runtime::Allocator::Default());
-  const absl::Span<const int64_t> all(host_all.data<int64_t>(), kWords * size_);
   bool same = true;
   std::vector<std::string> per_rank;
   for (int r = 0; r < size_; ++r) {

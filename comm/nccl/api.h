@@ -38,7 +38,7 @@ class Api {
   virtual std::string Version() const = 0;  // "NCCL 2.28.3"
   // Where the backend's buffers live and what it stages host tensors through.
   virtual runtime::Allocator& DeviceAllocator() = 0;
-  // The current GPU's identity (its PCI bus id): two ranks with the same one share a GPU.
+  // The current GPU's identity ("host:PCI bus id"): two ranks with the same one share a GPU.
   virtual absl::StatusOr<std::string> DeviceId() = 0;
 
   virtual absl::StatusOr<UniqueId> GetUniqueId() = 0;

@@ -3,6 +3,7 @@
 // initialisation, splits and calls return at once and NcclBackend polls Ready().
 #include <cuda_runtime.h>
 #include <nccl.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -88,7 +89,9 @@ class RealNccl final : public Api {
         !s.ok()) {
       return s;
     }
-    return std::string(bus);
+    char host[256] = {};
+    (void)gethostname(host, sizeof host - 1);
+    return absl::StrCat(host, ":", bus);  // bus ids repeat across hosts
   }
   absl::StatusOr<UniqueId> GetUniqueId() override {
     ncclUniqueId raw;
@@ -134,16 +137,17 @@ class RealNccl final : public Api {
   void Abort(Comm comm) override { (void)ncclCommAbort(C(comm)); }
   void Destroy(Comm comm) override {
     (void)ncclCommFinalize(C(comm));
-    // Finalising a non-blocking communicator completes asynchronously; one that has not within a
-    // minute is aborted instead.
+    // Finalising a non-blocking communicator completes asynchronously.
+    // One that failed, or has not finished within a minute, is aborted instead.
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     ncclResult_t state = ncclInProgress;
-    while (ncclCommGetAsyncError(C(comm), &state) == ncclSuccess && state == ncclInProgress) {
-      if (std::chrono::steady_clock::now() > give_up) {
-        (void)ncclCommAbort(C(comm));
-        return;
-      }
+    while (ncclCommGetAsyncError(C(comm), &state) == ncclSuccess && state == ncclInProgress &&
+           std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    if (state != ncclSuccess) {
+      (void)ncclCommAbort(C(comm));
+      return;
     }
     (void)ncclCommDestroy(C(comm));
   }

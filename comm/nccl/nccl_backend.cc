@@ -1,8 +1,11 @@
 #include "comm/nccl/nccl_backend.h"
 
+#include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,27 +36,69 @@ absl::Status AsyncError(const char* what, const absl::Status& error) {
       absl::StrCat("NCCL reported an asynchronous error (", what, "): ", error.message()));
 }
 
-// Polls a communicator being initialised, split or queueing a call until it is ready; aborts it
-// on an error or at the deadline.
+// Polls a communicator being initialised, split or queueing a call until it is ready: its error,
+// or DeadlineExceeded at the deadline.
 absl::Status WaitReady(Api& api, Api::Comm comm, Deadline deadline, const char* what) {
   SpinWait wait(deadline, std::nullopt, /*oversubscribed=*/true);
   for (;;) {
     const absl::StatusOr<bool> ready = api.Ready(comm);
-    if (!ready.ok()) return AbortWith(api, comm, AsyncError(what, ready.status()));
+    if (!ready.ok()) return AsyncError(what, ready.status());
     if (*ready) return absl::OkStatus();
     if (wait.Pause() == SpinWait::kTimedOut) {
-      return AbortWith(
-          api, comm,
-          absl::DeadlineExceededError(absl::StrCat(
-              "NCCL ", what, " did not finish before the deadline (does every rank create it?)")));
+      return absl::DeadlineExceededError(absl::StrCat(
+          "NCCL ", what, " did not finish before the deadline (does every rank take part?)"));
     }
   }
 }
 
+// WaitReady for a communicator being made: aborted if it fails.
+absl::Status ReadyOrAbort(Api& api, Api::Comm comm, Deadline deadline, const char* what) {
+  const absl::Status s = WaitReady(api, comm, deadline, what);
+  return s.ok() ? s : AbortWith(api, comm, s);
+}
+
+// The order in which one rank made its NCCL calls, over all its NCCL communicators (the world and
+// its splits share one). NCCL wants every rank to queue the operations of different communicators
+// in the same order (they wait for their peers on the device, and may hold the GPU while they
+// do); a rank makes its calls in program order, the same on every rank, but each communicator
+// queues its own on its own progress thread. So a call takes a ticket when it is made and is
+// queued only after every earlier ticket has been queued (or given up).
+class IssueOrder {
+ public:
+  uint64_t Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return next_++;
+  }
+  // Whether every ticket below `ticket` was released before the deadline.
+  bool WaitForEarlier(uint64_t ticket, Deadline deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_until(lock, deadline.at, [&] { return released_below_ >= ticket; });
+  }
+  void Release(const std::vector<uint64_t>& tickets) {
+    if (tickets.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_.insert(tickets.begin(), tickets.end());
+      while (!released_.empty() && *released_.begin() == released_below_) {
+        released_.erase(released_.begin());
+        ++released_below_;
+      }
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t next_ = 0;
+  uint64_t released_below_ = 0;  // every ticket below this one is released
+  std::set<uint64_t> released_;  // released tickets at or above released_below_
+};
+
 // Fails when two ranks are on one GPU (NCCL refuses that), naming them and what to do instead.
 // Collective over `bootstrap`.
 absl::Status CheckOneRankPerGpu(Api& api, Communicator& bootstrap) {
-  constexpr int kWords = 8;  // a PCI bus id ("0000:19:00.0") fits with room to spare
+  constexpr int kWords = 32;  // "host:0000:19:00.0", the host name up to 236 characters
   LOOM_ASSIGN_OR_RETURN(const std::string id, api.DeviceId());
   Tensor mine = Tensor::Zeros({kWords}, DType::kI64, runtime::MemoryTag::kComm);
   std::memcpy(mine.raw_data(), id.data(), std::min<size_t>(id.size(), kWords * 8 - 1));
@@ -61,7 +106,9 @@ absl::Status CheckOneRankPerGpu(Api& api, Communicator& bootstrap) {
   Tensor all = Tensor::Empty({kWords * n}, DType::kI64, runtime::MemoryTag::kComm);
   LOOM_RETURN_IF_ERROR(bootstrap.AllGather(mine, all)->Wait());
   std::vector<std::string> ids;
-  for (int r = 0; r < n; ++r) ids.emplace_back(static_cast<const char*>(all.raw_data()) + r * 64);
+  for (int r = 0; r < n; ++r) {
+    ids.emplace_back(static_cast<const char*>(all.raw_data()) + r * kWords * 8);
+  }
   for (int r = 0; r < n; ++r) {
     for (int q = r + 1; q < n; ++q) {
       if (ids[r] != ids[q]) continue;
@@ -103,18 +150,22 @@ absl::StatusOr<nccl::UniqueId> ShareUniqueId(Api& api, Communicator& bootstrap) 
 class NcclBackend final : public Backend {
  public:
   NcclBackend(Api* api, std::unique_ptr<Communicator> bootstrap, Api::Comm comm, Api::Stream stream,
-              Api::Event done, std::function<void(int)> abort_job)
+              Api::Event done, std::shared_ptr<IssueOrder> order,
+              std::function<void(int)> abort_job)
       : api_(api),
         bootstrap_(std::move(bootstrap)),
         comm_(comm),
         stream_(stream),
         done_(done),
+        order_(std::move(order)),
         abort_job_(std::move(abort_job)),
         barrier_(
             Tensor::Zeros({1}, DType::kF32, runtime::MemoryTag::kComm, &api->DeviceAllocator())) {}
 
   ~NcclBackend() override {
-    for (auto& [seq, event] : ready_) api_->DestroyEvent(event);
+    for (const Made& m : made_) {
+      if (m.event != nullptr) api_->DestroyEvent(m.event);
+    }
     for (Api::Event event : free_events_) api_->DestroyEvent(event);
     if (!aborted_) api_->Destroy(comm_);
     api_->DestroyEvent(done_);
@@ -127,46 +178,98 @@ class NcclBackend final : public Backend {
   runtime::Device memory() const override { return runtime::Device::kCuda; }
   runtime::Allocator* staging_allocator() override { return &api_->DeviceAllocator(); }
 
-  // On the caller's thread: the point of its device work this call must follow.
+  // On the caller's thread, when the call is made: its place in this rank's order of NCCL calls
+  // and the point of the caller's device work it must follow.
   void Issued(const CollectiveArgs& args) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!issue_error_.ok()) return;
-    Api::Event event = nullptr;
-    if (!free_events_.empty()) {
-      event = free_events_.back();
-      free_events_.pop_back();
-    } else {
-      absl::StatusOr<Api::Event> made = api_->CreateEvent();
-      if (!made.ok()) {
-        issue_error_ = made.status();
-        return;
+    Made m{args.seq, order_->Take(), nullptr};
+    if (issue_error_.ok()) {
+      if (!free_events_.empty()) {
+        m.event = free_events_.back();
+        free_events_.pop_back();
+      } else {
+        absl::StatusOr<Api::Event> event = api_->CreateEvent();
+        issue_error_ = event.status();
+        if (event.ok()) m.event = *event;
       }
-      event = *made;
+      if (m.event != nullptr) issue_error_ = api_->Record(m.event, /*stream=*/nullptr);
     }
-    issue_error_ = api_->Record(event, /*stream=*/nullptr);
-    ready_.emplace_back(args.seq, event);
+    made_.push_back(m);
+  }
+
+  void Abandoned(const CollectiveArgs& args) override {
+    std::vector<uint64_t> tickets;
+    std::vector<Api::Event> events;
+    TakeMade(args.seq, tickets, events);
+    RecycleEvents(events);
+    order_->Release(tickets);
   }
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
-    if (aborted_) return absl::FailedPreconditionError("the NCCL communicator was aborted");
-    LOOM_RETURN_IF_ERROR(FollowCaller(args.seq));
-    LOOM_RETURN_IF_ERROR(Queue(args));
-    // A non-blocking communicator may still be queueing the call: the event goes after it.
-    const absl::Status queued = WaitReady(*api_, comm_, deadline, "queueing the call");
-    if (!queued.ok()) {
-      aborted_ = true;
-      return queued;
+    std::vector<uint64_t> tickets;
+    std::vector<Api::Event> events;  // recorded when the call was made
+    TakeMade(args.seq, tickets, events);
+    // The tickets go back however this ends (after queueing when the call is queued).
+    struct ReleaseAtExit {
+      IssueOrder& order;
+      std::vector<uint64_t>& tickets;
+      ~ReleaseAtExit() { order.Release(tickets); }
+    } release{*order_, tickets};
+    if (aborted_) {
+      RecycleEvents(events);
+      return absl::FailedPreconditionError("the NCCL communicator was aborted");
     }
-    LOOM_RETURN_IF_ERROR(api_->Record(done_, stream_));
+    if (!tickets.empty() &&
+        !order_->WaitForEarlier(*std::min_element(tickets.begin(), tickets.end()), deadline)) {
+      RecycleEvents(events);
+      return absl::DeadlineExceededError(
+          "an earlier NCCL call of this rank (on another communicator) was not queued before the "
+          "deadline");
+    }
+    absl::Status waited = IssueError();
+    for (Api::Event event : events) {
+      if (waited.ok()) waited = api_->StreamWait(stream_, event);
+    }
+    RecycleEvents(events);
+    LOOM_RETURN_IF_ERROR(waited);
+    // From here NCCL may hold the caller's buffers: a failure aborts the communicator.
+    absl::Status queued = Queue(args);
+    // A non-blocking communicator may still be queueing the call: the event goes after it.
+    if (queued.ok()) queued = WaitReady(*api_, comm_, deadline, "queueing the call");
+    if (queued.ok()) queued = api_->Record(done_, stream_);
+    LOOM_RETURN_IF_ERROR(Fatal(queued));
+    order_->Release(tickets);
+    tickets.clear();
     return WaitDone(deadline);
+  }
+
+  // Over the host communicator of the same ranks (the fingerprint check's all-gather).
+  absl::Status RunOnHost(const CollectiveArgs& args, Deadline deadline) override {
+    (void)deadline;  // the host communicator keeps its own
+    if (args.fp.op != CollectiveOp::kAllGather || args.fp.dtype != DType::kI64) {
+      return absl::UnimplementedError("the nccl backend runs only i64 all-gathers on the host");
+    }
+    const int64_t n = args.fp.count;
+    Tensor in = Tensor::Empty({n}, DType::kI64, runtime::MemoryTag::kComm);
+    Tensor out = Tensor::Empty({n * size()}, DType::kI64, runtime::MemoryTag::kComm);
+    std::memcpy(in.raw_data(), args.in, static_cast<size_t>(n) * sizeof(int64_t));
+    LOOM_RETURN_IF_ERROR(bootstrap_->AllGather(in, out)->Wait());
+    std::memcpy(args.out, out.raw_data(), static_cast<size_t>(n * size()) * sizeof(int64_t));
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::unique_ptr<Backend>> Split(int color, int key, Deadline deadline) override {
     if (aborted_) return absl::FailedPreconditionError("the NCCL communicator was aborted");
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> host, bootstrap_->Split(color, key));
     LOOM_ASSIGN_OR_RETURN(Api::Comm child, api_->Split(comm_, color, key));
-    LOOM_RETURN_IF_ERROR(WaitReady(*api_, child, deadline, "split"));
-    return Make(api_, std::move(host), child, abort_job_);
+    LOOM_RETURN_IF_ERROR(ReadyOrAbort(*api_, child, deadline, "split"));
+    // The split may have left work on the parent too (non-blocking mode).
+    const absl::Status parent = Fatal(WaitReady(*api_, comm_, deadline, "split (parent)"));
+    if (!parent.ok()) {
+      api_->Abort(child);
+      return parent;
+    }
+    return Make(api_, std::move(host), child, order_, abort_job_);
   }
 
   [[noreturn]] void Abort(int exit_code) override {
@@ -178,6 +281,7 @@ class NcclBackend final : public Backend {
   static absl::StatusOr<std::unique_ptr<Backend>> Make(Api* api,
                                                        std::unique_ptr<Communicator> bootstrap,
                                                        Api::Comm comm,
+                                                       std::shared_ptr<IssueOrder> order,
                                                        std::function<void(int)> abort_job) {
     absl::StatusOr<Api::Stream> stream = api->CreateStream();
     if (!stream.ok()) {
@@ -190,23 +294,52 @@ class NcclBackend final : public Backend {
       api->Destroy(comm);
       return done.status();
     }
-    return std::unique_ptr<Backend>(
-        new NcclBackend(api, std::move(bootstrap), comm, *stream, *done, std::move(abort_job)));
+    return std::unique_ptr<Backend>(new NcclBackend(api, std::move(bootstrap), comm, *stream, *done,
+                                                    std::move(order), std::move(abort_job)));
   }
 
  private:
-  // Makes the stream wait for the point recorded when call `seq` was made (a fingerprint check
-  // runs under the call's seq before it: the first run waits, the second finds nothing left).
-  absl::Status FollowCaller(uint64_t seq) {
+  // What Issued recorded for a call: its seq, its ticket and its event (nullptr after an error).
+  struct Made {
+    uint64_t seq;
+    uint64_t ticket;
+    Api::Event event;
+  };
+
+  // Takes what Issued recorded for the calls up to `seq`: their tickets, and the events of `seq`
+  // itself (earlier entries, of calls that never ran, give their events back).
+  void TakeMade(uint64_t seq, std::vector<uint64_t>& tickets, std::vector<Api::Event>& events) {
     std::lock_guard<std::mutex> lock(mu_);
-    LOOM_RETURN_IF_ERROR(issue_error_);
-    while (!ready_.empty() && ready_.front().first <= seq) {
-      const auto [issued, event] = ready_.front();
-      ready_.pop_front();
-      free_events_.push_back(event);
-      if (issued == seq) LOOM_RETURN_IF_ERROR(api_->StreamWait(stream_, event));
+    while (!made_.empty() && made_.front().seq <= seq) {
+      const Made m = made_.front();
+      made_.pop_front();
+      tickets.push_back(m.ticket);
+      if (m.event == nullptr) continue;
+      if (m.seq == seq) {
+        events.push_back(m.event);
+      } else {
+        free_events_.push_back(m.event);
+      }
     }
-    return absl::OkStatus();
+  }
+
+  // Events back to the pool (a stream's wait takes the event's recorded point when it is queued).
+  void RecycleEvents(const std::vector<Api::Event>& events) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_events_.insert(free_events_.end(), events.begin(), events.end());
+  }
+
+  absl::Status IssueError() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return issue_error_;
+  }
+
+  // `s`, after aborting the communicator if it is an error: once a call may be on the device, a
+  // failure leaves NCCL holding buffers, and only an abort stops it.
+  absl::Status Fatal(const absl::Status& s) {
+    if (s.ok() || aborted_) return s;
+    aborted_ = true;
+    return AbortWith(*api_, comm_, s);
   }
 
   // The call's NCCL operations, queued on the stream.
@@ -270,19 +403,15 @@ class NcclBackend final : public Backend {
   absl::Status WaitDone(Deadline deadline) {
     SpinWait wait(deadline, std::nullopt, /*oversubscribed=*/false);
     for (;;) {
-      LOOM_ASSIGN_OR_RETURN(const bool done, api_->Query(done_));
-      if (done) return absl::OkStatus();
+      const absl::StatusOr<bool> done = api_->Query(done_);
+      if (!done.ok()) return Fatal(done.status());
+      if (*done) return absl::OkStatus();
       const absl::StatusOr<bool> healthy = api_->Ready(comm_);
-      if (!healthy.ok()) {
-        aborted_ = true;
-        return AbortWith(*api_, comm_, AsyncError("running the call", healthy.status()));
-      }
+      if (!healthy.ok()) return Fatal(AsyncError("running the call", healthy.status()));
       if (wait.Pause() == SpinWait::kTimedOut) {
-        aborted_ = true;
-        return AbortWith(*api_, comm_,
-                         absl::DeadlineExceededError(
-                             "the call is still running on the device (a peer may not have "
-                             "made it, or made a different one)"));
+        return Fatal(absl::DeadlineExceededError(
+            "the call is still running on the device (a peer may not have made it, or made a "
+            "different one)"));
       }
     }
   }
@@ -292,12 +421,13 @@ class NcclBackend final : public Backend {
   const Api::Comm comm_;
   const Api::Stream stream_;
   const Api::Event done_;
+  const std::shared_ptr<IssueOrder> order_;  // this rank's, shared with its splits
   const std::function<void(int)> abort_job_;
   const Tensor barrier_;  // one f32 on the device
   bool aborted_ = false;  // progress thread only
 
   std::mutex mu_;  // Issued runs on callers' threads, Run on the progress thread
-  std::deque<std::pair<uint64_t, Api::Event>> ready_;
+  std::deque<Made> made_;
   std::vector<Api::Event> free_events_;
   absl::Status issue_error_;
 };
@@ -311,8 +441,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeNcclBackend(nccl::Api* api,
   LOOM_RETURN_IF_ERROR(CheckOneRankPerGpu(*api, *bootstrap));
   LOOM_ASSIGN_OR_RETURN(const nccl::UniqueId id, ShareUniqueId(*api, *bootstrap));
   LOOM_ASSIGN_OR_RETURN(Api::Comm comm, api->InitRank(bootstrap->size(), id, bootstrap->rank()));
-  LOOM_RETURN_IF_ERROR(WaitReady(*api, comm, deadline, "initialisation"));
-  return NcclBackend::Make(api, std::move(bootstrap), comm, std::move(abort_job));
+  LOOM_RETURN_IF_ERROR(ReadyOrAbort(*api, comm, deadline, "initialisation"));
+  return NcclBackend::Make(api, std::move(bootstrap), comm, std::make_shared<IssueOrder>(),
+                           std::move(abort_job));
 }
 
 }  // namespace loom::comm

@@ -39,8 +39,13 @@ class FakeNccl final : public nccl::Api {
  public:
   FakeNccl(FakeNcclWorld* world, int rank) : world_(world), rank_(rank) {}
 
-  // Ready() answers "in progress" this many times for each new communicator.
+  // Ready() answers "in progress" this many times for each new communicator, and `queue_polls`
+  // times after each queued operation (non-blocking NCCL still queueing it); recording an event
+  // on the operation's stream before then is an error.
   int init_polls = 2;
+  int queue_polls = 0;
+  // Called with each operation's name before it is queued (e.g. to hold one back).
+  std::function<void(const char*)> before_queue;
   std::string device_id;  // DeviceId(); "fake-gpu-<rank>" unless set
   // Every later Ready() on this rank fails with `message`.
   void InjectError(std::string message) {
@@ -83,24 +88,29 @@ class FakeNccl final : public nccl::Api {
   absl::Status AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                          Comm comm, Stream stream) override {
     runtime::Tensor a = HostCopy(in, count, dtype), b = Empty(count, dtype);
-    return Push(stream, "AllReduce", C(comm)->local->AllReduce(a, b, op), b, out, a);
+    BeforeQueue("AllReduce");
+    return Push(C(comm), stream, "AllReduce", C(comm)->local->AllReduce(a, b, op), b, out, a);
   }
   absl::Status ReduceScatter(const void* in, void* out, size_t recv_count, DType dtype, ReduceOp op,
                              Comm comm, Stream stream) override {
     const int n = C(comm)->local->size();
     runtime::Tensor a = HostCopy(in, recv_count * n, dtype), b = Empty(recv_count, dtype);
-    return Push(stream, "ReduceScatter", C(comm)->local->ReduceScatter(a, b, op), b, out, a);
+    BeforeQueue("ReduceScatter");
+    return Push(C(comm), stream, "ReduceScatter", C(comm)->local->ReduceScatter(a, b, op), b, out,
+                a);
   }
   absl::Status AllGather(const void* in, void* out, size_t send_count, DType dtype, Comm comm,
                          Stream stream) override {
     const int n = C(comm)->local->size();
     runtime::Tensor a = HostCopy(in, send_count, dtype), b = Empty(send_count * n, dtype);
-    return Push(stream, "AllGather", C(comm)->local->AllGather(a, b), b, out, a);
+    BeforeQueue("AllGather");
+    return Push(C(comm), stream, "AllGather", C(comm)->local->AllGather(a, b), b, out, a);
   }
   absl::Status Broadcast(const void* in, void* out, size_t count, DType dtype, int root, Comm comm,
                          Stream stream) override {
     runtime::Tensor a = HostCopy(in, count, dtype);
-    return Push(stream, "Broadcast", C(comm)->local->Broadcast(a, root), a, out);
+    BeforeQueue("Broadcast");
+    return Push(C(comm), stream, "Broadcast", C(comm)->local->Broadcast(a, root), a, out);
   }
   absl::Status Send(const void* buffer, size_t count, DType dtype, int peer, Comm comm,
                     Stream stream) override {
@@ -149,7 +159,8 @@ class FakeNccl final : public nccl::Api {
       }
       auto done = std::make_shared<Work>();
       done->Complete(absl::OkStatus());
-      LOOM_RETURN_IF_ERROR(Push(op.stream, "copy to self", done, to_self.front(), op.buffer));
+      LOOM_RETURN_IF_ERROR(
+          Push(op.comm, op.stream, "copy to self", done, to_self.front(), op.buffer));
       to_self.pop_front();
     }
     return absl::OkStatus();
@@ -171,6 +182,12 @@ class FakeNccl final : public nccl::Api {
     std::lock_guard<std::mutex> lock(mu_);
     log_.push_back(stream == nullptr ? "record default" : "record comm");
     FakeEvent* e = static_cast<FakeEvent*>(event);
+    if (stream != nullptr && static_cast<FakeStream*>(stream)->comm != nullptr &&
+        static_cast<FakeStream*>(stream)->comm->polls_left > 0) {
+      return absl::InternalError(
+          "fake NCCL: an event recorded while the communicator was still queueing (Ready() had "
+          "not said so)");
+    }
     e->pending.clear();
     e->on_comm_stream = stream != nullptr;
     if (stream != nullptr) {
@@ -211,6 +228,7 @@ class FakeNccl final : public nccl::Api {
   };
   struct FakeStream {
     std::vector<Pending> pending;
+    FakeComm* comm = nullptr;  // of the last operation queued
   };
   struct FakeEvent {
     std::vector<Pending> pending;
@@ -231,6 +249,9 @@ class FakeNccl final : public nccl::Api {
   };
 
   static FakeComm* C(Comm comm) { return static_cast<FakeComm*>(comm); }
+  void BeforeQueue(const char* what) const {
+    if (before_queue) before_queue(what);
+  }
   static Group& ThreadGroup() {
     static thread_local Group group;  // NCCL's groups are per thread too
     return group;
@@ -254,11 +275,13 @@ class FakeNccl final : public nccl::Api {
   }
   // Queues `work` on `stream`; once it is done, `result` is copied to `out`. `input` (the local
   // call's) lives until then.
-  absl::Status Push(Stream stream, const char* what, std::shared_ptr<Work> work,
+  absl::Status Push(FakeComm* comm, Stream stream, const char* what, std::shared_ptr<Work> work,
                     runtime::Tensor result, void* out, runtime::Tensor input = {}) {
     if (work->Test() && !work->status().ok()) return work->status();  // refused arguments
     std::lock_guard<std::mutex> lock(mu_);
     log_.push_back(what);
+    comm->polls_left = queue_polls;
+    static_cast<FakeStream*>(stream)->comm = comm;
     static_cast<FakeStream*>(stream)->pending.push_back(
         {std::move(work), [result, out, input] {
            if (out != nullptr && result.numel() > 0) {
@@ -271,12 +294,14 @@ class FakeNccl final : public nccl::Api {
   absl::Status SendNow(const void* buffer, size_t count, DType dtype, int peer, FakeComm* comm,
                        Stream stream) {
     runtime::Tensor a = HostCopy(buffer, count, dtype);
-    return Push(stream, "Send", comm->local->Send(a, peer), runtime::Tensor(), nullptr, a);
+    BeforeQueue("Send");
+    return Push(comm, stream, "Send", comm->local->Send(a, peer), runtime::Tensor(), nullptr, a);
   }
   absl::Status RecvNow(void* buffer, size_t count, DType dtype, int peer, FakeComm* comm,
                        Stream stream) {
     runtime::Tensor b = Empty(count, dtype);
-    return Push(stream, "Recv", comm->local->Recv(b, peer), b, buffer);
+    BeforeQueue("Recv");
+    return Push(comm, stream, "Recv", comm->local->Recv(b, peer), b, buffer);
   }
 
   FakeNcclWorld* const world_;

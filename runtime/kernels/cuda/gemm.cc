@@ -244,7 +244,8 @@ void Fp8Gemm(const Fp8GemmArgs& g, Stream stream) {
                                        preference, 1, &heuristic, &found),
         "heuristic");
   LOOM_CHECK(found > 0) << "cuBLASLt has no FP8 algorithm for [" << g.m << ", " << g.k << "] x ["
-                        << g.n << ", " << g.k << "]ᵀ with these scales on this GPU";
+                        << g.n << ", " << g.k << "]ᵀ with these scales on this GPU (FP8 GEMMs "
+                        << "need FP8 tensor cores: sm_89 or newer, block scales sm_90)";
   const float alpha = 1.0f, beta = 0.0f;
   Check(
       cublasLtMatmul(lt.handle, desc, &alpha, g.b, layout_a, g.a, layout_b, &beta, g.out, layout_c,
