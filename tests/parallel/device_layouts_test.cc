@@ -30,10 +30,8 @@ struct Layout {
   int hsdp_shard = 0;
 };
 
-class DeviceLayouts : public ::testing::TestWithParam<Layout> {};
-
-TEST_P(DeviceLayouts, EqualTheSameLayoutOnTheHost) {
-  const Layout& l = GetParam();
+// The reference options, 4 steps, in layout `l`.
+models::TrainOptions OptionsFor(const Layout& l) {
   models::TrainOptions o = ReferenceOptions();
   o.steps = 4;
   o.dp = l.dp;
@@ -44,16 +42,27 @@ TEST_P(DeviceLayouts, EqualTheSameLayoutOnTheHost) {
   o.sequence_parallel = l.sequence_parallel;
   o.hsdp_shard = l.hsdp_shard;
   if (l.pp > 1) o.micro_batches = 4;
-  const std::vector<RunResult> host = TrainOnMesh(o);
-  runtime::testing::EmulatedDevice device;
-  o.device = &device.allocator();
-  const std::vector<RunResult> on_device = TrainOnMesh(o);
+  return o;
+}
+
+// Every rank's losses, gradient norms and final parameters, bitwise.
+void ExpectSameBits(const std::vector<RunResult>& on_device, const std::vector<RunResult>& host) {
   ASSERT_EQ(on_device.size(), host.size());
   for (size_t r = 0; r < host.size(); ++r) {
     EXPECT_EQ(on_device[r].losses, host[r].losses) << "rank " << r;
     EXPECT_EQ(on_device[r].grad_norms, host[r].grad_norms) << "rank " << r;
     EXPECT_EQ(on_device[r].params, host[r].params) << "rank " << r;
   }
+}
+
+class DeviceLayouts : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(DeviceLayouts, EqualTheSameLayoutOnTheHost) {
+  models::TrainOptions o = OptionsFor(GetParam());
+  const std::vector<RunResult> host = TrainOnMesh(o);
+  runtime::testing::EmulatedDevice device;
+  o.device = &device.allocator();
+  ExpectSameBits(TrainOnMesh(o), host);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -75,15 +84,7 @@ INSTANTIATE_TEST_SUITE_P(
 class NcclLayouts : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
-  const Layout& l = GetParam();
-  models::TrainOptions o = ReferenceOptions();
-  o.steps = 4;
-  o.dp = l.dp;
-  o.tp = l.tp;
-  o.zero = l.zero;
-  o.precision = l.precision;
-  o.sequence_parallel = l.sequence_parallel;
-  o.hsdp_shard = l.hsdp_shard;
+  models::TrainOptions o = OptionsFor(GetParam());
   const std::vector<RunResult> host = TrainOnMesh(o);
   runtime::testing::EmulatedDevice device;
   o.device = &device.allocator();
@@ -105,11 +106,7 @@ TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
     });
   }
   for (std::thread& t : threads) t.join();
-  for (int r = 0; r < n; ++r) {
-    EXPECT_EQ(on_device[r].losses, host[r].losses) << "rank " << r;
-    EXPECT_EQ(on_device[r].grad_norms, host[r].grad_norms) << "rank " << r;
-    EXPECT_EQ(on_device[r].params, host[r].params) << "rank " << r;
-  }
+  ExpectSameBits(on_device, host);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -207,24 +207,24 @@ void Fp8Gemm(const Fp8GemmArgs& g, Stream stream) {
         "transa");
   Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
         "transb");
-  // Scales follow their operands: the call's A scale is b's, its B scale a's.
-  const void* scale_a = g.scale_b;
-  const void* scale_b = g.scale_a;
-  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_a,
-                                       sizeof(scale_a)),
-        "A scale");
-  Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_b,
-                                       sizeof(scale_b)),
-        "B scale");
-  if (g.a_blocks == Fp8Blocks::k1x128) {  // b 128 x 128 (the entry point admits no other mix)
-    const int32_t mode_a = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-    const int32_t mode_b = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-    Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode_a,
-                                         sizeof(mode_a)),
-          "A scale mode");
-    Check(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_b,
-                                         sizeof(mode_b)),
-          "B scale mode");
+  // Scales follow their operands: the call's A scale is b's, its B scale a's; with block scales
+  // b is 128 x 128 and a 1 x 128 (the entry point admits no other mix).
+  const bool blocks = g.a_blocks == Fp8Blocks::k1x128;
+  const struct {
+    cublasLtMatmulDescAttributes_t pointer, mode;
+    const void* scales;
+    int32_t scale_mode;
+  } operands[] = {{CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                   g.scale_b, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F},
+                  {CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
+                   g.scale_a, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F}};
+  for (const auto& o : operands) {
+    Check(cublasLtMatmulDescSetAttribute(desc, o.pointer, &o.scales, sizeof(o.scales)),
+          "scale pointer");
+    if (blocks) {
+      Check(cublasLtMatmulDescSetAttribute(desc, o.mode, &o.scale_mode, sizeof(o.scale_mode)),
+            "scale mode");
+    }
   }
   cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_c = nullptr;
   Check(cublasLtMatrixLayoutCreate(&layout_a, CUDA_R_8F_E4M3, c.rows_a, c.cols_a, c.ld_a),
