@@ -6,6 +6,7 @@
 // (docs/gpu.md). f32, with the CPU kernels' conventions: backward outputs accumulate.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "runtime/kernels/adamw_formula.h"
@@ -133,13 +134,16 @@ void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, in
 
 // Embedding rows (the CPU's EmbeddingForward / EmbeddingBackward, embedding.cu): out[i] =
 // table[ids[i] - vocab_start] where that row is in the table, else zeros; backward adds dout[i]
-// into that row, one thread per column taking positions in order (bitwise the CPU's sums).
+// into that row: positions sorted by row, each row's run summed by one block in position order
+// (bitwise the CPU's sums), in device scratch of EmbeddingBackwardScratchBytes.
 struct EmbeddingArgs {
   const int32_t* ids;
   int64_t n = 0, cols = 0, table_rows = 0, vocab_start = 0;
 };
 void EmbeddingForward(const EmbeddingArgs& args, const float* table, float* out, Stream stream);
-void EmbeddingBackward(const EmbeddingArgs& args, const float* dout, float* dtable, Stream stream);
+size_t EmbeddingBackwardScratchBytes(const EmbeddingArgs& args);
+void EmbeddingBackward(const EmbeddingArgs& args, const float* dout, float* dtable, void* scratch,
+                       Stream stream);
 
 // Softmax cross-entropy pieces over rows of `vocab` logits (the CPU's CrossEntropy*,
 // cross_entropy.cu), one block per row for the statistics (fixed reduction order).

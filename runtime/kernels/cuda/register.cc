@@ -161,7 +161,10 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
   };
   twins.embedding_backward = [](const Tensor& dout, const Tensor& ids, int64_t vocab_start, bool,
                                 Tensor& dtable) {
-    EmbeddingBackward(EmbeddingOf(ids, dtable, vocab_start), In(dout), Out(dtable), nullptr);
+    const EmbeddingArgs a = EmbeddingOf(ids, dtable, vocab_start);
+    Tensor scratch =
+        Scratch(static_cast<int64_t>((EmbeddingBackwardScratchBytes(a) + 3) / 4), DType::kI32);
+    EmbeddingBackward(a, In(dout), Out(dtable), a.n > 0 ? scratch.device_data() : nullptr, nullptr);
   };
   twins.cross_entropy_stats = [](const Tensor& logits, const Tensor& targets, int64_t vocab_start,
                                  Tensor& row_max, Tensor& sum_exp, Tensor& target_logit) {
