@@ -1,3 +1,7 @@
+#include <algorithm>
+#include <vector>
+
+#include "runtime/kernels/column_sum_formula.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
 #include "runtime/parallel.h"
@@ -13,11 +17,20 @@ LOOM_VECTORIZED void AddBiasRows(float* x, const float* bias, int64_t rows, int6
 
 namespace {
 
-// dbias[j] += Σ_r dout[r, j] for the columns [begin, end), rows in order.
+// dbias[j] += Σ_r dout[r, j] for the columns [begin, end), in the blocking the CUDA twin shares
+// (column_sum_formula.h): each chunk of rows summed in order from zero, then added in order.
 LOOM_VECTORIZED void SumColumns(const float* dout, int64_t rows, int64_t c, int64_t begin,
                                 int64_t end, float* dbias) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = begin; j < end; ++j) dbias[j] += dout[r * c + j];
+  const int64_t width = end - begin;
+  std::vector<float> chunk(static_cast<size_t>(width));
+  float* sum = chunk.data();  // sum[j - begin]
+  for (int64_t r0 = 0; r0 < rows; r0 += kColumnSumRows) {
+    std::fill(chunk.begin(), chunk.end(), 0.0f);
+    for (int64_t r = r0; r < std::min(rows, r0 + kColumnSumRows); ++r) {
+      const float* row = dout + r * c + begin;
+      for (int64_t j = 0; j < width; ++j) sum[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) dbias[begin + j] += sum[j];
   }
 }
 

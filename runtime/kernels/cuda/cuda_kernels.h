@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "runtime/kernels/adamw_formula.h"
+#include "runtime/kernels/column_sum_formula.h"
 #include "runtime/kernels/fp8_formula.h"
 #include "runtime/kernels/sum_of_squares_formula.h"
 
@@ -86,7 +87,8 @@ struct Fp8GemmArgs {
 void Fp8Gemm(const Fp8GemmArgs& args, Stream stream);
 
 // LayerNorm over rows of `cols` (the CPU's LayerNormForward / LayerNormBackward; norm.cu):
-// out = (x - mean) · rstd · w + b, saving mean and rstd per row; backward adds into dx, dw, db.
+// out = (x - mean) · rstd · w + b, saving mean and rstd per row; backward adds into dx, dw, db
+// (dw and db in the blocking of column_sum_formula.h, rows of a chunk in parallel).
 struct LayerNormArgs {
   const float *x, *w, *b;
   float *out, *mean, *rstd;
@@ -97,6 +99,7 @@ struct LayerNormGradArgs {
   const float *dout, *x, *w, *mean, *rstd;
   float *dx, *dw, *db;
   int64_t rows = 0, cols = 0;
+  float* partial = nullptr;  // [ColumnSumChunks(rows), cols] scratch for dw and db
 };
 void LayerNormBackward(const LayerNormGradArgs& args, Stream stream);
 // RMSNorm (the CPU's RMSNormForward / RMSNormBackward; norm.cu): out = x · rstd · w, the same
@@ -121,12 +124,14 @@ void Scale(float* x, float factor, int64_t n, Stream stream);
 void Convert(const void* src, ElemType from, void* dst, ElemType to, int64_t n, Stream stream);
 // Each f32 element rounded to the nearest value of `type` (bf16 or f16), kept in f32.
 void RoundTo(float* x, ElemType type, int64_t n, Stream stream);
-// Over rows of `cols`: x += bias; x += bias then out = gelu(x); dbias += Σ_rows dout (rows in
-// order, one thread per column: bitwise the CPU's sums).
+// Over rows of `cols`: x += bias; x += bias then out = gelu(x); dbias += Σ_rows dout (the
+// CPU's blocking, column_sum_formula.h: bitwise its sums; `partial` is [ColumnSumChunks(rows),
+// cols] scratch).
 void BiasAdd(float* x, const float* bias, int64_t rows, int64_t cols, Stream stream);
 void BiasGeluForward(float* x, const float* bias, float* out, int64_t rows, int64_t cols,
                      Stream stream);
-void BiasBackward(const float* dout, float* dbias, int64_t rows, int64_t cols, Stream stream);
+void BiasBackward(const float* dout, float* dbias, int64_t rows, int64_t cols, float* partial,
+                  Stream stream);
 // Bad input found on the device is recorded, not fatal there: `record` (device, 4 int64) becomes
 // {what, position, value, limit} for the first id outside [0, limit) when record[0] was 0.
 void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, int64_t* record,

@@ -1,6 +1,7 @@
 #include <cuda_fp16.h>
 
 #include "runtime/bf16_bits.h"
+#include "runtime/kernels/cuda/column_sum.cuh"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
 #include "runtime/kernels/gelu_formula.h"
@@ -121,17 +122,6 @@ __global__ void BiasGeluKernel(float* x, const float* bias, float* out, int64_t 
     const float v = x[i] + bias[i % cols];
     x[i] = v;
     out[i] = GeluFromTanh(v, tanhf(GeluInner(v)));
-  }
-}
-
-// dbias[j] += dout[0, j], then dout[1, j], ...: one thread per column, rows in order (the CPU's
-// order, so the sums are bitwise equal).
-__global__ void BiasBackwardKernel(const float* dout, float* dbias, int64_t rows, int64_t cols) {
-  for (int64_t j = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); j < cols;
-       j += Stride(gridDim.x, blockDim.x)) {
-    float sum = dbias[j];
-    for (int64_t r = 0; r < rows; ++r) sum += dout[r * cols + j];
-    dbias[j] = sum;
   }
 }
 
@@ -263,9 +253,9 @@ void BiasGeluForward(float* x, const float* bias, float* out, int64_t rows, int6
   }
 }
 
-void BiasBackward(const float* dout, float* dbias, int64_t rows, int64_t cols, Stream stream) {
-  const Grid g = GridFor(cols);
-  if (g.blocks > 0) BiasBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, dbias, rows, cols);
+void BiasBackward(const float* dout, float* dbias, int64_t rows, int64_t cols, float* partial,
+                  Stream stream) {
+  ColumnSums(MatrixTerm{dout, cols}, rows, cols, partial, dbias, stream);
 }
 
 void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, int64_t* record,

@@ -3,6 +3,7 @@
 // results do not depend on timing), one thread per column for dw (and db), summing the rows in
 // order as the CPU does.
 #include "runtime/kernels/cuda/block_reduce.cuh"
+#include "runtime/kernels/cuda/column_sum.cuh"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
 
@@ -54,21 +55,21 @@ __global__ void LayerNormBackwardInputKernel(LayerNormGradArgs a) {
   }
 }
 
-// dw[j] += Σ_r dout[r, j] · n[r, j] and db[j] += Σ_r dout[r, j], rows in order (RMSNorm: no mean,
-// no db).
-__global__ void NormBackwardWeightKernel(LayerNormGradArgs a) {
-  for (int64_t j = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); j < a.cols;
-       j += Stride(gridDim.x, blockDim.x)) {
-    float dw = a.dw[j], db = a.db != nullptr ? a.db[j] : 0.0f;
-    for (int64_t r = 0; r < a.rows; ++r) {
-      const float d = a.dout[r * a.cols + j];
-      const float m = a.mean != nullptr ? a.mean[r] : 0.0f;
-      dw += d * ((a.x[r * a.cols + j] - m) * a.rstd[r]);
-      db += d;
-    }
-    a.dw[j] = dw;
-    if (a.db != nullptr) a.db[j] = db;
+// dw's term: dout[r, j] · n[r, j], n the normalised input (RMSNorm: no mean).
+struct NormWeightTerm {
+  LayerNormGradArgs a;
+  __device__ float operator()(int64_t r, int64_t j) const {
+    const float m = a.mean != nullptr ? a.mean[r] : 0.0f;
+    return a.dout[r * a.cols + j] * ((a.x[r * a.cols + j] - m) * a.rstd[r]);
   }
+};
+
+// dw[j] += Σ_r dout · n and db[j] += Σ_r dout (RMSNorm: no db), in the blocking of
+// column_sum_formula.h, through a.partial.
+void NormBackwardWeight(const LayerNormGradArgs& a, Stream stream) {
+  ColumnSums(NormWeightTerm{a}, a.rows, a.cols, a.partial, a.dw, stream);
+  if (a.db != nullptr)
+    ColumnSums(MatrixTerm{a.dout, a.cols}, a.rows, a.cols, a.partial, a.db, stream);
 }
 
 // out = x · s · w with s = 1 / sqrt(mean(x²) + eps), saved per row.
@@ -116,8 +117,7 @@ void LayerNormForward(const LayerNormArgs& args, float eps, Stream stream) {
 void LayerNormBackward(const LayerNormGradArgs& args, Stream stream) {
   if (args.rows == 0 || args.cols == 0) return;
   LayerNormBackwardInputKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args);
-  const Grid g = GridFor(args.cols);
-  NormBackwardWeightKernel<<<g.blocks, g.threads, 0, stream>>>(args);
+  NormBackwardWeight(args, stream);
 }
 
 void RMSNormForward(const LayerNormArgs& args, float eps, Stream stream) {
@@ -128,8 +128,7 @@ void RMSNormForward(const LayerNormArgs& args, float eps, Stream stream) {
 void RMSNormBackward(const LayerNormGradArgs& args, Stream stream) {
   if (args.rows == 0 || args.cols == 0) return;
   RMSNormBackwardInputKernel<<<RowBlocks(args.rows), kBlock, 0, stream>>>(args);
-  const Grid g = GridFor(args.cols);
-  NormBackwardWeightKernel<<<g.blocks, g.threads, 0, stream>>>(args);
+  NormBackwardWeight(args, stream);
 }
 
 }  // namespace loom::runtime::kernels::cuda

@@ -150,7 +150,9 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
     BiasAdd(Out(x), In(bias), cpu::AsRows(x).rows, x.dim(-1), nullptr);
   };
   twins.bias_backward = [](const Tensor& dout, Tensor& dbias) {
-    BiasBackward(In(dout), Out(dbias), cpu::AsRows(dout).rows, dout.dim(-1), nullptr);
+    const int64_t rows = cpu::AsRows(dout).rows, cols = dout.dim(-1);
+    Tensor partial = Scratch(ColumnSumChunks(rows) * cols, DType::kF32);
+    BiasBackward(In(dout), Out(dbias), rows, cols, Out(partial), nullptr);
   };
   twins.bias_gelu_forward = [](Tensor& x, const Tensor& bias, Tensor& out) {
     BiasGeluForward(Out(x), In(bias), Out(out), cpu::AsRows(x).rows, x.dim(-1), nullptr);
@@ -290,6 +292,8 @@ void RegisterKernels() {
   twins.layer_norm_backward = [](const Tensor& dout, const Tensor& x, const Tensor& w,
                                  const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
                                  Tensor& db) {
+    const int64_t rows = cpu::AsRows(x).rows, cols = x.dim(-1);
+    Tensor partial = Scratch(ColumnSumChunks(rows) * cols, DType::kF32);
     LayerNormBackward({.dout = In(dout),
                        .x = In(x),
                        .w = In(w),
@@ -298,8 +302,9 @@ void RegisterKernels() {
                        .dx = Out(dx),
                        .dw = Out(dw),
                        .db = Out(db),
-                       .rows = cpu::AsRows(x).rows,
-                       .cols = x.dim(-1)},
+                       .rows = rows,
+                       .cols = cols,
+                       .partial = Out(partial)},
                       nullptr);
   };
   twins.rms_norm_forward = [](const Tensor& x, const Tensor& w, float eps, Tensor& out,
@@ -316,6 +321,8 @@ void RegisterKernels() {
   };
   twins.rms_norm_backward = [](const Tensor& dout, const Tensor& x, const Tensor& w,
                                const Tensor& rstd, Tensor& dx, Tensor& dw) {
+    const int64_t rows = cpu::AsRows(x).rows, cols = x.dim(-1);
+    Tensor partial = Scratch(ColumnSumChunks(rows) * cols, DType::kF32);
     RMSNormBackward({.dout = In(dout),
                      .x = In(x),
                      .w = In(w),
@@ -324,8 +331,9 @@ void RegisterKernels() {
                      .dx = Out(dx),
                      .dw = Out(dw),
                      .db = nullptr,
-                     .rows = cpu::AsRows(x).rows,
-                     .cols = x.dim(-1)},
+                     .rows = rows,
+                     .cols = cols,
+                     .partial = Out(partial)},
                     nullptr);
   };
   twins.swiglu_forward = [](const Tensor& gate, const Tensor& up, Tensor& out) {

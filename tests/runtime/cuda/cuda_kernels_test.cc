@@ -328,7 +328,7 @@ TEST_F(CudaKernels, SumOfSquaresIsBitwiseTheCpus) {
 
 // The element-wise entry points on device tensors against the CPU, each exact (the same
 // operations in the same order): AddInto, Scale, Convert both ways for bf16 and f16 (bytes),
-// RoundToDType, BiasAdd, BiasBackward (columns summed row by row on both); BiasGelu's
+// RoundToDType, BiasAdd, BiasBackward (columns summed in the shared chunks on both); BiasGelu's
 // pre-activation exact, its GELU within the GELU tolerance.
 TEST_F(CudaKernels, ElementwiseEntryPointsMatchTheCpu) {
   RegisterKernels();
