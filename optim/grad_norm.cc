@@ -8,7 +8,7 @@ namespace loom::optim {
 
 double GlobalGradNorm(const std::vector<runtime::Tensor>& grads) {
   double sum = 0.0;
-  for (const runtime::Tensor& g : grads) sum += runtime::kernels::SumOfSquares(g);
+  for (double s : runtime::kernels::SumsOfSquares(grads)) sum += s;
   return std::sqrt(sum);
 }
 

@@ -566,19 +566,25 @@ absl::StatusOr<double> DataParallel::SumOverRanks(double local, comm::Communicat
   return total;
 }
 
-absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
+std::vector<Tensor> DataParallel::Grads() const {
   std::vector<Tensor> grads;
   for (const optim::ParamSlot& s : slots_) grads.push_back(s.grad);
+  return grads;
+}
+
+absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
+  std::vector<Tensor> grads = Grads();
   const std::vector<comm::Communicator*> model = ModelParallelGroups();
   const bool split_model = !model.empty();
   if (options_.zero_stage == 0 && !split_model) return optim::ClipGradNorm(grads, max_norm);
   // Every element of the model once (CountsInNorm): split parameters on every rank (their
   // shards), replicated ones on one rank of their group.
-  double total = 0.0;
+  std::vector<Tensor> counted;
   for (size_t i = 0; i < grads.size(); ++i) {
-    if (split_model && !CountsInNorm(*slot_params_[i])) continue;
-    total += runtime::kernels::SumOfSquares(grads[i]);
+    if (!split_model || CountsInNorm(*slot_params_[i])) counted.push_back(grads[i]);
   }
+  double total = 0.0;
+  for (double s : runtime::kernels::SumsOfSquares(counted)) total += s;
   if (options_.zero_stage > 0) {
     LOOM_ASSIGN_OR_RETURN(total, SumOverRanks(total, group_));
   }
@@ -597,10 +603,7 @@ absl::StatusOr<bool> DataParallel::GradientsFinite() {
   // A non-finite element makes the (double) sum of squares non-finite, and no finite f32 square
   // can overflow it: the threaded kernel answers the same question as a scan.
   int32_t finite = 1;
-  for (const optim::ParamSlot& slot : slots_) {
-    if (!finite) break;
-    finite = std::isfinite(runtime::kernels::SumOfSquares(slot.grad));
-  }
+  for (double s : runtime::kernels::SumsOfSquares(Grads())) finite = finite && std::isfinite(s);
   // Every rank of the job decides alike.
   LOOM_ASSIGN_OR_RETURN(finite, MinOverRanks(finite, /*include_pp=*/true));
   return finite == 1;
@@ -624,10 +627,9 @@ absl::StatusOr<std::string> DataParallel::FirstNonFiniteGradient() {
   absl::flat_hash_map<const Parameter*, int32_t> ordinal;
   for (const Parameter* p : order) ordinal.emplace(p, static_cast<int32_t>(ordinal.size()));
   int32_t first = std::numeric_limits<int32_t>::max();
+  const std::vector<double> sums = runtime::kernels::SumsOfSquares(Grads());
   for (size_t i = 0; i < slots_.size(); ++i) {
-    if (!std::isfinite(runtime::kernels::SumOfSquares(slots_[i].grad))) {
-      first = std::min(first, ordinal.at(slot_params_[i]));
-    }
+    if (!std::isfinite(sums[i])) first = std::min(first, ordinal.at(slot_params_[i]));
   }
   // Not over pp: its stages hold other parameters, so their ordinals mean other things.
   LOOM_ASSIGN_OR_RETURN(first, MinOverRanks(first, /*include_pp=*/false));

@@ -206,6 +206,9 @@ class DataParallel : public ParameterUseHooks {
   const std::vector<ReductionSpan>& reduction_spans() const { return reduction_spans_; }
 
  private:
+  // The slots' gradients, in slot order.
+  std::vector<runtime::Tensor> Grads() const;
+
   struct Bucket {
     std::vector<Parameter*> params;
     std::vector<int64_t> offsets;  // element offset of each parameter in the flat buffers

@@ -7,6 +7,8 @@
 //   cpu::GeluForward(x, out);
 #pragma once
 
+#include <span>
+
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
@@ -34,6 +36,8 @@ struct CudaTwinTable {
                           Tensor& dup) = nullptr;
   void (*sgd)(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step) = nullptr;
   double (*sum_of_squares)(const Tensor& x) = nullptr;
+  // out[i] = SumOfSquares(xs[i]), read back from the device at once.
+  void (*sums_of_squares)(std::span<const Tensor> xs, double* out) = nullptr;
   void (*add_into)(Tensor& dst, const Tensor& src) = nullptr;
   void (*scale)(Tensor& x, float factor) = nullptr;
   // dst = src converted (f32 <-> bf16 / f16, same shape).

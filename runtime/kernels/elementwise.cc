@@ -73,13 +73,39 @@ void CheckDeviceErrors() {
   if (CudaTwins().check_errors != nullptr) CudaTwins().check_errors();
 }
 
-double SumOfSquares(const Tensor& x) {
+namespace {
+
+ArgCheck CheckSumOfSquares(const Tensor& x) {
   ArgCheck check("SumOfSquares", {{"x", &x}});
   check.ExpectDefined(x);
   check.Expect(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16 || x.dtype() == DType::kF16,
                "x must be f32, bf16 or f16");
+  return check;
+}
+
+}  // namespace
+
+double SumOfSquares(const Tensor& x) {
+  const ArgCheck check = CheckSumOfSquares(x);
   if (check.OnCuda()) return check.Twin(CudaTwins().sum_of_squares)(x);
   return cpu::SumOfSquares(x);
+}
+
+std::vector<double> SumsOfSquares(std::span<const Tensor> xs) {
+  std::vector<double> sums(xs.size());
+  if (xs.empty()) return sums;
+  const bool on_device = CheckSumOfSquares(xs[0]).OnCuda();
+  for (const Tensor& x : xs) {
+    const ArgCheck check = CheckSumOfSquares(x);
+    check.Expect(check.OnCuda() == on_device,
+                 "SumsOfSquares takes tensors all on the host or all on one device");
+  }
+  if (on_device) {
+    CheckSumOfSquares(xs[0]).Twin(CudaTwins().sums_of_squares)(xs, sums.data());
+    return sums;
+  }
+  for (size_t i = 0; i < xs.size(); ++i) sums[i] = cpu::SumOfSquares(xs[i]);
+  return sums;
 }
 
 }  // namespace loom::runtime::kernels

@@ -5,11 +5,15 @@
 //   AddInto(dx, dresidual);                // dx += dresidual (its backward / accumulation)
 //   Scale(grad, 1.0f / clip);
 //   double ss = SumOfSquares(grad);        // f32 / bf16 / f16, accumulated in double
+//   std::vector<double> each = SumsOfSquares(grads);   // one device round trip for all
 //
 // Host or device memory (the CUDA twins, runtime/kernels/cuda_twins.h). SumOfSquares adds fixed
 // 4096-element blocks and then the block sums in order, so it is bitwise reproducible for any
 // thread count.
 #pragma once
+
+#include <span>
+#include <vector>
 
 #include "runtime/tensor.h"
 
@@ -23,6 +27,9 @@ void AddInto(Tensor& dst, const Tensor& src);
 void Scale(Tensor& x, float factor);
 // Σ x², accumulated in double; x is f32, bf16 or f16.
 double SumOfSquares(const Tensor& x);
+// SumOfSquares of each tensor (the same values), all on the host or all on one device: there the
+// sums are read back together, one wait for the device instead of one per tensor.
+std::vector<double> SumsOfSquares(std::span<const Tensor> xs);
 // dst = src in dst's dtype (ConvertBuffer's rounding: nearest even), same shape; host or device
 // (where one side must be f32 and fp8 is not built).
 void Convert(const Tensor& src, Tensor& dst);

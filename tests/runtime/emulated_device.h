@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstring>
+#include <span>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -146,6 +147,10 @@ class EmulatedDevice {
     t.swiglu_forward = Twin<&kernels::SwiGLUForward>::Run;
     t.swiglu_backward = Twin<&kernels::SwiGLUBackward>::Run;
     t.sum_of_squares = Twin<&kernels::SumOfSquares>::Run;
+    t.sums_of_squares = [](std::span<const Tensor> xs, double* out) {
+      for (size_t i = 0; i < xs.size(); ++i)
+        out[i] = kernels::SumOfSquares(emulated::HostCopy(xs[i]));
+    };
     t.add_into = Twin<&kernels::AddInto>::Run;
     t.scale = Twin<&kernels::Scale>::Run;
     t.convert = Twin<&kernels::Convert>::Run;

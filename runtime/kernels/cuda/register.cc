@@ -1,7 +1,9 @@
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -276,6 +278,23 @@ void RegisterKernels() {
     const cudaError_t e = cudaMemcpy(&total, d, sizeof(total), cudaMemcpyDeviceToHost);
     LOOM_CHECK(e == cudaSuccess) << "SumOfSquares on CUDA: " << cudaGetErrorString(e);
     return total;
+  };
+  twins.sums_of_squares = [](std::span<const Tensor> xs, double* out) {
+    // Every tensor's total into one device buffer, read back once; the block sums' scratch is
+    // reused in stream order.
+    int64_t blocks = 1;
+    for (const Tensor& x : xs) blocks = std::max(blocks, SumOfSquaresBlocks(x.numel()));
+    Tensor partial =
+        Tensor::Empty({blocks}, DType::kI64, MemoryTag::kWorkspace, &DeviceAllocator());
+    Tensor totals = Tensor::Empty({static_cast<int64_t>(xs.size())}, DType::kI64,
+                                  MemoryTag::kWorkspace, &DeviceAllocator());
+    double* t = static_cast<double*>(totals.device_data());
+    for (size_t i = 0; i < xs.size(); ++i) {
+      SumOfSquares(xs[i].device_data(), ElemTypeOf(xs[i].dtype()), xs[i].numel(),
+                   static_cast<double*>(partial.device_data()), t + i, nullptr);
+    }
+    const cudaError_t e = cudaMemcpy(out, t, xs.size() * sizeof(double), cudaMemcpyDeviceToHost);
+    LOOM_CHECK(e == cudaSuccess) << "SumsOfSquares on CUDA: " << cudaGetErrorString(e);
   };
   twins.layer_norm_forward = [](const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                                 Tensor& out, Tensor& mean, Tensor& rstd) {

@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 
 #include "runtime/parallel.h"
+#include "tests/runtime/emulated_device.h"
 #include "tests/runtime/kernels/test_util.h"
 
 namespace loom::runtime::kernels {
 namespace {
 
 using testing::RandomTensor;
+using testing::ToDType;
 
 TEST(ElementwiseTest, AddAddIntoScale) {
   for (int64_t n : {1, 7, 33, 4099, 100003}) {
@@ -62,6 +64,24 @@ TEST(ElementwiseDeathTest, CheckIndicesNamesTheFirstIdOutsideItsRange) {
   const Tensor bad = Tensor::FromVector<int32_t>({2, 2}, {0, 3, -1, 4}, MemoryTag::kActivation);
   EXPECT_DEATH(CheckIndices(bad, 4, "token ids"), R"(token ids\[2\] = -1 is outside \[0, 4\))");
   EXPECT_DEATH(CheckIndices(RandomTensor({4}, 1), 4, "ids"), "CheckIndices");
+}
+
+// SumsOfSquares gives each tensor's SumOfSquares, bitwise, on the host and on an (emulated)
+// device, where it reads them back together; tensors on both sides are refused.
+TEST(ElementwiseTest, SumsOfSquaresAreEachTensorsSumOfSquares) {
+  const std::vector<Tensor> xs = {RandomTensor({3}, 1), RandomTensor({0}, 2),
+                                  RandomTensor({5000}, 3),
+                                  ToDType(RandomTensor({77}, 4), DType::kBF16)};
+  std::vector<double> each;
+  for (const Tensor& x : xs) each.push_back(SumOfSquares(x));
+  EXPECT_EQ(SumsOfSquares(xs), each);
+  EXPECT_TRUE(SumsOfSquares({}).empty());
+  runtime::testing::EmulatedDevice device;
+  std::vector<Tensor> on_device;
+  for (const Tensor& x : xs) on_device.push_back(x.Clone(&device.allocator()));
+  EXPECT_EQ(SumsOfSquares(on_device), each);
+  const std::vector<Tensor> mixed = {xs[0], on_device[2]};
+  EXPECT_DEATH(SumsOfSquares(mixed), "all on the host or all on one device");
 }
 
 }  // namespace
