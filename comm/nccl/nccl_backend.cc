@@ -5,7 +5,6 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,44 +55,6 @@ absl::Status ReadyOrAbort(Api& api, Api::Comm comm, Deadline deadline, const cha
   const absl::Status s = WaitReady(api, comm, deadline, what);
   return s.ok() ? s : AbortWith(api, comm, s);
 }
-
-// The order in which one rank made its NCCL calls, over all its NCCL communicators (the world and
-// its splits share one). NCCL wants every rank to queue the operations of different communicators
-// in the same order (they wait for their peers on the device, and may hold the GPU while they
-// do); a rank makes its calls in program order, the same on every rank, but each communicator
-// queues its own on its own progress thread. So a call takes a ticket when it is made and is
-// queued only after every earlier ticket has been queued (or given up).
-class IssueOrder {
- public:
-  uint64_t Take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return next_++;
-  }
-  // Whether every ticket below `ticket` was released before the deadline.
-  bool WaitForEarlier(uint64_t ticket, Deadline deadline) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_until(lock, deadline.at, [&] { return released_below_ >= ticket; });
-  }
-  void Release(const std::vector<uint64_t>& tickets) {
-    if (tickets.empty()) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      released_.insert(tickets.begin(), tickets.end());
-      while (!released_.empty() && *released_.begin() == released_below_) {
-        released_.erase(released_.begin());
-        ++released_below_;
-      }
-    }
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t next_ = 0;
-  uint64_t released_below_ = 0;  // every ticket below this one is released
-  std::set<uint64_t> released_;  // released tickets at or above released_below_
-};
 
 // Fails when two ranks are on one GPU (NCCL refuses that), naming them and what to do instead.
 // Collective over `bootstrap`.
@@ -150,14 +111,12 @@ absl::StatusOr<nccl::UniqueId> ShareUniqueId(Api& api, Communicator& bootstrap) 
 class NcclBackend final : public Backend {
  public:
   NcclBackend(Api* api, std::unique_ptr<Communicator> bootstrap, Api::Comm comm, Api::Stream stream,
-              Api::Event done, std::shared_ptr<IssueOrder> order,
-              std::function<void(int)> abort_job)
+              Api::Event done, std::function<void(int)> abort_job)
       : api_(api),
         bootstrap_(std::move(bootstrap)),
         comm_(comm),
         stream_(stream),
         done_(done),
-        order_(std::move(order)),
         abort_job_(std::move(abort_job)),
         barrier_(
             Tensor::Zeros({1}, DType::kF32, runtime::MemoryTag::kComm, &api->DeviceAllocator())) {}
@@ -178,11 +137,11 @@ class NcclBackend final : public Backend {
   runtime::Device memory() const override { return runtime::Device::kCuda; }
   runtime::Allocator* staging_allocator() override { return &api_->DeviceAllocator(); }
 
-  // On the caller's thread, when the call is made: its place in this rank's order of NCCL calls
-  // and the point of the caller's device work it must follow.
+  // On the caller's thread, when the call is made: the point of the caller's device work it must
+  // follow.
   void Issued(const CollectiveArgs& args) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Made m{args.seq, order_->Take(), nullptr};
+    Made m{args.seq, nullptr};
     if (issue_error_.ok()) {
       if (!free_events_.empty()) {
         m.event = free_events_.back();
@@ -197,34 +156,13 @@ class NcclBackend final : public Backend {
     made_.push_back(m);
   }
 
-  void Abandoned(const CollectiveArgs& args) override {
-    std::vector<uint64_t> tickets;
-    std::vector<Api::Event> events;
-    TakeMade(args.seq, tickets, events);
-    RecycleEvents(events);
-    order_->Release(tickets);
-  }
+  void Abandoned(const CollectiveArgs& args) override { RecycleEvents(TakeMade(args.seq)); }
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
-    std::vector<uint64_t> tickets;
-    std::vector<Api::Event> events;  // recorded when the call was made
-    TakeMade(args.seq, tickets, events);
-    // The tickets go back however this ends (after queueing when the call is queued).
-    struct ReleaseAtExit {
-      IssueOrder& order;
-      std::vector<uint64_t>& tickets;
-      ~ReleaseAtExit() { order.Release(tickets); }
-    } release{*order_, tickets};
+    const std::vector<Api::Event> events = TakeMade(args.seq);  // recorded when it was made
     if (aborted_) {
       RecycleEvents(events);
       return absl::FailedPreconditionError("the NCCL communicator was aborted");
-    }
-    if (!tickets.empty() &&
-        !order_->WaitForEarlier(*std::min_element(tickets.begin(), tickets.end()), deadline)) {
-      RecycleEvents(events);
-      return absl::DeadlineExceededError(
-          "an earlier NCCL call of this rank (on another communicator) was not queued before the "
-          "deadline");
     }
     absl::Status waited = IssueError();
     for (Api::Event event : events) {
@@ -238,8 +176,6 @@ class NcclBackend final : public Backend {
     if (queued.ok()) queued = WaitReady(*api_, comm_, deadline, "queueing the call");
     if (queued.ok()) queued = api_->Record(done_, stream_);
     LOOM_RETURN_IF_ERROR(Fatal(queued));
-    order_->Release(tickets);
-    tickets.clear();
     return WaitDone(deadline);
   }
 
@@ -269,7 +205,7 @@ class NcclBackend final : public Backend {
       api_->Abort(child);
       return parent;
     }
-    return Make(api_, std::move(host), child, order_, abort_job_);
+    return Make(api_, std::move(host), child, abort_job_);
   }
 
   [[noreturn]] void Abort(int exit_code) override {
@@ -281,7 +217,6 @@ class NcclBackend final : public Backend {
   static absl::StatusOr<std::unique_ptr<Backend>> Make(Api* api,
                                                        std::unique_ptr<Communicator> bootstrap,
                                                        Api::Comm comm,
-                                                       std::shared_ptr<IssueOrder> order,
                                                        std::function<void(int)> abort_job) {
     absl::StatusOr<Api::Stream> stream = api->CreateStream();
     if (!stream.ok()) {
@@ -294,26 +229,25 @@ class NcclBackend final : public Backend {
       api->Destroy(comm);
       return done.status();
     }
-    return std::unique_ptr<Backend>(new NcclBackend(api, std::move(bootstrap), comm, *stream, *done,
-                                                    std::move(order), std::move(abort_job)));
+    return std::unique_ptr<Backend>(
+        new NcclBackend(api, std::move(bootstrap), comm, *stream, *done, std::move(abort_job)));
   }
 
  private:
-  // What Issued recorded for a call: its seq, its ticket and its event (nullptr after an error).
+  // What Issued recorded for a call: its seq and its event (nullptr after an error).
   struct Made {
     uint64_t seq;
-    uint64_t ticket;
     Api::Event event;
   };
 
-  // Takes what Issued recorded for the calls up to `seq`: their tickets, and the events of `seq`
-  // itself (earlier entries, of calls that never ran, give their events back).
-  void TakeMade(uint64_t seq, std::vector<uint64_t>& tickets, std::vector<Api::Event>& events) {
+  // The events Issued recorded for call `seq` (entries of earlier calls, which never ran, give
+  // theirs back).
+  std::vector<Api::Event> TakeMade(uint64_t seq) {
+    std::vector<Api::Event> events;
     std::lock_guard<std::mutex> lock(mu_);
     while (!made_.empty() && made_.front().seq <= seq) {
       const Made m = made_.front();
       made_.pop_front();
-      tickets.push_back(m.ticket);
       if (m.event == nullptr) continue;
       if (m.seq == seq) {
         events.push_back(m.event);
@@ -321,6 +255,7 @@ class NcclBackend final : public Backend {
         free_events_.push_back(m.event);
       }
     }
+    return events;
   }
 
   // Events back to the pool (a stream's wait takes the event's recorded point when it is queued).
@@ -421,7 +356,6 @@ class NcclBackend final : public Backend {
   const Api::Comm comm_;
   const Api::Stream stream_;
   const Api::Event done_;
-  const std::shared_ptr<IssueOrder> order_;  // this rank's, shared with its splits
   const std::function<void(int)> abort_job_;
   const Tensor barrier_;  // one f32 on the device
   bool aborted_ = false;  // progress thread only
@@ -442,8 +376,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeNcclBackend(nccl::Api* api,
   LOOM_ASSIGN_OR_RETURN(const nccl::UniqueId id, ShareUniqueId(*api, *bootstrap));
   LOOM_ASSIGN_OR_RETURN(Api::Comm comm, api->InitRank(bootstrap->size(), id, bootstrap->rank()));
   LOOM_RETURN_IF_ERROR(ReadyOrAbort(*api, comm, deadline, "initialisation"));
-  return NcclBackend::Make(api, std::move(bootstrap), comm, std::make_shared<IssueOrder>(),
-                           std::move(abort_job));
+  return NcclBackend::Make(api, std::move(bootstrap), comm, std::move(abort_job));
 }
 
 }  // namespace loom::comm
