@@ -1,7 +1,6 @@
 #include "comm/nccl/nccl_backend.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
