@@ -10,15 +10,24 @@
 #
 #   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
 #                                            # $OUT when set, as on the device machine)
+#   bash scripts/gpu_check.sh --bundle .gpu_bundle/loom-gpu.tar.xz
+#       on a machine without loom's libraries (the lent GPU machine): the binaries prebuilt by
+#       scripts/gpu_bundle.sh; the parts that need mpirun are skipped when it has none
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu_check}
+bundle=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
+    --bundle) bundle=$2; shift 2 ;;
     *) echo "gpu_check.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
+if [ -n "$bundle" ] && [ ! -f "$bundle" ]; then
+  echo "gpu_check.sh: no bundle at $bundle (make it with scripts/gpu_bundle.sh)" >&2
+  exit 2
+fi
 mkdir -p "$out"
 report="$out/gpu_check.md"
 build=${LOOM_BUILD_DIR:-build-gpu}
@@ -41,22 +50,38 @@ fi
   echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo
 } > "$report"
-echo "[gpu_check] building $build (Release, CUDA on)"
-if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON > "$out/configure.log" 2>&1 ||
-   ! cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1; then
-  { echo "**build failed**; the last lines:"; echo '```'; tail -30 "$out/build.log" "$out/configure.log" 2>/dev/null; echo '```'; } >> "$report"
-  echo "[gpu_check] build failed: $report" >&2
-  exit 1
-fi
-grep -q "CUDA backend: on" "$out/configure.log" ||
-  { echo "**CUDA backend not built** (see configure.log)" >> "$report"; exit 1; }
-echo "[gpu_check] gpu-labelled tests"
 status=0
-ctest --test-dir "$build" -L gpu --output-on-failure -V > "$out/ctest_gpu.log" 2>&1 || status=1
+if [ -n "$bundle" ]; then
+  # Prebuilt (scripts/gpu_bundle.sh): loom's own libraries in the bundle, CUDA's from this
+  # machine (its toolkit, or the nvidia-* pip wheels beside PyTorch).
+  build=$(mktemp -d)
+  tar -C "$build" -xJf "$bundle"
+  build=$build/loom
+  wheels=$(python3 -c 'import nvidia, os; print(":".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in sorted(os.listdir(p)) if os.path.isdir(os.path.join(p, d, "lib"))))' 2> /dev/null || true)
+  export LD_LIBRARY_PATH="$build/lib:${wheels}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  { echo "- bundle: $(cat "$build/BUNDLE" | tr '\n' ' '); this machine's $(ldd --version 2>&1 | sed -n 1p)"; echo; } >> "$report"
+  echo "[gpu_check] gpu tests from the bundle"
+  for t in cuda_launch_test cuda_kernels_test gpt_cuda_test nccl_gpu_test; do
+    echo "== $t" >> "$out/ctest_gpu.log"
+    "$build/tests/$t" >> "$out/ctest_gpu.log" 2>&1 || { status=1; echo "$t FAILED" >> "$out/ctest_gpu.log"; }
+  done
+else
+  echo "[gpu_check] building $build (Release, CUDA on)"
+  if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON > "$out/configure.log" 2>&1 ||
+     ! cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1; then
+    { echo "**build failed** (on a machine without loom's libraries use --bundle: scripts/gpu_bundle.sh); the last lines:"; echo '```'; tail -30 "$out/build.log" "$out/configure.log" 2>/dev/null; echo '```'; } >> "$report"
+    echo "[gpu_check] build failed: $report" >&2
+    exit 1
+  fi
+  grep -q "CUDA backend: on" "$out/configure.log" ||
+    { echo "**CUDA backend not built** (see configure.log)" >> "$report"; exit 1; }
+  echo "[gpu_check] gpu-labelled tests"
+  ctest --test-dir "$build" -L gpu --output-on-failure -V > "$out/ctest_gpu.log" 2>&1 || status=1
+fi
 {
   echo "## gpu-labelled tests ($([ $status = 0 ] && echo passed || echo FAILED))"
   echo '```'
-  grep -E "CUDA device:|\[ +(OK|FAILED|SKIPPED) +\]|tests passed|tests failed" "$out/ctest_gpu.log" || true
+  grep -E "CUDA device:|\[ +(OK|FAILED|SKIPPED) +\]|tests passed|tests failed| FAILED$|error while loading" "$out/ctest_gpu.log" || true
   echo '```'
   echo
 } >> "$report"
@@ -103,12 +128,18 @@ else
   echo "## dp 2 on one GPU: skipped (no mpirun on this machine)" >> "$report"
 fi
 # One rank over the real NCCL (--comm nccl; more ranks need a GPU each) against the local one.
-echo "[gpu_check] tiny on one rank over NCCL"
-nccl_status=$one_status
-timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --comm nccl \
-  --metrics_out "$out/tiny_nccl.jsonl" > "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
-compare_runs "one rank over NCCL vs the local one rank, tiny fp32, 20 steps" \
-  "$out/tiny_1.jsonl" "$out/tiny_nccl.jsonl" 1e-6 $nccl_status || status=1
+# Its bootstrap is MPI: a bundle carries libmpi but not Open MPI's runtime, so without an mpirun
+# here it is skipped.
+if [ -z "$bundle" ] || command -v mpirun > /dev/null; then
+  echo "[gpu_check] tiny on one rank over NCCL"
+  nccl_status=$one_status
+  timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --comm nccl \
+    --metrics_out "$out/tiny_nccl.jsonl" > "$out/tiny_nccl.log" 2>&1 || nccl_status=$?
+  compare_runs "one rank over NCCL vs the local one rank, tiny fp32, 20 steps" \
+    "$out/tiny_1.jsonl" "$out/tiny_nccl.jsonl" 1e-6 $nccl_status || status=1
+else
+  echo "## one rank over NCCL: skipped (bundle without Open MPI's runtime; nccl_gpu_test ran NCCL)" >> "$report"
+fi
 # coll_bench on device buffers: loom's path with 2 ranks sharing the GPU (staged through host
 # memory: shm and mpi), and NCCL on the one rank a one-GPU machine allows, beside shm there.
 coll_status=0
