@@ -155,19 +155,17 @@ class NcclBackend final : public Backend {
     made_.push_back(m);
   }
 
-  void Abandoned(const CollectiveArgs& args) override { RecycleEvents(TakeMade(args.seq)); }
+  void Abandoned(const CollectiveArgs& args) override { Recycle(TakeMade(args.seq)); }
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
-    const std::vector<Api::Event> events = TakeMade(args.seq);  // recorded when it was made
+    const Api::Event ready = TakeMade(args.seq);  // recorded when the call was made
     if (aborted_) {
-      RecycleEvents(events);
+      Recycle(ready);
       return absl::FailedPreconditionError("the NCCL communicator was aborted");
     }
     absl::Status waited = IssueError();
-    for (Api::Event event : events) {
-      if (waited.ok()) waited = api_->StreamWait(stream_, event);
-    }
-    RecycleEvents(events);
+    if (waited.ok() && ready != nullptr) waited = api_->StreamWait(stream_, ready);
+    Recycle(ready);  // the stream's wait took the event's recorded point when it was queued
     LOOM_RETURN_IF_ERROR(waited);
     // From here NCCL may hold the caller's buffers: a failure aborts the communicator.
     absl::Status queued = Queue(args);
@@ -239,28 +237,28 @@ class NcclBackend final : public Backend {
     Api::Event event;
   };
 
-  // The events Issued recorded for call `seq` (entries of earlier calls, which never ran, give
-  // theirs back).
-  std::vector<Api::Event> TakeMade(uint64_t seq) {
-    std::vector<Api::Event> events;
+  // The event Issued recorded for call `seq`, or nullptr (entries of earlier calls, which never
+  // ran, give theirs back).
+  Api::Event TakeMade(uint64_t seq) {
+    Api::Event ready = nullptr;
     std::lock_guard<std::mutex> lock(mu_);
     while (!made_.empty() && made_.front().seq <= seq) {
       const Made m = made_.front();
       made_.pop_front();
       if (m.event == nullptr) continue;
       if (m.seq == seq) {
-        events.push_back(m.event);
+        ready = m.event;
       } else {
         free_events_.push_back(m.event);
       }
     }
-    return events;
+    return ready;
   }
 
-  // Events back to the pool (a stream's wait takes the event's recorded point when it is queued).
-  void RecycleEvents(const std::vector<Api::Event>& events) {
+  void Recycle(Api::Event event) {
+    if (event == nullptr) return;
     std::lock_guard<std::mutex> lock(mu_);
-    free_events_.insert(free_events_.end(), events.begin(), events.end());
+    free_events_.push_back(event);
   }
 
   absl::Status IssueError() {

@@ -331,8 +331,9 @@ class FakeNcclWorld {
     std::memcpy(id.bytes, text.data(), text.size());
     return id;
   }
-  // Rank `rank`'s communicator of the world that `id` names (made by the first caller).
-  void Join(int nranks, const nccl::UniqueId& id) {
+  // Rank `rank`'s communicator of the world of `nranks` that `id` names (made by the first
+  // caller).
+  Communicator* Join(int nranks, const nccl::UniqueId& id, int rank) {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::unique_ptr<Communicator>>& world = worlds_[std::string(id.bytes)];
     if (world.empty()) {
@@ -341,10 +342,7 @@ class FakeNcclWorld {
       options.timeout = absl::Seconds(30);
       world = MakeLocalWorld(nranks, options);
     }
-  }
-  Communicator* Member(const nccl::UniqueId& id, int rank) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return worlds_[std::string(id.bytes)][static_cast<size_t>(rank)].get();
+    return world[static_cast<size_t>(rank)].get();
   }
 
  private:
@@ -361,8 +359,7 @@ inline absl::StatusOr<nccl::UniqueId> FakeNccl::GetUniqueId() { return world_->N
 
 inline absl::StatusOr<nccl::Api::Comm> FakeNccl::InitRank(int nranks, const nccl::UniqueId& id,
                                                           int rank) {
-  world_->Join(nranks, id);
-  return NewComm(world_->Member(id, rank), nullptr);
+  return NewComm(world_->Join(nranks, id, rank), nullptr);
 }
 
 }  // namespace loom::comm::testing

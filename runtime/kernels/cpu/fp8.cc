@@ -39,8 +39,9 @@ std::vector<float> AsF32(const Tensor& x) {
 void QuantizeFp8(const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) {
   const int64_t rows = x.dim(0), cols = x.dim(1), ld = scales.dim(-1);
   const std::vector<float> v = AsF32(x);
-  // Each block's largest magnitude (NaNs ignored), then its scale.
-  std::vector<float> amax(static_cast<size_t>(scales.numel()), 0.0f);
+  // Each block's largest magnitude (NaNs ignored; -1: the 128x128 layout's padding), then its
+  // scale (the padding 0).
+  std::vector<float> amax(static_cast<size_t>(scales.numel()), -1.0f);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       float& m = amax[ScaleIndex(blocks, rows, ld, r, c)];
@@ -48,13 +49,7 @@ void QuantizeFp8(const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) {
     }
   }
   float* s = scales.data<float>();
-  std::fill_n(s, scales.numel(), 0.0f);  // the 128x128 layout's padding
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t i = ScaleIndex(blocks, rows, ld, r, c);
-      s[i] = Fp8Scale(amax[i]);
-    }
-  }
+  for (int64_t i = 0; i < scales.numel(); ++i) s[i] = amax[i] < 0.0f ? 0.0f : Fp8Scale(amax[i]);
   std::vector<float> scaled(v.size());
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {

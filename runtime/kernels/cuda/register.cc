@@ -268,17 +268,6 @@ void RegisterKernels() {
   };
   twins.matmul = MatmulTwin;
   RegisterLayerKernels(twins);
-  twins.sum_of_squares = [](const Tensor& x) {
-    // The block sums after the total, in one device buffer of doubles (8-byte i64 elements).
-    Tensor sums = Tensor::Empty({SumOfSquaresBlocks(x.numel()) + 1}, DType::kI64,
-                                MemoryTag::kWorkspace, &DeviceAllocator());
-    double* d = static_cast<double*>(sums.device_data());
-    SumOfSquares(x.device_data(), ElemTypeOf(x.dtype()), x.numel(), d + 1, d, nullptr);
-    double total = 0.0;
-    const cudaError_t e = cudaMemcpy(&total, d, sizeof(total), cudaMemcpyDeviceToHost);
-    LOOM_CHECK(e == cudaSuccess) << "SumOfSquares on CUDA: " << cudaGetErrorString(e);
-    return total;
-  };
   twins.sums_of_squares = [](std::span<const Tensor> xs, double* out) {
     // Every tensor's total into one device buffer, read back once; the block sums' scratch is
     // reused in stream order.
@@ -295,6 +284,11 @@ void RegisterKernels() {
     }
     const cudaError_t e = cudaMemcpy(out, t, xs.size() * sizeof(double), cudaMemcpyDeviceToHost);
     LOOM_CHECK(e == cudaSuccess) << "SumsOfSquares on CUDA: " << cudaGetErrorString(e);
+  };
+  twins.sum_of_squares = [](const Tensor& x) {
+    double total = 0.0;
+    CudaTwins().sums_of_squares(std::span<const Tensor>(&x, 1), &total);
+    return total;
   };
   twins.layer_norm_forward = [](const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                                 Tensor& out, Tensor& mean, Tensor& rstd) {
