@@ -215,17 +215,6 @@ void CopyTo(runtime::Allocator* device, data::Batch& batch) {
   batch.targets = batch.targets.Clone(device);
 }
 
-// Training on a device (TrainOptions::device): what its path runs today.
-absl::Status ValidateDeviceOptions(const TrainOptions& o) {
-  absl::StatusOr<GptConfig> config = ModelConfig(o);
-  if (config.ok() && config->is_moe()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--device cuda trains dense models for now; ", o.preset,
-        " has experts, whose routing and permutation kernels run on the CPU only (docs/gpu.md)"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status ValidateTrainOptions(const TrainOptions& o) {
@@ -294,7 +283,6 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
       }
     }
   }
-  if (o.device != nullptr) LOOM_RETURN_IF_ERROR(ValidateDeviceOptions(o));
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);
   if (o.bucket_bytes < 4) return bad("--bucket_mb must give at least 4 bytes");

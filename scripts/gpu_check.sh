@@ -2,8 +2,8 @@
 # The prepared GPU check (issue #14, docs/gpu.md): on a machine with an NVIDIA GPU, builds loom in
 # Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
 # test (the CUDA kernels against their CPU twins, a small GPT against the CPU) and 20 steps of
-# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory), dp = 2 on the one GPU
-# against one rank, one rank over the real NCCL against the local one, and coll_bench on device
+# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory), tiny-moe on the GPU against
+# the CPU, dp = 2 on the one GPU against one rank, one rank over the real NCCL against the local one, and coll_bench on device
 # buffers (2 ranks sharing the GPU over loom's staged path; one rank over NCCL), writing one report
 # with the date, the GPU and each part's output. Exits non-zero if there is no GPU or a check
 # fails (the report says which).
@@ -130,6 +130,18 @@ echo "[gpu_check] tiny on one rank"
 one_status=0
 timeout 120 "$build/examples/train_gpt" "${tiny[@]}" --metrics_out "$out/tiny_1.jsonl" \
   > "$out/tiny_1.log" 2>&1 || one_status=$?
+# A mixture-of-experts model on the GPU (the routing on the host, the token rows and experts on
+# the device) against the same run on the CPU: the router's logits differ in their last bits, so
+# a token whose top-k is a near tie may choose another expert; hence the looser bound.
+echo "[gpu_check] tiny-moe on the GPU against the CPU"
+moe=(--preset tiny-moe --steps 20 --batch 8 --seq_len 32 --lr 3e-3)
+moe_status=0
+{ timeout 120 "$build/examples/train_gpt" "${moe[@]}" --device cuda \
+    --metrics_out "$out/moe_gpu.jsonl" > "$out/moe_gpu.log" 2>&1 &&
+  timeout 300 "$build/examples/train_gpt" "${moe[@]}" --device cpu \
+    --metrics_out "$out/moe_cpu.jsonl" > "$out/moe_cpu.log" 2>&1; } || moe_status=$?
+compare_runs "tiny-moe on the GPU vs the CPU, fp32, 20 steps" "$out/moe_cpu.jsonl" \
+  "$out/moe_gpu.jsonl" 2e-2 $moe_status "$out/moe_cpu.log" "$out/moe_gpu.log" || status=1
 # dp = 2 on the one GPU (ranks share it; collectives staged through the host) against one rank:
 # the same global batch, so the same losses up to the order of the gradient sums.
 if command -v mpirun > /dev/null; then

@@ -22,9 +22,27 @@ namespace kernels = runtime::kernels;
 
 namespace {
 
+// Where things live. The routing (the router's choice, the plans, row counts, the gates and expert
+// indices that travel with the rows) is host code on host tensors wherever the tokens are; the
+// token rows, the experts' GEMMs and the combines are where the layer's activations are
+// (Allocator::Current(): a device under the trainer's AllocatorScope), and the small index
+// tensors the device kernels read are copied there (Beside).
+runtime::Allocator* HostMemory() { return &runtime::Allocator::Default(); }
 Tensor F32(const Shape& shape) { return Tensor::Zeros(shape, DType::kF32, MemoryTag::kActivation); }
+Tensor HostF32(const Shape& shape) {
+  return Tensor::Zeros(shape, DType::kF32, MemoryTag::kActivation, HostMemory());
+}
 Tensor I64(const std::vector<int64_t>& v) {
-  return Tensor::FromVector<int64_t>({static_cast<int64_t>(v.size())}, v, MemoryTag::kActivation);
+  return Tensor::FromVector<int64_t>({static_cast<int64_t>(v.size())}, v, MemoryTag::kActivation,
+                                     HostMemory());
+}
+// `t` readable by host code: itself, or a copy of a device tensor.
+Tensor OnHost(const Tensor& t) {
+  return t.device() == runtime::Device::kCpu ? t : t.Clone(HostMemory());
+}
+// Host metadata `t` on the device of `like` (itself when that is the host).
+Tensor Beside(const Tensor& t, const Tensor& like) {
+  return t.device() == like.device() ? t : t.Clone(like.Beside());
 }
 std::vector<int64_t> Longs(const Tensor& t) {
   return {t.data<int64_t>(), t.data<int64_t>() + t.numel()};
@@ -80,7 +98,7 @@ MoeLayer::MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& opt
       down_proj_(prefix + ".experts.down_proj.weight",
                  {options.num_experts, dim, options.expert_hidden}, ExpertSpec(options), true),
       bias_name_(prefix + ".gate.e_score_correction_bias"),
-      bias_(Tensor::Zeros({options.num_experts}, DType::kF32, MemoryTag::kParam)),
+      bias_(Tensor::Zeros({options.num_experts}, DType::kF32, MemoryTag::kParam, HostMemory())),
       load_(options.num_experts, 0) {
   LOOM_CHECK(options.num_experts % ep_size() == 0 && options.top_k >= 1 &&
              options.top_k <= options.num_experts && options.expert_hidden > 0)
@@ -121,8 +139,9 @@ int64_t MoeLayer::OuterExperts() const {
 
 runtime::Allocator* MoeLayer::SendAllocator(comm::Communicator* group, DType dtype,
                                             DType wire) const {
-  return group != nullptr && group->size() > 1 && dtype == wire ? group->shared_allocator()
-                                                                : nullptr;
+  const bool host = runtime::Allocator::Current().device() == runtime::Device::kCpu;
+  return host && group != nullptr && group->size() > 1 && dtype == wire ? group->shared_allocator()
+                                                                        : nullptr;
 }
 
 int MoeLayer::Chunks(int64_t tokens) const {
@@ -138,7 +157,7 @@ MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tenso
   Tensor packed = in;
   if (wire == DType::kBF16) {
     packed = Rows(in.dim(0), in.dim(1), SendAllocator(group, wire, wire), wire);
-    runtime::ConvertBuffer(in.raw_data(), DType::kF32, packed.raw_data(), wire, in.numel());
+    kernels::Convert(in, packed);
   } else if (wire == DType::kF8E4M3) {
     packed =
         Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), SendAllocator(group, wire, wire), wire);
@@ -152,7 +171,7 @@ MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tenso
   for (int64_t r : send_rows) send.push_back(r * width);
   for (int64_t r : recv_rows) recv.push_back(r * width);
   Pending p{.out = Rows(std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0}), width,
-                        nullptr, carrier),
+                        in.Beside(), carrier),
             .in = packed,
             .wire = wire,
             .width = in.dim(1)};
@@ -180,12 +199,12 @@ Tensor MoeLayer::Finish(Pending& p) {
     p.in = Tensor();
   }
   if (p.wire != DType::kF32) {  // widened once, on arrival
-    Tensor wide = Rows(p.out.dim(0), p.width);
+    Tensor wide = Rows(p.out.dim(0), p.width, p.out.Beside());
     if (p.wire == DType::kF8E4M3) {
       kernels::DequantizeRowsFp8(
           p.out.ViewAs(DType::kF8E4M3, {p.out.dim(0), kernels::Fp8RowWidth(p.width)}), wide);
     } else {
-      runtime::ConvertBuffer(p.out.raw_data(), p.wire, wide.raw_data(), DType::kF32, wide.numel());
+      kernels::Convert(p.out, wide);
     }
     p.out = wide;
     p.wire = DType::kF32;
@@ -230,7 +249,7 @@ SendPlan PlanSend(const Tensor& experts, const Tensor& row_of, const Tensor& gat
   const int64_t n = experts.dim(0), k = experts.dim(1);
   const int32_t* ex = experts.data<int32_t>();
   const int32_t* kept = row_of.data<int32_t>();
-  SendPlan plan{Tensor::Empty({n, p}, DType::kI32, MemoryTag::kActivation),
+  SendPlan plan{Tensor::Empty({n, p}, DType::kI32, MemoryTag::kActivation, HostMemory()),
                 std::vector<int64_t>(p, 0), Tensor()};
   int32_t* pair = plan.pair_row_of.data<int32_t>();
   std::fill_n(pair, n * p, -1);
@@ -246,7 +265,7 @@ SendPlan PlanSend(const Tensor& experts, const Tensor& row_of, const Tensor& gat
     }
   }
   const int64_t rows = std::accumulate(plan.send_rows.begin(), plan.send_rows.end(), int64_t{0});
-  plan.meta = Tensor::Empty({rows, 2 * k}, DType::kF32, MemoryTag::kActivation);
+  plan.meta = Tensor::Empty({rows, 2 * k}, DType::kF32, MemoryTag::kActivation, HostMemory());
   float* meta = plan.meta.data<float>();
   const float* g = gates.data<float>();
   for (int64_t t = 0; t < n; ++t) {
@@ -267,8 +286,8 @@ SendPlan PlanSend(const Tensor& experts, const Tensor& row_of, const Tensor& gat
 // here) and the gate.
 void UnpackMeta(const Tensor& meta, Tensor& experts, Tensor& gates) {
   const int64_t rows = meta.dim(0), k = meta.dim(1) / 2;
-  experts = Tensor::Empty({rows, k}, DType::kI32, MemoryTag::kActivation);
-  gates = Tensor::Empty({rows, k}, DType::kF32, MemoryTag::kActivation);
+  experts = Tensor::Empty({rows, k}, DType::kI32, MemoryTag::kActivation, HostMemory());
+  gates = Tensor::Empty({rows, k}, DType::kF32, MemoryTag::kActivation, HostMemory());
   const float* m = meta.data<float>();
   int32_t* ex = experts.data<int32_t>();
   float* g = gates.data<float>();
@@ -304,11 +323,11 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   const int64_t n = x_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
   const Tensor x = x_in.Reshape({n, dim_});
   stash.Put(this, "x", x);
-  Tensor logits = F32({n, e}), scores = F32({n, e});
+  Tensor logits = F32({n, e}), scores = HostF32({n, e});
   kernels::Matmul(x, router_.value(), logits, {.trans_b = true});
-  kernels::RouterScores(logits, options_.score, scores);
-  Tensor experts = Tensor::Empty({n, k}, DType::kI32, MemoryTag::kActivation);
-  Tensor gates = F32({n, k});
+  kernels::RouterScores(OnHost(logits), options_.score, scores);  // the choice: host code
+  Tensor experts = Tensor::Empty({n, k}, DType::kI32, MemoryTag::kActivation, HostMemory());
+  Tensor gates = HostF32({n, k});
   kernels::TopKGate(scores, bias_, TopK(), experts, gates);
   const int64_t capacity =
       options_.capacity_factor > 0 ? kernels::ExpertCapacity(options_.capacity_factor, n, k, e) : 0;
@@ -317,6 +336,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   comm::Communicator* const outer = Outer();
   const int chunks = Chunks(n), p = outer != nullptr ? outer->size() : 1;
   std::vector<SendPlan> sends;
+  std::vector<Tensor> pair_rows;        // sends' pair_row_of beside the tokens
   std::vector<int64_t> load(e + 1, 0);  // + dropped
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = BalancedRange(n, c, chunks);
@@ -325,6 +345,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     load[e] += plan.dropped;
     sends.push_back(
         PlanSend(experts.Slice(t0, t1), plan.row_of, gates.Slice(t0, t1), p, OuterExperts()));
+    pair_rows.push_back(Beside(sends.back().pair_row_of, x));
     stash.PutExact(this, Slot("row_of", c), plan.row_of);
   }
   std::vector<std::vector<int64_t>> send_rows;
@@ -335,7 +356,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     const auto [t0, t1] = BalancedRange(n, c, chunks);
     Tensor xs = Rows(sends[c].meta.dim(0), dim_,
                      SendAllocator(outer, DType::kF32, options_.dispatch_dtype));
-    kernels::MoePermute(x.Slice(t0, t1), sends[c].pair_row_of, xs);
+    kernels::MoePermute(x.Slice(t0, t1), pair_rows[c], xs);
     metas.push_back(StartExchange(outer, sends[c].meta, send_rows[c], recv_rows[c], DType::kF32));
     dispatched.push_back(
         StartExchange(outer, xs, send_rows[c], recv_rows[c], options_.dispatch_dtype));
@@ -357,6 +378,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     combined.push_back(
         StartExchange(outer, back, recv_rows[c], send_rows[c], options_.combine_dtype));
     stash.PutExact(this, Slot("pair_row_of", c), sends[c].pair_row_of);
+    stash.PutExact(this, Slot("pair_rows", c), pair_rows[c]);
     stash.PutExact(this, Slot("send_rows", c), I64(send_rows[c]));
     stash.PutExact(this, Slot("recv_rows", c), I64(recv_rows[c]));
   }
@@ -364,7 +386,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = BalancedRange(n, c, chunks);
     Tensor y_c = y.Slice(t0, t1);
-    kernels::MoeCombine(Finish(combined[c]), sends[c].pair_row_of, nullptr, y_c);
+    kernels::MoeCombine(Finish(combined[c]), pair_rows[c], nullptr, y_c);
   }
   if (shared_ != nullptr) kernels::AddInto(y, shared_y);
   stash.PutExact(this, "scores", scores);
@@ -379,23 +401,24 @@ Tensor MoeLayer::ExpertsForward(Stash& stash, int c, const Tensor& arrived,
                                 const Tensor& local_experts, const Tensor& local_gates,
                                 runtime::Allocator* out) {
   const kernels::RoutingPlan here = kernels::PlanRouting(local_experts, this->local_experts(), 0);
+  const Tensor row_of = Beside(here.row_of, arrived), gates = Beside(local_gates, arrived);
   const int64_t rows = here.rows(), h = options_.expert_hidden;
   Tensor xr = Rows(rows, dim_), g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
   Tensor yr = Rows(rows, dim_);
-  kernels::MoePermute(arrived, here.row_of, xr);
+  kernels::MoePermute(arrived, row_of, xr);
   kernels::GroupedMatmul(xr, gate_proj_.value(), here.counts, {}, g, {.trans_b = true});
   kernels::GroupedMatmul(xr, up_proj_.value(), here.counts, {}, u, {.trans_b = true});
   kernels::SwiGLUForward(g, u, a);
   kernels::GroupedMatmul(a, down_proj_.value(), here.counts, {}, yr, {.trans_b = true});
   Tensor back = Rows(arrived.dim(0), dim_, out);
-  kernels::MoeCombine(yr, here.row_of, &local_gates, back);
+  kernels::MoeCombine(yr, row_of, &gates, back);
   stash.Put(this, Slot("xr", c), xr);
   stash.Put(this, Slot("g", c), g);
   stash.Put(this, Slot("u", c), u);
   stash.Put(this, Slot("a", c), a);
   stash.Put(this, Slot("yr", c), yr);
-  stash.PutExact(this, Slot("here_row_of", c), here.row_of);
-  stash.PutExact(this, Slot("here_gates", c), local_gates);
+  stash.PutExact(this, Slot("here_row_of", c), row_of);
+  stash.PutExact(this, Slot("here_gates", c), gates);
   stash.PutExact(this, Slot("here_counts", c), I64(here.counts));
   return back;
 }
@@ -436,7 +459,8 @@ Tensor MoeLayer::ForwardInGroup(Stash& stash, int c, const Tensor& rows,
   const std::vector<int64_t> recv = ExchangeCounts(group, {plan.send_rows})[0];
   Tensor xs =
       Rows(plan.meta.dim(0), dim_, SendAllocator(group, DType::kF32, options_.dispatch_dtype));
-  kernels::MoePermute(rows, plan.pair_row_of, xs);
+  const Tensor pair_rows = Beside(plan.pair_row_of, rows);
+  kernels::MoePermute(rows, pair_rows, xs);
   Pending meta = StartExchange(group, plan.meta, plan.send_rows, recv, DType::kF32);
   Pending dispatched = StartExchange(group, xs, plan.send_rows, recv, options_.dispatch_dtype);
   Tensor local_experts, local_gates;
@@ -447,9 +471,10 @@ Tensor MoeLayer::ForwardInGroup(Stash& stash, int c, const Tensor& rows,
   Pending combined = StartExchange(group, back, recv, plan.send_rows, options_.combine_dtype);
   Tensor out =
       Rows(rows.dim(0), dim_, SendAllocator(options_.ep_rail, DType::kF32, options_.combine_dtype));
-  kernels::MoeCombine(Finish(combined), plan.pair_row_of, nullptr, out);
+  kernels::MoeCombine(Finish(combined), pair_rows, nullptr, out);
   stash.PutExact(this, Slot("group_experts", c), group_experts);
   stash.PutExact(this, Slot("group_pair_row_of", c), plan.pair_row_of);
+  stash.PutExact(this, Slot("group_pair_rows", c), pair_rows);
   stash.PutExact(this, Slot("group_send_rows", c), I64(plan.send_rows));
   stash.PutExact(this, Slot("group_recv_rows", c), I64(recv));
   return out;
@@ -458,12 +483,13 @@ Tensor MoeLayer::ForwardInGroup(Stash& stash, int c, const Tensor& rows,
 MoeLayer::RowGrads MoeLayer::BackwardInGroup(Stash& stash, int c, const Tensor& d_rows) {
   comm::Communicator* const group = options_.ep_host;
   const Tensor pair_row_of = stash.Get(this, Slot("group_pair_row_of", c));
+  const Tensor pair_rows = stash.Get(this, Slot("group_pair_rows", c));
   const Tensor group_experts = stash.Get(this, Slot("group_experts", c));
   const std::vector<int64_t> send = Longs(stash.Get(this, Slot("group_send_rows", c)));
   const std::vector<int64_t> recv = Longs(stash.Get(this, Slot("group_recv_rows", c)));
   Tensor ds = Rows(std::accumulate(send.begin(), send.end(), int64_t{0}), dim_,
                    SendAllocator(group, DType::kF32, options_.combine_dtype));
-  kernels::MoePermute(d_rows, pair_row_of, ds);
+  kernels::MoePermute(d_rows, pair_rows, ds);
   Pending dispatched = StartExchange(group, ds, send, recv, options_.combine_dtype);
   const RowGrads here = ExpertsBackward(stash, c, Finish(dispatched),
                                         SendAllocator(group, DType::kF32, options_.combine_dtype));
@@ -471,10 +497,10 @@ MoeLayer::RowGrads MoeLayer::BackwardInGroup(Stash& stash, int c, const Tensor& 
   Pending returned = StartExchange(group, here.dx, recv, send, options_.combine_dtype);
   RowGrads grads{.dx = Rows(d_rows.dim(0), dim_,
                             SendAllocator(options_.ep_rail, DType::kF32, options_.combine_dtype)),
-                 .dgates = F32({d_rows.dim(0), options_.top_k})};
-  GatherGateGrads(group_experts, group_experts, pair_row_of, Finish(returned_gates),
+                 .dgates = HostF32({d_rows.dim(0), options_.top_k})};
+  GatherGateGrads(group_experts, group_experts, pair_row_of, OnHost(Finish(returned_gates)),
                   local_experts(), grads.dgates);
-  kernels::MoeCombine(Finish(returned), pair_row_of, nullptr, grads.dx);
+  kernels::MoeCombine(Finish(returned), pair_rows, nullptr, grads.dx);
   return grads;
 }
 
@@ -486,11 +512,10 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
   std::vector<Pending> dispatched;
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = BalancedRange(n, c, chunks);
-    const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
     const std::vector<int64_t> send_rows = Longs(stash.Get(this, Slot("send_rows", c)));
     Tensor dys = Rows(std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0}), dim_,
                       SendAllocator(outer, DType::kF32, options_.combine_dtype));
-    kernels::MoePermute(dy.Slice(t0, t1), pair_row_of, dys);
+    kernels::MoePermute(dy.Slice(t0, t1), stash.Get(this, Slot("pair_rows", c)), dys);
     dispatched.push_back(StartExchange(outer, dys, send_rows,
                                        Longs(stash.Get(this, Slot("recv_rows", c))),
                                        options_.combine_dtype));
@@ -511,15 +536,16 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
     returned.push_back(StartExchange(outer, here.dx, recv_rows, send_rows, options_.combine_dtype));
   }
   const Tensor experts = stash.Get(this, "experts");
-  Tensor dgates = F32({n, k});
+  Tensor dgates = HostF32({n, k});
   for (int c = 0; c < chunks; ++c) {
     const auto [t0, t1] = BalancedRange(n, c, chunks);
-    const Tensor pair_row_of = stash.Get(this, Slot("pair_row_of", c));
     Tensor dgates_c = dgates.Slice(t0, t1);
-    GatherGateGrads(experts.Slice(t0, t1), stash.Get(this, Slot("row_of", c)), pair_row_of,
-                    Finish(returned_gates[c]), OuterExperts(), dgates_c);
+    GatherGateGrads(experts.Slice(t0, t1), stash.Get(this, Slot("row_of", c)),
+                    stash.Get(this, Slot("pair_row_of", c)), OnHost(Finish(returned_gates[c])),
+                    OuterExperts(), dgates_c);
     Tensor dx_routed = F32({t1 - t0, dim_}), dx_c = dx.Slice(t0, t1);
-    kernels::MoeCombine(Finish(returned[c]), pair_row_of, nullptr, dx_routed);
+    kernels::MoeCombine(Finish(returned[c]), stash.Get(this, Slot("pair_rows", c)), nullptr,
+                        dx_routed);
     kernels::AddInto(dx_c, dx_routed);
   }
   RouterBackward(stash, dgates, dx);
@@ -528,12 +554,13 @@ Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
 
 void MoeLayer::RouterBackward(Stash& stash, const Tensor& dgates, Tensor& dx) {
   const Tensor scores = stash.Get(this, "scores"), experts = stash.Get(this, "experts");
-  Tensor dscores = F32(scores.shape()), dlogits = F32(scores.shape());
+  Tensor dscores = HostF32(scores.shape()), dlogits = HostF32(scores.shape());
   kernels::TopKGateBackward(scores, experts, dgates, TopK(), dscores);
   if (options_.aux_loss_coef > 0) AuxLossBackward(stash, scores, experts, dscores);
   kernels::RouterScoresBackward(dscores, scores, options_.score, dlogits);
-  kernels::Matmul(dlogits, router_.value(), dx, {.beta = 1.0f});
-  stash.PutExact(this, "dlogits", dlogits);
+  const Tensor dlogits_x = Beside(dlogits, dx);
+  kernels::Matmul(dlogits_x, router_.value(), dx, {.beta = 1.0f});
+  stash.PutExact(this, "dlogits", dlogits_x);
 }
 
 void MoeLayer::BackwardWeight(Stash& stash) {
@@ -629,14 +656,16 @@ MoeLayer::AuxStats MoeLayer::AuxStatistics(const Stash& stash, const Tensor& sco
   if (sp == nullptr) return st;
   // The other ranks' rows: counts exactly (the gradient depends on them), the probabilities (the
   // reported loss only) in f32.
-  Tensor counts = Tensor::FromVector<int64_t>({st.sequences * e}, st.counts, MemoryTag::kComm);
+  Tensor counts =
+      Tensor::FromVector<int64_t>({st.sequences * e}, st.counts, MemoryTag::kComm, HostMemory());
   absl::Status s1 = sp->AllReduce(counts, counts, comm::ReduceOp::kSum)->Wait();
   LOOM_CHECK(s1.ok()) << router_.name()
                       << ": summing the auxiliary loss's counts over tp failed: " << s1;
   st.counts.assign(counts.data<int64_t>(), counts.data<int64_t>() + counts.numel());
   if (probs) {
     std::vector<float> narrow(st.probs.begin(), st.probs.end());
-    Tensor p = Tensor::FromVector<float>({st.sequences * e}, narrow, MemoryTag::kComm);
+    Tensor p =
+        Tensor::FromVector<float>({st.sequences * e}, narrow, MemoryTag::kComm, HostMemory());
     absl::Status s2 = sp->AllReduce(p, p, comm::ReduceOp::kSum)->Wait();
     LOOM_CHECK(s2.ok()) << router_.name()
                         << ": summing the auxiliary loss's probabilities over tp failed: " << s2;

@@ -34,6 +34,11 @@
 // auxiliary-loss-free balancing bias, updated after each optimizer step from the step's expert
 // loads, b_e += rate · sign(mean load − load_e).
 //
+// On a device (the layer's activations under a device AllocatorScope): the router's GEMM, the
+// token rows, the experts and the combines run there; the routing (scores, top-k, plans, row
+// counts, the balancing bias) is host code on a host copy of the logits, and the index tensors
+// the device kernels read are copied up (docs/gpu.md).
+//
 // Optional sequence-level auxiliary loss (aux_loss_coef α > 0): α · Σ_e f_e · P_e per sequence,
 // averaged over sequences, with f_e = E / (k·T) · (tokens of the sequence routed to e) and P_e
 // = mean over its T tokens of s_e / Σ_j s_j. Its gradient enters the router in backward (scaled

@@ -74,6 +74,16 @@ struct CudaTwinTable {
   void (*quantize_fp8)(const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) = nullptr;
   void (*fp8_matmul)(const Tensor& a, const Tensor& scale_a, Fp8Blocks a_blocks, const Tensor& b,
                      const Tensor& scale_b, Fp8Blocks b_blocks, Tensor& out) = nullptr;
+  // Mixture of experts (runtime/kernels/moe.h): the token rows' permutation, the gate-weighted
+  // combine (gates nullptr: weights 1) and its backward, FP8 rows for the dispatch. The routing
+  // itself (scores, top-k, plans) is host code.
+  void (*moe_permute)(const Tensor& x, const Tensor& row_of, Tensor& out) = nullptr;
+  void (*moe_combine)(const Tensor& y, const Tensor& row_of, const Tensor* gates,
+                      Tensor& out) = nullptr;
+  void (*moe_combine_backward)(const Tensor& dout, const Tensor& y, const Tensor& row_of,
+                               const Tensor& gates, Tensor& dy, Tensor& dgates) = nullptr;
+  void (*quantize_rows_fp8)(const Tensor& x, Tensor& packed) = nullptr;
+  void (*dequantize_rows_fp8)(const Tensor& packed, Tensor& x) = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
                  const MatmulOptions& options) = nullptr;

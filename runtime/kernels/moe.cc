@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/kernels/arg_check.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -37,8 +38,10 @@ void CheckChoices(const ArgCheck& check, const Tensor& scores, const TopKOptions
   check.RequireCpu();
 }
 
-// row_of i32 [N, K] for the N token rows of `tokens` ([..., C]), rows of `permuted` in range.
-void CheckRows(const ArgCheck& check, const Tensor& tokens, const Tensor& row_of,
+// row_of i32 [N, K] for the N token rows of `tokens` ([..., C]), rows of `permuted` in range
+// (read where row_of is on the host: on a device it comes from a host plan that was checked).
+// Returns whether the arguments are on a CUDA device.
+bool CheckRows(const ArgCheck& check, const Tensor& tokens, const Tensor& row_of,
                const Tensor& permuted) {
   check.ExpectDType(tokens, DType::kF32);
   check.ExpectDType(permuted, DType::kF32);
@@ -48,13 +51,14 @@ void CheckRows(const ArgCheck& check, const Tensor& tokens, const Tensor& row_of
   const int64_t c = tokens.dim(-1);
   check.Expect(tokens.numel() / c == row_of.dim(0) && permuted.dim(1) == c,
                "row_of must have one row per token and the permuted rows the tokens' width");
+  if (check.OnCuda()) return true;
   const int32_t* r = row_of.data<int32_t>();
   for (int64_t i = 0; i < row_of.numel(); ++i) {
     check.Expect(r[i] >= -1 && r[i] < permuted.dim(0),
                  absl::StrCat("row_of[", i, "] = ", r[i], " is outside the ", permuted.dim(0),
                               " permuted rows"));
   }
-  check.RequireCpu();
+  return false;
 }
 
 }  // namespace
@@ -110,8 +114,9 @@ RoutingPlan PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capa
                  absl::StrCat("experts[", i, "] = ", e[i], " is outside [-1, ", num_experts, ")"));
   }
   check.RequireCpu();
-  RoutingPlan plan;
-  plan.row_of = Tensor::Empty(experts.shape(), DType::kI32, MemoryTag::kActivation);
+  RoutingPlan plan;  // host metadata, wherever the rows it permutes are
+  plan.row_of =
+      Tensor::Empty(experts.shape(), DType::kI32, MemoryTag::kActivation, &Allocator::Default());
   cpu::PlanRouting(experts, num_experts, capacity, plan.row_of, plan.counts, plan.load,
                    plan.dropped);
   return plan;
@@ -123,17 +128,22 @@ int64_t ExpertCapacity(double factor, int64_t tokens, int64_t k, int64_t num_exp
 }
 
 void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out) {
-  CheckRows(ArgCheck("MoePermute", {{"x", &x}, {"row_of", &row_of}, {"out", &out}}), x, row_of,
-            out);
+  const ArgCheck check("MoePermute", {{"x", &x}, {"row_of", &row_of}, {"out", &out}});
+  if (CheckRows(check, x, row_of, out)) return check.Twin(CudaTwins().moe_permute)(x, row_of, out);
   cpu::MoePermute(x, row_of, out);
 }
 
 void MoeCombine(const Tensor& y, const Tensor& row_of, const Tensor* gates, Tensor& out) {
-  const ArgCheck check("MoeCombine", {{"y", &y}, {"row_of", &row_of}, {"out", &out}});
-  CheckRows(check, out, row_of, y);
+  const Tensor none;
+  const ArgCheck check(
+      "MoeCombine",
+      {{"y", &y}, {"row_of", &row_of}, {"gates", gates != nullptr ? gates : &none}, {"out", &out}});
   if (gates != nullptr) {
     check.ExpectDType(*gates, DType::kF32);
     check.ExpectShape(*gates, row_of.shape());
+  }
+  if (CheckRows(check, out, row_of, y)) {
+    return check.Twin(CudaTwins().moe_combine)(y, row_of, gates, out);
   }
   cpu::MoeCombine(y, row_of, gates != nullptr ? gates->data<float>() : nullptr, out);
 }
@@ -146,13 +156,15 @@ void MoeCombineBackward(const Tensor& dout, const Tensor& y, const Tensor& row_o
                                               {"gates", &gates},
                                               {"dy", &dy},
                                               {"dgates", &dgates}});
-  CheckRows(check, dout, row_of, y);
   check.ExpectShape(dy, y.shape());
   check.ExpectDType(dy, DType::kF32);
   check.ExpectDType(gates, DType::kF32);
   check.ExpectShape(gates, row_of.shape());
   check.ExpectDType(dgates, DType::kF32);
   check.ExpectShape(dgates, row_of.shape());
+  if (CheckRows(check, dout, row_of, y)) {
+    return check.Twin(CudaTwins().moe_combine_backward)(dout, y, row_of, gates, dy, dgates);
+  }
   cpu::MoeCombineBackward(dout, y, row_of, gates, dy, dgates);
 }
 
@@ -160,23 +172,26 @@ int64_t Fp8RowWidth(int64_t c) { return (c + 3) / 4 * 4 + 4 * ((c + kFp8Block - 
 
 namespace {
 
-void CheckFp8Rows(const ArgCheck& check, const Tensor& x, const Tensor& packed) {
+// Returns whether the arguments are on a CUDA device.
+bool CheckFp8Rows(const ArgCheck& check, const Tensor& x, const Tensor& packed) {
   check.ExpectDType(x, DType::kF32);
   check.ExpectRank(x, 2);
   check.ExpectDType(packed, DType::kF8E4M3);
   check.ExpectShape(packed, {x.dim(0), Fp8RowWidth(x.dim(1))});
-  check.RequireCpu();
+  return check.OnCuda();
 }
 
 }  // namespace
 
 void QuantizeRowsFp8(const Tensor& x, Tensor& packed) {
-  CheckFp8Rows(ArgCheck("QuantizeRowsFp8", {{"x", &x}, {"packed", &packed}}), x, packed);
+  const ArgCheck check("QuantizeRowsFp8", {{"x", &x}, {"packed", &packed}});
+  if (CheckFp8Rows(check, x, packed)) return check.Twin(CudaTwins().quantize_rows_fp8)(x, packed);
   cpu::QuantizeRowsFp8(x, packed);
 }
 
 void DequantizeRowsFp8(const Tensor& packed, Tensor& x) {
-  CheckFp8Rows(ArgCheck("DequantizeRowsFp8", {{"packed", &packed}, {"x", &x}}), x, packed);
+  const ArgCheck check("DequantizeRowsFp8", {{"packed", &packed}, {"x", &x}});
+  if (CheckFp8Rows(check, x, packed)) return check.Twin(CudaTwins().dequantize_rows_fp8)(packed, x);
   cpu::DequantizeRowsFp8(packed, x);
 }
 
@@ -206,8 +221,7 @@ std::vector<Segment> Segments(const ArgCheck& check, const Tensor& a, const Tens
     at += rows[s];
   }
   check.Expect(at == a.dim(0), absl::StrCat("the segments hold ", at, " rows, a has ", a.dim(0)));
-  check.RequireCpu();
-  return segments;
+  return segments;  // each a Matmul: on the device of the operands
 }
 
 Tensor Group(const Tensor& b, int64_t g) { return b.Slice(g, g + 1).Reshape({b.dim(1), b.dim(2)}); }

@@ -14,7 +14,10 @@
 // the permuted layout that holds that (token, choice) slot, or -1 when capacity dropped it. The
 // permuted layout lists expert 0's slots, then expert 1's, ..., each in token order, so a
 // segment of consecutive rows goes to one expert and the same routing gives the same layout on
-// any thread count. f32 activations, host memory, synchronous; every kernel is deterministic.
+// any thread count. f32 activations, synchronous on the host; every kernel is deterministic. The
+// routing (RouterScores, TopKGate and their backward, PlanRouting) runs on host tensors only;
+// MoePermute, MoeCombine(Backward), the FP8 rows and GroupedMatmul also on a CUDA device (their
+// twins; row_of then on the device too, range-checked where the host plan made it).
 #pragma once
 
 #include <cstdint>

@@ -2,11 +2,11 @@
 // activations and optimizer state on an emulated CUDA device (tests/runtime/emulated_device.h)
 // against the same options on the host: bitwise the same losses, gradient norms and final
 // weights, for fp32, bf16 (with and without autocast) and fp16 (loss scaling), ZeRO stages 0-3 on
-// one rank, gradient accumulation and clipping, AdamW and SGD; and what the device does not run
-// yet (MoE models) is refused before anything is built. Layouts of several ranks on
-// the device: tests/parallel/device_layouts_test.cc. What it cannot check is
-// the CUDA kernels (gpt_cuda_test, label gpu).
-#include <gmock/gmock.h>
+// one rank, gradient accumulation and clipping, AdamW and SGD, and mixture-of-experts models
+// (routing on the host, the token rows on the device; with the auxiliary loss, capacity drops and
+// the balancing bias). Layouts of several ranks on the device:
+// tests/parallel/device_layouts_test.cc. What it cannot check is the CUDA kernels (gpt_cuda_test,
+// label gpu).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -61,12 +61,15 @@ std::string FileBytes(const std::string& path) {
 
 struct Case {
   std::string name;
+  std::string preset = "tiny";
   std::string precision = "fp32";
   bool autocast = false;
   int zero = 0;
   int64_t grad_accum = 1;
   std::string optimizer = "adamw";
   int64_t inject_overflow_step = 0;  // an Inf gradient at this step: a skipped step
+  double moe_capacity_factor = -1;   // MoE presets: < 0 the preset's
+  float moe_aux_loss_coef = -1;
 };
 
 class TrainerDevicePath : public ::testing::TestWithParam<Case> {};
@@ -74,8 +77,10 @@ class TrainerDevicePath : public ::testing::TestWithParam<Case> {};
 TEST_P(TrainerDevicePath, TrainsBitwiseAsOnTheHost) {
   const Case& c = GetParam();
   TrainOptions o;
-  o.preset = "tiny";
+  o.preset = c.preset;
   o.batch = 4;
+  o.moe_capacity_factor = c.moe_capacity_factor;
+  o.moe_aux_loss_coef = c.moe_aux_loss_coef;
   o.precision = c.precision;
   o.autocast = c.autocast;
   o.zero = c.zero;
@@ -101,14 +106,21 @@ TEST_P(TrainerDevicePath, TrainsBitwiseAsOnTheHost) {
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, TrainerDevicePath,
-    ::testing::Values(Case{.name = "fp32"}, Case{.name = "bf16", .precision = "bf16"},
-                      Case{.name = "bf16_autocast", .precision = "bf16", .autocast = true},
-                      Case{.name = "fp16", .precision = "fp16"},
-                      Case{.name = "fp16_overflow", .precision = "fp16", .inject_overflow_step = 2},
-                      Case{.name = "fp32_nonfinite_skip", .inject_overflow_step = 2},
-                      Case{.name = "zero1_accum2", .zero = 1, .grad_accum = 2},
-                      Case{.name = "zero2_bf16", .precision = "bf16", .zero = 2},
-                      Case{.name = "zero3", .zero = 3}, Case{.name = "sgd", .optimizer = "sgd"}),
+    ::testing::Values(
+        Case{.name = "fp32"}, Case{.name = "bf16", .precision = "bf16"},
+        Case{.name = "bf16_autocast", .precision = "bf16", .autocast = true},
+        Case{.name = "fp16", .precision = "fp16"},
+        Case{.name = "fp16_overflow", .precision = "fp16", .inject_overflow_step = 2},
+        Case{.name = "fp32_nonfinite_skip", .inject_overflow_step = 2},
+        Case{.name = "zero1_accum2", .zero = 1, .grad_accum = 2},
+        Case{.name = "zero2_bf16", .precision = "bf16", .zero = 2},
+        Case{.name = "zero3", .zero = 3}, Case{.name = "sgd", .optimizer = "sgd"},
+        Case{.name = "moe", .preset = "tiny-moe"},
+        Case{.name = "moe_bf16_zero2", .preset = "tiny-moe", .precision = "bf16", .zero = 2},
+        Case{.name = "moe_capacity_aux_loss",
+             .preset = "tiny-moe",
+             .moe_capacity_factor = 0.75,
+             .moe_aux_loss_coef = 0.01f}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Checkpoints, evaluation and weights files from the device: 2 steps on the device, saved,
@@ -171,18 +183,6 @@ TEST(TrainerDevicePathCheckpoint, SaveResumeEvaluateAndExportMatchTheHost) {
   EXPECT_EQ(device_run.losses, host_run.losses);
   EXPECT_EQ(device_run.weights, host_run.weights);
   std::filesystem::remove_all(o.save_dir);
-}
-
-// What the device path does not run yet fails in validation, naming the flag.
-TEST(TrainerDevicePathOptions, RefusesWhatTheDeviceCannotRunYet) {
-  runtime::testing::EmulatedDevice device;
-  TrainOptions o;
-  o.device = &device.allocator();
-  o.preset = "moe-small";
-  EXPECT_THAT(std::string(ValidateTrainOptions(o).message()),
-              ::testing::HasSubstr("--device cuda"));
-  o.preset = "tiny";
-  EXPECT_TRUE(ValidateTrainOptions(o).ok());
 }
 
 }  // namespace

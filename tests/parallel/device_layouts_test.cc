@@ -28,6 +28,12 @@ struct Layout {
   std::string precision = "fp32";
   bool sequence_parallel = false;
   int hsdp_shard = 0;
+  // Expert parallelism (preset tiny-moe when ep > 1): the dispatch's wire dtype, node-limited
+  // groups with the hierarchical dispatch, and the dual micro-batch overlap.
+  int ep = 1;
+  std::string moe_dispatch = "fp32";
+  int moe_groups = 0;
+  bool moe_dual_batch = false;
 };
 
 // The reference options, 4 steps, in layout `l`.
@@ -42,6 +48,15 @@ models::TrainOptions OptionsFor(const Layout& l) {
   o.sequence_parallel = l.sequence_parallel;
   o.hsdp_shard = l.hsdp_shard;
   if (l.pp > 1) o.micro_batches = 4;
+  if (l.ep > 1) {
+    o.preset = "tiny-moe";
+    o.ep = l.ep;
+    o.moe_dispatch = l.moe_dispatch;
+    o.moe_groups = l.moe_groups;
+    o.moe_top_groups = l.moe_groups > 0 ? 1 : 0;
+    o.moe_hier_dispatch = l.moe_groups > 0;
+    o.moe_dual_batch = l.moe_dual_batch;
+  }
   return o;
 }
 
@@ -73,14 +88,22 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{.name = "hsdp_2x2_zero2", .dp = 4, .zero = 2, .hsdp_shard = 2},
                       Layout{.name = "tp2_sp", .tp = 2, .sequence_parallel = true},
                       Layout{.name = "dp2_tp2", .dp = 2, .tp = 2, .zero = 1},
-                      Layout{.name = "pp2", .pp = 2}, Layout{.name = "pp2_dp2", .dp = 2, .pp = 2}),
+                      Layout{.name = "pp2", .pp = 2}, Layout{.name = "pp2_dp2", .dp = 2, .pp = 2},
+                      Layout{.name = "ep2", .ep = 2},
+                      Layout{.name = "ep2_dp2_zero1", .dp = 2, .zero = 1, .ep = 2},
+                      Layout{.name = "ep2_tp2_sp", .tp = 2, .sequence_parallel = true, .ep = 2},
+                      Layout{.name = "ep2_fp8_dispatch", .ep = 2, .moe_dispatch = "fp8"},
+                      Layout{.name = "ep4_hierarchical", .ep = 4, .moe_groups = 2},
+                      Layout{.name = "ep2_dual_batch", .ep = 2, .moe_dual_batch = true}),
     [](const ::testing::TestParamInfo<Layout>& info) { return info.param.name; });
 
 // The same layouts over the nccl backend (comm/nccl) on a fake NCCL (tests/comm/fake_nccl.h) whose
 // operations are the thread-rank backend's on host copies: device tensors go to the backend as
 // they are, host tensors (the trainer's scalars) are staged through the device, splits make the
 // mesh's groups. The same host collectives run underneath, so the results must again be bitwise
-// the host layout's. (Pipeline layouts are refused with --comm nccl: its sends are not buffered.)
+// the host layout's (expert parallelism: the rows' all-to-alls as grouped sends and receives, the
+// expert indices and gates, host tensors, staged through the device). (Pipeline layouts are
+// refused with --comm nccl: its sends are not buffered.)
 class NcclLayouts : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
@@ -88,7 +111,7 @@ TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
   const std::vector<RunResult> host = TrainOnMesh(o);
   runtime::testing::EmulatedDevice device;
   o.device = &device.allocator();
-  const int n = o.dp * o.tp;
+  const int n = o.dp * o.tp * o.ep;
   comm::testing::FakeNcclWorld fake(n, &device.allocator());
   std::vector<std::unique_ptr<comm::Communicator>> bootstrap = comm::MakeLocalWorld(n);
   std::vector<RunResult> on_device(static_cast<size_t>(n));
@@ -100,7 +123,7 @@ TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
           comm::MakeNcclBackend(&fake.rank(r), std::move(bootstrap[r]), deadline);
       ASSERT_TRUE(backend.ok()) << backend.status();
       comm::Communicator world(std::move(backend).value(), comm::CommOptions{});
-      auto mesh = parallel::Mesh::Create(world, parallel::MeshShape{.dp = o.dp, .tp = o.tp});
+      auto mesh = parallel::Mesh::Create(world, parallel::MeshShape{.dp = o.dp, .tp = o.tp, .ep = o.ep});
       ASSERT_TRUE(mesh.ok()) << mesh.status();
       on_device[r] = Train(o, parallel::ParallelContext::FromMesh(**mesh));
     });
@@ -116,7 +139,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{.name = "dp2_zero3", .dp = 2, .zero = 3},
                       Layout{.name = "hsdp_2x2_zero2", .dp = 4, .zero = 2, .hsdp_shard = 2},
                       Layout{.name = "tp2_sp", .tp = 2, .sequence_parallel = true},
-                      Layout{.name = "dp2_tp2", .dp = 2, .tp = 2, .zero = 1}),
+                      Layout{.name = "dp2_tp2", .dp = 2, .tp = 2, .zero = 1},
+                      Layout{.name = "ep2", .ep = 2},
+                      Layout{.name = "ep2_fp8_dispatch", .ep = 2, .moe_dispatch = "fp8"}),
     [](const ::testing::TestParamInfo<Layout>& info) { return info.param.name; });
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include "runtime/kernels/embedding.h"
 #include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
+#include "runtime/kernels/moe.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/tensor.h"
 
@@ -90,6 +91,15 @@ struct Arg<Tensor*> {
     if (device != nullptr) device->CopyFrom(host);
   }
   Tensor* device;
+  Tensor host;
+};
+
+template <>
+struct Arg<const Tensor*> {
+  explicit Arg(const Tensor* t) : given(t), host(t != nullptr ? HostCopy(*t) : Tensor()) {}
+  const Tensor* get() { return given != nullptr ? &host : nullptr; }
+  void Finish() {}
+  const Tensor* given;
   Tensor host;
 };
 
@@ -166,6 +176,11 @@ class EmulatedDevice {
     t.cross_entropy_backward = Twin<&kernels::CrossEntropyBackward>::Run;
     t.quantize_fp8 = Twin<&kernels::QuantizeFp8>::Run;
     t.fp8_matmul = Twin<&kernels::Fp8Matmul>::Run;
+    t.moe_permute = Twin<&kernels::MoePermute>::Run;
+    t.moe_combine = Twin<&kernels::MoeCombine>::Run;
+    t.moe_combine_backward = Twin<&kernels::MoeCombineBackward>::Run;
+    t.quantize_rows_fp8 = Twin<&kernels::QuantizeRowsFp8>::Run;
+    t.dequantize_rows_fp8 = Twin<&kernels::DequantizeRowsFp8>::Run;
     t.attention_forward = Twin<&kernels::AttentionForward>::Run;
     t.attention_backward = Twin<&kernels::AttentionBackward>::Run;
     t.check_indices = Twin<&kernels::CheckIndices>::Run;  // fails at once, as the host does

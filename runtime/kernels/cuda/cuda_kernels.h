@@ -195,6 +195,26 @@ void AttentionForwardGemm(const AttentionArgs& args, float* out, void* probs, fl
 void AttentionBackwardGemm(const AttentionArgs& args, const float* dout, const void* probs,
                            const AttentionGemmScratch& scratch, float* dqkv, Stream stream);
 
+// Mixture of experts (the CPU's MoePermute / MoeCombine / MoeCombineBackward and FP8 rows,
+// runtime/kernels/moe.h; moe.cu): `tokens` rows of `cols`, each with k slots whose permuted row
+// is row_of[t · k + i] (-1: dropped). Combine sums a token's slots in order; its backward
+// overwrites dy's slot rows and dgates (a block sum per slot). FP8 rows: [rows, width] bytes,
+// width = Fp8RowWidth(cols), the e4m3 values then the blocks' f32 scales.
+struct MoeRowsArgs {
+  const int32_t* row_of;
+  int64_t tokens = 0, k = 0, cols = 0;
+};
+void MoePermute(const MoeRowsArgs& args, const float* x, float* out, Stream stream);
+void MoeCombine(const MoeRowsArgs& args, const float* y, const float* gates, float* out,
+                Stream stream);
+void MoeCombineBackward(const MoeRowsArgs& args, const float* dout, const float* y,
+                        const float* gates, float* dy, float* dgates, Stream stream);
+struct Fp8RowsArgs {
+  int64_t rows = 0, cols = 0, width = 0;
+};
+void QuantizeRowsFp8(const Fp8RowsArgs& args, const float* x, uint8_t* packed, Stream stream);
+void DequantizeRowsFp8(const Fp8RowsArgs& args, const uint8_t* packed, float* x, Stream stream);
+
 // Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
 void SpinForTesting(int64_t cycles, Stream stream);
 

@@ -106,6 +106,14 @@ CrossEntropyArgs CrossEntropyOf(const Tensor& logits, const Tensor& targets, int
           .vocab_start = vocab_start};
 }
 
+// The token rows of `tokens` ([..., C]) and their slots in row_of [N, K].
+MoeRowsArgs MoeRowsOf(const Tensor& row_of, const Tensor& tokens) {
+  return {.row_of = static_cast<const int32_t*>(row_of.device_data()),
+          .tokens = row_of.dim(0),
+          .k = row_of.dim(1),
+          .cols = tokens.dim(-1)};
+}
+
 AttentionArgs AttentionOf(const Tensor& qkv, int64_t num_heads) {
   return {.qkv = qkv.device_data(),
           .batch = qkv.dim(0),
@@ -216,6 +224,26 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
                            .ds16 = a.bf16 ? ds16.device_data() : nullptr,
                            .dout16 = a.bf16 ? dout16.device_data() : nullptr},
                           Out(dqkv), nullptr);
+  };
+  twins.moe_permute = [](const Tensor& x, const Tensor& row_of, Tensor& out) {
+    MoePermute(MoeRowsOf(row_of, x), In(x), Out(out), nullptr);
+  };
+  twins.moe_combine = [](const Tensor& y, const Tensor& row_of, const Tensor* gates, Tensor& out) {
+    MoeCombine(MoeRowsOf(row_of, out), In(y), gates != nullptr ? In(*gates) : nullptr, Out(out),
+               nullptr);
+  };
+  twins.moe_combine_backward = [](const Tensor& dout, const Tensor& y, const Tensor& row_of,
+                                  const Tensor& gates, Tensor& dy, Tensor& dgates) {
+    MoeCombineBackward(MoeRowsOf(row_of, dout), In(dout), In(y), In(gates), Out(dy), Out(dgates),
+                       nullptr);
+  };
+  twins.quantize_rows_fp8 = [](const Tensor& x, Tensor& packed) {
+    QuantizeRowsFp8({.rows = x.dim(0), .cols = x.dim(1), .width = packed.dim(1)}, In(x),
+                    static_cast<uint8_t*>(packed.device_data()), nullptr);
+  };
+  twins.dequantize_rows_fp8 = [](const Tensor& packed, Tensor& x) {
+    DequantizeRowsFp8({.rows = x.dim(0), .cols = x.dim(1), .width = packed.dim(1)},
+                      static_cast<const uint8_t*>(packed.device_data()), Out(x), nullptr);
   };
   twins.quantize_fp8 = [](const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) {
     Tensor amax = blocks == Fp8Blocks::kTensor ? Scratch(1, DType::kF32) : Tensor();

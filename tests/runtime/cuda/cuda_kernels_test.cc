@@ -32,6 +32,7 @@
 #include "runtime/kernels/embedding.h"
 #include "runtime/kernels/fp8.h"
 #include "runtime/kernels/matmul.h"
+#include "runtime/kernels/moe.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/rng.h"
 #include "runtime/tensor.h"
@@ -572,6 +573,79 @@ TEST_F(CudaKernels, Fp8QuantizeAndMatmulMatchTheCpu) {
       std::copy(e.begin(), e.end(), want32.data<float>());
       ExpectClose(g, want32, what, 1e-4f * largest, rel);
     }
+  }
+}
+
+// The mixture-of-experts kernels through the entry points on device tensors, routed by a host
+// plan with slots not routed here (-1) and capacity drops: the permutation and the gate-scaled
+// rows of the combine's backward exactly the CPU's (copies, one product); the combines' sums
+// (the k slots in order, contracted multiply-adds on the device) within 1e-6 + 1e-5 relative;
+// the gates' gradients (a block's tree sum against the CPU's sequential dot) within 1e-4 +
+// 1e-5 relative; the grouped GEMM (a Matmul per segment) within the GEMM's 1e-4 + 1e-4; FP8
+// rows bit for bit (the dequantized values of either side's bytes, by the CPU).
+TEST_F(CudaKernels, MoeKernelsMatchTheCpu) {
+  RegisterKernels();
+  const int64_t n = 300, k = 3, e = 5, c = 200, h = 48;
+  std::vector<int32_t> choice(n * k);
+  for (int64_t i = 0; i < n * k; ++i) {
+    choice[i] = i % 11 == 0 ? -1 : static_cast<int32_t>((i * 7 + i / 5) % e);
+  }
+  const Tensor experts = Tensor::FromVector<int32_t>({n, k}, choice, MemoryTag::kActivation);
+  const kernels::RoutingPlan plan = kernels::PlanRouting(experts, e, /*capacity=*/150);
+  ASSERT_GT(plan.dropped, 0);
+  const int64_t rows = plan.rows();
+  const Tensor row_of = plan.row_of, d_row_of = Upload(plan.row_of);
+  const Tensor x = Random(n * c, 101, 1.0f).Reshape({n, c});
+  const Tensor gates = Random(n * k, 102, 1.0f).Reshape({n, k}), d_gates = Upload(gates);
+  Tensor xp = Tensor::Zeros({rows, c}, DType::kF32, MemoryTag::kActivation);
+  Tensor d_xp = OnDevice(rows * c).Reshape({rows, c});
+  kernels::MoePermute(x, row_of, xp);
+  kernels::MoePermute(Upload(x), d_row_of, d_xp);
+  ExpectClose(Download(d_xp), xp, "MoePermute", 0.0f, 0.0f);
+  for (bool gated : {false, true}) {
+    Tensor y = Tensor::Empty({n, c}, DType::kF32, MemoryTag::kActivation);
+    Tensor d_y = OnDevice(n * c).Reshape({n, c});
+    kernels::MoeCombine(xp, row_of, gated ? &gates : nullptr, y);
+    kernels::MoeCombine(d_xp, d_row_of, gated ? &d_gates : nullptr, d_y);
+    ExpectClose(Download(d_y), y, gated ? "MoeCombine gated" : "MoeCombine");
+  }
+  const Tensor dout = Random(n * c, 103, 1.0f).Reshape({n, c});
+  Tensor dy = Tensor::Empty({rows, c}, DType::kF32, MemoryTag::kActivation);
+  Tensor dgates = Tensor::Empty({n, k}, DType::kF32, MemoryTag::kActivation);
+  Tensor d_dy = OnDevice(rows * c).Reshape({rows, c}), d_dgates = OnDevice(n * k).Reshape({n, k});
+  kernels::MoeCombineBackward(dout, xp, row_of, gates, dy, dgates);
+  kernels::MoeCombineBackward(Upload(dout), d_xp, d_row_of, d_gates, d_dy, d_dgates);
+  ExpectClose(Download(d_dy), dy, "MoeCombineBackward dy", 0.0f, 0.0f);
+  ExpectClose(Download(d_dgates), dgates, "MoeCombineBackward dgates", 1e-4f, 1e-5f);
+  // Expert 1 gets no rows: its segment is skipped on both sides.
+  std::vector<int64_t> counts = plan.counts;
+  counts[0] += counts[1];
+  counts[1] = 0;
+  const Tensor w = Random(e * h * c, 104, 0.05f).Reshape({e, h, c});
+  Tensor out = Tensor::Empty({rows, h}, DType::kF32, MemoryTag::kActivation);
+  Tensor d_out = OnDevice(rows * h).Reshape({rows, h});
+  kernels::GroupedMatmul(xp, w, counts, {}, out, {.trans_b = true});
+  kernels::GroupedMatmul(d_xp, Upload(w), counts, {}, d_out, {.trans_b = true});
+  ExpectClose(Download(d_out), out, "GroupedMatmul", 1e-4f, 1e-4f);
+  for (int64_t cols : {int64_t{70}, c}) {
+    const Tensor v = Random(n * cols, 105, 3.0f).Reshape({n, cols});
+    const Shape packed_shape{n, Fp8RowWidth(cols)};
+    Tensor packed = Tensor::Empty(packed_shape, DType::kF8E4M3, MemoryTag::kActivation);
+    Tensor d_packed =
+        Tensor::Empty(packed_shape, DType::kF8E4M3, MemoryTag::kActivation, &DeviceAllocator());
+    kernels::QuantizeRowsFp8(v, packed);
+    kernels::QuantizeRowsFp8(Upload(v), d_packed);
+    Tensor back = Tensor::Empty({n, cols}, DType::kF32, MemoryTag::kActivation);
+    Tensor from_device = back.Clone();
+    kernels::DequantizeRowsFp8(packed, back);
+    absl::StatusOr<Tensor> device_bytes = ToHost(d_packed);
+    ASSERT_TRUE(device_bytes.ok()) << device_bytes.status();
+    kernels::DequantizeRowsFp8(*device_bytes, from_device);
+    const std::string what = absl::StrCat("QuantizeRowsFp8 ", cols, " columns");
+    EXPECT_EQ(from_device.ToF32Vector(), back.ToF32Vector()) << what;
+    Tensor d_back = OnDevice(n * cols).Reshape({n, cols});
+    kernels::DequantizeRowsFp8(Upload(packed), d_back);
+    ExpectClose(Download(d_back), back, "DequantizeRowsFp8", 0.0f, 0.0f);
   }
 }
 
