@@ -60,17 +60,19 @@ AdamW::Moments& AdamW::MomentsFor(const ParamSlot& slot) {
 
 void AdamW::Step(const std::vector<ParamSlot>& slots, float lr) {
   ++step_;
+  std::vector<runtime::kernels::AdamWTensors> tensors;
   for (const ParamSlot& slot : slots) {
     Moments& mo = MomentsFor(slot);
-    Tensor param = slot.param;
-    runtime::kernels::AdamWUpdate(param, slot.grad, mo.m, mo.v,
-                                  {.lr = lr,
-                                   .beta1 = options_.beta1,
-                                   .beta2 = options_.beta2,
-                                   .eps = options_.eps,
-                                   .weight_decay = slot.decay ? options_.weight_decay : 0.0f},
-                                  step_);
+    tensors.push_back({slot.param, slot.grad, mo.m, mo.v, slot.decay});
   }
+  // One call for every slot: a few launches on a device instead of one per parameter.
+  runtime::kernels::AdamWUpdateMany(tensors,
+                                    {.lr = lr,
+                                     .beta1 = options_.beta1,
+                                     .beta2 = options_.beta2,
+                                     .eps = options_.eps,
+                                     .weight_decay = options_.weight_decay},
+                                    step_);
 }
 
 std::vector<NamedTensor> AdamW::State() const {

@@ -20,16 +20,26 @@ AdamWStep MakeAdamWStep(const AdamWConfig& c, int64_t step) {
           .eps = c.eps};
 }
 
+namespace {
+
+// master, grad, m and v: f32 with one element count.
+void CheckAdamWTensors(const ArgCheck& check, const Tensor& master, const Tensor& grad,
+                       const Tensor& m, const Tensor& v) {
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&master, &grad, &m, &v}) {
+    check.ExpectDType(*t, DType::kF32);
+    check.Expect(t->numel() == master.numel(), "every tensor needs master's element count");
+  }
+}
+
+}  // namespace
+
 void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamWConfig& config, int64_t step, Tensor* copy_out) {
   const Tensor none;
   const Tensor& out = copy_out != nullptr ? *copy_out : none;
   ArgCheck check("AdamWUpdate",
                  {{"master", &master}, {"grad", &grad}, {"m", &m}, {"v", &v}, {"copy_out", &out}});
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&master, &grad, &m, &v}) {
-    check.ExpectDType(*t, DType::kF32);
-    check.Expect(t->numel() == master.numel(), "every tensor needs master's element count");
-  }
+  CheckAdamWTensors(check, master, grad, m, v);
   if (copy_out != nullptr) {
     check.Expect(out.dtype() == DType::kBF16 || out.dtype() == DType::kF16,
                  "copy_out must be bf16 or f16");
@@ -42,6 +52,34 @@ void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
     return check.Twin(CudaTwins().adamw)(master, grad, m, v, config, step, copy_out);
   }
   cpu::AdamWUpdate(master, grad, m, v, config, step, copy_out);
+}
+
+void AdamWUpdateMany(std::span<const AdamWTensors> tensors, const AdamWConfig& config,
+                     int64_t step) {
+  if (tensors.empty()) return;
+  bool on_cuda = false;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const AdamWTensors& t = tensors[i];
+    const Tensor& first = tensors[0].master;
+    ArgCheck check("AdamWUpdateMany", {{"master", &t.master},
+                                       {"grad", &t.grad},
+                                       {"m", &t.m},
+                                       {"v", &t.v},
+                                       {"the first master", &first}});
+    CheckAdamWTensors(check, t.master, t.grad, t.m, t.v);
+    check.Expect(step >= 1, absl::StrCat("step must be >= 1, got ", step));
+    on_cuda = check.OnCuda();  // all on one device, or the check fails naming both
+  }
+  if (on_cuda) {
+    const ArgCheck check("AdamWUpdateMany", {{"master", &tensors[0].master}});
+    return check.Twin(CudaTwins().adamw_many)(tensors, config, step);
+  }
+  for (const AdamWTensors& t : tensors) {
+    AdamWConfig c = config;
+    if (!t.decay) c.weight_decay = 0.0f;
+    Tensor master = t.master, m = t.m, v = t.v;  // handles on the same storage
+    cpu::AdamWUpdate(master, t.grad, m, v, c, step, nullptr);
+  }
 }
 
 void SgdUpdate(Tensor& param, const Tensor& grad, Tensor& buffer, const SgdStep& step) {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "runtime/kernels/adamw_formula.h"
 #include "runtime/tensor.h"
@@ -31,6 +32,17 @@ struct AdamWConfig {
 
 void AdamWUpdate(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamWConfig& config, int64_t step, Tensor* copy_out = nullptr);
+
+// AdamW on many tensors at once (an optimizer step over every parameter): each entry updated
+// exactly as AdamWUpdate(master, grad, m, v, config, step) would, with config.weight_decay where
+// `decay` and none elsewhere; on a CUDA device in a few launches of one multi-tensor kernel
+// instead of one per tensor (runtime/kernels/cuda/multi_tensor.h). Every tensor on one device.
+struct AdamWTensors {
+  Tensor master, grad, m, v;  // handles: the update writes through them
+  bool decay = true;
+};
+void AdamWUpdateMany(std::span<const AdamWTensors> tensors, const AdamWConfig& config,
+                     int64_t step);
 
 // The constants of step `step` for the per-element update (kernels/adamw_formula.h), which the
 // CPU kernel and its CUDA twin share.

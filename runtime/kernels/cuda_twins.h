@@ -22,6 +22,8 @@ struct CudaTwinTable {
   void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx) = nullptr;
   void (*adamw)(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
                 int64_t step, Tensor* copy_out) = nullptr;
+  void (*adamw_many)(std::span<const AdamWTensors> tensors, const AdamWConfig& config,
+                     int64_t step) = nullptr;
   void (*layer_norm_forward)(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                              Tensor& out, Tensor& mean, Tensor& rstd) = nullptr;
   void (*layer_norm_backward)(const Tensor& dout, const Tensor& x, const Tensor& w,

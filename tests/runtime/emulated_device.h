@@ -17,6 +17,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "runtime/allocator.h"
 #include "runtime/kernels/activation.h"
@@ -149,6 +150,21 @@ class EmulatedDevice {
     t.gelu_forward = Twin<&kernels::GeluForward>::Run;
     t.gelu_backward = Twin<&kernels::GeluBackward>::Run;
     t.adamw = Twin<&kernels::AdamWUpdate>::Run;
+    t.adamw_many = [](std::span<const kernels::AdamWTensors> tensors,
+                      const kernels::AdamWConfig& config, int64_t step) {
+      std::vector<kernels::AdamWTensors> host;
+      for (const kernels::AdamWTensors& d : tensors) {
+        host.push_back({emulated::HostCopy(d.master), emulated::HostCopy(d.grad),
+                        emulated::HostCopy(d.m), emulated::HostCopy(d.v), d.decay});
+      }
+      kernels::AdamWUpdateMany(host, config, step);
+      for (size_t i = 0; i < host.size(); ++i) {  // handles: the copies land in the storage
+        Tensor master = tensors[i].master, m = tensors[i].m, v = tensors[i].v;
+        master.CopyFrom(host[i].master);
+        m.CopyFrom(host[i].m);
+        v.CopyFrom(host[i].v);
+      }
+    };
     t.sgd = Twin<&kernels::SgdUpdate>::Run;
     t.layer_norm_forward = Twin<&kernels::LayerNormForward>::Run;
     t.layer_norm_backward = Twin<&kernels::LayerNormBackward>::Run;

@@ -11,6 +11,7 @@
 
 #include "runtime/kernels/adamw_formula.h"
 #include "runtime/kernels/column_sum_formula.h"
+#include "runtime/kernels/cuda/multi_tensor.h"
 #include "runtime/kernels/fp8_formula.h"
 #include "runtime/kernels/sum_of_squares_formula.h"
 
@@ -36,6 +37,22 @@ struct AdamWArgs {
   uint16_t* copy_bf16;
 };
 void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream);
+// AdamW over many tensors in one launch (the tables of multi_tensor.h, passed by value): block b
+// updates chunk chunk_index[b] of slot chunk_slot[b] with `step`, its decay factor that slot's.
+struct AdamWManyArgs {
+  float* master[kMaxLaunchTensors];
+  const float* grad[kMaxLaunchTensors];
+  float* m[kMaxLaunchTensors];
+  float* v[kMaxLaunchTensors];
+  int64_t n[kMaxLaunchTensors];
+  float decay[kMaxLaunchTensors];
+  uint8_t chunk_slot[kMaxLaunchChunks];
+  int32_t chunk_index[kMaxLaunchChunks];
+  int chunks;
+};
+static_assert(sizeof(AdamWManyArgs) + sizeof(AdamWStep) <= 4000,
+              "a kernel's arguments must fit in 4 KiB");
+void AdamWUpdateMany(const AdamWManyArgs& args, const AdamWStep& step, Stream stream);
 // SGD with momentum on n elements (the CPU kernel's SgdElement).
 void SgdUpdate(float* param, const float* grad, float* buffer, const SgdStep& step, int64_t n,
                Stream stream);

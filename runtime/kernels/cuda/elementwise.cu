@@ -40,6 +40,17 @@ __global__ void AdamWKernel(AdamWArgs a, AdamWStep k, int64_t n) {
   }
 }
 
+__global__ void AdamWManyKernel(AdamWManyArgs a, AdamWStep k) {
+  const int slot = a.chunk_slot[blockIdx.x];
+  const int64_t begin = static_cast<int64_t>(a.chunk_index[blockIdx.x]) * kLaunchChunk;
+  const int64_t end = begin + kLaunchChunk < a.n[slot] ? begin + kLaunchChunk : a.n[slot];
+  k.decay = a.decay[slot];
+  float *p = a.master[slot], *m = a.m[slot], *v = a.v[slot];
+  const float* g = a.grad[slot];
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    AdamWElement(k, p[i], g[i], m[i], v[i]);
+}
+
 __device__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __global__ void SwiGLUForwardKernel(const float* gate, const float* up, float* out, int64_t n) {
@@ -194,6 +205,10 @@ void SumOfSquares(const void* x, ElemType type, int64_t n, double* partial, doub
 void AdamWUpdate(const AdamWArgs& args, const AdamWStep& step, int64_t n, Stream stream) {
   const Grid g = GridFor(n);
   if (g.blocks > 0) AdamWKernel<<<g.blocks, g.threads, 0, stream>>>(args, step, n);
+}
+
+void AdamWUpdateMany(const AdamWManyArgs& args, const AdamWStep& step, Stream stream) {
+  if (args.chunks > 0) AdamWManyKernel<<<args.chunks, kBlock, 0, stream>>>(args, step);
 }
 
 void Add(const float* a, const float* b, float* out, int64_t n, Stream stream) {

@@ -225,6 +225,33 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
                            .dout16 = a.bf16 ? dout16.device_data() : nullptr},
                           Out(dqkv), nullptr);
   };
+  twins.adamw_many = [](std::span<const AdamWTensors> tensors, const AdamWConfig& config,
+                        int64_t step) {
+    std::vector<int64_t> sizes;
+    for (const AdamWTensors& t : tensors) sizes.push_back(t.master.numel());
+    const AdamWStep k = MakeAdamWStep(config, step);
+    AdamWConfig no_decay = config;
+    no_decay.weight_decay = 0.0f;
+    const float undecayed = MakeAdamWStep(no_decay, step).decay;
+    for (const MultiTensorLaunch& l : PlanMultiTensorLaunches(sizes)) {
+      AdamWManyArgs a{};
+      for (size_t j = 0; j < l.tensors.size(); ++j) {
+        const AdamWTensors& t = tensors[static_cast<size_t>(l.tensors[j])];
+        a.master[j] = static_cast<float*>(t.master.device_data());
+        a.grad[j] = In(t.grad);
+        a.m[j] = static_cast<float*>(t.m.device_data());
+        a.v[j] = static_cast<float*>(t.v.device_data());
+        a.n[j] = t.master.numel();
+        a.decay[j] = t.decay ? k.decay : undecayed;
+      }
+      for (size_t b = 0; b < l.chunks.size(); ++b) {
+        a.chunk_slot[b] = static_cast<uint8_t>(l.chunks[b].slot);
+        a.chunk_index[b] = static_cast<int32_t>(l.chunks[b].index);
+      }
+      a.chunks = static_cast<int>(l.chunks.size());
+      AdamWUpdateMany(a, k, nullptr);
+    }
+  };
   twins.moe_permute = [](const Tensor& x, const Tensor& row_of, Tensor& out) {
     MoePermute(MoeRowsOf(row_of, x), In(x), Out(out), nullptr);
   };

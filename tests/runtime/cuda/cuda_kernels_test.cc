@@ -27,6 +27,7 @@
 #include "runtime/kernels/cross_entropy.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
+#include "runtime/kernels/cuda/multi_tensor.h"
 #include "runtime/kernels/cuda/stream.h"
 #include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/embedding.h"
@@ -172,6 +173,36 @@ TEST_F(CudaKernels, AdamWIsBitwiseTheCpuKernel) {
   absl::StatusOr<Tensor> host_copy = ToHost(dcopy);
   ASSERT_TRUE(host_copy.ok()) << host_copy.status();
   EXPECT_EQ(0, std::memcmp(host_copy->raw_data(), copy.raw_data(), copy.nbytes()));
+}
+
+// The multi-tensor AdamW: 41 tensors (more than one launch's table holds), sizes from empty to
+// several chunks (a tensor split between launches), with and without weight decay, bitwise the
+// CPU's per-tensor update of the same values.
+TEST_F(CudaKernels, AdamWManyIsBitwiseTheCpuKernel) {
+  RegisterKernels();
+  const AdamWConfig config{
+      .lr = 6e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+  std::vector<AdamWTensors> host, device;
+  for (int i = 0; i < 41; ++i) {
+    const int64_t n = i == 3 ? 0 : i == 5 ? kLaunchChunk * 3 + 17 : 1 + i * 997;
+    const uint64_t seed = 100 + 4 * static_cast<uint64_t>(i);
+    Tensor p = Random(n, seed, 0.02f), g = Random(n, seed + 1, 1e-3f);
+    Tensor m = Random(n, seed + 2, 1e-4f), v = Random(n, seed + 3, 1e-4f);
+    for (int64_t j = 0; j < n; ++j) v.data<float>()[j] *= v.data<float>()[j];  // v >= 0
+    device.push_back({Upload(p), Upload(g), Upload(m), Upload(v), i % 3 != 0});
+    host.push_back({p, g, m, v, i % 3 != 0});
+  }
+  for (AdamWTensors& t : host) {
+    AdamWConfig c = config;
+    if (!t.decay) c.weight_decay = 0.0f;
+    kernels::AdamWUpdate(t.master, t.grad, t.m, t.v, c, /*step=*/3);
+  }
+  kernels::AdamWUpdateMany(device, config, /*step=*/3);
+  for (size_t i = 0; i < host.size(); ++i) {
+    EXPECT_EQ(Download(device[i].master), host[i].master.ToF32Vector()) << "tensor " << i;
+    EXPECT_EQ(Download(device[i].m), host[i].m.ToF32Vector()) << "tensor " << i;
+    EXPECT_EQ(Download(device[i].v), host[i].v.ToF32Vector()) << "tensor " << i;
+  }
 }
 
 // SGD through the entry point on device tensors: the shared formula, so bitwise the CPU kernel, on

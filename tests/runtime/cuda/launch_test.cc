@@ -1,15 +1,17 @@
 // The CUDA kernels' grid arithmetic (runtime/kernels/cuda/launch.h), on the host: a launch shape
 // and its grid-stride loop visit every element exactly once, for sizes around the block and at
-// the block cap, where the loop has to go round more than once; and the row-major to
-// column-major GEMM mapping of the cuBLASLt twin.
+// the block cap, where the loop has to go round more than once; the row-major to column-major
+// GEMM mapping of the cuBLASLt twin; and the multi-tensor launches' tables.
 #include "runtime/kernels/cuda/launch.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
 #include "runtime/kernels/cuda/gemm_layout.h"
+#include "runtime/kernels/cuda/multi_tensor.h"
 
 namespace loom::runtime::kernels::cuda {
 namespace {
@@ -158,6 +160,50 @@ TEST(ColumnMajorGemm, StridedAndBatchedProductsMapToo) {
       }
     }
   }
+}
+
+// Multi-tensor launches: every element of every tensor is in exactly one block's chunk, each
+// launch within its tables' limits, its tensors in list order, and no launch empty; with the
+// limits small enough that tensors split between launches and launches fill by either limit.
+TEST(MultiTensorLaunches, EveryElementOnceWithinTheLimits) {
+  const std::vector<int64_t> sizes = {0, 1, 7, 8, 9, 0, 40, 3, 16, 17, 1, 1, 1, 1, 25, 0};
+  for (const auto& [chunk, max_tensors, max_chunks] :
+       {std::tuple{8, 3, 4}, std::tuple{8, 36, 256}, std::tuple{1, 2, 5}, std::tuple{64, 1, 1}}) {
+    const std::vector<MultiTensorLaunch> launches =
+        PlanMultiTensorLaunches(sizes, chunk, max_tensors, max_chunks);
+    std::vector<std::vector<int>> visits;
+    for (int64_t n : sizes) visits.emplace_back(static_cast<size_t>(n), 0);
+    int last_tensor = -1;
+    for (const MultiTensorLaunch& l : launches) {
+      ASSERT_FALSE(l.chunks.empty());
+      EXPECT_LE(static_cast<int>(l.tensors.size()), max_tensors);
+      EXPECT_LE(static_cast<int>(l.chunks.size()), max_chunks);
+      for (int t : l.tensors) {
+        EXPECT_GE(t, last_tensor);  // a tensor split between launches appears in both
+        last_tensor = t;
+      }
+      for (const MultiTensorLaunch::Chunk& c : l.chunks) {
+        ASSERT_GE(c.slot, 0);
+        ASSERT_LT(c.slot, static_cast<int>(l.tensors.size()));
+        const size_t t = static_cast<size_t>(l.tensors[static_cast<size_t>(c.slot)]);
+        const int64_t begin = c.index * chunk;
+        ASSERT_LT(begin, sizes[t]) << "an empty chunk";
+        for (int64_t i = begin; i < std::min<int64_t>(begin + chunk, sizes[t]); ++i) {
+          ++visits[t][static_cast<size_t>(i)];
+        }
+      }
+    }
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      for (int v : visits[t]) ASSERT_EQ(v, 1) << "tensor " << t << ", chunk " << chunk;
+    }
+  }
+  EXPECT_TRUE(PlanMultiTensorLaunches(std::vector<int64_t>{0, 0}).empty());
+  // Full-size tables: 36 tensors of one chunk fill a launch; the 37th opens the next.
+  const std::vector<int64_t> many(37, kLaunchChunk);
+  const std::vector<MultiTensorLaunch> two = PlanMultiTensorLaunches(many);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].tensors.size(), static_cast<size_t>(kMaxLaunchTensors));
+  EXPECT_EQ(two[1].tensors, std::vector<int>{36});
 }
 
 }  // namespace loom::runtime::kernels::cuda

@@ -1,10 +1,12 @@
 // AdamW: several steps against torch.optim.AdamW's update rule evaluated in double, weight decay
-// decoupled from the gradient, and the bf16/f16 copy-out equal to rounding the f32 master.
+// decoupled from the gradient, the bf16/f16 copy-out equal to rounding the f32 master, and the
+// multi-tensor form equal to the per-tensor one.
 #include "runtime/kernels/adamw.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "tests/runtime/kernels/test_util.h"
 
@@ -66,6 +68,35 @@ TEST(AdamWTest, CopyOutIsRoundedMaster) {
       const float f = p.data<float>()[i];
       ASSERT_EQ(c[i], dt == DType::kBF16 ? F32ToBF16(f) : F32ToF16(f)) << i;
     }
+  }
+}
+
+// The multi-tensor form on the host: each tensor exactly as its own AdamWUpdate (weight decay only
+// where `decay`: the 4099-element tensor has none), an empty one allowed. (On the emulated
+// device: trainer_device_path_test trains through it; on a GPU: cuda_kernels_test.)
+TEST(AdamWTest, ManyIsEachTensorsOwnUpdate) {
+  const AdamWConfig cfg{
+      .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+  std::vector<AdamWTensors> many, one;
+  for (int64_t n : {5, 0, 4099, 1}) {
+    const uint64_t seed = 20 + static_cast<uint64_t>(n);
+    const bool decay = n != 4099;
+    for (std::vector<AdamWTensors>* list : {&many, &one}) {
+      Tensor v = Tensor::Zeros({n}, DType::kF32, MemoryTag::kOptimizer);
+      v.Fill(0.01f);
+      list->push_back({RandomTensor({n}, seed, 1.0f, MemoryTag::kParam),
+                       RandomTensor({n}, seed + 1, 1.0f, MemoryTag::kGrad),
+                       RandomTensor({n}, seed + 2, 0.1f, MemoryTag::kOptimizer), v, decay});
+    }
+  }
+  AdamWUpdateMany(many, cfg, /*step=*/2);
+  for (size_t i = 0; i < one.size(); ++i) {
+    AdamWConfig c = cfg;
+    if (!one[i].decay) c.weight_decay = 0.0f;
+    AdamWUpdate(one[i].master, one[i].grad, one[i].m, one[i].v, c, 2);
+    EXPECT_EQ(many[i].master.ToF32Vector(), one[i].master.ToF32Vector()) << i;
+    EXPECT_EQ(many[i].m.ToF32Vector(), one[i].m.ToF32Vector()) << i;
+    EXPECT_EQ(many[i].v.ToF32Vector(), one[i].v.ToF32Vector()) << i;
   }
 }
 
