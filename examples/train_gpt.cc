@@ -100,6 +100,9 @@ ABSL_FLAG(std::string, moe_dispatch, "fp32",
           "128 elements, as DeepSeek-V3)");
 ABSL_FLAG(std::string, moe_combine, "fp32",
           "with --ep: dtype of the combine and the backward exchanges: fp32 or bf16");
+ABSL_FLAG(std::string, attention, "probs",
+          "attention kernel: probs (keeps each layer's T x T probabilities for the backward) or "
+          "flash (keeps each row's log-sum-exp and recomputes them: memory linear in T)");
 ABSL_FLAG(int32_t, moe_top_groups, 0,
           "MoE node-limited routing: groups a token's experts may come from (0: the preset's)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
@@ -210,6 +213,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.moe_hier_dispatch = absl::GetFlag(FLAGS_moe_hier_dispatch);
   o.moe_dispatch = absl::GetFlag(FLAGS_moe_dispatch);
   o.moe_combine = absl::GetFlag(FLAGS_moe_combine);
+  o.attention = absl::GetFlag(FLAGS_attention);
   o.schedule = absl::GetFlag(FLAGS_schedule);
   o.micro_batches = absl::GetFlag(FLAGS_micro_batches);
   o.virtual_stages = absl::GetFlag(FLAGS_virtual_stages);

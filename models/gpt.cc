@@ -147,6 +147,7 @@ std::string GptConfig::ToString() const {
                                   name, vocab_size, context_length, num_layers, num_heads, dim,
                                   mlp == Mlp::kGelu ? "gelu" : "swiglu",
                                   norm == Norm::kLayerNorm ? "layernorm" : "rmsnorm");
+  if (flash_attention) s += ", flash attention";
   if (!is_moe()) return s;
   absl::StrAppendFormat(
       &s, ", moe from layer %d: %d experts top-%d hidden %d + %d shared, %s router",
@@ -216,7 +217,7 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
     blocks_.push_back(std::make_unique<parallel::TransformerBlock>(
         MakeNorm(config, p + ".ln_1"),
         std::make_unique<parallel::CausalSelfAttention>(p + ".attn", config.dim, config.num_heads,
-                                                        tp_),
+                                                        tp_, config.flash_attention),
         MakeNorm(config, p + ".ln_2"), MakeMlp(config, i, p + ".mlp", tp_, ep)));
   }
   // Sequence parallelism: everything not split over tp (norms, position embeddings, row-parallel

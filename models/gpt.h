@@ -48,6 +48,8 @@ struct GptConfig {
   Mlp mlp = Mlp::kGelu;
   Norm norm = Norm::kLayerNorm;
   float init_std = 0.02f;
+  // Attention in the flash form (parallel/layers/attention.h): no T x T probabilities kept.
+  bool flash_attention = false;
   // Mixture of experts (parallel/layers/moe.h): with moe.num_experts > 0, every block from
   // `first_dense_layers` on has a MoeLayer in its MLP slot (moe.ep is the model's to set).
   parallel::MoeOptions moe = {.num_experts = 0};

@@ -111,6 +111,7 @@ absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& o) {
   LOOM_ASSIGN_OR_RETURN(GptConfig config, GptConfig::Preset(o.preset));
   if (o.vocab_size > 0) config.vocab_size = o.vocab_size;
   if (o.num_layers > 0) config.num_layers = o.num_layers;
+  config.flash_attention = o.attention == "flash";
   parallel::MoeOptions& moe = config.moe;
   if (o.moe_capacity_factor >= 0) moe.capacity_factor = o.moe_capacity_factor;
   if (o.moe_aux_loss_coef >= 0) moe.aux_loss_coef = o.moe_aux_loss_coef;
@@ -282,6 +283,9 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
                    o.tp, "; choose a --seq_len that divides by ", o.tp);
       }
     }
+  }
+  if (o.attention != "probs" && o.attention != "flash") {
+    return bad("--attention must be probs or flash, got '", o.attention, "'");
   }
   if (o.zero < 0 || o.zero > 3) return bad("--zero must be 0, 1, 2 or 3, got ", o.zero);
   if (o.grad_accum < 1) return bad("--grad_accum must be >= 1, got ", o.grad_accum);

@@ -80,11 +80,12 @@ struct TrainOptions {
   // scales) and of the combine and backward exchanges (fp32, bf16).
   std::string moe_dispatch = "fp32";
   std::string moe_combine = "fp32";
-  std::string schedule = "1f1b";  // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
-  int micro_batches = 0;          // with pp > 1: per step and data-parallel rank (0: pp)
-  int virtual_stages = 2;         // interleaved: chunks per rank
-  bool tp_overlap = true;         // false: same chunks, each collective waited for (baseline)
-  int zero = 0;                   // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
+  std::string attention = "probs";  // probs (keeps the T x T probabilities) or flash
+  std::string schedule = "1f1b";    // with pp > 1: gpipe, 1f1b, interleaved, zb-h1, zb-v
+  int micro_batches = 0;            // with pp > 1: per step and data-parallel rank (0: pp)
+  int virtual_stages = 2;           // interleaved: chunks per rank
+  bool tp_overlap = true;           // false: same chunks, each collective waited for (baseline)
+  int zero = 0;                     // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
   int64_t bucket_bytes = 4 << 20;   // gradient bucket size
   bool overlap_grad_reduce = true;  // false: reduce only after backward (a measurement baseline)

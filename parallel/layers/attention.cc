@@ -26,8 +26,9 @@ int64_t HeadDim(const std::string& prefix, int64_t dim, int64_t num_heads,
 }  // namespace
 
 CausalSelfAttention::CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads,
-                                         const TensorParallelOptions& tp)
+                                         const TensorParallelOptions& tp, bool flash)
     : num_heads_(num_heads / TpSize(tp)),
+      flash_(flash),
       c_attn_(prefix + ".c_attn", dim, 3 * dim,
               {.tp = tp.As(TpSplit::kColumn, 3, HeadDim(prefix, dim, num_heads, tp))}),
       c_proj_(prefix + ".c_proj", dim, dim, {.tp = tp.As(TpSplit::kRow, 1, dim / num_heads)}) {}
@@ -44,6 +45,14 @@ Tensor CausalSelfAttention::Forward(Stash& stash, const Tensor& x) {
   // Under autocast the kernel runs on bf16 operands and writes bf16 probabilities, which the
   // stash keeps as they are (kernels/attention.h).
   Tensor heads = Tensor::Empty({b, t, c}, DType::kF32, MemoryTag::kActivation);
+  if (flash_) {  // the heads' output and each row's log-sum-exp, for the backward
+    Tensor lse = Tensor::Empty({b, num_heads_, t}, DType::kF32, MemoryTag::kActivation);
+    kernels::FlashAttentionForward(stash.ForwardGemmInput(this, "qkv", qkv), num_heads_, heads,
+                                   lse);
+    stash.Put(this, "heads", heads);
+    stash.Put(this, "lse", lse);
+    return c_proj_.Forward(stash, heads);
+  }
   Tensor probs =
       Tensor::Empty({b, num_heads_, t, t}, stash.ForwardGemmDType(), MemoryTag::kActivation);
   kernels::AttentionForward(stash.ForwardGemmInput(this, "qkv", qkv), num_heads_, heads, probs);
@@ -57,7 +66,12 @@ Tensor CausalSelfAttention::BackwardInput(Stash& stash, const Tensor& dy) {
   const Tensor qkv = stash.ForwardGemmDType() == DType::kF32 ? stash.Get(this, "qkv")
                                                              : stash.GetForGemm(this, "qkv");
   Tensor dqkv = Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kActivation);
-  kernels::AttentionBackward(dheads, qkv, stash.Get(this, "probs"), num_heads_, dqkv);
+  if (flash_) {
+    kernels::FlashAttentionBackward(dheads, qkv, stash.Get(this, "heads"), stash.Get(this, "lse"),
+                                    num_heads_, dqkv);
+  } else {
+    kernels::AttentionBackward(dheads, qkv, stash.Get(this, "probs"), num_heads_, dqkv);
+  }
   return c_attn_.BackwardInput(stash, dqkv);
 }
 

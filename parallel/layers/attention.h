@@ -7,7 +7,10 @@
 // <prefix>.c_proj.{weight,bias} [C, C], [C]. With a tp group of more than one rank the heads are
 // split over it: c_attn column-parallel in three parts (each rank holds q, k and v of its heads),
 // c_proj row-parallel. Under sequence parallelism x and y are this rank's tokens ([N/tp, C] rows)
-// and the stash's sequence length says how the gathered tokens form sequences. f32, host.
+// and the stash's sequence length says how the gathered tokens form sequences. `flash`: the
+// attention in the flash form (runtime/kernels/attention.h FlashAttentionForward): the stash keeps
+// the heads' output and each row's log-sum-exp instead of the [B, NH, T, T] probabilities. f32
+// (bf16 operands under autocast), on the host or a device.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +25,7 @@ namespace loom::parallel {
 class CausalSelfAttention : public Layer {
  public:
   CausalSelfAttention(const std::string& prefix, int64_t dim, int64_t num_heads,
-                      const TensorParallelOptions& tp = {});
+                      const TensorParallelOptions& tp = {}, bool flash = false);
   runtime::Tensor Forward(Stash& stash, const runtime::Tensor& x) override;
   runtime::Tensor BackwardInput(Stash& stash, const runtime::Tensor& dy) override;
   void BackwardWeight(Stash& stash) override;
@@ -33,6 +36,7 @@ class CausalSelfAttention : public Layer {
 
  private:
   int64_t num_heads_;  // this rank's
+  bool flash_;
   Linear c_attn_;
   Linear c_proj_;
 };

@@ -54,4 +54,43 @@ void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& prob
   cpu::AttentionBackward(dout, qkv, probs, num_heads, dqkv);
 }
 
+namespace {
+
+// The flash form's out [B, T, C] and lse [B, NH, T], f32.
+void CheckFlashOutputs(const ArgCheck& check, const std::array<int64_t, 3>& btc, int64_t num_heads,
+                       const Tensor& out, const Tensor& lse) {
+  const auto [b, t, c] = btc;
+  check.ExpectDType(out, DType::kF32);
+  check.ExpectShape(out, {b, t, c});
+  check.ExpectDType(lse, DType::kF32);
+  check.ExpectShape(lse, {b, num_heads, t});
+}
+
+}  // namespace
+
+void FlashAttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& lse) {
+  ArgCheck check("FlashAttentionForward", {{"qkv", &qkv}, {"out", &out}, {"lse", &lse}});
+  CheckFlashOutputs(check, CheckQkv(check, qkv, num_heads), num_heads, out, lse);
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().flash_attention_forward)(qkv, num_heads, out, lse);
+  }
+  cpu::FlashAttentionForward(qkv, num_heads, out, lse);
+}
+
+void FlashAttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                            const Tensor& lse, int64_t num_heads, Tensor& dqkv) {
+  ArgCheck check("FlashAttentionBackward",
+                 {{"dout", &dout}, {"qkv", &qkv}, {"out", &out}, {"lse", &lse}, {"dqkv", &dqkv}});
+  const std::array<int64_t, 3> btc = CheckQkv(check, qkv, num_heads);
+  CheckFlashOutputs(check, btc, num_heads, out, lse);
+  check.ExpectDType(dout, DType::kF32);
+  check.ExpectShape(dout, out.shape());
+  check.ExpectDType(dqkv, DType::kF32);
+  check.ExpectShape(dqkv, qkv.shape());
+  if (check.OnCuda()) {
+    return check.Twin(CudaTwins().flash_attention_backward)(dout, qkv, out, lse, num_heads, dqkv);
+  }
+  cpu::FlashAttentionBackward(dout, qkv, out, lse, num_heads, dqkv);
+}
+
 }  // namespace loom::runtime::kernels

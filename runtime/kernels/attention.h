@@ -26,4 +26,16 @@ void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor&
 void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                        int64_t num_heads, Tensor& dqkv);
 
+// The same attention in the flash form (Dao et al., FlashAttention-2): no T x T probabilities are
+// kept. The forward writes out [B, T, C] f32 and each query row's log-sum-exp of its scaled,
+// masked scores, lse [B, NH, T] f32; the backward recomputes the probabilities from qkv and lse,
+// with D_t = dout_t · out_t for the softmax's row term, and adds into dqkv. qkv f32 or bf16
+// (autocast: read as bf16, computed in f32 with no rounding of the probabilities). On the CPU
+// an exact softmax per row (cpu/flash_attention.cc), the reference; on a CUDA device a tiled
+// kernel with an online softmax (cuda/flash_attention.cu; head_dim 32, 64 or 128) that agrees
+// within f32 rounding.
+void FlashAttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& lse);
+void FlashAttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                            const Tensor& lse, int64_t num_heads, Tensor& dqkv);
+
 }  // namespace loom::runtime::kernels

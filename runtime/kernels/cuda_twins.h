@@ -68,6 +68,10 @@ struct CudaTwinTable {
                             Tensor& probs) = nullptr;
   void (*attention_backward)(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                              int64_t num_heads, Tensor& dqkv) = nullptr;
+  void (*flash_attention_forward)(const Tensor& qkv, int64_t num_heads, Tensor& out,
+                                  Tensor& lse) = nullptr;
+  void (*flash_attention_backward)(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                                   const Tensor& lse, int64_t num_heads, Tensor& dqkv) = nullptr;
   // Records the first id outside [0, limit) for check_errors (kernels::CheckIndices).
   void (*check_indices)(const Tensor& ids, int64_t limit, const char* what) = nullptr;
   // Fails, naming what was checked, the position and the value, if check_indices recorded an id

@@ -253,6 +253,7 @@ TEST_F(TrainGptTest, BadInputsSayWhatToChange) {
       {"--eval --eval_batches 0", "--eval_batches must be >= 1"},
       {"extra_positional", "unexpected argument 'extra_positional'"},
       {"--device tpu", "--device must be cpu or cuda, got 'tpu'"},
+      {"--attention fast", "--attention must be probs or flash, got 'fast'"},
       {"--comm nccl", "--comm nccl moves device tensors: it needs --device cuda"},
   };
   for (const Case& c : cases) {

@@ -1,7 +1,8 @@
 // GPT model: every parameter's gradient against central finite differences of the mean loss (for
 // the GPT-2 variant and the RMSNorm + SwiGLU variant), full recompute equal bit for bit to the
 // stashing run, each parameter's grad-ready hook firing exactly once per backward (the tied
-// embedding only after both uses), and layout-independent initialisation.
+// embedding only after both uses), layout-independent initialisation, and the flash form of
+// attention (finite differences, and against the probabilities form).
 #include "models/gpt.h"
 
 #include <gtest/gtest.h>
@@ -62,6 +63,44 @@ TEST(GptTest, Gpt2GradientsMatchFiniteDifferences) {
 
 TEST(GptTest, RmsNormSwiGluGradientsMatchFiniteDifferences) {
   CheckAllGradients(SmallConfig(GptConfig::Mlp::kSwiGlu, GptConfig::Norm::kRMSNorm));
+}
+
+TEST(GptTest, FlashAttentionGradientsMatchFiniteDifferences) {
+  GptConfig config = SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm);
+  config.flash_attention = true;
+  CheckAllGradients(config);
+}
+
+// The flash form computes the same model as the probabilities form (within f32 rounding: its
+// backward recomputes the probabilities from the log-sum-exp) and stashes far less at T = 64.
+TEST(GptTest, FlashAttentionMatchesTheProbsFormAndStashesLess) {
+  GptConfig config = SmallConfig(GptConfig::Mlp::kGelu, GptConfig::Norm::kLayerNorm);
+  config.context_length = 64;
+  std::map<std::string, std::vector<float>> grads[2];
+  float losses[2];
+  int64_t stash_bytes[2];
+  for (int flash = 0; flash < 2; ++flash) {
+    config.flash_attention = flash == 1;
+    GptModel model(config);
+    model.Initialize(5);
+    Stash stash;
+    losses[flash] = model.ForwardLoss(stash, RandomIds({2, 64}, 11, 6), RandomIds({2, 64}, 11, 7));
+    stash_bytes[flash] = stash.bytes();
+    model.Backward(stash, 1.0f);
+    for (Parameter* p : model.Parameters()) grads[flash][p->name()] = p->grad().ToF32Vector();
+  }
+  EXPECT_NEAR(losses[1], losses[0], 1e-6 * std::fabs(losses[0]));
+  for (const auto& [name, want] : grads[0]) {
+    const std::vector<float>& got = grads[1][name];
+    ASSERT_EQ(got.size(), want.size()) << name;
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-4 * std::fabs(want[i])) << name << "[" << i << "]";
+    }
+  }
+  // The probabilities of both layers (2 x 2 x 64 x 64 floats each) give way to the log-sum-exp
+  // (2 x 2 x 64) and a stash entry for the heads' output (the output projection's input).
+  const int64_t probs_bytes = 2 * 2 * 2 * 64 * 64 * 4;
+  EXPECT_LT(stash_bytes[1], stash_bytes[0] - 3 * probs_bytes / 4);
 }
 
 TEST(GptTest, RecomputeIsBitwiseEqual) {

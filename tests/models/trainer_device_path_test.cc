@@ -2,7 +2,8 @@
 // activations and optimizer state on an emulated CUDA device (tests/runtime/emulated_device.h)
 // against the same options on the host: bitwise the same losses, gradient norms and final
 // weights, for fp32, bf16 (with and without autocast) and fp16 (loss scaling), ZeRO stages 0-3 on
-// one rank, gradient accumulation and clipping, AdamW and SGD, and mixture-of-experts models
+// one rank, gradient accumulation and clipping, AdamW and SGD, flash attention, and
+// mixture-of-experts models
 // (routing on the host, the token rows on the device; with the auxiliary loss, capacity drops and
 // the balancing bias). Layouts of several ranks on the device:
 // tests/parallel/device_layouts_test.cc. What it cannot check is the CUDA kernels (gpt_cuda_test,
@@ -68,7 +69,8 @@ struct Case {
   int64_t grad_accum = 1;
   std::string optimizer = "adamw";
   int64_t inject_overflow_step = 0;  // an Inf gradient at this step: a skipped step
-  double moe_capacity_factor = -1;   // MoE presets: < 0 the preset's
+  std::string attention = "probs";
+  double moe_capacity_factor = -1;  // MoE presets: < 0 the preset's
   float moe_aux_loss_coef = -1;
 };
 
@@ -79,6 +81,7 @@ TEST_P(TrainerDevicePath, TrainsBitwiseAsOnTheHost) {
   TrainOptions o;
   o.preset = c.preset;
   o.batch = 4;
+  o.attention = c.attention;
   o.moe_capacity_factor = c.moe_capacity_factor;
   o.moe_aux_loss_coef = c.moe_aux_loss_coef;
   o.precision = c.precision;
@@ -115,6 +118,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{.name = "zero1_accum2", .zero = 1, .grad_accum = 2},
         Case{.name = "zero2_bf16", .precision = "bf16", .zero = 2},
         Case{.name = "zero3", .zero = 3}, Case{.name = "sgd", .optimizer = "sgd"},
+        Case{.name = "flash_attention", .attention = "flash"},
+        Case{.name = "flash_attention_bf16_autocast",
+             .precision = "bf16",
+             .autocast = true,
+             .attention = "flash"},
         Case{.name = "moe", .preset = "tiny-moe"},
         Case{.name = "moe_bf16_zero2", .preset = "tiny-moe", .precision = "bf16", .zero = 2},
         Case{.name = "moe_capacity_aux_loss",

@@ -199,6 +199,8 @@ class EmulatedDevice {
     t.dequantize_rows_fp8 = Twin<&kernels::DequantizeRowsFp8>::Run;
     t.attention_forward = Twin<&kernels::AttentionForward>::Run;
     t.attention_backward = Twin<&kernels::AttentionBackward>::Run;
+    t.flash_attention_forward = Twin<&kernels::FlashAttentionForward>::Run;
+    t.flash_attention_backward = Twin<&kernels::FlashAttentionBackward>::Run;
     t.check_indices = Twin<&kernels::CheckIndices>::Run;  // fails at once, as the host does
     t.check_errors = [] {};
     t.matmul = Twin<&emulated::Matmul>::Run;

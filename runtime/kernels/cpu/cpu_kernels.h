@@ -38,6 +38,9 @@ void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Te
 void AttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& probs);
 void AttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                        int64_t num_heads, Tensor& dqkv);
+void FlashAttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& lse);
+void FlashAttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                            const Tensor& lse, int64_t num_heads, Tensor& dqkv);
 
 void CrossEntropyStats(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
                        Tensor& row_max, Tensor& sum_exp, Tensor& target_logit);

@@ -1,7 +1,8 @@
 // Causal multi-head attention: forward against a naive double-precision implementation (scores,
 // mask, softmax, weighted values), probs rows sum to one and vanish above the diagonal, and the
 // backward against central finite differences of Σ out·dout with respect to qkv; on bf16 operands
-// (autocast) forward and backward against those checked f32 results on the same bf16 values.
+// (autocast) forward and backward against those checked f32 results on the same bf16 values. The
+// flash form (no probabilities kept) the same way, with its log-sum-exp.
 #include "runtime/kernels/attention.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "tests/runtime/kernels/test_util.h"
 
@@ -154,6 +156,77 @@ TEST(AttentionTest, Bf16BackwardMatchesTheF32BackwardOnTheSameValues) {
     ExpectAllNear(r.dqkv16, AsDoubles(r.dqkv), 1e-2 * MaxAbs(r.dqkv), 1e-2,
                   "bf16 attention dqkv " + r.qkv.DebugString());
   }
+}
+
+// The flash form: out against the naive double-precision attention, lse against log Σ exp of the
+// scaled scores computed in double, and the backward (which recomputes the probabilities from
+// lse) against central finite differences; on bf16 qkv the same as on its f32 values (the flash
+// form reads bf16 and computes in f32, rounding nothing else), bitwise.
+TEST(FlashAttentionTest, ForwardMatchesNaiveAndLseIsTheLogSumExp) {
+  for (const AttnShape& s : Shapes()) {
+    const int64_t C = s.nh * s.hs;
+    Tensor qkv = RandomTensor({s.b, s.t, 3 * C}, 4);
+    Tensor out = Tensor::Empty({s.b, s.t, C}, DType::kF32, MemoryTag::kActivation);
+    Tensor lse = Tensor::Empty({s.b, s.nh, s.t}, DType::kF32, MemoryTag::kActivation);
+    FlashAttentionForward(qkv, s.nh, out, lse);
+    const std::string what = "flash " + qkv.DebugString() + " nh=" + std::to_string(s.nh);
+    ExpectAllNear(out, ReferenceAttention(qkv, s), 1e-5, 1e-4, what);
+    const std::vector<float> x = qkv.ToF32Vector();
+    std::vector<double> want;
+    for (int64_t b = 0; b < s.b; ++b) {
+      for (int64_t h = 0; h < s.nh; ++h) {
+        for (int64_t t = 0; t < s.t; ++t) {
+          double sum = 0;
+          for (int64_t u = 0; u <= t; ++u) {
+            double d = 0;
+            for (int64_t i = 0; i < s.hs; ++i) {
+              d += double{x[(b * s.t + t) * 3 * C + h * s.hs + i]} *
+                   x[(b * s.t + u) * 3 * C + C + h * s.hs + i];
+            }
+            sum += std::exp(d / std::sqrt(double(s.hs)));
+          }
+          want.push_back(std::log(sum));
+        }
+      }
+    }
+    ExpectAllNear(lse, want, 1e-5, 1e-5, what + " lse");
+  }
+}
+
+TEST(FlashAttentionTest, BackwardMatchesFiniteDifferences) {
+  for (const AttnShape& s : Shapes()) {
+    const int64_t C = s.nh * s.hs;
+    Tensor qkv = RandomTensor({s.b, s.t, 3 * C}, 5);
+    Tensor dout = RandomTensor({s.b, s.t, C}, 6);
+    Tensor out = Tensor::Empty({s.b, s.t, C}, DType::kF32, MemoryTag::kActivation);
+    Tensor lse = Tensor::Empty({s.b, s.nh, s.t}, DType::kF32, MemoryTag::kActivation);
+    auto loss = [&] {
+      FlashAttentionForward(qkv, s.nh, out, lse);
+      return Dot(out, dout);
+    };
+    loss();
+    Tensor dqkv = Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kGrad);
+    FlashAttentionBackward(dout, qkv, out, lse, s.nh, dqkv);
+    ExpectGradientMatches(loss, qkv, dqkv, "flash attention dqkv " + qkv.DebugString());
+  }
+}
+
+TEST(FlashAttentionTest, Bf16QkvIsItsF32ValuesBitwise) {
+  const AttnShape s{2, 33, 2, 8};
+  const int64_t C = s.nh * s.hs;
+  const Tensor qkv16 = ToDType(RandomTensor({s.b, s.t, 3 * C}, 7), DType::kBF16);
+  const Tensor qkv = ToDType(qkv16, DType::kF32);
+  const Tensor dout = RandomTensor({s.b, s.t, C}, 8);
+  std::vector<std::vector<float>> results[2];
+  for (const Tensor* in : {&qkv, &qkv16}) {
+    Tensor out = Tensor::Empty({s.b, s.t, C}, DType::kF32, MemoryTag::kActivation);
+    Tensor lse = Tensor::Empty({s.b, s.nh, s.t}, DType::kF32, MemoryTag::kActivation);
+    Tensor dqkv = Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kGrad);
+    FlashAttentionForward(*in, s.nh, out, lse);
+    FlashAttentionBackward(dout, *in, out, lse, s.nh, dqkv);
+    results[in == &qkv16] = {out.ToF32Vector(), lse.ToF32Vector(), dqkv.ToF32Vector()};
+  }
+  EXPECT_EQ(results[0], results[1]);
 }
 
 TEST(AttentionTest, RejectsMixedDTypes) {
