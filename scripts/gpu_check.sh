@@ -2,11 +2,11 @@
 # The prepared GPU check (issue #14, docs/gpu.md): on a machine with an NVIDIA GPU, builds loom in
 # Release with the CUDA backend into build-gpu/ (or $LOOM_BUILD_DIR) and runs every gpu-labelled
 # test (the CUDA kernels against their CPU twins, a small GPT against the CPU) and 20 steps of
-# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory), tiny-moe on the GPU against
-# the CPU, dp = 2 on the one GPU against one rank, one rank over the real NCCL against the local one, and coll_bench on device
-# buffers (2 ranks sharing the GPU over loom's staged path; one rank over NCCL), writing one report
-# with the date, the GPU and each part's output. Exits non-zero if there is no GPU or a check
-# fails (the report says which).
+# gpt2-124m bf16 training on the GPU (tokens/s, MFU, device memory; with each attention kernel),
+# tiny-moe on the GPU against the CPU, dp = 2 on the one GPU against one rank, one rank over the
+# real NCCL against the local one, and coll_bench on device buffers (2 ranks sharing the GPU over
+# loom's staged path; one rank over NCCL), writing one report with the date, the GPU and each
+# part's output. Exits non-zero if there is no GPU or a check fails (the report says which).
 #
 #   bash scripts/gpu_check.sh [--out DIR]    # report: DIR/gpu_check.md (default out/gpu_check;
 #                                            # $OUT when set, as on the device machine)
@@ -91,13 +91,19 @@ fi
   echo '```'
   echo
 } >> "$report"
-# gpt2-124m on one GPU: bf16 (f32 master weights), 8 sequences of 1024 random tokens per step.
+# gpt2-124m on one GPU: bf16 (f32 master weights), 8 sequences of 1024 random tokens per step;
+# with each attention kernel (the probabilities form, the default, and the flash form).
+gpt2=(--device cuda --preset gpt2-124m --data random --precision bf16 --batch 8 --steps 20
+  --lr 3e-4 --warmup_steps 5)
 echo "[gpu_check] gpt2-124m training on the GPU"
 train_status=0
-timeout 300 "$build/examples/train_gpt" --device cuda --preset gpt2-124m --data random \
-  --precision bf16 --batch 8 --steps 20 --lr 3e-4 --warmup_steps 5 \
+timeout 300 "$build/examples/train_gpt" "${gpt2[@]}" \
   --metrics_out "$out/gpt2_124m.jsonl" > "$out/gpt2_124m.log" 2>&1 || train_status=$?
 [ $train_status = 0 ] || status=1
+echo "[gpu_check] gpt2-124m training on the GPU, flash attention"
+flash_status=0
+timeout 300 "$build/examples/train_gpt" "${gpt2[@]}" --attention flash \
+  --metrics_out "$out/gpt2_124m_flash.jsonl" > "$out/gpt2_124m_flash.log" 2>&1 || flash_status=$?
 # Two runs that must give the same losses: compares the metrics files step by step and appends a
 # report section (with the last lines of the runs' logs when they failed). compare_runs TITLE
 # A.jsonl B.jsonl BOUND RUN_STATUS A.log B.log; returns non-zero if the runs failed, logged no
@@ -189,15 +195,24 @@ else
   echo "## coll_bench: skipped (no mpirun on this machine)" >> "$report"
 fi
 [ $coll_status = 0 ] || status=1
-{
-  echo "## gpt2-124m, bf16, B 8 x T 1024, 20 steps ($([ $train_status = 0 ] && echo ran || echo "FAILED, exit $train_status"))"
-  echo
-  echo "\`train_gpt --device cuda --preset gpt2-124m --data random --precision bf16 --batch 8 --steps 20\`"
-  echo '```'
-  grep -E "^model|^peak|^step +(1|5|10|15|20)/|memory now|train_gpt:" "$out/gpt2_124m.log" || tail -20 "$out/gpt2_124m.log"
-  echo '```'
-  echo
-  echo "Took $(( $(date +%s) - start )) s."
-} >> "$report"
+# The flash form computes the same model (f32 arithmetic on the same bf16 operands, no rounding
+# of the probabilities): the losses stay within bf16's noise of the default's.
+[ $train_status = 0 ] || flash_status=$train_status
+compare_runs "gpt2-124m with flash attention vs the probabilities form, bf16, 20 steps" \
+  "$out/gpt2_124m.jsonl" "$out/gpt2_124m_flash.jsonl" 2e-2 $flash_status "$out/gpt2_124m.log" \
+  "$out/gpt2_124m_flash.log" || status=1
+for run in gpt2_124m gpt2_124m_flash; do
+  {
+    echo "## $run, bf16, B 8 x T 1024, 20 steps"
+    echo
+    echo "\`train_gpt ${gpt2[*]}$([ $run = gpt2_124m_flash ] && echo " --attention flash")\`"
+    echo '```'
+    grep -E "^model|^peak|^step +(1|5|10|15|20)/|memory now|train_gpt:" "$out/$run.log" ||
+      tail -20 "$out/$run.log"
+    echo '```'
+    echo
+  } >> "$report"
+done
+echo "Took $(( $(date +%s) - start )) s." >> "$report"
 echo "[gpu_check] report: $report"
 exit $status

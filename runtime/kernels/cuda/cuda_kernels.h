@@ -232,6 +232,14 @@ struct Fp8RowsArgs {
 void QuantizeRowsFp8(const Fp8RowsArgs& args, const float* x, uint8_t* packed, Stream stream);
 void DequantizeRowsFp8(const Fp8RowsArgs& args, const uint8_t* packed, float* x, Stream stream);
 
+// The flash form (runtime/kernels/attention.h FlashAttentionForward; flash_attention.cu): out
+// and each row's log-sum-exp lse [B, NH, T]; backward adds into dqkv, with `delta` [B, NH, T] f32
+// scratch. Head sizes 16, 32 and 64 (FlashAttentionSupports).
+bool FlashAttentionSupports(int64_t head_dim);
+void FlashAttentionForward(const AttentionArgs& args, float* out, float* lse, Stream stream);
+void FlashAttentionBackward(const AttentionArgs& args, const float* dout, const float* out,
+                            const float* lse, float* delta, float* dqkv, Stream stream);
+
 // Tests only: one thread busy for about `cycles` clock cycles, to hold a stream back.
 void SpinForTesting(int64_t cycles, Stream stream);
 

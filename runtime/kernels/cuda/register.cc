@@ -123,6 +123,15 @@ AttentionArgs AttentionOf(const Tensor& qkv, int64_t num_heads) {
           .bf16 = qkv.dtype() == DType::kBF16};
 }
 
+// The flash kernels' arguments: the head sizes they are built for only.
+AttentionArgs FlashOf(const Tensor& qkv, int64_t num_heads) {
+  const AttentionArgs a = AttentionOf(qkv, num_heads);
+  LOOM_CHECK(FlashAttentionSupports(a.channels / a.heads))
+      << "FlashAttention on CUDA: head_dim " << a.channels / a.heads
+      << " is not built (16, 32 or 64; --attention probs takes any)";
+  return a;
+}
+
 // Which attention kernels run: the batched GEMMs on cuBLASLt (default), or one block per query
 // row (LOOM_CUDA_ATTENTION=rows, the first, simplest form; kept to compare with). Read at every
 // call, so a test can run both.
@@ -271,6 +280,17 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
   twins.dequantize_rows_fp8 = [](const Tensor& packed, Tensor& x) {
     DequantizeRowsFp8({.rows = x.dim(0), .cols = x.dim(1), .width = packed.dim(1)},
                       static_cast<const uint8_t*>(packed.device_data()), Out(x), nullptr);
+  };
+  twins.flash_attention_forward = [](const Tensor& qkv, int64_t num_heads, Tensor& out,
+                                     Tensor& lse) {
+    const AttentionArgs a = FlashOf(qkv, num_heads);
+    FlashAttentionForward(a, Out(out), Out(lse), nullptr);
+  };
+  twins.flash_attention_backward = [](const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                                      const Tensor& lse, int64_t num_heads, Tensor& dqkv) {
+    const AttentionArgs a = FlashOf(qkv, num_heads);
+    Tensor delta = Scratch(lse.numel(), DType::kF32);
+    FlashAttentionBackward(a, In(dout), In(out), In(lse), Out(delta), Out(dqkv), nullptr);
   };
   twins.quantize_fp8 = [](const Tensor& x, Fp8Blocks blocks, Tensor& q, Tensor& scales) {
     Tensor amax = blocks == Fp8Blocks::kTensor ? Scratch(1, DType::kF32) : Tensor();

@@ -549,6 +549,49 @@ TEST_F(CudaKernels, AttentionMatchesTheCpu) {
   unsetenv("LOOM_CUDA_ATTENTION");
 }
 
+// The flash form through its entry points on device tensors against the CPU's (an exact softmax
+// per row; the device sums an online softmax over tiles of keys): head sizes 16, 32 and 64, a
+// sequence shorter than one tile, one ending inside a tile (300 = 4 · 64 + 44 query rows, 9 · 32
+// + 12 keys) and one of several tiles, f32 and bf16 qkv (both read as f32 values, so one
+// tolerance): out, lse and dqkv (added into random values) within 1e-5 + 1e-4 relative, dqkv
+// against its largest element as the GEMM's.
+TEST_F(CudaKernels, FlashAttentionMatchesTheCpu) {
+  RegisterKernels();
+  for (const auto& [heads, head_dim] : {std::pair{3, 16}, std::pair{2, 32}, std::pair{2, 64}}) {
+    const int64_t batch = 2, c = heads * head_dim;
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      for (int64_t seq : {1, 17, 300}) {
+        Tensor qkv = Random(batch * seq * 3 * c, 84, 1.0f).Reshape({batch, seq, 3 * c});
+        if (dtype == DType::kBF16) {
+          Tensor narrow = Tensor::Empty(qkv.shape(), DType::kBF16, MemoryTag::kActivation);
+          ConvertBuffer(qkv.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, qkv.numel());
+          qkv = narrow;
+        }
+        const Tensor dout = Random(batch * seq * c, 85, 1.0f).Reshape({batch, seq, c});
+        const Tensor dqkv0 = Random(qkv.numel(), 86, 1.0f).Reshape(qkv.shape());
+        Tensor out = Tensor::Empty({batch, seq, c}, DType::kF32, MemoryTag::kActivation);
+        Tensor lse = Tensor::Empty({batch, heads, seq}, DType::kF32, MemoryTag::kActivation);
+        Tensor dqkv = dqkv0.Clone();
+        kernels::FlashAttentionForward(qkv, heads, out, lse);
+        kernels::FlashAttentionBackward(dout, qkv, out, lse, heads, dqkv);
+        const Tensor d_qkv = Upload(qkv);
+        Tensor d_out = OnDevice(out.numel()).Reshape(out.shape());
+        Tensor d_lse = OnDevice(lse.numel()).Reshape(lse.shape());
+        Tensor d_dqkv = Upload(dqkv0);
+        kernels::FlashAttentionForward(d_qkv, heads, d_out, d_lse);
+        kernels::FlashAttentionBackward(Upload(dout), d_qkv, d_out, d_lse, heads, d_dqkv);
+        const std::string at =
+            absl::StrCat(" head_dim ", head_dim, " ", DTypeName(dtype), " seq ", seq);
+        ExpectClose(Download(d_out), out, "flash out" + at, 1e-5f, 1e-4f);
+        ExpectClose(Download(d_lse), lse, "flash lse" + at, 1e-5f, 1e-4f);
+        float largest = 0.0f;
+        for (float v : dqkv.ToF32Vector()) largest = std::max(largest, std::fabs(v));
+        ExpectClose(Download(d_dqkv), dqkv, "flash dqkv" + at, 1e-5f * largest, 1e-4f);
+      }
+    }
+  }
+}
+
 // FP8 through the entry points on device tensors: quantization bit for bit the CPU's (the same
 // scale formula and e4m3 rounding), every scaling and input dtype, odd shapes (tails of blocks and
 // tiles); the GEMM within f32 accumulation-order error of the CPU's product of the same
