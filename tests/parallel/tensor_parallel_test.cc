@@ -277,6 +277,18 @@ TEST_F(TensorParallelEquivalence, Tp2) {
   Check(o, "tp 2 unchunked");
 }
 
+// Flash attention (each rank its heads, no probabilities kept) against the single-rank run with
+// flash attention, tp 2 with sequence parallelism and recompute.
+TEST_F(TensorParallelEquivalence, FlashAttentionTp2SequenceParallelRecompute) {
+  models::TrainOptions o = Options();
+  o.attention = "flash";
+  const RunResult reference = Train(o, nullptr);
+  o.tp = 2;
+  o.sequence_parallel = true;
+  o.recompute = true;
+  Check(o, "tp 2 sp recompute flash", testing::kTpF32Tolerance, &reference);
+}
+
 TEST_F(TensorParallelEquivalence, Tp4) {
   models::TrainOptions o = Options();
   o.tp = 4;
