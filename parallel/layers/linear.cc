@@ -69,24 +69,33 @@ int64_t Linear::local_out_features() const {
 }
 
 Tensor Linear::Forward(Stash& stash, const Tensor& x) {
-  Tensor y = ForwardWithoutBias(stash, x);
-  if (bias_) kernels::BiasAdd(y, bias_->value());
-  return y;
+  return ForwardWith(stash, x, bias_ ? &bias_->value() : nullptr);
 }
 
 Tensor Linear::ForwardWithoutBias(Stash& stash, const Tensor& x) {
+  return ForwardWith(stash, x, nullptr);
+}
+
+Tensor Linear::ForwardWith(Stash& stash, const Tensor& x, const Tensor* bias) {
   // First: under autocast the GEMM reads the stash's bf16 copy. Under sequence parallelism x is
   // this rank's tokens, and a column-parallel backward gathers them again (as Megatron does)
   // instead of keeping the whole.
   stash.Put(this, "x", x);
   const Tensor in = stash.ForwardGemmInput(this, "x", x);
   const runtime::DType compute = stash.ForwardGemmDType();
+  const bool row_parallel = split(TpSplit::kRow);
   const RowGemm gemm = [&](const Tensor& rows, Tensor& out) {
-    kernels::Matmul(rows, weight_->value(), out, {.trans_b = trans_b(), .compute_dtype = compute});
+    kernels::Matmul(
+        rows, weight_->value(), out,
+        {.trans_b = trans_b(), .compute_dtype = compute, .bias = row_parallel ? nullptr : bias});
   };
   // Column-parallel: over every rank's tokens (SP); row-parallel: partial sums reduced over tp.
   if (split(TpSplit::kColumn)) return GatherMatmul(options_.tp, in, local_out_features(), gemm);
-  if (split(TpSplit::kRow)) return MatmulReduce(options_.tp, in, local_out_features(), gemm);
+  if (row_parallel) {
+    Tensor y = MatmulReduce(options_.tp, in, local_out_features(), gemm);
+    if (bias != nullptr) kernels::BiasAdd(y, *bias);
+    return y;
+  }
   Shape out_shape = in.shape();
   out_shape.back() = local_out_features();
   Tensor y = Tensor::Empty(out_shape, DType::kF32, MemoryTag::kActivation);

@@ -59,6 +59,9 @@ class Linear : public Layer {
  private:
   bool trans_b() const { return options_.layout == WeightLayout::kOutIn; }
   bool split(TpSplit s) const { return options_.tp.active() && options_.tp.split == s; }
+  // The product, plus `bias` when given: in the GEMM (its epilogue on a device) where every rank
+  // computes whole outputs, after the reduction for a row-parallel layer.
+  runtime::Tensor ForwardWith(Stash& stash, const runtime::Tensor& x, const runtime::Tensor* bias);
 
   int64_t in_;
   int64_t out_;

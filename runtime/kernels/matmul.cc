@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/base/check.h"
 #include "runtime/kernels/arg_check.h"
+#include "runtime/kernels/bias_add.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/rows.h"
 #include "runtime/kernels/cuda_twins.h"
@@ -22,7 +23,9 @@ Tensor AsBF16(const Tensor& t) {
 }  // namespace
 
 void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& options) {
-  ArgCheck check("Matmul", {{"a", &a}, {"b", &b}, {"out", &out}});
+  const Tensor none;
+  const Tensor& bias = options.bias != nullptr ? *options.bias : none;
+  ArgCheck check("Matmul", {{"a", &a}, {"b", &b}, {"out", &out}, {"bias", &bias}});
   check.ExpectDefined(a);
   check.ExpectDefined(b);
   check.ExpectDefined(out);
@@ -55,6 +58,11 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
   if (!options.trans_a && a.rank() > 2) {
     check.Expect(out.rank() == a.rank(), "out must have a's leading dimensions");
   }
+  if (options.bias != nullptr) {
+    check.ExpectDType(bias, DType::kF32);
+    check.ExpectShape(bias, {n});
+    check.ExpectDType(out, DType::kF32);
+  }
   if (check.OnCuda()) {
     if (bf16) return check.Twin(CudaTwins().matmul)(AsBF16(a), AsBF16(b), out, m, n, k, options);
     return check.Twin(CudaTwins().matmul)(a, b, out, m, n, k, options);
@@ -64,10 +72,12 @@ void Matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulOptions& 
   } else {
     cpu::Matmul(a, b, out, m, n, k, options);
   }
+  if (options.bias != nullptr) BiasAdd(out, bias);
 }
 
 void MatmulBackward(const Tensor& a, const Tensor& b, const Tensor& dout, Tensor* da, Tensor* db,
                     const MatmulOptions& options) {
+  LOOM_CHECK(options.bias == nullptr) << "MatmulBackward: a bias is Matmul's (forward) only";
   // out = op(a)·op(b)  =>  d op(a) = dout·op(b)ᵀ and d op(b) = op(a)ᵀ·dout; transposing a
   // product swaps its factors, which gives the four cases below without any explicit transpose.
   const bool ta = options.trans_a;

@@ -26,6 +26,9 @@ struct MatmulOptions {
   // kF32: operands as given. kBF16: f32 operands are rounded to bf16 first (a and b may then
   // differ in dtype), so the products are exact and only the f32 sums round.
   DType compute_dtype = DType::kF32;
+  // Matmul only: f32 [N] added to every row of out after the product (the GEMM's epilogue on a
+  // CUDA device, one pass fewer than a separate BiasAdd; out must be f32).
+  const Tensor* bias = nullptr;
 };
 
 // out[M, N] = alpha · op(a) · op(b) + beta · out.

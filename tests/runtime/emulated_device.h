@@ -136,7 +136,10 @@ inline void EmbeddingBackward(const Tensor& dout, const Tensor& ids, int64_t voc
 }
 inline void Matmul(const Tensor& a, const Tensor& b, Tensor& out, int64_t, int64_t, int64_t,
                    const kernels::MatmulOptions& options) {
-  kernels::Matmul(a, b, out, options);
+  kernels::MatmulOptions on_host = options;
+  const Tensor bias = options.bias != nullptr ? HostCopy(*options.bias) : Tensor();
+  if (options.bias != nullptr) on_host.bias = &bias;
+  kernels::Matmul(a, b, out, on_host);
 }
 
 }  // namespace emulated

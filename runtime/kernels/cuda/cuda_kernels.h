@@ -73,6 +73,9 @@ struct GemmArgs {
   // operand `stride_*` elements after the previous product's (gemm_layout.h's RowMajorGemm).
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, stride_a = 0, stride_b = 0, stride_out = 0;
+  // f32 [n] added to every row of out (f32, one product): cuBLASLt's bias epilogue, or BiasAdd
+  // after the product where its heuristic offers no algorithm with it.
+  const float* bias = nullptr;
 };
 void Gemm(const GemmArgs& args, Stream stream);
 

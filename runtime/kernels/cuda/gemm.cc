@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -88,14 +89,18 @@ namespace {
 
 // What cuBLASLt needs for one kind of product, made once per kind: the descriptor, the three
 // layouts and the heuristic's algorithm. Alpha, beta and the pointers come with each call.
+// With a bias the descriptor carries its epilogue (the bias pointer is set under `mu` for each
+// call), or `bias_epilogue` is false and the bias is added by a kernel after the product.
 struct GemmPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo = {};
+  bool bias_epilogue = false;
+  std::unique_ptr<std::mutex> mu = std::make_unique<std::mutex>();
 };
 
-// Everything a plan depends on: types, shape, transpositions, strides, batch and alignments.
-using PlanKey = std::array<int64_t, 17>;
+// Everything a plan depends on: types, shape, transpositions, strides, batch, alignments, bias.
+using PlanKey = std::array<int64_t, 18>;
 
 PlanKey KeyOf(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
   return {static_cast<int64_t>(g.in),
@@ -114,13 +119,28 @@ PlanKey KeyOf(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t al
           g.stride_out,
           align_a,
           align_b,
-          align_c};
+          align_c,
+          g.bias != nullptr};
 }
 
-GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+// The plan for `g`, with the bias epilogue when `bias_epilogue`; *found_algo false when the
+// heuristic has no algorithm for it.
+GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c,
+                  bool bias_epilogue, bool* found_algo) {
   LtContext& lt = Context();
   GemmPlan plan;
+  plan.bias_epilogue = bias_epilogue;
   Check(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
+  if (bias_epilogue) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = CUDA_R_32F;
+    Check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                         sizeof(epilogue)),
+          "epilogue");
+    Check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                         sizeof(bias_type)),
+          "bias type");
+  }
   const ColumnMajorGemm c = ToColumnMajor(RowMajorGemm{.m = g.m,
                                                        .n = g.n,
                                                        .k = g.k,
@@ -160,9 +180,25 @@ GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_
                                        preference, 1, &heuristic, &found),
         "heuristic");
   cublasLtMatmulPreferenceDestroy(preference);
-  LOOM_CHECK(found > 0) << "cuBLASLt has no algorithm for a [" << g.m << ", " << g.k << "] x ["
-                        << g.k << ", " << g.n << "] GEMM of these types";
+  *found_algo = found > 0;
   plan.algo = heuristic.algo;
+  return plan;
+}
+
+// A plan for `g`: with the bias epilogue where asked and offered, else without.
+GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+  bool found = false;
+  if (g.bias != nullptr) {
+    GemmPlan fused = MakePlan(g, align_a, align_b, align_c, /*bias_epilogue=*/true, &found);
+    if (found) return fused;
+    cublasLtMatmulDescDestroy(fused.desc);
+    for (cublasLtMatrixLayout_t layout : {fused.a, fused.b, fused.c}) {
+      cublasLtMatrixLayoutDestroy(layout);
+    }
+  }
+  GemmPlan plan = MakePlan(g, align_a, align_b, align_c, /*bias_epilogue=*/false, &found);
+  LOOM_CHECK(found) << "cuBLASLt has no algorithm for a [" << g.m << ", " << g.k << "] x [" << g.k
+                    << ", " << g.n << "] GEMM of these types";
   return plan;
 }
 
@@ -188,9 +224,30 @@ void Gemm(const GemmArgs& g, Stream stream) {
   LOOM_CHECK(g.batch <= INT32_MAX) << "cuBLASLt: a batch of " << g.batch << " products";
   LtContext& lt = Context();
   const GemmPlan& plan = PlanFor(g);
-  Check(cublasLtMatmul(lt.handle, plan.desc, &g.alpha, g.b, plan.a, g.a, plan.b, &g.beta, g.out,
+  LOOM_CHECK(g.bias == nullptr || (g.batch == 1 && g.out_type == ElemType::kF32))
+      << "cuBLASLt: a bias needs one product with an f32 out";
+  auto matmul = [&] {
+    Check(
+        cublasLtMatmul(lt.handle, plan.desc, &g.alpha, g.b, plan.a, g.a, plan.b, &g.beta, g.out,
                        plan.c, g.out, plan.c, &plan.algo, lt.workspace, lt.workspace_bytes, stream),
         "matmul");
+  };
+  if (!plan.bias_epilogue) {
+    matmul();
+    // Without the epilogue: out's rows (ldc apart) each get the bias.
+    if (g.bias != nullptr) {
+      LOOM_CHECK(g.ldc == 0 || g.ldc == g.n) << "cuBLASLt: a bias after a product with padded rows";
+      BiasAdd(static_cast<float*>(g.out), g.bias, g.m, g.n, stream);
+    }
+    return;
+  }
+  // The descriptor is shared by every call of this kind: its bias pointer is set and used under
+  // the plan's lock (the call only enqueues).
+  std::lock_guard<std::mutex> lock(*plan.mu);
+  Check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                       sizeof(g.bias)),
+        "bias pointer");
+  matmul();
 }
 
 void Fp8Gemm(const Fp8GemmArgs& g, Stream stream) {

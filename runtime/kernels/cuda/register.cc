@@ -43,7 +43,8 @@ void MatmulTwin(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_
         .trans_a = o.trans_a,
         .trans_b = o.trans_b,
         .alpha = o.alpha,
-        .beta = o.beta},
+        .beta = o.beta,
+        .bias = o.bias != nullptr ? In(*o.bias) : nullptr},
        nullptr);
 }
 

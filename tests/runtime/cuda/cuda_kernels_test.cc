@@ -250,6 +250,20 @@ TEST_F(CudaKernels, MatmulMatchesTheCpu) {
         ExpectClose(Download(dout), want,
                     absl::StrCat(DTypeName(dtype), " trans_a ", trans_a, " trans_b ", trans_b),
                     1e-4f, 1e-4f);
+        // With a bias: cuBLASLt's epilogue (or the kernel after it), as the CPU's BiasAdd.
+        const Tensor bias = Random(n, 14, 1.0f);
+        const MatmulOptions ob{.trans_a = trans_a, .trans_b = trans_b, .bias = &bias};
+        const Tensor d_bias = Upload(bias);
+        MatmulOptions d_ob = ob;
+        d_ob.bias = &d_bias;
+        Tensor with_bias = Tensor::Empty({m, n}, DType::kF32, MemoryTag::kActivation);
+        Tensor d_with_bias = OnDevice(m * n).Reshape({m, n});
+        kernels::Matmul(a, b, with_bias, ob);
+        kernels::Matmul(da, db, d_with_bias, d_ob);
+        ExpectClose(
+            Download(d_with_bias), with_bias,
+            absl::StrCat("bias ", DTypeName(dtype), " trans_a ", trans_a, " trans_b ", trans_b),
+            1e-4f, 1e-4f);
       }
     }
   }

@@ -77,6 +77,28 @@ TEST(MatmulTest, LeadingDimensionsFoldIntoRows) {
                 "3-D a");
 }
 
+// A bias adds to every row of the product, leading dimensions folded, with bf16 compute too:
+// against the naive product plus the bias, and bitwise the product followed by BiasAdd.
+TEST(MatmulTest, BiasAddsToEveryRow) {
+  const Tensor a = RandomTensor({2, 3, 5}, 13);
+  const Tensor b = RandomTensor({7, 5}, 14);
+  const Tensor bias = RandomTensor({7}, 15);
+  for (DType compute : {DType::kF32, DType::kBF16}) {
+    Tensor out = Tensor::Empty({2, 3, 7}, DType::kF32, MemoryTag::kActivation);
+    Matmul(a, b, out, {.trans_b = true, .compute_dtype = compute, .bias = &bias});
+    Tensor separate = Tensor::Empty({2, 3, 7}, DType::kF32, MemoryTag::kActivation);
+    Matmul(a, b, separate, {.trans_b = true, .compute_dtype = compute});
+    BiasAdd(separate, bias);
+    EXPECT_EQ(out.ToF32Vector(), separate.ToF32Vector());
+    if (compute != DType::kF32) continue;
+    std::vector<double> want =
+        ReferenceGemm(a.ToF32Vector(), b.ToF32Vector(), {}, 6, 7, 5, {.trans_b = true});
+    const std::vector<float> bv = bias.ToF32Vector();
+    for (size_t i = 0; i < want.size(); ++i) want[i] += bv[i % 7];
+    ExpectAllNear(out, want, 1e-5, 1e-5, "bias");
+  }
+}
+
 TEST(MatmulTest, EmptyInnerDimensionScalesOut) {
   Tensor a = Tensor::Empty({3, 0}, DType::kF32, MemoryTag::kActivation);
   Tensor b = Tensor::Empty({0, 2}, DType::kF32, MemoryTag::kActivation);
