@@ -15,6 +15,8 @@
 // no atomics. The CPU sums the softmax once per row instead of online, so the two agree within
 // f32 rounding, not bitwise.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
@@ -64,8 +66,8 @@ __device__ void LoadKeys(const T* qkv, const Layout& g, int64_t batch, int64_t h
 template <int D, typename T>
 __global__ void ForwardKernel(const T* qkv, Layout g, float scale, float* out, float* lse) {
   __shared__ float ks[kKeyTile][D], vs[kKeyTile][D];
-  const int64_t batch = blockIdx.z, head = blockIdx.y;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kQueryRows, i = q0 + threadIdx.x;
+  const int64_t batch = blockIdx.x / g.heads, head = blockIdx.x % g.heads;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * kQueryRows, i = q0 + threadIdx.x;
   const bool live = i < g.seq;
   float q[D], acc[D];
   float m = -INFINITY, l = 0.0f;
@@ -123,8 +125,8 @@ template <int D, typename T>
 __global__ void DqKernel(const T* qkv, const float* dout, const float* lse, const float* delta,
                          Layout g, float scale, float* dqkv) {
   __shared__ float ks[kKeyTile][D], vs[kKeyTile][D];
-  const int64_t batch = blockIdx.z, head = blockIdx.y;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kQueryRows, i = q0 + threadIdx.x;
+  const int64_t batch = blockIdx.x / g.heads, head = blockIdx.x % g.heads;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * kQueryRows, i = q0 + threadIdx.x;
   const bool live = i < g.seq;
   float q[D], dq[D], dout_i[D];
 #pragma unroll
@@ -166,8 +168,8 @@ __global__ void DkvKernel(const T* qkv, const float* dout, const float* lse, con
   constexpr int kTile = 2048 / D;  // query rows per shared tile: 16 KiB of q and dout
   __shared__ float qs[kTile][D], dos[kTile][D], lses[kTile], deltas[kTile];
   __shared__ float own_k[kKeyRows][D + 1], own_v[kKeyRows][D + 1];  // padded: no bank conflicts
-  const int64_t batch = blockIdx.z, head = blockIdx.y;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kKeyRows, j = j0 + threadIdx.x;
+  const int64_t batch = blockIdx.x / g.heads, head = blockIdx.x % g.heads;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kKeyRows, j = j0 + threadIdx.x;
   const int t = threadIdx.x;
   const bool live = j < g.seq;
   for (int d = 0; d < D; ++d) {
@@ -217,24 +219,28 @@ __global__ void DkvKernel(const T* qkv, const float* dout, const float* lse, con
   }
 }
 
+// Blocks: x = (batch, head) pairs (up to 2^31 - 1), y = row blocks (up to 65535: sequences of
+// 4M tokens forward, 2M backward).
+dim3 GridOf(const AttentionArgs& a, int rows_per_block) {
+  return dim3(static_cast<unsigned>(a.batch * a.heads),
+              static_cast<unsigned>((a.seq + rows_per_block - 1) / rows_per_block));
+}
+
 template <int D, typename T>
 void Forward(const AttentionArgs& a, const T* qkv, float* out, float* lse, Stream stream) {
-  const dim3 grid(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
-                  static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
-  ForwardKernel<D><<<grid, kQueryRows, 0, stream>>>(qkv, LayoutOf(a), scale, out, lse);
+  ForwardKernel<D>
+      <<<GridOf(a, kQueryRows), kQueryRows, 0, stream>>>(qkv, LayoutOf(a), scale, out, lse);
 }
 
 template <int D, typename T>
 void Backward(const AttentionArgs& a, const T* qkv, const float* dout, const float* lse,
               const float* delta, float* dqkv, Stream stream) {
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
-  const dim3 queries(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
-                     static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-  DqKernel<D><<<queries, kQueryRows, 0, stream>>>(qkv, dout, lse, delta, LayoutOf(a), scale, dqkv);
-  const dim3 keys(static_cast<unsigned>((a.seq + kKeyRows - 1) / kKeyRows),
-                  static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
-  DkvKernel<D><<<keys, kKeyRows, 0, stream>>>(qkv, dout, lse, delta, LayoutOf(a), scale, dqkv);
+  DqKernel<D><<<GridOf(a, kQueryRows), kQueryRows, 0, stream>>>(qkv, dout, lse, delta, LayoutOf(a),
+                                                                scale, dqkv);
+  DkvKernel<D><<<GridOf(a, kKeyRows), kKeyRows, 0, stream>>>(qkv, dout, lse, delta, LayoutOf(a),
+                                                             scale, dqkv);
 }
 
 // The kernels for head size D on qkv's element type.
@@ -253,6 +259,12 @@ void BackwardFor(const AttentionArgs& a, const float* dout, const float* lse, co
   Backward<D>(a, static_cast<const float*>(a.qkv), dout, lse, delta, dqkv, stream);
 }
 
+[[noreturn]] void Unsupported(const AttentionArgs& a) {
+  std::fprintf(stderr, "FlashAttention on CUDA: head_dim %lld is not built (16, 32 or 64)\n",
+               static_cast<long long>(a.channels / a.heads));
+  std::abort();
+}
+
 }  // namespace
 
 bool FlashAttentionSupports(int64_t head_dim) {
@@ -261,13 +273,15 @@ bool FlashAttentionSupports(int64_t head_dim) {
 
 void FlashAttentionForward(const AttentionArgs& a, float* out, float* lse, Stream stream) {
   if (a.batch * a.seq == 0) return;
-  switch (a.channels / a.heads) {  // FlashAttentionSupports said which
+  switch (a.channels / a.heads) {
     case 16:
       return ForwardFor<16>(a, out, lse, stream);
     case 32:
       return ForwardFor<32>(a, out, lse, stream);
-    default:
+    case 64:
       return ForwardFor<64>(a, out, lse, stream);
+    default:
+      Unsupported(a);
   }
 }
 
@@ -282,8 +296,10 @@ void FlashAttentionBackward(const AttentionArgs& a, const float* dout, const flo
       return BackwardFor<16>(a, dout, lse, delta, dqkv, stream);
     case 32:
       return BackwardFor<32>(a, dout, lse, delta, dqkv, stream);
-    default:
+    case 64:
       return BackwardFor<64>(a, dout, lse, delta, dqkv, stream);
+    default:
+      Unsupported(a);
   }
 }
 

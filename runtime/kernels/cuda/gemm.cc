@@ -99,7 +99,12 @@ struct GemmPlan {
   std::unique_ptr<std::mutex> mu = std::make_unique<std::mutex>();
 };
 
-// Everything a plan depends on: types, shape, transpositions, strides, batch, alignments, bias.
+// Whether a bias may go to cuBLASLt's epilogue: its kernels read the vector in 16-byte pieces,
+// and a parameter inside a data-parallel bucket may start anywhere.
+bool BiasAligned(const float* bias) { return reinterpret_cast<uintptr_t>(bias) % 16 == 0; }
+
+// Everything a plan depends on: types, shape, transpositions, strides, batch, alignments, bias
+// (none, unaligned: added after the product, or aligned: in the epilogue where offered).
 using PlanKey = std::array<int64_t, 18>;
 
 PlanKey KeyOf(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
@@ -120,7 +125,9 @@ PlanKey KeyOf(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t al
           align_a,
           align_b,
           align_c,
-          g.bias != nullptr};
+          g.bias == nullptr     ? 0
+          : BiasAligned(g.bias) ? 2
+                                : 1};
 }
 
 // The plan for `g`, with the bias epilogue when `bias_epilogue`; *found_algo false when the
@@ -176,19 +183,22 @@ GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_
   }
   cublasLtMatmulHeuristicResult_t heuristic = {};
   int found = 0;
-  Check(cublasLtMatmulAlgoGetHeuristic(lt.handle, plan.desc, plan.a, plan.b, plan.c, plan.c,
-                                       preference, 1, &heuristic, &found),
-        "heuristic");
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      lt.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, preference, 1, &heuristic, &found);
   cublasLtMatmulPreferenceDestroy(preference);
-  *found_algo = found > 0;
+  // The epilogue may be refused outright (CUBLAS_STATUS_NOT_SUPPORTED) rather than with no
+  // algorithm: the caller then plans without it.
+  if (!bias_epilogue) Check(status, "heuristic");
+  *found_algo =
+      status == CUBLAS_STATUS_SUCCESS && found > 0 && heuristic.state == CUBLAS_STATUS_SUCCESS;
   plan.algo = heuristic.algo;
   return plan;
 }
 
-// A plan for `g`: with the bias epilogue where asked and offered, else without.
+// A plan for `g`: with the bias epilogue where asked, aligned and offered, else without.
 GemmPlan MakePlan(const GemmArgs& g, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
   bool found = false;
-  if (g.bias != nullptr) {
+  if (g.bias != nullptr && BiasAligned(g.bias)) {
     GemmPlan fused = MakePlan(g, align_a, align_b, align_c, /*bias_epilogue=*/true, &found);
     if (found) return fused;
     cublasLtMatmulDescDestroy(fused.desc);
@@ -222,10 +232,10 @@ const GemmPlan& PlanFor(const GemmArgs& g) {
 void Gemm(const GemmArgs& g, Stream stream) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
   LOOM_CHECK(g.batch <= INT32_MAX) << "cuBLASLt: a batch of " << g.batch << " products";
-  LtContext& lt = Context();
-  const GemmPlan& plan = PlanFor(g);
   LOOM_CHECK(g.bias == nullptr || (g.batch == 1 && g.out_type == ElemType::kF32))
       << "cuBLASLt: a bias needs one product with an f32 out";
+  LtContext& lt = Context();
+  const GemmPlan& plan = PlanFor(g);
   auto matmul = [&] {
     Check(
         cublasLtMatmul(lt.handle, plan.desc, &g.alpha, g.b, plan.a, g.a, plan.b, &g.beta, g.out,
