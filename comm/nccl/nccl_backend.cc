@@ -1,9 +1,12 @@
 #include "comm/nccl/nccl_backend.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,6 +57,45 @@ absl::Status ReadyOrAbort(Api& api, Api::Comm comm, Deadline deadline, const cha
   const absl::Status s = WaitReady(api, comm, deadline, what);
   return s.ok() ? s : AbortWith(api, comm, s);
 }
+
+// The order in which one rank made its NCCL calls, over all its NCCL communicators (the world and
+// its splits share one). NCCL wants every rank to queue the operations of different communicators
+// in the same order (they wait for their peers on the device, and may hold the GPU while they
+// do); a rank makes its calls in program order, the same on every rank where the program issues
+// them at points of its own (data parallelism's ordered issue: DataParallel::Options), but each
+// communicator queues its own on its own progress thread. So a call takes a ticket when it is made
+// and is queued only after every earlier ticket has been queued (or given up).
+class IssueOrder {
+ public:
+  uint64_t Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return next_++;
+  }
+  // Whether every ticket below `ticket` was released before the deadline.
+  bool WaitForEarlier(uint64_t ticket, Deadline deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_until(lock, deadline.at, [&] { return released_below_ >= ticket; });
+  }
+  void Release(const std::vector<uint64_t>& tickets) {
+    if (tickets.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_.insert(tickets.begin(), tickets.end());
+      while (!released_.empty() && *released_.begin() == released_below_) {
+        released_.erase(released_.begin());
+        ++released_below_;
+      }
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t next_ = 0;
+  uint64_t released_below_ = 0;  // every ticket below this one is released
+  std::set<uint64_t> released_;  // released tickets at or above released_below_
+};
 
 // Fails when two ranks are on one GPU (NCCL refuses that), naming them and what to do instead.
 // Collective over `bootstrap`.
@@ -110,12 +152,14 @@ absl::StatusOr<nccl::UniqueId> ShareUniqueId(Api& api, Communicator& bootstrap) 
 class NcclBackend final : public Backend {
  public:
   NcclBackend(Api* api, std::unique_ptr<Communicator> bootstrap, Api::Comm comm, Api::Stream stream,
-              Api::Event done, std::function<void(int)> abort_job)
+              Api::Event done, std::shared_ptr<IssueOrder> order,
+              std::function<void(int)> abort_job)
       : api_(api),
         bootstrap_(std::move(bootstrap)),
         comm_(comm),
         stream_(stream),
         done_(done),
+        order_(std::move(order)),
         abort_job_(std::move(abort_job)),
         barrier_(
             Tensor::Zeros({1}, DType::kF32, runtime::MemoryTag::kComm, &api->DeviceAllocator())) {}
@@ -136,11 +180,11 @@ class NcclBackend final : public Backend {
   runtime::Device memory() const override { return runtime::Device::kCuda; }
   runtime::Allocator* staging_allocator() override { return &api_->DeviceAllocator(); }
 
-  // On the caller's thread, when the call is made: the point of the caller's device work it must
-  // follow.
+  // On the caller's thread, when the call is made: its place in this rank's order of NCCL calls
+  // and the point of the caller's device work it must follow.
   void Issued(const CollectiveArgs& args) override {
     std::lock_guard<std::mutex> lock(mu_);
-    Made m{args.seq, nullptr};
+    Made m{args.seq, order_->Take(), nullptr};
     if (issue_error_.ok()) {
       if (!free_events_.empty()) {
         m.event = free_events_.back();
@@ -155,13 +199,31 @@ class NcclBackend final : public Backend {
     made_.push_back(m);
   }
 
-  void Abandoned(const CollectiveArgs& args) override { Recycle(TakeMade(args.seq)); }
+  void Abandoned(const CollectiveArgs& args) override {
+    std::vector<uint64_t> tickets;
+    Recycle(TakeMade(args.seq, tickets));
+    order_->Release(tickets);
+  }
 
   absl::Status Run(const CollectiveArgs& args, Deadline deadline) override {
-    const Api::Event ready = TakeMade(args.seq);  // recorded when the call was made
+    std::vector<uint64_t> tickets;
+    const Api::Event ready = TakeMade(args.seq, tickets);  // recorded when the call was made
+    // The tickets go back however this ends (once queued when the call is queued).
+    struct ReleaseAtExit {
+      IssueOrder& order;
+      std::vector<uint64_t>& tickets;
+      ~ReleaseAtExit() { order.Release(tickets); }
+    } release{*order_, tickets};
     if (aborted_) {
       Recycle(ready);
       return absl::FailedPreconditionError("the NCCL communicator was aborted");
+    }
+    if (!tickets.empty() &&
+        !order_->WaitForEarlier(*std::min_element(tickets.begin(), tickets.end()), deadline)) {
+      Recycle(ready);
+      return absl::DeadlineExceededError(
+          "an earlier NCCL call of this rank (on another communicator) was not queued before the "
+          "deadline");
     }
     absl::Status waited = IssueError();
     if (waited.ok() && ready != nullptr) waited = api_->StreamWait(stream_, ready);
@@ -173,6 +235,8 @@ class NcclBackend final : public Backend {
     if (queued.ok()) queued = WaitReady(*api_, comm_, deadline, "queueing the call");
     if (queued.ok()) queued = api_->Record(done_, stream_);
     LOOM_RETURN_IF_ERROR(Fatal(queued));
+    order_->Release(tickets);  // queued: later calls of other communicators may follow
+    tickets.clear();
     return WaitDone(deadline);
   }
 
@@ -202,7 +266,7 @@ class NcclBackend final : public Backend {
       api_->Abort(child);
       return parent;
     }
-    return Make(api_, std::move(host), child, abort_job_);
+    return Make(api_, std::move(host), child, order_, abort_job_);
   }
 
   [[noreturn]] void Abort(int exit_code) override {
@@ -214,6 +278,7 @@ class NcclBackend final : public Backend {
   static absl::StatusOr<std::unique_ptr<Backend>> Make(Api* api,
                                                        std::unique_ptr<Communicator> bootstrap,
                                                        Api::Comm comm,
+                                                       std::shared_ptr<IssueOrder> order,
                                                        std::function<void(int)> abort_job) {
     absl::StatusOr<Api::Stream> stream = api->CreateStream();
     if (!stream.ok()) {
@@ -226,25 +291,27 @@ class NcclBackend final : public Backend {
       api->Destroy(comm);
       return done.status();
     }
-    return std::unique_ptr<Backend>(
-        new NcclBackend(api, std::move(bootstrap), comm, *stream, *done, std::move(abort_job)));
+    return std::unique_ptr<Backend>(new NcclBackend(api, std::move(bootstrap), comm, *stream, *done,
+                                                    std::move(order), std::move(abort_job)));
   }
 
  private:
-  // What Issued recorded for a call: its seq and its event (nullptr after an error).
+  // What Issued recorded for a call: its seq, its ticket and its event (nullptr after an error).
   struct Made {
     uint64_t seq;
+    uint64_t ticket;
     Api::Event event;
   };
 
-  // The event Issued recorded for call `seq`, or nullptr (entries of earlier calls, which never
-  // ran, give theirs back).
-  Api::Event TakeMade(uint64_t seq) {
+  // The event Issued recorded for call `seq`, or nullptr, and the tickets of the calls up to it
+  // (entries of earlier calls, which never ran, give their events back).
+  Api::Event TakeMade(uint64_t seq, std::vector<uint64_t>& tickets) {
     Api::Event ready = nullptr;
     std::lock_guard<std::mutex> lock(mu_);
     while (!made_.empty() && made_.front().seq <= seq) {
       const Made m = made_.front();
       made_.pop_front();
+      tickets.push_back(m.ticket);
       if (m.event == nullptr) continue;
       if (m.seq == seq) {
         ready = m.event;
@@ -353,6 +420,7 @@ class NcclBackend final : public Backend {
   const Api::Comm comm_;
   const Api::Stream stream_;
   const Api::Event done_;
+  const std::shared_ptr<IssueOrder> order_;  // this rank's, shared with its splits
   const std::function<void(int)> abort_job_;
   const Tensor barrier_;  // one f32 on the device
   bool aborted_ = false;  // progress thread only
@@ -373,7 +441,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeNcclBackend(nccl::Api* api,
   LOOM_ASSIGN_OR_RETURN(const nccl::UniqueId id, ShareUniqueId(*api, *bootstrap));
   LOOM_ASSIGN_OR_RETURN(Api::Comm comm, api->InitRank(bootstrap->size(), id, bootstrap->rank()));
   LOOM_RETURN_IF_ERROR(ReadyOrAbort(*api, comm, deadline, "initialisation"));
-  return NcclBackend::Make(api, std::move(bootstrap), comm, std::move(abort_job));
+  return NcclBackend::Make(api, std::move(bootstrap), comm, std::make_shared<IssueOrder>(),
+                           std::move(abort_job));
 }
 
 }  // namespace loom::comm

@@ -20,11 +20,12 @@
 //   ncclCommGetAsyncError, and on an error or at the deadline it aborts the NCCL communicator
 //   (ncclCommAbort) and fails the call, naming op, sequence number and rank.
 // - One call is on the device at a time (the next is queued once the previous is done).
-// - Calls on different communicators (the world and its splits) are queued by their own progress
-//   threads, in the order each communicator's calls were made but not in one order across them.
-//   NCCL can deadlock when ranks queue operations of different communicators in different orders
-//   and their kernels cannot run at once; data parallelism's HSDP starts a bucket's all-reduce
-//   across replicas when its shard's reduction completes, a timing-dependent point (docs/gpu.md).
+// - Calls on different communicators (the world and its splits) are queued in the order the rank
+//   made them: each takes a ticket when made and is queued only after every earlier ticket (NCCL
+//   can deadlock when ranks queue operations of different communicators in different orders and
+//   their kernels cannot run at once). That order is the same on every rank where the program
+//   makes its calls at points of its own: data parallelism does so on NCCL (ordered issue,
+//   DataParallel::Options), rather than when a Test() sees a reduction complete.
 // - AllToAll and AllToAllV are grouped sends and receives (one per peer with a non-zero count);
 //   Barrier is a one-element all-reduce.
 // - Send is not buffered: it completes once the peer's Recv has been posted and the data moved,

@@ -40,9 +40,24 @@ runtime::Allocator& Host() { return runtime::Allocator::Default(); }
 
 }  // namespace
 
+namespace {
+
+// Whether `c` queues its calls on a device, where every rank must queue the calls of its
+// communicators in one order.
+bool QueuesOnDevice(const comm::Communicator* c) {
+  return c != nullptr && c->backend_name() == "nccl";
+}
+
+DataParallel::Options WithOrderedIssue(DataParallel::Options o, const comm::Communicator& group) {
+  o.ordered_issue = o.ordered_issue || QueuesOnDevice(&group) || QueuesOnDevice(o.replicas);
+  return o;
+}
+
+}  // namespace
+
 DataParallel::DataParallel(comm::Communicator& group, Options options)
     : group_(group),
-      options_(options),
+      options_(WithOrderedIssue(options, group)),
       allocator_(options.allocator != nullptr ? options.allocator
                                               : &runtime::Allocator::Default()) {}
 
@@ -380,7 +395,11 @@ void DataParallel::CompletePartials(bool wait) {
   size_t done = 0;
   for (; done < pending_partials_.size(); ++done) {
     auto& [p, work] = pending_partials_[done];
-    if (!wait && !work->Test()) break;
+    // Ordered issue: all but the last kIssueLag, whether they are done or not.
+    if (!wait &&
+        (options_.ordered_issue ? pending_partials_.size() - done <= kIssueLag : !work->Test())) {
+      break;
+    }
     const absl::Status s = work->Wait();
     LOOM_CHECK(s.ok()) << p->name() << ": summing the partial gradient over "
                        << p->shard_spec().grad_partial_over[0] << " failed: " << s;
@@ -432,6 +451,7 @@ void DataParallel::LaunchReduce(int bucket) {
       b.grad = Tensor();
     }
   }
+  if (options_.ordered_issue) CompleteReductionsBefore(bucket - static_cast<int>(kIssueLag) + 1);
   b.span = static_cast<int>(reduction_spans_.size());
   reduction_spans_.push_back({.bucket = bucket, .start_us = runtime::SteadyMicros()});
   if (options_.zero_stage == 0) {
@@ -494,9 +514,20 @@ void DataParallel::CompleteReplicate(Bucket& b) {
   b.replica_wire = Tensor();
 }
 
+void DataParallel::CompleteReductionsBefore(int bucket) {
+  for (int i = 0; i < bucket && i < num_buckets(); ++i) {
+    Bucket& b = buckets_[i];
+    if (b.reduce == nullptr) continue;
+    CheckWait(b.reduce, "gradient reduction");
+    CompleteReduce(b);
+  }
+}
+
 void DataParallel::PollReductions() {
   for (Bucket& b : buckets_) {
-    if (b.reduce != nullptr && b.reduce->Test()) {
+    // Ordered issue: a completed reduction may start the one across replicas, so it is taken
+    // only where the program says (CompleteReductionsBefore, FinishBackward).
+    if (!options_.ordered_issue && b.reduce != nullptr && b.reduce->Test()) {
       CheckWait(b.reduce, "gradient reduction");
       CompleteReduce(b);
     }

@@ -110,7 +110,16 @@ class DataParallel : public ParameterUseHooks {
     comm::Communicator* pp = nullptr;
     comm::Communicator* ep = nullptr;
     comm::Communicator* embedding = nullptr;
+    // Ordered issue: every collective of the engine is issued at a point of the program alone,
+    // the same on every rank, never where a Test() happened to see one complete. A reduction's
+    // completion (which starts HSDP's all-reduce across replicas) and a partial gradient's sum
+    // (whose arrival readies its bucket) are taken kIssueLag issues later, waiting if needed, or
+    // at the end of backward. Needed where every rank must queue the calls of its communicators
+    // in one order (NCCL: kernels of different communicators waiting for their peers on one
+    // device); on by itself when `group` or `replicas` is NCCL's.
+    bool ordered_issue = false;
   };
+  static constexpr size_t kIssueLag = 2;
 
   // `units`: the model's ParameterUnits(); every parameter must be replicated or a tensor-parallel
   // shard (the engine works on local shapes: each tp rank data-parallelises its shard), and either
@@ -284,6 +293,8 @@ class DataParallel : public ParameterUseHooks {
   void StartReplicate(Bucket& b);
   void CompleteReplicate(Bucket& b);
   void PollReductions();
+  // Ordered issue: completes, in bucket order, the reductions of buckets before `bucket`.
+  void CompleteReductionsBefore(int bucket);
   void StartGather(int bucket);
   // Stages 1-2: starts the all-gathers of the updated shards FinishOptimizerStep staged, if due.
   void StartUpdates();

@@ -108,6 +108,42 @@ TEST(NcclBackendTest, CallsFollowTheCallersDeviceWork) {
   });
 }
 
+// Calls on different communicators of a rank (the world and a split) reach NCCL in the order
+// they were made, even when the first is held back before it is queued: NCCL needs every rank to
+// queue them in one order.
+TEST(NcclBackendTest, CallsOnDifferentCommunicatorsAreQueuedInTheOrderMade) {
+  runtime::testing::EmulatedDevice device;
+  Ranks ranks(2, &device.allocator());
+  for (int r = 0; r < 2; ++r) {
+    ranks.fake.rank(r).before_queue = [](const char* op) {
+      if (std::string_view(op) == "Broadcast") {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    };
+  }
+  OnEveryRank(2, [&](int r) {
+    absl::StatusOr<std::unique_ptr<Communicator>> world = ranks.Make(r, NoAbort());
+    ASSERT_TRUE(world.ok()) << world.status();
+    absl::StatusOr<std::unique_ptr<Communicator>> half = (*world)->Split(0, r);
+    ASSERT_TRUE(half.ok()) << half.status();
+    const size_t before = ranks.fake.rank(r).log().size();
+    Tensor a = Tensor::Zeros({4}, DType::kF32, MemoryTag::kComm, &device.allocator());
+    Tensor b = Tensor::Zeros({8}, DType::kF32, MemoryTag::kComm, &device.allocator());
+    auto w1 = (*world)->Broadcast(a, 0);             // held back 100 ms before it is queued
+    auto w2 = (*half)->AllGather(b.Slice(0, 4), b);  // made after it, on another communicator
+    auto w3 = (*world)->AllReduce(a, a, ReduceOp::kSum);
+    for (auto* w : {&w1, &w2, &w3}) ASSERT_TRUE((*w)->Wait().ok());
+    std::vector<std::string> ops;
+    const std::vector<std::string> log = ranks.fake.rank(r).log();
+    for (size_t i = before; i < log.size(); ++i) {
+      if (log[i] != "record default" && log[i] != "record comm" && log[i] != "wait") {
+        ops.push_back(log[i]);
+      }
+    }
+    EXPECT_THAT(ops, ::testing::ElementsAre("Broadcast", "AllGather", "AllReduce"));
+  });
+}
+
 TEST(NcclBackendTest, InitialisationIsPolledUntilReady) {
   runtime::testing::EmulatedDevice device;
   Ranks ranks(2, &device.allocator());

@@ -7,9 +7,11 @@
 // same again over the nccl backend on a fake NCCL (NcclLayouts, below).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -104,17 +106,12 @@ INSTANTIATE_TEST_SUITE_P(
 // the host layout's (expert parallelism: the rows' all-to-alls as grouped sends and receives, the
 // expert indices and gates, host tensors, staged through the device). (Pipeline layouts are
 // refused with --comm nccl: its sends are not buffered.)
-class NcclLayouts : public ::testing::TestWithParam<Layout> {};
-
-TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
-  models::TrainOptions o = OptionsFor(GetParam());
-  const std::vector<RunResult> host = TrainOnMesh(o);
-  runtime::testing::EmulatedDevice device;
-  o.device = &device.allocator();
+// Every rank of `o` (o.device set) on its thread over the nccl backend on `fake`.
+std::vector<RunResult> TrainOnFakeNccl(const models::TrainOptions& o,
+                                       comm::testing::FakeNcclWorld& fake) {
   const int n = o.dp * o.tp * o.ep;
-  comm::testing::FakeNcclWorld fake(n, &device.allocator());
   std::vector<std::unique_ptr<comm::Communicator>> bootstrap = comm::MakeLocalWorld(n);
-  std::vector<RunResult> on_device(static_cast<size_t>(n));
+  std::vector<RunResult> results(static_cast<size_t>(n));
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
     threads.emplace_back([&, r] {
@@ -123,13 +120,61 @@ TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
           comm::MakeNcclBackend(&fake.rank(r), std::move(bootstrap[r]), deadline);
       ASSERT_TRUE(backend.ok()) << backend.status();
       comm::Communicator world(std::move(backend).value(), comm::CommOptions{});
-      auto mesh = parallel::Mesh::Create(world, parallel::MeshShape{.dp = o.dp, .tp = o.tp, .ep = o.ep});
+      auto mesh =
+          parallel::Mesh::Create(world, parallel::MeshShape{.dp = o.dp, .tp = o.tp, .ep = o.ep});
       ASSERT_TRUE(mesh.ok()) << mesh.status();
-      on_device[r] = Train(o, parallel::ParallelContext::FromMesh(**mesh));
+      results[r] = Train(o, parallel::ParallelContext::FromMesh(**mesh));
     });
   }
   for (std::thread& t : threads) t.join();
-  ExpectSameBits(on_device, host);
+  return results;
+}
+
+class NcclLayouts : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(NcclLayouts, EqualTheSameLayoutOnTheHost) {
+  models::TrainOptions o = OptionsFor(GetParam());
+  const std::vector<RunResult> host = TrainOnMesh(o);
+  runtime::testing::EmulatedDevice device;
+  o.device = &device.allocator();
+  comm::testing::FakeNcclWorld fake(o.dp * o.tp * o.ep, &device.allocator());
+  ExpectSameBits(TrainOnFakeNccl(o, fake), host);
+}
+
+// Ordered issue (DataParallel::Options::ordered_issue, on by itself over NCCL): with one shard
+// group's reduce-scatters held back, so that they complete at other points of the program than
+// the other group's, every rank still makes, and with the backend's tickets queues, the same
+// sequence of NCCL operations over all its communicators (HSDP 2 x 2, ZeRO-2: reduce-scatters in
+// the shard group, all-reduces across replicas, the trainer's reductions). Issued where a Test()
+// saw a reduce-scatter complete (ordered issue off), the all-reduces across replicas fall
+// elsewhere on each group's ranks, and this fails.
+TEST(NcclOrderedIssue, EveryRankQueuesTheSameSequenceOfOperations) {
+  models::TrainOptions o = OptionsFor(Layout{.name = "hsdp", .dp = 4, .zero = 2, .hsdp_shard = 2});
+  o.steps = 2;
+  runtime::testing::EmulatedDevice device;
+  o.device = &device.allocator();
+  comm::testing::FakeNcclWorld fake(4, &device.allocator());
+  // The second shard group's reduce-scatters come late: there, a Test() would see them complete
+  // only at the end of backward, in the first group while backward still runs.
+  for (int r = 2; r < 4; ++r) {
+    fake.rank(r).before_queue = [](const char* op) {
+      if (std::string_view(op) == "ReduceScatter") {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      }
+    };
+  }
+  const std::vector<RunResult> results = TrainOnFakeNccl(o, fake);
+  ASSERT_EQ(results[0].losses.size(), 2u);
+  std::vector<std::vector<std::string>> ops(4);
+  for (int r = 0; r < 4; ++r) {
+    for (const std::string& entry : fake.rank(r).log()) {
+      if (entry != "record default" && entry != "record comm" && entry != "wait") {
+        ops[r].push_back(entry);
+      }
+    }
+  }
+  EXPECT_GT(std::count(ops[0].begin(), ops[0].end(), "ReduceScatter"), 2);
+  for (int r = 1; r < 4; ++r) EXPECT_EQ(ops[r], ops[0]) << "rank " << r;
 }
 
 INSTANTIATE_TEST_SUITE_P(
