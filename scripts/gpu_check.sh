@@ -69,7 +69,9 @@ if [ -n "$bundle" ]; then
   echo "[gpu_check] gpu tests from the bundle"
   for t in cuda_launch_test cuda_kernels_test gpt_cuda_test nccl_gpu_test; do
     echo "== $t" >> "$out/ctest_gpu.log"
-    "$build/tests/$t" >> "$out/ctest_gpu.log" 2>&1 || { status=1; echo "$t FAILED" >> "$out/ctest_gpu.log"; }
+    # Bounded: a lent machine's minutes are few, and a hang must not take them all.
+    timeout 180 "$build/tests/$t" >> "$out/ctest_gpu.log" 2>&1 ||
+      { rc=$?; status=1; echo "$t FAILED (exit $rc)" >> "$out/ctest_gpu.log"; }
   done
 else
   echo "[gpu_check] building $build (Release, CUDA on)"
@@ -84,10 +86,15 @@ else
   echo "[gpu_check] gpu-labelled tests"
   ctest --test-dir "$build" -L gpu --output-on-failure -V > "$out/ctest_gpu.log" 2>&1 || status=1
 fi
+# Tests that ran and tests that skipped (each a "[ RUN ]" line; a skip also prints "[ SKIPPED ]"
+# with its time): on a GPU machine none may skip, or the check did not check it.
+ran=$(grep -c '^\[ RUN      \]' "$out/ctest_gpu.log" || true)
+skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)' "$out/ctest_gpu.log" || true)
+[ "$skipped" = 0 ] || status=1
 {
-  echo "## gpu-labelled tests ($([ $status = 0 ] && echo passed || echo FAILED))"
+  echo "## gpu-labelled tests ($([ $status = 0 ] && echo passed || echo FAILED): $((ran - skipped)) ran, $skipped skipped)"
   echo '```'
-  grep -E "CUDA device:|\[ +(OK|FAILED|SKIPPED) +\]|tests passed|tests failed| FAILED$|error while loading" "$out/ctest_gpu.log" || true
+  grep -E "CUDA device:|\[ +(OK|FAILED|SKIPPED) +\]|tests passed|tests failed| FAILED( \(exit [0-9]+\))?$|error while loading" "$out/ctest_gpu.log" || true
   echo '```'
   echo
 } >> "$report"
@@ -97,12 +104,12 @@ gpt2=(--device cuda --preset gpt2-124m --data random --precision bf16 --batch 8 
   --lr 3e-4 --warmup_steps 5)
 echo "[gpu_check] gpt2-124m training on the GPU"
 train_status=0
-timeout 300 "$build/examples/train_gpt" "${gpt2[@]}" \
+timeout 180 "$build/examples/train_gpt" "${gpt2[@]}" \
   --metrics_out "$out/gpt2_124m.jsonl" > "$out/gpt2_124m.log" 2>&1 || train_status=$?
 [ $train_status = 0 ] || status=1
 echo "[gpu_check] gpt2-124m training on the GPU, flash attention"
 flash_status=0
-timeout 300 "$build/examples/train_gpt" "${gpt2[@]}" --attention flash \
+timeout 180 "$build/examples/train_gpt" "${gpt2[@]}" --attention flash \
   --metrics_out "$out/gpt2_124m_flash.jsonl" > "$out/gpt2_124m_flash.log" 2>&1 || flash_status=$?
 # Two runs that must give the same losses: compares the metrics files step by step and appends a
 # report section (with the last lines of the runs' logs when they failed). compare_runs TITLE
@@ -144,7 +151,7 @@ moe=(--preset tiny-moe --steps 20 --batch 8 --seq_len 32 --lr 3e-3)
 moe_status=0
 { timeout 120 "$build/examples/train_gpt" "${moe[@]}" --device cuda \
     --metrics_out "$out/moe_gpu.jsonl" > "$out/moe_gpu.log" 2>&1 &&
-  timeout 300 "$build/examples/train_gpt" "${moe[@]}" --device cpu \
+  timeout 120 "$build/examples/train_gpt" "${moe[@]}" --device cpu \
     --metrics_out "$out/moe_cpu.jsonl" > "$out/moe_cpu.log" 2>&1; } || moe_status=$?
 compare_runs "tiny-moe on the GPU vs the CPU, fp32, 20 steps" "$out/moe_cpu.jsonl" \
   "$out/moe_gpu.jsonl" 2e-2 $moe_status "$out/moe_cpu.log" "$out/moe_gpu.log" || status=1
