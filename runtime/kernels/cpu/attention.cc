@@ -21,31 +21,12 @@
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/kernels/cpu/gemm.h"
+#include "runtime/kernels/cpu/head_geometry.h"
 #include "runtime/parallel.h"
 #include "runtime/vectorize.h"
 
 namespace loom::runtime::kernels::cpu {
 namespace {
-
-struct HeadGeometry {
-  int64_t B, T, C, NH, HS;
-  float scale;  // 1 / √HS
-
-  explicit HeadGeometry(const Tensor& qkv, int64_t num_heads)
-      : B(qkv.dim(0)),
-        T(qkv.dim(1)),
-        C(qkv.dim(2) / 3),
-        NH(num_heads),
-        HS(C / num_heads),
-        scale(1.0f / std::sqrt(static_cast<float>(C / num_heads))) {}
-
-  // Offset of head h's q (part 0), k (1) or v (2) in row 0 of batch b of a [B, T, 3C] tensor.
-  int64_t Qkv(int64_t b, int64_t part, int64_t h) const {
-    return b * T * 3 * C + part * C + h * HS;
-  }
-  // Offset of head h in row 0 of batch b of a [B, T, C] tensor.
-  int64_t Heads(int64_t b, int64_t h) const { return b * T * C + h * HS; }
-};
 
 // C[M, N] = alpha · op(A) · op(B) + beta · C, row-major with explicit leading dimensions, on f32
 // operands or on bf16 ones (raw bits; f32 accumulation either way).

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/kernels/cpu/cpu_kernels.h"
+#include "runtime/kernels/cpu/head_geometry.h"
 #include "runtime/parallel.h"
 
 namespace loom::runtime::kernels::cpu {
@@ -25,29 +26,17 @@ float Load(uint16_t bits) {  // bf16: the high half of an f32
   return f;
 }
 
-// Head h of batch b in the fused qkv [B, T, 3C] and in [B, T, C] rows, and the softmax scale.
-struct FlashGeometry {
-  int64_t b, t, c, heads, hs;
-  float scale;
-  FlashGeometry(const Tensor& qkv, int64_t num_heads)
-      : b(qkv.dim(0)),
-        t(qkv.dim(1)),
-        c(qkv.dim(2) / 3),
-        heads(num_heads),
-        hs(c / num_heads),
-        scale(1.0f / std::sqrt(static_cast<float>(c / num_heads))) {}
-  // Element offsets of token row `row` of (batch, head): q (part 0), k (1) or v (2) in qkv; the
-  // head's slice in a [B, T, C] tensor; its log-sum-exp in [B, NH, T].
-  int64_t Qkv(int64_t batch, int64_t head, int64_t row, int part) const {
-    return (batch * t + row) * 3 * c + part * c + head * hs;
-  }
-  int64_t Rows(int64_t batch, int64_t head, int64_t row) const {
-    return (batch * t + row) * c + head * hs;
-  }
-  int64_t Lse(int64_t batch, int64_t head, int64_t row) const {
-    return (batch * heads + head) * t + row;
-  }
-};
+// Element offsets of token row `row` of (batch, head): q (part 0), k (1) or v (2) in qkv; the
+// head's slice of a [B, T, C] tensor; its log-sum-exp in [B, NH, T].
+int64_t QkvAt(const HeadGeometry& g, int64_t batch, int64_t head, int64_t row, int part) {
+  return g.Qkv(batch, part, head) + row * 3 * g.C;
+}
+int64_t RowsAt(const HeadGeometry& g, int64_t batch, int64_t head, int64_t row) {
+  return g.Heads(batch, head) + row * g.C;
+}
+int64_t LseAt(const HeadGeometry& g, int64_t batch, int64_t head, int64_t row) {
+  return (batch * g.NH + head) * g.T + row;
+}
 
 template <typename T>
 float Dot(const T* a, const T* b, int64_t n) {
@@ -57,16 +46,16 @@ float Dot(const T* a, const T* b, int64_t n) {
 }
 
 template <typename T>
-void Forward(const T* qkv, const FlashGeometry& g, float* out, float* lse) {
-  ParallelFor(g.b * g.heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> p(static_cast<size_t>(g.t));
+void Forward(const T* qkv, const HeadGeometry& g, float* out, float* lse) {
+  ParallelFor(g.B * g.NH, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(static_cast<size_t>(g.T));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t batch = item / g.heads, head = item % g.heads;
-      for (int64_t i = 0; i < g.t; ++i) {
-        const T* q = qkv + g.Qkv(batch, head, i, 0);
+      const int64_t batch = item / g.NH, head = item % g.NH;
+      for (int64_t i = 0; i < g.T; ++i) {
+        const T* q = qkv + QkvAt(g, batch, head, i, 0);
         float m = -INFINITY;
         for (int64_t j = 0; j <= i; ++j) {
-          p[j] = Dot(q, qkv + g.Qkv(batch, head, j, 1), g.hs) * g.scale;
+          p[j] = Dot(q, qkv + QkvAt(g, batch, head, j, 1), g.HS) * g.scale;
           m = std::max(m, p[j]);
         }
         float l = 0.0f;
@@ -74,14 +63,14 @@ void Forward(const T* qkv, const FlashGeometry& g, float* out, float* lse) {
           p[j] = std::exp(p[j] - m);
           l += p[j];
         }
-        float* o = out + g.Rows(batch, head, i);
-        for (int64_t d = 0; d < g.hs; ++d) o[d] = 0.0f;
+        float* o = out + RowsAt(g, batch, head, i);
+        for (int64_t d = 0; d < g.HS; ++d) o[d] = 0.0f;
         for (int64_t j = 0; j <= i; ++j) {
           const float w = p[j] / l;
-          const T* v = qkv + g.Qkv(batch, head, j, 2);
-          for (int64_t d = 0; d < g.hs; ++d) o[d] += w * Load(v[d]);
+          const T* v = qkv + QkvAt(g, batch, head, j, 2);
+          for (int64_t d = 0; d < g.HS; ++d) o[d] += w * Load(v[d]);
         }
-        lse[g.Lse(batch, head, i)] = m + std::log(l);
+        lse[LseAt(g, batch, head, i)] = m + std::log(l);
       }
     }
   });
@@ -89,28 +78,28 @@ void Forward(const T* qkv, const FlashGeometry& g, float* out, float* lse) {
 
 template <typename T>
 void Backward(const float* dout, const T* qkv, const float* out, const float* lse,
-              const FlashGeometry& g, float* dqkv) {
-  ParallelFor(g.b * g.heads, 1, [&](int64_t begin, int64_t end) {
+              const HeadGeometry& g, float* dqkv) {
+  ParallelFor(g.B * g.NH, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t batch = item / g.heads, head = item % g.heads;
-      for (int64_t i = 0; i < g.t; ++i) {
-        const T* q = qkv + g.Qkv(batch, head, i, 0);
-        const float* d_o = dout + g.Rows(batch, head, i);
-        const float* o = out + g.Rows(batch, head, i);
+      const int64_t batch = item / g.NH, head = item % g.NH;
+      for (int64_t i = 0; i < g.T; ++i) {
+        const T* q = qkv + QkvAt(g, batch, head, i, 0);
+        const float* d_o = dout + RowsAt(g, batch, head, i);
+        const float* o = out + RowsAt(g, batch, head, i);
         float delta = 0.0f;  // dout_i · out_i = Σ_j p_ij (dout_i · v_j)
-        for (int64_t d = 0; d < g.hs; ++d) delta += d_o[d] * o[d];
-        const float row_lse = lse[g.Lse(batch, head, i)];
-        float* dq = dqkv + g.Qkv(batch, head, i, 0);
+        for (int64_t d = 0; d < g.HS; ++d) delta += d_o[d] * o[d];
+        const float row_lse = lse[LseAt(g, batch, head, i)];
+        float* dq = dqkv + QkvAt(g, batch, head, i, 0);
         for (int64_t j = 0; j <= i; ++j) {
-          const T* k = qkv + g.Qkv(batch, head, j, 1);
-          const T* v = qkv + g.Qkv(batch, head, j, 2);
-          const float p = std::exp(Dot(q, k, g.hs) * g.scale - row_lse);
+          const T* k = qkv + QkvAt(g, batch, head, j, 1);
+          const T* v = qkv + QkvAt(g, batch, head, j, 2);
+          const float p = std::exp(Dot(q, k, g.HS) * g.scale - row_lse);
           float dp = 0.0f;
-          for (int64_t d = 0; d < g.hs; ++d) dp += d_o[d] * Load(v[d]);
+          for (int64_t d = 0; d < g.HS; ++d) dp += d_o[d] * Load(v[d]);
           const float ds = p * (dp - delta) * g.scale;
-          float* dk = dqkv + g.Qkv(batch, head, j, 1);
-          float* dv = dqkv + g.Qkv(batch, head, j, 2);
-          for (int64_t d = 0; d < g.hs; ++d) {
+          float* dk = dqkv + QkvAt(g, batch, head, j, 1);
+          float* dv = dqkv + QkvAt(g, batch, head, j, 2);
+          for (int64_t d = 0; d < g.HS; ++d) {
             dq[d] += ds * Load(k[d]);
             dk[d] += ds * Load(q[d]);
             dv[d] += p * d_o[d];
@@ -124,7 +113,7 @@ void Backward(const float* dout, const T* qkv, const float* out, const float* ls
 }  // namespace
 
 void FlashAttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Tensor& lse) {
-  const FlashGeometry g(qkv, num_heads);
+  const HeadGeometry g(qkv, num_heads);
   if (qkv.dtype() == DType::kBF16) {
     Forward(static_cast<const uint16_t*>(qkv.raw_data()), g, out.data<float>(), lse.data<float>());
   } else {
@@ -134,7 +123,7 @@ void FlashAttentionForward(const Tensor& qkv, int64_t num_heads, Tensor& out, Te
 
 void FlashAttentionBackward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                             const Tensor& lse, int64_t num_heads, Tensor& dqkv) {
-  const FlashGeometry g(qkv, num_heads);
+  const HeadGeometry g(qkv, num_heads);
   if (qkv.dtype() == DType::kBF16) {
     Backward(dout.data<float>(), static_cast<const uint16_t*>(qkv.raw_data()), out.data<float>(),
              lse.data<float>(), g, dqkv.data<float>());

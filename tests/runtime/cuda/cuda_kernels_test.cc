@@ -59,6 +59,13 @@ class CudaKernels : public ::testing::Test {
     EXPECT_TRUE(d.ok()) << d.status();
     return d.ok() ? *d : Tensor();
   }
+  // `t` (f32, host) in `dtype`: itself, or rounded to bf16.
+  static Tensor As(const Tensor& t, DType dtype) {
+    if (dtype != DType::kBF16) return t;
+    Tensor narrow = Tensor::Empty(t.shape(), DType::kBF16, MemoryTag::kActivation);
+    ConvertBuffer(t.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, t.numel());
+    return narrow;
+  }
   static Tensor OnDevice(int64_t n) {
     return Tensor::Empty({n}, DType::kF32, MemoryTag::kActivation, &DeviceAllocator());
   }
@@ -234,13 +241,8 @@ TEST_F(CudaKernels, MatmulMatchesTheCpu) {
       for (bool trans_b : {false, true}) {
         Tensor a = Random(m * k, 11, 1.0f).Reshape(trans_a ? Shape{k, m} : Shape{m, k});
         Tensor b = Random(k * n, 12, 1.0f).Reshape(trans_b ? Shape{n, k} : Shape{k, n});
-        if (dtype == DType::kBF16) {
-          for (Tensor* t : {&a, &b}) {
-            Tensor narrow = Tensor::Empty(t->shape(), DType::kBF16, MemoryTag::kActivation);
-            ConvertBuffer(t->raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, t->numel());
-            *t = narrow;
-          }
-        }
+        a = As(a, dtype);
+        b = As(b, dtype);
         Tensor want = Random(m * n, 13, 1.0f).Reshape({m, n});
         const Tensor out0 = want.Clone();
         const MatmulOptions o{.trans_a = trans_a, .trans_b = trans_b, .alpha = 0.5f, .beta = 1.0f};
@@ -526,12 +528,8 @@ TEST_F(CudaKernels, AttentionMatchesTheCpu) {
     setenv("LOOM_CUDA_ATTENTION", form, 1);
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       for (int64_t seq : {1, 17, 300}) {
-        Tensor qkv = Random(batch * seq * 3 * c, 81, 1.0f).Reshape({batch, seq, 3 * c});
-        if (dtype == DType::kBF16) {
-          Tensor narrow = Tensor::Empty(qkv.shape(), DType::kBF16, MemoryTag::kActivation);
-          ConvertBuffer(qkv.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, qkv.numel());
-          qkv = narrow;
-        }
+        const Tensor qkv =
+            As(Random(batch * seq * 3 * c, 81, 1.0f).Reshape({batch, seq, 3 * c}), dtype);
         const Tensor dout = Random(batch * seq * c, 82, 1.0f).Reshape({batch, seq, c});
         const Tensor dqkv0 = Random(qkv.numel(), 83, 1.0f).Reshape(qkv.shape());
         const Shape probs_shape{batch, heads, seq, seq};
@@ -575,12 +573,8 @@ TEST_F(CudaKernels, FlashAttentionMatchesTheCpu) {
     const int64_t batch = 2, c = heads * head_dim;
     for (DType dtype : {DType::kF32, DType::kBF16}) {
       for (int64_t seq : {1, 17, 300}) {
-        Tensor qkv = Random(batch * seq * 3 * c, 84, 1.0f).Reshape({batch, seq, 3 * c});
-        if (dtype == DType::kBF16) {
-          Tensor narrow = Tensor::Empty(qkv.shape(), DType::kBF16, MemoryTag::kActivation);
-          ConvertBuffer(qkv.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, qkv.numel());
-          qkv = narrow;
-        }
+        const Tensor qkv =
+            As(Random(batch * seq * 3 * c, 84, 1.0f).Reshape({batch, seq, 3 * c}), dtype);
         const Tensor dout = Random(batch * seq * c, 85, 1.0f).Reshape({batch, seq, c});
         const Tensor dqkv0 = Random(qkv.numel(), 86, 1.0f).Reshape(qkv.shape());
         Tensor out = Tensor::Empty({batch, seq, c}, DType::kF32, MemoryTag::kActivation);
@@ -623,12 +617,7 @@ TEST_F(CudaKernels, Fp8QuantizeAndMatmulMatchTheCpu) {
   };
   for (const auto& [rows, cols] : {std::pair{200, 300}, std::pair{256, 512}}) {
     for (DType dtype : {DType::kF32, DType::kBF16}) {
-      Tensor x = Random(rows * cols, 91, 2.0f).Reshape({rows, cols});
-      if (dtype == DType::kBF16) {
-        Tensor narrow = Tensor::Empty(x.shape(), DType::kBF16, MemoryTag::kActivation);
-        ConvertBuffer(x.raw_data(), DType::kF32, narrow.raw_data(), DType::kBF16, x.numel());
-        x = narrow;
-      }
+      const Tensor x = As(Random(rows * cols, 91, 2.0f).Reshape({rows, cols}), dtype);
       for (Fp8Blocks blocks : {Fp8Blocks::kTensor, Fp8Blocks::k1x128, Fp8Blocks::k128x128}) {
         const auto [q, scales] = quantize(x, blocks, nullptr);
         const auto [dq, dscales] = quantize(Upload(x), blocks, &DeviceAllocator());
