@@ -38,10 +38,6 @@ std::pair<int64_t, int64_t> Intersect(int64_t lo, int64_t hi, int64_t a, int64_t
 
 runtime::Allocator& Host() { return runtime::Allocator::Default(); }
 
-}  // namespace
-
-namespace {
-
 // Whether `c` queues its calls on a device, where every rank must queue the calls of its
 // communicators in one order.
 bool QueuesOnDevice(const comm::Communicator* c) {
