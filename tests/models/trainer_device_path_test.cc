@@ -134,10 +134,13 @@ INSTANTIATE_TEST_SUITE_P(
 // Checkpoints, evaluation and weights files from the device: 2 steps on the device, saved,
 // resumed on the device for a third, equal the uninterrupted host run bitwise (weights and loss);
 // the evaluation loss and the exported file are the host's; a run starting from that file
-// (--init_from) takes the host's step.
-TEST(TrainerDevicePathCheckpoint, SaveResumeEvaluateAndExportMatchTheHost) {
+// (--init_from) takes the host's step. For a dense model and a mixture of experts (whose balancing
+// bias, a host buffer, the checkpoint and the export carry).
+class TrainerDevicePathCheckpoint : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TrainerDevicePathCheckpoint, SaveResumeEvaluateAndExportMatchTheHost) {
   TrainOptions o;
-  o.preset = "tiny";
+  o.preset = GetParam();
   o.steps = 3;
   o.batch = 4;
   o.precision = "bf16";
@@ -154,7 +157,7 @@ TEST(TrainerDevicePathCheckpoint, SaveResumeEvaluateAndExportMatchTheHost) {
   runtime::testing::EmulatedDevice device;
   o.device = &device.allocator();
   EXPECT_EQ(evaluate(o), host_eval);
-  o.save_dir = ::testing::TempDir() + "/device_path_ckpt";
+  o.save_dir = ::testing::TempDir() + "/device_path_ckpt_" + GetParam();
   std::filesystem::remove_all(o.save_dir);
   {
     absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
@@ -192,6 +195,12 @@ TEST(TrainerDevicePathCheckpoint, SaveResumeEvaluateAndExportMatchTheHost) {
   EXPECT_EQ(device_run.weights, host_run.weights);
   std::filesystem::remove_all(o.save_dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Presets, TrainerDevicePathCheckpoint,
+                         ::testing::Values("tiny", "tiny-moe"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param == "tiny" ? std::string("dense") : std::string("moe");
+                         });
 
 }  // namespace
 }  // namespace loom::models
