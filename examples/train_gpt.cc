@@ -38,6 +38,7 @@
 #include "runtime/base/stop_signal.h"
 #include "runtime/device_open.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/kernels/cuda_twins.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/parallel.h"
 
@@ -421,6 +422,29 @@ absl::Status PrintMemoryPerRank(comm::Communicator& world, const runtime::Alloca
   return absl::OkStatus();
 }
 
+// LOOM_CUDA_PROFILE=1 on a device: each rank's device time per kernel entry point, in rank order.
+absl::Status PrintDeviceProfile(comm::Communicator& world) {
+  const auto report = runtime::kernels::CudaTwins().op_report;
+  if (report == nullptr) return absl::OkStatus();
+  for (int r = 0; r < world.size(); ++r) {
+    if (r == world.rank()) {
+      const std::vector<runtime::kernels::DeviceOpTime> ops = report();
+      double total = 0.0;
+      for (const auto& op : ops) total += op.ms;
+      std::printf("rank %d device time by kernel entry point (LOOM_CUDA_PROFILE=1), %.1f ms:\n", r,
+                  total);
+      for (const auto& op : ops) {
+        std::printf("  %-28s %8lld calls %10.2f ms %5.1f%%\n", op.op.c_str(),
+                    static_cast<long long>(op.calls), op.ms,
+                    total > 0 ? 100.0 * op.ms / total : 0.0);
+      }
+      std::fflush(stdout);
+    }
+    LOOM_RETURN_IF_ERROR(world.Barrier()->Wait());
+  }
+  return absl::OkStatus();
+}
+
 // MoE: " | expert load max/mean 1.42 (layer 3)", the most imbalanced layer of the step, and the
 // dropped slots under a capacity factor; empty for a dense model.
 std::string LoadSummary(const StepMetrics& m) {
@@ -564,6 +588,7 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
   }
   // The training state, before any export.
   LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world, StateMemory(o)));
+  LOOM_RETURN_IF_ERROR(PrintDeviceProfile(world));
   const std::string export_path = absl::GetFlag(FLAGS_export);
   if (!export_path.empty()) {
     LOOM_RETURN_IF_ERROR(trainer.ExportWeights(export_path));

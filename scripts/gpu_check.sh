@@ -202,6 +202,11 @@ else
   echo "## coll_bench: skipped (no mpirun on this machine)" >> "$report"
 fi
 [ $coll_status = 0 ] || status=1
+# Where the device time of a step goes: 6 steps with each top-level kernel entry point timed by
+# events (LOOM_CUDA_PROFILE=1; the table train_gpt prints at the end).
+echo "[gpu_check] gpt2-124m, device time by kernel entry point"
+LOOM_CUDA_PROFILE=1 timeout 120 "$build/examples/train_gpt" "${gpt2[@]}" \
+  --steps 6 > "$out/gpt2_124m_profile.log" 2>&1 || status=1
 # The flash form computes the same model (f32 arithmetic on the same bf16 operands, no rounding
 # of the probabilities): the losses stay within bf16's noise of the default's.
 [ $train_status = 0 ] || flash_status=$train_status
@@ -220,6 +225,13 @@ for run in gpt2_124m gpt2_124m_flash; do
     echo
   } >> "$report"
 done
+{
+  echo "## gpt2-124m: device time by kernel entry point (6 steps, LOOM_CUDA_PROFILE=1)"
+  echo '```'
+  sed -n '/device time by kernel entry point/,$p' "$out/gpt2_124m_profile.log" | head -40
+  echo '```'
+  echo
+} >> "$report"
 echo "Took $(( $(date +%s) - start )) s." >> "$report"
 echo "[gpu_check] report: $report"
 exit $status

@@ -1,10 +1,30 @@
 #include "runtime/kernels/arg_check.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels {
 
+namespace {
+
+thread_local int timed_depth = 0;  // entry points being timed on this thread (0 or 1)
+
+}  // namespace
+
 ArgCheck::ArgCheck(absl::string_view op, std::initializer_list<Arg> args) : op_(op), args_(args) {}
+
+ArgCheck::~ArgCheck() {
+  if (timing_ == nullptr) return;
+  CudaTwins().op_end(timing_);
+  --timed_depth;
+}
+
+void ArgCheck::BeginTiming() const {
+  const CudaTwinTable& twins = CudaTwins();
+  if (twins.op_begin == nullptr || timing_ != nullptr || timed_depth > 0) return;
+  timing_ = twins.op_begin(std::string_view(op_.data(), op_.size()));
+  ++timed_depth;
+}
 
 absl::string_view ArgCheck::NameOf(const Tensor& t) const {
   for (const Arg& a : args_) {

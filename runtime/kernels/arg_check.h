@@ -29,6 +29,13 @@ class ArgCheck {
   };
 
   ArgCheck(absl::string_view op, std::initializer_list<Arg> args);
+  ~ArgCheck();
+  ArgCheck(ArgCheck&& other) noexcept
+      : op_(other.op_), args_(std::move(other.args_)), timing_(other.timing_) {
+    other.timing_ = nullptr;
+  }
+  ArgCheck(const ArgCheck&) = delete;
+  ArgCheck& operator=(const ArgCheck&) = delete;
 
   void ExpectDType(const Tensor& t, DType dtype) const;
   void ExpectShape(const Tensor& t, const Shape& shape) const;
@@ -43,9 +50,12 @@ class ArgCheck {
   // naming the op when there is none.
   void RequireCpu() const;
   bool OnCuda() const;
+  // Under LOOM_CUDA_PROFILE=1 the twin's device time is taken from here to the end of the check's
+  // scope (CudaTwinTable::op_begin).
   template <typename Fn>
   Fn Twin(Fn fn) const {
     if (fn == nullptr) FailNoTwin();
+    BeginTiming();
     return fn;
   }
 
@@ -56,8 +66,11 @@ class ArgCheck {
   absl::string_view NameOf(const Tensor& t) const;
   std::string Describe() const;
 
+  void BeginTiming() const;
+
   absl::string_view op_;
   std::vector<Arg> args_;
+  mutable void* timing_ = nullptr;  // op_begin's token, ended when the check goes
 };
 
 }  // namespace loom::runtime::kernels

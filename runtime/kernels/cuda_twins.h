@@ -8,6 +8,9 @@
 #pragma once
 
 #include <span>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/fp8.h"
@@ -15,6 +18,13 @@
 #include "runtime/tensor.h"
 
 namespace loom::runtime::kernels {
+
+// Device time of one kernel entry point over a run (LOOM_CUDA_PROFILE=1).
+struct DeviceOpTime {
+  std::string op;
+  int64_t calls = 0;
+  double ms = 0.0;
+};
 
 struct CudaTwinTable {
   void (*add)(const Tensor& a, const Tensor& b, Tensor& out) = nullptr;
@@ -90,6 +100,13 @@ struct CudaTwinTable {
                                const Tensor& gates, Tensor& dy, Tensor& dgates) = nullptr;
   void (*quantize_rows_fp8)(const Tensor& x, Tensor& packed) = nullptr;
   void (*dequantize_rows_fp8)(const Tensor& packed, Tensor& x) = nullptr;
+  // Profiling (LOOM_CUDA_PROFILE=1; cuda/op_timer.cc), else nullptr: an entry point that runs a
+  // twin, outside any other entry point's, calls op_begin before it (a token) and op_end after
+  // (ArgCheck does); op_report waits for the device and returns the time per op so far, most
+  // first.
+  void* (*op_begin)(std::string_view op) = nullptr;
+  void (*op_end)(void* token) = nullptr;
+  std::vector<DeviceOpTime> (*op_report)() = nullptr;
   // Matmul after the entry point's checks (op(a) is [m, k], op(b) [k, n], out [m, n]).
   void (*matmul)(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t n, int64_t k,
                  const MatmulOptions& options) = nullptr;

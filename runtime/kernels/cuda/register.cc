@@ -13,6 +13,7 @@
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/device.h"
 #include "runtime/kernels/cuda/launch.h"
+#include "runtime/kernels/cuda/op_timer.h"
 #include "runtime/kernels/cuda_twins.h"
 
 namespace loom::runtime::kernels::cuda {
@@ -333,6 +334,7 @@ void RegisterLayerKernels(CudaTwinTable& twins) {
 
 void RegisterKernels() {
   CudaTwinTable& twins = CudaTwins();
+  RegisterOpTimer(twins);
   twins.add = [](const Tensor& a, const Tensor& b, Tensor& out) {
     Add(In(a), In(b), Out(out), a.numel(), nullptr);
   };

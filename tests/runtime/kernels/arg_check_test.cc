@@ -1,13 +1,18 @@
 // Wrong shapes or dtypes reaching a kernel abort with a message naming the op, what is wrong and
-// every argument's dtype and shape.
+// every argument's dtype and shape; the profiling hooks bracket each device entry point once.
 #include "runtime/kernels/arg_check.h"
 
 #include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "runtime/kernels/activation.h"
 #include "runtime/kernels/attention.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/norm.h"
+#include "tests/runtime/emulated_device.h"
 
 namespace loom::runtime::kernels {
 namespace {
@@ -49,6 +54,42 @@ TEST(ArgCheckDeathTest, MissingRequiredArgument) {
   Tensor a = F32({2, 2}), out = F32({2, 2});
   Tensor missing;
   EXPECT_DEATH(Matmul(a, missing, out), R"(Matmul: b is required; args: a=f32\[2, 2\] b=none)");
+}
+
+// The profiling hooks (LOOM_CUDA_PROFILE=1 fills them on a GPU): an entry point that runs a twin
+// is bracketed once, under its own name, with the twin's own entry points inside it not counted
+// again; host calls are not timed.
+std::vector<std::string>* timed_ops = nullptr;
+
+TEST(ArgCheckProfiling, EachTopLevelEntryPointOnTheDeviceIsTimedOnce) {
+  testing::EmulatedDevice device;  // restores the table when it goes
+  std::vector<std::string> ops;
+  timed_ops = &ops;
+  CudaTwinTable& twins = CudaTwins();
+  twins.op_begin = [](std::string_view op) -> void* {
+    timed_ops->emplace_back(op);
+    return timed_ops;
+  };
+  twins.op_end = [](void* token) {
+    static_cast<std::vector<std::string>*>(token)->push_back("end");
+  };
+  // Add's twin calls another entry point on the device: inside a timed one, not timed again.
+  twins.add = [](const Tensor& a, const Tensor& b, Tensor& out) {
+    Tensor copy = out;
+    Scale(copy, 1.0f);
+    testing::emulated::Twin<&Add>::Run(a, b, out);
+  };
+  const Tensor a = F32({4, 3}), b = F32({3, 2});
+  Tensor out = F32({4, 2});
+  Matmul(a, b, out);  // on the host: not timed
+  EXPECT_TRUE(ops.empty());
+  AllocatorScope on_device(&device.allocator());
+  const Tensor da = a.Clone(), db = b.Clone();
+  Tensor dout = out.Clone(), sum = out.Clone();
+  Matmul(da, db, dout);
+  Add(dout, dout, sum);
+  EXPECT_EQ(ops, (std::vector<std::string>{"Matmul", "end", "Add", "end"}));
+  timed_ops = nullptr;
 }
 
 }  // namespace
