@@ -228,7 +228,9 @@ done
 {
   echo "## gpt2-124m: device time by kernel entry point (6 steps, LOOM_CUDA_PROFILE=1)"
   echo '```'
-  sed -n '/device time by kernel entry point/,$p' "$out/gpt2_124m_profile.log" | head -40
+  grep -q "device time by kernel entry point" "$out/gpt2_124m_profile.log" &&
+    sed -n '/device time by kernel entry point/,$p' "$out/gpt2_124m_profile.log" | head -40 ||
+    tail -5 "$out/gpt2_124m_profile.log"
   echo '```'
   echo
 } >> "$report"
