@@ -44,6 +44,17 @@ Tensor OnHost(const Tensor& t) {
 Tensor Beside(const Tensor& t, const Tensor& like) {
   return t.device() == like.device() ? t : t.Clone(like.Beside());
 }
+// A host row_of (entries -1 or one of `rows` permuted rows) beside `like`, checked on the way: the
+// device kernels index with it unchecked (on the host the kernels check it themselves).
+Tensor RowsBeside(const Tensor& row_of, int64_t rows, const Tensor& like) {
+  if (row_of.device() == like.device()) return row_of;
+  const int32_t* r = row_of.data<int32_t>();
+  for (int64_t i = 0; i < row_of.numel(); ++i) {
+    LOOM_CHECK(r[i] >= -1 && r[i] < rows)
+        << "MoE: row_of[" << i << "] = " << r[i] << " is outside the " << rows << " permuted rows";
+  }
+  return row_of.Clone(like.Beside());
+}
 std::vector<int64_t> Longs(const Tensor& t) {
   return {t.data<int64_t>(), t.data<int64_t>() + t.numel()};
 }
@@ -345,7 +356,7 @@ Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
     load[e] += plan.dropped;
     sends.push_back(
         PlanSend(experts.Slice(t0, t1), plan.row_of, gates.Slice(t0, t1), p, OuterExperts()));
-    pair_rows.push_back(Beside(sends.back().pair_row_of, x));
+    pair_rows.push_back(RowsBeside(sends.back().pair_row_of, sends.back().meta.dim(0), x));
     stash.PutExact(this, Slot("row_of", c), plan.row_of);
   }
   std::vector<std::vector<int64_t>> send_rows;
@@ -401,7 +412,8 @@ Tensor MoeLayer::ExpertsForward(Stash& stash, int c, const Tensor& arrived,
                                 const Tensor& local_experts, const Tensor& local_gates,
                                 runtime::Allocator* out) {
   const kernels::RoutingPlan here = kernels::PlanRouting(local_experts, this->local_experts(), 0);
-  const Tensor row_of = Beside(here.row_of, arrived), gates = Beside(local_gates, arrived);
+  const Tensor row_of = RowsBeside(here.row_of, here.rows(), arrived);
+  const Tensor gates = Beside(local_gates, arrived);
   const int64_t rows = here.rows(), h = options_.expert_hidden;
   Tensor xr = Rows(rows, dim_), g = Rows(rows, h), u = Rows(rows, h), a = Rows(rows, h);
   Tensor yr = Rows(rows, dim_);
@@ -459,7 +471,7 @@ Tensor MoeLayer::ForwardInGroup(Stash& stash, int c, const Tensor& rows,
   const std::vector<int64_t> recv = ExchangeCounts(group, {plan.send_rows})[0];
   Tensor xs =
       Rows(plan.meta.dim(0), dim_, SendAllocator(group, DType::kF32, options_.dispatch_dtype));
-  const Tensor pair_rows = Beside(plan.pair_row_of, rows);
+  const Tensor pair_rows = RowsBeside(plan.pair_row_of, plan.meta.dim(0), rows);
   kernels::MoePermute(rows, pair_rows, xs);
   Pending meta = StartExchange(group, plan.meta, plan.send_rows, recv, DType::kF32);
   Pending dispatched = StartExchange(group, xs, plan.send_rows, recv, options_.dispatch_dtype);

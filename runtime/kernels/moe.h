@@ -17,7 +17,8 @@
 // any thread count. f32 activations, synchronous on the host; every kernel is deterministic. The
 // routing (RouterScores, TopKGate and their backward, PlanRouting) runs on host tensors only;
 // MoePermute, MoeCombine(Backward), the FP8 rows and GroupedMatmul also on a CUDA device (their
-// twins; row_of then on the device too, range-checked where the host plan made it).
+// twins; row_of then on the device too, unchecked there: its users check it on the host first,
+// as the MoE layer does when it copies a plan up).
 #pragma once
 
 #include <cstdint>
