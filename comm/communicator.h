@@ -76,6 +76,8 @@ class Communicator {
   int rank() const { return rank_; }
   int size() const { return size_; }
   const std::string& backend_name() const { return backend_name_; }
+  // Where the backend's buffers are: a device backend (nccl) queues its calls on the device.
+  runtime::Device memory() const { return memory_; }
   const CommOptions& options() const { return options_; }
   // Memory this communicator's peers can reach directly (the shm backend's arena: on by default
   // for groups of 2+ ranks, off with LOOM_SHM_ARENA_BYTES=0), or nullptr. Collectives on tensors

@@ -41,7 +41,7 @@ runtime::Allocator& Host() { return runtime::Allocator::Default(); }
 // Whether `c` queues its calls on a device, where every rank must queue the calls of its
 // communicators in one order.
 bool QueuesOnDevice(const comm::Communicator* c) {
-  return c != nullptr && c->backend_name() == "nccl";
+  return c != nullptr && c->memory() != runtime::Device::kCpu;
 }
 
 DataParallel::Options WithOrderedIssue(DataParallel::Options o, const comm::Communicator& group) {
