@@ -177,6 +177,7 @@ std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, int64_t layer,
     parallel::MoeOptions moe = c.moe;
     moe.ep = ep;
     moe.sp = tp.sp() ? tp.group : nullptr;
+    moe.tp = tp;  // without sequence parallelism the tp ranks split the layer's tokens
     return std::make_unique<parallel::MoeLayer>(prefix, c.dim, moe);
   }
   if (c.mlp == GptConfig::Mlp::kGelu) {

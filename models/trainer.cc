@@ -282,6 +282,11 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
         return bad("--sequence_parallel splits each sequence's ", seq_len, " tokens over --tp ",
                    o.tp, "; choose a --seq_len that divides by ", o.tp);
       }
+      if (config->is_moe() && seq_len % o.tp != 0) {
+        return bad("the mixture-of-experts layers of ", o.preset, " split each sequence's ",
+                   seq_len, " tokens over --tp ", o.tp, "; choose a --seq_len that divides by ",
+                   o.tp);
+      }
     }
   }
   if (o.attention != "probs" && o.attention != "flash") {
@@ -592,9 +597,10 @@ absl::StatusOr<StepMetrics> Trainer::Step() {
 }
 
 absl::Status Trainer::FinishMoeStep(StepMetrics& m) {
-  // Sequence parallelism: the tp ranks routed other tokens too (each its share of the sequences).
+  // Tensor parallelism: the tp ranks routed other tokens too (each its share of the micro-batch,
+  // with sequence parallelism or without: MoeOptions::tp).
   std::vector<comm::Communicator*> routed = DataGroups();
-  if (options_.sequence_parallel && context_.tp != nullptr) routed.push_back(context_.tp);
+  if (context_.tp != nullptr) routed.push_back(context_.tp);
   LOOM_ASSIGN_OR_RETURN(m.expert_load, model_->FinishMoeStep(routed, !m.skipped));
   for (std::vector<int64_t>& load : m.expert_load) {
     m.dropped_tokens += load.back();  // TakeLoad's last entry: the dropped slots

@@ -129,6 +129,9 @@ MoeLayer::MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& opt
       for (Parameter* p : shared_->Parameters()) p->AddGradPartialOver("ep");
     }
   }
+  if (splits_tokens()) {
+    for (Parameter* p : Parameters()) p->AddGradPartialOver("tp");
+  }
 }
 
 kernels::TopKOptions MoeLayer::TopK() const {
@@ -153,6 +156,21 @@ runtime::Allocator* MoeLayer::SendAllocator(comm::Communicator* group, DType dty
   const bool host = runtime::Allocator::Current().device() == runtime::Device::kCpu;
   return host && group != nullptr && group->size() > 1 && dtype == wire ? group->shared_allocator()
                                                                         : nullptr;
+}
+
+comm::Communicator* MoeLayer::RowGroup() const {
+  if (splits_tokens()) return options_.tp.group;
+  return options_.sp != nullptr && options_.sp->size() > 1 ? options_.sp : nullptr;
+}
+
+Tensor MoeLayer::Share(const Tensor& t) const {
+  const Tensor rows = t.Reshape({-1, dim_});
+  const int size = options_.tp.group->size(), rank = options_.tp.group->rank();
+  LOOM_CHECK_EQ(rows.dim(0) % size, 0)
+      << router_.name() << ": the " << rows.dim(0)
+      << " tokens of the micro-batch do not split over " << size << " tensor-parallel ranks";
+  const int64_t n = rows.dim(0) / size;
+  return rows.Slice(rank * n, (rank + 1) * n);
 }
 
 int MoeLayer::Chunks(int64_t tokens) const {
@@ -330,7 +348,19 @@ void GatherGateGrads(const Tensor& experts, const Tensor& row_of, const Tensor& 
 
 }  // namespace
 
-Tensor MoeLayer::Forward(Stash& stash, const Tensor& x_in) {
+Tensor MoeLayer::Forward(Stash& stash, const Tensor& x) {
+  if (!splits_tokens()) return ForwardShare(stash, x);
+  return GatherTokens(options_.tp, ForwardShare(stash, Share(x))).Reshape(x.shape());
+}
+
+Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy) {
+  // The output is replicated over tp, and so is its gradient: this rank's rows of it are the
+  // whole gradient of the rows it computed.
+  if (!splits_tokens()) return BackwardShare(stash, dy);
+  return GatherTokens(options_.tp, BackwardShare(stash, Share(dy))).Reshape(dy.shape());
+}
+
+Tensor MoeLayer::ForwardShare(Stash& stash, const Tensor& x_in) {
   const int64_t n = x_in.numel() / dim_, e = options_.num_experts, k = options_.top_k;
   const Tensor x = x_in.Reshape({n, dim_});
   stash.Put(this, "x", x);
@@ -516,7 +546,7 @@ MoeLayer::RowGrads MoeLayer::BackwardInGroup(Stash& stash, int c, const Tensor& 
   return grads;
 }
 
-Tensor MoeLayer::BackwardInput(Stash& stash, const Tensor& dy_in) {
+Tensor MoeLayer::BackwardShare(Stash& stash, const Tensor& dy_in) {
   const int64_t n = dy_in.numel() / dim_, k = options_.top_k;
   const Tensor dy = dy_in.Reshape({n, dim_});
   comm::Communicator* const outer = Outer();
@@ -645,11 +675,10 @@ int64_t SequenceLength(const Stash& stash, int64_t n) {
 MoeLayer::AuxStats MoeLayer::AuxStatistics(const Stash& stash, const Tensor& scores,
                                            const Tensor& experts, bool probs) const {
   const int64_t n = scores.dim(0), e = options_.num_experts, k = options_.top_k;
-  comm::Communicator* sp =
-      options_.sp != nullptr && options_.sp->size() > 1 ? options_.sp : nullptr;
+  comm::Communicator* const sp = RowGroup();
   AuxStats st;
-  // Sequence parallelism: this rank holds rows [rank·n, (rank + 1)·n) of the micro-batch's
-  // sequence-major rows, so a sequence may be split between ranks.
+  // Sequence parallelism (or tp splitting the tokens): this rank holds rows [rank·n, (rank + 1)·n)
+  // of the micro-batch's sequence-major rows, so a sequence may be split between ranks.
   const int64_t rows = sp != nullptr ? n * sp->size() : n;
   st.t = SequenceLength(stash, rows);
   st.sequences = rows / st.t;

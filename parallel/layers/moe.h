@@ -76,6 +76,14 @@ struct MoeOptions {
   // share of the sequence-major rows); the sequence-level auxiliary loss sums its statistics
   // there. nullptr or one rank: every row is here.
   comm::Communicator* sp = nullptr;
+  // Tensor parallelism without sequence parallelism (tp.active() and not tp.sp()): the tp ranks
+  // hold the same tokens, so each routes only its share, rows [r·n/tp, (r+1)·n/tp) of the
+  // micro-batch's n (the rows sequence parallelism would give it), and the layer's output and input
+  // gradient are all-gathered over tp (waits counted in tp.stats): the experts' work, routed and
+  // shared, is split over the tp ranks instead of repeated on each. Every parameter's gradient is
+  // then partial over "tp", the loads and the auxiliary loss's statistics are summed over it, and a
+  // capacity factor applies to each rank's share. n must divide by tp.
+  TensorParallelOptions tp = {};
   // Expert parallelism: the micro-batch's tokens go through the layer in this many chunks, each
   // dispatched, computed and combined in turn, so one chunk's all-to-all runs while another's
   // experts compute (overlap); overlap false waits for each exchange as it is issued (the same
@@ -111,6 +119,8 @@ class MoeLayer : public Layer {
 
   const MoeOptions& options() const { return options_; }
   int ep_size() const { return options_.ep != nullptr ? options_.ep->size() : 1; }
+  // Whether the tp ranks split this layer's tokens (MoeOptions::tp).
+  bool splits_tokens() const { return options_.tp.active() && !options_.tp.sp(); }
   int64_t local_experts() const { return options_.num_experts / ep_size(); }
   // The balancing bias (f32 [E], the same on every rank) and its name, for checkpoints.
   runtime::Tensor& bias() { return bias_; }
@@ -123,8 +133,8 @@ class MoeLayer : public Layer {
   const std::vector<int64_t>& load() const { return load_; }
   int64_t dropped() const { return dropped_; }
   // Returns the step's load summed over `groups` (collective over each: the ranks that routed
-  // other tokens through this layer, dp and ep), with the dropped slots appended as entry E, and
-  // restarts the count.
+  // other tokens through this layer, dp and ep, and tp under sequence parallelism or when the tp
+  // ranks split the tokens), with the dropped slots appended as entry E, and restarts the count.
   absl::StatusOr<std::vector<int64_t>> TakeLoad(const std::vector<comm::Communicator*>& groups);
   // b_e += rate · sign(mean(load) − load_e) (load: TakeLoad's, the same on every rank).
   void UpdateBias(const std::vector<int64_t>& load);
@@ -142,6 +152,14 @@ class MoeLayer : public Layer {
     runtime::DType wire = runtime::DType::kF32;
     int64_t width = 0;  // f32 elements per row
   };
+  // Forward and input gradient of the rows this rank routes (all of x, or its tp share).
+  runtime::Tensor ForwardShare(Stash& stash, const runtime::Tensor& x);
+  runtime::Tensor BackwardShare(Stash& stash, const runtime::Tensor& dy);
+  // This tp rank's share of the [n, dim] rows of t (MoeOptions::tp).
+  runtime::Tensor Share(const runtime::Tensor& t) const;
+  // The group whose ranks hold the micro-batch's other rows (sequence parallelism's, or tp when it
+  // splits the tokens); nullptr when every row is here.
+  comm::Communicator* RowGroup() const;
   int Chunks(int64_t tokens) const;
   // The group a token's rows go to first (ep, or the rail group with the hierarchical dispatch)
   // and the experts each of its ranks stands for (its own, or its group's).

@@ -52,14 +52,6 @@ Tensor AllReduced(const TensorParallelOptions& tp, Tensor t) {
   return t;
 }
 
-Tensor GatherTokens(const TensorParallelOptions& tp, const Tensor& local) {
-  const Tensor rows = Rows(local);
-  Tensor full = Tensor::Empty({rows.dim(0) * tp.group->size(), rows.dim(1)}, local.dtype(),
-                              MemoryTag::kActivation);
-  WaitFor(tp, tp.group->AllGather(rows, full), "all-gather of the tokens");
-  return full;
-}
-
 Tensor ReduceScatterTokens(const TensorParallelOptions& tp, const Tensor& full) {
   const Tensor rows = Rows(full);
   const int size = tp.group->size();
@@ -83,6 +75,14 @@ std::vector<std::pair<int64_t, int64_t>> Chunks(const TensorParallelOptions& tp,
 bool Chunked(const TensorParallelOptions& tp) { return tp.active() && tp.chunks > 1; }
 
 }  // namespace
+
+Tensor GatherTokens(const TensorParallelOptions& tp, const Tensor& local) {
+  const Tensor rows = Rows(local);
+  Tensor full = Tensor::Empty({rows.dim(0) * tp.group->size(), rows.dim(1)}, local.dtype(),
+                              MemoryTag::kActivation);
+  WaitFor(tp, tp.group->AllGather(rows, full), "all-gather of the tokens");
+  return full;
+}
 
 void AllReduceTp(const TensorParallelOptions& tp, Tensor& t, comm::ReduceOp op) {
   if (tp.active()) WaitFor(tp, tp.group->AllReduce(t, t, op), "all-reduce");

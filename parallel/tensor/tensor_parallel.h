@@ -92,6 +92,10 @@ runtime::Tensor ReduceRowOutput(const TensorParallelOptions& tp, runtime::Tensor
 //   Its output gradient for the whole token range: dy itself, or gathered from every rank (SP).
 runtime::Tensor RowOutputGrad(const TensorParallelOptions& tp, const runtime::Tensor& dy);
 
+// Every rank's token rows of `local` (any leading dims) in rank order, [tp·rows, last dim]:
+// sequence parallelism's all-gather (tp active).
+runtime::Tensor GatherTokens(const TensorParallelOptions& tp, const runtime::Tensor& local);
+
 // Reduces `t` in place over tp's group with `op` (waiting counts in tp.stats); identity when not
 // active.
 void AllReduceTp(const TensorParallelOptions& tp, runtime::Tensor& t, comm::ReduceOp op);

@@ -266,6 +266,65 @@ TEST(MoeLayerTest, HierarchicalDispatchEqualsOneRank) {
   CheckExpertParallel(2, /*hier_groups=*/2, /*top_groups=*/2);
 }
 
+// Tensor parallelism without sequence parallelism: both tp ranks hold all 20 tokens and route
+// only their half (each rank's load counts 10 tokens' slots), and the output and input gradient,
+// gathered over tp, equal one rank's; every gradient is partial over tp and sums to one rank's
+// (with the auxiliary loss, whose statistics cover both halves).
+TEST(MoeLayerTest, TensorParallelRanksSplitTheTokens) {
+  constexpr int kTp = 2;
+  constexpr int64_t kTokens = 20, kSeqLen = 5;
+  MoeOptions o = SmallOptions();
+  o.aux_loss_coef = 0.05f;
+  MoeLayer reference("h.0.mlp", kDim, o);
+  Fill(reference);
+  const Tensor x = RandomTensor({kTokens, kDim}, 7), w = RandomTensor({kTokens, kDim}, 8);
+  for (Parameter* p : reference.Parameters()) p->ZeroGrad();
+  Stash ref_stash;
+  ref_stash.SetSequenceLength(kSeqLen);
+  const std::vector<float> y_ref = reference.Forward(ref_stash, x).ToF32Vector();
+  const std::vector<float> dx_ref = reference.BackwardInput(ref_stash, w).ToF32Vector();
+  reference.BackwardWeight(ref_stash);
+  std::map<std::string, std::vector<double>> summed;
+  std::mutex mu;
+  testing::OnRanks(kTp, [&](int rank, comm::Communicator& group) {
+    MoeOptions ro = o;
+    ro.tp = {.group = &group};
+    MoeLayer layer("h.0.mlp", kDim, ro);
+    ASSERT_TRUE(layer.splits_tokens());
+    Fill(layer);
+    for (Parameter* p : layer.Parameters()) p->ZeroGrad();
+    Stash stash;
+    stash.SetSequenceLength(kSeqLen);
+    const std::vector<float> y = layer.Forward(stash, x).ToF32Vector();
+    EXPECT_NEAR(stash.aux_loss(), ref_stash.aux_loss(), 1e-6) << "rank " << rank;
+    const std::vector<float> dx = layer.BackwardInput(stash, w).ToF32Vector();
+    layer.BackwardWeight(stash);
+    ASSERT_EQ(y.size(), y_ref.size());
+    ASSERT_EQ(dx.size(), dx_ref.size());
+    for (size_t i = 0; i < y.size(); ++i) {
+      EXPECT_NEAR(y[i], y_ref[i], 1e-5) << "y rank " << rank;
+      EXPECT_NEAR(dx[i], dx_ref[i], 1e-5) << "dx rank " << rank;
+    }
+    const std::vector<int64_t>& load = layer.load();
+    EXPECT_EQ(std::accumulate(load.begin(), load.end(), int64_t{0}), kTokens / kTp * o.top_k)
+        << "rank " << rank;
+    std::lock_guard<std::mutex> lock(mu);
+    for (Parameter* p : layer.Parameters()) {
+      EXPECT_TRUE(p->shard_spec().grad_partial_over_axis("tp")) << p->name();
+      const std::vector<float> g = p->grad().ToF32Vector();
+      std::vector<double>& s = summed[p->name()];
+      s.resize(g.size(), 0.0);
+      for (size_t i = 0; i < g.size(); ++i) s[i] += g[i];
+    }
+  });
+  for (Parameter* p : reference.Parameters()) {
+    const std::vector<float> whole = p->grad().ToF32Vector();
+    const std::vector<double>& s = summed[p->name()];
+    ASSERT_EQ(s.size(), whole.size()) << p->name();
+    for (size_t i = 0; i < s.size(); ++i) EXPECT_NEAR(s[i], whole[i], 1e-5) << p->name();
+  }
+}
+
 // Training the tiny MoE GPT (layer 1 a MoE of 8 experts top-2 + 1 shared) under expert
 // parallelism, alone and with data, tensor and pipeline parallelism, against one rank with the
 // same global batch: ep splits the expert GEMMs' row sums by source rank and sums the replicated
@@ -331,10 +390,13 @@ TEST_F(MoeEquivalence, Ep2Dp2EveryZeroStage) {
   }
 }
 
-TEST_F(MoeEquivalence, Ep2Tp2) {
+// Without sequence parallelism the tp ranks split each MoE layer's tokens (MoeOptions::tp): the
+// MoE parameters' gradients are summed over tp and the loads too.
+TEST_F(MoeEquivalence, Tp2AndEp2Tp2) {
   models::TrainOptions o = Options();
-  o.ep = 2;
   o.tp = 2;
+  Check(o, "tp 2");
+  o.ep = 2;
   Check(o, "ep 2 x tp 2");
 }
 
@@ -352,16 +414,17 @@ TEST_F(MoeEquivalence, SequenceParallelTp2AndEp2Tp2) {
   Check(o, "ep 2 x tp 2 sequence parallel");
 }
 
-// The sequence-level auxiliary loss under sequence parallelism: with micro-batches of one
-// sequence, every sequence is split between the 2 tp ranks, whose routing counts (and, for the
-// reported loss, probabilities) are summed over tp. Counted on one rank's half only, the loss's
-// gradient would differ from the reference's.
-TEST_F(MoeEquivalence, AuxLossWithSequenceParallelism) {
+// The sequence-level auxiliary loss under tensor parallelism (the tp ranks split the tokens) and
+// sequence parallelism: with micro-batches of one sequence, every sequence is split between the 2
+// tp ranks, whose routing counts (and, for the reported loss, probabilities) are summed over tp.
+// Counted on one rank's half only, the loss's gradient would differ from the reference's.
+TEST_F(MoeEquivalence, AuxLossWithTensorAndSequenceParallelism) {
   models::TrainOptions o = Options();
   o.moe_aux_loss_coef = 0.05f;
   o.grad_accum = 8;
   const testing::RunResult reference = testing::Train(o, nullptr);
   o.tp = 2;
+  Check(o, "aux loss, tp 2, sequences split", &reference);
   o.sequence_parallel = true;
   Check(o, "aux loss, tp 2 sequence parallel, sequences split", &reference);
   o.ep = 2;
@@ -576,6 +639,19 @@ TEST(MoeOptions, DualMicroBatchRefusesWhatItCannotRun) {
   o.moe_dual_batch = true;  // the dense tiny preset
   EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
               ::testing::HasSubstr("need a mixture-of-experts model"));
+}
+
+// The tp ranks split each MoE layer's tokens, so a sequence must split over them.
+TEST(MoeOptions, TensorParallelismNeedsSequencesThatSplit) {
+  models::TrainOptions o = testing::ReferenceOptions();
+  o.preset = "tiny-moe";
+  o.tp = 2;
+  o.seq_len = 15;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("split each sequence's 15 tokens over --tp 2; choose a "
+                                   "--seq_len that divides by 2"));
+  o.seq_len = 16;
+  EXPECT_TRUE(models::ValidateTrainOptions(o).ok()) << models::ValidateTrainOptions(o);
 }
 
 // FP8 dispatch (e4m3, per-128 scales) and bf16 combine round what travels, so the run drifts from
