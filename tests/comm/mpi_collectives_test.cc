@@ -14,10 +14,13 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -239,16 +242,22 @@ TEST(MpiCollectivesTest, CollectiveSweepOnSharedBuffers) {
   SyncRanks();
 }
 
-// The host's shared memory in use (tmpfs pages, /proc/meminfo "Shmem"), in bytes.
-int64_t HostSharedMemoryBytes() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  int64_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "Shmem:") return kib << 10;
+// The bytes committed in the shared arenas this process has open: the tmpfs blocks of every
+// "/dev/shm/loom-arena-..." file among its descriptors (an arena keeps its descriptor; the file is
+// unlinked once mapped, and all ranks share one). Only this job's arenas count, so other
+// processes' use of /dev/shm (tests running beside this one) does not move it.
+int64_t ArenaCommittedBytes() {
+  int64_t bytes = 0;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const std::string target = std::filesystem::read_symlink(entry.path(), error).string();
+    if (error || target.rfind("/dev/shm/loom-arena-", 0) != 0) continue;
+    struct stat st;
+    if (stat(entry.path().c_str(), &st) != 0) continue;
+    if (seen.insert({st.st_dev, st.st_ino}).second) bytes += int64_t{st.st_blocks} * 512;
   }
-  return -1;
+  return bytes;
 }
 
 // Free bytes of /dev/shm, or -1.
@@ -266,7 +275,7 @@ TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
   if (Backend() != "shm") GTEST_SKIP() << "the arena belongs to the shm backend";
   constexpr int64_t kMiB = int64_t{1} << 20;
   SyncRanks();
-  const int64_t before = HostSharedMemoryBytes();
+  const int64_t before = ArenaCommittedBytes();
   ASSERT_GE(before, 0);
   setenv("LOOM_SHM_ARENA_BYTES", absl::StrCat(8192 * kMiB).c_str(), 1);
   std::unique_ptr<Communicator> world = World(Sweep());
@@ -274,8 +283,8 @@ TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
   ASSERT_NE(world->shared_allocator(), nullptr);
   const int n = world->size();
   SyncRanks();
-  const int64_t created = HostSharedMemoryBytes();
-  // 8 GiB reserved per rank; the rings take a few MiB (other processes' use is noise here).
+  const int64_t created = ArenaCommittedBytes();
+  // 8 GiB reserved per rank.
   EXPECT_LT(created - before, 256 * kMiB) << "the arena committed its reservation up front";
 
   // 256 MiB per rank, when /dev/shm has room for it beside the arena's headroom (a quarter).
@@ -286,13 +295,13 @@ TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
     Tensor big =
         Tensor::Empty({64 * kMiB}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
     SyncRanks();
-    const int64_t allocated = HostSharedMemoryBytes();
+    const int64_t allocated = ArenaCommittedBytes();
     EXPECT_GE(allocated - created, n * 200 * kMiB) << "allocating from the arena committed nothing";
     big = Tensor();
     big = Tensor::Empty({64 * kMiB}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
     SyncRanks();
-    EXPECT_LT(HostSharedMemoryBytes() - allocated, 64 * kMiB) << "reuse committed again";
-    EXPECT_GE(HostSharedMemoryBytes() - created, n * 200 * kMiB) << "freeing gave the pages back";
+    EXPECT_LT(ArenaCommittedBytes() - allocated, 64 * kMiB) << "reuse committed again";
+    EXPECT_GE(ArenaCommittedBytes() - created, n * 200 * kMiB) << "freeing gave the pages back";
   }
   world.reset();
 
@@ -301,10 +310,10 @@ TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
   world = World(Sweep());
   unsetenv("LOOM_SHM_ARENA_BYTES");
   SyncRanks();
-  const int64_t small = HostSharedMemoryBytes();
+  const int64_t small = ArenaCommittedBytes();
   Tensor in = Tensor::Zeros({kMiB}, DType::kF32, MemoryTag::kComm, world->shared_allocator());
   SyncRanks();
-  EXPECT_LT(HostSharedMemoryBytes() - small, 2 * kMiB) << "4 MiB did not fit a 1 MiB region";
+  EXPECT_LT(ArenaCommittedBytes() - small, 2 * kMiB) << "4 MiB did not fit a 1 MiB region";
   float* x = in.data<float>();
   for (int64_t i = 0; i < kMiB; ++i) x[i] = static_cast<float>(i % 100);
   Tensor out = Tensor::Zeros({kMiB}, DType::kF32, MemoryTag::kComm);
