@@ -182,19 +182,23 @@ MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tenso
                                           const std::vector<int64_t>& send_rows,
                                           const std::vector<int64_t>& recv_rows, DType wire) {
   if (group == nullptr || group->size() == 1) return {.out = in};
-  // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales.
+  // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales (or FP8
+  // rows that arrived packed and are forwarded as they are: ForwardInGroup).
   Tensor packed = in;
+  const bool prepacked = wire == DType::kF8E4M3 && in.dtype() == DType::kI32;
   if (wire == DType::kBF16) {
     packed = Rows(in.dim(0), in.dim(1), SendAllocator(group, wire, wire), wire);
     kernels::Convert(in, packed);
-  } else if (wire == DType::kF8E4M3) {
+  } else if (wire == DType::kF8E4M3 && !prepacked) {
     packed =
         Rows(in.dim(0), kernels::Fp8RowWidth(in.dim(1)), SendAllocator(group, wire, wire), wire);
     kernels::QuantizeRowsFp8(in, packed);
   }
   // Collectives carry 32- and 16-bit types: FP8 rows travel as i32 words (4-byte padded rows).
   const DType carrier = wire == DType::kF8E4M3 ? DType::kI32 : wire;
-  if (carrier != wire) packed = packed.ViewAs(carrier, {packed.dim(0), packed.dim(1) / 4});
+  if (carrier != wire && !prepacked) {
+    packed = packed.ViewAs(carrier, {packed.dim(0), packed.dim(1) / 4});
+  }
   const int64_t width = packed.dim(1);
   std::vector<int64_t> send, recv;
   for (int64_t r : send_rows) send.push_back(r * width);
@@ -203,9 +207,9 @@ MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tenso
                         in.Beside(), carrier),
             .in = packed,
             .wire = wire,
-            .width = in.dim(1)};
+            .width = prepacked ? dim_ : in.dim(1)};
   p.work = group->AllToAllV(packed, send, p.out, recv);
-  if (!options_.overlap) Finish(p);
+  if (!options_.overlap) Arrived(p);
   return p;
 }
 
@@ -220,13 +224,18 @@ absl::Status MoeLayer::AwaitExchange(comm::Work& work) {
   return s;
 }
 
-Tensor MoeLayer::Finish(Pending& p) {
+Tensor MoeLayer::Arrived(Pending& p) {
   if (p.work != nullptr) {
     const absl::Status s = AwaitExchange(*p.work);
     LOOM_CHECK(s.ok()) << router_.name() << ": expert-parallel exchange failed: " << s;
     p.work = nullptr;
     p.in = Tensor();
   }
+  return p.out;
+}
+
+Tensor MoeLayer::Finish(Pending& p) {
+  Arrived(p);
   if (p.wire != DType::kF32) {  // widened once, on arrival
     Tensor wide = Rows(p.out.dim(0), p.width, p.out.Beside());
     if (p.wire == DType::kF8E4M3) {
@@ -408,7 +417,10 @@ Tensor MoeLayer::ForwardShare(Stash& stash, const Tensor& x_in) {
   for (int c = 0; c < chunks; ++c) {
     Tensor arrived_experts, arrived_gates;
     UnpackMeta(Finish(metas[c]), arrived_experts, arrived_gates);
-    const Tensor arrived = Finish(dispatched[c]);
+    // FP8 rows that go on to this rank's group travel on packed: widened once, where they end.
+    const bool forward_packed =
+        options_.ep_rail != nullptr && options_.dispatch_dtype == DType::kF8E4M3;
+    const Tensor arrived = forward_packed ? Arrived(dispatched[c]) : Finish(dispatched[c]);
     // Each arrived row's experts summed with their gates (here, or in this rank's group): one row
     // goes back per token.
     const Tensor back =
@@ -499,10 +511,14 @@ Tensor MoeLayer::ForwardInGroup(Stash& stash, int c, const Tensor& rows,
   const SendPlan plan =
       PlanSend(group_experts, group_experts, gates, group->size(), local_experts());
   const std::vector<int64_t> recv = ExchangeCounts(group, {plan.send_rows})[0];
-  Tensor xs =
-      Rows(plan.meta.dim(0), dim_, SendAllocator(group, DType::kF32, options_.dispatch_dtype));
+  // `rows` are f32, or FP8 rows as they arrived (i32 words): MoePermute moves rows bitwise, so
+  // those are forwarded as they are (viewed as f32 words) and widened only where they end.
+  const DType sent = rows.dtype() == DType::kI32 ? options_.dispatch_dtype : DType::kF32;
+  Tensor xs = Rows(plan.meta.dim(0), rows.dim(1),
+                   SendAllocator(group, sent, options_.dispatch_dtype), rows.dtype());
   const Tensor pair_rows = RowsBeside(plan.pair_row_of, plan.meta.dim(0), rows);
-  kernels::MoePermute(rows, pair_rows, xs);
+  Tensor xs_words = xs.ViewAs(DType::kF32, xs.shape());
+  kernels::MoePermute(rows.ViewAs(DType::kF32, rows.shape()), pair_rows, xs_words);
   Pending meta = StartExchange(group, plan.meta, plan.send_rows, recv, DType::kF32);
   Pending dispatched = StartExchange(group, xs, plan.send_rows, recv, options_.dispatch_dtype);
   Tensor local_experts, local_gates;

@@ -178,6 +178,8 @@ class MoeLayer : public Layer {
                         const std::vector<int64_t>& send_rows,
                         const std::vector<int64_t>& recv_rows, runtime::DType wire);
   runtime::Tensor Finish(Pending& pending);
+  // Waits for the exchange (if in flight) and returns what arrived as it travelled, not widened.
+  runtime::Tensor Arrived(Pending& pending);
   // Waits for an exchange this rank issued (the row counts or Finish's), timed into
   // exchange_wait_ms, taking turns with the other lanes around the wait (parallel/lanes.h).
   absl::Status AwaitExchange(comm::Work& work);
@@ -200,7 +202,8 @@ class MoeLayer : public Layer {
                            runtime::Allocator* out);
   // Hierarchical dispatch, at the rail rank of a group: the rows that arrived for chunk c (with
   // their choices as the group's expert indices, -1 elsewhere) forwarded inside the group, and
-  // the group's partial output per row; and its backward.
+  // the group's partial output per row; and its backward. FP8 rows arrive and are forwarded
+  // packed (i32 words), widened only by the ranks whose experts take them.
   runtime::Tensor ForwardInGroup(Stash& stash, int c, const runtime::Tensor& rows,
                                  const runtime::Tensor& group_experts,
                                  const runtime::Tensor& gates);

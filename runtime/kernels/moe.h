@@ -81,8 +81,9 @@ RoutingPlan PlanRouting(const Tensor& experts, int64_t num_experts, int64_t capa
 // ceil(factor · tokens · k / num_experts) (GShard / Switch).
 int64_t ExpertCapacity(double factor, int64_t tokens, int64_t k, int64_t num_experts);
 
-// out[row_of[t, k]] = x[t] for every kept slot. x: [N, C] (or [..., C]); out: [rows, C]. Its
-// gradient is MoeCombine(dout, row_of, nullptr, dx).
+// out[row_of[t, k]] = x[t] for every kept slot. x: [N, C] (or [..., C]); out: [rows, C]. Rows
+// move bitwise (any 4-byte words viewed as f32 come out unchanged: the MoE layer forwards packed
+// FP8 rows this way). Its gradient is MoeCombine(dout, row_of, nullptr, dx).
 void MoePermute(const Tensor& x, const Tensor& row_of, Tensor& out);
 // out[t] = Σ_k gates[t, k] · y[row_of[t, k]] over kept slots (gates nullptr: weights 1),
 // overwritten. y: [rows, C]; out: [N, C] (or [..., C]).

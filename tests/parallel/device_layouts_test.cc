@@ -102,6 +102,7 @@ std::vector<Layout> AllLayouts() {
         Layout{.name = "ep2_tp2_sp", .tp = 2, .sequence_parallel = true, .ep = 2},
         Layout{.name = "ep2_tp2", .tp = 2, .ep = 2},
         Layout{.name = "ep4_hierarchical", .ep = 4, .moe_groups = 2},
+        Layout{.name = "ep4_hierarchical_fp8", .ep = 4, .moe_dispatch = "fp8", .moe_groups = 2},
         Layout{.name = "ep2_dual_batch", .ep = 2, .moe_dual_batch = true}}) {
     layouts.push_back(l);
   }

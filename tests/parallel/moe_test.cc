@@ -266,6 +266,54 @@ TEST(MoeLayerTest, HierarchicalDispatchEqualsOneRank) {
   CheckExpertParallel(2, /*hier_groups=*/2, /*top_groups=*/2);
 }
 
+// FP8 dispatch over the hierarchical path (4 ranks in 2 groups): the rail rank forwards the rows
+// as they arrived, packed, so every expert computes on the values their source quantised once, as
+// under the flat FP8 dispatch. Outputs, input gradients and every gradient equal the flat
+// dispatch's within f32 summation order (FP8 rounding itself is far coarser: a row quantised twice
+// from different values, or forwarded with the wrong scales, would show).
+TEST(MoeLayerTest, HierarchicalFp8DispatchEqualsTheFlatOne) {
+  constexpr int kEp = 4, kGroups = 2;
+  constexpr int64_t kTokensPerRank = 12;
+  MoeOptions o = SmallOptions();
+  o.dispatch_dtype = DType::kF8E4M3;
+  o.groups = kGroups;
+  o.top_groups = kGroups;
+  const Tensor x = RandomTensor({kTokensPerRank * kEp, kDim}, 17);
+  const Tensor w = RandomTensor({kTokensPerRank * kEp, kDim}, 18);
+  testing::OnRanks(kEp, [&](int rank, comm::Communicator& group) {
+    const int per_group = kEp / kGroups;
+    std::unique_ptr<comm::Communicator> rail = *group.Split(rank % per_group, rank);
+    std::unique_ptr<comm::Communicator> host = *group.Split(rank / per_group, rank);
+    const Tensor xr = x.Slice(rank * kTokensPerRank, (rank + 1) * kTokensPerRank);
+    const Tensor wr = w.Slice(rank * kTokensPerRank, (rank + 1) * kTokensPerRank);
+    std::vector<std::vector<float>> results[2];  // flat, hierarchical: y, dx, each gradient
+    for (int hier = 0; hier < 2; ++hier) {
+      MoeOptions ro = o;
+      ro.ep = &group;
+      if (hier == 1) {
+        ro.ep_rail = rail.get();
+        ro.ep_host = host.get();
+      }
+      MoeLayer layer("h.0.mlp", kDim, ro);
+      Fill(layer);
+      for (Parameter* p : layer.Parameters()) p->ZeroGrad();
+      Stash stash;
+      results[hier].push_back(layer.Forward(stash, xr).ToF32Vector());
+      results[hier].push_back(layer.BackwardInput(stash, wr).ToF32Vector());
+      layer.BackwardWeight(stash);
+      for (Parameter* p : layer.Parameters()) results[hier].push_back(p->grad().ToF32Vector());
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    for (size_t t = 0; t < results[0].size(); ++t) {
+      ASSERT_EQ(results[0][t].size(), results[1][t].size()) << "tensor " << t;
+      for (size_t i = 0; i < results[0][t].size(); ++i) {
+        EXPECT_NEAR(results[1][t][i], results[0][t][i], 1e-5)
+            << "rank " << rank << ", tensor " << t << " (y, dx, then the gradients), element " << i;
+      }
+    }
+  });
+}
+
 // Tensor parallelism without sequence parallelism: both tp ranks hold all 20 tokens and route
 // only their half (each rank's load counts 10 tokens' slots), and the output and input gradient,
 // gathered over tp, equal one rank's; every gradient is partial over tp and sums to one rank's
@@ -605,6 +653,21 @@ TEST_F(MoeEquivalence, HierarchicalDispatch) {
     testing::ExpectEquivalentOnRanks(reference, testing::TrainOnMesh(o),
                                      "ep 2 x dp 2 hierarchical (one rank per group)", tolerance);
   }
+}
+
+// FP8 dispatch and bf16 combine over the hierarchical dispatch (the rail ranks forward the FP8
+// rows packed): overlap on and off bitwise, and within the FP8 tolerance of one f32 rank.
+TEST_F(MoeEquivalence, HierarchicalFp8Dispatch) {
+  models::TrainOptions o = Options();
+  o.moe_groups = 2;
+  o.moe_top_groups = 2;
+  const testing::RunResult reference = testing::Train(o, nullptr);
+  o.ep = 4;
+  o.moe_hier_dispatch = true;
+  o.moe_dispatch = "fp8";
+  o.moe_combine = "bf16";
+  testing::ExpectEquivalentOnRanks(reference, OverlapOnAndOffBitwise(o, "ep 4 hierarchical fp8"),
+                                   "ep 4 hierarchical fp8 / bf16", kFp8DispatchTolerance);
 }
 
 TEST(MoeOptions, HierarchicalDispatchNeedsGroups) {

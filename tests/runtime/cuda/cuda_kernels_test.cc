@@ -723,6 +723,16 @@ TEST_F(CudaKernels, MoeKernelsMatchTheCpu) {
     Tensor d_back = OnDevice(n * cols).Reshape({n, cols});
     kernels::DequantizeRowsFp8(Upload(packed), d_back);
     ExpectClose(Download(d_back), back, "DequantizeRowsFp8", 0.0f, 0.0f);
+    // Packed rows viewed as f32 words move through MoePermute bitwise (the MoE layer forwards
+    // FP8 rows that way).
+    const Shape words{n, Fp8RowWidth(cols) / 4};
+    Tensor wp = Tensor::Empty({rows, words[1]}, DType::kF32, MemoryTag::kActivation);
+    Tensor d_wp = OnDevice(rows * words[1]).Reshape({rows, words[1]});
+    kernels::MoePermute(packed.ViewAs(DType::kF32, words), row_of, wp);
+    kernels::MoePermute(Upload(packed).ViewAs(DType::kF32, words), d_row_of, d_wp);
+    absl::StatusOr<Tensor> moved = ToHost(d_wp);
+    ASSERT_TRUE(moved.ok()) << moved.status();
+    EXPECT_EQ(std::memcmp(moved->raw_data(), wp.raw_data(), wp.nbytes()), 0) << what;
   }
 }
 

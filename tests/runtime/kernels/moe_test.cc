@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -175,6 +176,26 @@ TEST(MoeKernelsTest, RoutingPlanGroupsSlotsByExpertAndDropsBeyondCapacity) {
     EXPECT_EQ(plan.rows(), row);
   }
   EXPECT_EQ(ExpertCapacity(1.25, 10, 2, 4), 7);  // ceil(6.25)
+}
+
+// MoePermute moves rows bitwise: 4-byte words that are not numbers (FP8 rows carried as words,
+// NaN payloads, signalling NaNs, denormals) come out with the same bits, so the MoE layer can
+// forward packed FP8 rows through it.
+TEST(MoeKernelsTest, PermuteMovesRowsBitwise) {
+  const std::vector<uint32_t> words = {0x7fa00001u, 0xffc12345u, 0x00000001u, 0x80000000u,
+                                       0x3f800000u, 0x7f800000u, 0x12345678u, 0xdeadbeefu};
+  Tensor x = Tensor::Empty({2, 4}, DType::kF32, MemoryTag::kActivation);
+  std::memcpy(x.raw_data(), words.data(), words.size() * sizeof(uint32_t));
+  const Tensor row_of = Tensor::FromVector<int32_t>({2, 2}, {2, -1, 0, 1}, MemoryTag::kActivation);
+  Tensor xp = F32({3, 4});
+  MoePermute(x, row_of, xp);
+  std::vector<uint32_t> got(12);
+  std::memcpy(got.data(), xp.raw_data(), got.size() * sizeof(uint32_t));
+  const std::vector<uint32_t> second(words.begin() + 4, words.end());
+  const std::vector<uint32_t> first(words.begin(), words.begin() + 4);
+  EXPECT_EQ(std::vector<uint32_t>(got.begin(), got.begin() + 4), second);
+  EXPECT_EQ(std::vector<uint32_t>(got.begin() + 4, got.begin() + 8), second);
+  EXPECT_EQ(std::vector<uint32_t>(got.begin() + 8, got.end()), first);
 }
 
 // No tokens at all (a rank that received nothing): permute and combine do nothing, no division by
