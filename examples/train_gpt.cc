@@ -96,6 +96,10 @@ ABSL_FLAG(bool, moe_hier_dispatch, false,
           "MoE with --ep and --moe_groups > 1 (one group per host): send a token once to each "
           "group holding one of its experts and forward it inside the group (DeepEP's two hops); "
           "each group's partial output comes back once");
+ABSL_FLAG(bool, moe_fold_tp, false,
+          "MoE with --tp > 1: split the experts over the ep x tp ranks (each holds "
+          "experts / (ep x tp) and routes its share of the tokens) instead of over ep alone "
+          "(Megatron-Core's MoE parallel folding): less expert memory per rank");
 ABSL_FLAG(std::string, moe_dispatch, "fp32",
           "with --ep: dtype of the forward dispatch: fp32, bf16 or fp8 (e4m3, one f32 scale per "
           "128 elements, as DeepSeek-V3)");
@@ -212,6 +216,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.moe_overlap = absl::GetFlag(FLAGS_moe_overlap);
   o.moe_dual_batch = absl::GetFlag(FLAGS_moe_dual_batch);
   o.moe_hier_dispatch = absl::GetFlag(FLAGS_moe_hier_dispatch);
+  o.moe_fold_tp = absl::GetFlag(FLAGS_moe_fold_tp);
   o.moe_dispatch = absl::GetFlag(FLAGS_moe_dispatch);
   o.moe_combine = absl::GetFlag(FLAGS_moe_combine);
   o.attention = absl::GetFlag(FLAGS_attention);

@@ -104,11 +104,16 @@ absl::Status GptConfig::ValidateTensorParallel(int tp) const {
   return absl::OkStatus();
 }
 
-absl::Status GptConfig::ValidateExpertParallel(int ep) const {
+absl::Status GptConfig::ValidateExpertParallel(int ep, int fold_tp) const {
   auto bad = [&](auto... parts) {
     return absl::InvalidArgumentError(absl::StrCat("GPT config '", name, "': ", parts...));
   };
   if (ep < 1) return absl::InvalidArgumentError(absl::StrCat("--ep must be >= 1, got ", ep));
+  // The ranks the experts are split over, as the flags name them.
+  const std::string group = fold_tp > 1 ? absl::StrCat("--ep ", ep, " x --tp ", fold_tp,
+                                                       " (--moe_fold_tp) = ", ep * fold_tp)
+                                        : absl::StrCat("--ep ", ep);
+  ep *= fold_tp;
   if (!is_moe()) {
     if (ep > 1)
       return bad("--ep ", ep, " needs a mixture-of-experts model (e.g. --preset moe-small)");
@@ -120,7 +125,7 @@ absl::Status GptConfig::ValidateExpertParallel(int ep) const {
                " experts] and the expert hidden size positive");
   }
   if (m.num_experts % ep != 0) {
-    return bad("--ep ", ep, " must divide the ", m.num_experts, " experts");
+    return bad(group, " must divide the ", m.num_experts, " experts");
   }
   if (m.groups < 1 || m.num_experts % m.groups != 0 || m.top_groups < 1 ||
       m.top_groups > m.groups || m.top_k > m.top_groups * (m.num_experts / m.groups)) {
@@ -129,7 +134,7 @@ absl::Status GptConfig::ValidateExpertParallel(int ep) const {
                " (<= groups) of them must hold top-", m.top_k, " experts");
   }
   if (ep > 1 && m.groups > 1 && ep % m.groups != 0) {
-    return bad("--moe_groups ", m.groups, " must divide --ep ", ep,
+    return bad("--moe_groups ", m.groups, " must divide ", group,
                " (a group is the experts of ep / groups consecutive ep ranks: one host's)");
   }
   if (m.capacity_factor < 0) return bad("--moe_capacity_factor must be >= 0 (0: dropless)");
@@ -175,7 +180,7 @@ std::unique_ptr<parallel::Layer> MakeMlp(const GptConfig& c, int64_t layer,
                                          comm::Communicator* ep) {
   if (c.is_moe_layer(layer)) {
     parallel::MoeOptions moe = c.moe;
-    moe.ep = ep;
+    if (moe.ep == nullptr) moe.ep = ep;  // else the ep × tp ranks (moe.ep_axis)
     moe.sp = tp.sp() ? tp.group : nullptr;
     moe.tp = tp;  // without sequence parallelism the tp ranks split the layer's tokens
     return std::make_unique<parallel::MoeLayer>(prefix, c.dim, moe);
@@ -211,7 +216,11 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
       loss_(tp_, config.vocab_size) {
   absl::Status valid = config.Validate();
   if (valid.ok()) valid = config.ValidateTensorParallel(tp_.active() ? tp_.group->size() : 1);
-  if (valid.ok()) valid = config.ValidateExpertParallel(ep != nullptr ? ep->size() : 1);
+  if (valid.ok()) {
+    const bool folded = config.moe.ep_axis == parallel::kEpTpAxis;
+    valid = config.ValidateExpertParallel(ep != nullptr ? ep->size() : 1,
+                                          folded && tp_.active() ? tp_.group->size() : 1);
+  }
   LOOM_CHECK(valid.ok()) << valid.message();
   for (int64_t i = 0; i < config.num_layers; ++i) {
     const std::string p = absl::StrCat("h.", i);
@@ -224,8 +233,14 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
   // Sequence parallelism: everything not split over tp (norms, position embeddings, row-parallel
   // biases, and a MoE layer's router and experts, which route only this rank's tokens) sees only
   // this rank's tokens.
+  // A MoE layer whose expert group is the ep × tp ranks has its specs over that axis already.
+  const auto folded = [](const Parameter& p) {
+    const parallel::ShardSpec& spec = p.shard_spec();
+    return spec.axis == parallel::kEpTpAxis || spec.grad_partial_over_axis(parallel::kEpTpAxis);
+  };
   if (tp_.sp()) {
     for (Parameter* p : Parameters()) {
+      if (folded(*p)) continue;
       if (!p->shard_spec().is_split() || p->shard_spec().axis != "tp") p->AddGradPartialOver("tp");
     }
   }
@@ -234,6 +249,7 @@ GptModel::GptModel(const GptConfig& config, const parallel::TensorParallelOption
   // partial over both axes).
   if (ep_ != nullptr && ep_->size() > 1) {
     for (Parameter* p : Parameters()) {
+      if (folded(*p)) continue;
       if (!p->shard_spec().is_split() || p->shard_spec().axis != "ep") p->AddGradPartialOver("ep");
     }
   }
@@ -390,6 +406,7 @@ void GptModel::SetRecompute(bool recompute) {
 comm::Communicator* GptModel::AxisGroup(const std::string& axis) const {
   if (axis == "tp") return tp();
   if (axis == "ep") return ep_;
+  if (axis == parallel::kEpTpAxis) return config_.moe.ep;
   return nullptr;
 }
 

@@ -72,8 +72,9 @@ struct GptConfig {
   // InvalidArgument saying what to change unless `ep` ranks can split the experts (ep must divide
   // them; a dense model needs ep 1) and the routing options hold (top-k <= experts, node-limited
   // groups dividing the experts, and with ep > 1 groups dividing ep: a group is the experts of
-  // ep / groups consecutive ep ranks, one host's).
-  absl::Status ValidateExpertParallel(int ep) const;
+  // ep / groups consecutive ep ranks, one host's). `fold_tp` > 1: the experts are split over the
+  // ep × fold_tp ranks (--moe_fold_tp), which must divide them, and the groups that product.
+  absl::Status ValidateExpertParallel(int ep, int fold_tp = 1) const;
   // The MLP's hidden size: 4·dim (GELU), or 8/3·dim for SwiGLU (the same parameter count).
   int64_t MlpHidden() const;
   std::string ToString() const;
@@ -86,7 +87,9 @@ class GptModel {
   // must divide by tp; the parameters replicated over tp then get partial gradients,
   // ShardSpec::grad_partial_over) and the overlap of GEMMs with the tp collectives
   // (parallel/tensor/tensor_parallel.h). Its split and stats are the model's to set.
-  // `ep`: the expert-parallel group of a MoE model (not owned; nullptr: none).
+  // `ep`: the expert-parallel group of a MoE model (not owned; nullptr: none). A config whose
+  // moe.ep is set (the ep × tp ranks, moe.ep_axis kEpTpAxis: parallel/layers/moe.h) gives its
+  // MoE layers that group instead.
   explicit GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp = {},
                     comm::Communicator* ep = nullptr);
 
@@ -95,7 +98,7 @@ class GptModel {
   comm::Communicator* tp() const { return tp_.active() ? tp_.group : nullptr; }
   bool sequence_parallel() const { return tp_.sp(); }
   comm::Communicator* ep() const { return ep_; }
-  // The group a parameter split over `axis` ("tp", "ep") is split over (nullptr: none).
+  // The group a parameter split over `axis` ("tp", "ep", "ep_tp") is split over (nullptr: none).
   comm::Communicator* AxisGroup(const std::string& axis) const;
   // Milliseconds spent waiting for tensor-parallel collectives since the last reset.
   double tp_wait_ms() const { return tp_stats_.wait_ms; }

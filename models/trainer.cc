@@ -247,7 +247,13 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.moe_capacity_factor >= 0 || o.moe_aux_loss_coef >= 0 || o.moe_bias_rate >= 0 ||
       o.moe_groups > 0 || o.moe_top_groups > 0 || o.ep > 1 || o.moe_dispatch != "fp32" ||
-      o.moe_combine != "fp32" || o.moe_dual_batch || o.moe_hier_dispatch) {
+      o.moe_combine != "fp32" || o.moe_dual_batch || o.moe_hier_dispatch || o.moe_fold_tp) {
+    if (o.moe_fold_tp && o.tp < 2) {
+      return bad(
+          "--moe_fold_tp splits the MoE layers' experts over the ep x tp ranks; it needs --tp > 1, "
+          "got --tp ",
+          o.tp);
+    }
     absl::StatusOr<GptConfig> config = ModelConfig(o);
     if (config.ok()) {
       if (!config->is_moe()) {
@@ -256,12 +262,13 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
             "or tiny-moe); ",
             o.preset, " is dense");
       }
-      LOOM_RETURN_IF_ERROR(config->ValidateExpertParallel(o.ep));
-      if (o.moe_hier_dispatch && (o.ep < 2 || config->moe.groups < 2)) {
+      const int fold = o.moe_fold_tp ? o.tp : 1;
+      LOOM_RETURN_IF_ERROR(config->ValidateExpertParallel(o.ep, fold));
+      if (o.moe_hier_dispatch && (o.ep * fold < 2 || config->moe.groups < 2)) {
         return bad(
             "--moe_hier_dispatch sends a token once to each expert group (host) that holds one "
-            "of its experts and forwards it inside; it needs --ep > 1 and --moe_groups > 1 (one "
-            "group per host), got --ep ",
+            "of its experts and forwards it inside; it needs --ep > 1 (or --moe_fold_tp) and "
+            "--moe_groups > 1 (one group per host), got --ep ",
             o.ep, " and ", config->moe.groups, " group(s)");
       }
     }
@@ -402,15 +409,32 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   LOOM_RETURN_IF_ERROR(config.Validate());
   LOOM_RETURN_IF_ERROR(config.ValidateTensorParallel(options.tp));
-  LOOM_RETURN_IF_ERROR(config.ValidateExpertParallel(options.ep));
+  LOOM_RETURN_IF_ERROR(
+      config.ValidateExpertParallel(options.ep, options.moe_fold_tp ? options.tp : 1));
+  // --moe_fold_tp: the MoE layers' expert group is the ep x tp ranks, those with this rank's dp
+  // and pp coordinates, ep-major (collective over the world).
+  std::unique_ptr<comm::Communicator> ep_tp;
+  comm::Communicator* experts = context.ep;
+  if (options.moe_fold_tp) {
+    if (context.world == nullptr) {
+      return absl::InvalidArgumentError("--moe_fold_tp needs the job's world communicator");
+    }
+    const int dp_rank = dp_group != nullptr ? dp_group->rank() : 0;
+    LOOM_ASSIGN_OR_RETURN(
+        ep_tp, context.world->Split(dp_rank * context.pp_size() + context.pp_rank(),
+                                    context.ep_rank() * context.tp_size() + context.tp_rank()));
+    config.moe.ep = ep_tp.get();
+    config.moe.ep_axis = parallel::kEpTpAxis;
+    experts = ep_tp.get();
+  }
   // Hierarchical dispatch: the rail group (the ranks with this rank's index inside their group,
-  // one per group) and this rank's group, split from ep (collective over it).
+  // one per group) and this rank's group, split from the expert group (collective over it).
   std::unique_ptr<comm::Communicator> ep_rail, ep_host;
   if (options.moe_hier_dispatch) {
-    const int per_group = options.ep / static_cast<int>(config.moe.groups);
-    const int r = context.ep->rank();
-    LOOM_ASSIGN_OR_RETURN(ep_rail, context.ep->Split(r % per_group, r));
-    LOOM_ASSIGN_OR_RETURN(ep_host, context.ep->Split(r / per_group, r));
+    const int per_group = experts->size() / static_cast<int>(config.moe.groups);
+    const int r = experts->rank();
+    LOOM_ASSIGN_OR_RETURN(ep_rail, experts->Split(r % per_group, r));
+    LOOM_ASSIGN_OR_RETURN(ep_host, experts->Split(r / per_group, r));
     config.moe.ep_rail = ep_rail.get();
     config.moe.ep_host = ep_host.get();
   }
@@ -435,6 +459,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   }
   auto owned = std::make_unique<data::TokenDataset>(std::move(dataset));
   std::unique_ptr<Trainer> t(new Trainer(options, std::move(owned), std::move(model), seq_len));
+  t->ep_tp_ = std::move(ep_tp);
   t->ep_rail_ = std::move(ep_rail);
   t->ep_host_ = std::move(ep_host);
   LOOM_RETURN_IF_ERROR(t->schedule_.Validate());
@@ -485,6 +510,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
            .tp = context.tp,
            .pp = context.pp,
            .ep = context.ep,
+           .ep_tp = t->ep_tp_.get(),
            .embedding = t->embedding_group_.get()}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);

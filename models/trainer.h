@@ -76,6 +76,11 @@ struct TrainOptions {
   // needs ep > 1 and moe_groups > 1): a token crosses once to each group holding one of its
   // experts and is forwarded inside it; each group's partial output crosses back once.
   bool moe_hier_dispatch = false;
+  // Expert parallelism folded over tensor parallelism (Megatron-Core's MoE parallel folding; needs
+  // tp > 1): the MoE layers' expert group is the ep x tp ranks, each holding E/(ep·tp) experts
+  // and routing its share of the tokens; without it each rank holds E/ep experts (the same on
+  // every tp rank).
+  bool moe_fold_tp = false;
   // With --ep: the dtype of the forward dispatch (fp32, bf16, fp8: e4m3 with per-128-element
   // scales) and of the combine and backward exchanges (fp32, bf16).
   std::string moe_dispatch = "fp32";
@@ -259,8 +264,9 @@ class Trainer {
   std::unique_ptr<GptModel> model_;
   int64_t seq_len_;
   std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
-  // --moe_hier_dispatch: the rail group and this rank's expert group, split from ep.
-  std::unique_ptr<comm::Communicator> ep_rail_, ep_host_;
+  // --moe_fold_tp: the ep x tp ranks. --moe_hier_dispatch: the rail group and this rank's expert
+  // group, split from ep (or ep_tp_).
+  std::unique_ptr<comm::Communicator> ep_tp_, ep_rail_, ep_host_;
   comm::Communicator* dp_group_ = nullptr;
   parallel::ParallelContext context_;  // dp is dp_group_
   // HSDP: the shard group and the replica group, split from dp_group_ (they outlive dp_).

@@ -59,16 +59,16 @@ std::vector<int64_t> Longs(const Tensor& t) {
   return {t.data<int64_t>(), t.data<int64_t>() + t.numel()};
 }
 
-// The expert tensors [E, a, b], split along the experts over "ep".
+// The expert tensors [E, a, b], split along the experts over the expert group.
 ShardSpec ExpertSpec(const MoeOptions& o) {
   if (o.ep == nullptr || o.ep->size() == 1) return ShardSpec::Replicated();
-  return ShardSpec::Split(/*dim=*/0, "ep", o.ep->rank(), o.ep->size());
+  return ShardSpec::Split(/*dim=*/0, o.ep_axis, o.ep->rank(), o.ep->size());
 }
 
-// A replicated parameter that sees only this ep rank's tokens.
+// A replicated parameter that sees only this rank's tokens of the expert group's.
 ShardSpec ReplicatedSpec(const MoeOptions& o) {
   ShardSpec s = ShardSpec::Replicated();
-  if (o.ep != nullptr && o.ep->size() > 1) s.grad_partial_over = {"ep"};
+  if (o.ep != nullptr && o.ep->size() > 1) s.grad_partial_over = {o.ep_axis};
   return s;
 }
 
@@ -126,10 +126,10 @@ MoeLayer::MoeLayer(const std::string& prefix, int64_t dim, const MoeOptions& opt
     shared_ = std::make_unique<SwiGluMlp>(prefix + ".shared_experts", dim,
                                           options.shared_experts * options.expert_hidden);
     if (options.ep != nullptr && options.ep->size() > 1) {
-      for (Parameter* p : shared_->Parameters()) p->AddGradPartialOver("ep");
+      for (Parameter* p : shared_->Parameters()) p->AddGradPartialOver(options.ep_axis);
     }
   }
-  if (splits_tokens()) {
+  if (splits_tokens() && !folds_tp()) {
     for (Parameter* p : Parameters()) p->AddGradPartialOver("tp");
   }
 }

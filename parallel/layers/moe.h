@@ -58,6 +58,9 @@
 
 namespace loom::parallel {
 
+// The axis of an expert group made of the ep × tp ranks (MoeOptions::ep_axis).
+inline constexpr char kEpTpAxis[] = "ep_tp";
+
 struct MoeOptions {
   int64_t num_experts = 16;
   int64_t top_k = 4;
@@ -72,6 +75,12 @@ struct MoeOptions {
   float bias_update_rate = 1e-3f;    // aux-loss-free balancing; 0: the bias stays 0
   float aux_loss_coef = 0.0f;        // sequence-level auxiliary loss α; 0: none
   comm::Communicator* ep = nullptr;  // expert parallelism (nullptr or one rank: none)
+  // The mesh axis `ep` is in the parameters' specs: "ep", or kEpTpAxis when the expert group is
+  // the ep × tp ranks (expert parallelism folded over tensor parallelism, Megatron-Core's "MoE
+  // parallel folding": each of the ep·tp ranks holds E/(ep·tp) experts and routes its own share
+  // of the tokens, `tp` or `sp` below). Folded, the router's and the shared experts' gradients
+  // are partial over kEpTpAxis alone (it covers tp).
+  std::string ep_axis = "ep";
   // Sequence parallelism: the tp group, whose ranks hold the micro-batch's other rows (each its
   // share of the sequence-major rows); the sequence-level auxiliary loss sums its statistics
   // there. nullptr or one rank: every row is here.
@@ -121,6 +130,8 @@ class MoeLayer : public Layer {
   int ep_size() const { return options_.ep != nullptr ? options_.ep->size() : 1; }
   // Whether the tp ranks split this layer's tokens (MoeOptions::tp).
   bool splits_tokens() const { return options_.tp.active() && !options_.tp.sp(); }
+  // Whether the expert group is the ep × tp ranks (MoeOptions::ep_axis).
+  bool folds_tp() const { return options_.ep_axis == kEpTpAxis; }
   int64_t local_experts() const { return options_.num_experts / ep_size(); }
   // The balancing bias (f32 [E], the same on every rank) and its name, for checkpoints.
   runtime::Tensor& bias() { return bias_; }

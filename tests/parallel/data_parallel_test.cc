@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
@@ -449,6 +450,48 @@ TEST(DataParallelOptions, RejectsBatchesThatDoNotDivide) {
   EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
               ::testing::HasSubstr("--autocast runs the forward GEMMs in bf16; it needs "
                                    "--precision bf16, got 'fp16'"));
+}
+
+// The gradient norm over a mesh of ep 2 x tp 2 whose MoE experts are split over the ep x tp
+// ranks ("ep_tp": each rank's shard its own elements, counted on every rank) and whose router is
+// replicated with gradients partial over them (summed there, counted once). Expected: the sum of
+// squares of every rank's expert gradient plus that of the summed router gradient, computed here.
+TEST(DataParallelNorm, CountsAShardSplitOverEpTimesTpOnEveryRank) {
+  constexpr int kRanks = 4;
+  double expected = 0.0;
+  std::vector<float> router_sum(3, 0.0f);
+  for (int q = 0; q < kRanks; ++q) {
+    expected += 5.0 * (q + 1) * (q + 1);  // experts: (q + 1, 2(q + 1))
+    for (int i = 0; i < 3; ++i) router_sum[i] += static_cast<float>(q * 3 + i);
+  }
+  for (float v : router_sum) expected += static_cast<double>(v) * v;
+  OnRanks(kRanks, [&](int q, comm::Communicator& world) {
+    // q = ep·2 + tp: the tp group holds the ranks with one ep index, the ep group one tp index.
+    auto tp = *world.Split(q / 2, q), ep = *world.Split(q % 2, q), dp = *world.Split(q, 0);
+    Parameter experts("m.experts", {kRanks, 2}, ShardSpec::Split(0, "ep_tp", q, kRanks), true);
+    ShardSpec partial = ShardSpec::Replicated();
+    partial.grad_partial_over = {"ep_tp"};
+    Parameter router("m.router", {3}, partial, true);
+    for (Parameter* p : {&experts, &router}) {
+      p->SetInitializer([](runtime::Tensor& out, int64_t) { out.Fill(0.0f); });
+      p->Materialize();
+      p->AddUse();
+    }
+    auto engine = DataParallel::Create({{&experts, &router}}, *dp,
+                                       {.tp = tp.get(), .ep = ep.get(), .ep_tp = &world});
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    (*engine)->ZeroGrad();
+    (*engine)->BeginMicroBatch(/*last=*/true);
+    experts.grad().data<float>()[0] = static_cast<float>(q + 1);
+    experts.grad().data<float>()[1] = static_cast<float>(2 * (q + 1));
+    for (int i = 0; i < 3; ++i) router.grad().data<float>()[i] = static_cast<float>(q * 3 + i);
+    experts.ContributionDone();
+    router.ContributionDone();
+    ASSERT_TRUE((*engine)->FinishBackward().ok());
+    const absl::StatusOr<double> norm = (*engine)->ClipGradNorm(0.0);
+    ASSERT_TRUE(norm.ok()) << norm.status();
+    EXPECT_NEAR(*norm, std::sqrt(expected), 1e-9 * std::sqrt(expected)) << "rank " << q;
+  });
 }
 
 TEST(AgreeOnConfig, NamesTheFieldAndTheRanksThatDiffer) {

@@ -36,6 +36,7 @@ struct Layout {
   std::string moe_dispatch = "fp32";
   int moe_groups = 0;
   bool moe_dual_batch = false;
+  bool moe_fold_tp = false;  // the experts split over ep x tp (also with ep 1)
 };
 
 // The reference options, 4 steps, in layout `l`.
@@ -50,8 +51,9 @@ models::TrainOptions OptionsFor(const Layout& l) {
   o.sequence_parallel = l.sequence_parallel;
   o.hsdp_shard = l.hsdp_shard;
   if (l.pp > 1) o.micro_batches = 4;
-  if (l.ep > 1) {
+  if (l.ep > 1 || l.moe_fold_tp) {
     o.preset = "tiny-moe";
+    o.moe_fold_tp = l.moe_fold_tp;
     o.ep = l.ep;
     o.moe_dispatch = l.moe_dispatch;
     o.moe_groups = l.moe_groups;
@@ -101,6 +103,7 @@ std::vector<Layout> AllLayouts() {
         Layout{.name = "ep2_dp2_zero1", .dp = 2, .zero = 1, .ep = 2},
         Layout{.name = "ep2_tp2_sp", .tp = 2, .sequence_parallel = true, .ep = 2},
         Layout{.name = "ep2_tp2", .tp = 2, .ep = 2},
+        Layout{.name = "ep2_tp2_folded", .tp = 2, .ep = 2, .moe_fold_tp = true},
         Layout{.name = "ep4_hierarchical", .ep = 4, .moe_groups = 2},
         Layout{.name = "ep4_hierarchical_fp8", .ep = 4, .moe_dispatch = "fp8", .moe_groups = 2},
         Layout{.name = "ep2_dual_batch", .ep = 2, .moe_dual_batch = true}}) {

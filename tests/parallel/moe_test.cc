@@ -16,7 +16,9 @@
 #include <mutex>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
 #include "comm/local/local_backend.h"
+#include "models/trainer.h"
 #include "runtime/parallel.h"
 #include "runtime/rng.h"
 #include "tests/parallel/dp_checks.h"
@@ -448,6 +450,60 @@ TEST_F(MoeEquivalence, Tp2AndEp2Tp2) {
   Check(o, "ep 2 x tp 2");
 }
 
+// Expert parallelism folded over tensor parallelism (--moe_fold_tp): the ep x tp ranks split the
+// experts and each routes its share of the tokens, with and without sequence parallelism, alone
+// and with ep 2; against one rank. Each rank holds E / (ep x tp) experts (tp 2: 4 of the 8; ep 2
+// x tp 2: 2), so a gradient or load summed over the wrong group, or an expert counted twice in
+// the norm, shows.
+TEST_F(MoeEquivalence, FoldedOverTensorParallelism) {
+  models::TrainOptions o = Options();
+  o.moe_fold_tp = true;
+  o.tp = 2;
+  for (int ep : {1, 2}) {
+    o.ep = ep;
+    for (bool sp : {false, true}) {
+      o.sequence_parallel = sp;
+      Check(o, absl::StrCat("ep ", ep, " x tp 2 folded", sp ? ", sequence parallel" : ""));
+    }
+  }
+  o.sequence_parallel = false;
+  testing::OnMesh(o, [&](int rank, const ParallelContext& context) {
+    absl::StatusOr<std::unique_ptr<models::Trainer>> t = models::Trainer::Create(o, context);
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (Parameter* p : (*t)->model().Parameters()) {
+      if (p->name().find(".experts.") == std::string::npos) continue;
+      EXPECT_EQ(p->local_shape()[0], 8 / 4) << p->name() << ", rank " << rank;
+      EXPECT_EQ(p->shard_spec().axis, kEpTpAxis) << p->name();
+    }
+  });
+}
+
+// A checkpoint written folded (ep 2 x tp 2) holds whole expert tensors: one rank resumes it
+// within the tensor-parallel tolerance of the uninterrupted folded run.
+TEST_F(MoeEquivalence, FoldedCheckpointResumesOnOneRank) {
+  models::TrainOptions o = Options();
+  o.moe_fold_tp = true;
+  o.tp = 2;
+  o.ep = 2;
+  const std::vector<testing::RunResult> straight = testing::TrainOnMesh(o);
+  o.save_dir = ::testing::TempDir() + "/moe_folded_ckpt";
+  std::filesystem::remove_all(o.save_dir);
+  testing::TrainAndSaveOnMesh(o, 10);
+  o.resume = true;
+  o.moe_fold_tp = false;
+  o.tp = 1;
+  o.ep = 1;
+  const testing::RunResult one = testing::Train(o, nullptr);
+  const std::vector<float> tail(straight[0].losses.begin() + 10, straight[0].losses.end());
+  ASSERT_EQ(one.losses.size(), tail.size());
+  for (size_t s = 0; s < tail.size(); ++s) EXPECT_NEAR(one.losses[s], tail[s], 5e-5) << s;
+  for (const auto& [name, values] : straight[0].params) {
+    const std::vector<float>& got = one.params.at(name);
+    ASSERT_EQ(got.size(), values.size()) << name;
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], values[i], 1e-4) << name;
+  }
+}
+
 // Sequence parallelism: each tp rank routes only its share of every sequence through the experts,
 // so the router's and the experts' gradients are partial over tp (over tp and ep for the router
 // and the shared experts under ep), and the balancing bias's loads are summed over tp too. A load
@@ -700,6 +756,35 @@ TEST(MoeOptions, DualMicroBatchRefusesWhatItCannotRun) {
               ::testing::HasSubstr("which only --schedule dualpipe-v has; got --schedule 1f1b"));
   o = testing::ReferenceOptions();
   o.moe_dual_batch = true;  // the dense tiny preset
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("need a mixture-of-experts model"));
+}
+
+// --moe_fold_tp: tp > 1, and the ep x tp ranks must divide the experts (and hold the groups).
+TEST(MoeOptions, FoldingNeedsTensorParallelismThatSplitsTheExperts) {
+  models::TrainOptions o = testing::ReferenceOptions();
+  o.preset = "tiny-moe";
+  o.moe_fold_tp = true;
+  EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
+              ::testing::HasSubstr("it needs --tp > 1, got --tp 1"));
+  o.tp = 2;
+  o.ep = 8;
+  o.batch = 16;
+  EXPECT_THAT(
+      std::string(models::ValidateTrainOptions(o).message()),
+      ::testing::HasSubstr("--ep 8 x --tp 2 (--moe_fold_tp) = 16 must divide the 8 experts"));
+  o.ep = 2;
+  o.batch = 8;
+  o.moe_groups = 8;
+  o.moe_top_groups = 2;
+  EXPECT_THAT(
+      std::string(models::ValidateTrainOptions(o).message()),
+      ::testing::HasSubstr("--moe_groups 8 must divide --ep 2 x --tp 2 (--moe_fold_tp) = 4"));
+  o.moe_groups = 2;
+  EXPECT_TRUE(models::ValidateTrainOptions(o).ok()) << models::ValidateTrainOptions(o);
+  o = testing::ReferenceOptions();
+  o.tp = 2;
+  o.moe_fold_tp = true;  // the dense tiny preset
   EXPECT_THAT(std::string(models::ValidateTrainOptions(o).message()),
               ::testing::HasSubstr("need a mixture-of-experts model"));
 }
