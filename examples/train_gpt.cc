@@ -713,9 +713,13 @@ absl::Status Main() {
         options.pp > 1 ? absl::StrCat("schedule ", options.schedule, ", ",
                                       models::PipelineMicroBatches(options), " micro-batches")
                        : absl::StrCat("grad_accum ", options.grad_accum);
-    std::printf("layout %s | zero %d%s | %s | %d buckets | comm %s\n", shape.ToString().c_str(),
-                options.zero, hsdp.c_str(), micro.c_str(), trainer->data_parallel().num_buckets(),
-                world->backend_name().c_str());
+    const std::string fold = options.moe_fold_tp
+                                 ? absl::StrCat(" | experts over ep x tp (",
+                                                options.ep * options.tp, " ranks, --moe_fold_tp)")
+                                 : "";
+    std::printf("layout %s%s | zero %d%s | %s | %d buckets | comm %s\n", shape.ToString().c_str(),
+                fold.c_str(), options.zero, hsdp.c_str(), micro.c_str(),
+                trainer->data_parallel().num_buckets(), world->backend_name().c_str());
     if (!trainer->resumed_from().empty()) {
       std::printf("resumed from %s at step %lld\n", trainer->resumed_from().c_str(),
                   static_cast<long long>(trainer->step()));

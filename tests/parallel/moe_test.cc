@@ -478,6 +478,20 @@ TEST_F(MoeEquivalence, FoldedOverTensorParallelism) {
   });
 }
 
+// Folded inside pipeline stages (tp 2 x pp 2: each stage's two tp ranks split its MoE layers'
+// experts), against one rank accumulating the pipeline's two micro-batches.
+TEST_F(MoeEquivalence, FoldedInsidePipelineStages) {
+  models::TrainOptions o = Options();
+  o.grad_accum = 2;
+  const testing::RunResult reference = testing::Train(o, nullptr);
+  o.grad_accum = 1;
+  o.moe_fold_tp = true;
+  o.tp = 2;
+  o.pp = 2;
+  o.micro_batches = 2;
+  Check(o, "tp 2 x pp 2 folded", &reference);
+}
+
 // A checkpoint written folded (ep 2 x tp 2) holds whole expert tensors: one rank resumes it
 // within the tensor-parallel tolerance of the uninterrupted folded run.
 TEST_F(MoeEquivalence, FoldedCheckpointResumesOnOneRank) {
