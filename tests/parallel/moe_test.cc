@@ -492,6 +492,25 @@ TEST_F(MoeEquivalence, FoldedInsidePipelineStages) {
   Check(o, "tp 2 x pp 2 folded", &reference);
 }
 
+// Folded with the hierarchical dispatch (ep 2 x tp 2 = 4 folded ranks in 2 node-limited groups)
+// and with the dual micro-batch overlap (overlap on and off bitwise), against one rank.
+TEST_F(MoeEquivalence, FoldedWithHierarchicalDispatchAndDualBatch) {
+  models::TrainOptions o = Options();
+  o.moe_groups = 2;
+  o.moe_top_groups = 2;
+  const testing::RunResult reference = testing::Train(o, nullptr);
+  o.moe_fold_tp = true;
+  o.tp = 2;
+  o.ep = 2;
+  o.moe_hier_dispatch = true;
+  Check(o, "ep 2 x tp 2 folded, hierarchical", &reference);
+  o.moe_hier_dispatch = false;
+  o.moe_dual_batch = true;
+  testing::ExpectEquivalentOnRanks(
+      reference, OverlapOnAndOffBitwise(o, "ep 2 x tp 2 folded, dual micro-batch"),
+      "ep 2 x tp 2 folded, dual micro-batch", testing::kTpF32Tolerance);
+}
+
 // A checkpoint written folded (ep 2 x tp 2) holds whole expert tensors: one rank resumes it
 // within the tensor-parallel tolerance of the uninterrupted folded run.
 TEST_F(MoeEquivalence, FoldedCheckpointResumesOnOneRank) {
