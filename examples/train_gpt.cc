@@ -93,7 +93,8 @@ ABSL_FLAG(bool, moe_dual_batch, false,
           "arithmetic, the baseline); with --pp, --schedule dualpipe-v's paired forward and "
           "backward take turns instead");
 ABSL_FLAG(bool, moe_hier_dispatch, false,
-          "MoE with --ep and --moe_groups > 1 (one group per host): send a token once to each "
+          "MoE with --ep (or --moe_fold_tp) and --moe_groups > 1 (one group per host): send a "
+          "token once to each "
           "group holding one of its experts and forward it inside the group (DeepEP's two hops); "
           "each group's partial output comes back once");
 ABSL_FLAG(bool, moe_fold_tp, false,

@@ -115,8 +115,7 @@ absl::Status GptConfig::ValidateExpertParallel(int ep, int fold_tp) const {
                                         : absl::StrCat("--ep ", ep);
   ep *= fold_tp;
   if (!is_moe()) {
-    if (ep > 1)
-      return bad("--ep ", ep, " needs a mixture-of-experts model (e.g. --preset moe-small)");
+    if (ep > 1) return bad(group, " needs a mixture-of-experts model (e.g. --preset moe-small)");
     return absl::OkStatus();
   }
   const parallel::MoeOptions& m = moe;

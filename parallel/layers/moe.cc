@@ -181,11 +181,14 @@ int MoeLayer::Chunks(int64_t tokens) const {
 MoeLayer::Pending MoeLayer::StartExchange(comm::Communicator* group, const Tensor& in,
                                           const std::vector<int64_t>& send_rows,
                                           const std::vector<int64_t>& recv_rows, DType wire) {
-  if (group == nullptr || group->size() == 1) return {.out = in};
-  // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales (or FP8
-  // rows that arrived packed and are forwarded as they are: ForwardInGroup).
-  Tensor packed = in;
+  // FP8 rows that arrived packed and are forwarded as they are (ForwardInGroup): widened by
+  // Finish where they end, also when they go nowhere (a group of one rank).
   const bool prepacked = wire == DType::kF8E4M3 && in.dtype() == DType::kI32;
+  if (group == nullptr || group->size() == 1) {
+    return prepacked ? Pending{.out = in, .wire = wire, .width = dim_} : Pending{.out = in};
+  }
+  // The rows as they travel: f32 as given, bf16 rounded, or FP8 with per-block scales.
+  Tensor packed = in;
   if (wire == DType::kBF16) {
     packed = Rows(in.dim(0), in.dim(1), SendAllocator(group, wire, wire), wire);
     kernels::Convert(in, packed);

@@ -10,7 +10,8 @@
 // optionally within the best `top_groups` of `groups` expert groups (node-limited routing: a
 // group is a host's experts); every expert and the shared experts are SwiGLU MLPs. Dropless by
 // default; with a capacity factor each expert keeps its first ceil(factor · N · k / E) slots
-// (token order) of the N tokens of this rank's micro-batch and drops the rest.
+// (token order) of the N tokens this rank routes (its micro-batch, or its tp share of it) and
+// drops the rest.
 //
 // Expert parallelism: with an ep group of P ranks, rank r holds experts [r·E/P, (r+1)·E/P) (the
 // expert tensors are split along dim 0 over "ep"); the router and the shared experts are
@@ -21,8 +22,8 @@
 // rank), which the sender adds up. The shared experts run while the dispatch is in flight.
 // Backward is the mirror image (the receiver computes the gates' gradients and returns them with
 // the input gradients). The ep ranks process different tokens, so the replicated parameters'
-// gradients are partial over "ep"
-// (ShardSpec::grad_partial_over; data parallelism sums them there).
+// gradients are partial over "ep" (MoeOptions::ep_axis: "ep_tp" when the expert group is the
+// ep × tp ranks) (ShardSpec::grad_partial_over; data parallelism sums them there).
 //
 // Parameters (stable names; expert index = position along dim 0, global whatever ep is):
 //   <prefix>.gate.weight                     [E, C]     router
@@ -184,7 +185,9 @@ class MoeLayer : public Layer {
   runtime::Allocator* SendAllocator(comm::Communicator* group, runtime::DType dtype,
                                     runtime::DType wire) const;
   // Sends `in` (rows per destination rank: send_rows) over `group`; Finish waits and returns what
-  // arrived (recv_rows per source). Without a group (or one rank), `in` itself.
+  // arrived (recv_rows per source), widened to f32. Without a group (or one rank), `in` itself
+  // (widened by Finish too when it is packed FP8). `in` is f32 rows, or with an FP8 wire also
+  // FP8 rows already packed (i32 words), which travel as they are.
   Pending StartExchange(comm::Communicator* group, const runtime::Tensor& in,
                         const std::vector<int64_t>& send_rows,
                         const std::vector<int64_t>& recv_rows, runtime::DType wire);

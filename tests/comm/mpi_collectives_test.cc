@@ -276,7 +276,6 @@ TEST(MpiCollectivesTest, SharedArenaCommitsMemoryOnlyForWhatIsAllocated) {
   constexpr int64_t kMiB = int64_t{1} << 20;
   SyncRanks();
   const int64_t before = ArenaCommittedBytes();
-  ASSERT_GE(before, 0);
   setenv("LOOM_SHM_ARENA_BYTES", absl::StrCat(8192 * kMiB).c_str(), 1);
   std::unique_ptr<Communicator> world = World(Sweep());
   unsetenv("LOOM_SHM_ARENA_BYTES");

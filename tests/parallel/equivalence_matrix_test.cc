@@ -1,0 +1,245 @@
+// The equivalence matrix: every layout loom composes, up to 4 thread ranks, trains the tiny GPT
+// (and the tiny MoE) to the single-rank run's losses, gradient norms and final parameters within
+// the stated tolerance. The layouts are the cross product of
+//   dp × tp × pp × ep (each 1, 2 or 4; 2 to 4 ranks; pp at most the 2 layers),
+//   ZeRO 0-3 (dp > 1), HSDP 2 × 2 (dp 4, ZeRO 1-3), sequence parallelism (tp > 1),
+//   the pipeline schedule (1f1b, zb-h1), the preset (dense tiny; tiny-moe, always with ep > 1),
+//   experts folded over ep × tp (tiny-moe, tp > 1), the precision (fp32, bf16), activation
+//   recomputation (fp32), and the MoE exchange (tiny-moe with an expert group of 2 or more ranks,
+//   fp32: plain; the hierarchical dispatch over 2 groups; the dual micro-batch overlap without a
+//   pipeline and below ZeRO-3; FP8 dispatch with bf16 combine, within its own tolerance),
+// minus the combinations a preset cannot split (tiny-moe's 170 SwiGLU units over tp 4). Each is
+// compared with one rank of the same preset and precision accumulating the same micro-batches
+// (one per data rank, times a pipeline's 2), within kTpF32Tolerance (fp32) or kTpBf16Tolerance
+// (bf16): the layouts change only the order of f32 sums (bf16: where values are rounded).
+//
+// Suites: `Slice` (CI, ctest `equivalence_matrix_slice`): the first combination of every
+// (dp, tp, pp, ep, preset) and every 6th of the rest; `Full` (ctest `equivalence_matrix`, label
+// `matrix`, left out of scripts/test.sh's default run: `bash scripts/test.sh -L matrix`): all of
+// them. Adding a mode means adding its axis to Enumerate().
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "models/trainer.h"
+#include "runtime/parallel.h"
+#include "tests/parallel/dp_checks.h"
+
+namespace loom::testing {
+namespace {
+
+struct Layout {
+  int dp = 1, tp = 1, pp = 1, ep = 1;
+  int zero = 0;
+  int hsdp_shard = 0;
+  bool sequence_parallel = false;
+  bool fold = false;
+  std::string schedule = "1f1b";
+  std::string preset = "tiny";
+  std::string precision = "fp32";
+  bool recompute = false;
+  enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8 } moe = Moe::kPlain;
+
+  std::string Name() const {
+    std::string n = absl::StrCat(preset == "tiny" ? "dense" : "moe", "_dp", dp, "_tp", tp, "_pp",
+                                 pp, "_ep", ep, "_zero", zero);
+    if (hsdp_shard > 0) absl::StrAppend(&n, "_hsdp", hsdp_shard);
+    if (sequence_parallel) absl::StrAppend(&n, "_sp");
+    if (fold) absl::StrAppend(&n, "_fold");
+    if (pp > 1) absl::StrAppend(&n, "_", schedule == "zb-h1" ? "zbh1" : schedule);
+    if (recompute) absl::StrAppend(&n, "_recompute");
+    const char* exchange[] = {"", "_hier", "_dual", "_fp8"};
+    return absl::StrCat(n, exchange[static_cast<int>(moe)], "_", precision);
+  }
+  // The first steps: bf16 runs stop at 10, before the tiny model's loss turns sharply at step
+  // 11-12, where bf16's rounding moves the trajectories apart by more than the layouts' (grad
+  // norms up to 13 % apart there between one rank accumulating 2 micro-batches and tp 2 x dp 2).
+  static models::TrainOptions Base(const std::string& preset, const std::string& precision) {
+    models::TrainOptions o = ReferenceOptions();
+    o.preset = preset;
+    o.precision = precision;
+    if (precision == "bf16") o.steps = 10;
+    return o;
+  }
+  // Micro-batches a step accumulates (one per data rank, a pipeline's 2, the dual micro-batch
+  // overlap's two halves).
+  int MicroBatches() const { return dp * ep * (pp > 1 ? 2 : 1) * (moe == Moe::kDualBatch ? 2 : 1); }
+  models::TrainOptions Options() const {
+    models::TrainOptions o = Base(preset, precision);
+    o.dp = dp;
+    o.tp = tp;
+    o.pp = pp;
+    o.ep = ep;
+    o.zero = zero;
+    o.hsdp_shard = hsdp_shard;
+    o.sequence_parallel = sequence_parallel;
+    o.moe_fold_tp = fold;
+    o.recompute = recompute;
+    if (moe == Moe::kHierarchical) {
+      o.moe_groups = 2;
+      o.moe_top_groups = 2;
+      o.moe_hier_dispatch = true;
+    }
+    o.moe_dual_batch = moe == Moe::kDualBatch;
+    if (moe == Moe::kFp8) {
+      o.moe_dispatch = "fp8";
+      o.moe_combine = "bf16";
+    }
+    if (pp > 1) {
+      o.schedule = schedule;
+      o.micro_batches = 2;
+    }
+    return o;
+  }
+  // The single-rank run it must reproduce: the same preset and precision, accumulating the same
+  // micro-batches (one per data rank, dp × ep, times the pipeline's 2), so bf16 rounds the
+  // gradients of the same micro-batches.
+  models::TrainOptions ReferenceFor() const {
+    models::TrainOptions o = Base(preset, precision);
+    o.grad_accum = MicroBatches();
+    if (moe == Moe::kHierarchical) {  // the same routing: 2 groups, both allowed
+      o.moe_groups = 2;
+      o.moe_top_groups = 2;
+    }
+    return o;
+  }
+};
+
+std::vector<Layout> Enumerate() {
+  std::vector<Layout> all;
+  const int sizes[] = {1, 2, 4};
+  for (const std::string precision : {"fp32", "bf16"}) {
+    for (const std::string preset : {"tiny", "tiny-moe"}) {
+      for (int dp : sizes) {
+        for (int tp : sizes) {
+          for (int pp : {1, 2}) {
+            for (int ep : sizes) {
+              const int ranks = dp * tp * pp * ep;
+              if (ranks < 2 || ranks > 4) continue;
+              if (ep > 1 && preset == "tiny") continue;
+              if (preset == "tiny-moe" && tp == 4) continue;  // 170 SwiGLU units
+              for (int zero : {0, 1, 2, 3}) {
+                if (dp == 1 && zero > 0) continue;
+                for (int hsdp : {0, 2}) {
+                  if (hsdp > 0 && (dp != 4 || zero == 0)) continue;
+                  for (bool sp : {false, true}) {
+                    if (sp && tp == 1) continue;
+                    for (bool fold : {false, true}) {
+                      if (fold && (tp == 1 || preset == "tiny")) continue;
+                      for (const std::string schedule : {"1f1b", "zb-h1"}) {
+                        if (pp == 1 && schedule != "1f1b") continue;
+                        const Layout l{.dp = dp,
+                                       .tp = tp,
+                                       .pp = pp,
+                                       .ep = ep,
+                                       .zero = zero,
+                                       .hsdp_shard = hsdp,
+                                       .sequence_parallel = sp,
+                                       .fold = fold,
+                                       .schedule = schedule,
+                                       .preset = preset,
+                                       .precision = precision};
+                        all.push_back(l);
+                        if (precision != "fp32") continue;
+                        Layout recomputed = l;
+                        recomputed.recompute = true;
+                        all.push_back(recomputed);
+                        const int experts = ep * (fold ? tp : 1);  // the expert group
+                        if (preset == "tiny" || experts < 2) continue;
+                        for (Layout::Moe m : {Layout::Moe::kHierarchical, Layout::Moe::kDualBatch,
+                                              Layout::Moe::kFp8}) {
+                          if (m == Layout::Moe::kDualBatch && (pp > 1 || zero > 2)) continue;
+                          Layout variant = l;
+                          variant.moe = m;
+                          all.push_back(variant);
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return all;
+}
+
+std::vector<Layout> Slice() {
+  std::vector<Layout> slice;
+  std::set<std::tuple<int, int, int, int, std::string>> seen;
+  const std::vector<Layout> all = Enumerate();
+  for (size_t i = 0; i < all.size(); ++i) {
+    const Layout& l = all[i];
+    if (seen.insert({l.dp, l.tp, l.pp, l.ep, l.preset}).second || i % 6 == 0) {
+      slice.push_back(l);
+    }
+  }
+  return slice;
+}
+
+class Matrix : public ::testing::TestWithParam<Layout> {
+ protected:
+  static void SetUpTestSuite() { runtime::SetNumThreads(1); }
+  // One rank's run of `o`, computed once per (preset, precision, accumulation).
+  static const RunResult& Reference(const models::TrainOptions& o) {
+    static std::map<std::string, RunResult>* cache = new std::map<std::string, RunResult>();
+    const std::string key =
+        absl::StrCat(o.preset, "/", o.precision, "/", o.grad_accum, "/", o.steps);
+    auto it = cache->find(key);
+    if (it == cache->end()) it = cache->emplace(key, Train(o, nullptr)).first;
+    return it->second;
+  }
+};
+
+TEST_P(Matrix, EqualsTheSingleRankRun) {
+  const Layout& l = GetParam();
+  const models::TrainOptions o = l.Options();
+  const absl::Status valid = models::ValidateTrainOptions(o);
+  ASSERT_TRUE(valid.ok()) << l.Name() << ": " << valid;
+  const Tolerance tolerance = l.moe == Layout::Moe::kFp8 ? kMoeFp8Tolerance
+                              : l.precision == "bf16"    ? kTpBf16Tolerance
+                                                         : kTpF32Tolerance;
+  ExpectEquivalentOnRanks(Reference(l.ReferenceFor()), TrainOnMesh(o), l.Name(), tolerance);
+}
+
+// The matrix covers what it says: every axis takes every value somewhere.
+TEST(MatrixCoverage, EveryAxisValueAppears) {
+  const std::vector<Layout> all = Enumerate();
+  std::set<std::string> seen;
+  for (const Layout& l : all) {
+    seen.insert(absl::StrCat("dp", l.dp));
+    seen.insert(absl::StrCat("tp", l.tp));
+    seen.insert(absl::StrCat("pp", l.pp));
+    seen.insert(absl::StrCat("ep", l.ep));
+    seen.insert(absl::StrCat("zero", l.zero));
+    if (l.hsdp_shard > 0) seen.insert("hsdp");
+    if (l.sequence_parallel) seen.insert("sp");
+    if (l.fold) seen.insert("fold");
+    if (l.recompute) seen.insert("recompute");
+    seen.insert(absl::StrCat("moe", static_cast<int>(l.moe)));
+    seen.insert(l.schedule);
+    seen.insert(l.preset);
+    seen.insert(l.precision);
+  }
+  for (const char* v : {"dp4", "tp4", "pp2", "ep4", "zero3", "hsdp", "sp", "fold", "zb-h1",
+                        "tiny-moe", "bf16", "recompute", "moe1", "moe2", "moe3"}) {
+    EXPECT_TRUE(seen.count(v)) << v;
+  }
+  EXPECT_LT(Slice().size(), all.size());
+}
+
+std::string LayoutName(const ::testing::TestParamInfo<Layout>& info) { return info.param.Name(); }
+
+INSTANTIATE_TEST_SUITE_P(Slice, Matrix, ::testing::ValuesIn(Slice()), LayoutName);
+INSTANTIATE_TEST_SUITE_P(Full, Matrix, ::testing::ValuesIn(Enumerate()), LayoutName);
+
+}  // namespace
+}  // namespace loom::testing
