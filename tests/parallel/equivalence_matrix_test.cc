@@ -1,24 +1,28 @@
 // The equivalence matrix: every layout loom composes, up to 4 thread ranks, trains the tiny GPT
 // (and the tiny MoE) to the single-rank run's losses, gradient norms and final parameters within
 // the stated tolerance. The layouts are the cross product of
-//   dp × tp × pp × ep (each 1, 2 or 4; 2 to 4 ranks; pp at most the 2 layers),
+//   dp × tp × pp × ep (each 1, 2 or 4; 2 to 4 ranks; pp 1 or 2),
 //   ZeRO 0-3 (dp > 1), HSDP 2 × 2 (dp 4, ZeRO 1-3), sequence parallelism (tp > 1),
-//   the pipeline schedule (1f1b, zb-h1), the preset (dense tiny; tiny-moe, always with ep > 1),
-//   experts folded over ep × tp (tiny-moe, tp > 1), the precision (fp32, bf16), activation
+//   the pipeline schedule (1f1b, zb-h1, gpipe; interleaved, zb-v, dualpipe-v on 4 blocks),
+//   the preset (dense tiny; tiny-moe, always with ep > 1), experts folded over ep × tp
+//   (tiny-moe, tp > 1), the precision (fp32, bf16, bf16 with autocast, fp16), activation
 //   recomputation (fp32), and the MoE exchange (tiny-moe with an expert group of 2 or more ranks,
-//   fp32: plain; the hierarchical dispatch over 2 groups; the dual micro-batch overlap without a
-//   pipeline and below ZeRO-3; FP8 dispatch with bf16 combine, within its own tolerance),
+//   fp32: plain; the hierarchical dispatch over 2 groups; the dual micro-batch overlap below
+//   ZeRO-3, without a pipeline or paired by dualpipe-v; FP8 dispatch with bf16 combine),
 // minus the combinations a preset cannot split (tiny-moe's 170 SwiGLU units over tp 4). Each is
-// compared with one rank of the same preset and precision accumulating the same micro-batches
-// (one per data rank, times a pipeline's 2), within kTpF32Tolerance (fp32) or kTpBf16Tolerance
-// (bf16): the layouts change only the order of f32 sums (bf16: where values are rounded).
+// compared with one rank of the same options accumulating the same micro-batches (one per data
+// rank, times the pipeline's, times the dual overlap's halves), within kTpF32Tolerance (fp32),
+// kTpBf16Tolerance (16-bit) or kMoeFp8Tolerance (FP8 dispatch): the layouts change only the
+// order of f32 sums (16-bit: where values are rounded). docs/equivalence.md.
 //
-// Suites: `Slice` (CI, ctest `equivalence_matrix_slice`): the first combination of every
-// (dp, tp, pp, ep, preset) and every 6th of the rest; `Full` (ctest `equivalence_matrix`, label
-// `matrix`, left out of scripts/test.sh's default run: `bash scripts/test.sh -L matrix`): all of
-// them. Adding a mode means adding its axis to Enumerate().
+// Suites: `Slice` (CI, ctest `equivalence_matrix_slice`): the first layout of every (dp, tp, pp,
+// ep, preset) and of every (schedule, precision, autocast, recompute, exchange), and every 12th
+// of the rest; `Full` (ctest `equivalence_matrix`, label `matrix`, left out of scripts/test.sh's
+// default run: `bash scripts/test.sh -L matrix`): all of them. Adding a mode means adding its
+// axis to Enumerate() and to MatrixCoverage.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -42,6 +46,7 @@ struct Layout {
   std::string schedule = "1f1b";
   std::string preset = "tiny";
   std::string precision = "fp32";
+  bool autocast = false;
   bool recompute = false;
   enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8 } moe = Moe::kPlain;
 
@@ -51,26 +56,42 @@ struct Layout {
     if (hsdp_shard > 0) absl::StrAppend(&n, "_hsdp", hsdp_shard);
     if (sequence_parallel) absl::StrAppend(&n, "_sp");
     if (fold) absl::StrAppend(&n, "_fold");
-    if (pp > 1) absl::StrAppend(&n, "_", schedule == "zb-h1" ? "zbh1" : schedule);
+    if (pp > 1) {
+      std::string name = schedule;
+      name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+      absl::StrAppend(&n, "_", name);
+    }
     if (recompute) absl::StrAppend(&n, "_recompute");
     const char* exchange[] = {"", "_hier", "_dual", "_fp8"};
-    return absl::StrCat(n, exchange[static_cast<int>(moe)], "_", precision);
+    return absl::StrCat(n, exchange[static_cast<int>(moe)], "_", precision,
+                        autocast ? "_autocast" : "");
   }
-  // The first steps: bf16 runs stop at 10, before the tiny model's loss turns sharply at step
-  // 11-12, where bf16's rounding moves the trajectories apart by more than the layouts' (grad
-  // norms up to 13 % apart there between one rank accumulating 2 micro-batches and tp 2 x dp 2).
-  static models::TrainOptions Base(const std::string& preset, const std::string& precision) {
+  // The schedules that cut the model into more stages than ranks (2 per rank): the model gets 4
+  // blocks and a step 4 micro-batches (interleaved: a multiple of pp; the V schedules: 2 x pp).
+  bool Deep() const {
+    return pp > 1 && (schedule == "interleaved" || schedule == "zb-v" || schedule == "dualpipe-v");
+  }
+  int PipelineMicroBatches() const { return pp == 1 ? 1 : Deep() ? 4 : 2; }
+  // The options every run of this layout and its reference share. 16-bit runs stop at step 10,
+  // before the tiny model's loss turns sharply at step 11-12, where 16-bit rounding moves the
+  // trajectories apart by more than the layouts' (bf16 gradient norms up to 13 % apart there
+  // between one rank accumulating 2 micro-batches and tp 2 x dp 2).
+  models::TrainOptions Base() const {
     models::TrainOptions o = ReferenceOptions();
     o.preset = preset;
     o.precision = precision;
-    if (precision == "bf16") o.steps = 10;
+    o.autocast = autocast;
+    if (precision != "fp32") o.steps = 10;
+    if (Deep()) o.num_layers = 4;
     return o;
   }
-  // Micro-batches a step accumulates (one per data rank, a pipeline's 2, the dual micro-batch
-  // overlap's two halves).
-  int MicroBatches() const { return dp * ep * (pp > 1 ? 2 : 1) * (moe == Moe::kDualBatch ? 2 : 1); }
+  // Micro-batches a step accumulates (one per data rank, the pipeline's, the dual micro-batch
+  // overlap's two halves without a pipeline).
+  int MicroBatches() const {
+    return dp * ep * PipelineMicroBatches() * (moe == Moe::kDualBatch && pp == 1 ? 2 : 1);
+  }
   models::TrainOptions Options() const {
-    models::TrainOptions o = Base(preset, precision);
+    models::TrainOptions o = Base();
     o.dp = dp;
     o.tp = tp;
     o.pp = pp;
@@ -92,7 +113,7 @@ struct Layout {
     }
     if (pp > 1) {
       o.schedule = schedule;
-      o.micro_batches = 2;
+      o.micro_batches = PipelineMicroBatches();
     }
     return o;
   }
@@ -100,7 +121,7 @@ struct Layout {
   // micro-batches (one per data rank, dp × ep, times the pipeline's 2), so bf16 rounds the
   // gradients of the same micro-batches.
   models::TrainOptions ReferenceFor() const {
-    models::TrainOptions o = Base(preset, precision);
+    models::TrainOptions o = Base();
     o.grad_accum = MicroBatches();
     if (moe == Moe::kHierarchical) {  // the same routing: 2 groups, both allowed
       o.moe_groups = 2;
@@ -113,7 +134,7 @@ struct Layout {
 std::vector<Layout> Enumerate() {
   std::vector<Layout> all;
   const int sizes[] = {1, 2, 4};
-  for (const std::string precision : {"fp32", "bf16"}) {
+  for (const std::string precision : {"fp32", "bf16", "fp16"}) {
     for (const std::string preset : {"tiny", "tiny-moe"}) {
       for (int dp : sizes) {
         for (int tp : sizes) {
@@ -131,20 +152,25 @@ std::vector<Layout> Enumerate() {
                     if (sp && tp == 1) continue;
                     for (bool fold : {false, true}) {
                       if (fold && (tp == 1 || preset == "tiny")) continue;
-                      for (const std::string schedule : {"1f1b", "zb-h1"}) {
+                      for (const std::string schedule :
+                           {"1f1b", "zb-h1", "gpipe", "interleaved", "zb-v", "dualpipe-v"}) {
                         if (pp == 1 && schedule != "1f1b") continue;
-                        const Layout l{.dp = dp,
-                                       .tp = tp,
-                                       .pp = pp,
-                                       .ep = ep,
-                                       .zero = zero,
-                                       .hsdp_shard = hsdp,
-                                       .sequence_parallel = sp,
-                                       .fold = fold,
-                                       .schedule = schedule,
-                                       .preset = preset,
-                                       .precision = precision};
+                        Layout l{.dp = dp,
+                                 .tp = tp,
+                                 .pp = pp,
+                                 .ep = ep,
+                                 .zero = zero,
+                                 .hsdp_shard = hsdp,
+                                 .sequence_parallel = sp,
+                                 .fold = fold,
+                                 .schedule = schedule,
+                                 .preset = preset,
+                                 .precision = precision};
                         all.push_back(l);
+                        if (precision == "bf16") {
+                          l.autocast = true;
+                          all.push_back(l);
+                        }
                         if (precision != "fp32") continue;
                         Layout recomputed = l;
                         recomputed.recompute = true;
@@ -153,7 +179,10 @@ std::vector<Layout> Enumerate() {
                         if (preset == "tiny" || experts < 2) continue;
                         for (Layout::Moe m : {Layout::Moe::kHierarchical, Layout::Moe::kDualBatch,
                                               Layout::Moe::kFp8}) {
-                          if (m == Layout::Moe::kDualBatch && (pp > 1 || zero > 2)) continue;
+                          if (m == Layout::Moe::kDualBatch &&
+                              ((pp > 1 && schedule != "dualpipe-v") || zero > 2)) {
+                            continue;
+                          }
                           Layout variant = l;
                           variant.moe = m;
                           all.push_back(variant);
@@ -174,13 +203,16 @@ std::vector<Layout> Enumerate() {
 
 std::vector<Layout> Slice() {
   std::vector<Layout> slice;
-  std::set<std::tuple<int, int, int, int, std::string>> seen;
+  std::set<std::tuple<int, int, int, int, std::string>> shapes;
+  std::set<std::tuple<std::string, std::string, bool, bool, Layout::Moe>> modes;
   const std::vector<Layout> all = Enumerate();
   for (size_t i = 0; i < all.size(); ++i) {
     const Layout& l = all[i];
-    if (seen.insert({l.dp, l.tp, l.pp, l.ep, l.preset}).second || i % 6 == 0) {
-      slice.push_back(l);
-    }
+    const bool new_shape = shapes.insert({l.dp, l.tp, l.pp, l.ep, l.preset}).second;
+    const bool new_mode =
+        modes.insert({l.pp > 1 ? l.schedule : "", l.precision, l.autocast, l.recompute, l.moe})
+            .second;
+    if (new_shape || new_mode || i % 12 == 0) slice.push_back(l);
   }
   return slice;
 }
@@ -191,8 +223,8 @@ class Matrix : public ::testing::TestWithParam<Layout> {
   // One rank's run of `o`, computed once per (preset, precision, accumulation).
   static const RunResult& Reference(const models::TrainOptions& o) {
     static std::map<std::string, RunResult>* cache = new std::map<std::string, RunResult>();
-    const std::string key =
-        absl::StrCat(o.preset, "/", o.precision, "/", o.grad_accum, "/", o.steps);
+    const std::string key = absl::StrCat(o.preset, "/", o.precision, o.autocast ? "+autocast" : "",
+                                         "/", o.grad_accum, "/", o.steps, "/", o.num_layers);
     auto it = cache->find(key);
     if (it == cache->end()) it = cache->emplace(key, Train(o, nullptr)).first;
     return it->second;
@@ -205,7 +237,7 @@ TEST_P(Matrix, EqualsTheSingleRankRun) {
   const absl::Status valid = models::ValidateTrainOptions(o);
   ASSERT_TRUE(valid.ok()) << l.Name() << ": " << valid;
   const Tolerance tolerance = l.moe == Layout::Moe::kFp8 ? kMoeFp8Tolerance
-                              : l.precision == "bf16"    ? kTpBf16Tolerance
+                              : l.precision != "fp32"    ? kTpBf16Tolerance
                                                          : kTpF32Tolerance;
   ExpectEquivalentOnRanks(Reference(l.ReferenceFor()), TrainOnMesh(o), l.Name(), tolerance);
 }
@@ -224,13 +256,16 @@ TEST(MatrixCoverage, EveryAxisValueAppears) {
     if (l.sequence_parallel) seen.insert("sp");
     if (l.fold) seen.insert("fold");
     if (l.recompute) seen.insert("recompute");
+    if (l.autocast) seen.insert("autocast");
     seen.insert(absl::StrCat("moe", static_cast<int>(l.moe)));
     seen.insert(l.schedule);
     seen.insert(l.preset);
     seen.insert(l.precision);
   }
-  for (const char* v : {"dp4", "tp4", "pp2", "ep4", "zero3", "hsdp", "sp", "fold", "zb-h1",
-                        "tiny-moe", "bf16", "recompute", "moe1", "moe2", "moe3"}) {
+  for (const char* v :
+       {"dp4",  "tp4",   "pp2",      "ep4",         "zero3", "hsdp",       "sp",
+        "fold", "zb-h1", "gpipe",    "interleaved", "zb-v",  "dualpipe-v", "tiny-moe",
+        "bf16", "fp16",  "autocast", "recompute",   "moe1",  "moe2",       "moe3"}) {
     EXPECT_TRUE(seen.count(v)) << v;
   }
   EXPECT_LT(Slice().size(), all.size());
