@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <map>
+#include <ostream>
 #include <set>
 #include <string>
 #include <tuple>
@@ -130,6 +131,9 @@ struct Layout {
     return o;
   }
 };
+
+// gtest prints a failing layout by its name.
+void PrintTo(const Layout& l, std::ostream* os) { *os << l.Name(); }
 
 std::vector<Layout> Enumerate() {
   std::vector<Layout> all;
