@@ -6,9 +6,10 @@
 //   the pipeline schedule (1f1b, zb-h1, gpipe; interleaved, zb-v, dualpipe-v on 4 blocks),
 //   the preset (dense tiny; tiny-moe, always with ep > 1), experts folded over ep × tp
 //   (tiny-moe, tp > 1), the precision (fp32, bf16, bf16 with autocast, fp16), activation
-//   recomputation (fp32), and the MoE exchange (tiny-moe with an expert group of 2 or more ranks,
-//   fp32: plain; the hierarchical dispatch over 2 groups; the dual micro-batch overlap below
-//   ZeRO-3, without a pipeline or paired by dualpipe-v; FP8 dispatch with bf16 combine),
+//   recomputation (fp32), the emulated CUDA device (fp32), and the MoE exchange (tiny-moe with an
+//   expert group of 2 or more ranks, fp32: plain; the hierarchical dispatch over 2 groups; the dual
+//   micro-batch overlap below ZeRO-3, without a pipeline or paired by dualpipe-v; FP8 dispatch with
+//   bf16 combine),
 // minus the combinations a preset cannot split (tiny-moe's 170 SwiGLU units over tp 4). Each is
 // compared with one rank of the same options accumulating the same micro-batches (one per data
 // rank, times the pipeline's, times the dual overlap's halves), within kTpF32Tolerance (fp32),
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <set>
 #include <string>
@@ -34,6 +36,7 @@
 #include "models/trainer.h"
 #include "runtime/parallel.h"
 #include "tests/parallel/dp_checks.h"
+#include "tests/runtime/emulated_device.h"
 
 namespace loom::testing {
 namespace {
@@ -49,6 +52,7 @@ struct Layout {
   std::string precision = "fp32";
   bool autocast = false;
   bool recompute = false;
+  bool device = false;  // on the emulated CUDA device (tests/runtime/emulated_device.h)
   enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8 } moe = Moe::kPlain;
 
   std::string Name() const {
@@ -65,7 +69,7 @@ struct Layout {
     if (recompute) absl::StrAppend(&n, "_recompute");
     const char* exchange[] = {"", "_hier", "_dual", "_fp8"};
     return absl::StrCat(n, exchange[static_cast<int>(moe)], "_", precision,
-                        autocast ? "_autocast" : "");
+                        autocast ? "_autocast" : "", device ? "_device" : "");
   }
   // The schedules that cut the model into more stages than ranks (2 per rank): the model gets 4
   // blocks and a step 4 micro-batches (interleaved: a multiple of pp; the V schedules: 2 x pp).
@@ -176,6 +180,9 @@ std::vector<Layout> Enumerate() {
                           all.push_back(l);
                         }
                         if (precision != "fp32") continue;
+                        Layout on_device = l;
+                        on_device.device = true;
+                        all.push_back(on_device);
                         Layout recomputed = l;
                         recomputed.recompute = true;
                         all.push_back(recomputed);
@@ -213,9 +220,10 @@ std::vector<Layout> Slice() {
   for (size_t i = 0; i < all.size(); ++i) {
     const Layout& l = all[i];
     const bool new_shape = shapes.insert({l.dp, l.tp, l.pp, l.ep, l.preset}).second;
-    const bool new_mode =
-        modes.insert({l.pp > 1 ? l.schedule : "", l.precision, l.autocast, l.recompute, l.moe})
-            .second;
+    const bool new_mode = modes
+                              .insert({l.pp > 1 ? l.schedule : "", l.precision, l.autocast,
+                                       l.recompute || l.device, l.moe})
+                              .second;
     if (new_shape || new_mode || i % 12 == 0) slice.push_back(l);
   }
   return slice;
@@ -237,7 +245,9 @@ class Matrix : public ::testing::TestWithParam<Layout> {
 
 TEST_P(Matrix, EqualsTheSingleRankRun) {
   const Layout& l = GetParam();
-  const models::TrainOptions o = l.Options();
+  models::TrainOptions o = l.Options();
+  std::optional<runtime::testing::EmulatedDevice> device;
+  if (l.device) o.device = &device.emplace().allocator();
   const absl::Status valid = models::ValidateTrainOptions(o);
   ASSERT_TRUE(valid.ok()) << l.Name() << ": " << valid;
   const Tolerance tolerance = l.moe == Layout::Moe::kFp8 ? kMoeFp8Tolerance
@@ -261,15 +271,16 @@ TEST(MatrixCoverage, EveryAxisValueAppears) {
     if (l.fold) seen.insert("fold");
     if (l.recompute) seen.insert("recompute");
     if (l.autocast) seen.insert("autocast");
+    if (l.device) seen.insert("device");
     seen.insert(absl::StrCat("moe", static_cast<int>(l.moe)));
     seen.insert(l.schedule);
     seen.insert(l.preset);
     seen.insert(l.precision);
   }
   for (const char* v :
-       {"dp4",  "tp4",   "pp2",      "ep4",         "zero3", "hsdp",       "sp",
-        "fold", "zb-h1", "gpipe",    "interleaved", "zb-v",  "dualpipe-v", "tiny-moe",
-        "bf16", "fp16",  "autocast", "recompute",   "moe1",  "moe2",       "moe3"}) {
+       {"dp4",      "tp4",       "pp2",         "ep4",  "zero3",      "hsdp",     "sp",   "fold",
+        "zb-h1",    "gpipe",     "interleaved", "zb-v", "dualpipe-v", "tiny-moe", "bf16", "fp16",
+        "autocast", "recompute", "device",      "moe1", "moe2",       "moe3"}) {
     EXPECT_TRUE(seen.count(v)) << v;
   }
   EXPECT_LT(Slice().size(), all.size());
