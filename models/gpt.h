@@ -88,7 +88,7 @@ class GptModel {
   // ShardSpec::grad_partial_over) and the overlap of GEMMs with the tp collectives
   // (parallel/tensor/tensor_parallel.h). Its split and stats are the model's to set.
   // `ep`: the expert-parallel group of a MoE model (not owned; nullptr: none). A config whose
-  // moe.ep is set (the ep × tp ranks, moe.ep_axis kEpTpAxis: parallel/layers/moe.h) gives its
+  // moe.ep is set (the ep × tp ranks, moe.ep_axis kEpTpAxis: parallel/shard.h) gives its
   // MoE layers that group instead.
   explicit GptModel(const GptConfig& config, const parallel::TensorParallelOptions& tp = {},
                     comm::Communicator* ep = nullptr);

@@ -32,6 +32,10 @@
 
 namespace loom::parallel {
 
+// The axis of an expert group made of the ep × tp ranks (MoE parallel folding:
+// parallel/layers/moe.h MoeOptions::ep_axis): a shard split over it is split over tp and ep.
+inline constexpr char kEpTpAxis[] = "ep_tp";
+
 struct ShardSpec {
   enum class Kind { kReplicated, kSplit, kExpert };
   Kind kind = Kind::kReplicated;

@@ -330,7 +330,7 @@ void DataParallel::BeginMicroBatch(bool last, int passes) {
 comm::Communicator* DataParallel::PartialGroup(const Options& options, const std::string& axis) {
   if (axis == "tp") return options.tp;
   if (axis == "ep") return options.ep;
-  if (axis == "ep_tp") return options.ep_tp;
+  if (axis == kEpTpAxis) return options.ep_tp;
   if (axis == "embedding") return options.embedding;
   return nullptr;
 }
@@ -346,10 +346,10 @@ std::vector<comm::Communicator*> DataParallel::ModelParallelGroups() const {
 bool DataParallel::CountsInNorm(const Parameter& p) const {
   const ShardSpec& spec = p.shard_spec();
   // Along tp and ep: a shard split over that axis on every rank, anything else on rank 0 only.
-  // A shard split over the ep × tp ranks ("ep_tp") is split along both.
+  // A shard split over the ep × tp ranks (kEpTpAxis) is split along both.
   for (const auto& [axis, group] :
        {std::pair<const char*, comm::Communicator*>{"tp", options_.tp}, {"ep", options_.ep}}) {
-    const bool split_here = spec.is_split() && (spec.axis == axis || spec.axis == "ep_tp");
+    const bool split_here = spec.is_split() && (spec.axis == axis || spec.axis == kEpTpAxis);
     if (group != nullptr && group->rank() != 0 && !split_here) return false;
   }
   if (spec.grad_partial_over_axis("embedding") && options_.embedding->rank() != 0) return false;

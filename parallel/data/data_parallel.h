@@ -110,7 +110,7 @@ class DataParallel : public ParameterUseHooks {
     comm::Communicator* pp = nullptr;
     comm::Communicator* ep = nullptr;
     // `ep_tp`: the ep × tp ranks, where MoE layers fold expert parallelism over tensor
-    // parallelism (parallel/layers/moe.h kEpTpAxis): their experts are split over "ep_tp" (counted
+    // parallelism (kEpTpAxis, parallel/shard.h): their experts are split over "ep_tp" (counted
     // in the norm on every rank) and their router and shared experts' gradients are partial over
     // it (summed there; counted on its rank 0 only, as for tp and ep).
     comm::Communicator* ep_tp = nullptr;

@@ -59,9 +59,6 @@
 
 namespace loom::parallel {
 
-// The axis of an expert group made of the ep × tp ranks (MoeOptions::ep_axis).
-inline constexpr char kEpTpAxis[] = "ep_tp";
-
 struct MoeOptions {
   int64_t num_experts = 16;
   int64_t top_k = 4;

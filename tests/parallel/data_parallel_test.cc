@@ -468,9 +468,9 @@ TEST(DataParallelNorm, CountsAShardSplitOverEpTimesTpOnEveryRank) {
   OnRanks(kRanks, [&](int q, comm::Communicator& world) {
     // q = ep·2 + tp: the tp group holds the ranks with one ep index, the ep group one tp index.
     auto tp = *world.Split(q / 2, q), ep = *world.Split(q % 2, q), dp = *world.Split(q, 0);
-    Parameter experts("m.experts", {kRanks, 2}, ShardSpec::Split(0, "ep_tp", q, kRanks), true);
+    Parameter experts("m.experts", {kRanks, 2}, ShardSpec::Split(0, kEpTpAxis, q, kRanks), true);
     ShardSpec partial = ShardSpec::Replicated();
-    partial.grad_partial_over = {"ep_tp"};
+    partial.grad_partial_over = {kEpTpAxis};
     Parameter router("m.router", {3}, partial, true);
     for (Parameter* p : {&experts, &router}) {
       p->SetInitializer([](runtime::Tensor& out, int64_t) { out.Fill(0.0f); });
