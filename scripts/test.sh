@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 BUILD_DIR="${LOOM_BUILD_DIR:-build}"
-# Without arguments: every test but the whole equivalence matrix (label `matrix`, about 4 min on
+# Without arguments: every test but the whole equivalence matrix (label `matrix`, about 5 min on
 # 2 cores; its slice runs here as equivalence_matrix_slice). `bash scripts/test.sh -L matrix` runs it.
 if [ "$#" -eq 0 ]; then set -- -LE matrix; fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure "$@"

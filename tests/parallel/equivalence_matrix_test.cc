@@ -5,22 +5,23 @@
 //   ZeRO 0-3 (dp > 1), HSDP 2 × 2 (dp 4, ZeRO 1-3), sequence parallelism (tp > 1),
 //   the pipeline schedule (1f1b, zb-h1, gpipe; interleaved, zb-v, dualpipe-v on 4 blocks),
 //   the preset (dense tiny; tiny-moe, always with ep > 1), experts folded over ep × tp
-//   (tiny-moe, tp > 1), the precision (fp32, bf16, bf16 with autocast, fp16), activation
-//   recomputation (fp32), the emulated CUDA device (fp32), and the MoE exchange (tiny-moe with an
-//   expert group of 2 or more ranks, fp32: plain; the hierarchical dispatch over 2 groups; the dual
-//   micro-batch overlap below ZeRO-3, without a pipeline or paired by dualpipe-v; FP8 dispatch with
-//   bf16 combine),
+//   (tiny-moe, tp > 1), the precision (fp32, bf16, bf16 with autocast, fp16),
+// and, for fp32: activation recomputation, the emulated CUDA device, gradient accumulation (2
+// micro-batches per data rank, no pipeline), the sequence-level auxiliary loss (tiny-moe), and
+// the MoE exchange (tiny-moe with an expert group of 2 or more ranks: the hierarchical dispatch
+// over 2 groups; the dual micro-batch overlap below ZeRO-3, without a pipeline or paired by
+// dualpipe-v; FP8 dispatch with bf16 combine),
 // minus the combinations a preset cannot split (tiny-moe's 170 SwiGLU units over tp 4). Each is
-// compared with one rank of the same options accumulating the same micro-batches (one per data
-// rank, times the pipeline's, times the dual overlap's halves), within kTpF32Tolerance (fp32),
+// compared with one rank of the same options accumulating the same micro-batches (each data
+// rank's, times the pipeline's, times the dual overlap's halves), within kTpF32Tolerance (fp32),
 // kTpBf16Tolerance (16-bit) or kMoeFp8Tolerance (FP8 dispatch): the layouts change only the
 // order of f32 sums (16-bit: where values are rounded). docs/equivalence.md.
 //
 // Suites: `Slice` (CI, ctest `equivalence_matrix_slice`): the first layout of every (dp, tp, pp,
-// ep, preset) and of every (schedule, precision, autocast, recompute, exchange), and every 12th
-// of the rest; `Full` (ctest `equivalence_matrix`, label `matrix`, left out of scripts/test.sh's
-// default run: `bash scripts/test.sh -L matrix`): all of them. Adding a mode means adding its
-// axis to Enumerate() and to MatrixCoverage.
+// ep, preset) and of every (schedule, precision, autocast, recompute / device / accumulation,
+// exchange), and every 12th of the rest; `Full` (ctest `equivalence_matrix`, label `matrix`,
+// left out of scripts/test.sh's default run: `bash scripts/test.sh -L matrix`): all of them.
+// Adding a mode means adding its axis to Enumerate() and to MatrixCoverage.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -53,7 +54,8 @@ struct Layout {
   bool autocast = false;
   bool recompute = false;
   bool device = false;  // on the emulated CUDA device (tests/runtime/emulated_device.h)
-  enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8 } moe = Moe::kPlain;
+  int grad_accum = 1;   // micro-batches each data rank accumulates (no pipeline)
+  enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8, kAuxLoss } moe = Moe::kPlain;
 
   std::string Name() const {
     std::string n = absl::StrCat(preset == "tiny" ? "dense" : "moe", "_dp", dp, "_tp", tp, "_pp",
@@ -67,7 +69,8 @@ struct Layout {
       absl::StrAppend(&n, "_", name);
     }
     if (recompute) absl::StrAppend(&n, "_recompute");
-    const char* exchange[] = {"", "_hier", "_dual", "_fp8"};
+    if (grad_accum > 1) absl::StrAppend(&n, "_accum", grad_accum);
+    const char* exchange[] = {"", "_hier", "_dual", "_fp8", "_aux"};
     return absl::StrCat(n, exchange[static_cast<int>(moe)], "_", precision,
                         autocast ? "_autocast" : "", device ? "_device" : "");
   }
@@ -88,12 +91,14 @@ struct Layout {
     o.autocast = autocast;
     if (precision != "fp32") o.steps = 10;
     if (Deep()) o.num_layers = 4;
+    if (moe == Moe::kAuxLoss) o.moe_aux_loss_coef = 0.05f;
     return o;
   }
-  // Micro-batches a step accumulates (one per data rank, the pipeline's, the dual micro-batch
+  // Micro-batches a step accumulates (each data rank's, the pipeline's, the dual micro-batch
   // overlap's two halves without a pipeline).
   int MicroBatches() const {
-    return dp * ep * PipelineMicroBatches() * (moe == Moe::kDualBatch && pp == 1 ? 2 : 1);
+    return dp * ep * grad_accum * PipelineMicroBatches() *
+           (moe == Moe::kDualBatch && pp == 1 ? 2 : 1);
   }
   models::TrainOptions Options() const {
     models::TrainOptions o = Base();
@@ -106,6 +111,7 @@ struct Layout {
     o.sequence_parallel = sequence_parallel;
     o.moe_fold_tp = fold;
     o.recompute = recompute;
+    o.grad_accum = grad_accum;
     if (moe == Moe::kHierarchical) {
       o.moe_groups = 2;
       o.moe_top_groups = 2;
@@ -186,8 +192,17 @@ std::vector<Layout> Enumerate() {
                         Layout recomputed = l;
                         recomputed.recompute = true;
                         all.push_back(recomputed);
+                        if (pp == 1) {
+                          Layout accumulated = l;
+                          accumulated.grad_accum = 2;
+                          all.push_back(accumulated);
+                        }
+                        if (preset == "tiny") continue;
+                        Layout aux = l;
+                        aux.moe = Layout::Moe::kAuxLoss;
+                        all.push_back(aux);
                         const int experts = ep * (fold ? tp : 1);  // the expert group
-                        if (preset == "tiny" || experts < 2) continue;
+                        if (experts < 2) continue;
                         for (Layout::Moe m : {Layout::Moe::kHierarchical, Layout::Moe::kDualBatch,
                                               Layout::Moe::kFp8}) {
                           if (m == Layout::Moe::kDualBatch &&
@@ -222,7 +237,7 @@ std::vector<Layout> Slice() {
     const bool new_shape = shapes.insert({l.dp, l.tp, l.pp, l.ep, l.preset}).second;
     const bool new_mode = modes
                               .insert({l.pp > 1 ? l.schedule : "", l.precision, l.autocast,
-                                       l.recompute || l.device, l.moe})
+                                       l.recompute || l.device || l.grad_accum > 1, l.moe})
                               .second;
     if (new_shape || new_mode || i % 12 == 0) slice.push_back(l);
   }
@@ -235,8 +250,11 @@ class Matrix : public ::testing::TestWithParam<Layout> {
   // One rank's run of `o`, computed once per (preset, precision, accumulation).
   static const RunResult& Reference(const models::TrainOptions& o) {
     static std::map<std::string, RunResult>* cache = new std::map<std::string, RunResult>();
-    const std::string key = absl::StrCat(o.preset, "/", o.precision, o.autocast ? "+autocast" : "",
-                                         "/", o.grad_accum, "/", o.steps, "/", o.num_layers);
+    // Every option a reference sets (Layout::Base and ReferenceFor).
+    const std::string key =
+        absl::StrCat(o.preset, "/", o.precision, o.autocast ? "+autocast" : "", "/accum ",
+                     o.grad_accum, "/steps ", o.steps, "/layers ", o.num_layers, "/aux ",
+                     o.moe_aux_loss_coef, "/groups ", o.moe_groups, ":", o.moe_top_groups);
     auto it = cache->find(key);
     if (it == cache->end()) it = cache->emplace(key, Train(o, nullptr)).first;
     return it->second;
@@ -272,15 +290,16 @@ TEST(MatrixCoverage, EveryAxisValueAppears) {
     if (l.recompute) seen.insert("recompute");
     if (l.autocast) seen.insert("autocast");
     if (l.device) seen.insert("device");
+    if (l.grad_accum > 1) seen.insert("accum");
     seen.insert(absl::StrCat("moe", static_cast<int>(l.moe)));
     seen.insert(l.schedule);
     seen.insert(l.preset);
     seen.insert(l.precision);
   }
-  for (const char* v :
-       {"dp4",      "tp4",       "pp2",         "ep4",  "zero3",      "hsdp",     "sp",   "fold",
-        "zb-h1",    "gpipe",     "interleaved", "zb-v", "dualpipe-v", "tiny-moe", "bf16", "fp16",
-        "autocast", "recompute", "device",      "moe1", "moe2",       "moe3"}) {
+  for (const char* v : {"dp4",        "tp4",      "pp2",   "ep4",   "zero3",       "hsdp",
+                        "sp",         "fold",     "zb-h1", "gpipe", "interleaved", "zb-v",
+                        "dualpipe-v", "tiny-moe", "bf16",  "fp16",  "autocast",    "recompute",
+                        "device",     "accum",    "moe1",  "moe2",  "moe3",        "moe4"}) {
     EXPECT_TRUE(seen.count(v)) << v;
   }
   EXPECT_LT(Slice().size(), all.size());
