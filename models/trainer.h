@@ -260,22 +260,26 @@ class Trainer {
   void FinishMetrics(StepMetrics& m, std::chrono::steady_clock::time_point start);
 
   TrainOptions options_;
-  std::unique_ptr<data::TokenDataset> dataset_;
-  std::unique_ptr<GptModel> model_;
-  int64_t seq_len_;
+  // The communicators the trainer owns come first, so they are destroyed last: after everything
+  // that holds tensors from their shared arenas (the model's parameters, data parallelism's
+  // buffers, the optimizer's state, the pipeline's stashes).
   std::unique_ptr<comm::Communicator> own_group_;  // when Create got no group
   // --moe_fold_tp: the ep x tp ranks. --moe_hier_dispatch: the rail group and this rank's expert
   // group, split from ep (or ep_tp_).
   std::unique_ptr<comm::Communicator> ep_tp_, ep_rail_, ep_host_;
+  // HSDP: the shard group and the replica group, split from dp_group_.
+  std::unique_ptr<comm::Communicator> shard_group_, replica_group_;
+  // Pipeline (pp > 1): the stage boundaries' links and the tied embedding's copies.
+  std::unique_ptr<parallel::pipeline::Channels> channels_;
+  std::unique_ptr<comm::Communicator> embedding_group_;
+  std::unique_ptr<data::TokenDataset> dataset_;
+  std::unique_ptr<GptModel> model_;
+  int64_t seq_len_;
   comm::Communicator* dp_group_ = nullptr;
   parallel::ParallelContext context_;  // dp is dp_group_
-  // HSDP: the shard group and the replica group, split from dp_group_ (they outlive dp_).
-  std::unique_ptr<comm::Communicator> shard_group_, replica_group_;
   std::unique_ptr<parallel::DataParallel> dp_;
   // Pipeline (pp > 1).
   std::unique_ptr<parallel::pipeline::Schedule> pipeline_;
-  std::unique_ptr<parallel::pipeline::Channels> channels_;
-  std::unique_ptr<comm::Communicator> embedding_group_;
   std::unique_ptr<GptStages> stages_;
   std::unique_ptr<parallel::pipeline::Executor> executor_;
   parallel::pipeline::TraceEvent optimizer_event_{

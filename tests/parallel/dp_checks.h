@@ -98,6 +98,10 @@ std::vector<RunResult> TrainOnMesh(const models::TrainOptions& o);
 // Trains `steps` steps of `o` on its mesh (o.steps sets the schedule) and checkpoints to
 // o.save_dir.
 void TrainAndSaveOnMesh(const models::TrainOptions& o, int64_t steps);
+// One rank's losses and norms as the reference's, and each parameter it holds (a pipeline rank:
+// its stages') as the reference's.
+void ExpectEquivalentWhereHeld(const RunResult& reference, const RunResult& got,
+                               const std::string& what, const Tolerance& tolerance = kF32Tolerance);
 // Every rank's losses and norms as the reference's; each parameter, on whichever ranks hold it
 // (a pipeline rank: its stages'), as the reference's; together the ranks hold all of them.
 void ExpectEquivalentOnRanks(const RunResult& reference, const std::vector<RunResult>& ranks,
