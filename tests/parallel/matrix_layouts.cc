@@ -11,83 +11,106 @@ namespace loom::testing {
 
 void PrintTo(const MatrixLayout& l, std::ostream* os) { *os << l.Name(); }
 
-std::vector<MatrixLayout> EnumerateMatrix() {
-  std::vector<MatrixLayout> all;
+namespace {
+
+// A layout's shape: dp × tp × pp × ep.
+struct Shape {
+  int dp, tp, pp, ep;
+};
+
+// The shapes of 2 to 4 ranks `preset` can take (ep > 1 only with experts; tiny-moe's 170
+// SwiGLU units do not split over tp 4), in the matrix's order.
+std::vector<Shape> ShapesOf(const std::string& preset) {
+  std::vector<Shape> shapes;
   const int sizes[] = {1, 2, 4};
-  for (const std::string precision : {"fp32", "bf16", "fp16"}) {
-    for (const std::string preset : {"tiny", "tiny-moe"}) {
-      for (int dp : sizes) {
-        for (int tp : sizes) {
-          for (int pp : {1, 2}) {
-            for (int ep : sizes) {
-              const int ranks = dp * tp * pp * ep;
-              if (ranks < 2 || ranks > 4) continue;
-              if (ep > 1 && preset == "tiny") continue;
-              if (preset == "tiny-moe" && tp == 4) continue;  // 170 SwiGLU units
-              for (int zero : {0, 1, 2, 3}) {
-                if (dp == 1 && zero > 0) continue;
-                for (int hsdp : {0, 2}) {
-                  if (hsdp > 0 && (dp != 4 || zero == 0)) continue;
-                  for (bool sp : {false, true}) {
-                    if (sp && tp == 1) continue;
-                    for (bool fold : {false, true}) {
-                      if (fold && (tp == 1 || preset == "tiny")) continue;
-                      for (const std::string schedule :
-                           {"1f1b", "zb-h1", "gpipe", "interleaved", "zb-v", "dualpipe-v"}) {
-                        if (pp == 1 && schedule != "1f1b") continue;
-                        MatrixLayout l{.dp = dp,
-                                       .tp = tp,
-                                       .pp = pp,
-                                       .ep = ep,
-                                       .zero = zero,
-                                       .hsdp_shard = hsdp,
-                                       .sequence_parallel = sp,
-                                       .fold = fold,
-                                       .schedule = schedule,
-                                       .preset = preset,
-                                       .precision = precision};
-                        all.push_back(l);
-                        if (precision == "bf16") {
-                          l.autocast = true;
-                          all.push_back(l);
-                        }
-                        if (precision != "fp32") continue;
-                        MatrixLayout on_device = l;
-                        on_device.device = true;
-                        all.push_back(on_device);
-                        MatrixLayout recomputed = l;
-                        recomputed.recompute = true;
-                        all.push_back(recomputed);
-                        if (pp == 1) {
-                          MatrixLayout accumulated = l;
-                          accumulated.grad_accum = 2;
-                          all.push_back(accumulated);
-                        }
-                        if (preset == "tiny") continue;
-                        MatrixLayout aux = l;
-                        aux.moe = MatrixLayout::Moe::kAuxLoss;
-                        all.push_back(aux);
-                        const int experts = ep * (fold ? tp : 1);  // the expert group
-                        if (experts < 2) continue;
-                        for (MatrixLayout::Moe m :
-                             {MatrixLayout::Moe::kHierarchical, MatrixLayout::Moe::kDualBatch,
-                              MatrixLayout::Moe::kFp8}) {
-                          if (m == MatrixLayout::Moe::kDualBatch &&
-                              ((pp > 1 && schedule != "dualpipe-v") || zero > 2)) {
-                            continue;
-                          }
-                          MatrixLayout variant = l;
-                          variant.moe = m;
-                          all.push_back(variant);
-                        }
-                      }
-                    }
-                  }
-                }
-              }
-            }
+  for (int dp : sizes) {
+    for (int tp : sizes) {
+      for (int pp : {1, 2}) {
+        for (int ep : sizes) {
+          const int ranks = dp * tp * pp * ep;
+          if (ranks < 2 || ranks > 4) continue;
+          if (ep > 1 && preset == "tiny") continue;
+          if (preset == "tiny-moe" && tp == 4) continue;
+          shapes.push_back({dp, tp, pp, ep});
+        }
+      }
+    }
+  }
+  return shapes;
+}
+
+// The layouts of one shape: ZeRO (dp > 1), HSDP (dp 4, ZeRO >= 1), sequence parallelism and
+// folding (tp > 1; folding with experts only), the schedule (pp > 1).
+std::vector<MatrixLayout> LayoutsOf(const Shape& m, const std::string& preset,
+                                    const std::string& precision) {
+  std::vector<MatrixLayout> layouts;
+  for (int zero : {0, 1, 2, 3}) {
+    if (m.dp == 1 && zero > 0) continue;
+    for (int hsdp : {0, 2}) {
+      if (hsdp > 0 && (m.dp != 4 || zero == 0)) continue;
+      for (bool sp : {false, true}) {
+        if (sp && m.tp == 1) continue;
+        for (bool fold : {false, true}) {
+          if (fold && (m.tp == 1 || preset == "tiny")) continue;
+          for (const char* schedule :
+               {"1f1b", "zb-h1", "gpipe", "interleaved", "zb-v", "dualpipe-v"}) {
+            if (m.pp == 1 && std::string(schedule) != "1f1b") continue;
+            layouts.push_back({.dp = m.dp,
+                               .tp = m.tp,
+                               .pp = m.pp,
+                               .ep = m.ep,
+                               .zero = zero,
+                               .hsdp_shard = hsdp,
+                               .sequence_parallel = sp,
+                               .fold = fold,
+                               .schedule = schedule,
+                               .preset = preset,
+                               .precision = precision});
           }
         }
+      }
+    }
+  }
+  return layouts;
+}
+
+// Appends `l` and its variants: bf16 with autocast; for fp32 the emulated device, recomputation,
+// accumulation (no pipeline), and with experts the auxiliary loss and, over an expert group of 2
+// or more ranks, the MoE exchanges (the dual micro-batch overlap below ZeRO-3, without a pipeline
+// or paired by dualpipe-v).
+void AddWithVariants(const MatrixLayout& l, std::vector<MatrixLayout>& all) {
+  const auto with = [&](auto change) {
+    MatrixLayout v = l;
+    change(v);
+    all.push_back(v);
+  };
+  all.push_back(l);
+  if (l.precision == "bf16") with([](MatrixLayout& v) { v.autocast = true; });
+  if (l.precision != "fp32") return;
+  with([](MatrixLayout& v) { v.device = true; });
+  with([](MatrixLayout& v) { v.recompute = true; });
+  if (l.pp == 1) with([](MatrixLayout& v) { v.grad_accum = 2; });
+  if (l.preset == "tiny") return;
+  with([](MatrixLayout& v) { v.moe = MatrixLayout::Moe::kAuxLoss; });
+  if (l.ep * (l.fold ? l.tp : 1) < 2) return;  // the expert group
+  for (MatrixLayout::Moe m :
+       {MatrixLayout::Moe::kHierarchical, MatrixLayout::Moe::kDualBatch, MatrixLayout::Moe::kFp8}) {
+    if (m == MatrixLayout::Moe::kDualBatch &&
+        ((l.pp > 1 && l.schedule != "dualpipe-v") || l.zero > 2)) {
+      continue;
+    }
+    with([m](MatrixLayout& v) { v.moe = m; });
+  }
+}
+
+}  // namespace
+
+std::vector<MatrixLayout> EnumerateMatrix() {
+  std::vector<MatrixLayout> all;
+  for (const std::string precision : {"fp32", "bf16", "fp16"}) {
+    for (const std::string preset : {"tiny", "tiny-moe"}) {
+      for (const Shape& shape : ShapesOf(preset)) {
+        for (const MatrixLayout& l : LayoutsOf(shape, preset, precision)) AddWithVariants(l, all);
       }
     }
   }

@@ -86,6 +86,10 @@ struct MatrixLayout {
     if (precision != "fp32") o.steps = 10;
     if (Deep()) o.num_layers = 4;
     if (moe == Moe::kAuxLoss) o.moe_aux_loss_coef = 0.05f;
+    if (moe == Moe::kHierarchical) {  // node-limited groups, both allowed: the same routing
+      o.moe_groups = 2;
+      o.moe_top_groups = 2;
+    }
     return o;
   }
   // Micro-batches a step accumulates (each data rank's, the pipeline's, the dual micro-batch
@@ -106,11 +110,7 @@ struct MatrixLayout {
     o.moe_fold_tp = fold;
     o.recompute = recompute;
     o.grad_accum = grad_accum;
-    if (moe == Moe::kHierarchical) {
-      o.moe_groups = 2;
-      o.moe_top_groups = 2;
-      o.moe_hier_dispatch = true;
-    }
+    o.moe_hier_dispatch = moe == Moe::kHierarchical;
     o.moe_dual_batch = moe == Moe::kDualBatch;
     if (moe == Moe::kFp8) {
       o.moe_dispatch = "fp8";
@@ -128,10 +128,6 @@ struct MatrixLayout {
   models::TrainOptions ReferenceFor() const {
     models::TrainOptions o = Base();
     o.grad_accum = MicroBatches();
-    if (moe == Moe::kHierarchical) {  // the same routing: 2 groups, both allowed
-      o.moe_groups = 2;
-      o.moe_top_groups = 2;
-    }
     return o;
   }
 };
