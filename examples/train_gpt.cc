@@ -113,8 +113,9 @@ ABSL_FLAG(int32_t, moe_top_groups, 0,
           "MoE node-limited routing: groups a token's experts may come from (0: the preset's)");
 ABSL_FLAG(int32_t, virtual_stages, 2, "--schedule interleaved: chunks per rank");
 ABSL_FLAG(std::string, trace, "",
-          "with --pp: write the last step's timeline of every rank to this Chrome trace JSON "
-          "(Perfetto, chrome://tracing)");
+          "write the last step's timeline of every rank to this Chrome trace JSON (Perfetto, "
+          "chrome://tracing): forward, backward (or the pipeline's ops), the optimizer step, and "
+          "the data-parallel reductions and parameter all-gathers");
 ABSL_FLAG(std::string, order, "tp-ep-dp-pp",
           "mesh order, fastest-varying axis first (tp-ep-dp-pp: tp groups are neighbouring ranks)");
 ABSL_FLAG(int32_t, zero, 0,
@@ -588,9 +589,8 @@ absl::Status RunTraining(Trainer& trainer, comm::Communicator& world, MetricsWri
   }
   const std::string trace = absl::GetFlag(FLAGS_trace);
   if (!trace.empty()) {
-    LOOM_RETURN_IF_ERROR(
-        parallel::pipeline::WriteChromeTrace(trainer.pipeline_trace(), world, trace));
-    if (leader) std::printf("wrote the last step's pipeline timeline to %s\n", trace.c_str());
+    LOOM_RETURN_IF_ERROR(parallel::pipeline::WriteChromeTrace(trainer.step_trace(), world, trace));
+    if (leader) std::printf("wrote the last step's timeline to %s\n", trace.c_str());
   }
   // The training state, before any export.
   LOOM_RETURN_IF_ERROR(PrintMemoryPerRank(world, StateMemory(o)));
@@ -665,9 +665,6 @@ absl::Status Main() {
         "--comm nccl cannot run --pp yet: the pipeline's sends need to complete before their "
         "receives are posted, and NCCL's do not; use a host backend (--comm shm|mpi|ring|hier), "
         "which stages device tensors through host memory");
-  }
-  if (!absl::GetFlag(FLAGS_trace).empty() && options.pp < 2) {
-    return absl::InvalidArgumentError("--trace records pipeline schedules; it needs --pp >= 2");
   }
   LOOM_RETURN_IF_ERROR(shape.Validate(world_size));
   LOOM_RETURN_IF_ERROR(models::ValidateTrainOptions(options));

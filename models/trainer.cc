@@ -132,6 +132,14 @@ int PipelineMicroBatches(const TrainOptions& o) {
 
 namespace {
 
+// A forward or backward that ran from `start_us` to `end_us` (no pipeline: stage 0).
+parallel::pipeline::TraceEvent ComputeEvent(parallel::pipeline::OpKind kind, int64_t micro_batch,
+                                            int64_t start_us, int64_t end_us) {
+  return {.instr = {.kind = kind, .micro_batch = static_cast<int>(micro_batch), .stage = 0},
+          .start_us = start_us,
+          .end_us = end_us};
+}
+
 // What --moe_dual_batch needs: halves of equal size, and no layout that it does not compose with.
 absl::Status ValidateDualBatch(const TrainOptions& o) {
   if (!o.moe_dual_batch) return absl::OkStatus();
@@ -661,16 +669,24 @@ absl::StatusOr<float> Trainer::RunMicroBatches(const data::Batch& batch, float l
   const float part_scale = loss_scale / static_cast<float>(accum * halves);
   float loss = 0.0f;
   std::vector<float> part_loss(halves);
+  // Each part's F and B, in slots of their own (lanes may run at once).
+  compute_events_.assign(2 * accum * halves, {});
   for (int64_t i = 0; i < accum; ++i) {
     dp_->BeginMicroBatch(/*last=*/i + 1 == accum, static_cast<int>(halves));
     std::vector<std::function<void()>> lanes;
     for (int64_t h = 0; h < halves; ++h) {
-      lanes.push_back([&, h, lo = (i * halves + h) * part] {
+      lanes.push_back([&, h, k = i * halves + h] {
         const OnDevice activations(options_.device);  // lanes may run on helper threads
         parallel::Stash stash = settings.EmptyLike();
+        const int64_t lo = k * part, forward = runtime::SteadyMicros();
         part_loss[h] = model_->ForwardLoss(stash, batch.inputs.Slice(lo, lo + part),
                                            batch.targets.Slice(lo, lo + part));
+        const int64_t backward = runtime::SteadyMicros();
         model_->Backward(stash, part_scale);
+        compute_events_[2 * k] =
+            ComputeEvent(parallel::pipeline::OpKind::kForward, k, forward, backward);
+        compute_events_[2 * k + 1] = ComputeEvent(parallel::pipeline::OpKind::kBackwardInput, k,
+                                                  backward, runtime::SteadyMicros());
       });
     }
     lanes_.Run(lanes, /*interleave=*/true);
@@ -716,13 +732,17 @@ void Trainer::InjectOverflowForTesting() {
   grad.Reshape({grad.numel()}).Slice(0, 1).Fill(std::numeric_limits<float>::infinity());
 }
 
-std::vector<parallel::pipeline::TraceEvent> Trainer::pipeline_trace() const {
-  if (executor_ == nullptr) return {};
-  std::vector<parallel::pipeline::TraceEvent> trace = executor_->trace();
+std::vector<parallel::pipeline::TraceEvent> Trainer::step_trace() const {
+  std::vector<parallel::pipeline::TraceEvent> trace =
+      executor_ != nullptr ? executor_->trace() : compute_events_;
   trace.push_back(optimizer_event_);
-  for (const parallel::DataParallel::ReductionSpan& s : dp_->reduction_spans()) {
-    trace.push_back(
-        {.instr = {}, .start_us = s.start_us, .end_us = s.end_us, .dp_bucket = s.bucket});
+  for (const parallel::DataParallel::CommSpan& s : dp_->comm_spans()) {
+    if (s.end_us == 0) continue;  // never waited for
+    trace.push_back({.instr = {},
+                     .start_us = s.start_us,
+                     .end_us = s.end_us,
+                     .dp_bucket = s.bucket,
+                     .dp_gather = s.gather});
   }
   return trace;
 }

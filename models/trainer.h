@@ -180,10 +180,11 @@ class Trainer {
   absl::StatusOr<StepMetrics> Step();
   // Pipeline (pp > 1): the schedule every rank runs.
   const parallel::pipeline::Schedule* pipeline_schedule() const { return pipeline_.get(); }
-  // Pipeline: the ops this rank ran in the last step, timed, ending with the optimizer step (from
-  // the end of the schedule: waiting for the gradient reductions, clipping, the update), then the
-  // step's data-parallel reductions (TraceEvent::dp_bucket); empty without --pp.
-  std::vector<parallel::pipeline::TraceEvent> pipeline_trace() const;
+  // The ops this rank ran in the last step, timed: the pipeline schedule's (pp > 1), or each
+  // micro-batch's forward (F, stage 0) and backward (B); then the optimizer step (from the end of
+  // the last backward: waiting for the gradient reductions, clipping, the update), then the step's
+  // data-parallel reductions and parameter all-gathers (TraceEvent::dp_bucket).
+  std::vector<parallel::pipeline::TraceEvent> step_trace() const;
   // Writes a checkpoint of the current step to options.save_dir: the whole f32 weights and the
   // whole optimizer state, whatever the layout (ZeRO and tensor-parallel shards are gathered; the
   // rank with dp and tp rank 0 writes), so any layout can resume it. Collective over the job.
@@ -284,6 +285,8 @@ class Trainer {
   std::unique_ptr<parallel::pipeline::Executor> executor_;
   parallel::pipeline::TraceEvent optimizer_event_{
       .instr = {.kind = parallel::pipeline::OpKind::kOptimizerStep}};
+  // Without a pipeline: the last step's forward and backward of each micro-batch (or half).
+  std::vector<parallel::pipeline::TraceEvent> compute_events_;
   optim::DynamicLossScaler scaler_;
   int injected_ = 0;  // InjectOverflowForTesting's Infs so far
   int nonfinite_in_a_row_ = 0;

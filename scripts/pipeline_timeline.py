@@ -2,8 +2,9 @@
 """Draws pipeline timelines (Chrome traces from train_gpt --trace or pipeline_schedule --trace_out)
 as one PNG: a panel per trace, stacked on one time axis, a row per rank, F / B / W boxes
 labelled with their micro-batch (the second stage a rank holds drawn darker), receive waits
-hatched grey; with data parallelism a row of gradient reductions (labelled with their bucket)
-below each rank's.
+hatched grey; with data parallelism a row of gradient reductions and parameter all-gathers
+(labelled with their bucket) below each rank's. Traces of runs without --pp (forward "F",
+backward "B" per micro-batch) draw the same way.
 
   python pipeline_timeline.py --out zb-v.png "measured=step.json" "simulated=sim.json"
   python pipeline_timeline.py --out schedules.png gpipe=g.json 1f1b=o.json   # one per schedule
@@ -22,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 # (first stage on a rank, a later one): F blue, B green, W orange.
 COLORS = {"F": ("#8db7e8", "#3f7fc7"), "B": ("#9fd89a", "#3f9f48"), "W": ("#f5c27f", "#d98b1f")}
 REDUCE_COLOR = "#c3a6e0"  # data-parallel gradient reductions ("rank r dp" tracks)
+GATHER_COLOR = "#e8a6b8"  # data-parallel parameter all-gathers (the same tracks)
+DP_COLORS = {"dp_reduce": REDUCE_COLOR, "dp_gather": GATHER_COLOR}
 OPTIMIZER_COLOR = "#b0b0b0"  # the optimizer step (with the wait for the reductions)
 
 
@@ -42,7 +45,7 @@ def read_trace(path):
         if e.get("ph") != "X":
             continue
         args = e.get("args", {})
-        label = args.get("bucket", -1) if e["cat"] == "dp_reduce" else args.get("micro_batch", -1)
+        label = args.get("bucket", -1) if e["cat"] in DP_COLORS else args.get("micro_batch", -1)
         tracks.setdefault(e["tid"], []).append((e["cat"], e["ts"] / 1000, e["dur"] / 1000, label,
                                                 args.get("stage", -1)))
     if not tracks:
@@ -51,7 +54,7 @@ def read_trace(path):
 
 
 def draw(ax, title, names, tracks):
-    # Rows: each rank's ops, its reductions ("rank r dp") right below it.
+    # Rows: each rank's ops, its reductions and gathers ("rank r dp") right below it.
     order = sorted(tracks, key=lambda t: (names.get(t, "").replace(" dp", ""), t))
     row = {t: i for i, t in enumerate(order)}
     for t, ops in tracks.items():
@@ -59,8 +62,8 @@ def draw(ax, title, names, tracks):
         first = min(stages) if stages else -1
         y = row[t]
         for kind, start, dur, label, stage in ops:
-            if kind in COLORS or kind == "dp_reduce":
-                color = REDUCE_COLOR if kind == "dp_reduce" else COLORS[kind][stage != first]
+            if kind in COLORS or kind in DP_COLORS:
+                color = DP_COLORS[kind] if kind in DP_COLORS else COLORS[kind][stage != first]
                 ax.barh(y, dur, left=start, height=0.8, color=color, edgecolor="white",
                         linewidth=0.5)
                 ax.text(start + dur / 2, y, str(label), ha="center", va="center", fontsize=6,
@@ -97,10 +100,12 @@ def main():
     handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="#eeeeee", hatch="///",
                                  edgecolor="#bbbbbb"))
     handles.append(plt.Rectangle((0, 0), 1, 1, color=REDUCE_COLOR))
+    handles.append(plt.Rectangle((0, 0), 1, 1, color=GATHER_COLOR))
     handles.append(plt.Rectangle((0, 0), 1, 1, color=OPTIMIZER_COLOR))
     fig.legend(handles, ["F (forward)", "B (input gradient)", "W (weight gradient)",
-                         "waiting to receive", "gradient reduction (bucket)", "optimizer step"],
-               loc="upper right", ncol=6, fontsize=7, frameon=False)
+                         "waiting to receive", "gradient reduction (bucket)",
+                         "parameter all-gather (bucket)", "optimizer step"],
+               loc="upper right", ncol=7, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

@@ -297,7 +297,8 @@ void DataParallel::ZeroGrad() {
   }
   first_micro_ = true;
   micro_started_ = false;
-  reduction_spans_.clear();
+  comm_spans_.clear();
+  for (Bucket& b : buckets_) b.gather_span = -1;  // a gather still in flight goes unlisted
   exposed_gather_ms_ = 0.0;
 }
 
@@ -450,8 +451,8 @@ void DataParallel::LaunchReduce(int bucket) {
     }
   }
   if (options_.ordered_issue) CompleteReductionsBefore(bucket - static_cast<int>(kIssueLag) + 1);
-  b.span = static_cast<int>(reduction_spans_.size());
-  reduction_spans_.push_back({.bucket = bucket, .start_us = runtime::SteadyMicros()});
+  b.span = static_cast<int>(comm_spans_.size());
+  comm_spans_.push_back({.bucket = bucket, .start_us = runtime::SteadyMicros()});
   if (options_.zero_stage == 0) {
     b.reduce = group_.AllReduce(*send, *send, comm::ReduceOp::kAvg);
     return;
@@ -469,7 +470,7 @@ void DataParallel::LaunchReduce(int bucket) {
 }
 
 void DataParallel::CompleteReduce(Bucket& b) {
-  reduction_spans_[b.span].end_us = b.reduce->completed_us();
+  comm_spans_[b.span].end_us = b.reduce->completed_us();
   b.reduce = nullptr;
   if (b.wire.defined()) {  // widen what came back over the wire
     const bool all = options_.zero_stage == 0;
@@ -703,6 +704,7 @@ void DataParallel::StartUpdates() {
   updates_due_ = false;
   // In order of first use (the last bucket first): the first units wait least.
   for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
+    StartGatherSpan(*b);
     b->gather = group_.AllGather(b->gather_in, mixed() ? b->low : b->master);
   }
 }
@@ -716,15 +718,24 @@ absl::Status DataParallel::WaitForParameters() {
 
 absl::Status DataParallel::AwaitUpdate(Bucket& b) {
   if (options_.zero_stage == 3 || b.gather == nullptr) return absl::OkStatus();
-  const absl::Status status = WaitGather(b.gather);
+  const absl::Status status = WaitGather(b);
   b.gather_in = Tensor();
   return status;
 }
 
-absl::Status DataParallel::WaitGather(std::shared_ptr<comm::Work>& work) {
+void DataParallel::StartGatherSpan(Bucket& b) {
+  b.gather_span = static_cast<int>(comm_spans_.size());
+  comm_spans_.push_back({.bucket = static_cast<int>(&b - buckets_.data()),
+                         .gather = true,
+                         .start_us = runtime::SteadyMicros()});
+}
+
+absl::Status DataParallel::WaitGather(Bucket& b) {
   const auto start = std::chrono::steady_clock::now();
-  const absl::Status status = work->Wait();
-  work = nullptr;
+  const absl::Status status = b.gather->Wait();
+  if (b.gather_span >= 0) comm_spans_[b.gather_span].end_us = b.gather->completed_us();
+  b.gather_span = -1;
+  b.gather = nullptr;
   exposed_gather_ms_ +=
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return status;
@@ -734,6 +745,7 @@ void DataParallel::StartGather(int bucket) {
   Bucket& b = buckets_[bucket];
   if (options_.zero_stage != 3 || b.value.defined() || b.gather != nullptr) return;
   b.gathered = SharedScratch(b.shard * group_.size(), MemoryTag::kParam, options_.param_dtype);
+  StartGatherSpan(b);
   b.gather = group_.AllGather(mixed() ? b.low : b.master, b.gathered);
 }
 
@@ -743,7 +755,7 @@ void DataParallel::Materialize(Bucket& b) {
   Tensor source = b.low;
   if (options_.zero_stage == 3) {
     StartGather(static_cast<int>(&b - buckets_.data()));
-    CheckOk(WaitGather(b.gather), "parameter all-gather");
+    CheckOk(WaitGather(b), "parameter all-gather");
     source = std::move(b.gathered);
     b.gathered = Tensor();
   }

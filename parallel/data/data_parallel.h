@@ -209,15 +209,18 @@ class DataParallel : public ParameterUseHooks {
   // ZeRO-3's, and with overlap_param_gather the previous step's updated parameters (what the passes
   // did not hide).
   double exposed_gather_ms() const { return exposed_gather_ms_; }
-  // The gradient reductions of the current step (since ZeroGrad), in launch order: the bucket,
-  // when it was launched and when its reduction completed (microseconds of the steady clock;
-  // 0 while in flight), for timelines. A bucket that needs no communication is not listed.
-  struct ReductionSpan {
+  // The collectives of the current step (since ZeroGrad), in launch order, for timelines: each
+  // bucket's gradient reduction, and its parameters' all-gather (ZeRO-1/2's of the updated
+  // shards, issued at the first use in forward; ZeRO-3's before each use); the bucket, when it
+  // was launched and when it completed (microseconds of the steady clock; 0 while in flight or
+  // never waited for). A bucket that needs no communication is not listed.
+  struct CommSpan {
     int bucket = 0;
+    bool gather = false;  // a parameter all-gather; false: a gradient reduction
     int64_t start_us = 0;
     int64_t end_us = 0;
   };
-  const std::vector<ReductionSpan>& reduction_spans() const { return reduction_spans_; }
+  const std::vector<CommSpan>& comm_spans() const { return comm_spans_; }
 
  private:
   // The slots' gradients, in slot order.
@@ -241,8 +244,9 @@ class DataParallel : public ParameterUseHooks {
     runtime::Tensor wire, wire_out;  // gradients in reduce_dtype while they are reduced
     runtime::Tensor replica_wire;    // HSDP: the shard in replica_reduce_dtype while all-reduced
     std::shared_ptr<comm::Work> gather, reduce, replicate;
-    int ready = 0;  // parameters whose gradient is final in this micro-batch
-    int span = -1;  // its reduction's entry in reduction_spans_ while in flight
+    int ready = 0;         // parameters whose gradient is final in this micro-batch
+    int span = -1;         // its reduction's entry in comm_spans_ while in flight
+    int gather_span = -1;  // its parameter all-gather's entry in comm_spans_ while in flight
   };
   // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
   // offset of lo within its parameter.
@@ -305,8 +309,11 @@ class DataParallel : public ParameterUseHooks {
   void StartUpdates();
   // Stages 1-2: waits for b's all-gather of the updated shards, if one is in flight.
   absl::Status AwaitUpdate(Bucket& b);
-  // Waits for a parameter all-gather and clears `work`; the wait counts in exposed_gather_ms.
-  absl::Status WaitGather(std::shared_ptr<comm::Work>& work);
+  // Lists the bucket's parameter all-gather, issued now, in comm_spans_.
+  void StartGatherSpan(Bucket& b);
+  // Waits for b's parameter all-gather, ends its span and clears it; the wait counts in
+  // exposed_gather_ms.
+  absl::Status WaitGather(Bucket& b);
   void Materialize(Bucket& b);
   void ReleaseValues(Bucket& b);
   // The unit that uses bucket `b` last in `pass` (highest index forward, lowest backward).
@@ -350,7 +357,7 @@ class DataParallel : public ParameterUseHooks {
   double exposed_reduce_ms_ = 0.0;
   double exposed_gather_ms_ = 0.0;
   bool updates_due_ = false;  // stages 1-2: updated shards staged, their all-gathers not started
-  std::vector<ReductionSpan> reduction_spans_;
+  std::vector<CommSpan> comm_spans_;
 };
 
 }  // namespace loom::parallel

@@ -52,9 +52,11 @@ struct TraceEvent {
   Instr instr;
   int64_t start_us = 0;
   int64_t end_us = 0;
-  // >= 0: not an instruction of the schedule but a data-parallel gradient reduction of this
-  // bucket (DataParallel::reduction_spans; `instr` unused), from its launch to its completion.
+  // >= 0: not an instruction of the schedule but a data-parallel collective of this bucket
+  // (DataParallel::comm_spans; `instr` unused), from its launch to its completion: its gradient
+  // reduction, or with `dp_gather` its parameters' all-gather.
   int dp_bucket = -1;
+  bool dp_gather = false;
   // What the op added to its stash (Stash::activation_bytes()): F the activations its backward
   // reads, B what W still needs (the output gradients), minus what it erased; 0 for other ops.
   // W frees the whole stash.

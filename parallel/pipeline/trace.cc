@@ -15,8 +15,8 @@ using runtime::Tensor;
 
 namespace {
 
-// kind, micro-batch, stage, peer, start, end, stash and held bytes, dp bucket
-constexpr int kWords = 9;
+// kind, micro-batch, stage, peer, start, end, stash and held bytes, dp bucket, dp gather
+constexpr int kWords = 10;
 
 }  // namespace
 
@@ -36,7 +36,7 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
     w[0] = static_cast<int64_t>(ev.instr.kind);
     w[1] = ev.instr.micro_batch, w[2] = ev.instr.stage, w[3] = ev.instr.peer;
     w[4] = ev.start_us, w[5] = ev.end_us, w[6] = ev.stash_bytes, w[7] = ev.held_bytes;
-    w[8] = ev.dp_bucket;
+    w[8] = ev.dp_bucket, w[9] = ev.dp_gather ? 1 : 0;
   }
   Tensor all = Tensor::Empty({size * most * kWords}, DType::kI64, MemoryTag::kComm);
   LOOM_RETURN_IF_ERROR(world.AllGather(words, all)->Wait());
@@ -50,6 +50,7 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
                           .start_us = w[4],
                           .end_us = w[5],
                           .dp_bucket = static_cast<int>(w[8]),
+                          .dp_gather = w[9] != 0,
                           .stash_bytes = w[6],
                           .held_bytes = w[7]});
     }
@@ -59,11 +60,11 @@ absl::Status WriteChromeTrace(const std::vector<TraceEvent>& mine, comm::Communi
 
 std::string ChromeTraceJson(const std::vector<std::vector<TraceEvent>>& ranks) {
   int64_t origin = std::numeric_limits<int64_t>::max();
-  bool reductions = false;
+  bool dp_track = false;
   for (const auto& events : ranks) {
     for (const TraceEvent& e : events) {
       origin = std::min(origin, e.start_us);
-      reductions = reductions || e.dp_bucket >= 0;
+      dp_track = dp_track || e.dp_bucket >= 0;
     }
   }
   const int n = static_cast<int>(ranks.size());
@@ -75,24 +76,24 @@ std::string ChromeTraceJson(const std::vector<std::vector<TraceEvent>>& ranks) {
   };
   for (int r = 0; r < n; ++r) {
     track(r, absl::StrCat("rank ", r));
-    if (reductions) track(n + r, absl::StrCat("rank ", r, " dp"));  // reductions overlap ops
+    if (dp_track) track(n + r, absl::StrCat("rank ", r, " dp"));  // collectives overlap ops
   }
   for (int r = 0; r < n; ++r) {
     for (const TraceEvent& e : ranks[r]) {
       const Instr& i = e.instr;
-      const bool reduce = e.dp_bucket >= 0;
-      std::string name = reduce ? absl::StrCat("reduce bucket ", e.dp_bucket)
-                         : IsCompute(i.kind)
-                             ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage)
-                             : i.ToString();
-      absl::StrAppend(&json, ",\n{\"name\": \"", name, "\", \"cat\": \"",
-                      reduce ? "dp_reduce" : OpKindName(i.kind),
-                      "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", reduce ? n + r : r,
+      const bool dp = e.dp_bucket >= 0;  // a reduction or a gather, on the rank's dp track
+      std::string name =
+          dp ? absl::StrCat(e.dp_gather ? "gather" : "reduce", " bucket ", e.dp_bucket)
+          : IsCompute(i.kind) ? absl::StrCat(OpKindName(i.kind), i.micro_batch, " s", i.stage)
+                              : i.ToString();
+      const char* category = !dp ? OpKindName(i.kind) : e.dp_gather ? "dp_gather" : "dp_reduce";
+      absl::StrAppend(&json, ",\n{\"name\": \"", name, "\", \"cat\": \"", category,
+                      "\", \"ph\": \"X\", \"pid\": 0, \"tid\": ", dp ? n + r : r,
                       ", \"ts\": ", e.start_us - origin,
                       ", \"dur\": ", std::max<int64_t>(e.end_us - e.start_us, 1),
                       ", \"args\": {\"micro_batch\": ", i.micro_batch, ", \"stage\": ", i.stage,
                       ", \"stash_bytes\": ", e.stash_bytes, ", \"held_bytes\": ", e.held_bytes,
-                      reduce ? absl::StrCat(", \"rank\": ", r, ", \"bucket\": ", e.dp_bucket) : "",
+                      dp ? absl::StrCat(", \"rank\": ", r, ", \"bucket\": ", e.dp_bucket) : "",
                       "}}");
     }
   }

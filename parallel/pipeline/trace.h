@@ -1,14 +1,16 @@
-// Chrome traces of pipeline steps: every rank's executed ops on one timeline, viewable in
-// Perfetto (ui.perfetto.dev) or chrome://tracing.
+// Chrome traces of training steps (a pipeline schedule's, or data parallelism's forward and
+// backward): every rank's executed ops on one timeline, viewable in Perfetto (ui.perfetto.dev) or
+// chrome://tracing.
 //
 //   LOOM_RETURN_IF_ERROR(WriteChromeTrace(executor.trace(), world, "step.json"));  // collective
 //
 // One track per rank; F, B and W as boxes named "F3 s1" (micro-batch 3, stage 1), receives as
 // boxes that include their wait, sends as instants; each event's args hold its micro-batch,
-// stage, stash_bytes and held_bytes (TraceEvent). Data-parallel gradient reductions (from launch
-// to completion, overlapping the ops) go on a second track per rank, "rank r dp" (tid = ranks +
-// r), category "dp_reduce". Times are the steady clock's (one clock for
-// every process of a host), shifted so the earliest op of any rank starts at 0.
+// stage, stash_bytes and held_bytes (TraceEvent). Data-parallel collectives (from launch to
+// completion, overlapping the ops) go on a second track per rank, "rank r dp" (tid = ranks + r):
+// gradient reductions "reduce bucket k" (category "dp_reduce") and parameter all-gathers "gather
+// bucket k" ("dp_gather"). Times are the steady clock's (one clock for every process of a host),
+// shifted so the earliest op of any rank starts at 0.
 #pragma once
 
 #include <string>

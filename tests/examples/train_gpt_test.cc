@@ -520,6 +520,60 @@ TEST_F(TrainGptTest, PipelineTraceShowsTheDataParallelReductions) {
   for (int r = 0; r < 4; ++r) EXPECT_GT(reductions[r], 1) << "rank " << r;
 }
 
+// Data parallelism without a pipeline (dp 2, ZeRO-1, 2 micro-batches): each rank's track holds
+// F0 B0 F1 B1 in turn, then the optimizer step; its dp track every bucket's gradient reduction
+// (on the last micro-batch, ended by the end of the optimizer step) and every bucket's all-gather
+// of the updated parameters (issued in the first forward and complete before it ends).
+TEST_F(TrainGptTest, DataParallelTraceShowsComputeReductionsAndGathers) {
+  const Result run = RunMpi("-np 2 " + Gpt() +
+                            " --preset tiny --seq_len 32 --steps 2 --dp 2 --zero 1 --grad_accum 2 "
+                            "--bucket_mb 0.01 --trace " +
+                            Path("ddp.json"));
+  ASSERT_EQ(run.rc, 0) << run.err;
+  const nlohmann::json trace = nlohmann::json::parse(ReadAll(Path("ddp.json")));
+  struct Box {
+    double start, end;
+  };
+  std::map<int, std::vector<std::pair<std::string, Box>>> compute;  // by rank, in time order
+  std::map<int, std::map<std::string, std::vector<Box>>> comm;      // by rank and category
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    const Box box{e["ts"].get<double>(), e["ts"].get<double>() + e["dur"].get<double>()};
+    const int tid = e["tid"].get<int>();
+    if (tid < 2) {
+      compute[tid].emplace_back(e["name"].get<std::string>(), box);
+    } else {
+      EXPECT_EQ(e["args"]["rank"].get<int>(), tid - 2);
+      comm[tid - 2][e["cat"].get<std::string>()].push_back(box);
+    }
+  }
+  for (int r = 0; r < 2; ++r) {
+    auto& ops = compute[r];
+    std::sort(ops.begin(), ops.end(),
+              [](const auto& a, const auto& b) { return a.second.start < b.second.start; });
+    std::vector<std::string> names;
+    for (const auto& [name, box] : ops) names.push_back(name);
+    ASSERT_EQ(names,
+              (std::vector<std::string>{"F0 s0", "B0 s0", "F1 s0", "B1 s0", "optimizer_step"}))
+        << "rank " << r;
+    for (size_t i = 1; i < ops.size(); ++i) {
+      EXPECT_GE(ops[i].second.start + 1.0, ops[i - 1].second.end) << "rank " << r << " op " << i;
+    }
+    const std::vector<Box>& reduces = comm[r]["dp_reduce"];
+    const std::vector<Box>& gathers = comm[r]["dp_gather"];
+    EXPECT_GT(reduces.size(), 1u) << "rank " << r;
+    EXPECT_EQ(gathers.size(), reduces.size()) << "rank " << r << ": a gather per bucket";
+    for (const Box& b : reduces) {
+      EXPECT_GE(b.start + 1.0, ops[3].second.start) << "reduced in the last micro-batch";
+      EXPECT_LE(b.end, ops[4].second.end + 1.0);
+    }
+    for (const Box& b : gathers) {
+      EXPECT_GE(b.start + 1.0, ops[0].second.start);
+      EXPECT_LE(b.end, ops[0].second.end + 1.0) << "gathered before the first forward ended";
+    }
+  }
+}
+
 TEST_F(TrainGptTest, BadTensorParallelLayoutsFailOnEveryRankWithWhatToChange) {
   Result r = RunMpi("-np 4 " + Gpt() + " --preset cpu-small --tp 4 --steps 2");
   EXPECT_NE(r.rc, 0);
