@@ -12,6 +12,7 @@
 
 #include "runtime/kernels/adamw.h"
 #include "runtime/kernels/attention.h"
+#include "runtime/kernels/elementwise.h"
 #include "runtime/kernels/matmul.h"
 #include "runtime/kernels/norm.h"
 #include "runtime/parallel.h"
@@ -25,6 +26,15 @@ Tensor Random(const Shape& shape, uint32_t seed) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
   Tensor t = Tensor::Empty(shape, DType::kF32, MemoryTag::kActivation);
   for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(gen);
+  return t;
+}
+
+// Random values rounded to `dtype`.
+Tensor Random(const Shape& shape, uint32_t seed, DType dtype) {
+  const Tensor f32 = Random(shape, seed);
+  if (dtype == DType::kF32) return f32;
+  Tensor t = Tensor::Empty(shape, dtype, MemoryTag::kActivation);
+  Convert(f32, t);
   return t;
 }
 
@@ -95,29 +105,35 @@ BENCHMARK(BM_LoomMatmulBF16)->Args({2048, 384, 1152})->Args({2048, 768, 2304})->
 // Attention FLOPs: QKᵀ and P·V, causal (half of the T×T scores), 2 FLOPs per multiply-add.
 double AttentionFlops(int64_t b, int64_t t, int64_t c) { return 2.0 * 2.0 * b * t * t * c / 2.0; }
 
-void BM_AttentionForward(benchmark::State& state) {
+// qkv and probs in `dtype`: f32, or bf16 as under autocast (bf16 products; the GEMM provider's
+// native bf16 or widened to f32, as LOOM_BF16_GEMM and the CPU decide).
+void BM_AttentionForward(benchmark::State& state, DType dtype) {
   const int64_t B = state.range(0), T = state.range(1), NH = state.range(2), HS = state.range(3);
-  Tensor qkv = Random({B, T, 3 * NH * HS}, 3);
+  const Tensor qkv = Random({B, T, 3 * NH * HS}, 3, dtype);
   Tensor out = Tensor::Empty({B, T, NH * HS}, DType::kF32, MemoryTag::kActivation);
-  Tensor probs = Tensor::Empty({B, NH, T, T}, DType::kF32, MemoryTag::kActivation);
+  Tensor probs = Tensor::Empty({B, NH, T, T}, dtype, MemoryTag::kActivation);
   for (auto _ : state) {
     AttentionForward(qkv, NH, out, probs);
     benchmark::DoNotOptimize(out.raw_data());
   }
   state.counters["FLOP/s"] = benchmark::Counter(AttentionFlops(B, T, NH * HS) * state.iterations(),
                                                 benchmark::Counter::kIsRate);
-  state.counters["bytes/s"] =
-      benchmark::Counter(4.0 * (qkv.numel() + out.numel() + probs.numel()) * state.iterations(),
-                         benchmark::Counter::kIsRate);
+  state.counters["bytes/s"] = benchmark::Counter(
+      (static_cast<double>(qkv.nbytes()) + out.nbytes() + probs.nbytes()) * state.iterations(),
+      benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AttentionForward)->Args({8, 256, 6, 64})->Args({4, 1024, 12, 64})->UseRealTime();
+BENCHMARK_CAPTURE(BM_AttentionForward, f32, DType::kF32)
+    ->Args({8, 256, 6, 64})
+    ->Args({4, 1024, 12, 64})
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_AttentionForward, bf16, DType::kBF16)->Args({8, 256, 6, 64})->UseRealTime();
 
-void BM_AttentionBackward(benchmark::State& state) {
+void BM_AttentionBackward(benchmark::State& state, DType dtype) {
   const int64_t B = state.range(0), T = state.range(1), NH = state.range(2), HS = state.range(3);
-  Tensor qkv = Random({B, T, 3 * NH * HS}, 3);
+  const Tensor qkv = Random({B, T, 3 * NH * HS}, 3, dtype);
   Tensor dout = Random({B, T, NH * HS}, 4);
   Tensor out = Tensor::Empty({B, T, NH * HS}, DType::kF32, MemoryTag::kActivation);
-  Tensor probs = Tensor::Empty({B, NH, T, T}, DType::kF32, MemoryTag::kActivation);
+  Tensor probs = Tensor::Empty({B, NH, T, T}, dtype, MemoryTag::kActivation);
   Tensor dqkv = Tensor::Zeros(qkv.shape(), DType::kF32, MemoryTag::kGrad);
   AttentionForward(qkv, NH, out, probs);
   for (auto _ : state) {
@@ -126,11 +142,13 @@ void BM_AttentionBackward(benchmark::State& state) {
   }
   state.counters["FLOP/s"] = benchmark::Counter(
       2.0 * AttentionFlops(B, T, NH * HS) * state.iterations(), benchmark::Counter::kIsRate);
-  state.counters["bytes/s"] = benchmark::Counter(
-      4.0 * (2 * qkv.numel() + dout.numel() + probs.numel()) * state.iterations(),
-      benchmark::Counter::kIsRate);
+  state.counters["bytes/s"] =
+      benchmark::Counter((2.0 * qkv.nbytes() + dout.nbytes() + probs.nbytes()) *
+                             static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_AttentionBackward)->Args({8, 256, 6, 64})->UseRealTime();
+BENCHMARK_CAPTURE(BM_AttentionBackward, f32, DType::kF32)->Args({8, 256, 6, 64})->UseRealTime();
+BENCHMARK_CAPTURE(BM_AttentionBackward, bf16, DType::kBF16)->Args({8, 256, 6, 64})->UseRealTime();
 
 void BM_LayerNormForward(benchmark::State& state) {
   const int64_t n = state.range(0), c = state.range(1);

@@ -168,7 +168,7 @@ TEST(MatmulTest, Bf16ComputeRoundsOperandsAndAccumulatesInF32) {
 
 // bf16 operands inside wider rows (leading dimension > columns), as attention's heads are: the
 // widening fallback and the path this CPU takes both give the exact product of the bf16 values up
-// to f32 summation error.
+// to f32 summation error, scaled by alpha and added to beta times the output.
 TEST(MatmulTest, Bf16GemmOnStridedOperandsMatchesNaive) {
   uint32_t seed = 71;
   for (const GemmShape& s : Shapes()) {
@@ -198,15 +198,24 @@ TEST(MatmulTest, Bf16GemmOnStridedOperandsMatchesNaive) {
                                    .lda = lda,
                                    .ldb = ldb,
                                    .ldc = s.n};
-        for (auto* gemm : {&cpu::GemmBf16Widened, &cpu::GemmBf16OrWidened}) {
-          Tensor out = Tensor::Empty({s.m, s.n}, DType::kF32, MemoryTag::kActivation);
-          gemm(shape, 1.0f, static_cast<const uint16_t*>(a.raw_data()),
-               static_cast<const uint16_t*>(b.raw_data()), 0.0f, out.data<float>());
-          ExpectAllNear(out, ref, 1e-5, 1e-5,
-                        "strided bf16 m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
-                            " k=" + std::to_string(s.k) + " ta=" + std::to_string(ta) +
-                            " tb=" + std::to_string(tb) +
-                            (gemm == &cpu::GemmBf16Widened ? " widened" : " this CPU's path"));
+        // alpha and beta: none, a scale alone (attention's scaled scores), and an accumulation.
+        const Tensor c0 = RandomTensor({s.m, s.n}, seed++);
+        for (const auto& [alpha, beta] : {std::pair{1.0f, 0.0f}, {0.125f, 0.0f}, {0.5f, 1.0f}}) {
+          std::vector<double> expected(ref.size());
+          for (size_t i = 0; i < ref.size(); ++i) {
+            expected[i] = alpha * ref[i] + beta * static_cast<double>(c0.data<float>()[i]);
+          }
+          for (auto* gemm : {&cpu::GemmBf16Widened, &cpu::GemmBf16OrWidened}) {
+            Tensor out = c0.Clone();
+            gemm(shape, alpha, static_cast<const uint16_t*>(a.raw_data()),
+                 static_cast<const uint16_t*>(b.raw_data()), beta, out.data<float>());
+            ExpectAllNear(out, expected, 1e-5, 1e-5,
+                          "strided bf16 m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                              " k=" + std::to_string(s.k) + " ta=" + std::to_string(ta) +
+                              " tb=" + std::to_string(tb) + " alpha=" + std::to_string(alpha) +
+                              " beta=" + std::to_string(beta) +
+                              (gemm == &cpu::GemmBf16Widened ? " widened" : " this CPU's path"));
+          }
         }
       }
     }
