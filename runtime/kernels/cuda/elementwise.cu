@@ -163,18 +163,15 @@ __device__ float LoadAsF32(const void* x, ElemType type, int64_t i) {
   }
 }
 
-// One thread per block of kSumOfSquaresBlock elements, in index order (the CPU's order).
+// One thread per block of kSumOfSquaresBlock elements, in the CPU's order (SumOfSquaresOfBlock).
 __global__ void BlockSquaresKernel(const void* x, ElemType type, int64_t n, double* partial) {
   const int64_t blocks = SumOfSquaresBlocks(n);
   for (int64_t blk = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); blk < blocks;
        blk += Stride(gridDim.x, blockDim.x)) {
     const int64_t stop = n < (blk + 1) * kSumOfSquaresBlock ? n : (blk + 1) * kSumOfSquaresBlock;
-    double s = 0.0;
-    for (int64_t i = blk * kSumOfSquaresBlock; i < stop; ++i) {
-      const double v = LoadAsF32(x, type, i);
-      s += v * v;
-    }
-    partial[blk] = s;
+    partial[blk] = SumOfSquaresOfBlock(blk * kSumOfSquaresBlock, stop, [&](int64_t i) {
+      return static_cast<double>(LoadAsF32(x, type, i));
+    });
   }
 }
 
