@@ -68,10 +68,11 @@ void Parameter::ZeroGrad() {
 namespace {
 
 void CheckBinding(const std::string& name, const runtime::Tensor& t, const runtime::Shape& shape,
-                  const char* what) {
+                  const char* what, runtime::DType dtype = runtime::DType::kF32) {
   if (!t.defined()) return;
-  LOOM_CHECK(t.shape() == shape && t.dtype() == runtime::DType::kF32)
-      << name << ": " << what << " must be f32 of the parameter's shape, got " << t.DebugString();
+  LOOM_CHECK(t.shape() == shape && t.dtype() == dtype)
+      << name << ": " << what << " must be " << dtype << " of the parameter's shape, got "
+      << t.DebugString();
 }
 
 }  // namespace
@@ -79,6 +80,11 @@ void CheckBinding(const std::string& name, const runtime::Tensor& t, const runti
 void Parameter::BindValue(runtime::Tensor value) {
   CheckBinding(name_, value, local_shape_, "value");
   value_ = std::move(value);
+}
+
+void Parameter::BindLowValue(runtime::Tensor low) {
+  CheckBinding(name_, low, local_shape_, "low value", runtime::DType::kBF16);
+  low_value_ = std::move(low);
 }
 
 void Parameter::BindGrad(runtime::Tensor grad) {

@@ -49,6 +49,13 @@ class Parameter {
   const runtime::Tensor& value() const { return value_; }
   runtime::Tensor& grad() { return grad_; }
   const runtime::Tensor& grad() const { return grad_; }
+  // With bf16 working weights (mixed precision), their bf16 bits, of which value() is the exact
+  // widening; undefined otherwise. GEMMs on bf16 operands read it instead of narrowing value().
+  const runtime::Tensor& low_value() const { return low_value_; }
+  // value(), or low_value() when `compute` is bf16 and it is bound: the same numbers either way.
+  const runtime::Tensor& GemmOperand(runtime::DType compute) const {
+    return compute == runtime::DType::kBF16 && low_value_.defined() ? low_value_ : value_;
+  }
 
   // Allocates value (tag param) and a zeroed grad (tag grad) of the local shape.
   void Allocate(runtime::Allocator* allocator = nullptr);
@@ -68,6 +75,9 @@ class Parameter {
   // takes effect at once.
   void BindValue(runtime::Tensor value);
   void BindGrad(runtime::Tensor grad);
+  // Binds low_value() (bf16, the local shape), or releases it with an undefined tensor; whoever
+  // binds it keeps it equal to value() (data parallelism: the bf16 copy value() was widened from).
+  void BindLowValue(runtime::Tensor low);
 
   // Number of places in the model that use this parameter (2 for a tied embedding / LM head).
   void AddUse() { ++uses_; }
@@ -87,6 +97,7 @@ class Parameter {
   runtime::Shape local_shape_;
   bool weight_decay_;
   runtime::Tensor value_;
+  runtime::Tensor low_value_;
   runtime::Tensor grad_;
   int uses_ = 0;
   int contributions_ = 0;

@@ -766,12 +766,23 @@ void DataParallel::Materialize(Bucket& b) {
     b.value = std::move(source);
   }
   BindValues(b);
+  // bf16 working weights: the layers' bf16 GEMMs take these bits as they are.
+  if (source.defined() && source.dtype() == runtime::DType::kBF16) {
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      Parameter* p = b.params[i];
+      p->BindLowValue(
+          source.Slice(b.offsets[i], b.offsets[i] + p->local_numel()).Reshape(p->local_shape()));
+    }
+  }
 }
 
 void DataParallel::ReleaseValues(Bucket& b) {
   b.value_is_master = false;
   if (values_persistent()) return;
-  for (Parameter* p : b.params) p->BindValue(Tensor());
+  for (Parameter* p : b.params) {
+    p->BindValue(Tensor());
+    p->BindLowValue(Tensor());
+  }
   b.value = Tensor();
 }
 

@@ -86,7 +86,7 @@ Tensor Linear::ForwardWith(Stash& stash, const Tensor& x, const Tensor* bias) {
   const bool row_parallel = split(TpSplit::kRow);
   const RowGemm gemm = [&](const Tensor& rows, Tensor& out) {
     kernels::Matmul(
-        rows, weight_->value(), out,
+        rows, weight_->GemmOperand(compute), out,
         {.trans_b = trans_b(), .compute_dtype = compute, .bias = row_parallel ? nullptr : bias});
   };
   // Column-parallel: over every rank's tokens (SP); row-parallel: partial sums reduced over tp.
@@ -108,7 +108,7 @@ Tensor Linear::BackwardInput(Stash& stash, const Tensor& dy) {
   const int64_t in_features = weight_->local_shape()[InDim(options_.layout)];
   const runtime::DType compute = stash.GemmDType();
   const RowGemm gemm = [&](const Tensor& rows, Tensor& out) {
-    kernels::MatmulBackwardInput(rows, weight_->value(), out,
+    kernels::MatmulBackwardInput(rows, weight_->GemmOperand(compute), out,
                                  {.trans_b = trans_b(), .compute_dtype = compute});
   };
   if (bias_) {
