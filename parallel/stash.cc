@@ -44,6 +44,11 @@ runtime::Tensor Stash::GetForGemm(const void* owner, absl::string_view slot) con
   return e.tensor.dtype() == GemmDType() ? e.tensor : WidenedIfNarrowed(e);
 }
 
+runtime::Tensor Stash::GetBf16OrF32(const void* owner, absl::string_view slot) const {
+  const Entry& e = Find(owner, slot);
+  return e.tensor.dtype() == runtime::DType::kBF16 ? e.tensor : WidenedIfNarrowed(e);
+}
+
 runtime::Tensor Stash::ForwardGemmInput(const void* owner, absl::string_view slot,
                                         const runtime::Tensor& x) const {
   return ForwardGemmDType() == runtime::DType::kF32 ? x : GetForGemm(owner, slot);

@@ -60,6 +60,9 @@ class Stash {
   // As Get, for a GEMM operand: a tensor stored in GemmDType() (a bf16 copy under bf16 training)
   // comes back as stored, without the widening round trip; anything else as Get returns it.
   runtime::Tensor GetForGemm(const void* owner, absl::string_view slot) const;
+  // As Get, for kernels that read bf16 inputs themselves: a bf16 copy comes back as stored;
+  // anything else as Get returns it (f32).
+  runtime::Tensor GetBf16OrF32(const void* owner, absl::string_view slot) const;
   // Tokens per sequence of this micro-batch (set by the model): layers that see activations as
   // token rows (sequence parallelism, parallel/tensor/tensor_parallel.h) read how rows form
   // sequences from it. 0: not set.

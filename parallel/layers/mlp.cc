@@ -38,7 +38,7 @@ Tensor GeluMlp::Forward(Stash& stash, const Tensor& x) {
 
 Tensor GeluMlp::BackwardInput(Stash& stash, const Tensor& dy) {
   Tensor da = c_proj_.BackwardInput(stash, dy);
-  const Tensor h = stash.Get(this, "h");
+  const Tensor h = stash.GetBf16OrF32(this, "h");  // bf16 training: read as stored
   Tensor dh = ZerosLike(h);
   kernels::GeluBackward(da, h, dh);
   return c_fc_.BackwardInput(stash, dh);

@@ -36,7 +36,9 @@ void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
 
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
   const ArgCheck check("GeluBackward", {{"dout", &dout}, {"x", &x}, {"dx", &dx}});
-  CheckSameShapeF32(check, {&x, &dout, &dx});
+  CheckSameShapeF32(check, {&dout, &dx});
+  check.Expect(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16, "x must be f32 or bf16");
+  check.ExpectShape(x, dout.shape());
   if (check.OnCuda()) return check.Twin(CudaTwins().gelu_backward)(dout, x, dx);
   cpu::GeluBackward(dout, x, dx);
 }

@@ -6,8 +6,10 @@
 //   SwiGLUForward(gate, up, a);        // a = silu(gate) · up
 //   SwiGLUBackward(da, gate, up, dgate, dup);
 //
-// f32, any shape (all arguments of one call share it); backward outputs are accumulated. Host
-// memory (synchronous) or device memory (the CUDA twins, queued on the default stream).
+// f32, any shape (all arguments of one call share it); backward outputs are accumulated.
+// GeluBackward also takes x in bf16 (a bf16 training run's stashed copy, read without widening it
+// first: the same numbers). Host memory (synchronous) or device memory (the CUDA twins, queued on
+// the default stream).
 #pragma once
 
 #include "runtime/tensor.h"

@@ -1,3 +1,6 @@
+#include <bit>
+
+#include "runtime/bf16_bits.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
 #include "runtime/kernels/cpu/rows.h"
@@ -22,6 +25,15 @@ LOOM_VECTORIZED void GeluSpan(const float* x, float* out, int64_t n) {
 LOOM_VECTORIZED void GeluBackwardSpan(const float* dout, const float* x, float* dx, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
+    dx[i] += GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
+  }
+}
+
+// The same on bf16 x (raw bits), widened as it is read.
+LOOM_VECTORIZED void GeluBackwardBf16Span(const float* dout, const uint16_t* x, float* dx,
+                                          int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::bit_cast<float>(BF16ToF32Bits(x[i]));
     dx[i] += GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
   }
 }
@@ -66,8 +78,15 @@ void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
 
 void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
   const float* pd = dout.data<float>();
-  const float* px = x.data<float>();
   float* pdx = dx.data<float>();
+  if (x.dtype() == DType::kBF16) {
+    const uint16_t* px = static_cast<const uint16_t*>(x.raw_data());
+    ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      GeluBackwardBf16Span(pd + begin, px + begin, pdx + begin, end - begin);
+    });
+    return;
+  }
+  const float* px = x.data<float>();
   ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
     GeluBackwardSpan(pd + begin, px + begin, pdx + begin, end - begin);
   });

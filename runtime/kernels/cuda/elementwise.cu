@@ -24,10 +24,17 @@ __global__ void GeluForwardKernel(const float* x, float* out, int64_t n) {
   }
 }
 
-__global__ void GeluBackwardKernel(const float* dout, const float* x, float* dx, int64_t n) {
+__device__ inline float LoadF32(const float* x, int64_t i) { return x[i]; }
+__device__ inline float LoadF32(const uint16_t* x, int64_t i) {
+  return __uint_as_float(BF16ToF32Bits(x[i]));
+}
+
+// x f32, or bf16 bits widened as they are read.
+template <typename X>
+__global__ void GeluBackwardKernel(const float* dout, const X* x, float* dx, int64_t n) {
   for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
        i += Stride(gridDim.x, blockDim.x)) {
-    const float v = x[i];
+    const float v = LoadF32(x, i);
     dx[i] += GeluGradFromTanh(v, tanhf(GeluInner(v))) * dout[i];
   }
 }
@@ -280,6 +287,11 @@ void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, in
 }
 
 void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream) {
+  const Grid g = GridFor(n);
+  if (g.blocks > 0) GeluBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, x, dx, n);
+}
+
+void GeluBackwardBf16(const float* dout, const uint16_t* x, float* dx, int64_t n, Stream stream) {
   const Grid g = GridFor(n);
   if (g.blocks > 0) GeluBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, x, dx, n);
 }

@@ -342,6 +342,10 @@ void RegisterKernels() {
     GeluForward(In(x), Out(out), x.numel(), nullptr);
   };
   twins.gelu_backward = [](const Tensor& dout, const Tensor& x, Tensor& dx) {
+    if (x.dtype() == DType::kBF16) {
+      return GeluBackwardBf16(In(dout), static_cast<const uint16_t*>(x.device_data()), Out(dx),
+                              x.numel(), nullptr);
+    }
     GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
   };
   twins.matmul = MatmulTwin;

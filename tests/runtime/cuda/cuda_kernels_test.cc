@@ -115,6 +115,14 @@ TEST_F(CudaKernels, GeluForwardAndBackwardMatchTheCpu) {
     GeluBackward(In(dev_dout), In(dev_x), Out(dev_dx), n, nullptr);
     ExpectClose(Download(dev_y), y, "gelu");
     ExpectClose(Download(dev_dx), dx, "gelu backward");
+    // x in bf16, read without widening first.
+    const Tensor x16 = As(x, DType::kBF16);
+    Tensor dx16 = dx0.Clone();
+    kernels::GeluBackward(dout, x16, dx16);
+    Tensor dev_x16 = Upload(x16), dev_dx16 = Upload(dx0);
+    GeluBackwardBf16(In(dev_dout), static_cast<const uint16_t*>(dev_x16.device_data()),
+                     Out(dev_dx16), n, nullptr);
+    ExpectClose(Download(dev_dx16), dx16, "gelu backward, bf16 x");
   }
 }
 

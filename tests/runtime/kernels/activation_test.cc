@@ -15,6 +15,7 @@ using testing::Dot;
 using testing::ExpectAllNear;
 using testing::ExpectGradientMatches;
 using testing::RandomTensor;
+using testing::ToDType;
 
 std::vector<Shape> Shapes() { return {{1}, {7}, {33, 3}, {4099}}; }
 
@@ -69,6 +70,23 @@ TEST(GeluTest, BackwardMatchesFiniteDifferences) {
         },
         x, dx, "GELU dx " + ShapeToString(shape));
   }
+}
+
+// x in bf16 (a bf16 run's stashed copy): the same bits as the f32 kernel on its exact widening,
+// accumulated into dx; x in f16 is refused.
+TEST(GeluTest, BackwardReadsBf16Inputs) {
+  for (const Shape& shape : Shapes()) {
+    const Tensor x16 = ToDType(RandomTensor(shape, 2, 2.0f), DType::kBF16);
+    const Tensor x32 = ToDType(x16, DType::kF32);
+    const Tensor dout = RandomTensor(shape, 3), dx0 = RandomTensor(shape, 4);
+    Tensor want = dx0.Clone(), got = dx0.Clone();
+    GeluBackward(dout, x32, want);
+    GeluBackward(dout, x16, got);
+    EXPECT_EQ(got.ToF32Vector(), want.ToF32Vector()) << ShapeToString(shape);
+  }
+  const Tensor x = ToDType(RandomTensor({4}, 5), DType::kF16), d = RandomTensor({4}, 6);
+  Tensor dx = Tensor::Zeros({4}, DType::kF32, MemoryTag::kGrad);
+  EXPECT_DEATH(GeluBackward(d, x, dx), "x must be f32 or bf16");
 }
 
 TEST(SwiGLUTest, ForwardMatchesFormula) {
