@@ -184,8 +184,8 @@ ABSL_FLAG(bool, eval, false,
           "(default: a held-out stream of the embedded task, seed + 1)");
 ABSL_FLAG(int64_t, eval_batches, 8, "batches of B x T + 1 consecutive tokens for --eval");
 ABSL_FLAG(double, peak_gflops, 0.0,
-          "peak GFLOP/s for MFU; 0: measure an sgemm at start-up (--device cuda: the GPU's dense "
-          "bf16 peak from loom's table)");
+          "peak GFLOP/s for MFU; 0: measure a GEMM at start-up, on bf16 operands under --precision "
+          "bf16 (--device cuda: the GPU's dense bf16 peak from loom's table)");
 ABSL_FLAG(std::string, device, "cpu",
           "where the model, gradients, activations and optimizer state live: cpu, or cuda (the "
           "first visible GPU; dense models for now; docs/gpu.md)");
@@ -271,26 +271,28 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   return o;
 }
 
-// Peak f32 GFLOP/s of this process's threads: loom's GEMM on 1024³, the best of 5 trials of about
-// 60 ms after a warm-up. The best, because interference (the other ranks starting up beside it,
-// a noisy neighbour) only ever slows a trial down: one long trial measured 35 GFLOP/s in one run
-// and 156 in the next on the same machine.
-double MeasurePeakGflops() {
+// Peak GFLOP/s of this process's threads in the GEMMs' dtype (f32, or bf16 operands with f32
+// accumulation: what --precision bf16 runs its GEMMs on, AMX where the CPU has it): loom's GEMM on
+// 1024³, the best of 5 trials of about 60 ms after a warm-up. The best, because interference (the
+// other ranks starting up beside it, a noisy neighbour) only ever slows a trial down: one long
+// trial measured 35 GFLOP/s in one run and 156 in the next on the same machine.
+double MeasurePeakGflops(runtime::DType gemm_dtype) {
   const int64_t n = 1024;
   using runtime::Tensor;
-  Tensor a = Tensor::Empty({n, n}, runtime::DType::kF32, runtime::MemoryTag::kWorkspace);
-  Tensor b = Tensor::Empty({n, n}, runtime::DType::kF32, runtime::MemoryTag::kWorkspace);
+  Tensor a = Tensor::Empty({n, n}, gemm_dtype, runtime::MemoryTag::kWorkspace);
+  Tensor b = Tensor::Empty({n, n}, gemm_dtype, runtime::MemoryTag::kWorkspace);
   Tensor c = Tensor::Empty({n, n}, runtime::DType::kF32, runtime::MemoryTag::kWorkspace);
   a.Fill(1.0f);
   b.Fill(0.5f);
-  for (int warm = 0; warm < 3; ++warm) runtime::kernels::Matmul(a, b, c);
+  const runtime::kernels::MatmulOptions options{.compute_dtype = gemm_dtype};
+  for (int warm = 0; warm < 3; ++warm) runtime::kernels::Matmul(a, b, c, options);
   double best = 0.0;
   for (int trial = 0; trial < 5; ++trial) {
     int reps = 0;
     const auto start = std::chrono::steady_clock::now();
     double seconds = 0.0;
     while (seconds < 0.06) {
-      runtime::kernels::Matmul(a, b, c);
+      runtime::kernels::Matmul(a, b, c, options);
       ++reps;
       seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
@@ -301,9 +303,9 @@ double MeasurePeakGflops() {
 
 // The largest of the ranks' measured peaks (collective): MFU is then never overstated by one
 // rank's slow measurement.
-absl::StatusOr<double> JobPeakGflops(comm::Communicator& world) {
+absl::StatusOr<double> JobPeakGflops(comm::Communicator& world, runtime::DType gemm_dtype) {
   runtime::Tensor peak = runtime::Tensor::FromVector<float>(
-      {1}, {static_cast<float>(MeasurePeakGflops())}, runtime::MemoryTag::kComm);
+      {1}, {static_cast<float>(MeasurePeakGflops(gemm_dtype))}, runtime::MemoryTag::kComm);
   if (world.size() > 1) {
     LOOM_RETURN_IF_ERROR(world.AllReduce(peak, peak, comm::ReduceOp::kMax)->Wait());
   }
@@ -742,12 +744,15 @@ absl::Status Main() {
           peak, device.description.c_str());
     }
   } else if (peak == 0.0) {
-    LOOM_ASSIGN_OR_RETURN(peak, JobPeakGflops(*world));
+    // --precision bf16 runs its GEMMs on bf16 operands (Stash::GemmDType); the others on f32.
+    const runtime::DType gemm =
+        options.precision == "bf16" ? runtime::DType::kBF16 : runtime::DType::kF32;
+    LOOM_ASSIGN_OR_RETURN(peak, JobPeakGflops(*world, gemm));
     if (leader) {
       std::printf(
-          "peak %.1f GFLOP/s per rank (measured: loom GEMM 1024^3 on %d threads, best of 5 "
-          "trials, largest over the ranks; --peak_gflops sets it)\n",
-          peak, runtime::NumThreads());
+          "peak %.1f GFLOP/s per rank (measured: loom GEMM 1024^3 on %s operands, %d threads, "
+          "best of 5 trials, largest over the ranks; --peak_gflops sets it)\n",
+          peak, std::string(runtime::DTypeName(gemm)).c_str(), runtime::NumThreads());
     }
   }
   if (leader) {
