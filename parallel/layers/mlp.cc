@@ -39,8 +39,8 @@ Tensor GeluMlp::Forward(Stash& stash, const Tensor& x) {
 Tensor GeluMlp::BackwardInput(Stash& stash, const Tensor& dy) {
   Tensor da = c_proj_.BackwardInput(stash, dy);
   const Tensor h = stash.GetBf16OrF32(this, "h");  // bf16 training: read as stored
-  Tensor dh = ZerosLike(h);
-  kernels::GeluBackward(da, h, dh);
+  Tensor dh = Tensor::Empty(h.shape(), DType::kF32, MemoryTag::kActivation);
+  kernels::GeluBackward(da, h, dh, /*accumulate=*/false);
   return c_fc_.BackwardInput(stash, dh);
 }
 

@@ -34,13 +34,13 @@ void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
   cpu::BiasGeluForward(x, bias, out);
 }
 
-void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx, bool accumulate) {
   const ArgCheck check("GeluBackward", {{"dout", &dout}, {"x", &x}, {"dx", &dx}});
   CheckSameShapeF32(check, {&dout, &dx});
   check.Expect(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16, "x must be f32 or bf16");
   check.ExpectShape(x, dout.shape());
-  if (check.OnCuda()) return check.Twin(CudaTwins().gelu_backward)(dout, x, dx);
-  cpu::GeluBackward(dout, x, dx);
+  if (check.OnCuda()) return check.Twin(CudaTwins().gelu_backward)(dout, x, dx, accumulate);
+  cpu::GeluBackward(dout, x, dx, accumulate);
 }
 
 void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out) {

@@ -3,6 +3,7 @@
 //   GeluForward(h, a);                 // a = gelu(h)
 //   BiasGeluForward(h, bias, a);       // h += bias (over the last dim); a = gelu(h): one pass
 //   GeluBackward(da, h, dh);           // dh += gelu'(h) · da
+//   GeluBackward(da, h, dh, false);    // dh = gelu'(h) · da (dh need not be zeroed)
 //   SwiGLUForward(gate, up, a);        // a = silu(gate) · up
 //   SwiGLUBackward(da, gate, up, dgate, dup);
 //
@@ -18,7 +19,8 @@ namespace loom::runtime::kernels {
 
 // gelu(x) = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
 void GeluForward(const Tensor& x, Tensor& out);
-void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx);
+// accumulate false: dx's previous contents are ignored (the same bits as accumulating into zeros).
+void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx, bool accumulate = true);
 // The bias add of a linear layer fused with the GELU after it: x += bias (bias [x.dim(-1)]), then
 // out = gelu(x), row by row, so x is read from memory once instead of twice; the same values as
 // BiasAdd followed by GeluForward.

@@ -29,7 +29,7 @@ struct DeviceOpTime {
 struct CudaTwinTable {
   void (*add)(const Tensor& a, const Tensor& b, Tensor& out) = nullptr;
   void (*gelu_forward)(const Tensor& x, Tensor& out) = nullptr;
-  void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx) = nullptr;
+  void (*gelu_backward)(const Tensor& dout, const Tensor& x, Tensor& dx, bool accumulate) = nullptr;
   void (*adamw)(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
                 int64_t step, Tensor* copy_out) = nullptr;
   void (*adamw_many)(std::span<const AdamWTensors> tensors, const AdamWConfig& config,

@@ -22,20 +22,33 @@ LOOM_VECTORIZED void GeluSpan(const float* x, float* out, int64_t n) {
   }
 }
 
-LOOM_VECTORIZED void GeluBackwardSpan(const float* dout, const float* x, float* dx, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    dx[i] += GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
+float Widen(float x) { return x; }
+float Widen(uint16_t bf16) { return std::bit_cast<float>(BF16ToF32Bits(bf16)); }
+
+// dx (+)= gelu'(x) · dout over x f32, or bf16 bits widened as they are read; without accumulate
+// onto 0.0f, the bits of accumulating into zeros.
+template <typename X>
+inline void GeluBackwardLoop(const float* dout, const X* x, float* dx, int64_t n, bool accumulate) {
+  if (accumulate) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = Widen(x[i]);
+      dx[i] += GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = Widen(x[i]);
+      dx[i] = 0.0f + GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
+    }
   }
 }
 
-// The same on bf16 x (raw bits), widened as it is read.
+LOOM_VECTORIZED void GeluBackwardSpan(const float* dout, const float* x, float* dx, int64_t n,
+                                      bool accumulate) {
+  GeluBackwardLoop(dout, x, dx, n, accumulate);
+}
 LOOM_VECTORIZED void GeluBackwardBf16Span(const float* dout, const uint16_t* x, float* dx,
-                                          int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = std::bit_cast<float>(BF16ToF32Bits(x[i]));
-    dx[i] += GeluGradFromTanh(v, FastTanh(GeluInner(v))) * dout[i];
-  }
+                                          int64_t n, bool accumulate) {
+  GeluBackwardLoop(dout, x, dx, n, accumulate);
 }
 
 LOOM_VECTORIZED void SwiGLUSpan(const float* gate, const float* up, float* out, int64_t n) {
@@ -76,19 +89,19 @@ void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out) {
   });
 }
 
-void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx, bool accumulate) {
   const float* pd = dout.data<float>();
   float* pdx = dx.data<float>();
   if (x.dtype() == DType::kBF16) {
     const uint16_t* px = static_cast<const uint16_t*>(x.raw_data());
     ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      GeluBackwardBf16Span(pd + begin, px + begin, pdx + begin, end - begin);
+      GeluBackwardBf16Span(pd + begin, px + begin, pdx + begin, end - begin, accumulate);
     });
     return;
   }
   const float* px = x.data<float>();
   ParallelFor(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    GeluBackwardSpan(pd + begin, px + begin, pdx + begin, end - begin);
+    GeluBackwardSpan(pd + begin, px + begin, pdx + begin, end - begin, accumulate);
   });
 }
 

@@ -30,7 +30,7 @@ void RMSNormBackward(const Tensor& dout, const Tensor& x, const Tensor& w, const
 
 void GeluForward(const Tensor& x, Tensor& out);
 void BiasGeluForward(Tensor& x, const Tensor& bias, Tensor& out);
-void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx);
+void GeluBackward(const Tensor& dout, const Tensor& x, Tensor& dx, bool accumulate);
 void SwiGLUForward(const Tensor& gate, const Tensor& up, Tensor& out);
 void SwiGLUBackward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                     Tensor& dup);

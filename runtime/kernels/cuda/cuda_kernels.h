@@ -28,8 +28,11 @@ void RegisterKernels();
 void Add(const float* a, const float* b, float* out, int64_t n, Stream stream);
 // GELU, tanh form (the CPU's GeluForward / GeluBackward): out = gelu(x); dx += gelu'(x) · dout.
 void GeluForward(const float* x, float* out, int64_t n, Stream stream);
-void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream);
-void GeluBackwardBf16(const float* dout, const uint16_t* x, float* dx, int64_t n, Stream stream);
+// accumulate false: dx = gelu'(x) · dout, its previous contents ignored.
+void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream,
+                  bool accumulate = true);
+void GeluBackwardBf16(const float* dout, const uint16_t* x, float* dx, int64_t n, Stream stream,
+                      bool accumulate = true);
 // AdamW on n elements with the step's constants (runtime/kernels/adamw_formula.h: the CPU kernel's
 // bits); `copy_bf16`, if not null, receives the updated master rounded to bf16 (nearest even).
 struct AdamWArgs {

@@ -31,11 +31,13 @@ __device__ inline float LoadF32(const uint16_t* x, int64_t i) {
 
 // x f32, or bf16 bits widened as they are read.
 template <typename X>
-__global__ void GeluBackwardKernel(const float* dout, const X* x, float* dx, int64_t n) {
+__global__ void GeluBackwardKernel(const float* dout, const X* x, float* dx, int64_t n,
+                                   bool accumulate) {
   for (int64_t i = FirstIndex(blockIdx.x, blockDim.x, threadIdx.x); i < n;
        i += Stride(gridDim.x, blockDim.x)) {
     const float v = LoadF32(x, i);
-    dx[i] += GeluGradFromTanh(v, tanhf(GeluInner(v))) * dout[i];
+    const float base = accumulate ? dx[i] : 0.0f;
+    dx[i] = base + GeluGradFromTanh(v, tanhf(GeluInner(v))) * dout[i];
   }
 }
 
@@ -286,14 +288,20 @@ void CheckIndices(const int32_t* ids, int64_t n, int64_t limit, int64_t what, in
   }
 }
 
-void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream) {
+void GeluBackward(const float* dout, const float* x, float* dx, int64_t n, Stream stream,
+                  bool accumulate) {
   const Grid g = GridFor(n);
-  if (g.blocks > 0) GeluBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, x, dx, n);
+  if (g.blocks > 0) {
+    GeluBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, x, dx, n, accumulate);
+  }
 }
 
-void GeluBackwardBf16(const float* dout, const uint16_t* x, float* dx, int64_t n, Stream stream) {
+void GeluBackwardBf16(const float* dout, const uint16_t* x, float* dx, int64_t n, Stream stream,
+                      bool accumulate) {
   const Grid g = GridFor(n);
-  if (g.blocks > 0) GeluBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, x, dx, n);
+  if (g.blocks > 0) {
+    GeluBackwardKernel<<<g.blocks, g.threads, 0, stream>>>(dout, x, dx, n, accumulate);
+  }
 }
 
 }  // namespace loom::runtime::kernels::cuda

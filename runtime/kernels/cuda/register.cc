@@ -341,12 +341,12 @@ void RegisterKernels() {
   twins.gelu_forward = [](const Tensor& x, Tensor& out) {
     GeluForward(In(x), Out(out), x.numel(), nullptr);
   };
-  twins.gelu_backward = [](const Tensor& dout, const Tensor& x, Tensor& dx) {
+  twins.gelu_backward = [](const Tensor& dout, const Tensor& x, Tensor& dx, bool accumulate) {
     if (x.dtype() == DType::kBF16) {
       return GeluBackwardBf16(In(dout), static_cast<const uint16_t*>(x.device_data()), Out(dx),
-                              x.numel(), nullptr);
+                              x.numel(), nullptr, accumulate);
     }
-    GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr);
+    GeluBackward(In(dout), In(x), Out(dx), x.numel(), nullptr, accumulate);
   };
   twins.matmul = MatmulTwin;
   RegisterLayerKernels(twins);

@@ -123,6 +123,12 @@ TEST_F(CudaKernels, GeluForwardAndBackwardMatchTheCpu) {
     GeluBackwardBf16(In(dev_dout), static_cast<const uint16_t*>(dev_x16.device_data()),
                      Out(dev_dx16), n, nullptr);
     ExpectClose(Download(dev_dx16), dx16, "gelu backward, bf16 x");
+    // Without accumulate: dx's contents ignored.
+    Tensor over = Tensor::Zeros({n}, DType::kF32, MemoryTag::kActivation);
+    kernels::GeluBackward(dout, x, over);
+    Tensor dev_over = Upload(dx0);
+    GeluBackward(In(dev_dout), In(dev_x), Out(dev_over), n, nullptr, /*accumulate=*/false);
+    ExpectClose(Download(dev_over), over, "gelu backward, overwriting");
   }
 }
 

@@ -89,6 +89,23 @@ TEST(GeluTest, BackwardReadsBf16Inputs) {
   EXPECT_DEATH(GeluBackward(d, x, dx), "x must be f32 or bf16");
 }
 
+// Without accumulate dx's previous contents (NaN here) are ignored: the bits of accumulating
+// into zeros, for f32 and bf16 x.
+TEST(GeluTest, BackwardWithoutAccumulateOverwrites) {
+  for (const Shape& shape : Shapes()) {
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      const Tensor x = ToDType(RandomTensor(shape, 2, 2.0f), dtype);
+      const Tensor dout = RandomTensor(shape, 3);
+      Tensor want = Tensor::Zeros(shape, DType::kF32, MemoryTag::kGrad);
+      GeluBackward(dout, x, want);
+      Tensor got = Tensor::Empty(shape, DType::kF32, MemoryTag::kGrad);
+      got.Fill(std::nanf(""));
+      GeluBackward(dout, x, got, /*accumulate=*/false);
+      EXPECT_EQ(got.ToF32Vector(), want.ToF32Vector()) << ShapeToString(shape) << " " << dtype;
+    }
+  }
+}
+
 TEST(SwiGLUTest, ForwardMatchesFormula) {
   for (const Shape& shape : Shapes()) {
     Tensor gate = RandomTensor(shape, 4, 3.0f);
