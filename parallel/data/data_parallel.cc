@@ -178,20 +178,17 @@ Tensor DataParallel::SharedScratch(int64_t numel, MemoryTag tag, runtime::DType 
   return Tensor::Empty({numel}, dtype, tag, SharedOrOwn());
 }
 
+Tensor DataParallel::ParamView(const Bucket& b, const Tensor& flat, size_t i) {
+  const Parameter* p = b.params[i];
+  return flat.Slice(b.offsets[i], b.offsets[i] + p->local_numel()).Reshape(p->local_shape());
+}
+
 void DataParallel::BindValues(Bucket& b) {
-  for (size_t i = 0; i < b.params.size(); ++i) {
-    Parameter* p = b.params[i];
-    const int64_t n = p->local_numel();
-    p->BindValue(b.value.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->local_shape()));
-  }
+  for (size_t i = 0; i < b.params.size(); ++i) b.params[i]->BindValue(ParamView(b, b.value, i));
 }
 
 void DataParallel::BindGrads(Bucket& b) {
-  for (size_t i = 0; i < b.params.size(); ++i) {
-    Parameter* p = b.params[i];
-    const int64_t n = p->local_numel();
-    p->BindGrad(b.grad.Slice(b.offsets[i], b.offsets[i] + n).Reshape(p->local_shape()));
-  }
+  for (size_t i = 0; i < b.params.size(); ++i) b.params[i]->BindGrad(ParamView(b, b.grad, i));
 }
 
 void DataParallel::AllocateStorage() {
@@ -768,11 +765,7 @@ void DataParallel::Materialize(Bucket& b) {
   BindValues(b);
   // bf16 working weights: the layers' bf16 GEMMs take these bits as they are.
   if (source.defined() && source.dtype() == runtime::DType::kBF16) {
-    for (size_t i = 0; i < b.params.size(); ++i) {
-      Parameter* p = b.params[i];
-      p->BindLowValue(
-          source.Slice(b.offsets[i], b.offsets[i] + p->local_numel()).Reshape(p->local_shape()));
-    }
+    for (size_t i = 0; i < b.params.size(); ++i) b.params[i]->BindLowValue(ParamView(b, source, i));
   }
 }
 

@@ -289,6 +289,8 @@ class DataParallel : public ParameterUseHooks {
   }
   // f32 working values that are the master itself, bound for good (f32, stages 0-2).
   bool values_persistent() const { return !mixed() && options_.zero_stage < 3; }
+  // Parameter i of b's view into `flat` (a tensor of the bucket's layout), of its local shape.
+  static runtime::Tensor ParamView(const Bucket& b, const runtime::Tensor& flat, size_t i);
   void BindValues(Bucket& b);
   void BindGrads(Bucket& b);
   void OnGradReady(Parameter& p);
