@@ -255,11 +255,8 @@ void DataParallel::BuildSlots() {
     for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
       for (size_t i = b->params.size(); i-- > 0;) {
         Parameter* p = b->params[i];
-        const int64_t n = p->local_numel();
         slot_params_.push_back(p);
-        slots_.push_back(
-            {p->name(), b->master.Slice(b->offsets[i], b->offsets[i] + n).Reshape(p->local_shape()),
-             p->grad(), p->weight_decay()});
+        slots_.push_back({p->name(), ParamView(*b, b->master, i), p->grad(), p->weight_decay()});
       }
     }
     return;
