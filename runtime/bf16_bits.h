@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "runtime/host_device.h"
 
@@ -16,7 +17,17 @@ LOOM_HOST_DEVICE inline uint16_t F32BitsToBF16(uint32_t bits) {
   return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
 }
 
-// The f32 bits of a bf16 value (exact: bf16 is f32's upper half).
-LOOM_HOST_DEVICE inline uint32_t BF16ToF32Bits(uint16_t bits) { return uint32_t{bits} << 16; }
+// The f32 value of bf16 bits (exact: bf16 is f32's upper half). Branch-free, so loops over it
+// vectorise.
+LOOM_HOST_DEVICE inline float BF16BitsToF32(uint16_t bits) {
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(wide);
+#else
+  float f;
+  std::memcpy(&f, &wide, sizeof(f));
+  return f;
+#endif
+}
 
 }  // namespace loom::runtime

@@ -119,7 +119,7 @@ std::ostream& operator<<(std::ostream& os, DType dtype) { return os << DTypeName
 
 uint16_t F32ToBF16(float x) { return F32BitsToBF16(std::bit_cast<uint32_t>(x)); }
 
-float BF16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+float BF16ToF32(uint16_t bits) { return BF16BitsToF32(bits); }
 
 uint16_t F32ToF16(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);

@@ -1,5 +1,3 @@
-#include <bit>
-
 #include "runtime/bf16_bits.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/fast_math.h"
@@ -23,7 +21,7 @@ LOOM_VECTORIZED void GeluSpan(const float* x, float* out, int64_t n) {
 }
 
 float Widen(float x) { return x; }
-float Widen(uint16_t bf16) { return std::bit_cast<float>(BF16ToF32Bits(bf16)); }
+float Widen(uint16_t bf16) { return BF16BitsToF32(bf16); }
 
 // dx (+)= gelu'(x) · dout over x f32, or bf16 bits widened as they are read; without accumulate
 // onto 0.0f, the bits of accumulating into zeros.

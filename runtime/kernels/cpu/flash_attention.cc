@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "runtime/bf16_bits.h"
 #include "runtime/kernels/cpu/cpu_kernels.h"
 #include "runtime/kernels/cpu/head_geometry.h"
 #include "runtime/parallel.h"
@@ -20,10 +20,7 @@ namespace {
 
 float Load(float v) { return v; }
 float Load(uint16_t bits) {  // bf16: the high half of an f32
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof(f));
-  return f;
+  return BF16BitsToF32(bits);
 }
 
 // Element offsets of token row `row` of (batch, head): q (part 0), k (1) or v (2) in qkv; the

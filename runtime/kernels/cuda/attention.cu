@@ -15,14 +15,11 @@
 namespace loom::runtime::kernels::cuda {
 namespace {
 
-__device__ float Bf16ToF32(uint16_t bits) {
-  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
-}
-__device__ float RoundBf16(float v) { return Bf16ToF32(F32BitsToBF16(__float_as_uint(v))); }
+__device__ float RoundBf16(float v) { return BF16BitsToF32(F32BitsToBF16(__float_as_uint(v))); }
 
 // Element i of an f32 or bf16 buffer, as f32.
 __device__ float Load(const void* p, int64_t i, bool bf16) {
-  return bf16 ? Bf16ToF32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+  return bf16 ? BF16BitsToF32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
 }
 
 struct Geometry {
@@ -88,7 +85,7 @@ __global__ void ForwardKernel(AttentionArgs a, float* out, void* probs) {
       if (a.bf16) {
         const uint16_t bits = F32BitsToBF16(__float_as_uint(p));
         static_cast<uint16_t*>(probs)[prow + j] = bits;
-        p = Bf16ToF32(bits);
+        p = BF16BitsToF32(bits);
       } else {
         static_cast<float*>(probs)[prow + j] = p;
       }

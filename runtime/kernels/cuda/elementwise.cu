@@ -25,9 +25,7 @@ __global__ void GeluForwardKernel(const float* x, float* out, int64_t n) {
 }
 
 __device__ inline float LoadF32(const float* x, int64_t i) { return x[i]; }
-__device__ inline float LoadF32(const uint16_t* x, int64_t i) {
-  return __uint_as_float(BF16ToF32Bits(x[i]));
-}
+__device__ inline float LoadF32(const uint16_t* x, int64_t i) { return BF16BitsToF32(x[i]); }
 
 // x f32, or bf16 bits widened as they are read.
 template <typename X>
@@ -164,7 +162,7 @@ __global__ void CheckIndicesKernel(const int32_t* ids, int64_t n, int64_t limit,
 __device__ float LoadAsF32(const void* x, ElemType type, int64_t i) {
   switch (type) {
     case ElemType::kBF16:
-      return __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(x)[i]) << 16);
+      return LoadF32(static_cast<const uint16_t*>(x), i);
     case ElemType::kF16:
       return __half2float(static_cast<const __half*>(x)[i]);
     default:

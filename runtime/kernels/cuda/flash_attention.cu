@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "runtime/bf16_bits.h"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
 
@@ -29,9 +30,7 @@ constexpr int kKeyTile = 32;    // forward and dQ: keys per shared tile
 constexpr int kKeyRows = 32;    // dK/dV: key rows (threads) per block
 
 __device__ inline float Load(const float* p, int64_t i) { return p[i]; }
-__device__ inline float Load(const uint16_t* p, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(p[i]) << 16);
-}
+__device__ inline float Load(const uint16_t* p, int64_t i) { return BF16BitsToF32(p[i]); }
 
 // Element offsets: row `row` of (batch, head) in qkv's part (0 q, 1 k, 2 v); in [B, T, C] rows;
 // in [B, NH, T].

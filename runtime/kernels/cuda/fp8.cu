@@ -6,6 +6,7 @@
 // one thread block per tile.
 #include <cuda_fp8.h>
 
+#include "runtime/bf16_bits.h"
 #include "runtime/kernels/cuda/block_reduce.cuh"
 #include "runtime/kernels/cuda/cuda_kernels.h"
 #include "runtime/kernels/cuda/launch.h"
@@ -16,7 +17,7 @@ namespace {
 constexpr int kWarp = 32;
 
 __device__ float LoadX(const Fp8QuantizeArgs& a, int64_t i) {
-  return a.bf16 ? __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(a.x)[i]) << 16)
+  return a.bf16 ? BF16BitsToF32(static_cast<const uint16_t*>(a.x)[i])
                 : static_cast<const float*>(a.x)[i];
 }
 
