@@ -32,6 +32,7 @@
 #include "parallel/config_agreement.h"
 #include "parallel/mesh.h"
 #include "parallel/pipeline/trace.h"
+#include "parallel/stash.h"
 #include "runtime/allocator.h"
 #include "runtime/base/logging.h"
 #include "runtime/base/status_macros.h"
@@ -744,9 +745,10 @@ absl::Status Main() {
           peak, device.description.c_str());
     }
   } else if (peak == 0.0) {
-    // --precision bf16 runs its GEMMs on bf16 operands (Stash::GemmDType); the others on f32.
-    const runtime::DType gemm =
-        options.precision == "bf16" ? runtime::DType::kBF16 : runtime::DType::kF32;
+    // The dtype the layers' GEMMs take their operands in under this --precision.
+    parallel::Stash settings;
+    settings.SetActivationDType(models::PrecisionDType(options.precision));
+    const runtime::DType gemm = settings.GemmDType();
     LOOM_ASSIGN_OR_RETURN(peak, JobPeakGflops(*world, gemm));
     if (leader) {
       std::printf(

@@ -306,6 +306,8 @@ absl::Status ValidateTrainOptions(const TrainOptions& options);
 absl::StatusOr<GptConfig> ModelConfig(const TrainOptions& options);
 // The micro-batches per step of a pipeline run (--micro_batches, default --pp).
 int PipelineMicroBatches(const TrainOptions& options);
+// The dtype a --precision (or MoE exchange dtype) name stands for: bf16, f16 ("fp16"), else f32.
+runtime::DType PrecisionDType(const std::string& name);
 
 // The dataset named by `path` (LoadTokenFile); when empty, the embedded synthetic task; "random":
 // 2^20 tokens drawn uniformly from [0, vocab_size) (for benchmarks against twins that train on
