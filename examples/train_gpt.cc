@@ -129,6 +129,11 @@ ABSL_FLAG(bool, overlap_grad_reduce, true,
 ABSL_FLAG(bool, overlap_param_gather, true,
           "ZeRO-1/2: all-gather the updated parameters while the next forward runs (each layer "
           "waits for its own); false: at the end of the step (to measure overlap)");
+ABSL_FLAG(bool, sparse_embedding_grad, false,
+          "data parallelism: reduce the tied token embedding's LM-head gradient with its bucket as "
+          "soon as the head's backward is done, and all-gather its lookup gradient after backward "
+          "as (token ids, rows) instead of reducing the whole table at the end (for slow links; "
+          "not with --tp, --pp, --ep or --hsdp_shard)");
 ABSL_FLAG(std::string, comm, "shm",
           "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
           "(MPI's own), ring (loom's ring algorithms over MPI point-to-point), hier (ring "
@@ -232,6 +237,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags() {
   o.bucket_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_bucket_mb) * (1 << 20));
   o.overlap_grad_reduce = absl::GetFlag(FLAGS_overlap_grad_reduce);
   o.overlap_param_gather = absl::GetFlag(FLAGS_overlap_param_gather);
+  o.sparse_embedding_grad = absl::GetFlag(FLAGS_sparse_embedding_grad);
   o.precision = absl::GetFlag(FLAGS_precision);
   o.grad_reduce_dtype = absl::GetFlag(FLAGS_grad_reduce_dtype);
   o.autocast = absl::GetFlag(FLAGS_autocast);

@@ -501,6 +501,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     shard_group = t->shard_group_.get();
   }
   if (options.pp > 1) LOOM_RETURN_IF_ERROR(t->CreatePipeline());
+  parallel::Parameter* sparse_embedding = nullptr;
+  if (options.sparse_embedding_grad) {
+    sparse_embedding = t->model_->FindParameter("wte.weight");
+    if (sparse_embedding == nullptr || options.pp > 1) {
+      return absl::InvalidArgumentError(
+          "--sparse_embedding_grad needs the whole model's tied token embedding on each rank "
+          "(not with --pp)");
+    }
+  }
   LOOM_ASSIGN_OR_RETURN(
       t->dp_,
       parallel::DataParallel::Create(
@@ -519,7 +528,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
            .pp = context.pp,
            .ep = context.ep,
            .ep_tp = t->ep_tp_.get(),
-           .embedding = t->embedding_group_.get()}));
+           .embedding = t->embedding_group_.get(),
+           .sparse_embedding = sparse_embedding}));
   t->model_->SetParameterUseHooks(t->dp_.get());
   t->model_->SetActivationDType(working);
   if (options.resume) {

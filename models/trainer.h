@@ -97,6 +97,10 @@ struct TrainOptions {
   // ZeRO-1/2: the updated parameters' all-gathers overlap the next forward (false: the step waits
   // for them at its end, the baseline). Either way the same values, bitwise.
   bool overlap_param_gather = true;
+  // The tied token embedding's gradient in two parts: the LM head's reduced with its bucket
+  // during backward, the lookup's all-gathered as (token ids, rows) after it
+  // (parallel::DataParallel::Options::sparse_embedding). Not with tp, pp, ep or HSDP.
+  bool sparse_embedding_grad = false;
   // Working parameters and activations: fp32, bf16 or fp16 (f32 master weights either way; fp16
   // with dynamic loss scaling). Gradients travel in grad_reduce_dtype (fp32, bf16, fp16).
   std::string precision = "fp32";

@@ -63,6 +63,17 @@ void Parameter::InitialValues(int64_t offset, runtime::Tensor out) const {
 void Parameter::ZeroGrad() {
   if (grad_.defined()) grad_.Fill(0.0f);
   contributions_ = 0;
+  row_gradients_.clear();
+}
+
+void Parameter::AddRowGradients(runtime::Tensor ids, runtime::Tensor rows) {
+  LOOM_CHECK(row_gradients_enabled_) << name_ << ": row gradients are not enabled";
+  LOOM_CHECK(ids.dtype() == runtime::DType::kI32 && ids.rank() == 1 &&
+             rows.dtype() == runtime::DType::kF32 && rows.rank() == 2 &&
+             rows.dim(0) == ids.dim(0) && rows.dim(1) == local_shape_.back())
+      << name_ << ": row gradients must be i32 ids [N] and f32 rows [N, " << local_shape_.back()
+      << "], got " << ids.DebugString() << " and " << rows.DebugString();
+  row_gradients_.push_back({std::move(ids), std::move(rows)});
 }
 
 namespace {

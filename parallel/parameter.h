@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "parallel/shard.h"
 #include "runtime/tensor.h"
@@ -90,6 +91,20 @@ class Parameter {
   void ContributionDone();
   void SetGradReadyHook(GradReadyHook hook) { hook_ = std::move(hook); }
 
+  // Row gradients (data parallelism's Options::sparse_embedding): an embedding table's lookup
+  // touches only the rows of a batch's tokens, so its gradient can travel as (ids, rows) instead
+  // of a dense table. While enabled, the lookup hands its gradient to AddRowGradients instead of
+  // adding it into grad() and calling ContributionDone (so it must not be one of uses()); whoever
+  // enabled it adds the rows of every rank into the reduced gradient. ZeroGrad drops them.
+  void EnableRowGradients(bool on) { row_gradients_enabled_ = on; }
+  bool row_gradients_enabled() const { return row_gradients_enabled_; }
+  struct RowGradients {
+    runtime::Tensor ids;   // i32 [N]: rows of the table
+    runtime::Tensor rows;  // f32 [N, C]: their gradients, C = the table's second dimension
+  };
+  void AddRowGradients(runtime::Tensor ids, runtime::Tensor rows);
+  const std::vector<RowGradients>& row_gradients() const { return row_gradients_; }
+
  private:
   std::string name_;
   runtime::Shape global_shape_;
@@ -103,6 +118,8 @@ class Parameter {
   int contributions_ = 0;
   GradReadyHook hook_;
   Initializer initializer_;
+  bool row_gradients_enabled_ = false;
+  std::vector<RowGradients> row_gradients_;
 };
 
 }  // namespace loom::parallel

@@ -15,10 +15,12 @@
 #
 #   bash bench/scaling/posed_vs_torch.sh [--rate 1gbit] [--preset cpu-small] [--batch 8]
 #                                        [--steps 6] [--rounds 2] [--json out.json]
+#                                        [--loom_flags "--sparse_embedding_grad"]
+# --loom_flags: more train_gpt flags for both of loom's runs (recorded with the figures).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-rate=1gbit preset=cpu-small batch=8 steps=6 rounds=2 json=""
+rate=1gbit preset=cpu-small batch=8 steps=6 rounds=2 json="" loom_flags=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) rate=$2; shift 2 ;;
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
+    --loom_flags) loom_flags=$2; shift 2 ;;
     *) echo "posed_vs_torch.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +49,7 @@ loom() {  # name [train_gpt flags...]
   echo "[round $r/$rounds] loom $name ($rate)"
   LOOM_P2P_TRANSPORT=socket LOOM_NUM_THREADS=1 "${cluster[@]}" "$build/examples/train_gpt" \
     --preset "$preset" --batch "$batch" --steps "$steps" --threads 1 --comm hier --zero 1 \
-    --metrics_out "$work/loom_${name}_$r.jsonl" "$@" > "$work/loom_${name}_$r.log" 2>&1 ||
+    --metrics_out "$work/loom_${name}_$r.jsonl" $loom_flags "$@" > "$work/loom_${name}_$r.log" 2>&1 ||
     { cat "$work/loom_${name}_$r.log" >&2; exit 1; }
 }
 torch() {  # name [train_gpt_torch flags...]
@@ -69,9 +72,9 @@ for r in $(seq 1 "$rounds"); do
   torch fsdp2_bf16 --fsdp2 --precision bf16 --bf16_grads
 done
 
-"$python" - "$work" "$rounds" "$preset" "$batch" "$rate" "$json" <<'PY'
+"$python" - "$work" "$rounds" "$preset" "$batch" "$rate" "$json" "$loom_flags" <<'PY'
 import json, statistics, sys
-work, rounds, preset, batch, rate, out = sys.argv[1:7]
+work, rounds, preset, batch, rate, out, loom_flags = sys.argv[1:8]
 def loom(name):
     tok, exposed = [], []
     for r in range(1, int(rounds) + 1):
@@ -86,8 +89,10 @@ def torch(name):
         tok += [s["tokens_per_s"] for s in t["steps"][2:]]
     return statistics.median(tok), t["torch"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-res = {"preset": preset, "batch": int(batch), "rate": rate, "hosts": 2, "cpu": cpu}
-print(f"CPU: {cpu}; 2 posed hosts x 1 rank x 1 thread, links {rate}; {preset}, global batch {batch}")
+res = {"preset": preset, "batch": int(batch), "rate": rate, "hosts": 2, "cpu": cpu,
+       "loom_flags": loom_flags}
+print(f"CPU: {cpu}; 2 posed hosts x 1 rank x 1 thread, links {rate}; {preset}, global batch {batch}"
+      + (f"; loom also {loom_flags}" if loom_flags else ""))
 for name, what in (("fp32", "fp32"), ("bf16", "bf16 autocast, bf16 grads")):
     (l, exposed), (ddp, version), (fsdp2, _) = loom(name), torch(name), torch(f"fsdp2_{name}")
     best, which = max((ddp, "DDP"), (fsdp2, "FSDP2"))

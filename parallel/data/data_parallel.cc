@@ -64,6 +64,10 @@ DataParallel::~DataParallel() {
     if (b.gather != nullptr) (void)b.gather->Wait();
     for (Parameter* p : b.params) p->SetGradReadyHook(nullptr);
   }
+  if (Parameter* table = options_.sparse_embedding; table != nullptr) {
+    table->EnableRowGradients(false);  // the lookup adds into grad() again
+    table->SetUses(table->uses() + 1);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
@@ -108,7 +112,35 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
       }
     }
   }
+  if (Parameter* table = options.sparse_embedding; table != nullptr) {
+    const bool listed = std::any_of(units.begin(), units.end(), [&](const auto& unit) {
+      return std::find(unit.begin(), unit.end(), table) != unit.end();
+    });
+    const std::string why =
+        !listed ? "it is not one of the model's parameters"
+        : table->shard_spec().is_split() || table->shard_spec().grad_partial()
+            ? absl::StrCat("it is ", table->shard_spec().ToString(),
+                           " (tensor, pipeline or expert parallelism split or share it)")
+        : table->local_shape().size() != 2 ? "it is not a table [V, C]"
+        : table->uses() < 2 || table->row_gradients_enabled()
+            ? "it is not tied to an LM head (the lookup must not be its only use)"
+        : options.replicas != nullptr ? "HSDP replicates shards across groups"
+        : options.allocator != nullptr &&
+                options.allocator->source().device != runtime::Device::kCpu
+            ? "its gradients live on a device"
+            : "";
+    if (!why.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sparse embedding gradients (--sparse_embedding_grad) need a replicated token embedding "
+          "tied to the LM head, on the host, without HSDP; ",
+          table->name(), ": ", why));
+    }
+  }
   std::unique_ptr<DataParallel> dp(new DataParallel(group, options));
+  if (Parameter* table = options.sparse_embedding; table != nullptr) {
+    table->EnableRowGradients(true);  // the lookup's use becomes rows, not a contribution
+    table->SetUses(table->uses() - 1);
+  }
   dp->BuildBuckets(units);
   dp->AllocateStorage();
   dp->BuildSlots();
@@ -116,22 +148,33 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
 }
 
 void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& units) {
-  // Parameters in order of first use, with the unit of that use.
+  // Parameters in order of first use, with the unit of that use; the sparse embedding table at
+  // its last use instead (the LM head's, whose backward makes its dense gradient final).
   std::vector<std::pair<Parameter*, int>> order;
   absl::flat_hash_map<Parameter*, int> first_unit;
   for (int u = 0; u < static_cast<int>(units.size()); ++u) {
     for (Parameter* p : units[u]) {
+      if (p == options_.sparse_embedding) continue;
       if (first_unit.emplace(p, u).second) order.emplace_back(p, u);
+    }
+    if (Parameter* table = options_.sparse_embedding;
+        std::find(units[u].begin(), units[u].end(), table) != units[u].end()) {
+      std::erase_if(order, [&](const auto& entry) { return entry.first == table; });
+      order.emplace_back(table, u);
     }
   }
   // Backward makes gradients final roughly in reverse order of first use.
+  // The sparse embedding's table has a bucket of its own (replicated under ZeRO-1).
   const int64_t max_numel = std::max<int64_t>(1, options_.bucket_bytes / 4);
   int current_unit = -1;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const auto [p, unit] = *it;
     const int64_t n = p->local_numel();
     const bool unit_boundary = options_.zero_stage == 3 && unit != current_unit;
-    if (buckets_.empty() || unit_boundary || buckets_.back().numel + n > max_numel) {
+    const bool alone =
+        !buckets_.empty() && (p == options_.sparse_embedding ||
+                              buckets_.back().params.front() == options_.sparse_embedding);
+    if (buckets_.empty() || unit_boundary || alone || buckets_.back().numel + n > max_numel) {
       if (buckets_.empty() || !buckets_.back().params.empty()) buckets_.emplace_back();
     }
     current_unit = unit;
@@ -140,6 +183,7 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
     b.params.push_back(p);
     b.offsets.push_back(b.numel);
     b.numel += n;
+    b.replicated = p == options_.sparse_embedding && options_.zero_stage == 1;
   }
   const int size = group_.size();
   for (Bucket& b : buckets_) b.shard = (b.numel + size - 1) / size;
@@ -201,14 +245,15 @@ void DataParallel::AllocateStorage() {
     const int64_t mine = rank * b.shard;
     // ZeRO-1/2 gather the updated shards into the full master (f32) or working copy (mixed):
     // outputs the peers can write directly when the group has a shared arena.
-    const bool gathered_into = stage == 1 || stage == 2;
+    const bool gathered_into = (stage == 1 || stage == 2) && !b.replicated;
+    const bool full = MasterFull(b);
     b.master = gathered_into && !mixed() ? SharedFlat(padded, master_tag)
-                                         : Flat(master_full() ? padded : b.shard, master_tag);
+                                         : Flat(full ? padded : b.shard, master_tag);
     for (size_t i = 0; i < b.params.size(); ++i) {
       const int64_t off = b.offsets[i], n = b.params[i]->local_numel();
-      const auto [lo, hi] = master_full() ? std::make_pair(off, off + n)
-                                          : Intersect(off, off + n, mine, mine + b.shard);
-      const int64_t base = master_full() ? 0 : mine;
+      const auto [lo, hi] =
+          full ? std::make_pair(off, off + n) : Intersect(off, off + n, mine, mine + b.shard);
+      const int64_t base = full ? 0 : mine;
       if (hi == lo) continue;  // not on this rank
       b.params[i]->InitialValues(lo - off, b.master.Slice(lo - base, hi - base));
     }
@@ -236,12 +281,13 @@ void DataParallel::AllocateStorage() {
     }
     if (stage < 2) {
       // DDP all-reduces it in place: shared when the group has an arena.
-      b.grad = stage == 0 ? SharedFlat(padded, MemoryTag::kGrad) : Flat(padded, MemoryTag::kGrad);
+      b.grad =
+          AllReduced(b) ? SharedFlat(padded, MemoryTag::kGrad) : Flat(padded, MemoryTag::kGrad);
       BindGrads(b);
     } else {
       for (Parameter* p : b.params) p->BindGrad(Tensor());
     }
-    if (stage >= 1) b.grad_shard = Flat(b.shard, MemoryTag::kGrad);
+    if (!AllReduced(b)) b.grad_shard = Flat(b.shard, MemoryTag::kGrad);
     for (Parameter* p : b.params) {
       p->SetGradReadyHook([this](Parameter& ready) { OnGradReady(ready); });
     }
@@ -252,7 +298,8 @@ void DataParallel::BuildSlots() {
   if (options_.zero_stage == 0) {
     // Every parameter whole (its master value and its gradient), in order of first use, as the
     // single-rank trainer lists them.
-    for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
+    for (int index : BucketsByFirstUse()) {
+      const Bucket* b = &buckets_[index];
       for (size_t i = b->params.size(); i-- > 0;) {
         Parameter* p = b->params[i];
         slot_params_.push_back(p);
@@ -266,6 +313,14 @@ void DataParallel::BuildSlots() {
     const int64_t mine = rank * b.shard;
     for (size_t i = 0; i < b.params.size(); ++i) {
       const int64_t off = b.offsets[i], n = b.params[i]->local_numel();
+      if (b.replicated) {  // whole, as at stage 0
+        slot_params_.push_back(b.params[i]);
+        slots_.push_back({b.params[i]->name(), ParamView(b, b.master, i), ParamView(b, b.grad, i),
+                          b.params[i]->weight_decay()});
+        slot_ranges_.push_back(
+            {static_cast<int>(&b - buckets_.data()), off, off + n, 0, b.params[i]});
+        continue;
+      }
       const auto [lo, hi] = Intersect(off, off + n, mine, mine + b.shard);
       if (hi == lo) continue;
       Tensor value = master_full() ? b.master.Slice(lo, hi) : b.master.Slice(lo - mine, hi - mine);
@@ -276,6 +331,15 @@ void DataParallel::BuildSlots() {
           {static_cast<int>(&b - buckets_.data()), lo, hi, lo - off, b.params[i]});
     }
   }
+}
+
+std::vector<int> DataParallel::BucketsByFirstUse() const {
+  std::vector<int> order(buckets_.size());
+  for (int i = 0; i < num_buckets(); ++i) order[i] = num_buckets() - 1 - i;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return buckets_[a].units.front() < buckets_[b].units.front();
+  });
+  return order;
 }
 
 std::vector<int64_t> DataParallel::BucketNumels() const {
@@ -432,11 +496,11 @@ void DataParallel::LaunchReduce(int bucket) {
   Bucket& b = buckets_[bucket];
   const runtime::DType wire = options_.reduce_dtype;
   // One rank, full gradients in f32: the average over one rank is the gradient itself.
-  if (group_.size() == 1 && options_.zero_stage == 0 && wire == runtime::DType::kF32) return;
+  if (group_.size() == 1 && AllReduced(b) && wire == runtime::DType::kF32) return;
   Tensor* send = &b.grad;
   if (wire != runtime::DType::kF32) {
-    b.wire = options_.zero_stage == 0 ? SharedScratch(b.grad.numel(), MemoryTag::kComm, wire)
-                                      : Scratch(b.grad.numel(), MemoryTag::kComm, wire);
+    b.wire = AllReduced(b) ? SharedScratch(b.grad.numel(), MemoryTag::kComm, wire)
+                           : Scratch(b.grad.numel(), MemoryTag::kComm, wire);
     runtime::kernels::Convert(b.grad, b.wire);
     send = &b.wire;
     if (options_.zero_stage >= 2) {  // the bucket is final: its f32 gradient is not needed
@@ -447,7 +511,7 @@ void DataParallel::LaunchReduce(int bucket) {
   if (options_.ordered_issue) CompleteReductionsBefore(bucket - static_cast<int>(kIssueLag) + 1);
   b.span = static_cast<int>(comm_spans_.size());
   comm_spans_.push_back({.bucket = bucket, .start_us = runtime::SteadyMicros()});
-  if (options_.zero_stage == 0) {
+  if (AllReduced(b)) {
     b.reduce = group_.AllReduce(*send, *send, comm::ReduceOp::kAvg);
     return;
   }
@@ -467,7 +531,7 @@ void DataParallel::CompleteReduce(Bucket& b) {
   comm_spans_[b.span].end_us = b.reduce->completed_us();
   b.reduce = nullptr;
   if (b.wire.defined()) {  // widen what came back over the wire
-    const bool all = options_.zero_stage == 0;
+    const bool all = AllReduced(b);
     Tensor& back = all ? b.wire : b.wire_out;
     Tensor* into = &b.grad;
     if (!all) {
@@ -551,8 +615,19 @@ absl::Status DataParallel::FinishBackward() {
         ") did not get all its gradients in this backward (", b.ready, " of ", b.params.size(),
         "); every parameter must be used in every micro-batch"));
   }
+  absl::StatusOr<RowExchange> rows = RowExchange{};
+  if (status.ok() && reduce_this_micro_ && options_.sparse_embedding != nullptr) {
+    rows = StartRowExchange();
+  }
   // Whatever happened, no reduction stays in flight on buffers the next step reuses.
   status.Update(WaitForReductions());
+  if (!rows.ok()) {
+    status.Update(rows.status());
+  } else if (rows->rows_work != nullptr) {
+    status.Update(rows->ids_work->Wait());
+    status.Update(rows->rows_work->Wait());
+    if (status.ok()) status.Update(AddExchangedRows(*rows));
+  }
   exposed_reduce_ms_ =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return status;
@@ -571,6 +646,67 @@ absl::Status DataParallel::WaitForReductions() {
     CompleteReplicate(b);
   }
   return status;
+}
+
+absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
+  Parameter& table = *options_.sparse_embedding;
+  const int64_t width = table.local_shape()[1];
+  int64_t count = 0;
+  for (const Parameter::RowGradients& g : table.row_gradients()) count += g.ids.numel();
+  // Every rank must bring as many rows: the all-gathers below take equal parts.
+  Tensor mine = Tensor::FromVector<int64_t>({1}, {count}, MemoryTag::kComm, &Host());
+  Tensor counts = Tensor::Empty({group_.size()}, runtime::DType::kI64, MemoryTag::kComm, &Host());
+  LOOM_RETURN_IF_ERROR(group_.AllGather(mine, counts)->Wait());
+  for (int r = 0; r < group_.size(); ++r) {
+    if (counts.data<int64_t>()[r] != count) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          table.name(), ": sparse embedding gradients need as many token rows on every rank; rank ",
+          group_.rank(), " has ", count, ", rank ", r, " has ", counts.data<int64_t>()[r]));
+    }
+  }
+  RowExchange x;
+  if (count == 0) return x;
+  x.mine_ids = Tensor::Empty({count}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+  x.mine_rows = Tensor::Empty({count, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
+  int64_t at = 0;
+  for (const Parameter::RowGradients& g : table.row_gradients()) {
+    const int64_t n = g.ids.numel();
+    x.mine_ids.Slice(at, at + n).CopyFrom(g.ids);
+    x.mine_rows.Slice(at, at + n).CopyFrom(g.rows);
+    at += n;
+  }
+  x.ids = Tensor::Empty({group_.size() * count}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+  x.rows = Tensor::Empty({group_.size() * count, width}, runtime::DType::kF32, MemoryTag::kComm,
+                         &Host());
+  x.ids_work = group_.AllGather(x.mine_ids, x.ids);
+  x.rows_work = group_.AllGather(x.mine_rows, x.rows);
+  return x;
+}
+
+absl::Status DataParallel::AddExchangedRows(RowExchange& x) {
+  Parameter& table = *options_.sparse_embedding;
+  const Bucket& b = buckets_[bucket_of_.at(&table)];
+  const size_t i = std::find(b.params.begin(), b.params.end(), &table) - b.params.begin();
+  const int64_t vocab = table.local_shape()[0], width = table.local_shape()[1];
+  // Stage 0: the whole averaged gradient; stages >= 1: this rank's shard of the bucket.
+  const bool whole = AllReduced(b);
+  Tensor target = whole ? b.grad : b.grad_shard;
+  const int64_t base = whole ? 0 : group_.rank() * b.shard;
+  float* out = target.data<float>();
+  const int32_t* ids = x.ids.data<int32_t>();
+  const float* rows = x.rows.data<float>();
+  const float scale = 1.0f / static_cast<float>(group_.size());  // the average, as kAvg
+  for (int64_t j = 0; j < x.ids.numel(); ++j) {
+    if (ids[j] < 0 || ids[j] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(table.name(), ": token id ", ids[j], " outside [0, ", vocab, ")"));
+    }
+    const int64_t start = b.offsets[i] + ids[j] * width;
+    const auto [lo, hi] = Intersect(start, start + width, base, base + target.numel());
+    const float* row = rows + j * width;
+    for (int64_t e = lo; e < hi; ++e) out[e - base] += row[e - start] * scale;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<double> DataParallel::SumOverRanks(double local, comm::Communicator& group) const {
@@ -605,6 +741,9 @@ absl::StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   // shards), replicated ones on one rank of their group.
   std::vector<Tensor> counted;
   for (size_t i = 0; i < grads.size(); ++i) {
+    // A replicated bucket's (stages >= 1) is the same on every rank of the group: counted once.
+    const bool replicated = options_.zero_stage > 0 && buckets_[slot_ranges_[i].bucket].replicated;
+    if (replicated && group_.rank() != 0) continue;
     if (!split_model || CountsInNorm(*slot_params_[i])) counted.push_back(grads[i]);
   }
   double total = 0.0;
@@ -645,8 +784,8 @@ absl::StatusOr<int32_t> DataParallel::MinOverRanks(int32_t local, bool include_p
 
 absl::StatusOr<std::string> DataParallel::FirstNonFiniteGradient() {
   std::vector<Parameter*> order;  // of first use, as BuildSlots lists stage 0's slots
-  for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
-    order.insert(order.end(), b->params.rbegin(), b->params.rend());
+  for (int i : BucketsByFirstUse()) {
+    order.insert(order.end(), buckets_[i].params.rbegin(), buckets_[i].params.rend());
   }
   absl::flat_hash_map<const Parameter*, int32_t> ordinal;
   for (const Parameter* p : order) ordinal.emplace(p, static_cast<int32_t>(ordinal.size()));
@@ -685,6 +824,10 @@ absl::Status DataParallel::FinishOptimizerStep() {
   LOOM_RETURN_IF_ERROR(WaitForParameters());  // the previous step's, if nothing used them since
   const int64_t rank = group_.rank();
   for (Bucket& b : buckets_) {
+    if (b.replicated) {  // every rank updated all of it
+      if (mixed()) runtime::kernels::Convert(b.master, b.low);
+      continue;
+    }
     b.gather_in = Scratch(b.shard, MemoryTag::kComm, work);
     const int64_t first = master_full() ? rank * b.shard : 0;
     runtime::kernels::Convert(b.master.Slice(first, first + b.shard), b.gather_in);
@@ -696,10 +839,12 @@ absl::Status DataParallel::FinishOptimizerStep() {
 void DataParallel::StartUpdates() {
   if (!updates_due_) return;
   updates_due_ = false;
-  // In order of first use (the last bucket first): the first units wait least.
-  for (auto b = buckets_.rbegin(); b != buckets_.rend(); ++b) {
-    StartGatherSpan(*b);
-    b->gather = group_.AllGather(b->gather_in, mixed() ? b->low : b->master);
+  // In order of first use: the first units wait least.
+  for (int i : BucketsByFirstUse()) {
+    Bucket& b = buckets_[i];
+    if (b.replicated) continue;
+    StartGatherSpan(b);
+    b.gather = group_.AllGather(b.gather_in, mixed() ? b.low : b.master);
   }
 }
 
@@ -787,7 +932,7 @@ absl::Status DataParallel::GatherParameters() {
     b.gather = nullptr;
     b.gathered = Tensor();
     ReleaseValues(b);
-    if (master_full()) {
+    if (MasterFull(b)) {
       b.value = b.master;
     } else {
       b.value = SharedScratch(b.shard * group_.size(), MemoryTag::kParam);

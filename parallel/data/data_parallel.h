@@ -123,6 +123,15 @@ class DataParallel : public ParameterUseHooks {
     // in one order (NCCL: kernels of different communicators waiting for their peers on one
     // device); on by itself when `group` or `replicas` is NCCL's.
     bool ordered_issue = false;
+    // A tied token embedding table (one of the units' parameters, used by the lookup and by the
+    // LM head) whose gradient travels in two parts: the head's dense part is reduced with its
+    // bucket as soon as the head's backward is done (early in backward, not at its end), and the
+    // lookup's part, which touches only the rows of the batch's tokens, is all-gathered after
+    // backward as (token ids, gradient rows) — N·C values per rank instead of V·C — and every rank
+    // adds all ranks' rows (in rank order, f32, averaged) into its reduced gradient or shard.
+    // For slow links: the tail of the reduction after backward shrinks by the table's size.
+    // Replicated tables only (no tensor or pipeline split, no HSDP), on the host. nullptr: off.
+    Parameter* sparse_embedding = nullptr;
   };
   static constexpr size_t kIssueLag = 2;
 
@@ -247,6 +256,9 @@ class DataParallel : public ParameterUseHooks {
     int ready = 0;         // parameters whose gradient is final in this micro-batch
     int span = -1;         // its reduction's entry in comm_spans_ while in flight
     int gather_span = -1;  // its parameter all-gather's entry in comm_spans_ while in flight
+    // Options::sparse_embedding's table under ZeRO-1: all-reduced and updated whole on every rank
+    // (its optimizer state is not sharded), so the next forward does not wait for its gather.
+    bool replicated = false;
   };
   // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
   // offset of lo within its parameter.
@@ -287,6 +299,11 @@ class DataParallel : public ParameterUseHooks {
   bool master_full() const {
     return options_.zero_stage == 0 || (!mixed() && options_.zero_stage < 3);
   }
+  // Whether every rank holds b's whole f32 master (master_full(), or a replicated bucket).
+  bool MasterFull(const Bucket& b) const { return master_full() || b.replicated; }
+  // Whether b's gradients are all-reduced whole (stage 0, or a replicated bucket) rather than
+  // reduce-scattered into shards.
+  bool AllReduced(const Bucket& b) const { return options_.zero_stage == 0 || b.replicated; }
   // f32 working values that are the master itself, bound for good (f32, stages 0-2).
   bool values_persistent() const { return !mixed() && options_.zero_stage < 3; }
   // Parameter i of b's view into `flat` (a tensor of the bucket's layout), of its local shape.
@@ -303,6 +320,15 @@ class DataParallel : public ParameterUseHooks {
   // HSDP: starts the all-reduce of b's final shard across replicas / takes its result.
   void StartReplicate(Bucket& b);
   void CompleteReplicate(Bucket& b);
+  // Options::sparse_embedding: starts the all-gathers of every rank's row count, token ids and
+  // gradient rows; adds what arrived into the reduced gradient (after WaitForReductions).
+  struct RowExchange {
+    runtime::Tensor mine_ids, mine_rows;  // this rank's, sent (kept until the calls complete)
+    runtime::Tensor ids, rows;            // every rank's, in rank order
+    std::shared_ptr<comm::Work> ids_work, rows_work;
+  };
+  absl::StatusOr<RowExchange> StartRowExchange();
+  absl::Status AddExchangedRows(RowExchange& exchange);
   void PollReductions();
   // Ordered issue: completes, in bucket order, the reductions of buckets before `bucket`.
   void CompleteReductionsBefore(int bucket);
@@ -318,6 +344,9 @@ class DataParallel : public ParameterUseHooks {
   absl::Status WaitGather(Bucket& b);
   void Materialize(Bucket& b);
   void ReleaseValues(Bucket& b);
+  // Bucket indices in order of their first use in forward (the reverse of the bucket order,
+  // except for Options::sparse_embedding's table, reduced early but used first).
+  std::vector<int> BucketsByFirstUse() const;
   // The unit that uses bucket `b` last in `pass` (highest index forward, lowest backward).
   int LastUse(const Bucket& b, Pass pass) const;
 

@@ -50,16 +50,22 @@ absl::StatusOr<std::vector<optim::NamedTensor>> DataParallel::GatherOptimizerSta
   for (const std::string& suffix : suffixes) {
     // This rank's pieces (host or device) into per-bucket shards on the host, then all-gathered
     // into whole buckets: a checkpoint's state goes to a file.
+    // A replicated bucket's state is whole on every rank already.
     std::vector<Tensor> shards, full;
-    for (const Bucket& b : buckets_) shards.push_back(HostFlat(b.shard));
+    for (const Bucket& b : buckets_) shards.push_back(HostFlat(b.replicated ? b.numel : b.shard));
     for (const SlotRange& r : slot_ranges_) {
-      const int64_t at = r.lo - mine * buckets_[r.bucket].shard;
+      const Bucket& b = buckets_[r.bucket];
+      const int64_t at = b.replicated ? r.lo : r.lo - mine * b.shard;
       shards[r.bucket]
           .Slice(at, at + (r.hi - r.lo))
           .CopyFrom(*by_name.at(r.param->name() + suffix));
     }
     std::vector<std::shared_ptr<comm::Work>> works;
     for (size_t i = 0; i < buckets_.size(); ++i) {
+      if (buckets_[i].replicated) {
+        full.push_back(shards[i]);
+        continue;
+      }
       full.push_back(HostFlat(buckets_[i].shard * group_.size()));
       works.push_back(group_.AllGather(shards[i], full.back()));
     }

@@ -52,6 +52,13 @@ Tensor Embedding::BackwardInput(Stash& stash, const Tensor& dy) {
 
 void Embedding::BackwardWeight(Stash& stash) {
   const Tensor ids = stash.Get(this, "ids");
+  if (weight_.row_gradients_enabled()) {  // data parallelism exchanges the rows themselves
+    LOOM_CHECK(!tp_.active()) << weight_.name() << ": row gradients of a vocabulary shard";
+    const Tensor dy = stash.Get(this, "dy");
+    weight_.AddRowGradients(ids.Reshape({ids.numel()}), dy.Reshape({ids.numel(), dy.dim(-1)}));
+    stash.Erase(this, "dy");
+    return;
+  }
   if (!tp_.active()) {
     kernels::EmbeddingBackward(stash.Get(this, "dy"), ids, weight_.grad());
   } else {  // every token's gradient (gathered under SP), into this shard's rows

@@ -17,6 +17,7 @@
 namespace loom::parallel {
 namespace {
 
+using runtime::Tensor;
 using testing::ExpectEquivalent;
 using testing::OnRanks;
 using testing::ReferenceOptions;
@@ -177,6 +178,24 @@ TEST_F(DataParallelEquivalence, OneBucketAndOneParameterPerBucketAgree) {
   Check(o, "dp 2 zero 1, one bucket");
   o.bucket_bytes = 4;
   Check(o, "dp 2 zero 1, a bucket per parameter");
+}
+
+// The tied embedding's gradient in two parts (--sparse_embedding_grad): the LM head's reduced
+// with its bucket early in backward, the lookup's all-gathered as rows after it. The same average
+// in another order, so the fp32 tolerance, for every stage, with gradient accumulation too.
+TEST_F(DataParallelEquivalence, SparseEmbeddingGradientsMatchOneRank) {
+  for (int dp : {2, 4}) {
+    for (int zero = 0; zero <= 3; ++zero) {
+      models::TrainOptions o = WithLayout(ReferenceOptions(), dp, zero);
+      o.sparse_embedding_grad = true;
+      Check(o, "sparse embedding dp " + std::to_string(dp) + " zero " + std::to_string(zero));
+    }
+  }
+  for (int zero : {1, 2}) {
+    models::TrainOptions o = WithLayout(ReferenceOptions(), 2, zero, /*grad_accum=*/2);
+    o.sparse_embedding_grad = true;
+    Check(o, "sparse embedding dp 2 zero " + std::to_string(zero) + " grad_accum 2");
+  }
 }
 
 // `got` follows the f32 loss curve within `per_step` at every step and `tail` on the mean of the
@@ -372,6 +391,43 @@ TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   ExpectEquivalent(reference, got, "HSDP 2 x 2 ZeRO-3 checkpoint resumed on one rank");
 }
 
+// With --sparse_embedding_grad the token embedding's optimizer state is whole on every rank under
+// ZeRO-1 (its bucket is replicated) and sharded under ZeRO-2: resume is still bitwise, and the
+// checkpoint is the same format (one rank without the option resumes it).
+TEST(DataParallelCheckpoint, SparseEmbeddingResumesBitwiseAndOnOneRank) {
+  runtime::SetNumThreads(1);
+  const RunResult reference = Train(ReferenceOptions(), nullptr);
+  for (const auto& [precision, zero] :
+       std::vector<std::pair<std::string, int>>{{"fp32", 1}, {"fp32", 2}, {"bf16", 1}}) {
+    const std::string what = "sparse embedding " + precision + " zero " + std::to_string(zero);
+    models::TrainOptions o = WithLayout(ReferenceOptions(), 2, zero);
+    o.precision = precision;
+    o.sparse_embedding_grad = true;
+    std::vector<RunResult> straight(2), resumed(2);
+    OnRanks(2, [&](int r, comm::Communicator& g) { straight[r] = Train(o, &g); });
+    o.save_dir = ::testing::TempDir() + "/dp_ckpt_sparse_" + precision + std::to_string(zero);
+    std::filesystem::remove_all(o.save_dir);
+    OnRanks(2, [&](int, comm::Communicator& g) { TrainAndSave(o, &g, 10); });
+    o.resume = true;
+    OnRanks(2, [&](int r, comm::Communicator& g) { resumed[r] = Train(o, &g); });
+    ASSERT_EQ(resumed[0].losses.size(), 10u) << what;
+    EXPECT_EQ(resumed[0].losses,
+              std::vector<float>(straight[0].losses.begin() + 10, straight[0].losses.end()))
+        << what;
+    EXPECT_EQ(resumed[0].params, straight[0].params) << what;
+    EXPECT_EQ(resumed[1].params, straight[0].params) << what << ": the ranks' tables differ";
+    if (precision != "fp32" || zero != 1) continue;
+    models::TrainOptions one = WithLayout(ReferenceOptions(), 1, 0);
+    one.save_dir = o.save_dir;
+    one.resume = true;
+    RunResult got = Train(one, nullptr);
+    got.losses.insert(got.losses.begin(), reference.losses.begin(), reference.losses.begin() + 10);
+    got.grad_norms.insert(got.grad_norms.begin(), reference.grad_norms.begin(),
+                          reference.grad_norms.begin() + 10);
+    ExpectEquivalent(reference, got, what + " checkpoint resumed on one rank");
+  }
+}
+
 TEST(DataParallelCheckpoint, SavingBeforeTheFirstStepFailsOnEveryRank) {
   // ZeRO-1 has no optimizer state to gather yet; no rank may run ahead into a gather.
   models::TrainOptions o = WithLayout(ReferenceOptions(), 2, 1);
@@ -450,6 +506,113 @@ TEST(DataParallelOptions, RejectsBatchesThatDoNotDivide) {
   EXPECT_THAT(std::string(models::Trainer::Create(o, nullptr).status().message()),
               ::testing::HasSubstr("--autocast runs the forward GEMMs in bf16; it needs "
                                    "--precision bf16, got 'fp16'"));
+}
+
+// A table [V = 5, C = 3] tied to a head, on ranks as threads: each rank adds a dense gradient (the
+// head's) and its lookup's rows; after FinishBackward the gradient (stage 0) or this rank's shard
+// of it (stages 1-3) is the average over the ranks of dense + scattered rows, computed here from
+// small integers (exact in f32, and halving is exact).
+TEST(SparseEmbedding, AddsEveryRanksRowsIntoTheAveragedGradient) {
+  constexpr int kRanks = 2;
+  constexpr int64_t kV = 5, kC = 3;
+  const std::vector<std::vector<int32_t>> ids = {{4, 0, 4}, {1, 4, 2}};
+  auto dense = [](int r, int64_t e) { return static_cast<float>((r + 1) * (e % 7)); };
+  auto row = [](int r, int64_t j, int64_t c) { return static_cast<float>(10 * r + 3 * j + c); };
+  std::vector<float> expected(kV * kC, 0.0f);
+  for (int r = 0; r < kRanks; ++r) {
+    for (int64_t e = 0; e < kV * kC; ++e) expected[e] += dense(r, e);
+    for (int64_t j = 0; j < 3; ++j) {
+      for (int64_t c = 0; c < kC; ++c) expected[ids[r][j] * kC + c] += row(r, j, c);
+    }
+  }
+  for (float& v : expected) v /= kRanks;
+  for (int zero = 0; zero <= 3; ++zero) {
+    OnRanks(kRanks, [&](int rank, comm::Communicator& group) {
+      Parameter table("wte.weight", {kV, kC}, ShardSpec::Replicated(), true);
+      table.Allocate();
+      table.value().Fill(0.0f);
+      table.AddUse();  // the lookup
+      table.AddUse();  // the head
+      auto dp =
+          DataParallel::Create({{&table}}, group, {.zero_stage = zero, .sparse_embedding = &table});
+      ASSERT_TRUE(dp.ok()) << dp.status();
+      (*dp)->ZeroGrad();
+      (*dp)->BeginMicroBatch(/*last=*/true);
+      (*dp)->BeforeUse(0, ParameterUseHooks::Pass::kBackward);
+      Tensor g = table.grad();
+      for (int64_t e = 0; e < kV * kC; ++e) g.data<float>()[e] += dense(rank, e);
+      table.ContributionDone();  // the head's: the only dense use now
+      Tensor rows = Tensor::Empty({3, kC}, runtime::DType::kF32, runtime::MemoryTag::kActivation);
+      for (int64_t j = 0; j < 3; ++j) {
+        for (int64_t c = 0; c < kC; ++c) rows.data<float>()[j * kC + c] = row(rank, j, c);
+      }
+      table.AddRowGradients(
+          Tensor::FromVector<int32_t>({3}, ids[rank], runtime::MemoryTag::kActivation), rows);
+      (*dp)->AfterUse(0, ParameterUseHooks::Pass::kBackward);
+      ASSERT_TRUE((*dp)->FinishBackward().ok());
+      // Stages 0 and 1 (where the table is replicated): one slot, the whole gradient; stages 2-3:
+      // this rank's piece of the table.
+      const int64_t shard = (kV * kC + kRanks - 1) / kRanks;
+      const bool whole = zero <= 1;
+      const int64_t first = whole ? 0 : rank * shard;
+      const std::vector<optim::ParamSlot>& slots = (*dp)->Slots();
+      ASSERT_EQ(slots.size(), 1u);
+      const Tensor got = slots[0].grad;
+      EXPECT_EQ(got.numel(), whole ? kV * kC : std::min(shard, kV * kC - first));
+      for (int64_t e = 0; e < got.numel(); ++e) {
+        EXPECT_EQ(got.data<float>()[e], expected[first + e])
+            << "zero " << zero << " rank " << rank << " element " << first + e;
+      }
+    });
+  }
+}
+
+TEST(SparseEmbedding, UnequalRowCountsFailOnEveryRank) {
+  OnRanks(2, [&](int rank, comm::Communicator& group) {
+    Parameter table("wte.weight", {4, 2}, ShardSpec::Replicated(), true);
+    table.Allocate();
+    table.AddUse();
+    table.AddUse();
+    auto dp =
+        DataParallel::Create({{&table}}, group, {.zero_stage = 1, .sparse_embedding = &table});
+    ASSERT_TRUE(dp.ok()) << dp.status();
+    (*dp)->ZeroGrad();
+    (*dp)->BeginMicroBatch(/*last=*/true);
+    table.ContributionDone();
+    const int64_t n = rank + 1;
+    table.AddRowGradients(
+        Tensor::Zeros({n}, runtime::DType::kI32, runtime::MemoryTag::kActivation),
+        Tensor::Zeros({n, 2}, runtime::DType::kF32, runtime::MemoryTag::kActivation));
+    const absl::Status s = (*dp)->FinishBackward();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("as many token rows on every rank"));
+  });
+}
+
+TEST(SparseEmbedding, RefusesTablesItCannotSplitTheGradientOf) {
+  auto world = comm::MakeLocalWorld(1);
+  Parameter untied("wte.weight", {4, 2}, ShardSpec::Replicated(), true);
+  untied.Allocate();
+  untied.AddUse();
+  auto dp = DataParallel::Create({{&untied}}, *world[0], {.sparse_embedding = &untied});
+  EXPECT_EQ(dp.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(dp.status().message()), ::testing::HasSubstr("not tied to an LM head"));
+  Parameter other("h.0.weight", {4, 2}, ShardSpec::Replicated(), true);
+  other.Allocate();
+  dp = DataParallel::Create({{&other}}, *world[0], {.sparse_embedding = &untied});
+  EXPECT_THAT(std::string(dp.status().message()),
+              ::testing::HasSubstr("not one of the model's parameters"));
+  // Through the trainer: HSDP and pipeline parallelism.
+  models::TrainOptions o = WithLayout(ReferenceOptions(), 4, 1);
+  o.sparse_embedding_grad = true;
+  o.hsdp_shard = 2;
+  std::vector<std::string> messages(4);
+  OnRanks(4, [&](int rank, comm::Communicator& group) {
+    messages[rank] = std::string(models::Trainer::Create(o, &group).status().message());
+  });
+  for (const std::string& m : messages) {
+    EXPECT_THAT(m, ::testing::HasSubstr("HSDP replicates shards across groups"));
+  }
 }
 
 // The gradient norm over a mesh of ep 2 x tp 2 whose MoE experts are split over the ep x tp

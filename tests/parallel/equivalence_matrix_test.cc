@@ -51,15 +51,17 @@ TEST(MatrixCoverage, EveryAxisValueAppears) {
     if (l.autocast) seen.insert("autocast");
     if (l.device) seen.insert("device");
     if (l.grad_accum > 1) seen.insert("accum");
+    if (l.sparse_embedding) seen.insert("sparse_embedding");
     seen.insert(absl::StrCat("moe", static_cast<int>(l.moe)));
     seen.insert(l.schedule);
     seen.insert(l.preset);
     seen.insert(l.precision);
   }
-  for (const char* v : {"dp4",        "tp4",      "pp2",   "ep4",   "zero3",       "hsdp",
-                        "sp",         "fold",     "zb-h1", "gpipe", "interleaved", "zb-v",
-                        "dualpipe-v", "tiny-moe", "bf16",  "fp16",  "autocast",    "recompute",
-                        "device",     "accum",    "moe1",  "moe2",  "moe3",        "moe4"}) {
+  for (const char* v : {"dp4",         "tp4",      "pp2",        "ep4",      "zero3",
+                        "hsdp",        "sp",       "fold",       "zb-h1",    "gpipe",
+                        "interleaved", "zb-v",     "dualpipe-v", "tiny-moe", "bf16",
+                        "fp16",        "autocast", "recompute",  "device",   "accum",
+                        "moe1",        "moe2",     "moe3",       "moe4",     "sparse_embedding"}) {
     EXPECT_TRUE(seen.count(v)) << v;
   }
   EXPECT_LT(MatrixSlice().size(), all.size());

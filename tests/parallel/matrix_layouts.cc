@@ -74,7 +74,8 @@ std::vector<MatrixLayout> LayoutsOf(const Shape& m, const std::string& preset,
   return layouts;
 }
 
-// Appends `l` and its variants: bf16 with autocast; for fp32 the emulated device, recomputation,
+// Appends `l` and its variants: bf16 with autocast; the embedding's gradient as rows (dense, data
+// parallelism alone); for fp32 the emulated device, recomputation,
 // accumulation (no pipeline), and with experts the auxiliary loss and, over an expert group of 2
 // or more ranks, the MoE exchanges (the dual micro-batch overlap below ZeRO-3, without a pipeline
 // or paired by dualpipe-v).
@@ -86,6 +87,9 @@ void AddWithVariants(const MatrixLayout& l, std::vector<MatrixLayout>& all) {
   };
   all.push_back(l);
   if (l.precision == "bf16") with([](MatrixLayout& v) { v.autocast = true; });
+  if (l.preset == "tiny" && l.dp > 1 && l.tp * l.pp * l.ep == 1 && l.hsdp_shard == 0) {
+    with([](MatrixLayout& v) { v.sparse_embedding = true; });
+  }
   if (l.precision != "fp32") return;
   with([](MatrixLayout& v) { v.device = true; });
   with([](MatrixLayout& v) { v.recompute = true; });
@@ -120,15 +124,16 @@ std::vector<MatrixLayout> EnumerateMatrix() {
 std::vector<MatrixLayout> MatrixSlice() {
   std::vector<MatrixLayout> slice;
   std::set<std::tuple<int, int, int, int, std::string>> shapes;
-  std::set<std::tuple<std::string, std::string, bool, bool, MatrixLayout::Moe>> modes;
+  std::set<std::tuple<std::string, std::string, bool, bool, MatrixLayout::Moe, bool>> modes;
   const std::vector<MatrixLayout> all = EnumerateMatrix();
   for (size_t i = 0; i < all.size(); ++i) {
     const MatrixLayout& l = all[i];
     const bool new_shape = shapes.insert({l.dp, l.tp, l.pp, l.ep, l.preset}).second;
-    const bool new_mode = modes
-                              .insert({l.pp > 1 ? l.schedule : "", l.precision, l.autocast,
-                                       l.recompute || l.device || l.grad_accum > 1, l.moe})
-                              .second;
+    const bool new_mode =
+        modes
+            .insert({l.pp > 1 ? l.schedule : "", l.precision, l.autocast,
+                     l.recompute || l.device || l.grad_accum > 1, l.moe, l.sparse_embedding})
+            .second;
     if (new_shape || new_mode || i % 12 == 0) slice.push_back(l);
   }
   return slice;

@@ -7,6 +7,7 @@
 //   the pipeline schedule (1f1b, zb-h1, gpipe; interleaved, zb-v, dualpipe-v on 4 blocks),
 //   the preset (dense tiny; tiny-moe, always with ep > 1), experts folded over ep × tp
 //   (tiny-moe, tp > 1), the precision (fp32, bf16, bf16 with autocast, fp16),
+// the tied embedding's gradient as rows (--sparse_embedding_grad; dense, data parallelism alone),
 // and, for fp32: activation recomputation, the emulated CUDA device, gradient accumulation (2
 // micro-batches per data rank, no pipeline), the sequence-level auxiliary loss (tiny-moe), and
 // the MoE exchange (tiny-moe with an expert group of 2 or more ranks: the hierarchical dispatch
@@ -47,8 +48,9 @@ struct MatrixLayout {
   std::string precision = "fp32";
   bool autocast = false;
   bool recompute = false;
-  bool device = false;  // on the emulated CUDA device (tests/runtime/emulated_device.h)
-  int grad_accum = 1;   // micro-batches each data rank accumulates (no pipeline)
+  bool device = false;            // on the emulated CUDA device (tests/runtime/emulated_device.h)
+  int grad_accum = 1;             // micro-batches each data rank accumulates (no pipeline)
+  bool sparse_embedding = false;  // --sparse_embedding_grad (dense, data parallelism alone)
   enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8, kAuxLoss } moe = Moe::kPlain;
 
   std::string Name() const {
@@ -64,6 +66,7 @@ struct MatrixLayout {
     }
     if (recompute) absl::StrAppend(&n, "_recompute");
     if (grad_accum > 1) absl::StrAppend(&n, "_accum", grad_accum);
+    if (sparse_embedding) absl::StrAppend(&n, "_sparseemb");
     const char* exchange[] = {"", "_hier", "_dual", "_fp8", "_aux"};
     return absl::StrCat(n, exchange[static_cast<int>(moe)], "_", precision,
                         autocast ? "_autocast" : "", device ? "_device" : "");
@@ -110,6 +113,7 @@ struct MatrixLayout {
     o.moe_fold_tp = fold;
     o.recompute = recompute;
     o.grad_accum = grad_accum;
+    o.sparse_embedding_grad = sparse_embedding;
     o.moe_hier_dispatch = moe == Moe::kHierarchical;
     o.moe_dual_batch = moe == Moe::kDualBatch;
     if (moe == Moe::kFp8) {
