@@ -11,6 +11,8 @@
 #   ddp_hier_socket  --comm hier over loom's sockets                ZeRO 0
 #   zero1/2/3        --comm hier over loom's sockets                ZeRO 1/2/3
 #   ddp_bf16wire     --comm hier over loom's sockets, --grad_reduce_dtype bf16
+#   zero1_sparse     as zero1 with --sparse_embedding_grad (the tied embedding's head gradient
+#                    all-reduced early in backward, its lookup gradient sent as rows)
 # and on 2 posed hosts × 2 ranks (dp 4):
 #   zero1_4          --comm hier over loom's sockets, ZeRO-1 over all 4 ranks
 #   hsdp_zero1       --hsdp_shard 2: ZeRO-1 inside each host, shards all-reduced across
@@ -49,13 +51,14 @@ declare -A FLAGS=(
   [zero2]="--comm hier --zero 2"
   [zero3]="--comm hier --zero 3"
   [ddp_bf16wire]="--comm hier --zero 0 --grad_reduce_dtype bf16"
+  [zero1_sparse]="--comm hier --zero 1 --sparse_embedding_grad"
   [zero1_4]="--comm hier --zero 1"
   [hsdp_zero1]="--comm hier --zero 1 --hsdp_shard 2"
   [hsdp_bf16]="--comm hier --zero 1 --hsdp_shard 2 --hsdp_reduce_dtype bf16"
 )
 declare -A PER_HOST=([zero1_4]=2 [hsdp_zero1]=2 [hsdp_bf16]=2)
-ORDER=(ddp_mpi ddp_hier_mpi ddp_hier_socket zero1 zero2 zero3 ddp_bf16wire zero1_4 hsdp_zero1
-  hsdp_bf16)
+ORDER=(ddp_mpi ddp_hier_mpi ddp_hier_socket zero1 zero2 zero3 ddp_bf16wire zero1_sparse zero1_4
+  hsdp_zero1 hsdp_bf16)
 [ "$layouts" = all ] && layouts=$(IFS=,; echo "${ORDER[*]}")
 IFS=, read -r -a chosen <<< "$layouts"
 for l in "${chosen[@]}"; do
@@ -122,6 +125,13 @@ elif h > 1:
     sent = block * (wire + (n - 2) * 4)
     gather = (n - 1) * block
     sent += {0: gather * wire, 1: gather * 4, 2: gather * 4, 3: 2 * gather * 4}[zero]
+    if "--sparse_embedding_grad" in f:
+        # The same bytes for the table (its all-reduce replaces its reduce-scatter and gather),
+        # plus every rank's lookup rows: f32 [B·T/n, C] and their i32 token ids.
+        head = open(log).read()
+        dim = int(re.search(r"dim (\d+)", head).group(1))
+        b, t = map(int, re.search(r"B (\d+), T (\d+)", head).groups())
+        sent += (n - 1) * (b * t // n) * (dim + 1) * 4
     row["link_bytes_per_step"] = sent
 row["wire_bytes"] = wire
 print(json.dumps(row))
