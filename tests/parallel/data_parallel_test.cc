@@ -317,6 +317,35 @@ void TrainAndSave(const models::TrainOptions& o, comm::Communicator* group, int6
   ASSERT_TRUE(saved.ok()) << saved;
 }
 
+// Trains `o` (dp 2) straight through, and again as 10 steps + a checkpoint in `save_dir` + resume:
+// the resumed run's losses and both ranks' final parameters must be the straight run's, bitwise.
+void ExpectBitwiseResume(models::TrainOptions o, const std::string& save_dir,
+                         const std::string& what) {
+  std::vector<RunResult> straight(2), resumed(2);
+  OnRanks(2, [&](int r, comm::Communicator& g) { straight[r] = Train(o, &g); });
+  o.save_dir = save_dir;
+  std::filesystem::remove_all(o.save_dir);
+  OnRanks(2, [&](int, comm::Communicator& g) { TrainAndSave(o, &g, 10); });
+  o.resume = true;
+  OnRanks(2, [&](int r, comm::Communicator& g) { resumed[r] = Train(o, &g); });
+  ASSERT_EQ(resumed[0].losses.size(), 10u) << what;
+  EXPECT_EQ(resumed[0].losses,
+            std::vector<float>(straight[0].losses.begin() + 10, straight[0].losses.end()))
+      << what;
+  EXPECT_EQ(resumed[0].params, straight[0].params) << what;
+  EXPECT_EQ(resumed[1].params, straight[1].params) << what;
+}
+
+// A run resumed after the reference's first 10 steps, with those steps' losses and norms put in
+// front, to compare with the whole reference run.
+RunResult AfterReferencePrefix(RunResult resumed, const RunResult& reference) {
+  resumed.losses.insert(resumed.losses.begin(), reference.losses.begin(),
+                        reference.losses.begin() + 10);
+  resumed.grad_norms.insert(resumed.grad_norms.begin(), reference.grad_norms.begin(),
+                            reference.grad_norms.begin() + 10);
+  return resumed;
+}
+
 // A checkpoint holds the whole f32 weights and the whole optimizer state whatever the layout:
 // 10 steps + save + resume + 10 steps is bitwise the uninterrupted run on the same layout (every
 // stage, fp32 and bf16), and another layout can resume it.
@@ -324,21 +353,10 @@ TEST(DataParallelCheckpoint, ResumeIsBitwiseForEveryStage) {
   runtime::SetNumThreads(1);
   for (const std::string precision : {"fp32", "bf16"}) {
     for (int zero = 0; zero <= 3; ++zero) {
-      const std::string what = precision + " zero " + std::to_string(zero);
       models::TrainOptions o = WithLayout(ReferenceOptions(), 2, zero);
       o.precision = precision;
-      std::vector<RunResult> straight(2), resumed(2);
-      OnRanks(2, [&](int r, comm::Communicator& g) { straight[r] = Train(o, &g); });
-      o.save_dir = ::testing::TempDir() + "/dp_ckpt_" + precision + std::to_string(zero);
-      std::filesystem::remove_all(o.save_dir);
-      OnRanks(2, [&](int, comm::Communicator& g) { TrainAndSave(o, &g, 10); });
-      o.resume = true;
-      OnRanks(2, [&](int r, comm::Communicator& g) { resumed[r] = Train(o, &g); });
-      ASSERT_EQ(resumed[0].losses.size(), 10u) << what;
-      EXPECT_EQ(resumed[0].losses,
-                std::vector<float>(straight[0].losses.begin() + 10, straight[0].losses.end()))
-          << what;
-      EXPECT_EQ(resumed[0].params, straight[0].params) << what;
+      ExpectBitwiseResume(o, ::testing::TempDir() + "/dp_ckpt_" + precision + std::to_string(zero),
+                          precision + " zero " + std::to_string(zero));
     }
   }
 }
@@ -355,11 +373,8 @@ TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   models::TrainOptions one = WithLayout(ReferenceOptions(), 1, 0);
   one.save_dir = o.save_dir;
   one.resume = true;
-  RunResult got = Train(one, nullptr);
-  got.losses.insert(got.losses.begin(), reference.losses.begin(), reference.losses.begin() + 10);
-  got.grad_norms.insert(got.grad_norms.begin(), reference.grad_norms.begin(),
-                        reference.grad_norms.begin() + 10);
-  ExpectEquivalent(reference, got, "dp 2 ZeRO-3 checkpoint resumed on one rank");
+  ExpectEquivalent(reference, AfterReferencePrefix(Train(one, nullptr), reference),
+                   "dp 2 ZeRO-3 checkpoint resumed on one rank");
 
   one.save_dir = ::testing::TempDir() + "/dp_ckpt_cross_b";
   one.resume = false;
@@ -370,11 +385,8 @@ TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   two.resume = true;
   std::vector<RunResult> results(2);
   OnRanks(2, [&](int r, comm::Communicator& g) { results[r] = Train(two, &g); });
-  results[0].losses.insert(results[0].losses.begin(), reference.losses.begin(),
-                           reference.losses.begin() + 10);
-  results[0].grad_norms.insert(results[0].grad_norms.begin(), reference.grad_norms.begin(),
-                               reference.grad_norms.begin() + 10);
-  ExpectEquivalent(reference, results[0], "one-rank checkpoint resumed by dp 2 ZeRO-2");
+  ExpectEquivalent(reference, AfterReferencePrefix(results[0], reference),
+                   "one-rank checkpoint resumed by dp 2 ZeRO-2");
 
   // Written by HSDP (2 groups of 2, ZeRO-3), resumed on one rank.
   models::TrainOptions hsdp = WithLayout(ReferenceOptions(), 4, 3);
@@ -384,11 +396,8 @@ TEST(DataParallelCheckpoint, AnotherLayoutResumesIt) {
   OnRanks(4, [&](int, comm::Communicator& g) { TrainAndSave(hsdp, &g, 10); });
   one.save_dir = hsdp.save_dir;
   one.resume = true;
-  got = Train(one, nullptr);
-  got.losses.insert(got.losses.begin(), reference.losses.begin(), reference.losses.begin() + 10);
-  got.grad_norms.insert(got.grad_norms.begin(), reference.grad_norms.begin(),
-                        reference.grad_norms.begin() + 10);
-  ExpectEquivalent(reference, got, "HSDP 2 x 2 ZeRO-3 checkpoint resumed on one rank");
+  ExpectEquivalent(reference, AfterReferencePrefix(Train(one, nullptr), reference),
+                   "HSDP 2 x 2 ZeRO-3 checkpoint resumed on one rank");
 }
 
 // With --sparse_embedding_grad the token embedding's optimizer state is whole on every rank under
@@ -403,28 +412,15 @@ TEST(DataParallelCheckpoint, SparseEmbeddingResumesBitwiseAndOnOneRank) {
     models::TrainOptions o = WithLayout(ReferenceOptions(), 2, zero);
     o.precision = precision;
     o.sparse_embedding_grad = true;
-    std::vector<RunResult> straight(2), resumed(2);
-    OnRanks(2, [&](int r, comm::Communicator& g) { straight[r] = Train(o, &g); });
-    o.save_dir = ::testing::TempDir() + "/dp_ckpt_sparse_" + precision + std::to_string(zero);
-    std::filesystem::remove_all(o.save_dir);
-    OnRanks(2, [&](int, comm::Communicator& g) { TrainAndSave(o, &g, 10); });
-    o.resume = true;
-    OnRanks(2, [&](int r, comm::Communicator& g) { resumed[r] = Train(o, &g); });
-    ASSERT_EQ(resumed[0].losses.size(), 10u) << what;
-    EXPECT_EQ(resumed[0].losses,
-              std::vector<float>(straight[0].losses.begin() + 10, straight[0].losses.end()))
-        << what;
-    EXPECT_EQ(resumed[0].params, straight[0].params) << what;
-    EXPECT_EQ(resumed[1].params, straight[0].params) << what << ": the ranks' tables differ";
+    const std::string dir =
+        ::testing::TempDir() + "/dp_ckpt_sparse_" + precision + std::to_string(zero);
+    ExpectBitwiseResume(o, dir, what);
     if (precision != "fp32" || zero != 1) continue;
     models::TrainOptions one = WithLayout(ReferenceOptions(), 1, 0);
-    one.save_dir = o.save_dir;
+    one.save_dir = dir;
     one.resume = true;
-    RunResult got = Train(one, nullptr);
-    got.losses.insert(got.losses.begin(), reference.losses.begin(), reference.losses.begin() + 10);
-    got.grad_norms.insert(got.grad_norms.begin(), reference.grad_norms.begin(),
-                          reference.grad_norms.begin() + 10);
-    ExpectEquivalent(reference, got, what + " checkpoint resumed on one rank");
+    ExpectEquivalent(reference, AfterReferencePrefix(Train(one, nullptr), reference),
+                     what + " checkpoint resumed on one rank");
   }
 }
 
