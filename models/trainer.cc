@@ -506,7 +506,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
     sparse_embedding = t->model_->FindParameter("wte.weight");
     if (sparse_embedding == nullptr || options.pp > 1) {
       return absl::InvalidArgumentError(
-          "--sparse_embedding_grad needs the whole model's tied token embedding on each rank "
+          "--sparse_embedding_grad needs the tied token embedding and the LM head on each rank "
           "(not with --pp)");
     }
   }

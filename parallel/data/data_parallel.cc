@@ -118,9 +118,10 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
     });
     const std::string why =
         !listed ? "it is not one of the model's parameters"
-        : table->shard_spec().is_split() || table->shard_spec().grad_partial()
+        : (table->shard_spec().is_split() && table->shard_spec().axis != "tp") ||
+                table->shard_spec().grad_partial()
             ? absl::StrCat("it is ", table->shard_spec().ToString(),
-                           " (tensor, pipeline or expert parallelism split or share it)")
+                           " (pipeline or expert parallelism split or share it)")
         : table->local_shape().size() != 2 ? "it is not a table [V, C]"
         : table->uses() < 2 || table->row_gradients_enabled()
             ? "it is not tied to an LM head (the lookup must not be its only use)"
@@ -131,8 +132,8 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
             : "";
     if (!why.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "sparse embedding gradients (--sparse_embedding_grad) need a replicated token embedding "
-          "tied to the LM head, on the host, without HSDP; ",
+          "sparse embedding gradients (--sparse_embedding_grad) need a token embedding tied to the "
+          "LM head, replicated or split over tp only, on the host, without HSDP; ",
           table->name(), ": ", why));
     }
   }
@@ -653,21 +654,21 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
   const int64_t width = table.local_shape()[1];
   int64_t count = 0;
   for (const Parameter::RowGradients& g : table.row_gradients()) count += g.ids.numel();
-  // Every rank must bring as many rows: the all-gathers below take equal parts.
+  // The all-gathers take equal parts: every rank pads its rows to the largest count with rows of
+  // id -1, which nobody adds (a vocabulary shard holds a different number of the batch's tokens
+  // on each rank).
   Tensor mine = Tensor::FromVector<int64_t>({1}, {count}, MemoryTag::kComm, &Host());
   Tensor counts = Tensor::Empty({group_.size()}, runtime::DType::kI64, MemoryTag::kComm, &Host());
   LOOM_RETURN_IF_ERROR(group_.AllGather(mine, counts)->Wait());
-  for (int r = 0; r < group_.size(); ++r) {
-    if (counts.data<int64_t>()[r] != count) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          table.name(), ": sparse embedding gradients need as many token rows on every rank; rank ",
-          group_.rank(), " has ", count, ", rank ", r, " has ", counts.data<int64_t>()[r]));
-    }
-  }
+  const int64_t most =
+      *std::max_element(counts.data<int64_t>(), counts.data<int64_t>() + group_.size());
   RowExchange x;
-  if (count == 0) return x;
-  x.mine_ids = Tensor::Empty({count}, runtime::DType::kI32, MemoryTag::kComm, &Host());
-  x.mine_rows = Tensor::Empty({count, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
+  if (most == 0) return x;
+  x.mine_ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+  x.mine_rows = Tensor::Empty({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
+  std::fill(x.mine_ids.data<int32_t>() + count, x.mine_ids.data<int32_t>() + most, -1);
+  std::fill(x.mine_rows.data<float>() + count * width, x.mine_rows.data<float>() + most * width,
+            0.0f);
   int64_t at = 0;
   for (const Parameter::RowGradients& g : table.row_gradients()) {
     const int64_t n = g.ids.numel();
@@ -675,9 +676,9 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
     x.mine_rows.Slice(at, at + n).CopyFrom(g.rows);
     at += n;
   }
-  x.ids = Tensor::Empty({group_.size() * count}, runtime::DType::kI32, MemoryTag::kComm, &Host());
-  x.rows = Tensor::Empty({group_.size() * count, width}, runtime::DType::kF32, MemoryTag::kComm,
-                         &Host());
+  x.ids = Tensor::Empty({group_.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+  x.rows =
+      Tensor::Empty({group_.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
   x.ids_work = group_.AllGather(x.mine_ids, x.ids);
   x.rows_work = group_.AllGather(x.mine_rows, x.rows);
   return x;
@@ -697,6 +698,7 @@ absl::Status DataParallel::AddExchangedRows(RowExchange& x) {
   const float* rows = x.rows.data<float>();
   const float scale = 1.0f / static_cast<float>(group_.size());  // the average, as kAvg
   for (int64_t j = 0; j < x.ids.numel(); ++j) {
+    if (ids[j] == -1) continue;  // padding
     if (ids[j] < 0 || ids[j] >= vocab) {
       return absl::InvalidArgumentError(
           absl::StrCat(table.name(), ": token id ", ids[j], " outside [0, ", vocab, ")"));

@@ -130,7 +130,9 @@ class DataParallel : public ParameterUseHooks {
     // backward as (token ids, gradient rows) — N·C values per rank instead of V·C — and every rank
     // adds all ranks' rows (in rank order, f32, averaged) into its reduced gradient or shard.
     // For slow links: the tail of the reduction after backward shrinks by the table's size.
-    // Replicated tables only (no tensor or pipeline split, no HSDP), on the host. nullptr: off.
+    // A table replicated or split over tp (a vocabulary shard: the lookup hands over the rows of
+    // its own tokens, in shard coordinates); not split or shared by pipeline or expert
+    // parallelism, not with HSDP, on the host. nullptr: off.
     Parameter* sparse_embedding = nullptr;
   };
   static constexpr size_t kIssueLag = 2;

@@ -1,6 +1,7 @@
 #include "parallel/layers/embedding.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "runtime/base/check.h"
 #include "runtime/kernels/bias_add.h"
@@ -52,23 +53,47 @@ Tensor Embedding::BackwardInput(Stash& stash, const Tensor& dy) {
 
 void Embedding::BackwardWeight(Stash& stash) {
   const Tensor ids = stash.Get(this, "ids");
+  // Every token's gradient (gathered under sequence parallelism).
+  const Tensor dy =
+      tp_.active() ? RowOutputGrad(tp_, stash.Get(this, "dy")) : stash.Get(this, "dy");
+  const Tensor flat_ids = ids.Reshape({ids.numel()});
+  const Tensor rows = dy.Reshape({ids.numel(), dy.dim(-1)});
   if (weight_.row_gradients_enabled()) {  // data parallelism exchanges the rows themselves
-    LOOM_CHECK(!tp_.active()) << weight_.name() << ": row gradients of a vocabulary shard";
-    const Tensor dy = stash.Get(this, "dy");
-    weight_.AddRowGradients(ids.Reshape({ids.numel()}), dy.Reshape({ids.numel(), dy.dim(-1)}));
-    stash.Erase(this, "dy");
+    AddShardRows(flat_ids, rows);
+  } else {
+    if (tp_.active()) {  // into this shard's rows
+      kernels::EmbeddingShardBackward(rows, flat_ids, VocabStart(weight_), weight_.grad());
+    } else {
+      kernels::EmbeddingBackward(rows, flat_ids, weight_.grad());
+    }
+    weight_.ContributionDone();
+  }
+  stash.Erase(this, "dy");
+}
+
+void Embedding::AddShardRows(const Tensor& ids, const Tensor& dy) {
+  const int64_t first = VocabStart(weight_), rows = weight_.local_shape()[0];
+  if (!tp_.active()) {
+    weight_.AddRowGradients(ids, dy);
     return;
   }
-  if (!tp_.active()) {
-    kernels::EmbeddingBackward(stash.Get(this, "dy"), ids, weight_.grad());
-  } else {  // every token's gradient (gathered under SP), into this shard's rows
-    const Tensor dy = RowOutputGrad(tp_, stash.Get(this, "dy"));
-    kernels::EmbeddingShardBackward(dy.Reshape({ids.numel(), dy.dim(-1)}),
-                                    ids.Reshape({ids.numel()}), VocabStart(weight_),
-                                    weight_.grad());
+  // A vocabulary shard: the tokens whose rows it holds, in its own coordinates.
+  std::vector<int32_t> mine;
+  std::vector<int64_t> at;
+  for (int64_t n = 0; n < ids.numel(); ++n) {
+    const int64_t local = ids.data<int32_t>()[n] - first;
+    if (local < 0 || local >= rows) continue;
+    mine.push_back(static_cast<int32_t>(local));
+    at.push_back(n);
   }
-  weight_.ContributionDone();
-  stash.Erase(this, "dy");
+  const int64_t width = dy.dim(1);
+  Tensor picked =
+      Tensor::Empty({static_cast<int64_t>(at.size()), width}, DType::kF32, MemoryTag::kActivation);
+  for (size_t k = 0; k < at.size(); ++k)
+    picked.Slice(k, k + 1).CopyFrom(dy.Slice(at[k], at[k] + 1));
+  weight_.AddRowGradients(Tensor::FromVector<int32_t>({static_cast<int64_t>(mine.size())}, mine,
+                                                      MemoryTag::kActivation),
+                          picked);
 }
 
 PositionEmbedding::PositionEmbedding(const std::string& prefix, int64_t max_positions, int64_t dim,

@@ -37,6 +37,10 @@ class Embedding : public Layer {
   Parameter& weight() { return weight_; }
 
  private:
+  // Row gradients (Parameter::AddRowGradients): every token's (ids i32 [N], dy [N, C]), or under
+  // tensor parallelism those of the tokens whose rows this vocabulary shard holds.
+  void AddShardRows(const runtime::Tensor& ids, const runtime::Tensor& dy);
+
   TensorParallelOptions tp_;
   Parameter weight_;
 };
