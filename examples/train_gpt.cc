@@ -133,7 +133,7 @@ ABSL_FLAG(bool, sparse_embedding_grad, false,
           "data parallelism: reduce the tied token embedding's LM-head gradient with its bucket as "
           "soon as the head's backward is done, and all-gather its lookup gradient after backward "
           "as (token ids, rows) instead of reducing the whole table at the end (for slow links; "
-          "not with --pp, --ep or --hsdp_shard)");
+          "not with --pp or --ep)");
 ABSL_FLAG(std::string, comm, "shm",
           "collectives between ranks: shm (loom's shared-memory algorithms, one host), mpi "
           "(MPI's own), ring (loom's ring algorithms over MPI point-to-point), hier (ring "

@@ -99,7 +99,7 @@ struct TrainOptions {
   bool overlap_param_gather = true;
   // The tied token embedding's gradient in two parts: the LM head's reduced with its bucket
   // during backward, the lookup's all-gathered as (token ids, rows) after it
-  // (parallel::DataParallel::Options::sparse_embedding). Not with pp, ep or HSDP.
+  // (parallel::DataParallel::Options::sparse_embedding). Not with pp or ep.
   bool sparse_embedding_grad = false;
   // Working parameters and activations: fp32, bf16 or fp16 (f32 master weights either way; fp16
   // with dynamic loss scaling). Gradients travel in grad_reduce_dtype (fp32, bf16, fp16).

@@ -125,7 +125,6 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
         : table->local_shape().size() != 2 ? "it is not a table [V, C]"
         : table->uses() < 2 || table->row_gradients_enabled()
             ? "it is not tied to an LM head (the lookup must not be its only use)"
-        : options.replicas != nullptr ? "HSDP replicates shards across groups"
         : options.allocator != nullptr &&
                 options.allocator->source().device != runtime::Device::kCpu
             ? "its gradients live on a device"
@@ -133,7 +132,7 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
     if (!why.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "sparse embedding gradients (--sparse_embedding_grad) need a token embedding tied to the "
-          "LM head, replicated or split over tp only, on the host, without HSDP; ",
+          "LM head, replicated or split over tp only, on the host; ",
           table->name(), ": ", why));
     }
   }
@@ -556,10 +555,10 @@ void DataParallel::CompleteReduce(Bucket& b) {
 
 void DataParallel::StartReplicate(Bucket& b) {
   const runtime::DType wire = options_.replica_reduce_dtype;
-  Tensor* send = &b.grad_shard;
+  Tensor* send = &ReducedGrad(b);
   if (wire != runtime::DType::kF32) {
-    b.replica_wire = Scratch(b.shard, MemoryTag::kComm, wire);
-    runtime::kernels::Convert(b.grad_shard, b.replica_wire);
+    b.replica_wire = Scratch(send->numel(), MemoryTag::kComm, wire);
+    runtime::kernels::Convert(*send, b.replica_wire);
     send = &b.replica_wire;
   }
   b.replicate = options_.replicas->AllReduce(*send, *send, comm::ReduceOp::kAvg);
@@ -568,7 +567,7 @@ void DataParallel::StartReplicate(Bucket& b) {
 void DataParallel::CompleteReplicate(Bucket& b) {
   b.replicate = nullptr;
   if (!b.replica_wire.defined()) return;
-  runtime::kernels::Convert(b.replica_wire, b.grad_shard);
+  runtime::kernels::Convert(b.replica_wire, ReducedGrad(b));
   b.replica_wire = Tensor();
 }
 
@@ -625,9 +624,12 @@ absl::Status DataParallel::FinishBackward() {
   if (!rows.ok()) {
     status.Update(rows.status());
   } else if (rows->rows_work != nullptr) {
-    status.Update(rows->ids_work->Wait());
-    status.Update(rows->rows_work->Wait());
-    if (status.ok()) status.Update(AddExchangedRows(*rows));
+    if (status.ok()) {
+      status.Update(FinishRowExchange(*rows));
+    } else {  // its buffers must outlive the calls
+      (void)rows->ids_work->Wait();
+      (void)rows->rows_work->Wait();
+    }
   }
   exposed_reduce_ms_ =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -684,19 +686,48 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
   return x;
 }
 
+absl::Status DataParallel::FinishRowExchange(RowExchange& x) {
+  absl::Status arrived = x.ids_work->Wait();
+  arrived.Update(x.rows_work->Wait());  // both, before any return: they write x's buffers
+  LOOM_RETURN_IF_ERROR(arrived);
+  if (options_.replicas != nullptr) {  // HSDP: every group's rows, group after group
+    // Called after the step's all-reduces across the replicas were issued (WaitForReductions),
+    // so every rank queues these behind the same calls. Padded to the largest group's count.
+    comm::Communicator& across = *options_.replicas;
+    Tensor size = Tensor::FromVector<int64_t>({1}, {x.ids.numel()}, MemoryTag::kComm, &Host());
+    LOOM_RETURN_IF_ERROR(across.AllReduce(size, size, comm::ReduceOp::kMax)->Wait());
+    const int64_t most = size.data<int64_t>()[0], width = x.rows.dim(1);
+    Tensor padded_ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+    Tensor padded_rows =
+        Tensor::Zeros({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
+    std::fill(padded_ids.data<int32_t>(), padded_ids.data<int32_t>() + most, -1);
+    padded_ids.Slice(0, x.ids.numel()).CopyFrom(x.ids);
+    padded_rows.Slice(0, x.rows.dim(0)).CopyFrom(x.rows);
+    x.ids = Tensor::Empty({across.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+    x.rows = Tensor::Empty({across.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm,
+                           &Host());
+    absl::Status gathered = across.AllGather(padded_ids, x.ids)->Wait();
+    gathered.Update(across.AllGather(padded_rows, x.rows)->Wait());
+    LOOM_RETURN_IF_ERROR(gathered);
+  }
+  return AddExchangedRows(x);
+}
+
 absl::Status DataParallel::AddExchangedRows(RowExchange& x) {
   Parameter& table = *options_.sparse_embedding;
-  const Bucket& b = buckets_[bucket_of_.at(&table)];
+  Bucket& b = buckets_[bucket_of_.at(&table)];
   const size_t i = std::find(b.params.begin(), b.params.end(), &table) - b.params.begin();
   const int64_t vocab = table.local_shape()[0], width = table.local_shape()[1];
-  // Stage 0: the whole averaged gradient; stages >= 1: this rank's shard of the bucket.
+  // Stage 0 and a replicated bucket: the whole averaged gradient; otherwise this rank's shard.
   const bool whole = AllReduced(b);
-  Tensor target = whole ? b.grad : b.grad_shard;
+  Tensor target = ReducedGrad(b);
   const int64_t base = whole ? 0 : group_.rank() * b.shard;
   float* out = target.data<float>();
   const int32_t* ids = x.ids.data<int32_t>();
   const float* rows = x.rows.data<float>();
-  const float scale = 1.0f / static_cast<float>(group_.size());  // the average, as kAvg
+  // The average over every data-parallel rank, as kAvg (HSDP: over the groups too).
+  const int replicas = options_.replicas != nullptr ? options_.replicas->size() : 1;
+  const float scale = 1.0f / static_cast<float>(group_.size() * replicas);
   for (int64_t j = 0; j < x.ids.numel(); ++j) {
     if (ids[j] == -1) continue;  // padding
     if (ids[j] < 0 || ids[j] >= vocab) {

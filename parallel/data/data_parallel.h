@@ -132,7 +132,8 @@ class DataParallel : public ParameterUseHooks {
     // For slow links: the tail of the reduction after backward shrinks by the table's size.
     // A table replicated or split over tp (a vocabulary shard: the lookup hands over the rows of
     // its own tokens, in shard coordinates); not split or shared by pipeline or expert
-    // parallelism, not with HSDP, on the host. nullptr: off.
+    // parallelism; on the host. With HSDP the rows of every group are added, and a replicated
+    // table (ZeRO-1) is all-reduced inside the group, then across the replicas. nullptr: off.
     Parameter* sparse_embedding = nullptr;
   };
   static constexpr size_t kIssueLag = 2;
@@ -306,6 +307,8 @@ class DataParallel : public ParameterUseHooks {
   // Whether b's gradients are all-reduced whole (stage 0, or a replicated bucket) rather than
   // reduce-scattered into shards.
   bool AllReduced(const Bucket& b) const { return options_.zero_stage == 0 || b.replicated; }
+  // What b's reduction leaves on this rank: the whole averaged gradient or this rank's shard.
+  runtime::Tensor& ReducedGrad(Bucket& b) const { return AllReduced(b) ? b.grad : b.grad_shard; }
   // f32 working values that are the master itself, bound for good (f32, stages 0-2).
   bool values_persistent() const { return !mixed() && options_.zero_stage < 3; }
   // Parameter i of b's view into `flat` (a tensor of the bucket's layout), of its local shape.
@@ -330,6 +333,8 @@ class DataParallel : public ParameterUseHooks {
     std::shared_ptr<comm::Work> ids_work, rows_work;
   };
   absl::StatusOr<RowExchange> StartRowExchange();
+  // Waits for them (HSDP: then gathers every group's across the replicas) and adds the rows.
+  absl::Status FinishRowExchange(RowExchange& exchange);
   absl::Status AddExchangedRows(RowExchange& exchange);
   void PollReductions();
   // Ordered issue: completes, in bucket order, the reductions of buckets before `bucket`.

@@ -196,6 +196,14 @@ TEST_F(DataParallelEquivalence, SparseEmbeddingGradientsMatchOneRank) {
     o.sparse_embedding_grad = true;
     Check(o, "sparse embedding dp 2 zero " + std::to_string(zero) + " grad_accum 2");
   }
+  // HSDP, 2 groups of 2: the table all-reduced in the group, then across (ZeRO-1), or its shards
+  // reduced as every bucket's (ZeRO-2/3); every group's rows added.
+  for (int zero = 1; zero <= 3; ++zero) {
+    models::TrainOptions o = WithLayout(ReferenceOptions(), 4, zero);
+    o.hsdp_shard = 2;
+    o.sparse_embedding_grad = true;
+    Check(o, "sparse embedding hsdp 2 x 2 zero " + std::to_string(zero));
+  }
 }
 
 // `got` follows the f32 loss curve within `per_step` at every step and `tail` on the mean of the
@@ -598,17 +606,25 @@ TEST(SparseEmbedding, RefusesTablesItCannotSplitTheGradientOf) {
   dp = DataParallel::Create({{&other}}, *world[0], {.sparse_embedding = &untied});
   EXPECT_THAT(std::string(dp.status().message()),
               ::testing::HasSubstr("not one of the model's parameters"));
-  // Through the trainer: HSDP and pipeline parallelism.
-  models::TrainOptions o = WithLayout(ReferenceOptions(), 4, 1);
+  // A table whose gradient is partial over another group (expert or pipeline parallelism).
+  Parameter shared("wte.weight", {4, 2}, ShardSpec::Replicated(), true);
+  shared.AddGradPartialOver("ep");
+  shared.Allocate();
+  shared.AddUse();
+  shared.AddUse();
+  dp = DataParallel::Create({{&shared}}, *world[0],
+                            {.ep = world[0].get(), .sparse_embedding = &shared});
+  EXPECT_THAT(std::string(dp.status().message()),
+              ::testing::HasSubstr("pipeline or expert parallelism split or share it"));
+  // Through the trainer: pipeline parallelism.
+  models::TrainOptions o = WithLayout(ReferenceOptions(), 1, 0);
+  o.pp = 2;
   o.sparse_embedding_grad = true;
-  o.hsdp_shard = 2;
-  std::vector<std::string> messages(4);
-  OnRanks(4, [&](int rank, comm::Communicator& group) {
-    messages[rank] = std::string(models::Trainer::Create(o, &group).status().message());
+  std::vector<std::string> messages(2);
+  testing::OnMesh(o, [&](int rank, const ParallelContext& context) {
+    messages[rank] = std::string(models::Trainer::Create(o, context).status().message());
   });
-  for (const std::string& m : messages) {
-    EXPECT_THAT(m, ::testing::HasSubstr("HSDP replicates shards across groups"));
-  }
+  for (const std::string& m : messages) EXPECT_THAT(m, ::testing::HasSubstr("not with --pp"));
 }
 
 // The gradient norm over a mesh of ep 2 x tp 2 whose MoE experts are split over the ep x tp

@@ -75,7 +75,7 @@ std::vector<MatrixLayout> LayoutsOf(const Shape& m, const std::string& preset,
 }
 
 // Appends `l` and its variants: bf16 with autocast; the embedding's gradient as rows (dense, dp
-// with or without tp); for fp32 the emulated device, recomputation,
+// or HSDP, with or without tp); for fp32 the emulated device, recomputation,
 // accumulation (no pipeline), and with experts the auxiliary loss and, over an expert group of 2
 // or more ranks, the MoE exchanges (the dual micro-batch overlap below ZeRO-3, without a pipeline
 // or paired by dualpipe-v).
@@ -87,7 +87,7 @@ void AddWithVariants(const MatrixLayout& l, std::vector<MatrixLayout>& all) {
   };
   all.push_back(l);
   if (l.precision == "bf16") with([](MatrixLayout& v) { v.autocast = true; });
-  if (l.preset == "tiny" && l.dp > 1 && l.pp * l.ep == 1 && l.hsdp_shard == 0) {
+  if (l.preset == "tiny" && l.dp > 1 && l.pp * l.ep == 1) {
     with([](MatrixLayout& v) { v.sparse_embedding = true; });
   }
   if (l.precision != "fp32") return;

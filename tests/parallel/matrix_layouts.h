@@ -7,7 +7,7 @@
 //   the pipeline schedule (1f1b, zb-h1, gpipe; interleaved, zb-v, dualpipe-v on 4 blocks),
 //   the preset (dense tiny; tiny-moe, always with ep > 1), experts folded over ep × tp
 //   (tiny-moe, tp > 1), the precision (fp32, bf16, bf16 with autocast, fp16),
-// the tied embedding's gradient as rows (--sparse_embedding_grad; dense, dp with or without tp),
+// the tied embedding's gradient as rows (--sparse_embedding_grad; dense, dp or HSDP, any tp),
 // and, for fp32: activation recomputation, the emulated CUDA device, gradient accumulation (2
 // micro-batches per data rank, no pipeline), the sequence-level auxiliary loss (tiny-moe), and
 // the MoE exchange (tiny-moe with an expert group of 2 or more ranks: the hierarchical dispatch
@@ -50,7 +50,7 @@ struct MatrixLayout {
   bool recompute = false;
   bool device = false;            // on the emulated CUDA device (tests/runtime/emulated_device.h)
   int grad_accum = 1;             // micro-batches each data rank accumulates (no pipeline)
-  bool sparse_embedding = false;  // --sparse_embedding_grad (dense, dp with or without tp)
+  bool sparse_embedding = false;  // --sparse_embedding_grad (dense, dp or HSDP, any tp)
   enum class Moe { kPlain, kHierarchical, kDualBatch, kFp8, kAuxLoss } moe = Moe::kPlain;
 
   std::string Name() const {
