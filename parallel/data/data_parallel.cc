@@ -183,7 +183,10 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
     b.params.push_back(p);
     b.offsets.push_back(b.numel);
     b.numel += n;
-    b.replicated = p == options_.sparse_embedding && options_.zero_stage == 1;
+    // Not under HSDP: there the table's gather runs inside the host, and each rank all-reducing
+    // the whole table across hosts would double the bytes on the link.
+    b.replicated =
+        p == options_.sparse_embedding && options_.zero_stage == 1 && options_.replicas == nullptr;
   }
   const int size = group_.size();
   for (Bucket& b : buckets_) b.shard = (b.numel + size - 1) / size;

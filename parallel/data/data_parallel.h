@@ -132,8 +132,8 @@ class DataParallel : public ParameterUseHooks {
     // For slow links: the tail of the reduction after backward shrinks by the table's size.
     // A table replicated or split over tp (a vocabulary shard: the lookup hands over the rows of
     // its own tokens, in shard coordinates); not split or shared by pipeline or expert
-    // parallelism; on the host. With HSDP the rows of every group are added, and a replicated
-    // table (ZeRO-1) is all-reduced inside the group, then across the replicas. nullptr: off.
+    // parallelism; on the host. With HSDP the rows of every group are added, and the table
+    // stays sharded (its gather runs inside the host). nullptr: off.
     Parameter* sparse_embedding = nullptr;
   };
   static constexpr size_t kIssueLag = 2;
@@ -259,8 +259,9 @@ class DataParallel : public ParameterUseHooks {
     int ready = 0;         // parameters whose gradient is final in this micro-batch
     int span = -1;         // its reduction's entry in comm_spans_ while in flight
     int gather_span = -1;  // its parameter all-gather's entry in comm_spans_ while in flight
-    // Options::sparse_embedding's table under ZeRO-1: all-reduced and updated whole on every rank
-    // (its optimizer state is not sharded), so the next forward does not wait for its gather.
+    // Options::sparse_embedding's table under ZeRO-1 without HSDP: all-reduced and updated whole
+    // on every rank (its optimizer state is not sharded), so the next forward does not wait for
+    // its gather.
     bool replicated = false;
   };
   // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
