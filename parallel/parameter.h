@@ -104,6 +104,7 @@ class Parameter {
   };
   void AddRowGradients(runtime::Tensor ids, runtime::Tensor rows);
   const std::vector<RowGradients>& row_gradients() const { return row_gradients_; }
+  void ClearRowGradients() { row_gradients_.clear(); }
 
  private:
   std::string name_;

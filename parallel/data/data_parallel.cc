@@ -152,6 +152,10 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
   // its last use instead (the LM head's, whose backward makes its dense gradient final).
   std::vector<std::pair<Parameter*, int>> order;
   absl::flat_hash_map<Parameter*, int> first_unit;
+  absl::flat_hash_map<Parameter*, int> first_use;  // each parameter's place in order of first use
+  for (const auto& unit : units) {
+    for (Parameter* p : unit) first_use.emplace(p, static_cast<int>(first_use.size()));
+  }
   for (int u = 0; u < static_cast<int>(units.size()); ++u) {
     for (Parameter* p : units[u]) {
       if (p == options_.sparse_embedding) continue;
@@ -183,10 +187,13 @@ void DataParallel::BuildBuckets(const std::vector<std::vector<Parameter*>>& unit
     b.params.push_back(p);
     b.offsets.push_back(b.numel);
     b.numel += n;
+    b.first_use = std::min(b.first_use, first_use.at(p));
+  }
+  if (Parameter* table = options_.sparse_embedding; table != nullptr) {
     // Not under HSDP: there the table's gather runs inside the host, and each rank all-reducing
     // the whole table across hosts would double the bytes on the link.
-    b.replicated =
-        p == options_.sparse_embedding && options_.zero_stage == 1 && options_.replicas == nullptr;
+    buckets_[bucket_of_.at(table)].replicated =
+        options_.zero_stage == 1 && options_.replicas == nullptr;
   }
   const int size = group_.size();
   for (Bucket& b : buckets_) b.shard = (b.numel + size - 1) / size;
@@ -338,10 +345,9 @@ void DataParallel::BuildSlots() {
 
 std::vector<int> DataParallel::BucketsByFirstUse() const {
   std::vector<int> order(buckets_.size());
-  for (int i = 0; i < num_buckets(); ++i) order[i] = num_buckets() - 1 - i;
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return buckets_[a].units.front() < buckets_[b].units.front();
-  });
+  for (int i = 0; i < num_buckets(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return buckets_[a].first_use < buckets_[b].first_use; });
   return order;
 }
 
@@ -626,10 +632,10 @@ absl::Status DataParallel::FinishBackward() {
   status.Update(WaitForReductions());
   if (!rows.ok()) {
     status.Update(rows.status());
-  } else if (rows->rows_work != nullptr) {
+  } else if (rows->started) {
     if (status.ok()) {
       status.Update(FinishRowExchange(*rows));
-    } else {  // its buffers must outlive the calls
+    } else if (rows->rows_work != nullptr) {  // its buffers must outlive the calls
       (void)rows->ids_work->Wait();
       (void)rows->rows_work->Wait();
     }
@@ -668,7 +674,8 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
   const int64_t most =
       *std::max_element(counts.data<int64_t>(), counts.data<int64_t>() + group_.size());
   RowExchange x;
-  if (most == 0) return x;
+  x.started = true;
+  if (most == 0) return x;  // HSDP: other groups may still have rows (FinishRowExchange)
   x.mine_ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
   x.mine_rows = Tensor::Empty({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
   std::fill(x.mine_ids.data<int32_t>() + count, x.mine_ids.data<int32_t>() + most, -1);
@@ -690,28 +697,38 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
 }
 
 absl::Status DataParallel::FinishRowExchange(RowExchange& x) {
-  absl::Status arrived = x.ids_work->Wait();
-  arrived.Update(x.rows_work->Wait());  // both, before any return: they write x's buffers
-  LOOM_RETURN_IF_ERROR(arrived);
+  if (x.rows_work != nullptr) {
+    absl::Status arrived = x.ids_work->Wait();
+    arrived.Update(x.rows_work->Wait());  // both, before any return: they write x's buffers
+    LOOM_RETURN_IF_ERROR(arrived);
+  }
+  const int64_t held = x.ids.defined() ? x.ids.numel() : 0;
   if (options_.replicas != nullptr) {  // HSDP: every group's rows, group after group
     // Called after the step's all-reduces across the replicas were issued (WaitForReductions),
-    // so every rank queues these behind the same calls. Padded to the largest group's count.
+    // so every rank queues these behind the same calls; by every rank, whether its group has
+    // rows or not. Padded to the largest group's count.
     comm::Communicator& across = *options_.replicas;
-    Tensor size = Tensor::FromVector<int64_t>({1}, {x.ids.numel()}, MemoryTag::kComm, &Host());
+    Tensor size = Tensor::FromVector<int64_t>({1}, {held}, MemoryTag::kComm, &Host());
     LOOM_RETURN_IF_ERROR(across.AllReduce(size, size, comm::ReduceOp::kMax)->Wait());
-    const int64_t most = size.data<int64_t>()[0], width = x.rows.dim(1);
+    const int64_t most = size.data<int64_t>()[0];
+    const int64_t width = options_.sparse_embedding->local_shape()[1];
+    if (most == 0) return absl::OkStatus();  // no group has rows of this table
     Tensor padded_ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
     Tensor padded_rows =
         Tensor::Zeros({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
     std::fill(padded_ids.data<int32_t>(), padded_ids.data<int32_t>() + most, -1);
-    padded_ids.Slice(0, x.ids.numel()).CopyFrom(x.ids);
-    padded_rows.Slice(0, x.rows.dim(0)).CopyFrom(x.rows);
+    if (held > 0) {
+      padded_ids.Slice(0, held).CopyFrom(x.ids);
+      padded_rows.Slice(0, held).CopyFrom(x.rows);
+    }
     x.ids = Tensor::Empty({across.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
     x.rows = Tensor::Empty({across.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm,
                            &Host());
     absl::Status gathered = across.AllGather(padded_ids, x.ids)->Wait();
     gathered.Update(across.AllGather(padded_rows, x.rows)->Wait());
     LOOM_RETURN_IF_ERROR(gathered);
+  } else if (held == 0) {
+    return absl::OkStatus();
   }
   return AddExchangedRows(x);
 }
@@ -742,6 +759,7 @@ absl::Status DataParallel::AddExchangedRows(RowExchange& x) {
     const float* row = rows + j * width;
     for (int64_t e = lo; e < hi; ++e) out[e - base] += row[e - start] * scale;
   }
+  table.ClearRowGradients();  // the lookup's activations they keep alive can go
   return absl::OkStatus();
 }
 
@@ -1014,7 +1032,9 @@ void DataParallel::BeforeUse(int unit, Pass pass) {
   if (options_.zero_stage >= 2 && pass == Pass::kBackward) {
     for (int bucket : unit_buckets_[unit]) {
       Bucket& b = buckets_[bucket];
-      if (b.grad.defined()) continue;
+      // Already reduced in this micro-batch (the sparse embedding's table, whose lookup adds no
+      // dense gradient): no storage for gradients nobody writes.
+      if (b.grad.defined() || b.ready == static_cast<int>(b.params.size())) continue;
       b.grad = Flat(b.shard * group_.size(), MemoryTag::kGrad);
       BindGrads(b);
     }

@@ -53,6 +53,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -263,6 +264,8 @@ class DataParallel : public ParameterUseHooks {
     // on every rank (its optimizer state is not sharded), so the next forward does not wait for
     // its gather.
     bool replicated = false;
+    // The earliest place of its parameters in order of first use (BucketsByFirstUse).
+    int first_use = std::numeric_limits<int>::max();
   };
   // Where slot i (stages >= 1) lies: its bucket and [lo, hi) in bucket coordinates, and the
   // offset of lo within its parameter.
@@ -326,15 +329,17 @@ class DataParallel : public ParameterUseHooks {
   // HSDP: starts the all-reduce of b's final shard across replicas / takes its result.
   void StartReplicate(Bucket& b);
   void CompleteReplicate(Bucket& b);
-  // Options::sparse_embedding: starts the all-gathers of every rank's row count, token ids and
-  // gradient rows; adds what arrived into the reduced gradient (after WaitForReductions).
+  // Options::sparse_embedding: StartRowExchange agrees on the row count (padding to the
+  // largest) and starts the all-gathers of every rank's token ids and gradient rows;
+  // FinishRowExchange (after WaitForReductions) waits for them, under HSDP gathers every group's
+  // across the replicas, and AddExchangedRows adds them into the reduced gradient.
   struct RowExchange {
+    bool started = false;
     runtime::Tensor mine_ids, mine_rows;  // this rank's, sent (kept until the calls complete)
     runtime::Tensor ids, rows;            // every rank's, in rank order
     std::shared_ptr<comm::Work> ids_work, rows_work;
   };
   absl::StatusOr<RowExchange> StartRowExchange();
-  // Waits for them (HSDP: then gathers every group's across the replicas) and adds the rows.
   absl::Status FinishRowExchange(RowExchange& exchange);
   absl::Status AddExchangedRows(RowExchange& exchange);
   void PollReductions();
@@ -352,8 +357,9 @@ class DataParallel : public ParameterUseHooks {
   absl::Status WaitGather(Bucket& b);
   void Materialize(Bucket& b);
   void ReleaseValues(Bucket& b);
-  // Bucket indices in order of their first use in forward (the reverse of the bucket order,
-  // except for Options::sparse_embedding's table, reduced early but used first).
+  // Bucket indices in order of their first use in forward, as the single-rank trainer lists the
+  // parameters (the reverse of the bucket order, except for Options::sparse_embedding's table,
+  // reduced early but used first).
   std::vector<int> BucketsByFirstUse() const;
   // The unit that uses bucket `b` last in `pass` (highest index forward, lowest backward).
   int LastUse(const Bucket& b, Pass pass) const;

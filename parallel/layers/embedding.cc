@@ -72,27 +72,26 @@ void Embedding::BackwardWeight(Stash& stash) {
 }
 
 void Embedding::AddShardRows(const Tensor& ids, const Tensor& dy) {
-  const int64_t first = VocabStart(weight_), rows = weight_.local_shape()[0];
   if (!tp_.active()) {
     weight_.AddRowGradients(ids, dy);
     return;
   }
   // A vocabulary shard: the tokens whose rows it holds, in its own coordinates.
+  const int64_t first = VocabStart(weight_), held = weight_.local_shape()[0];
   std::vector<int32_t> mine;
   std::vector<int64_t> at;
   for (int64_t n = 0; n < ids.numel(); ++n) {
     const int64_t local = ids.data<int32_t>()[n] - first;
-    if (local < 0 || local >= rows) continue;
+    if (local < 0 || local >= held) continue;
     mine.push_back(static_cast<int32_t>(local));
     at.push_back(n);
   }
-  const int64_t width = dy.dim(1);
-  Tensor picked =
-      Tensor::Empty({static_cast<int64_t>(at.size()), width}, DType::kF32, MemoryTag::kActivation);
-  for (size_t k = 0; k < at.size(); ++k)
+  const int64_t count = static_cast<int64_t>(at.size());
+  Tensor picked = Tensor::Empty({count, dy.dim(1)}, DType::kF32, MemoryTag::kActivation);
+  for (int64_t k = 0; k < count; ++k) {
     picked.Slice(k, k + 1).CopyFrom(dy.Slice(at[k], at[k] + 1));
-  weight_.AddRowGradients(Tensor::FromVector<int32_t>({static_cast<int64_t>(mine.size())}, mine,
-                                                      MemoryTag::kActivation),
+  }
+  weight_.AddRowGradients(Tensor::FromVector<int32_t>({count}, mine, MemoryTag::kActivation),
                           picked);
 }
 

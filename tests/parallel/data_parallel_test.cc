@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -547,6 +548,12 @@ TEST(SparseEmbedding, AddsEveryRanksRowsIntoTheAveragedGradient) {
       Tensor g = table.grad();
       for (int64_t e = 0; e < kV * kC; ++e) g.data<float>()[e] += dense(rank, e);
       table.ContributionDone();  // the head's: the only dense use now
+      // The lookup's unit: under ZeRO-2/3 the reduced table gets no gradient storage again
+      // (checked after FinishBackward; the pause lets the reduction complete first, so that a
+      // regression would show).
+      (*dp)->AfterUse(0, ParameterUseHooks::Pass::kBackward);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      (*dp)->BeforeUse(0, ParameterUseHooks::Pass::kBackward);
       const int64_t n = static_cast<int64_t>(ids[rank].size());
       Tensor rows = Tensor::Empty({n, kC}, runtime::DType::kF32, runtime::MemoryTag::kActivation);
       for (int64_t j = 0; j < n; ++j) {
@@ -556,6 +563,7 @@ TEST(SparseEmbedding, AddsEveryRanksRowsIntoTheAveragedGradient) {
           Tensor::FromVector<int32_t>({n}, ids[rank], runtime::MemoryTag::kActivation), rows);
       (*dp)->AfterUse(0, ParameterUseHooks::Pass::kBackward);
       ASSERT_TRUE((*dp)->FinishBackward().ok());
+      EXPECT_EQ(table.grad().defined(), zero < 2) << "zero " << zero;
       // Stages 0 and 1 (where the table is replicated): one slot, the whole gradient; stages 2-3:
       // this rank's piece of the table.
       const int64_t shard = (kV * kC + kRanks - 1) / kRanks;
