@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "optim/grad_norm.h"
@@ -42,6 +43,45 @@ runtime::Allocator& Host() { return runtime::Allocator::Default(); }
 // communicators in one order.
 bool QueuesOnDevice(const comm::Communicator* c) {
   return c != nullptr && c->memory() != runtime::Device::kCpu;
+}
+
+// `parts`' ids and rows one after another, padded to `most` rows with id -1 (nobody adds them) and
+// zeros: every rank's part of an all-gather has the same size.
+std::pair<Tensor, Tensor> PaddedRows(const std::vector<Parameter::RowGradients>& parts,
+                                     int64_t most, int64_t width) {
+  Tensor ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+  Tensor rows = Tensor::Zeros({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
+  std::fill(ids.data<int32_t>(), ids.data<int32_t>() + most, -1);
+  int64_t at = 0;
+  for (const Parameter::RowGradients& part : parts) {
+    const int64_t n = part.ids.numel();
+    ids.Slice(at, at + n).CopyFrom(part.ids);
+    rows.Slice(at, at + n).CopyFrom(part.rows);
+    at += n;
+  }
+  return {ids, rows};
+}
+
+// Why Options::sparse_embedding's `table` cannot have its gradient split ("" if it can).
+std::string SparseEmbeddingProblem(const Parameter& table,
+                                   const std::vector<std::vector<Parameter*>>& units,
+                                   const DataParallel::Options& options) {
+  const bool listed = std::any_of(units.begin(), units.end(), [&](const auto& unit) {
+    return std::find(unit.begin(), unit.end(), &table) != unit.end();
+  });
+  if (!listed) return "it is not one of the model's parameters";
+  const ShardSpec& spec = table.shard_spec();
+  if ((spec.is_split() && spec.axis != "tp") || spec.grad_partial()) {
+    return absl::StrCat("it is ", spec.ToString(),
+                        " (pipeline or expert parallelism split or share it)");
+  }
+  if (table.local_shape().size() != 2) return "it is not a table [V, C]";
+  if (table.row_gradients_enabled()) return "another data-parallel engine already takes its rows";
+  if (table.uses() < 2) return "it is not tied to an LM head (the lookup must not be its only use)";
+  if (options.allocator != nullptr && options.allocator->source().device != runtime::Device::kCpu) {
+    return "its gradients live on a device";
+  }
+  return "";
 }
 
 DataParallel::Options WithOrderedIssue(DataParallel::Options o, const comm::Communicator& group) {
@@ -113,22 +153,7 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
     }
   }
   if (Parameter* table = options.sparse_embedding; table != nullptr) {
-    const bool listed = std::any_of(units.begin(), units.end(), [&](const auto& unit) {
-      return std::find(unit.begin(), unit.end(), table) != unit.end();
-    });
-    const std::string why =
-        !listed ? "it is not one of the model's parameters"
-        : (table->shard_spec().is_split() && table->shard_spec().axis != "tp") ||
-                table->shard_spec().grad_partial()
-            ? absl::StrCat("it is ", table->shard_spec().ToString(),
-                           " (pipeline or expert parallelism split or share it)")
-        : table->local_shape().size() != 2 ? "it is not a table [V, C]"
-        : table->uses() < 2 || table->row_gradients_enabled()
-            ? "it is not tied to an LM head (the lookup must not be its only use)"
-        : options.allocator != nullptr &&
-                options.allocator->source().device != runtime::Device::kCpu
-            ? "its gradients live on a device"
-            : "";
+    const std::string why = SparseEmbeddingProblem(*table, units, options);
     if (!why.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "sparse embedding gradients (--sparse_embedding_grad) need a token embedding tied to the "
@@ -676,18 +701,7 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
   RowExchange x;
   x.started = true;
   if (most == 0) return x;  // HSDP: other groups may still have rows (FinishRowExchange)
-  x.mine_ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
-  x.mine_rows = Tensor::Empty({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
-  std::fill(x.mine_ids.data<int32_t>() + count, x.mine_ids.data<int32_t>() + most, -1);
-  std::fill(x.mine_rows.data<float>() + count * width, x.mine_rows.data<float>() + most * width,
-            0.0f);
-  int64_t at = 0;
-  for (const Parameter::RowGradients& g : table.row_gradients()) {
-    const int64_t n = g.ids.numel();
-    x.mine_ids.Slice(at, at + n).CopyFrom(g.ids);
-    x.mine_rows.Slice(at, at + n).CopyFrom(g.rows);
-    at += n;
-  }
+  std::tie(x.mine_ids, x.mine_rows) = PaddedRows(table.row_gradients(), most, width);
   x.ids = Tensor::Empty({group_.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
   x.rows =
       Tensor::Empty({group_.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
@@ -713,14 +727,9 @@ absl::Status DataParallel::FinishRowExchange(RowExchange& x) {
     const int64_t most = size.data<int64_t>()[0];
     const int64_t width = options_.sparse_embedding->local_shape()[1];
     if (most == 0) return absl::OkStatus();  // no group has rows of this table
-    Tensor padded_ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
-    Tensor padded_rows =
-        Tensor::Zeros({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
-    std::fill(padded_ids.data<int32_t>(), padded_ids.data<int32_t>() + most, -1);
-    if (held > 0) {
-      padded_ids.Slice(0, held).CopyFrom(x.ids);
-      padded_rows.Slice(0, held).CopyFrom(x.rows);
-    }
+    std::vector<Parameter::RowGradients> group_rows;
+    if (held > 0) group_rows.push_back({x.ids, x.rows});
+    const auto [padded_ids, padded_rows] = PaddedRows(group_rows, most, width);
     x.ids = Tensor::Empty({across.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
     x.rows = Tensor::Empty({across.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm,
                            &Host());
