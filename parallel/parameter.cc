@@ -66,6 +66,13 @@ void Parameter::ZeroGrad() {
   row_gradients_.clear();
 }
 
+void Parameter::EnableRowGradients(bool on) {
+  if (on == row_gradients_enabled_) return;
+  LOOM_CHECK(!on || uses_ >= 2) << name_ << ": row gradients need a dense use besides the lookup";
+  row_gradients_enabled_ = on;
+  uses_ += on ? -1 : 1;
+}
+
 void Parameter::AddRowGradients(runtime::Tensor ids, runtime::Tensor rows) {
   LOOM_CHECK(row_gradients_enabled_) << name_ << ": row gradients are not enabled";
   LOOM_CHECK(ids.dtype() == runtime::DType::kI32 && ids.rank() == 1 &&

@@ -94,9 +94,10 @@ class Parameter {
   // Row gradients (data parallelism's Options::sparse_embedding): an embedding table's lookup
   // touches only the rows of a batch's tokens, so its gradient can travel as (ids, rows) instead
   // of a dense table. While enabled, the lookup hands its gradient to AddRowGradients instead of
-  // adding it into grad() and calling ContributionDone (so it must not be one of uses()); whoever
-  // enabled it adds the rows of every rank into the reduced gradient. ZeroGrad drops them.
-  void EnableRowGradients(bool on) { row_gradients_enabled_ = on; }
+  // adding it into grad() and calling ContributionDone, so enabling takes that use out of uses()
+  // (the grad-ready hook fires after the other uses' contributions) and disabling puts it back;
+  // whoever enabled it adds the rows of every rank into the reduced gradient. ZeroGrad drops them.
+  void EnableRowGradients(bool on);
   bool row_gradients_enabled() const { return row_gradients_enabled_; }
   struct RowGradients {
     runtime::Tensor ids;   // i32 [N]: rows of the table

@@ -106,7 +106,6 @@ DataParallel::~DataParallel() {
   }
   if (Parameter* table = options_.sparse_embedding; table != nullptr) {
     table->EnableRowGradients(false);  // the lookup adds into grad() again
-    table->SetUses(table->uses() + 1);
   }
 }
 
@@ -164,7 +163,6 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Create(
   std::unique_ptr<DataParallel> dp(new DataParallel(group, options));
   if (Parameter* table = options.sparse_embedding; table != nullptr) {
     table->EnableRowGradients(true);  // the lookup's use becomes rows, not a contribution
-    table->SetUses(table->uses() - 1);
   }
   dp->BuildBuckets(units);
   dp->AllocateStorage();

@@ -78,18 +78,19 @@ void Embedding::AddShardRows(const Tensor& ids, const Tensor& dy) {
   }
   // A vocabulary shard: the tokens whose rows it holds, in its own coordinates.
   const int64_t first = VocabStart(weight_), held = weight_.local_shape()[0];
-  std::vector<int32_t> mine;
-  std::vector<int64_t> at;
+  std::vector<int32_t> mine, at;
   for (int64_t n = 0; n < ids.numel(); ++n) {
     const int64_t local = ids.data<int32_t>()[n] - first;
     if (local < 0 || local >= held) continue;
     mine.push_back(static_cast<int32_t>(local));
-    at.push_back(n);
+    at.push_back(static_cast<int32_t>(n));
   }
   const int64_t count = static_cast<int64_t>(at.size());
+  // Their gradient rows: a lookup of `at` in dy.
   Tensor picked = Tensor::Empty({count, dy.dim(1)}, DType::kF32, MemoryTag::kActivation);
-  for (int64_t k = 0; k < count; ++k) {
-    picked.Slice(k, k + 1).CopyFrom(dy.Slice(at[k], at[k] + 1));
+  if (count > 0) {
+    kernels::EmbeddingForward(Tensor::FromVector<int32_t>({count}, at, MemoryTag::kActivation), dy,
+                              picked);
   }
   weight_.AddRowGradients(Tensor::FromVector<int32_t>({count}, mine, MemoryTag::kActivation),
                           picked);
