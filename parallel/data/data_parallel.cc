@@ -45,21 +45,51 @@ bool QueuesOnDevice(const comm::Communicator* c) {
   return c != nullptr && c->memory() != runtime::Device::kCpu;
 }
 
-// `parts`' ids and rows one after another, padded to `most` rows with id -1 (nobody adds them) and
-// zeros: every rank's part of an all-gather has the same size.
-std::pair<Tensor, Tensor> PaddedRows(const std::vector<Parameter::RowGradients>& parts,
-                                     int64_t most, int64_t width) {
-  Tensor ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
-  Tensor rows = Tensor::Zeros({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
-  std::fill(ids.data<int32_t>(), ids.data<int32_t>() + most, -1);
-  int64_t at = 0;
+// `parts`' rows summed per token id, ids ascending, each id's rows added in the order they come;
+// rows of id -1 (padding) are left out. A rank sends each token's row once, however often the
+// token occurs in its batch.
+Parameter::RowGradients CoalescedRows(const std::vector<Parameter::RowGradients>& parts,
+                                      int64_t width) {
+  std::vector<std::pair<int32_t, const float*>> rows;
   for (const Parameter::RowGradients& part : parts) {
-    const int64_t n = part.ids.numel();
-    ids.Slice(at, at + n).CopyFrom(part.ids);
-    rows.Slice(at, at + n).CopyFrom(part.rows);
-    at += n;
+    const int32_t* ids = part.ids.data<int32_t>();
+    for (int64_t j = 0; j < part.ids.numel(); ++j) {
+      if (ids[j] != -1) rows.emplace_back(ids[j], part.rows.data<float>() + j * width);
+    }
   }
-  return {ids, rows};
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  int64_t distinct = 0;
+  for (size_t j = 0; j < rows.size(); ++j) distinct += j == 0 || rows[j].first != rows[j - 1].first;
+  Parameter::RowGradients out{
+      Tensor::Empty({distinct}, runtime::DType::kI32, MemoryTag::kComm, &Host()),
+      Tensor::Empty({distinct, width}, runtime::DType::kF32, MemoryTag::kComm, &Host())};
+  int64_t at = -1;
+  for (size_t j = 0; j < rows.size(); ++j) {
+    const float* row = rows[j].second;
+    float* sum = out.rows.data<float>() + (at + 1) * width;
+    if (j == 0 || rows[j].first != rows[j - 1].first) {
+      out.ids.data<int32_t>()[++at] = rows[j].first;
+      std::copy(row, row + width, sum);
+    } else {
+      sum -= width;
+      for (int64_t c = 0; c < width; ++c) sum[c] += row[c];
+    }
+  }
+  return out;
+}
+
+// `rows` padded to `most` rows with id -1 (nobody adds them) and zeros: every rank's part of an
+// all-gather has the same size.
+std::pair<Tensor, Tensor> PaddedRows(const Parameter::RowGradients& rows, int64_t most,
+                                     int64_t width) {
+  Tensor ids = Tensor::Empty({most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
+  Tensor padded = Tensor::Zeros({most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
+  std::fill(ids.data<int32_t>(), ids.data<int32_t>() + most, -1);
+  const int64_t n = rows.ids.numel();
+  ids.Slice(0, n).CopyFrom(rows.ids);
+  padded.Slice(0, n).CopyFrom(rows.rows);
+  return {ids, padded};
 }
 
 // Why Options::sparse_embedding's `table` cannot have its gradient split ("" if it can).
@@ -686,11 +716,11 @@ absl::Status DataParallel::WaitForReductions() {
 absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
   Parameter& table = *options_.sparse_embedding;
   const int64_t width = table.local_shape()[1];
-  int64_t count = 0;
-  for (const Parameter::RowGradients& g : table.row_gradients()) count += g.ids.numel();
+  const Parameter::RowGradients coalesced = CoalescedRows(table.row_gradients(), width);
+  const int64_t count = coalesced.ids.numel();
+  rows_sent_ = count;
   // The all-gathers take equal parts: every rank pads its rows to the largest count with rows of
-  // id -1, which nobody adds (a vocabulary shard holds a different number of the batch's tokens
-  // on each rank).
+  // id -1, which nobody adds (the ranks' batches hold different numbers of distinct tokens).
   Tensor mine = Tensor::FromVector<int64_t>({1}, {count}, MemoryTag::kComm, &Host());
   Tensor counts = Tensor::Empty({group_.size()}, runtime::DType::kI64, MemoryTag::kComm, &Host());
   LOOM_RETURN_IF_ERROR(group_.AllGather(mine, counts)->Wait());
@@ -699,7 +729,7 @@ absl::StatusOr<DataParallel::RowExchange> DataParallel::StartRowExchange() {
   RowExchange x;
   x.started = true;
   if (most == 0) return x;  // HSDP: other groups may still have rows (FinishRowExchange)
-  std::tie(x.mine_ids, x.mine_rows) = PaddedRows(table.row_gradients(), most, width);
+  std::tie(x.mine_ids, x.mine_rows) = PaddedRows(coalesced, most, width);
   x.ids = Tensor::Empty({group_.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
   x.rows =
       Tensor::Empty({group_.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm, &Host());
@@ -718,15 +748,18 @@ absl::Status DataParallel::FinishRowExchange(RowExchange& x) {
   if (options_.replicas != nullptr) {  // HSDP: every group's rows, group after group
     // Called after the step's all-reduces across the replicas were issued (WaitForReductions),
     // so every rank queues these behind the same calls; by every rank, whether its group has
-    // rows or not. Padded to the largest group's count.
+    // rows or not. The group's rows coalesced again (its ranks' batches share tokens), padded to
+    // the largest group's count.
     comm::Communicator& across = *options_.replicas;
-    Tensor size = Tensor::FromVector<int64_t>({1}, {held}, MemoryTag::kComm, &Host());
+    const int64_t width = options_.sparse_embedding->local_shape()[1];
+    std::vector<Parameter::RowGradients> gathered_rows;
+    if (held > 0) gathered_rows.push_back({x.ids, x.rows});
+    const Parameter::RowGradients group_rows = CoalescedRows(gathered_rows, width);
+    Tensor size =
+        Tensor::FromVector<int64_t>({1}, {group_rows.ids.numel()}, MemoryTag::kComm, &Host());
     LOOM_RETURN_IF_ERROR(across.AllReduce(size, size, comm::ReduceOp::kMax)->Wait());
     const int64_t most = size.data<int64_t>()[0];
-    const int64_t width = options_.sparse_embedding->local_shape()[1];
     if (most == 0) return absl::OkStatus();  // no group has rows of this table
-    std::vector<Parameter::RowGradients> group_rows;
-    if (held > 0) group_rows.push_back({x.ids, x.rows});
     const auto [padded_ids, padded_rows] = PaddedRows(group_rows, most, width);
     x.ids = Tensor::Empty({across.size() * most}, runtime::DType::kI32, MemoryTag::kComm, &Host());
     x.rows = Tensor::Empty({across.size() * most, width}, runtime::DType::kF32, MemoryTag::kComm,

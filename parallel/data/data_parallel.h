@@ -222,6 +222,9 @@ class DataParallel : public ParameterUseHooks {
   // ZeRO-3's, and with overlap_param_gather the previous step's updated parameters (what the passes
   // did not hide).
   double exposed_gather_ms() const { return exposed_gather_ms_; }
+  // Options::sparse_embedding: the rows this rank sent in the last FinishBackward, one per
+  // distinct token of its batch (its rows of a token summed first), padding not counted.
+  int64_t rows_sent() const { return rows_sent_; }
   // The collectives of the current step (since ZeroGrad), in launch order, for timelines: each
   // bucket's gradient reduction, and its parameters' all-gather (ZeRO-1/2's of the updated
   // shards, issued at the first use in forward; ZeRO-3's before each use); the bucket, when it
@@ -401,6 +404,7 @@ class DataParallel : public ParameterUseHooks {
   int next_launch_ = 0;         // buckets launch in index order
   double exposed_reduce_ms_ = 0.0;
   double exposed_gather_ms_ = 0.0;
+  int64_t rows_sent_ = 0;
   bool updates_due_ = false;  // stages 1-2: updated shards staged, their all-gathers not started
   std::vector<CommSpan> comm_spans_;
 };

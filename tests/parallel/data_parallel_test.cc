@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "comm/local/local_backend.h"
@@ -563,6 +564,10 @@ TEST(SparseEmbedding, AddsEveryRanksRowsIntoTheAveragedGradient) {
           Tensor::FromVector<int32_t>({n}, ids[rank], runtime::MemoryTag::kActivation), rows);
       (*dp)->AfterUse(0, ParameterUseHooks::Pass::kBackward);
       ASSERT_TRUE((*dp)->FinishBackward().ok());
+      // Each distinct token's row once (rank 0's two rows of token 4 summed before sending).
+      EXPECT_EQ((*dp)->rows_sent(),
+                static_cast<int64_t>(std::set<int32_t>(ids[rank].begin(), ids[rank].end()).size()))
+          << "zero " << zero << " rank " << rank;
       EXPECT_EQ(table.grad().defined(), zero < 2) << "zero " << zero;
       // Stages 0 and 1 (where the table is replicated): one slot, the whole gradient; stages 2-3:
       // this rank's piece of the table.
