@@ -7,10 +7,15 @@
 # hosts talk TCP over the rate-limited links, never shared memory. Needs root (CAP_NET_ADMIN).
 #
 #   scripts/posed_cluster.sh run [--hosts 2] [--ranks_per_host 1] [--rate 1gbit] [--name loompc]
-#                                [--timeout 600] -- PROGRAM [ARGS...]
+#                                [--timeout 600] [--cores split|shared] -- PROGRAM [ARGS...]
 #       sets the cluster up, runs PROGRAM under mpirun on hosts × ranks_per_host ranks, tears
 #       the cluster down (also when the job fails or is interrupted) and exits with the job's
 #       status. Every LOOM_* variable and OMP_NUM_THREADS reach the ranks.
+#       --cores split (the default) gives each posed host its own cores, as real hosts have: the
+#       machine's cores in equal consecutive parts (host i of N gets cores [i·C/N, (i+1)·C/N)),
+#       every process of the host (its ranks, their threads, its Open MPI daemon) bound to them, so
+#       the network stack's work for a host's traffic mostly lands on that host's cores. With
+#       fewer cores than hosts, or --cores shared, every process may use every core.
 #   scripts/posed_cluster.sh up [--hosts 2] [--rate 1gbit] [--name loompc]
 #   scripts/posed_cluster.sh down [--name loompc]
 #   scripts/posed_cluster.sh check        exit 0 if namespaces can be made here, else 77 and why
@@ -26,7 +31,7 @@ readonly HERE="$(cd "$(dirname "$0")" && pwd)"
 
 die() { echo "posed_cluster.sh: $*" >&2; exit 2; }
 
-hosts=2 ranks_per_host=1 rate=1gbit name=loompc timeout_s=600
+hosts=2 ranks_per_host=1 rate=1gbit name=loompc timeout_s=600 cores=split
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 program=()
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2; shift 2 ;;
     --name) name=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
+    --cores) cores=$2; shift 2 ;;
     --) shift; program=("$@"); break ;;
     *) die "unknown argument '$1' (see the header of $0)" ;;
   esac
@@ -47,10 +53,23 @@ done
 [[ "$name" =~ ^[a-z][a-z0-9]{0,11}$ ]] || die "--name must be 1-12 lower-case letters/digits, got '$name'"
 [[ "$rate" == unlimited || "$rate" =~ ^[0-9]+(\.[0-9]+)?(kbit|mbit|gbit)$ ]] ||
   die "--rate must look like 100mbit, 1gbit, 10gbit or be 'unlimited', got '$rate'"
+[[ "$cores" == split || "$cores" == shared ]] || die "--cores must be split or shared, got '$cores'"
 
 ns_host() { echo "$name-h$1"; }
 ns_switch() { echo "$name-sw"; }
 addr() { echo "$SUBNET.$(($1 + 1))"; }
+
+# The cores of every posed host, one taskset list per host separated by spaces ("0 1" for 2
+# hosts on 2 cores), or nothing where the hosts share every core (--cores shared, or fewer cores
+# than hosts).
+host_cores() {
+  local total i
+  total=$(nproc)
+  [ "$cores" = split ] && [ "$total" -ge "$hosts" ] || return 0
+  for ((i = 0; i < hosts; i++)); do
+    printf '%s-%s ' $((i * total / hosts)) $(((i + 1) * total / hosts - 1))
+  done
+}
 
 # Whether this machine lets us make network namespaces (root, CAP_NET_ADMIN, not refused by a
 # container runtime). Prints the reason when not.
@@ -133,17 +152,27 @@ run() {
   up
   local host_list="" i
   for ((i = 0; i < hosts; i++)); do host_list+="${host_list:+,}$(addr "$i"):$ranks_per_host"; done
-  local exports=() v
+  local exports=() v bind=()
+  LOOM_POSED_HOST_CORES=$(host_cores)
+  if [ -n "$LOOM_POSED_HOST_CORES" ]; then
+    local host0_cores=($LOOM_POSED_HOST_CORES)
+    bind=(taskset -c "${host0_cores[0]}")
+    echo "posed cluster '$name': host cores ${LOOM_POSED_HOST_CORES% }"
+  elif [ "$cores" = split ]; then
+    echo "posed_cluster.sh: $(nproc) cores for $hosts hosts: the hosts share every core" >&2
+  fi
+  export LOOM_POSED_HOST_CORES
   for v in $(compgen -e); do
     case "$v" in LOOM_* | OMP_NUM_THREADS) exports+=(-x "$v") ;; esac
   done
   # mpirun runs in host 0's namespace; the agent starts the daemon of every other posed host in
   # that host's namespace. Each posed host has its own hostname (a UTS namespace), as Open MPI
-  # names its session directory and shared-memory segments after the host. Every rank may use all cores (no binding: each daemon believes it has
-  # the machine to itself), TCP only on the posed links.
+  # names its session directory and shared-memory segments after the host. Open MPI binds
+  # nothing (each daemon believes it has the machine to itself): a posed host's processes inherit
+  # its cores from the daemon (--cores), host 0's from mpirun. TCP only on the posed links.
   LOOM_POSED_CLUSTER="$name" LOOM_POSED_SUBNET="$SUBNET" \
     ip netns exec "$(ns_host 0)" unshare --uts /bin/sh -c 'hostname "$0" && exec "$@"' \
-    "$(ns_host 0)" timeout "$timeout_s" mpirun --allow-run-as-root --oversubscribe --bind-to none \
+    "$(ns_host 0)" "${bind[@]}" timeout "$timeout_s" mpirun --allow-run-as-root --oversubscribe --bind-to none \
     -np $((hosts * ranks_per_host)) --host "$host_list" \
     --mca plm_rsh_agent "$HERE/posed_cluster_agent.sh" \
     --mca btl tcp,self,vader --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \

@@ -4,7 +4,8 @@
 # made. Checks:
 #   1. an all-reduce across the hosts (loom's ring and hier over MPI's transport and over loom's
 #      sockets, MPI's own) gives the exact sums;
-#      also with 2 ranks per posed host (hier: shared memory inside, the link across);
+#      also with 2 ranks per posed host (hier: shared memory inside, the link across); each posed
+#      host's ranks run on its own cores (--cores split);
 #   2. the hosts are separate hosts: loom's shm backend refuses them with its message;
 #   3. a 2-rank data-parallel run across the hosts (--comm hier over loom's sockets) reproduces the
 #      single-rank losses within the fp32 tolerance of the equivalence tests
@@ -58,6 +59,20 @@ bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gbit --name "$name" --timeou
   { cat "$work/coll4.txt"; fail "coll_bench on 2 x 2"; }
 exact_rows "$work/coll4.txt" loom_hier MPI loom_hier@LOOM_P2P_TRANSPORT=socket
 [ -z "$(left_behind)" ] || fail "namespaces left behind: $(left_behind)"
+echo "== 1c. every posed host's ranks on its own cores (--cores split), or on all where too few"
+cores=$(nproc)
+bash "$pc" run --hosts 2 --ranks_per_host 2 --rate 1gbit --name "$name" --timeout 60 -- \
+  /bin/sh -c 'echo "$(hostname) $(grep Cpus_allowed_list /proc/self/status | cut -f2)"' \
+  > "$work/cores.txt" 2>&1 || { cat "$work/cores.txt"; fail "the cores check"; }
+for h in 0 1; do
+  want="0-$((cores - 1))"
+  [ "$cores" -ge 2 ] && want=$((h * cores / 2))-$(((h + 1) * cores / 2 - 1))
+  got=$(awk -v host="$name-h$h" '$1 == host {print $2}' "$work/cores.txt" | sort -u)
+  # taskset writes a one-core range as the core alone
+  [ "$got" = "$want" ] || [ "$want" = "$got-$got" ] ||
+    { cat "$work/cores.txt"; fail "host $h's ranks on cores '$got', expected $want"; }
+done
+echo "host cores as expected: $(sort -u "$work/cores.txt" | grep "^$name-h" | tr '\n' ' ')"
 
 echo "== 2. loom's shm backend refuses ranks on different posed hosts"
 if cluster -- "$build/examples/train_gpt" --preset tiny --steps 1 --comm shm > "$work/shm.txt" 2>&1; then
