@@ -123,7 +123,9 @@ ABSL_FLAG(int32_t, zero, 0,
           "ZeRO stage: 0 DDP, 1 sharded optimizer state, 2 + sharded gradients, 3 + sharded "
           "parameters");
 ABSL_FLAG(int64_t, grad_accum, 1, "micro-batches per step (gradients reduce on the last)");
-ABSL_FLAG(double, bucket_mb, 4.0, "gradient bucket size in MiB");
+ABSL_FLAG(double, bucket_mb, 1.0,
+          "gradient bucket size in MiB (small buckets shorten the reduction left after backward "
+          "and the first block's wait for its parameters: docs/data_parallel.md)");
 ABSL_FLAG(bool, overlap_grad_reduce, true,
           "start each bucket's reduction during backward; false: after it (to measure overlap)");
 ABSL_FLAG(bool, overlap_param_gather, true,

@@ -1,7 +1,7 @@
 // DataParallel: DDP and ZeRO-1/2/3 over a data-parallel group, driven by a model's parameter
 // units and grad-ready hooks.
 //
-//   DataParallel::Options o{.zero_stage = 1, .bucket_bytes = 4 << 20};
+//   DataParallel::Options o{.zero_stage = 1, .bucket_bytes = 1 << 20};
 //   LOOM_ASSIGN_OR_RETURN(auto dp, DataParallel::Create(model.ParameterUnits(), dp_group, o));
 //   model.SetParameterUseHooks(dp.get());
 //   dp->ZeroGrad();
@@ -71,7 +71,7 @@ class DataParallel : public ParameterUseHooks {
  public:
   struct Options {
     int zero_stage = 0;              // 0 (DDP), 1, 2 or 3
-    int64_t bucket_bytes = 4 << 20;  // f32 bytes per gradient bucket (at least one parameter)
+    int64_t bucket_bytes = 1 << 20;  // f32 bytes per gradient bucket (at least one parameter)
     runtime::DType param_dtype = runtime::DType::kF32;   // working parameters: f32, bf16, f16
     runtime::DType reduce_dtype = runtime::DType::kF32;  // gradients on the wire: f32, bf16, f16
     // Start each bucket's reduction as soon as its gradients are final (true), or only after the
