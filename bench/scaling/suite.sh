@@ -3,7 +3,8 @@
 # clusters (scripts/posed_cluster.sh), writes one JSONL row per run and draws the plots.
 #
 #   bash bench/scaling/suite.sh [--rates unlimited,10gbit,1gbit] [--layouts all|name,...]
-#                               [--preset cpu-small] [--batch 8] [--steps 6] [--out out/scaling]
+#                               [--preset cpu-small] [--batch 8] [--steps 6] [--rounds 1]
+#                               [--out out/scaling]
 #
 # Layouts (2 posed hosts × 1 rank, dp 2 across the link; every rank 1 thread):
 #   ddp_mpi          --comm mpi (MPI's collectives)                 ZeRO 0
@@ -18,8 +19,9 @@
 #   hsdp_zero1       --hsdp_shard 2: ZeRO-1 inside each host, shards all-reduced across
 #   hsdp_bf16        as hsdp_zero1 with --hsdp_reduce_dtype bf16 (bf16 between hosts only)
 # plus one reference per layout with both ranks on one posed host (no link between them):
-# the compute time the link adds to. Each row: tokens/s, step ms (median over the steps after
-# the first two), exposed communication ms (waiting for reductions after backward), bytes each
+# the compute time the link adds to. --rounds N runs the whole matrix N times, one round after the
+# other, so a slow minute of the machine touches every layout alike. Each row: tokens/s, step ms
+# (median over the steps after the first two of every round's run), exposed communication ms (waiting for reductions after backward), bytes each
 # rank sends over its link per step (from the layout: ring all-reduce 2(n-1)/n of the gradient
 # bytes, reduce-scatter and all-gather (n-1)/n each, ZeRO-3's two parameter all-gathers), the
 # link time those bytes need at the rate, the bound max(compute, link time) and step / bound, the
@@ -28,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-rates=unlimited,10gbit,1gbit layouts=all preset=cpu-small batch=8 steps=6 out=out/scaling
+rates=unlimited,10gbit,1gbit layouts=all preset=cpu-small batch=8 steps=6 rounds=1 out=out/scaling
 while [ $# -gt 0 ]; do
   case "$1" in
     --rates) rates=$2; shift 2 ;;
@@ -36,11 +38,13 @@ while [ $# -gt 0 ]; do
     --preset) preset=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "suite.sh: unknown argument '$1' (see the header)" >&2; exit 2 ;;
   esac
 done
 [ "$steps" -ge 3 ] || { echo "suite.sh: --steps must be >= 3" >&2; exit 2; }
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "suite.sh: --rounds must be >= 1, got '$rounds'" >&2; exit 2; }
 bash scripts/posed_cluster.sh check
 
 declare -A FLAGS=(
@@ -74,11 +78,14 @@ rows="$out/results.jsonl"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-run() {  # layout hosts ranks_per_host rate
-  local layout=$1 hosts=$2 per=$3 rate=$4 transport=mpi
-  [ "$layout" = ddp_mpi ] || [ "$layout" = ddp_hier_mpi ] || transport=socket
-  local metrics="$work/$layout-$hosts-$rate.jsonl"
-  echo "[suite] $layout: $hosts posed host(s) x $per rank(s), links $rate"
+transport_of() { [ "$1" = ddp_mpi ] || [ "$1" = ddp_hier_mpi ] && echo mpi || echo socket; }
+
+run() {  # round layout hosts ranks_per_host rate: appends the steps after the first two
+  local round=$1 layout=$2 hosts=$3 per=$4 rate=$5 transport
+  transport=$(transport_of "$layout")
+  local metrics="$work/run.jsonl"
+  rm -f "$metrics"
+  echo "[suite] round $round/$rounds: $layout: $hosts posed host(s) x $per rank(s), links $rate"
   # shellcheck disable=SC2086  # FLAGS holds several flags
   if ! LOOM_P2P_TRANSPORT=$transport LOOM_NUM_THREADS=1 bash scripts/posed_cluster.sh run \
       --hosts "$hosts" --ranks_per_host "$per" --rate "$rate" --name suite --timeout 900 -- \
@@ -88,11 +95,18 @@ run() {  # layout hosts ranks_per_host rate
     echo "[suite] $layout at $rate failed (log above)" >&2
     exit 1
   fi
-  python3 - "$metrics" "$work/log" "$layout" "$hosts" "$per" "$rate" "$transport" \
-      "${FLAGS[$layout]}" >> "$rows" <<'PY'
+  tail -n +3 "$metrics" >> "$work/$layout-$hosts-$rate.jsonl"
+  cp "$work/log" "$work/$layout-$hosts-$rate.log"
+}
+
+row() {  # layout hosts ranks_per_host rate: one JSONL row from every round's steps
+  local layout=$1 hosts=$2 per=$3 rate=$4
+  python3 - "$work/$layout-$hosts-$rate.jsonl" "$work/$layout-$hosts-$rate.log" "$layout" \
+      "$hosts" "$per" "$rate" "$(transport_of "$layout")" "${FLAGS[$layout]}" "$rounds" \
+      >> "$rows" <<'PY'
 import json, re, statistics, sys
-metrics, log, layout, hosts, per, rate, transport, flags = sys.argv[1:9]
-steps = [json.loads(l) for l in open(metrics)][2:]
+metrics, log, layout, hosts, per, rate, transport, flags, rounds = sys.argv[1:10]
+steps = [json.loads(l) for l in open(metrics)]
 params = int(re.search(r"(\d+) parameters", open(log).read()).group(1))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
             if l.startswith("model name")), "?")
@@ -108,7 +122,7 @@ row = {"layout": layout, "hosts": int(hosts), "ranks_per_host": int(per), "rate"
        "exposed_gather_ms": med("exposed_gather_ms"),
        "exposed_comm_ms": statistics.median(s["exposed_reduce_ms"] + s["exposed_gather_ms"]
                                             for s in steps),
-       "peak_bytes_per_rank": peak, "cpu": cpu}
+       "peak_bytes_per_rank": peak, "cpu": cpu, "rounds": int(rounds)}
 h, k = int(hosts), int(per)
 n = h * k
 if "--hsdp_shard" in f:  # only the shards' all-reduce crosses: 1/k of the gradients per rank
@@ -138,10 +152,17 @@ print(json.dumps(row))
 PY
 }
 
+for ((round = 1; round <= rounds; round++)); do
+  for l in "${chosen[@]}"; do
+    per=${PER_HOST[$l]:-1}
+    run "$round" "$l" 1 $((2 * per)) unlimited  # the reference: every rank on one posed host
+    for rate in "${rate_list[@]}"; do run "$round" "$l" 2 "$per" "$rate"; done
+  done
+done
 for l in "${chosen[@]}"; do
   per=${PER_HOST[$l]:-1}
-  run "$l" 1 $((2 * per)) unlimited  # the reference: every rank on one posed host
-  for rate in "${rate_list[@]}"; do run "$l" 2 "$per" "$rate"; done
+  row "$l" 1 $((2 * per)) unlimited
+  for rate in "${rate_list[@]}"; do row "$l" 2 "$per" "$rate"; done
 done
 
 plot_python=$(bash bench/scaling/plot_venv.sh)
