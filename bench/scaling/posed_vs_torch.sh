@@ -74,6 +74,8 @@ done
 
 "$python" - "$work" "$rounds" "$preset" "$batch" "$rate" "$json" "$loom_flags" <<'PY'
 import json, statistics, sys
+sys.path.insert(0, "bench/models")
+from side_by_side import cpu_model, torch_median
 work, rounds, preset, batch, rate, out, loom_flags = sys.argv[1:8]
 def loom(name):
     tok, exposed = [], []
@@ -83,12 +85,8 @@ def loom(name):
         exposed += [(s["exposed_reduce_ms"] + s["exposed_gather_ms"]) / s["step_ms"] for s in steps]
     return statistics.median(tok), statistics.median(exposed)
 def torch(name):
-    tok = []
-    for r in range(1, int(rounds) + 1):
-        t = json.load(open(f"{work}/torch_{name}_{r}.json"))
-        tok += [s["tokens_per_s"] for s in t["steps"][2:]]
-    return statistics.median(tok), t["torch"]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return torch_median(f"{work}/torch_{name}_{{r}}.json", rounds)
+cpu = cpu_model()
 res = {"preset": preset, "batch": int(batch), "rate": rate, "hosts": 2, "cpu": cpu,
        "loom_flags": loom_flags}
 print(f"CPU: {cpu}; 2 posed hosts x 1 rank x 1 thread, links {rate}; {preset}, global batch {batch}"

@@ -108,8 +108,9 @@ import json, re, statistics, sys
 metrics, log, layout, hosts, per, rate, transport, flags, rounds = sys.argv[1:10]
 steps = [json.loads(l) for l in open(metrics)]
 params = int(re.search(r"(\d+) parameters", open(log).read()).group(1))
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-            if l.startswith("model name")), "?")
+sys.path.insert(0, "bench/models")
+from side_by_side import cpu_model
+cpu = cpu_model()
 med = lambda k: statistics.median(s[k] for s in steps)
 f = flags.split()
 zero = int(f[f.index("--zero") + 1])

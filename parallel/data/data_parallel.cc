@@ -66,13 +66,13 @@ Parameter::RowGradients CoalescedRows(const std::vector<Parameter::RowGradients>
       Tensor::Empty({distinct, width}, runtime::DType::kF32, MemoryTag::kComm, &Host())};
   int64_t at = -1;
   for (size_t j = 0; j < rows.size(); ++j) {
-    const float* row = rows[j].second;
-    float* sum = out.rows.data<float>() + (at + 1) * width;
-    if (j == 0 || rows[j].first != rows[j - 1].first) {
-      out.ids.data<int32_t>()[++at] = rows[j].first;
+    const auto [id, row] = rows[j];
+    const bool first = j == 0 || id != rows[j - 1].first;
+    if (first) out.ids.data<int32_t>()[++at] = id;
+    float* sum = out.rows.data<float>() + at * width;
+    if (first) {
       std::copy(row, row + width, sum);
     } else {
-      sum -= width;
       for (int64_t c = 0; c < width; ++c) sum[c] += row[c];
     }
   }
