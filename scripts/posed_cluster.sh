@@ -59,7 +59,7 @@ ns_host() { echo "$name-h$1"; }
 ns_switch() { echo "$name-sw"; }
 addr() { echo "$SUBNET.$(($1 + 1))"; }
 
-# The cores of every posed host, one taskset list per host separated by spaces ("0 1" for 2
+# The cores of every posed host, one taskset list per host separated by spaces ("0-0 1-1" for 2
 # hosts on 2 cores), or nothing where the hosts share every core (--cores shared, or fewer cores
 # than hosts).
 host_cores() {

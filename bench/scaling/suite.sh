@@ -21,7 +21,8 @@
 # plus one reference per layout with both ranks on one posed host (no link between them):
 # the compute time the link adds to. --rounds N runs the whole matrix N times, one round after the
 # other, so a slow minute of the machine touches every layout alike. Each row: tokens/s, step ms
-# (median over the steps after the first two of every round's run), exposed communication ms (waiting for reductions after backward), bytes each
+# (median over the steps after the first two of every round's run), exposed communication ms
+# (waiting for reductions after backward and for parameter all-gathers), bytes each
 # rank sends over its link per step (from the layout: ring all-reduce 2(n-1)/n of the gradient
 # bytes, reduce-scatter and all-gather (n-1)/n each, ZeRO-3's two parameter all-gathers), the
 # link time those bytes need at the rate, the bound max(compute, link time) and step / bound, the
