@@ -92,7 +92,7 @@ struct TrainOptions {
   bool tp_overlap = true;           // false: same chunks, each collective waited for (baseline)
   int zero = 0;                     // ZeRO stage 0 (DDP) .. 3, see parallel/data/data_parallel.h
   int64_t grad_accum = 1;  // micro-batches per step; each rank's micro-batch is batch/(dp·this)
-  int64_t bucket_bytes = 1 << 20;   // gradient bucket size
+  int64_t bucket_bytes = parallel::DataParallel::Options{}.bucket_bytes;  // gradient bucket size
   bool overlap_grad_reduce = true;  // false: reduce only after backward (a measurement baseline)
   // ZeRO-1/2: the updated parameters' all-gathers overlap the next forward (false: the step waits
   // for them at its end, the baseline). Either way the same values, bitwise.
