@@ -100,7 +100,7 @@ class Parameter {
   void EnableRowGradients(bool on);
   bool row_gradients_enabled() const { return row_gradients_enabled_; }
   struct RowGradients {
-    runtime::Tensor ids;   // i32 [N]: rows of the table
+    runtime::Tensor ids;   // i32 [N]: rows of the table; -1: none (the row is left out)
     runtime::Tensor rows;  // f32 [N, C]: their gradients, C = the table's second dimension
   };
   void AddRowGradients(runtime::Tensor ids, runtime::Tensor rows);

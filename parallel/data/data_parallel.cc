@@ -46,8 +46,8 @@ bool QueuesOnDevice(const comm::Communicator* c) {
 }
 
 // `parts`' rows summed per token id, ids ascending, each id's rows added in the order they come;
-// rows of id -1 (padding) are left out. A rank sends each token's row once, however often the
-// token occurs in its batch.
+// rows of id -1 (padding, or tokens another vocabulary shard holds) are left out. A rank sends each
+// token's row once, however often the token occurs in its batch.
 Parameter::RowGradients CoalescedRows(const std::vector<Parameter::RowGradients>& parts,
                                       int64_t width) {
   std::vector<std::pair<int32_t, const float*>> rows;

@@ -1,7 +1,6 @@
 #include "parallel/layers/embedding.h"
 
 #include <algorithm>
-#include <vector>
 
 #include "runtime/base/check.h"
 #include "runtime/kernels/bias_add.h"
@@ -76,24 +75,15 @@ void Embedding::AddShardRows(const Tensor& ids, const Tensor& dy) {
     weight_.AddRowGradients(ids, dy);
     return;
   }
-  // A vocabulary shard: the tokens whose rows it holds, in its own coordinates.
+  // A vocabulary shard: every token's row, with the ids in its own coordinates and -1 for the
+  // tokens whose rows other shards hold (data parallelism leaves those out).
   const int64_t first = VocabStart(weight_), held = weight_.local_shape()[0];
-  std::vector<int32_t> mine, at;
+  Tensor local = Tensor::Empty({ids.numel()}, DType::kI32, MemoryTag::kActivation);
   for (int64_t n = 0; n < ids.numel(); ++n) {
-    const int64_t local = ids.data<int32_t>()[n] - first;
-    if (local < 0 || local >= held) continue;
-    mine.push_back(static_cast<int32_t>(local));
-    at.push_back(static_cast<int32_t>(n));
+    const int64_t id = ids.data<int32_t>()[n] - first;
+    local.data<int32_t>()[n] = id >= 0 && id < held ? static_cast<int32_t>(id) : -1;
   }
-  const int64_t count = static_cast<int64_t>(at.size());
-  // Their gradient rows: a lookup of `at` in dy.
-  Tensor picked = Tensor::Empty({count, dy.dim(1)}, DType::kF32, MemoryTag::kActivation);
-  if (count > 0) {
-    kernels::EmbeddingForward(Tensor::FromVector<int32_t>({count}, at, MemoryTag::kActivation), dy,
-                              picked);
-  }
-  weight_.AddRowGradients(Tensor::FromVector<int32_t>({count}, mine, MemoryTag::kActivation),
-                          picked);
+  weight_.AddRowGradients(local, dy);
 }
 
 PositionEmbedding::PositionEmbedding(const std::string& prefix, int64_t max_positions, int64_t dim,

@@ -37,8 +37,9 @@ class Embedding : public Layer {
   Parameter& weight() { return weight_; }
 
  private:
-  // Row gradients (Parameter::AddRowGradients): every token's (ids i32 [N], dy [N, C]), or under
-  // tensor parallelism those of the tokens whose rows this vocabulary shard holds.
+  // Row gradients (Parameter::AddRowGradients): every token's (ids i32 [N], dy [N, C]); under
+  // tensor parallelism with the ids in this vocabulary shard's coordinates, -1 where another shard
+  // holds the token's row.
   void AddShardRows(const runtime::Tensor& ids, const runtime::Tensor& dy);
 
   TensorParallelOptions tp_;
